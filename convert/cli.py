@@ -1,0 +1,162 @@
+"""`ckpt`: list and convert checkpoints. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from . import api, registry
+from .errors import ConvertError
+from .graph import Graph, Node
+from .tensor import Tensor
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except ConvertError as exc:
+        click.echo(f"ckpt: error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # unreadable path, full disk, permissions
+        name = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"ckpt: error: {name}{exc.strerror or exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ckpt-convert")
+def main() -> None:
+    """List and convert neural-network checkpoints without any framework installed."""
+
+
+@main.command("ls")
+@click.argument("path", type=click.Path())
+@click.option("--from", "from_format", help="Read as this format instead of detecting it.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tensors.")
+@click.option("--tree", is_flag=True, help="Show the object graph: edges, slots, aliases.")
+def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) -> None:
+    """List every tensor with its key, dtype, shape and size (reads no tensor data)."""
+    with _user_errors():
+        graph = api.load(path, from_format)
+        if tree:
+            _print_tree(graph)
+            return
+        rows = [_row(e) for e in graph.entries()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    width = max((len(r["key"]) for r in rows), default=3)
+    for r in rows:
+        shape = "[" + ", ".join(map(str, r["shape"])) + "]"
+        click.echo(f"{r['key']:<{width}}  {r['dtype']:<9} {shape:<18} {_human(r['nbytes']):>10}")
+    total = sum(r["nbytes"] for r in rows)
+    click.echo(f"{len(rows)} tensors, {_human(total)} ({graph.format})", err=True)
+
+
+def _row(entry) -> dict:
+    t = entry.tensor
+    key = t.meta.get("key") or "/".join(entry.path)
+    row = {"key": key, "dtype": t.dtype_name, "shape": list(t.shape), "nbytes": t.nbytes,
+           "path": list(entry.path)}
+    if len(entry.paths) > 1:
+        row["aliases"] = [list(p) for p in entry.paths[1:]]
+    if entry.slot is not None:
+        row["slot"] = entry.slot.name
+    return row
+
+
+def _print_tree(graph: Graph) -> None:
+    seen: dict[int, str] = {}
+
+    def show(node: Node, indent: str, here: str) -> None:
+        for name, item in node.edges.items():
+            path = f"{here}/{name}" if here else name
+            if id(item) in seen:
+                click.echo(f"{indent}{name} -> alias of {seen[id(item)]}")
+                continue
+            seen[id(item)] = path
+            if isinstance(item, Tensor):
+                shape = "[" + ", ".join(map(str, item.shape)) + "]"
+                click.echo(f"{indent}{name}: {item.dtype_name}{shape}")
+            else:
+                click.echo(f"{indent}{name}/")
+                show(item, indent + "  ", path)
+
+    click.echo(f"(root) {graph.format}")
+    show(graph.root, "  ", "")
+    for slot in graph.slots:
+        click.echo(f"  slot {slot.name!r} of {seen.get(id(slot.variable), '?')} "
+                   f"kept by {seen.get(id(slot.optimizer), '?')}: {slot.value!r}")
+    for name, value in graph.metadata.items():
+        click.echo(f"  [metadata] {name}: {_short(value)}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+@main.command("convert")
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@click.option("--to", "to_format", help="Output format (default: from the DST name).")
+@click.option("--from", "from_format", help="Read SRC as this format instead of detecting it.")
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists (atomically).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--max-to-keep", type=int, default=None,
+              help="tf: write DST as a CheckpointManager directory keeping this many.")
+@click.option("--tf-names", is_flag=True,
+              help="tf: write a name-based (TF1 Saver) checkpoint without an object graph.")
+def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
+                    overwrite: bool, quiet: bool, as_json: bool, max_to_keep: int | None,
+                    tf_names: bool) -> None:
+    """Convert SRC into DST, one tensor at a time."""
+    options = {}
+    if max_to_keep is not None:
+        options["max_to_keep"] = max_to_keep
+    if tf_names:
+        options["name_based"] = True
+    with _user_errors(), _progress(quiet) as progress:
+        report = api.convert(src, dst, to=to_format, from_format=from_format,
+                             overwrite=overwrite, progress=progress, **options)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1))
+    elif not quiet:
+        click.echo(f"{report.source} ({report.source_format}) -> {report.destination} "
+                   f"({report.target_format}): {report.tensors} tensors, {_human(report.bytes)}",
+                   err=True)
+        for note in report.notes:
+            click.echo(f"  note: {note}", err=True)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[api.Progress | None]:
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False) as bar:
+        yield bar.update
+
+
+@main.command("formats")
+def formats_command() -> None:
+    """List the formats this tool reads and writes."""
+    for fmt in registry.formats().values():
+        rw = ("r" if fmt.read else "-") + ("w" if fmt.write else "-")
+        click.echo(f"{fmt.name:<12} {rw}  {' '.join(fmt.extensions):<28} {fmt.description}")

@@ -1,0 +1,84 @@
+"""Bounded reads from untrusted files, and outputs that appear whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import FormatError, OutputExistsError
+
+
+def read_region(path: str | os.PathLike, offset: int, size: int, what: str = "data") -> bytearray:
+    """Read exactly `size` bytes at `offset`; a short file is a FormatError, not a short read."""
+    if offset < 0 or size < 0:
+        raise FormatError(f"{what} has a negative offset or size", path)
+    buf = bytearray(size)
+    with open(path, "rb", buffering=0) as f:
+        end = os.fstat(f.fileno()).st_size
+        if offset + size > end:
+            raise FormatError(
+                f"{what} at bytes {offset}..{offset + size} lies past the end of the file "
+                f"({end} bytes): the file is truncated or the index is wrong", path)
+        view = memoryview(buf)
+        done = 0
+        while done < size:
+            n = os.preadv(f.fileno(), [view[done:]], offset + done)
+            if n <= 0:
+                raise FormatError(f"{what}: file ended early", path)
+            done += n
+    return buf
+
+
+class OutputSet:
+    """A set of output files written under temporary sibling names, renamed at commit.
+
+    Use as a context manager: on an exception every temporary file is removed and no
+    destination is touched; on success all are renamed into place. Destinations that
+    exist are refused unless `overwrite`, and an input file is never a destination.
+    """
+
+    def __init__(self, overwrite: bool = False, inputs: tuple[str | os.PathLike, ...] = ()):
+        self.overwrite = overwrite
+        self.inputs = [Path(p) for p in inputs]
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, destination: str | os.PathLike) -> Path:
+        """A temporary path to write now that becomes `destination` at commit."""
+        destination = Path(destination)
+        self.check(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
+                                   dir=destination.parent)
+        os.close(fd)
+        self._pending.append((Path(tmp), destination))
+        return Path(tmp)
+
+    def check(self, destination: Path) -> None:
+        for src in self.inputs:
+            if src.exists() and destination.exists() and os.path.samefile(src, destination):
+                raise OutputExistsError("is an input of this conversion; refusing to write over it",
+                                        destination)
+        if destination.exists() and not self.overwrite:
+            raise OutputExistsError("exists already (use --overwrite to replace it)", destination)
+        if destination.is_dir():
+            raise OutputExistsError("is a directory", destination)
+
+    def commit(self) -> None:
+        for tmp, dest in self._pending:
+            os.replace(tmp, dest)
+        self._pending.clear()
+
+    def abort(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

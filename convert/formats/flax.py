@@ -1,0 +1,1 @@
+"""Flax msgpack checkpoints (`flax.serialization`), read and written without Flax."""

@@ -1,0 +1,1 @@
+"""NumPy `.npz` checkpoints (keys joined with `/`)."""

@@ -1,0 +1,1 @@
+"""safetensors files and sharded sets, read and written natively."""

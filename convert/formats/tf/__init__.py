@@ -1,0 +1,1 @@
+"""TensorFlow TensorBundle checkpoints (object-based and name-based)."""

@@ -1,0 +1,1 @@
+"""PyTorch `torch.save` files (zip and legacy), read and written without torch."""

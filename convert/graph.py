@@ -1,0 +1,162 @@
+"""The intermediate graph every reader produces and every writer consumes.
+
+An object graph with ordered, named edges (as TensorFlow checkpoints already are):
+Nodes hold edges to Nodes or Tensors; one Node or Tensor may be reached by several
+paths (TF's `layer-0` and `layer_with_weights-0`, tied embeddings). Optimizer slots are
+kept as Slots (state attached to a variable), not as anonymous tensors. Non-tensor
+values (an epoch counter, a Keras config) ride along in `metadata` dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .tensor import Tensor
+
+Path = tuple[str, ...]
+SLOT_EDGE = ".OPTIMIZER_SLOT"
+
+
+class Node:
+    """An object: ordered named edges to Nodes or Tensors, plus non-tensor metadata."""
+
+    __slots__ = ("edges", "metadata", "meta")
+
+    def __init__(self, meta: dict[str, Any] | None = None):
+        self.edges: dict[str, Node | Tensor] = {}
+        self.metadata: dict[str, Any] = {}  # non-tensor values by name (epoch, config, ...)
+        self.meta: dict[str, Any] = meta if meta is not None else {}  # format facts
+
+    def __getitem__(self, name: str) -> Node | Tensor:
+        return self.edges[name]
+
+    def __setitem__(self, name: str, value: Node | Tensor) -> None:
+        self.edges[name] = value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.edges
+
+    def __repr__(self) -> str:
+        return f"Node({list(self.edges)})"
+
+
+Item = Union[Node, Tensor]
+
+
+@dataclass
+class Slot:
+    """Optimizer state `name` (e.g. `m`) that `optimizer` keeps for `variable`."""
+
+    variable: Tensor
+    optimizer: Node
+    name: str
+    value: Tensor
+
+
+@dataclass
+class Entry:
+    """One tensor of a graph, once, with every path that reaches it (first path first)."""
+
+    paths: list[Path]
+    tensor: Tensor
+    slot: Slot | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+
+@dataclass
+class Graph:
+    root: Node = field(default_factory=Node)
+    slots: list[Slot] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # file-level values
+    format: str | None = None  # the format it was read from
+    source: str | None = None  # the path it was read from
+    files: list[str] = field(default_factory=list)  # every file it reads (never overwritten)
+
+    # -- building ---------------------------------------------------------------
+    def add(self, path: Path, item: Item) -> Item:
+        """Put `item` at `path`, creating the Nodes on the way; returns `item`."""
+        node = self.root
+        for i, name in enumerate(path[:-1]):
+            nxt = node.edges.get(name)
+            if nxt is None:
+                nxt = node.edges[name] = Node()
+            elif not isinstance(nxt, Node):
+                raise ValueError(f"{'/'.join(path[: i + 1])} is a tensor, not an object")
+            node = nxt
+        node.edges[path[-1]] = item
+        return item
+
+    def get(self, path: Path) -> Item:
+        item: Item = self.root
+        for name in path:
+            if not isinstance(item, Node):
+                raise KeyError(path)
+            item = item.edges[name]
+        return item
+
+    # -- walking ----------------------------------------------------------------
+    def walk(self) -> Iterator[tuple[Path, Item]]:
+        """Depth-first, in edge order, every path to every item (aliases included).
+
+        A Node reached again is reported but not descended into twice, so cycles end."""
+        seen: set[int] = set()
+
+        def visit(node: Node, prefix: Path) -> Iterator[tuple[Path, Item]]:
+            for name, item in node.edges.items():
+                path = prefix + (name,)
+                yield path, item
+                if isinstance(item, Node) and id(item) not in seen:
+                    seen.add(id(item))
+                    yield from visit(item, path)
+
+        seen.add(id(self.root))
+        yield from visit(self.root, ())
+
+    def entries(self) -> list[Entry]:
+        """Each tensor once, depth-first order, with all its paths; then the slots."""
+        by_id: dict[int, Entry] = {}
+        for path, item in self.walk():
+            if isinstance(item, Tensor):
+                entry = by_id.get(id(item))
+                if entry is None:
+                    by_id[id(item)] = Entry([path], item)
+                else:
+                    entry.paths.append(path)
+        found = list(by_id.values())
+        first_path = {id(e.tensor): e.path for e in found}
+        node_paths = self.node_paths()
+        for slot in self.slots:
+            var_path = first_path.get(id(slot.variable))
+            opt_path = node_paths.get(id(slot.optimizer))
+            if var_path is None or opt_path is None:
+                raise ValueError(f"slot {slot.name!r} hangs on an object outside the graph")
+            found.append(Entry([var_path + (SLOT_EDGE,) + opt_path + (slot.name,)],
+                               slot.value, slot))
+        return found
+
+    def node_paths(self) -> dict[int, Path]:
+        """First depth-first path of every Node (the root's is ())."""
+        paths: dict[int, Path] = {id(self.root): ()}
+        for path, item in self.walk():
+            if isinstance(item, Node):
+                paths.setdefault(id(item), path)
+        return paths
+
+    def tensors(self) -> Iterator[tuple[Path, Tensor]]:
+        for entry in self.entries():
+            yield entry.path, entry.tensor
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    @classmethod
+    def from_flat(cls, items: dict[Path, Tensor], **kwargs: Any) -> Graph:
+        graph = cls(**kwargs)
+        for path, tensor in items.items():
+            graph.add(path, tensor)
+        return graph
