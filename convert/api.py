@@ -40,21 +40,28 @@ def load(path: str | os.PathLike, format: str | None = None) -> Graph:
     return graph
 
 
-def target_format(path: str | os.PathLike, format: str | None = None) -> registry.Format:
+def target_format(path: str | os.PathLike, format: str | None = None,
+                  source_format: str | None = None) -> registry.Format:
+    """The format asked for; else the one the name says; else a directory means a TF
+    checkpoint directory; else the source's own format (a rewrite)."""
     if format:
         return registry.get(format)
     fmt = registry.by_extension(path)
-    if fmt is None:
-        raise registry.UnsupportedError(
-            "cannot tell the output format from the name; pass --to FORMAT "
-            f"({', '.join(sorted(registry.formats()))})", path)
-    return fmt
+    if fmt is not None:
+        return fmt
+    if Path(path).is_dir() or os.fspath(path).endswith(os.sep):
+        return registry.get("tf")
+    if source_format and registry.get(source_format).write is not None:
+        return registry.get(source_format)
+    raise registry.UnsupportedError(
+        "cannot tell the output format from the name; pass --to FORMAT "
+        f"({', '.join(sorted(registry.formats()))})", path)
 
 
 def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
          overwrite: bool = False, progress: Progress | None = None, **options: Any) -> Report:
     """Write `graph` to `path`; the format comes from `format` or the file name."""
-    fmt = target_format(path, format)
+    fmt = target_format(path, format, graph.format)
     if fmt.write is None:
         raise registry.UnsupportedError(f"writing {fmt.name} is not supported", path)
     inputs = tuple(graph.files)

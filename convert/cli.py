@@ -129,7 +129,7 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
     if max_to_keep is not None:
         options["max_to_keep"] = max_to_keep
     if tf_names:
-        options["name_based"] = True
+        options["name_based"] = True  # else the writer keeps the input's layout
     with _user_errors(), _progress(quiet) as progress:
         report = api.convert(src, dst, to=to_format, from_format=from_format,
                              overwrite=overwrite, progress=progress, **options)

@@ -43,10 +43,11 @@ class OutputSet:
         self.inputs = [Path(p) for p in inputs]
         self._pending: list[tuple[Path, Path]] = []
 
-    def path(self, destination: str | os.PathLike) -> Path:
-        """A temporary path to write now that becomes `destination` at commit."""
+    def path(self, destination: str | os.PathLike, replace: bool = False) -> Path:
+        """A temporary path to write now that becomes `destination` at commit
+        (`replace`: the destination is a file this output updates, like a state file)."""
         destination = Path(destination)
-        self.check(destination)
+        self.check(destination, replace)
         destination.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
                                    dir=destination.parent)
@@ -54,12 +55,12 @@ class OutputSet:
         self._pending.append((Path(tmp), destination))
         return Path(tmp)
 
-    def check(self, destination: Path) -> None:
+    def check(self, destination: Path, replace: bool = False) -> None:
         for src in self.inputs:
             if src.exists() and destination.exists() and os.path.samefile(src, destination):
                 raise OutputExistsError("is an input of this conversion; refusing to write over it",
                                         destination)
-        if destination.exists() and not self.overwrite:
+        if destination.exists() and not (self.overwrite or replace):
             raise OutputExistsError("exists already (use --overwrite to replace it)", destination)
         if destination.is_dir():
             raise OutputExistsError("is a directory", destination)

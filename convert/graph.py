@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .tensor import Tensor
 
@@ -42,7 +42,7 @@ class Node:
         return f"Node({list(self.edges)})"
 
 
-Item = Union[Node, Tensor]
+Item = Node | Tensor
 
 
 @dataclass

@@ -63,7 +63,8 @@ class Tensor:
         array = self._load()
         if array.dtype != self.dtype or array.shape != self.shape:
             raise FormatError(
-                f"tensor {self.meta.get('key', '?')!r} declared {self.dtype_name}{list(self.shape)} "
+                f"tensor {self.meta.get('key', '?')!r} declared "
+                f"{self.dtype_name}{list(self.shape)} "
                 f"but holds {dtype_name(array.dtype)}{list(array.shape)}"
             )
         return array

@@ -1,1 +1,159 @@
-"""TensorFlow TensorBundle checkpoints (object-based and name-based)."""
+"""TensorFlow TensorBundle checkpoints: object-based (`tf.train.Checkpoint`, Keras
+`save_weights` in TF format, SavedModel variables) and name-based (TF1 `Saver`).
+
+Registered as `tf`. An input may be named by its prefix, its `.index` or a `.data-*`
+file, a directory with a `checkpoint` state file, or a SavedModel directory.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from ... import registry
+from ...errors import ConvertError, FormatError
+from ...fileio import OutputSet
+from ...graph import Graph
+from . import objects, state
+from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
+from .table import FOOTER_SIZE, MAGIC
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The checkpoint prefix a user's path names; ConvertError says what was found."""
+    text = os.fspath(path)
+    p = Path(text)
+    if p.is_dir():
+        return _prefix_in_directory(p)
+    prefix = strip_suffix(text)
+    if prefix is not None and p.is_file():
+        return Path(prefix)
+    if Path(text + ".index").is_file():
+        return p
+    if p.is_file():
+        raise FormatError("is a file, but not a TensorFlow checkpoint's .index or .data file", p)
+    raise ConvertError("no such checkpoint: neither this path nor its .index exists", p)
+
+
+def _prefix_in_directory(directory: Path) -> Path:
+    variables = directory / "variables" / "variables"
+    if (directory / "saved_model.pb").is_file() or (directory / "saved_model.pbtxt").is_file():
+        if Path(f"{variables}.index").is_file():
+            return variables
+        raise FormatError("is a SavedModel without variables/variables.index", directory)
+    if (directory / "checkpoint").is_file():
+        return state.latest(directory)
+    indexes = sorted(directory.glob("*.index"))
+    if len(indexes) == 1:
+        return Path(str(indexes[0])[: -len(".index")])
+    found = f"{len(indexes)} .index files" if indexes else "no .index file"
+    raise FormatError(f"is a directory with {found} and no `checkpoint` state file; name the "
+                      "checkpoint prefix (e.g. dir/ckpt-3)", directory)
+
+
+def sniff(path: Path) -> bool:
+    try:
+        index = Path(f"{resolve(path)}.index")
+        with open(index, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < FOOTER_SIZE:
+                return True  # a damaged index of ours: let `read` say what is wrong
+            f.seek(-8, os.SEEK_END)
+            return struct.unpack("<Q", f.read(8))[0] == MAGIC
+    except (ConvertError, OSError):
+        return False
+
+
+def read(path: Path) -> Graph:
+    prefix = resolve(path)
+    reader = BundleReader(prefix)
+    graph = Graph(source=os.fspath(path), format="tf")
+    graph.files = [str(reader.index_path), *map(str, reader.shards)]
+    keys = [k.decode("utf-8", "surrogateescape") for k in reader.tensor_keys()]
+    if objects.OBJECT_GRAPH_KEY in keys:
+        used = objects.read_object_graph(reader, graph)
+        graph.metadata["tf_layout"] = "object"
+        rest = [k for k in keys if k not in used and k != objects.OBJECT_GRAPH_KEY]
+        if rest:  # values no object claims: keep them, by name
+            graph.root.edges.setdefault("(unowned)", Graph().root)
+            unowned = Graph(root=graph.root.edges["(unowned)"])
+            objects.read_name_based(reader, unowned, rest)
+            graph.slots.extend(unowned.slots)
+    else:
+        graph.metadata["tf_layout"] = "names"
+        objects.read_name_based(reader, graph, keys)
+    return graph
+
+
+def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progress=None,
+          report=None, name_based: bool | None = None, max_to_keep: int | None = None) -> None:
+    """Write one-shard checkpoint `path` (a prefix); with `max_to_keep`, or when `path` is a
+    directory, write `path/ckpt-N` and keep the newest `max_to_keep` like CheckpointManager.
+
+    `name_based` writes TF1 names without an object graph; by default a name-based input
+    stays name-based and everything else gets an object graph."""
+    if name_based is None:
+        name_based = graph.metadata.get("tf_layout") == "names"
+    text = os.fspath(path)
+    managed = max_to_keep is not None or Path(text).is_dir() or text.endswith(os.sep)
+    prefix = Path(strip_suffix(text) or text)
+    if managed:
+        prefix = state.next_prefix(Path(text))
+    if name_based:
+        values, object_graph = _name_based_values(graph), None
+    else:
+        object_graph, values = objects.build_object_graph(graph)
+    with OutputSet(overwrite, inputs) as out:
+        index = out.path(f"{prefix}.index")
+        data = out.path(data_path(prefix, 0, 1))
+        writer = BundleWriter(index, data)
+        try:
+            for key, tensor in values:
+                size = writer.add(key, tensor.read())
+                if progress:
+                    progress(size)
+                if report is not None:
+                    report.tensors += 1
+                    report.bytes += size
+            if object_graph is not None:
+                import numpy as np
+
+                writer.add(objects.OBJECT_GRAPH_KEY, np.array(object_graph, dtype=object))
+            writer.finish()
+        finally:
+            writer.close()
+        stale = state.update(out, prefix, max_to_keep if managed else None)
+    for old in stale:
+        for f in old.parent.glob(old.name + ".*"):
+            if f.name == old.name + ".index" or ".data-" in f.name:
+                f.unlink(missing_ok=True)
+    if report is not None:
+        report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
+        report.destination = str(prefix)
+        if graph.metadata.get("tf_registered_savers"):
+            report.notes.append("objects with registered savers were not written: "
+                                + ", ".join(graph.metadata["tf_registered_savers"]))
+
+
+def _name_based_values(graph: Graph) -> list:
+    """TF1 keys: each variable's own name (its TF2 `full_name` where every one is known
+    and unique, else its path joined by `/`); a slot is `<variable name>/<slot name>`."""
+    entries = graph.entries()
+    plain = [e for e in entries if e.slot is None]
+    full = [e.tensor.meta.get("tf_full_name") for e in plain]
+    use_full = all(full) and len(set(full)) == len(full)
+    names = {id(e.tensor): (f if use_full else "/".join(e.path))
+             for e, f in zip(plain, full, strict=True)}
+    return [(f"{names[id(e.slot.variable)]}/{e.slot.name}" if e.slot else names[id(e.tensor)],
+             e.tensor) for e in entries]
+
+
+registry.register(registry.Format(
+    name="tf",
+    description="TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
+    extensions=(".index", ".ckpt"),
+    sniff=sniff,
+    read=read,
+    write=write,
+))

@@ -12,7 +12,7 @@ import os
 import struct
 from collections.abc import Iterator
 
-import google_crc32c
+import crc32c as _crc32c
 
 from ...errors import ChecksumError, FormatError
 
@@ -23,7 +23,8 @@ _MASK_DELTA = 0xA282EAD8
 
 
 def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
-    return google_crc32c.extend(crc, bytes(data) if isinstance(data, memoryview) else data)
+    """CRC-32C (Castagnoli) of any buffer, continuing from `crc`; hardware-accelerated."""
+    return _crc32c.crc32c(data, crc)
 
 
 def mask(crc: int) -> int:
@@ -77,7 +78,8 @@ class TableReader:
             raise self._fail(f"{len(data)} bytes is shorter than the {FOOTER_SIZE}-byte footer"
                              " (truncated?)")
         if struct.unpack_from("<Q", data, len(data) - 8)[0] != MAGIC:
-            raise self._fail("no table magic number at the end (truncated, or another kind of file)")
+            raise self._fail("no table magic number at the end "
+                             "(truncated, or another kind of file)")
         footer = len(data) - FOOTER_SIZE
         try:
             _, pos = self._handle(footer, footer + 40)  # metaindex: always empty in TF files
@@ -96,7 +98,8 @@ class TableReader:
                 previous = key
                 yield key, value
 
-    def _handle(self, pos: int, limit: int, buf: bytes | None = None) -> tuple[tuple[int, int], int]:
+    def _handle(self, pos: int, limit: int, buf: bytes | None = None
+                ) -> tuple[tuple[int, int], int]:
         buf = self.data if buf is None else buf
         offset, pos = read_varint(buf, pos, limit)
         size, pos = read_varint(buf, pos, limit)
@@ -105,7 +108,8 @@ class TableReader:
     def _block(self, offset: int, size: int, what: str) -> bytes:
         end = offset + size + BLOCK_TRAILER
         if end > len(self.data) - FOOTER_SIZE:
-            raise self._fail(f"{what} at {offset}+{size} runs past the end of the file (truncated?)")
+            raise self._fail(f"{what} at {offset}+{size} runs past the end of the file "
+                             "(truncated?)")
         raw = self.data[offset: offset + size]
         kind = self.data[offset + size]
         stored = struct.unpack_from("<I", self.data, offset + size + 1)[0]

@@ -1,0 +1,260 @@
+"""TensorBundle V2: the `.index` table of BundleEntryProtos and the `.data-*` shards.
+
+Reads lazily (entries are parsed up front, tensor bytes only on `read`), verifies each
+entry's CRC-32C as TensorFlow does, decodes string tensors, and reassembles sliced
+tensors. The writer streams tensors into one data shard and writes the index last.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from ...dtypes import STRING, dtype_name
+from ...errors import ChecksumError, FormatError, UnsupportedError
+from ...fileio import read_region
+from ...tensor import array_from_bytes
+from . import protos, slices
+from .table import TableReader, TableWriter, crc32c, mask, read_varint, unmask, write_varint
+
+HEADER_KEY = b""
+_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.float32), 2: np.dtype(np.float64), 3: np.dtype(np.int32),
+    4: np.dtype(np.uint8), 5: np.dtype(np.int16), 6: np.dtype(np.int8), 7: STRING,
+    8: np.dtype(np.complex64), 9: np.dtype(np.int64), 10: np.dtype(np.bool_),
+    14: np.dtype(ml_dtypes.bfloat16), 17: np.dtype(np.uint16), 18: np.dtype(np.complex128),
+    19: np.dtype(np.float16), 22: np.dtype(np.uint32), 23: np.dtype(np.uint64),
+    24: np.dtype(ml_dtypes.float8_e5m2), 25: np.dtype(ml_dtypes.float8_e4m3fn),
+    26: np.dtype(ml_dtypes.float8_e4m3fnuz), 27: np.dtype(ml_dtypes.float8_e4m3b11fnuz),
+    28: np.dtype(ml_dtypes.float8_e5m2fnuz), 29: np.dtype(ml_dtypes.int4),
+    30: np.dtype(ml_dtypes.uint4),
+}
+_ENUMS = {dtype: enum for enum, dtype in _DTYPES.items()}
+_QUANTIZED = {11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint16",
+              20: "resource", 21: "variant"}
+
+
+def dtype_from_enum(enum: int, where: str, path: Path) -> np.dtype:
+    if enum in _DTYPES:
+        return _DTYPES[enum]
+    name = _QUANTIZED.get(enum, f"DataType {enum}")
+    raise UnsupportedError(f"tensor {where!r} has dtype {name}, which this tool cannot read",
+                           path)
+
+
+def dtype_to_enum(dtype: np.dtype) -> int:
+    try:
+        return _ENUMS[np.dtype(dtype)]
+    except KeyError:
+        raise UnsupportedError(f"TensorFlow checkpoints cannot hold {dtype_name(dtype)}") from None
+
+
+def data_path(prefix: str | os.PathLike, shard: int, num_shards: int) -> Path:
+    return Path(f"{os.fspath(prefix)}.data-{shard:05d}-of-{num_shards:05d}")
+
+
+class BundleReader:
+    """The entries of one bundle, keyed by their raw key bytes, with readers for values."""
+
+    def __init__(self, prefix: str | os.PathLike):
+        self.prefix = Path(prefix)
+        self.index_path = Path(f"{os.fspath(prefix)}.index")
+        self.entries: dict[bytes, object] = {}
+        header = None
+        for key, value in TableReader(self.index_path).items():
+            if key == HEADER_KEY:
+                header = self._parse(protos.BundleHeaderProto, value, "the bundle header")
+            else:
+                self.entries[key] = value  # parsed on demand: most are never all needed
+        if header is None:
+            raise FormatError("checkpoint index has no bundle header", self.index_path)
+        if header.endianness != 0:
+            raise UnsupportedError("big-endian checkpoints are not supported", self.index_path)
+        if not 1 <= header.num_shards <= 100000:
+            raise FormatError(f"bundle header claims {header.num_shards} shards", self.index_path)
+        self.num_shards = header.num_shards
+        self.shards = [data_path(self.prefix, i, self.num_shards) for i in range(self.num_shards)]
+        for shard in self.shards:
+            if not shard.is_file():
+                raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
+                                  self.index_path)
+
+    def _parse(self, cls, value: bytes, what: str):
+        message = cls()
+        try:
+            message.ParseFromString(value)
+        except Exception:
+            raise FormatError(f"{what} is not a valid message", self.index_path) from None
+        return message
+
+    def entry(self, key: bytes):
+        value = self.entries[key]
+        if isinstance(value, bytes):
+            value = self.entries[key] = self._parse(protos.BundleEntryProto, value,
+                                                    f"entry {key!r}")
+        return value
+
+    def tensor_keys(self) -> list[bytes]:
+        """Tensor keys, slice keys left out (they belong to their full-name entry)."""
+        return [k for k in self.entries if not slices.is_slice_key(k)]
+
+    def dtype_shape(self, key: bytes) -> tuple[np.dtype, tuple[int, ...]]:
+        entry = self.entry(key)
+        name = key.decode("utf-8", "replace")
+        if entry.shape.unknown_rank:
+            raise FormatError(f"tensor {name!r} has unknown rank", self.index_path)
+        shape = tuple(d.size for d in entry.shape.dim)
+        if any(d < 0 for d in shape):
+            raise FormatError(f"tensor {name!r} has a negative dimension", self.index_path)
+        return dtype_from_enum(entry.dtype, name, self.index_path), shape
+
+    def loader(self, key: bytes) -> Callable[[], np.ndarray]:
+        return lambda: self.read(key)
+
+    def read(self, key: bytes) -> np.ndarray:
+        dtype, shape = self.dtype_shape(key)
+        entry = self.entry(key)
+        if entry.slices:
+            return self._assemble(key, dtype, shape, entry)
+        return self._read_stored(key, entry, dtype, shape)
+
+    def _read_stored(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]
+                     ) -> np.ndarray:
+        name = key.decode("utf-8", "replace")
+        if not 0 <= entry.shard_id < self.num_shards:
+            raise FormatError(f"tensor {name!r} points at shard {entry.shard_id} of "
+                              f"{self.num_shards}", self.index_path)
+        shard = self.shards[entry.shard_id]
+        if dtype != STRING and entry.size != math.prod(shape) * dtype.itemsize:
+            raise FormatError(f"tensor {name!r}: index says {entry.size} bytes, "
+                              f"{dtype_name(dtype)}{list(shape)} needs "
+                              f"{math.prod(shape) * dtype.itemsize}", self.index_path)
+        data = read_region(shard, entry.offset, entry.size, f"tensor {name!r}")
+        if dtype == STRING:
+            return self._decode_strings(data, shape, entry.crc32c, name, shard)
+        if crc32c(data) != unmask(entry.crc32c):
+            raise ChecksumError(f"checksum does not match for tensor {name!r}: "
+                                "the data shard is corrupted", shard)
+        return array_from_bytes(data, dtype, shape, f"tensor {name!r}")
+
+    def _decode_strings(self, data: bytearray, shape: tuple[int, ...], stored_crc: int,
+                        name: str, shard: Path) -> np.ndarray:
+        count = math.prod(shape)
+        pos, lengths = 0, []
+        try:
+            for _ in range(count):
+                length, pos = read_varint(data, pos, len(data))
+                lengths.append(length)
+        except ValueError:
+            raise FormatError(f"string tensor {name!r} has corrupt lengths", shard) from None
+        crc = 0
+        for length in lengths:
+            crc = crc32c(struct.pack("<I" if length < 2**32 else "<Q", length), crc)
+        if pos + 4 > len(data) or unmask(struct.unpack_from("<I", data, pos)[0]) != crc:
+            raise ChecksumError(f"checksum does not match for the lengths of string tensor "
+                                f"{name!r}: the data shard is corrupted", shard)
+        crc = crc32c(data[pos: pos + 4], crc)
+        pos += 4
+        if pos + sum(lengths) != len(data):
+            raise FormatError(f"string tensor {name!r}: lengths do not add up to its size", shard)
+        out = np.empty(count, dtype=object)
+        for i, length in enumerate(lengths):
+            out[i] = bytes(data[pos: pos + length])
+            pos += length
+        crc = crc32c(data[len(data) - sum(lengths):], crc)
+        if crc != unmask(stored_crc):
+            raise ChecksumError(f"checksum does not match for string tensor {name!r}: "
+                                "the data shard is corrupted", shard)
+        return out.reshape(shape)
+
+    def _assemble(self, key: bytes, dtype: np.dtype, shape: tuple[int, ...], entry
+                  ) -> np.ndarray:
+        """A tensor saved in slices: read each slice's own entry into place."""
+        name = key.decode("utf-8", "replace")
+        out = np.zeros(shape, dtype=dtype)
+        for proto in entry.slices:
+            extents = slices.extents(proto, shape)
+            if extents is None:
+                raise FormatError(f"a slice of tensor {name!r} lies outside its shape",
+                                  self.index_path)
+            slice_key = slices.slice_key(key, proto)
+            if slice_key not in self.entries:
+                raise FormatError(f"slice {extents} of tensor {name!r} is missing from the index",
+                                  self.index_path)
+            part_shape = tuple(length for _, length in extents)
+            part = self._read_stored(slice_key, self.entry(slice_key), dtype, part_shape)
+            out[tuple(slice(s, s + n) for s, n in extents)] = part
+        return out
+
+
+def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
+    """Serialise a string tensor as TF stores it; returns (bytes, masked entry CRC)."""
+    items = [x if isinstance(x, bytes) else str(x).encode() for x in array.reshape(-1)]
+    lengths = b"".join(write_varint(len(x)) for x in items)
+    crc = 0
+    for x in items:
+        crc = crc32c(struct.pack("<I" if len(x) < 2**32 else "<Q", len(x)), crc)
+    length_crc = struct.pack("<I", mask(crc))
+    body = b"".join(items)
+    crc = crc32c(body, crc32c(length_crc, crc))
+    return lengths + length_crc + body, mask(crc)
+
+
+class BundleWriter:
+    """Appends tensors to one data shard; `finish` writes the sorted index."""
+
+    def __init__(self, index_file: Path, data_file: Path):
+        self.index_file = index_file
+        self.data = open(data_file, "wb")  # noqa: SIM115 (closed in finish/close)
+        self.offset = 0
+        self.entries: dict[bytes, bytes] = {}
+
+    def add(self, key: str, array: np.ndarray) -> int:
+        raw_key = key.encode("utf-8")
+        if raw_key in self.entries:
+            raise ValueError(f"duplicate checkpoint key {key!r}")
+        entry = protos.BundleEntryProto(dtype=dtype_to_enum(array.dtype))
+        for d in array.shape:
+            entry.shape.dim.add(size=d)
+        if array.dtype == STRING:
+            data, entry.crc32c = encode_strings(array)
+        else:
+            data = np.ascontiguousarray(array).tobytes()
+            entry.crc32c = mask(crc32c(data))
+        entry.offset, entry.size = self.offset, len(data)
+        self.data.write(data)
+        self.offset += len(data)
+        self.entries[raw_key] = entry.SerializeToString()
+        return len(data)
+
+    def finish(self) -> None:
+        self.data.close()
+        header = protos.BundleHeaderProto(num_shards=1)
+        header.version.producer = 1
+        with open(self.index_file, "wb") as f:
+            table = TableWriter(f)
+            table.add(HEADER_KEY, header.SerializeToString())
+            for key in sorted(self.entries):
+                table.add(key, self.entries[key])
+            table.finish()
+
+    def close(self) -> None:
+        self.data.close()
+
+
+_DATA_RE = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+
+def strip_suffix(path: str) -> str | None:
+    """The prefix named by a `.index` or `.data-NNNNN-of-NNNNN` path, else None."""
+    if path.endswith(".index"):
+        return path[: -len(".index")]
+    match = _DATA_RE.search(path)
+    return path[: match.start()] if match else None

@@ -1,0 +1,84 @@
+"""The `checkpoint` state file (a text-format CheckpointState) and CheckpointManager-style
+numbering and retention (`ckpt-N`, newest `max_to_keep` kept)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from ...errors import FormatError
+from ...fileio import OutputSet
+from . import protos
+
+STATE_FILE = "checkpoint"
+_NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")
+
+
+def load(directory: Path):
+    state = protos.CheckpointState()
+    path = directory / STATE_FILE
+    try:
+        text_format.Parse(path.read_text(), state)
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise FormatError(f"is not a valid checkpoint state file ({exc})", path) from None
+    return state
+
+
+def _in(directory: Path, name: str) -> Path:
+    """State files may hold absolute paths or paths relative to their directory; a moved
+    directory keeps working through the base name."""
+    p = Path(name)
+    if not p.is_absolute():
+        p = directory / p
+    if not Path(f"{p}.index").is_file() and Path(f"{directory / p.name}.index").is_file():
+        p = directory / p.name
+    return p
+
+
+def latest(directory: Path) -> Path:
+    """The newest checkpoint the state file names, as TF's `latest_checkpoint` finds it."""
+    state = load(directory)
+    if not state.model_checkpoint_path:
+        raise FormatError("names no checkpoint", directory / STATE_FILE)
+    prefix = _in(directory, state.model_checkpoint_path)
+    if not Path(f"{prefix}.index").is_file():
+        raise FormatError(f"names {state.model_checkpoint_path!r}, whose .index is missing",
+                          directory / STATE_FILE)
+    return prefix
+
+
+def next_prefix(directory: Path) -> Path:
+    numbers = [int(m.group(1)) for f in directory.glob("ckpt-*.index")
+               if (m := _NUMBERED.match(f.name))] if directory.is_dir() else []
+    return directory / f"ckpt-{max(numbers, default=0) + 1}"
+
+
+def update(out: OutputSet, prefix: Path, max_to_keep: int | None) -> list[Path]:
+    """Record `prefix` as the newest checkpoint of its directory (in the same OutputSet, so
+    it lands with the checkpoint); returns the prefixes that fall out of `max_to_keep`."""
+    directory = prefix.parent
+    now = time.time()
+    paths: list[str] = []
+    stamps: list[float] = []
+    if (directory / STATE_FILE).is_file():
+        old = load(directory)
+        paths = list(old.all_model_checkpoint_paths)
+        stamps = list(old.all_model_checkpoint_timestamps)
+        if len(stamps) != len(paths):
+            stamps = [now] * len(paths)
+    pairs = [(p, s) for p, s in zip(paths, stamps, strict=True)
+             if _in(directory, p) != prefix and Path(f"{_in(directory, p)}.index").is_file()]
+    pairs.append((prefix.name, now))
+    stale: list[Path] = []
+    if max_to_keep is not None and max_to_keep > 0 and len(pairs) > max_to_keep:
+        stale = [_in(directory, p) for p, _ in pairs[:-max_to_keep]]
+        pairs = pairs[-max_to_keep:]
+    state = protos.CheckpointState(model_checkpoint_path=prefix.name,
+                                   all_model_checkpoint_paths=[p for p, _ in pairs],
+                                   all_model_checkpoint_timestamps=[s for _, s in pairs],
+                                   last_preserved_timestamp=now)
+    out.path(directory / STATE_FILE, replace=True).write_text(text_format.MessageToString(state))
+    return stale
