@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -42,13 +43,14 @@ class OutputSet:
         self.overwrite = overwrite
         self.inputs = [Path(p) for p in inputs]
         self._pending: list[tuple[Path, Path]] = []
+        self._made_dirs: list[Path] = []  # removed again if the output is abandoned
 
     def path(self, destination: str | os.PathLike, replace: bool = False) -> Path:
         """A temporary path to write now that becomes `destination` at commit
         (`replace`: the destination is a file this output updates, like a state file)."""
         destination = Path(destination)
         self.check(destination, replace)
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parents(destination.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
                                    dir=destination.parent)
         os.close(fd)
@@ -65,6 +67,15 @@ class OutputSet:
         if destination.is_dir():
             raise OutputExistsError("is a directory", destination)
 
+    def _make_parents(self, directory: Path) -> None:
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self._made_dirs.append(d)
+
     def commit(self) -> None:
         for tmp, dest in self._pending:
             os.replace(tmp, dest)
@@ -74,6 +85,10 @@ class OutputSet:
         for tmp, _ in self._pending:
             tmp.unlink(missing_ok=True)
         self._pending.clear()
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):  # something else was put there meanwhile
+                d.rmdir()
+        self._made_dirs.clear()
 
     def __enter__(self) -> OutputSet:
         return self

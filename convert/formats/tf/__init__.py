@@ -8,7 +8,6 @@ file, a directory with a `checkpoint` state file, or a SavedModel directory.
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 from ... import registry
@@ -17,7 +16,6 @@ from ...fileio import OutputSet
 from ...graph import Graph
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
-from .table import FOOTER_SIZE, MAGIC
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -53,16 +51,13 @@ def _prefix_in_directory(directory: Path) -> Path:
 
 
 def sniff(path: Path) -> bool:
+    """A path that names a checkpoint's prefix, `.index`, `.data-*` file or directory is
+    ours even when the index is damaged: `read` then says what is wrong with it."""
     try:
-        index = Path(f"{resolve(path)}.index")
-        with open(index, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() < FOOTER_SIZE:
-                return True  # a damaged index of ours: let `read` say what is wrong
-            f.seek(-8, os.SEEK_END)
-            return struct.unpack("<Q", f.read(8))[0] == MAGIC
+        resolve(path)
     except (ConvertError, OSError):
         return False
+    return True
 
 
 def read(path: Path) -> Graph:
