@@ -16,7 +16,12 @@ from typing import Any
 from .tensor import Tensor
 
 Path = tuple[str, ...]
-SLOT_EDGE = ".OPTIMIZER_SLOT"
+
+
+def slot_path(optimizer: Path, name: str, variable: Path) -> Path:
+    """Where a flat format puts a slot: under its optimizer, by slot name, then the
+    variable's path (`optimizer/m/dense/kernel`), so it never nests under a tensor."""
+    return optimizer + (name,) + variable
 
 
 class Node:
@@ -118,7 +123,8 @@ class Graph:
         yield from visit(self.root, ())
 
     def entries(self) -> list[Entry]:
-        """Each tensor once, depth-first order, with all its paths; then the slots."""
+        """Each tensor once, depth-first order, with all its paths; then the slots
+        (at `slot_path`)."""
         by_id: dict[int, Entry] = {}
         for path, item in self.walk():
             if isinstance(item, Tensor):
@@ -135,8 +141,7 @@ class Graph:
             opt_path = node_paths.get(id(slot.optimizer))
             if var_path is None or opt_path is None:
                 raise ValueError(f"slot {slot.name!r} hangs on an object outside the graph")
-            found.append(Entry([var_path + (SLOT_EDGE,) + opt_path + (slot.name,)],
-                               slot.value, slot))
+            found.append(Entry([slot_path(opt_path, slot.name, var_path)], slot.value, slot))
         return found
 
     def node_paths(self) -> dict[int, Path]:

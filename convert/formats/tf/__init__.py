@@ -68,7 +68,7 @@ def read(path: Path) -> Graph:
     keys = [k.decode("utf-8", "surrogateescape") for k in reader.tensor_keys()]
     if objects.OBJECT_GRAPH_KEY in keys:
         used = objects.read_object_graph(reader, graph)
-        graph.metadata["tf_layout"] = "object"
+        graph.root.meta["tf_layout"] = "object"
         rest = [k for k in keys if k not in used and k != objects.OBJECT_GRAPH_KEY]
         if rest:  # values no object claims: keep them, by name
             graph.root.edges.setdefault("(unowned)", Graph().root)
@@ -76,7 +76,7 @@ def read(path: Path) -> Graph:
             objects.read_name_based(reader, unowned, rest)
             graph.slots.extend(unowned.slots)
     else:
-        graph.metadata["tf_layout"] = "names"
+        graph.root.meta["tf_layout"] = "names"
         objects.read_name_based(reader, graph, keys)
     return graph
 
@@ -89,7 +89,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     `name_based` writes TF1 names without an object graph; by default a name-based input
     stays name-based and everything else gets an object graph."""
     if name_based is None:
-        name_based = graph.metadata.get("tf_layout") == "names"
+        name_based = graph.root.meta.get("tf_layout") == "names"
     text = os.fspath(path)
     managed = max_to_keep is not None or Path(text).is_dir() or text.endswith(os.sep)
     prefix = Path(strip_suffix(text) or text)
@@ -126,9 +126,9 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     if report is not None:
         report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
         report.destination = str(prefix)
-        if graph.metadata.get("tf_registered_savers"):
+        if graph.root.meta.get("tf_registered_savers"):
             report.notes.append("objects with registered savers were not written: "
-                                + ", ".join(graph.metadata["tf_registered_savers"]))
+                                + ", ".join(graph.root.meta["tf_registered_savers"]))
 
 
 def _name_based_values(graph: Graph) -> list:

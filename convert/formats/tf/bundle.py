@@ -225,8 +225,8 @@ class BundleWriter:
             entry.shape.dim.add(size=d)
         if array.dtype == STRING:
             data, entry.crc32c = encode_strings(array)
-        else:
-            data = np.ascontiguousarray(array).tobytes()
+        else:  # the array's own bytes, not a copy: tensors can be large
+            data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
             entry.crc32c = mask(crc32c(data))
         entry.offset, entry.size = self.offset, len(data)
         self.data.write(data)

@@ -89,7 +89,7 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
     savers = [(path, item.meta["tf_registered_saver"]) for path, item in graph.walk()
               if isinstance(item, Node) and "tf_registered_saver" in item.meta]
     if savers:
-        graph.metadata["tf_registered_savers"] = {"/".join(p): name for p, name in savers}
+        graph.root.meta["tf_registered_savers"] = {"/".join(p): name for p, name in savers}
     return used
 
 
