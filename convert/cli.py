@@ -58,10 +58,13 @@ def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) ->
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    width = max((len(r["key"]) for r in rows), default=3)
+    width = min(max((len(r["key"]) for r in rows), default=3), 80)
+    lines = []
     for r in rows:
         shape = "[" + ", ".join(map(str, r["shape"])) + "]"
-        click.echo(f"{r['key']:<{width}}  {r['dtype']:<9} {shape:<18} {_human(r['nbytes']):>10}")
+        lines.append(f"{r['key']:<{width}}  {r['dtype']:<9} {shape:<18} {_human(r['nbytes']):>10}")
+    if lines:
+        click.echo("\n".join(lines))
     total = sum(r["nbytes"] for r in rows)
     click.echo(f"{len(rows)} tensors, {_human(total)} ({graph.format})", err=True)
 

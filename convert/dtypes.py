@@ -6,6 +6,8 @@ non-numeric dtype and are held as numpy object arrays of `bytes`, named `string`
 
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
 
@@ -33,10 +35,14 @@ _EXTRA = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _name(dtype: np.dtype) -> str:
+    return "string" if dtype == STRING else dtype.name
+
+
 def dtype_name(dtype: np.dtype) -> str:
     """The name a user sees: numpy's, `bfloat16` for ml_dtypes, `string` for strings."""
-    dtype = np.dtype(dtype)
-    return "string" if dtype == STRING else dtype.name
+    return _name(np.dtype(dtype))
 
 
 def from_name(name: str) -> np.dtype:

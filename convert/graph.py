@@ -109,18 +109,19 @@ class Graph:
         """Depth-first, in edge order, every path to every item (aliases included).
 
         A Node reached again is reported but not descended into twice, so cycles end."""
-        seen: set[int] = set()
-
-        def visit(node: Node, prefix: Path) -> Iterator[tuple[Path, Item]]:
-            for name, item in node.edges.items():
+        seen = {id(self.root)}
+        stack = [((), iter(self.root.edges.items()))]
+        while stack:  # iterative: deep graphs must not hit the recursion limit
+            prefix, edges = stack[-1]
+            for name, item in edges:
                 path = prefix + (name,)
                 yield path, item
                 if isinstance(item, Node) and id(item) not in seen:
                     seen.add(id(item))
-                    yield from visit(item, path)
-
-        seen.add(id(self.root))
-        yield from visit(self.root, ())
+                    stack.append((path, iter(item.edges.items())))
+                    break
+            else:
+                stack.pop()
 
     def entries(self) -> list[Entry]:
         """Each tensor once, depth-first order, with all its paths; then the slots
@@ -134,6 +135,8 @@ class Graph:
                 else:
                     entry.paths.append(path)
         found = list(by_id.values())
+        if not self.slots:
+            return found
         first_path = {id(e.tensor): e.path for e in found}
         node_paths = self.node_paths()
         for slot in self.slots:

@@ -35,8 +35,8 @@ class Tensor:
         load: Loader,
         meta: dict[str, Any] | None = None,
     ):
-        self.dtype = np.dtype(dtype)
-        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+        self.shape = tuple(map(int, shape))
         self._load = load
         self.meta = meta if meta is not None else {}
 

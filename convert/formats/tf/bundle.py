@@ -42,8 +42,9 @@ _QUANTIZED = {11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint1
 
 
 def dtype_from_enum(enum: int, where: str, path: Path) -> np.dtype:
-    if enum in _DTYPES:
-        return _DTYPES[enum]
+    dtype = _DTYPES.get(enum)
+    if dtype is not None:
+        return dtype
     name = _QUANTIZED.get(enum, f"DataType {enum}")
     raise UnsupportedError(f"tensor {where!r} has dtype {name}, which this tool cannot read",
                            path)
@@ -110,8 +111,8 @@ class BundleReader:
         name = key.decode("utf-8", "replace")
         if entry.shape.unknown_rank:
             raise FormatError(f"tensor {name!r} has unknown rank", self.index_path)
-        shape = tuple(d.size for d in entry.shape.dim)
-        if any(d < 0 for d in shape):
+        shape = tuple([d.size for d in entry.shape.dim])
+        if shape and min(shape) < 0:
             raise FormatError(f"tensor {name!r} has a negative dimension", self.index_path)
         return dtype_from_enum(entry.dtype, name, self.index_path), shape
 
