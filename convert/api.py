@@ -65,7 +65,8 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
     if fmt.write is None:
         raise registry.UnsupportedError(f"writing {fmt.name} is not supported", path)
     inputs = tuple(graph.files)
-    report = Report(graph.source, os.fspath(path), graph.format, fmt.name)
+    report = Report(graph.source, os.fspath(path), graph.format, fmt.name,
+                    notes=list(graph.notes))
     fmt.write(graph, Path(path), overwrite=overwrite, inputs=inputs,
               progress=progress, report=report, **options)
     return report

@@ -67,6 +67,8 @@ def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) ->
         click.echo("\n".join(lines))
     total = sum(r["nbytes"] for r in rows)
     click.echo(f"{len(rows)} tensors, {_human(total)} ({graph.format})", err=True)
+    for note in graph.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def _row(entry) -> dict:
@@ -105,6 +107,8 @@ def _print_tree(graph: Graph) -> None:
                    f"kept by {seen.get(id(slot.optimizer), '?')}: {slot.value!r}")
     for name, value in graph.metadata.items():
         click.echo(f"  [metadata] {name}: {_short(value)}")
+    for note in graph.notes:
+        click.echo(f"note: {note}")
 
 
 def _short(value: object) -> str:

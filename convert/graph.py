@@ -81,6 +81,7 @@ class Graph:
     format: str | None = None  # the format it was read from
     source: str | None = None  # the path it was read from
     files: list[str] = field(default_factory=list)  # every file it reads (never overwritten)
+    notes: list[str] = field(default_factory=list)  # what a reader could not carry over
 
     # -- building ---------------------------------------------------------------
     def add(self, path: Path, item: Item) -> Item:

@@ -158,6 +158,24 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
             path = v1.train.Saver().save(sess, str(root / "tf1" / "model.ckpt"))
     out["tf1"] = Golden(Path(path))
 
+    # An object saved by a registered saver (its values go to a file of the saver's own).
+    from tensorflow.python.saved_model import registration
+
+    class Part(tf.Module):
+        def __init__(self):
+            self.v = tf.Variable([1.0, 2.0])
+
+    def save_part(trackables, file_prefix):
+        for name, part in trackables.items():
+            tf.io.write_file(f"{file_prefix}_{name}", tf.io.serialize_tensor(part.v))
+        return []
+
+    registration.register_checkpoint_saver(
+        package="ConvertTests", name="Part", predicate=lambda x: isinstance(x, Part),
+        save_fn=save_part, restore_fn=lambda trackables, prefix: None)
+    path = tf.train.Checkpoint(part=Part(), w=tf.Variable(3.0)).write(str(root / "reg" / "ck"))
+    out["registered"] = Golden(Path(path))
+
     # A SavedModel directory.
     module = tf.Module()
     module.w = tf.Variable(np.arange(4, dtype=np.float32))

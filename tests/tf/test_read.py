@@ -69,6 +69,13 @@ def test_object_graph_becomes_graph(goldens):
     assert "save_counter" in graph.root
 
 
+def test_registered_saver_is_reported(goldens, ckpt, tmp_path):
+    listed = ckpt("ls", goldens["registered"].path)
+    assert listed.code == 0 and "registered saver 'ConvertTests.Part'" in listed.err
+    report = convert.convert(goldens["registered"].path, tmp_path / "out", to="tf")
+    assert any("ConvertTests.Part" in note for note in report.notes)
+
+
 def test_name_based_checkpoint_splits_names(goldens):
     graph = convert.load(goldens["tf1"].path)
     kernel = graph.get(("bert", "encoder", "layer_0", "kernel"))

@@ -126,9 +126,6 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     if report is not None:
         report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
         report.destination = str(prefix)
-        if graph.root.meta.get("tf_registered_savers"):
-            report.notes.append("objects with registered savers were not written: "
-                                + ", ".join(graph.root.meta["tf_registered_savers"]))
 
 
 def _name_based_values(graph: Graph) -> list:

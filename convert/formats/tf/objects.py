@@ -90,6 +90,10 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
               if isinstance(item, Node) and "tf_registered_saver" in item.meta]
     if savers:
         graph.root.meta["tf_registered_savers"] = {"/".join(p): name for p, name in savers}
+        for path, name in savers:
+            graph.notes.append(f"object {'/'.join(path)} is saved by TensorFlow's registered "
+                               f"saver {name!r} into files of its own, which only TensorFlow "
+                               "can read; its values there are not converted")
     return used
 
 
