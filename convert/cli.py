@@ -116,6 +116,15 @@ def _short(value: object) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
+def _shard_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from .formats.sharded import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command("convert")
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
@@ -128,15 +137,21 @@ def _short(value: object) -> str:
               help="tf: write DST as a CheckpointManager directory keeping this many.")
 @click.option("--tf-names", is_flag=True,
               help="tf: write a name-based (TF1 Saver) checkpoint without an object graph.")
+@click.option("--max-shard-size", callback=_shard_size,
+              help="torch/safetensors: split DST into shards of at most this size (2GB, 500MB).")
 def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
                     overwrite: bool, quiet: bool, as_json: bool, max_to_keep: int | None,
-                    tf_names: bool) -> None:
+                    tf_names: bool, max_shard_size: int | None) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = {}
+    if max_shard_size is not None:
+        options["max_shard_size"] = max_shard_size
     if max_to_keep is not None:
         options["max_to_keep"] = max_to_keep
     if tf_names:
         options["name_based"] = True  # else the writer keeps the input's layout
+    if options and to_format is None:
+        to_format = "tf"  # these options only make sense for TensorFlow output
     with _user_errors(), _progress(quiet) as progress:
         report = api.convert(src, dst, to=to_format, from_format=from_format,
                              overwrite=overwrite, progress=progress, **options)
