@@ -152,9 +152,12 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
         options["name_based"] = True  # else the writer keeps the input's layout
     if options and to_format is None:
         to_format = "tf"  # these options only make sense for TensorFlow output
-    with _user_errors(), _progress(quiet) as progress:
-        report = api.convert(src, dst, to=to_format, from_format=from_format,
-                             overwrite=overwrite, progress=progress, **options)
+    with _user_errors():
+        graph = api.load(src, from_format)
+        total = sum(entry.tensor.nbytes for entry in graph.entries())
+        with _progress(quiet, total) as progress:
+            report = api.save(graph, dst, to_format, overwrite=overwrite, progress=progress,
+                              **options)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
     elif not quiet:
@@ -166,13 +169,15 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[api.Progress | None]:
+def _progress(quiet: bool, total: int) -> Iterator[api.Progress | None]:
+    """A bar (bytes done, throughput, time left) on a terminal; nothing otherwise."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              leave=False, mininterval=0.2) as bar:
         yield bar.update
 
 
