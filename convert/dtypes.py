@@ -53,7 +53,7 @@ def from_name(name: str) -> np.dtype:
         return _EXTRA[name]
     try:
         dtype = np.dtype(name)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise KeyError(name) from exc
     if dtype.kind not in "biufc":
         raise KeyError(name)

@@ -167,7 +167,8 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
 
     def save_part(trackables, file_prefix):
         for name, part in trackables.items():
-            tf.io.write_file(f"{file_prefix}_{name}", tf.io.serialize_tensor(part.v))
+            tf.io.write_file(tf.strings.join([file_prefix, "_", name]),
+                             tf.io.serialize_tensor(part.v))
         return []
 
     registration.register_checkpoint_saver(
