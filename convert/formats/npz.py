@@ -1,1 +1,332 @@
-"""NumPy `.npz` checkpoints (keys joined with `/`)."""
+"""NumPy `.npz` checkpoints (JAX, big_vision and timm style): a zip of `.npy` members whose
+names are the tensor paths joined with `/` (`params/Conv_0/kernel.npy`).
+
+Reading is lazy: only each member's `.npy` header is parsed (numpy.lib.format) when the
+file is opened; the array bytes are read (stored members: one positioned read; deflated
+members: that member alone is decompressed) when a Tensor is loaded, and the zip CRC-32 is
+checked then. Object arrays (pickles) are refused, as `np.load(allow_pickle=False)` does.
+
+bfloat16 and the other ml_dtypes types: `np.savez` writes them as opaque voids (`<V2`,
+`<V1`), which `np.load` returns as raw bytes. This writer stores them with their name as
+the header's descr (`'descr': 'bfloat16'`), which `np.load` turns back into the right dtype
+whenever ml_dtypes is imported (JAX and Flax import it); without ml_dtypes np.load refuses
+the member ("descr is not a valid dtype descriptor"). On reading, a 2-byte void is taken as
+bfloat16 (the only 2-byte ml_dtypes type, so what np.savez of a JAX bfloat16 tree gives);
+1-, 4- and 8-byte voids are ambiguous and are read as raw unsigned bits (uint8, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from numpy.lib import format as npy
+
+from ..dtypes import STRING, from_name
+from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
+from ..fileio import OutputSet, read_region
+from ..graph import Graph, Node
+from ..registry import Format, register
+from ..tensor import Tensor, array_from_bytes
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
+_LOCAL_MAGIC = b"PK\x03\x04"
+_MAX_TRAILING = 4096  # bytes a member may hold after its array (np.save writes none)
+_READ_CHUNK = 1 << 20
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: the same tensors give the same file
+_VOID_AS = {1: np.dtype(np.uint8), 2: np.dtype(ml_dtypes.bfloat16),
+            4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
+
+
+# -- reading ----------------------------------------------------------------------------
+
+def sniff(path: Path) -> bool:
+    """A zip whose first member is a `.npy` file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_LOCAL_HEADER.size + 1024)
+        fields = _LOCAL_HEADER.unpack_from(head)
+        name = head[_LOCAL_HEADER.size:_LOCAL_HEADER.size + fields[9]]
+        return fields[0] == _LOCAL_MAGIC and name.endswith(b".npy")
+    except Exception:  # sniff never raises
+        return False
+
+
+def read(path: Path) -> Graph:
+    path = Path(path)
+    graph = Graph(format="npz", source=os.fspath(path), files=[os.fspath(path)])
+    skipped: dict[str, str] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names: set[str] = set()
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                if info.filename in names:
+                    raise FormatError(f"holds member {info.filename!r} twice", path)
+                names.add(info.filename)
+                if not info.filename.endswith(".npy"):
+                    skipped[info.filename] = "not a .npy member"
+                    continue
+                key = info.filename[:-4]
+                tensor = _member_tensor(path, archive, info, key, skipped)
+                if tensor is not None:
+                    _add(graph, key, tensor, path)
+    except zipfile.BadZipFile as exc:
+        raise FormatError(f"is not a readable zip archive ({exc}); truncated?", path) from None
+    except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+        raise FormatError(f"damaged zip archive: {exc}", path) from None
+    if skipped:
+        graph.metadata["npz_skipped"] = skipped
+    if not graph.root.edges:
+        raise FormatError("holds no numeric .npy arrays", path)
+    return graph
+
+
+def _add(graph: Graph, key: str, tensor: Tensor, path: Path) -> None:
+    where = tuple(key.split("/"))
+    try:
+        graph.get(where)
+    except KeyError:
+        pass
+    else:  # graph.add would silently replace what is there ("a/b" met before "a")
+        raise FormatError(f"member {key!r} clashes with members under {key + '/'!r}", path)
+    try:
+        graph.add(where, tensor)
+    except ValueError:
+        raise FormatError(f"member {key!r} nests under another member that is an array",
+                          path) from None
+
+
+def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
+                   skipped: dict[str, str]) -> Tensor | None:
+    if info.flag_bits & 0x1:
+        raise UnsupportedError(f"member {info.filename!r} is encrypted", path)
+    try:
+        with archive.open(info) as f:
+            version = npy.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f".npy format version {version} is unknown")
+            # 3.0 differs from 2.0 only by UTF-8 field names, which are refused below
+            reader = npy.read_array_header_1_0 if version == (1, 0) else \
+                npy.read_array_header_2_0
+            shape, fortran, stored = reader(f)
+            header = f.tell()
+    except ValueError as exc:
+        raise FormatError(f"member {info.filename!r} is not a valid .npy array: {exc}",
+                          path) from None
+    except zipfile.BadZipFile as exc:  # a small member is read whole, and its CRC checked
+        error = ChecksumError if "CRC" in str(exc) else FormatError
+        raise error(f"member {info.filename!r}: {exc}", path) from None
+    except (NotImplementedError, OSError, EOFError, zlib.error) as exc:
+        raise _damaged(info, exc, path) from None
+    if stored.hasobject:
+        raise UnsafeInputError(f"member {info.filename!r} holds Python objects (a pickle); "
+                               "refusing to load it", path)
+    dtype = _tensor_dtype(stored)
+    if dtype is None:
+        skipped[key] = f"dtype {stored.str} is not numeric"
+        return None
+    nbytes = math.prod(shape) * stored.itemsize
+    extra = info.file_size - header - nbytes
+    if extra < 0 or extra > _MAX_TRAILING:
+        raise FormatError(f"member {info.filename!r} declares {stored.str}{list(shape)} = "
+                          f"{nbytes} bytes but holds {info.file_size - header}", path)
+    meta: dict[str, Any] = {"key": key}
+    if stored.type is np.void:
+        meta["npz_descr"] = stored.str
+    if fortran:
+        meta["fortran_order"] = True
+    member = _Member(path, info, header, stored, tuple(shape), fortran, dtype)
+    return Tensor(dtype, tuple(shape), member.load, meta)
+
+
+def _damaged(info: zipfile.ZipInfo, exc: BaseException, path: Path) -> ConvertError:
+    """zipfile's complaints about one member (an odd compression method, a bad offset)."""
+    if isinstance(exc, NotImplementedError):
+        return UnsupportedError(f"member {info.filename!r}: {exc} (compression method "
+                                f"{info.compress_type})", path)
+    return FormatError(f"member {info.filename!r} is damaged: {exc}", path)
+
+
+def _tensor_dtype(stored: np.dtype) -> np.dtype | None:
+    """The dtype a Tensor gets: native byte order, voids from np.savez of ml_dtypes."""
+    if stored.names is not None or stored.subdtype is not None:
+        return None
+    if stored.type is np.void:  # np.savez of an ml_dtypes array (bfloat16 -> <V2)
+        return _VOID_AS.get(stored.itemsize)
+    try:
+        dtype = from_name(stored.name)
+    except KeyError:
+        return None
+    return None if dtype == STRING else dtype
+
+
+class _Member:
+    """Where one member's array lies; `load` reads it (and checks the zip CRC-32)."""
+
+    def __init__(self, path: Path, info: zipfile.ZipInfo, header: int, stored: np.dtype,
+                 shape: tuple[int, ...], fortran: bool, dtype: np.dtype):
+        self.path, self.info, self.header = path, info, header
+        self.stored, self.shape, self.fortran, self.dtype = stored, shape, fortran, dtype
+
+    def load(self) -> np.ndarray:
+        raw = self._member_bytes()
+        data = memoryview(raw)[self.header:self.header + math.prod(self.shape)
+                               * self.stored.itemsize]
+        what = f"{self.info.filename}"
+        if self.fortran:
+            array = array_from_bytes(data, self.stored, self.shape[::-1], what).T
+        else:
+            array = array_from_bytes(data, self.stored, self.shape, what)
+        if self.stored.type is np.void:
+            array = array.view(self.dtype)
+        if self.stored.byteorder == ">" or self.fortran:
+            array = array.astype(self.dtype, order="C")  # a fresh C-order copy
+        return array
+
+    def _member_bytes(self) -> bytearray:
+        info = self.info
+        if info.compress_type == zipfile.ZIP_STORED:
+            raw = read_region(self.path, self._data_start(), info.file_size, info.filename)
+            if zlib.crc32(raw) != info.CRC:
+                raise ChecksumError(f"member {info.filename!r}: CRC-32 does not match its "
+                                    "bytes", self.path)
+            return raw
+        raw = bytearray(info.file_size)
+        view, done = memoryview(raw), 0
+        try:
+            with zipfile.ZipFile(self.path) as archive, archive.open(info) as f:
+                while done < len(raw):
+                    chunk = f.read(min(_READ_CHUNK, len(raw) - done))
+                    if not chunk:
+                        break
+                    view[done:done + len(chunk)] = chunk
+                    done += len(chunk)
+                if done < len(raw) or f.read(1):  # reading to the end checks the CRC
+                    raise FormatError(f"member {info.filename!r} does not hold its declared "
+                                      f"{info.file_size} bytes", self.path)
+        except zipfile.BadZipFile as exc:
+            raise ChecksumError(f"member {info.filename!r}: {exc}", self.path) from None
+        except (NotImplementedError, OSError, EOFError, zlib.error) as exc:
+            raise _damaged(info, exc, self.path) from None
+        return raw
+
+    def _data_start(self) -> int:
+        """The local header's name and extra lengths may differ from the central ones."""
+        head = read_region(self.path, self.info.header_offset, _LOCAL_HEADER.size,
+                           f"{self.info.filename} zip header")
+        fields = _LOCAL_HEADER.unpack(head)
+        if fields[0] != _LOCAL_MAGIC:
+            raise FormatError(f"member {self.info.filename!r} has no zip local header at byte "
+                              f"{self.info.header_offset}", self.path)
+        return self.info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
+
+
+# -- writing ----------------------------------------------------------------------------
+
+def _descr(dtype: np.dtype) -> str:
+    """The .npy header descr: numpy's own, or the ml_dtypes name (see the module doc)."""
+    return npy.dtype_to_descr(dtype) if _is_numpy_native(dtype) else dtype.name
+
+
+def _is_numpy_native(dtype: np.dtype) -> bool:
+    return dtype.kind in "biufc"  # ml_dtypes types are kind "V" (user-defined)
+
+
+def _write_header(f: Any, array: np.ndarray) -> None:
+    header = {"descr": _descr(array.dtype), "fortran_order": False, "shape": array.shape}
+    try:
+        npy.write_array_header_1_0(f, header)
+    except ValueError:  # a header over 64 KiB needs format 2.0
+        npy.write_array_header_2_0(f, header)
+
+
+def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
+          progress: Callable[[int], None] | None = None, report: Any = None,
+          compress: bool = False, **options: Any) -> None:
+    """Write each tensor once, as `<path joined with />.npy`, one member at a time.
+
+    `compress=True` deflates the members (like np.savez_compressed)."""
+    if options:
+        raise UnsupportedError(f"the npz writer has no option {', '.join(options)}", path)
+    entries = graph.entries()
+    names: dict[str, tuple[str, ...]] = {}
+    strings, aliases, ml_named = [], 0, set()
+    for entry in entries:
+        aliases += len(entry.paths) - 1
+        key = "/".join(entry.path)
+        if key in names:
+            raise UnsupportedError(f"paths {names[key]} and {entry.path} would both be "
+                                   f"stored as {key!r}", path)
+        names[key] = entry.path
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    tensors = written = 0
+    with OutputSet(overwrite, inputs) as outputs:
+        tmp = outputs.path(path)
+        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as archive:
+            for entry in entries:
+                key = "/".join(entry.path)
+                if entry.tensor.dtype == STRING:
+                    strings.append(key)
+                    continue
+                array = np.require(entry.tensor.read(), requirements="C")
+                if array.dtype.byteorder == ">":
+                    array = array.astype(array.dtype.newbyteorder("<"))
+                if not _is_numpy_native(array.dtype):
+                    ml_named.add(array.dtype.name)
+                info = zipfile.ZipInfo(key + ".npy", date_time=_FIXED_TIME)
+                info.compress_type = method
+                info.external_attr = 0o644 << 16
+                with archive.open(info, "w", force_zip64=True) as f:
+                    _write_header(f, array)
+                    f.write(array.reshape(-1).view(np.uint8))
+                tensors += 1
+                written += array.nbytes
+                if progress is not None:
+                    progress(array.nbytes)
+                del array
+        if tensors == 0:
+            raise ConvertError("has no numeric tensors to write to an npz file", graph.source)
+    if report is not None:
+        report.tensors += tensors
+        report.bytes += written
+        report.files.append(os.fspath(path))
+        report.notes.extend(_notes(graph, strings, aliases, ml_named))
+
+
+def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -> list[str]:
+    notes = []
+    if aliases:
+        notes.append(f"{aliases} extra paths to shared tensors (aliases, tied weights) were "
+                     "folded: each tensor is stored once, under its first path")
+    if strings:
+        notes.append(f"string tensors not written (npz without pickles holds numbers): "
+                     f"{', '.join(strings[:5])}")
+    if ml_named:
+        notes.append(f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
+                     "np.load reads it once ml_dtypes is imported (as JAX does)")
+    values = sum(len(node.metadata) for _, node in _nodes(graph))
+    if values or graph.metadata:
+        notes.append(f"{values + len(graph.metadata)} non-tensor values not written "
+                     "(npz holds arrays only)")
+    return notes
+
+
+def _nodes(graph: Graph) -> Iterator[tuple[tuple[str, ...], Node]]:
+    yield (), graph.root
+    for path, item in graph.walk():
+        if isinstance(item, Node):
+            yield path, item
+
+
+register(Format("npz", "NumPy .npz archive of arrays, keys joined with '/'", (".npz",),
+                sniff, read, write))
