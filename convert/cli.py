@@ -144,14 +144,14 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
                     tf_names: bool, max_shard_size: int | None) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = {}
-    if max_shard_size is not None:
-        options["max_shard_size"] = max_shard_size
     if max_to_keep is not None:
         options["max_to_keep"] = max_to_keep
     if tf_names:
         options["name_based"] = True  # else the writer keeps the input's layout
     if options and to_format is None:
         to_format = "tf"  # these options only make sense for TensorFlow output
+    if max_shard_size is not None:  # (torch/safetensors: the format still comes from DST)
+        options["max_shard_size"] = max_shard_size
     with _user_errors():
         graph = api.load(src, from_format)
         total = sum(entry.tensor.nbytes for entry in graph.entries())

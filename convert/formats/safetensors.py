@@ -1,1 +1,267 @@
-"""safetensors files and sharded sets, read and written natively."""
+"""safetensors files, read and written natively (no safetensors package needed).
+
+Layout: an 8-byte little-endian header length N, N bytes of JSON
+(`{name: {dtype, shape, data_offsets: [begin, end]}}`, offsets relative to the data that
+follows, plus an optional `__metadata__` of strings), then the tensors' raw bytes. The
+header is checked before anything is trusted: N at most 100 MB and inside the file, no
+duplicate names, known dtypes, sizes equal to shape x dtype, and offsets that tile the
+data exactly. Keys map to paths by splitting on "." (see torch/keys.py), so
+torch -> safetensors -> torch gives back identical keys. Shared tensors are written once
+(safetensors has no aliasing); the report names the aliases folded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from .. import registry
+from ..dtypes import dtype_name, from_name
+from ..errors import FormatError, UnsupportedError
+from ..fileio import OutputSet, read_region
+from ..graph import Entry, Graph
+from ..registry import Format
+from ..tensor import Tensor, array_from_bytes
+from .torch.keys import add_flat, join_path
+from .torch.storage import raw_bytes
+
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _known(name: str) -> bool:
+    try:
+        return bool(from_name(name))
+    except KeyError:  # an older ml_dtypes without this float8
+        return False
+
+
+DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+    "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32",
+    "F64": "float64", "I64": "int64", "U64": "uint64", "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu",
+}
+DTYPES = {code: numpy for code, numpy in DTYPES.items() if _known(numpy)}
+CODES = {from_name(numpy): code for code, numpy in DTYPES.items()}
+SUBBYTE = {"F4", "F6_E2M3", "F6_E3M2", "I4", "U4"}  # packed below one byte: not converted
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+
+
+def sniff(path: Path) -> bool:
+    """A plausible header, or the name (so a damaged file gets a precise error)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = f.seek(0, 2)
+    except OSError:
+        return False
+    if path.name.lower().endswith(".safetensors"):
+        return True
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{"
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise FormatError(f"header names {key!r} twice")
+        result[key] = value
+    return result
+
+
+def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
+    """(entries in header order, __metadata__, byte offset of the data), all checked."""
+    size = path.stat().st_size
+    if size < 8:
+        raise FormatError(f"is {size} bytes, too short for a safetensors header", path)
+    (n,) = struct.unpack("<Q", read_region(path, 0, 8, "header length"))
+    if n > MAX_HEADER_BYTES:
+        raise FormatError(f"declares a {n}-byte header (more than 100 MB): not a safetensors "
+                          "file, or a damaged one", path)
+    if 8 + n > size:
+        raise FormatError(f"declares a {n}-byte header but the file has {size} bytes: the "
+                          "file is truncated", path)
+    raw = bytes(read_region(path, 8, n, "header"))
+    if not raw.startswith(b"{"):
+        raise FormatError("header is not a JSON object", path)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except FormatError as exc:
+        raise FormatError(exc.reason, path) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"header is not valid JSON ({exc})", path) from None
+    if not isinstance(header, dict):
+        raise FormatError("header is not a JSON object", path)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(v, str) for v in metadata.values()):
+        raise FormatError("__metadata__ must map names to strings", path)
+    data_start = 8 + n
+    _check_entries(path, header, size - data_start)
+    return header, metadata, data_start
+
+
+def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets",
+                              path)
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if code in SUBBYTE:
+            raise UnsupportedError(f"tensor {name!r} is {code}, a sub-byte type this tool does "
+                                   "not convert", path)
+        if not isinstance(code, str) or code not in DTYPES:
+            raise FormatError(f"tensor {name!r} has unknown dtype {str(code)[:20]!r}", path)
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise FormatError(f"tensor {name!r} has a bad shape {str(shape)[:60]}", path)
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+            raise FormatError(f"tensor {name!r} has bad data_offsets {str(offsets)[:60]}", path)
+        expected = math.prod(shape) * from_name(DTYPES[code]).itemsize
+        if offsets[1] - offsets[0] != expected:
+            raise FormatError(f"tensor {name!r} ({code}{shape}) needs {expected} bytes but its "
+                              f"data_offsets span {offsets[1] - offsets[0]}", path)
+        spans.append((offsets[0], offsets[1], name))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise FormatError(f"tensor {name!r} starts at data byte {begin}, expected "
+                              f"{position}: offsets must tile the data exactly", path)
+        position = end
+    if position != data_size:
+        raise FormatError(f"the tensors cover {position} data bytes but the file holds "
+                          f"{data_size}: truncated or padded", path)
+
+
+def read(path: Path) -> Graph:
+    header, metadata, data_start = read_header(path)
+    pairs = []
+    for name, info in header.items():
+        dtype = from_name(DTYPES[info["dtype"]])
+        shape = tuple(info["shape"])
+        begin, end = info["data_offsets"]
+        pairs.append((name, Tensor(dtype, shape, _loader(path, data_start + begin, end - begin,
+                                                         dtype, shape, name), {"key": name})))
+    graph = Graph(metadata=dict(metadata), format="safetensors", source=str(path),
+                  files=[str(path)])
+    add_flat(graph.root, pairs)
+    return graph
+
+
+def _loader(path: Path, offset: int, size: int, dtype: Any, shape: tuple[int, ...],
+            name: str):
+    def load():
+        what = f"tensor {name!r}"
+        return array_from_bytes(read_region(path, offset, size, what), dtype, shape, what)
+    return load
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+
+
+def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
+    """`__metadata__`: the graph's string values, with `format: pt` as transformers wants."""
+    metadata = {k: v for k, v in graph.metadata.items()
+                if isinstance(k, str) and isinstance(v, str)}
+    metadata.setdefault("format", "pt")
+    dropped = [str(k) for k in graph.metadata if k not in metadata]
+    for path, item in [((), graph.root), *graph.walk()]:
+        if not isinstance(item, Tensor):
+            dropped.extend(join_path(path + (name,)) for name in item.metadata)
+    if dropped:
+        notes.append(f"safetensors holds tensors and string metadata only: dropped "
+                     f"{len(dropped)} value(s): {', '.join(dropped[:5])}")
+    return metadata
+
+
+def _code(dtype: Any) -> str | None:
+    return CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
+
+
+def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
+                  metadata: dict[str, str] | None = None) -> list[str]:
+    """Write one safetensors file of `entries` (each once, under its first path)."""
+    names, folded, slots = [], [], 0
+    for entry in entries:
+        name = join_path(entry.path)
+        names.append(name)
+        folded.extend(f"{join_path(p)} -> {name}" for p in entry.paths[1:])
+        slots += entry.slot is not None
+        if _code(entry.tensor.dtype) is None:
+            raise UnsupportedError(f"tensor {name!r} is {dtype_name(entry.tensor.dtype)}, "
+                                   "which safetensors cannot store")
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise UnsupportedError(f"two tensors would both be written as {duplicate!r}")
+    # Data in falling item size, so every tensor is aligned to its own item size.
+    order = sorted(range(len(entries)), key=lambda i: -entries[i].tensor.dtype.itemsize)
+    offsets: dict[int, tuple[int, int]] = {}
+    position = 0
+    for i in order:
+        offsets[i] = (position, position + entries[i].tensor.nbytes)
+        position += entries[i].tensor.nbytes
+    header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
+    for i, (name, entry) in enumerate(zip(names, entries, strict=True)):
+        header[name] = {"dtype": _code(entry.tensor.dtype), "shape": list(entry.tensor.shape),
+                        "data_offsets": list(offsets[i])}
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
+    with open(path, "wb", buffering=1 << 20) as f:
+        f.write(struct.pack("<Q", len(encoded)) + encoded)
+        for i in order:
+            tensor = entries[i].tensor
+            data = raw_bytes(tensor.read())
+            f.write(data)
+            del data
+            if progress is not None:
+                progress(tensor.nbytes)
+            report.tensors += 1
+            report.bytes += tensor.nbytes
+    if folded:
+        report.notes.append(f"safetensors stores shared tensors once: folded {len(folded)} "
+                            f"alias(es): {', '.join(folded[:5])}")
+    if slots:
+        report.notes.append(f"wrote {slots} optimizer slot tensor(s) as plain keys "
+                            "under their optimizer's path")
+    return names
+
+
+def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
+          progress: Any = None, report: Any = None, max_shard_size: int | None = None,
+          **options: Any) -> None:
+    from ..api import Report
+    from .sharded import is_index, write_sharded
+
+    if report is None:
+        report = Report(graph.source, str(path), graph.format, "safetensors")
+    metadata = header_metadata(graph, report.notes)
+
+    def shard(entries: list[Entry], tmp: Path, destination: Path, progress: Any,
+              report: Any) -> list[str]:
+        return write_entries(entries, tmp, progress, report, metadata)
+
+    if (max_shard_size is not None or is_index(path)) and write_sharded(
+            graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
+            inputs=inputs, progress=progress, report=report):
+        return
+    with OutputSet(overwrite, inputs) as out:
+        write_entries(graph.entries(), out.path(path), progress, report, metadata)
+    report.files.append(str(path))
+
+
+registry.register(Format("safetensors", "safetensors (Hugging Face), single files",
+                         (".safetensors",), sniff, read, write))
+
+from . import sharded  # noqa: E402,F401  (registers the sharded-set format)

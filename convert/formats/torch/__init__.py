@@ -1,1 +1,78 @@
-"""PyTorch `torch.save` files (zip and legacy), read and written without torch."""
+"""PyTorch `torch.save` files (zip and legacy), read and written without torch.
+
+- zipreader.py / legacy.py: the two container forms, read lazily;
+- unpickler.py: the restricted pickle machine both use (nothing outside an allowlist is
+  imported or called; see its docstring);
+- tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);
+- storage.py: tensors as strided views of storage bytes;
+- writer.py / ziparchive.py: torch-compatible zip output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ... import registry
+from ...errors import FormatError
+from ...fileio import OutputSet
+from ...graph import Graph
+from ...registry import Format
+from .legacy import is_legacy, read_legacy
+from .writer import write_entries, write_graph
+from .zipreader import is_torch_zip, read_zip
+
+EXTENSIONS = (".pt", ".pth", ".bin")  # (.ckpt names TF prefixes too: content decides)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+def _looks_like_torch(path: Path) -> bool:
+    """A pickle or zip under a torch name, even if damaged: reading it says what is wrong."""
+    head = _head(path)
+    return path.name.lower().endswith(EXTENSIONS) and (
+        head[:2] == b"PK" or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5))
+
+
+def sniff(path: Path) -> bool:
+    try:
+        return path.is_file() and (is_legacy(path) or is_torch_zip(path)
+                                   or _looks_like_torch(path))
+    except Exception:
+        return False
+
+
+def read(path: Path) -> Graph:
+    if _head(path)[:2] == b"PK":
+        graph = read_zip(path)  # (a damaged archive: read_zip says what is wrong)
+    elif _head(path)[:1] == b"\x80":
+        graph = read_legacy(path)  # checks the magic number through the restricted reader
+    else:
+        raise FormatError("is neither a torch.save zip archive nor a legacy torch.save "
+                          "file", path)
+    graph.format, graph.source, graph.files = "torch", str(path), [str(path)]
+    return graph
+
+
+def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
+          progress: Any = None, report: Any = None, max_shard_size: int | None = None,
+          **options: Any) -> None:
+    from ...api import Report
+    from ..sharded import is_index, write_sharded
+
+    if report is None:
+        report = Report(graph.source, str(path), graph.format, "torch")
+    if (max_shard_size is not None or is_index(path)) and write_sharded(
+            graph, path, write_entries, max_shard_size=max_shard_size, overwrite=overwrite,
+            inputs=inputs, progress=progress, report=report):
+        return
+    with OutputSet(overwrite, inputs) as out:
+        write_graph(graph, out.path(path), path, progress, report)
+    report.files.append(str(path))
+
+
+registry.register(Format("torch", "PyTorch torch.save (zip and legacy), state dicts and "
+                         "nested checkpoints", EXTENSIONS, sniff, read, write))

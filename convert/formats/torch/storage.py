@@ -1,0 +1,135 @@
+"""Lazy tensors over storage bytes: strided views, read only when asked for.
+
+A storage is a region of the file (`Record`); a tensor is a view of it (offset, size,
+stride, in elements of the tensor's dtype). Reading a view fetches only the byte span it
+touches, then lays it out C-contiguous (numpy `as_strided` + copy for non-contiguous
+views). Identical views of one storage give one Tensor object (tied weights stay tied).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ...errors import ChecksumError, FormatError
+from ...fileio import read_region
+from ...tensor import Tensor
+from .unpickler import StorageRef, TensorRef, view_extent
+
+# An expanded view (stride 0) may claim more elements than its storage holds, as torch
+# allows; beyond this many bytes such a claim is treated as a lie rather than allocated.
+MAX_EXPANSION_BYTES = 64 << 20
+
+
+@dataclass
+class Record:
+    """Where one storage's bytes are: `nbytes` at `offset` of `path`, or a whole-read."""
+
+    path: str
+    name: str
+    offset: int
+    nbytes: int
+    crc: int | None = None  # zip CRC-32 of the record, checked whenever it is read whole
+    read_whole: Callable[[], bytes] | None = None  # compressed zip records
+    big_endian: bool = False
+
+    def read(self, start: int, size: int, what: str) -> bytes | bytearray:
+        if start < 0 or start + size > self.nbytes:
+            raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
+        if self.read_whole is not None:
+            return self.read_whole()[start:start + size]
+        data = read_region(self.path, self.offset + start, size, what)
+        if self.crc is not None and size == self.nbytes and zlib.crc32(data) != self.crc:
+            raise ChecksumError(f"storage {self.name} does not match its CRC-32 (the file "
+                                "is corrupted)", self.path)
+        return data
+
+
+# locate(storage) -> (record, first byte of the storage in the record, bytes it holds)
+Locate = Callable[[StorageRef], tuple[Record, int, int]]
+
+
+class TensorFactory:
+    """Makes the graph's Tensors from TensorRefs, one per distinct view."""
+
+    def __init__(self, path: str, locate: Locate):
+        self.path = path
+        self.locate = locate
+        self.by_view: dict[tuple, Tensor] = {}
+
+    def __call__(self, ref: TensorRef, key: str) -> Tensor:
+        record, base, limit = self.locate(ref.storage)
+        dtype = ref.dtype.numpy
+        assert dtype is not None  # the unpickler refuses dtypes numpy cannot hold
+        itemsize = dtype.itemsize
+        extent = view_extent(ref.shape, ref.stride)
+        numel = math.prod(ref.shape)
+        start = base + ref.offset * itemsize
+        span = extent * itemsize
+        if extent and ref.offset * itemsize + span > limit:
+            raise FormatError(
+                f"tensor {key!r} ({dtype.name}{list(ref.shape)}, offset {ref.offset}, stride "
+                f"{list(ref.stride)}) reaches past the end of its storage {record.name} "
+                f"({limit} bytes)", self.path)
+        if numel * itemsize > max(span, MAX_EXPANSION_BYTES):
+            raise FormatError(f"tensor {key!r} claims {numel * itemsize} bytes from a "
+                              f"{span}-byte region (overlapping strides)", self.path)
+        identity = (record.name, start, dtype.str, dtype.name, ref.shape, ref.stride)
+        tensor = self.by_view.get(identity)
+        if tensor is None:
+            meta = {"key": key, "torch.storage": record.name}
+            if ref.parameter:
+                meta["torch.parameter"] = True
+                meta["torch.requires_grad"] = ref.requires_grad
+            loader = _loader(record, start, span, dtype, ref.shape, ref.stride, key)
+            tensor = self.by_view[identity] = Tensor(dtype, ref.shape, loader, meta)
+        return tensor
+
+
+def _loader(record: Record, start: int, span: int, dtype: np.dtype, shape: tuple[int, ...],
+            stride: tuple[int, ...], key: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        if math.prod(shape) == 0:
+            return np.zeros(shape, dtype)
+        data = record.read(start, span, f"tensor {key!r}")
+        if _is_contiguous(shape, stride):
+            array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        else:
+            # Stride in bytes over an opaque same-size element, so any dtype (bfloat16,
+            # float8, complex) is laid out without numpy interpreting the values.
+            flat = np.frombuffer(data, dtype=f"V{dtype.itemsize}")
+            view = as_strided(flat, shape, [s * dtype.itemsize for s in stride],
+                              writeable=False)
+            array = np.ascontiguousarray(view).view(dtype)
+        return _to_little_endian(array) if record.big_endian else array
+    return load
+
+
+def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for size, step in zip(reversed(shape), reversed(stride), strict=True):
+        if size != 1 and step != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _to_little_endian(array: np.ndarray) -> np.ndarray:
+    unit = array.dtype.itemsize // (2 if array.dtype.kind == "c" else 1)
+    if unit == 1:
+        return array
+    flat = array.reshape(-1).view(f"<u{unit}").byteswap()
+    return flat.view(array.dtype).reshape(array.shape)
+
+
+def raw_bytes(array: np.ndarray) -> np.ndarray:
+    """The value's bytes as written to files: C order, little-endian, as a uint8 array."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.reshape(-1).view(np.uint8)

@@ -1,0 +1,223 @@
+"""A `torch.save` object tree <-> graph Nodes.
+
+Reading: dicts, lists and tuples that hold tensors become Nodes marked with their
+container kind (`node.meta["torch.container"]`), their keys split on "." into paths;
+values without tensors (epoch, param_groups, ...) go to the Node's `metadata` whole.
+Writing: marked Nodes become those containers again (original key types and order from
+`node.meta["torch.keys"]`, a state dict's `_metadata` from `node.meta["torch.attributes"]`);
+a graph from another format becomes one flat OrderedDict of dotted keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ...errors import FormatError, UnsupportedError
+from ...graph import Graph, Node
+from ...tensor import Tensor
+from .keys import add_path, join_path, split_keys
+from .unpickler import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
+
+CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
+KEYS = "torch.keys"  # original keys, in order (ints stay ints)
+ATTRIBUTES = "torch.attributes"  # BUILD state of an OrderedDict, e.g. {"_metadata": ...}
+MAX_DEPTH = 200
+
+MakeTensor = Callable[[TensorRef, str], Tensor]
+
+
+def key_name(key: Any) -> str:
+    """The edge or metadata name of a dict key: ints as decimal text, others as repr
+    (the original key comes back from `torch.keys` when written)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    return repr(key)
+
+
+class _Reader:
+    def __init__(self, make_tensor: MakeTensor):
+        self.make_tensor = make_tensor
+        self.nodes: dict[int, Node] = {}
+        self.holds: dict[int, bool] = {}
+        self.alive: list[Any] = []  # keeps ids stable while the maps refer to them
+
+    def holds_tensor(self, value: Any, depth: int = 0) -> bool:
+        if isinstance(value, TensorRef):
+            return True
+        if isinstance(value, StorageRef):
+            raise UnsupportedError("the file holds a bare storage outside any tensor")
+        if not isinstance(value, (dict, list, tuple, set, frozenset)):
+            return False
+        if id(value) in self.holds:
+            return self.holds[id(value)]
+        if depth > MAX_DEPTH:
+            raise FormatError(f"containers nested more than {MAX_DEPTH} deep")
+        self.holds[id(value)] = False  # a cycle back to here adds nothing
+        self.alive.append(value)
+        children = value.values() if isinstance(value, dict) else value
+        found = False
+        for child in children:
+            if self.holds_tensor(child, depth + 1):
+                found = True
+        if found and isinstance(value, (set, frozenset)):
+            raise UnsupportedError("the file holds tensors inside a set")
+        self.holds[id(value)] = found
+        return found
+
+    def node(self, value: dict | list | tuple, prefix: str, depth: int) -> Node:
+        if id(value) in self.nodes:
+            return self.nodes[id(value)]
+        if depth > MAX_DEPTH:
+            raise FormatError(f"containers nested more than {MAX_DEPTH} deep")
+        kind = ("OrderedDict" if isinstance(value, PickledOrderedDict) else
+                type(value).__name__ if type(value) in (dict, list, tuple) else "dict")
+        node = Node({CONTAINER: kind})
+        self.nodes[id(value)] = node
+        self.alive.append(value)
+        pairs = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        node.meta[KEYS] = [key for key, _ in pairs]
+        if isinstance(value, PickledOrderedDict) and value.attributes:
+            node.meta[ATTRIBUTES] = dict(value.attributes)
+        named = [(key_name(key), item) for key, item in pairs]
+        if len({name for name, _ in named}) != len(named):
+            raise UnsupportedError("a dict holding tensors has keys of different types "
+                                   "that read the same (e.g. 1 and '1')")
+        edges = [(name, item) for name, item in named if self.holds_tensor(item, depth)]
+        paths = split_keys(name for name, _ in edges)
+        for name, item in edges:
+            key = f"{prefix}.{name}" if prefix else name
+            child = (self.make_tensor(item, key) if isinstance(item, TensorRef)
+                     else self.node(item, key, depth + 1))
+            add_path(node, paths[name], child)
+        for name, item in named:
+            if not self.holds_tensor(item, depth):
+                node.metadata[name] = item
+        return node
+
+
+def to_graph(obj: Any, make_tensor: MakeTensor) -> Graph:
+    """The graph of an unpickled `torch.save` object."""
+    reader = _Reader(make_tensor)
+    if isinstance(obj, (dict, list, tuple)):
+        reader.holds_tensor(obj)
+        return Graph(root=reader.node(obj, "", 0))
+    root = Node({CONTAINER: "value"})
+    if reader.holds_tensor(obj):
+        root.edges["value"] = make_tensor(obj, "value")
+    else:
+        root.metadata["value"] = obj
+    return Graph(root=root)
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+
+
+def is_plain(value: Any, depth: int = 0) -> bool:
+    """Data torch.load(weights_only=True) accepts back: scalars, text, containers, dtypes."""
+    if depth > MAX_DEPTH:
+        return False
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, bytearray,
+                                           TorchDtype)):
+        return True
+    if isinstance(value, (list, tuple, set)):
+        return all(is_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(is_plain(k, depth + 1) and is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+class _Writer:
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self.built: dict[int, Any] = {}
+        self.dropped: list[str] = []
+
+    def container(self, node: Node, where: str) -> Any:
+        if id(node) in self.built:
+            return self.built[id(node)]
+        kind = node.meta[CONTAINER]
+        pairs: list[tuple[str, Any]] = []
+        self.collect(node, None, pairs, where, set())
+        for name, value in node.metadata.items():
+            if is_plain(value):
+                pairs.append((name, value))
+            else:
+                self.dropped.append(_join(where, name))
+        original = {key_name(k): k for k in node.meta.get(KEYS, [])}
+        order = {name: i for i, name in enumerate(original)}
+        pairs.sort(key=lambda p: order.get(p[0], len(order)))
+        keyed = [(original.get(name, name), value) for name, value in pairs]
+        if kind == "value":
+            result = keyed[0][1] if keyed else None
+        elif kind in ("list", "tuple"):
+            items = [value for _, value in keyed]
+            result = items if kind == "list" else tuple(items)
+        else:
+            result = PickledOrderedDict() if kind == "OrderedDict" else {}
+            result.update(keyed)
+            if kind == "OrderedDict":
+                result.attributes.update(node.meta.get(ATTRIBUTES, {}))
+        self.built[id(node)] = result
+        return result
+
+    def collect(self, node: Node, prefix: str | None, pairs: list, where: str,
+                seen: set[int]) -> None:
+        """Tensors and containers under `node`, flattening path-split intermediate Nodes."""
+        for name, item in node.edges.items():
+            key = f"{prefix}.{name}" if prefix is not None else name
+            if isinstance(item, Tensor):
+                pairs.append((key, item))
+            elif CONTAINER in item.meta:
+                pairs.append((key, self.container(item, _join(where, key))))
+            elif id(item) not in seen:
+                seen.add(id(item))
+                self.dropped.extend(_join(where, f"{key}.{m}") for m in item.metadata)
+                self.collect(item, key, pairs, where, seen)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def from_graph(graph: Graph, notes: list[str]) -> Any:
+    """The object to pickle for `graph`, with Tensors at the leaves; fills `notes`."""
+    if CONTAINER in graph.root.meta:
+        writer = _Writer(notes)
+        obj = writer.container(graph.root, "")
+        writer.dropped.extend(f"(file) {name}" for name in graph.metadata)
+        if writer.dropped:
+            notes.append(f"dropped {len(writer.dropped)} non-tensor value(s) that are not "
+                         f"plain data: {', '.join(writer.dropped[:5])}")
+        return obj
+    return flat_state_dict(graph, notes)
+
+
+def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
+    """One OrderedDict of dotted keys, every path of every tensor (tied ones share)."""
+    state = PickledOrderedDict()
+    slots = 0
+    for entry in graph.entries():
+        slots += entry.slot is not None
+        for path in entry.paths:
+            key = join_path(path)
+            if key in state:
+                raise UnsupportedError(f"two tensors would both be written as {key!r}")
+            state[key] = entry.tensor
+    if slots:
+        notes.append(f"wrote {slots} optimizer slot tensor(s) as plain keys under "
+                     "their optimizer's path")
+    # (safetensors' own `format` marker describes that container, not the model)
+    dropped = [k for k in graph.metadata if not (graph.format == "safetensors" and k == "format")]
+    for path, item in graph.walk():
+        if isinstance(item, Node):
+            dropped.extend(join_path(path + (name,)) for name in item.metadata)
+    dropped.extend(graph.root.metadata)
+    if dropped:
+        notes.append(f"a state dict holds tensors only: dropped {len(dropped)} non-tensor "
+                     f"value(s): {', '.join(map(str, dropped[:5]))}")
+    return state
+

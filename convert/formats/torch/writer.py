@@ -1,0 +1,318 @@
+"""Writing `torch.save`-compatible zip files without torch.
+
+`data.pkl` is pickle protocol 2 emitted opcode by opcode as torch emits it (the standard
+pickler cannot name `torch._utils._rebuild_tensor_v2` without importing torch): each
+tensor is `_rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())` over a
+persistent storage `('storage', torch.FloatStorage, key, 'cpu', numel)`; dtypes without a
+legacy storage class (float8, uint16/32/64) use `UntypedStorage` + `_rebuild_tensor_v3`.
+Records follow in torch 2.13's order and layout (see ziparchive.py), each storage written
+as soon as its tensor is read, then dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...errors import UnsupportedError
+from ...graph import Entry, Graph
+from ...tensor import Tensor
+from .keys import join_path
+from .storage import raw_bytes
+from .tree import from_graph
+from .unpickler import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
+from .ziparchive import AlignedZipWriter
+
+# numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
+_STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items()
+                if not dtype.startswith("q")}
+_TORCH_NAME = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
+MAX_DEPTH = 200
+
+
+class _Pickler:
+    """Protocol-2 opcodes for a tree of containers, plain values and graph Tensors."""
+
+    def __init__(self) -> None:
+        self.out = io.BytesIO()
+        self.memo: dict[Any, int] = {}
+        self.alive: list[Any] = []
+        self.storage_keys: dict[int, str] = {}
+        self.storages: list[tuple[str, Tensor]] = []
+
+    def dump(self, obj: Any) -> bytes:
+        self.out.write(b"\x80\x02")
+        self.save(obj, 0, "")
+        self.out.write(b".")
+        return self.out.getvalue()
+
+    # -- memo ----------------------------------------------------------------------
+    def _put(self, token: Any) -> None:
+        index = len(self.memo)
+        self.memo[token] = index
+        self.out.write(b"q" + bytes([index]) if index < 256 else b"r" + struct.pack("<I", index))
+
+    def _get(self, token: Any) -> bool:
+        index = self.memo.get(token)
+        if index is None:
+            return False
+        self.out.write(b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index))
+        return True
+
+    def global_(self, module: str, name: str) -> None:
+        token = ("global", module, name)
+        if not self._get(token):
+            self.out.write(b"c" + f"{module}\n{name}\n".encode())
+            self._put(token)
+
+    # -- values --------------------------------------------------------------------
+    def save(self, obj: Any, depth: int, key: str) -> None:
+        if depth > MAX_DEPTH:
+            raise UnsupportedError(f"values nested more than {MAX_DEPTH} deep at {key!r}")
+        write = self.out.write
+        if obj is None:
+            write(b"N")
+        elif obj is True or obj is False:
+            write(b"\x88" if obj else b"\x89")
+        elif isinstance(obj, int):
+            self.save_int(obj)
+        elif isinstance(obj, float):
+            write(b"G" + struct.pack(">d", obj))
+        elif isinstance(obj, str):
+            self.save_str(obj)
+        elif isinstance(obj, Tensor):
+            self.save_tensor(obj, key)
+        elif isinstance(obj, TorchDtype):
+            self.global_("torch", obj.name)
+        elif isinstance(obj, (bytes, bytearray)):
+            self.save_bytes(obj, depth, key)
+        elif isinstance(obj, complex):
+            self.global_("builtins", "complex")
+            self.save((obj.real, obj.imag), depth + 1, key)
+            write(b"R")
+            self._put_new()
+        elif isinstance(obj, (set, frozenset)):
+            self.global_("builtins", "set")
+            self.save((list(obj),), depth + 1, key)
+            write(b"R")
+            self._put_new()
+        elif isinstance(obj, tuple):
+            self.save_tuple(obj, depth, key)
+        elif isinstance(obj, list):
+            self.save_list(obj, depth, key)
+        elif isinstance(obj, dict):
+            self.save_dict(obj, depth, key)
+        else:
+            raise UnsupportedError(f"cannot write a {type(obj).__name__} at {key!r}")
+
+    def save_str(self, value: str) -> None:
+        if self._get(("str", value)):
+            return
+        data = value.encode("utf-8", "surrogatepass")
+        self.out.write(b"X" + struct.pack("<I", len(data)) + data)
+        self._put(("str", value))
+
+    def _put_new(self) -> None:
+        """Memoize the value just built, as Python's pickler does (never looked up)."""
+        self._put(object())
+
+    def save_int(self, value: int) -> None:
+        write = self.out.write
+        if 0 <= value < 256:
+            write(b"K" + bytes([value]))
+        elif 0 <= value < 65536:
+            write(b"M" + struct.pack("<H", value))
+        elif -(2**31) <= value < 2**31:
+            write(b"J" + struct.pack("<i", value))
+        else:
+            data = pickle.encode_long(value)
+            write((b"\x8a" + bytes([len(data)])) if len(data) < 256
+                  else (b"\x8b" + struct.pack("<i", len(data))))
+            write(data)
+
+    def save_bytes(self, value: bytes | bytearray, depth: int, key: str) -> None:
+        if isinstance(value, bytearray):
+            self.global_("builtins", "bytearray")
+            self.save((bytes(value),), depth + 1, key)
+        else:  # how protocol 2 spells bytes: _codecs.encode(latin-1 text, 'latin1')
+            self.global_("_codecs", "encode")
+            self.save((value.decode("latin-1"), "latin1"), depth + 1, key)
+        self.out.write(b"R")
+        self._put_new()
+
+    def save_tuple(self, value: tuple, depth: int, key: str) -> None:
+        if not value:
+            self.out.write(b")")
+            return
+        if len(value) > 3:
+            self.out.write(b"(")
+        for i, item in enumerate(value):
+            self.save(item, depth + 1, f"{key}.{i}")
+        self.out.write(b"t" if len(value) > 3 else bytes([0x84 + len(value)]))
+        self._put_new()
+
+    def save_list(self, value: list, depth: int, key: str) -> None:
+        if self._get(id(value)):
+            return
+        self.out.write(b"]")
+        self._put(id(value))
+        self.alive.append(value)
+        for start in range(0, len(value), 1000):  # batches as Python's pickler makes them
+            batch = value[start:start + 1000]
+            if len(batch) > 1:
+                self.out.write(b"(")
+            for i, item in enumerate(batch, start):
+                self.save(item, depth + 1, f"{key}.{i}")
+            self.out.write(b"e" if len(batch) > 1 else b"a")
+
+    def save_dict(self, value: dict, depth: int, key: str) -> None:
+        if self._get(id(value)):
+            return
+        self.alive.append(value)
+        if isinstance(value, OrderedDict):
+            self.global_("collections", "OrderedDict")
+            self.out.write(b")R")
+        else:
+            self.out.write(b"}")
+        self._put(id(value))
+        items = list(value.items())
+        for start in range(0, len(items), 1000):
+            batch = items[start:start + 1000]
+            if len(batch) > 1:
+                self.out.write(b"(")
+            for k, v in batch:
+                self.save(k, depth + 1, key)
+                self.save(v, depth + 1, f"{key}.{k}" if key else str(k))
+            self.out.write(b"u" if len(batch) > 1 else b"s")
+        attributes = value.attributes if isinstance(value, PickledOrderedDict) else None
+        if attributes:
+            self.out.write(b"}")
+            self._put_new()
+            for name, attribute in attributes.items():
+                self.save(name, depth + 1, key)
+                self.save(attribute, depth + 1, f"{key}.{name}")
+                self.out.write(b"s")
+            self.out.write(b"b")
+
+    def save_tensor(self, tensor: Tensor, key: str) -> None:
+        name = tensor.dtype.name
+        if name not in _TORCH_NAME:
+            raise UnsupportedError(f"tensor {key!r} is {tensor.dtype_name}, which torch has no "
+                                   "dtype for")
+        storage_key = self.storage_keys.get(id(tensor))
+        if storage_key is None:
+            storage_key = self.storage_keys[id(tensor)] = str(len(self.storages))
+            self.storages.append((storage_key, tensor))
+        parameter = tensor.meta.get("torch.parameter", False)
+        if parameter:
+            self.global_("torch._utils", "_rebuild_parameter")
+        legacy_class = _STORAGE_FOR.get(name)
+        self.global_("torch._utils",
+                     "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3")
+        self.out.write(b"((")  # the arguments, then the persistent id
+        self.save_str("storage")
+        if legacy_class:
+            self.global_("torch", legacy_class)
+            numel = tensor.size
+        else:
+            self.global_("torch.storage", "UntypedStorage")
+            numel = tensor.nbytes
+        self.save_str(storage_key)
+        self.save_str("cpu")
+        self.save_int(numel)
+        self.out.write(b"t")
+        self._put_new()
+        self.out.write(b"Q")
+        self.save_int(0)
+        self.save_tuple(tensor.shape, 0, key)
+        self.save_tuple(contiguous_strides(tensor.shape), 0, key)
+        self.out.write(b"\x89")
+        self.empty_ordered_dict()
+        if not legacy_class:
+            self.global_("torch", _TORCH_NAME[name])
+        self.out.write(b"t")
+        self._put_new()
+        self.out.write(b"R")
+        self._put_new()
+        if parameter:
+            self.out.write(b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89")
+            self.empty_ordered_dict()
+            self.out.write(b"\x87")
+            self._put_new()
+            self.out.write(b"R")
+            self._put_new()
+
+    def empty_ordered_dict(self) -> None:
+        """The empty backward-hooks OrderedDict every tensor carries."""
+        self.global_("collections", "OrderedDict")
+        self.out.write(b")R")
+        self._put_new()
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Row-major strides in elements, as torch computes them (size-0 dims count as 1)."""
+    strides = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def archive_name(path: Path) -> str:
+    """torch names the archive's folder after the file, without its extension."""
+    stem = path.name.rsplit(".", 1)[0] if "." in path.name[1:] else path.name
+    return stem or "archive"
+
+
+def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], None] | None,
+                  report: Any) -> None:
+    """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
+    pickler = _Pickler()
+    pickled = pickler.dump(obj)
+    with open(path, "wb", buffering=1 << 20) as stream:
+        archive = AlignedZipWriter(stream)
+        archive.add(f"{name}/data.pkl", pickled)
+        archive.add(f"{name}/.format_version", b"1")
+        archive.add(f"{name}/.storage_alignment", b"64")
+        archive.add(f"{name}/byteorder", b"little")
+        for key, tensor in pickler.storages:
+            data = raw_bytes(tensor.read())
+            archive.add(f"{name}/data/{key}", data)
+            del data
+            if progress is not None:
+                progress(tensor.nbytes)
+            if report is not None:
+                report.tensors += 1
+                report.bytes += tensor.nbytes
+        archive.add(f"{name}/version", b"3\n")
+        archive.add(f"{name}/.data/serialization_id", _serialization_id(pickled))
+        archive.close()
+
+
+def _serialization_id(pickled: bytes) -> bytes:
+    digest = int.from_bytes(hashlib.sha256(pickled).digest()[:17], "big")
+    return f"{digest % 10**40:040d}".encode()
+
+
+def write_graph(graph: Graph, tmp: Path, destination: Path,
+                progress: Callable[[int], None] | None, report: Any) -> None:
+    obj = from_graph(graph, report.notes)
+    write_archive(obj, tmp, archive_name(destination), progress, report)
+
+
+def write_entries(entries: list[Entry], tmp: Path, destination: Path,
+                  progress: Callable[[int], None] | None, report: Any) -> list[str]:
+    """One shard: a flat state dict of these entries (every path); returns its keys."""
+    state = PickledOrderedDict()
+    for entry in entries:
+        for p in entry.paths:
+            state[join_path(p)] = entry.tensor
+    write_archive(state, tmp, archive_name(destination), progress, report)
+    return list(state)

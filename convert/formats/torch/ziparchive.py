@@ -1,0 +1,90 @@
+"""A zip writer laid out byte for byte as torch's (miniz) writer lays out `torch.save` files.
+
+Why not `zipfile`: torch needs each record's data on a 64-byte boundary, padded through an
+`FB` extra field, and `torch.load` may compute storage offsets itself assuming miniz's
+exact layout (local header with sizes deferred to a data descriptor, zip64 extra data in
+the local header only when the record or its offset passes 4 GiB, 16- or 24-byte data
+descriptors). Records are always stored, never deflated, so `torch.load(mmap=True)` works.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+ALIGNMENT = 64
+_U32 = 0xFFFFFFFF
+_FLAGS = 0x0808  # bit 3: sizes in a data descriptor; bit 11: UTF-8 names
+
+
+@dataclass
+class _Entry:
+    name: bytes
+    offset: int
+    size: int
+    crc: int
+
+
+class AlignedZipWriter:
+    """Append stored records to `stream`; `close()` writes the central directory."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.position = 0
+        self.entries: list[_Entry] = []
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.stream.write(data)
+        self.position += len(data)
+
+    def add(self, name: str, data: bytes | memoryview) -> None:
+        encoded = name.encode("utf-8")
+        data = memoryview(data).cast("B")
+        size, offset = len(data), self.position
+        big = size >= _U32 or offset >= _U32
+        zip64 = b""
+        if big:
+            fields = (struct.pack("<QQ", size, size) if size >= _U32 else b"") + \
+                (struct.pack("<Q", offset) if offset >= _U32 else b"")
+            zip64 = struct.pack("<HH", 1, len(fields)) + fields
+        start = offset + 30 + len(encoded) + len(zip64) + 4
+        padding = -start % ALIGNMENT
+        extra = zip64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
+        crc = zlib.crc32(data)
+        self._write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0,
+                                len(encoded), len(extra)))
+        self._write(encoded + extra)
+        self._write(data)
+        if size == 0:
+            pass  # miniz writes no descriptor for an empty record
+        elif big:
+            self._write(struct.pack("<4sIQQ", b"PK\x07\x08", crc, size, size))
+        else:
+            self._write(struct.pack("<4sIII", b"PK\x07\x08", crc, size, size))
+        self.entries.append(_Entry(encoded, offset, size, crc))
+
+    def close(self) -> None:
+        directory_start = self.position
+        for e in self.entries:
+            fields = b""
+            if e.size >= _U32:
+                fields += struct.pack("<QQ", e.size, e.size)
+            if e.offset >= _U32:
+                fields += struct.pack("<Q", e.offset)
+            extra = struct.pack("<HH", 1, len(fields)) + fields if fields else b""
+            size32 = min(e.size, _U32)
+            self._write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 0, 0, _FLAGS, 0, 0,
+                                    0, e.crc, size32, size32, len(e.name), len(extra), 0, 0, 0,
+                                    0, min(e.offset, _U32)))
+            self._write(e.name + extra)
+        directory_size = self.position - directory_start
+        zip64_end = self.position
+        count = len(self.entries)
+        self._write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 0x031E, 45, 0, 0, count,
+                                count, directory_size, directory_start))
+        self._write(struct.pack("<4sIQI", b"PK\x06\x07", 0, zip64_end, 1))
+        self._write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, min(count, 0xFFFF),
+                                min(count, 0xFFFF), min(directory_size, _U32),
+                                min(directory_start, _U32), 0))
