@@ -51,7 +51,7 @@ def target_format(path: str | os.PathLike, format: str | None = None,
         return fmt
     if Path(path).is_dir() or os.fspath(path).endswith(os.sep):
         return registry.get("tf")
-    if source_format and registry.get(source_format).write is not None:
+    if source_format:
         return registry.get(source_format)
     raise registry.UnsupportedError(
         "cannot tell the output format from the name; pass --to FORMAT "
@@ -62,8 +62,6 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
          overwrite: bool = False, progress: Progress | None = None, **options: Any) -> Report:
     """Write `graph` to `path`; the format comes from `format` or the file name."""
     fmt = target_format(path, format, graph.format)
-    if fmt.write is None:
-        raise registry.UnsupportedError(f"writing {fmt.name} is not supported", path)
     inputs = tuple(graph.files)
     report = Report(graph.source, os.fspath(path), graph.format, fmt.name,
                     notes=list(graph.notes))

@@ -185,5 +185,4 @@ def _progress(quiet: bool, total: int) -> Iterator[api.Progress | None]:
 def formats_command() -> None:
     """List the formats this tool reads and writes."""
     for fmt in registry.formats().values():
-        rw = ("r" if fmt.read else "-") + ("w" if fmt.write else "-")
-        click.echo(f"{fmt.name:<12} {rw}  {' '.join(fmt.extensions):<28} {fmt.description}")
+        click.echo(f"{fmt.name:<12} rw  {' '.join(fmt.extensions):<28} {fmt.description}")

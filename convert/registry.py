@@ -1,8 +1,11 @@
-"""The format registry: each format module registers a name, its extensions and
-`sniff` / `read` / `write`. Content sniffing wins over the file name."""
+"""The format registry: every format's name, extensions and module, declared in
+`convert/formats/__init__.py`. A format's module (and what it imports: h5py, protobuf,
+the unpickler) is imported only when that format is sniffed, read or written, so that
+listing one file loads one format. Content sniffing wins over the file name."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +18,30 @@ from .graph import Graph
 
 @dataclass(frozen=True)
 class Format:
+    """A format and the module that implements it, with module-level functions
+    `{prefix}sniff(path) -> bool` (cheap, never raises), `{prefix}read(path) -> Graph`
+    (lazy) and `{prefix}write(graph, path, *, overwrite, inputs, progress, report, **opts)`."""
+
     name: str
     description: str
     extensions: tuple[str, ...]  # e.g. (".safetensors",); matched on the end of the name
-    sniff: Callable[[Path], bool]  # cheap look at the path / first bytes; never raises
-    read: Callable[[Path], Graph] | None = None
-    write: Callable[..., Any] | None = None  # write(graph, path, *, overwrite, inputs, **opts)
+    module: str  # e.g. "convert.formats.safetensors"
+    prefix: str = ""  # for a module serving several formats
+
+    def _function(self, what: str) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module), self.prefix + what)
+
+    @property
+    def sniff(self) -> Callable[[Path], bool]:
+        return self._function("sniff")
+
+    @property
+    def read(self) -> Callable[[Path], Graph]:
+        return self._function("read")
+
+    @property
+    def write(self) -> Callable[..., Any]:
+        return self._function("write")
 
 
 _FORMATS: dict[str, Format] = {}
@@ -61,8 +82,13 @@ def detect(path: str | os.PathLike) -> Format:
     """The format of an existing input, by content first, then by name."""
     _load_builtin()
     path = Path(path)
-    for fmt in _FORMATS.values():
-        if fmt.read is not None and fmt.sniff(path):
+    named = by_extension(path)
+    # The module the name points at first, so usually only that module loads; its
+    # formats keep their declared order (a Keras 3 file may be called `x.h5`).
+    first = named.module if named else None
+    ordered = sorted(_FORMATS.values(), key=lambda fmt: fmt.module != first)
+    for fmt in ordered:
+        if fmt.sniff(path):
             return fmt
     if not path.exists() and not _has_siblings(path):
         raise ConvertError("no such file or directory", path)
@@ -79,4 +105,4 @@ def _has_siblings(path: Path) -> bool:
 
 
 def _load_builtin() -> None:
-    from . import formats  # noqa: F401  (registers the built-in formats on import)
+    from . import formats  # noqa: F401  (declares the built-in formats on import)

@@ -1,5 +1,29 @@
-"""Built-in formats, one module or package each; importing this registers them all.
+"""The built-in formats: one module or package each, declared here by name, extensions
+and module (imported only when used).
 
-Registration order is sniffing order: a format whose sniff is cheaper or stricter first."""
+Order is sniffing order after the format the file name points at: TensorFlow first (a
+prefix names no file, so only its sniff can claim it), then the formats with magic
+numbers or strict headers, and the Keras 2 sniff last, since it claims any HDF5 file
+(so that a foreign HDF5 file gets an error that says so)."""
 
-from . import flax, keras, npz, safetensors, tf, torch  # noqa: F401
+from ..registry import Format, register
+
+for _format in (
+    Format("tf", "TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
+           (".index", ".ckpt"), "convert.formats.tf"),
+    Format("safetensors", "safetensors (Hugging Face), single files", (".safetensors",),
+           "convert.formats.safetensors"),
+    Format("sharded", "Hugging Face sharded set: *.index.json with a weight_map "
+           "(safetensors or torch shards)", (".index.json",), "convert.formats.sharded"),
+    Format("torch", "PyTorch torch.save (zip and legacy), state dicts and nested checkpoints",
+           (".pt", ".pth", ".bin"), "convert.formats.torch"),
+    Format("npz", "NumPy .npz archive of arrays, keys joined with '/'", (".npz",),
+           "convert.formats.npz"),
+    Format("flax", "Flax msgpack state dict (flax.serialization.to_bytes)", (".msgpack",),
+           "convert.formats.flax"),
+    Format("keras", "Keras 3 .weights.h5, sharded .weights.json, .keras archive",
+           (".weights.h5", ".weights.json", ".keras"), "convert.formats.keras", "keras3_"),
+    Format("keras-h5", "Keras 2 legacy HDF5 weights and full-model .h5 (tf.keras, tf_keras)",
+           (".h5", ".hdf5"), "convert.formats.keras", "legacy_"),
+):
+    register(_format)

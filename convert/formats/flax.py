@@ -36,7 +36,6 @@ from ..errors import ConvertError, FormatError, UnsupportedError
 from ..fileio import OutputSet, read_region
 from ..graph import Graph, Node
 from ..graph import Path as GraphPath
-from ..registry import Format, register
 from ..tensor import Tensor, array_from_bytes
 
 # Flax splits arrays above this many bytes into chunks (msgpack objects stop at 2**32 - 1,
@@ -667,7 +666,3 @@ def compare_to_target(graph: Graph, target: Graph) -> list[str]:
 
 def _describe(tensor: Tensor) -> str:
     return f"{tensor.dtype_name}{list(tensor.shape)}"
-
-
-register(Format("flax", "Flax msgpack state dict (flax.serialization.to_bytes)",
-                (".msgpack",), sniff, read, write))

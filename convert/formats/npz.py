@@ -34,7 +34,6 @@ from ..dtypes import STRING, from_name
 from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
 from ..fileio import OutputSet, read_region
 from ..graph import Graph, Node
-from ..registry import Format, register
 from ..tensor import Tensor, array_from_bytes
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
@@ -326,7 +325,3 @@ def _nodes(graph: Graph) -> Iterator[tuple[tuple[str, ...], Node]]:
     for path, item in graph.walk():
         if isinstance(item, Node):
             yield path, item
-
-
-register(Format("npz", "NumPy .npz archive of arrays, keys joined with '/'", (".npz",),
-                sniff, read, write))

@@ -18,12 +18,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from .. import registry
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
 from ..fileio import OutputSet, read_region
 from ..graph import Entry, Graph
-from ..registry import Format
 from ..tensor import Tensor, array_from_bytes
 from .torch.keys import add_flat, join_path
 from .torch.storage import raw_bytes
@@ -259,9 +257,3 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     with OutputSet(overwrite, inputs) as out:
         write_entries(graph.entries(), out.path(path), progress, report, metadata)
     report.files.append(str(path))
-
-
-registry.register(Format("safetensors", "safetensors (Hugging Face), single files",
-                         (".safetensors",), sniff, read, write))
-
-from . import sharded  # noqa: E402,F401  (registers the sharded-set format)

@@ -20,7 +20,6 @@ from .. import registry
 from ..errors import ConvertError, FormatError
 from ..fileio import OutputSet, read_region
 from ..graph import Entry, Graph
-from ..registry import Format
 from ..tensor import Tensor
 from .torch.keys import add_flat, join_path
 
@@ -190,8 +189,3 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
                            "pytorch_model.bin.index.json", path)
     inner.write(graph, path, overwrite=overwrite, inputs=inputs, progress=progress,
                 report=report, max_shard_size=max_shard_size or DEFAULT_SHARD_SIZE, **options)
-
-
-registry.register(Format(
-    "sharded", "Hugging Face sharded set: *.index.json with a weight_map (safetensors or "
-    "torch shards)", (INDEX_SUFFIX,), sniff, read, write))

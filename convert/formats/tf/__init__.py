@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ... import registry
 from ...errors import ConvertError, FormatError
 from ...fileio import OutputSet
 from ...graph import Graph
@@ -139,13 +138,3 @@ def _name_based_values(graph: Graph) -> list:
              for e, f in zip(plain, full, strict=True)}
     return [(f"{names[id(e.slot.variable)]}/{e.slot.name}" if e.slot else names[id(e.tensor)],
              e.tensor) for e in entries]
-
-
-registry.register(registry.Format(
-    name="tf",
-    description="TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
-    extensions=(".index", ".ckpt"),
-    sniff=sniff,
-    read=read,
-    write=write,
-))

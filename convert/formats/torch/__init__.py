@@ -13,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ... import registry
 from ...errors import FormatError
 from ...fileio import OutputSet
 from ...graph import Graph
-from ...registry import Format
 from .legacy import is_legacy, read_legacy
 from .writer import write_entries, write_graph
 from .zipreader import is_torch_zip, read_zip
@@ -72,7 +70,3 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     with OutputSet(overwrite, inputs) as out:
         write_graph(graph, out.path(path), path, progress, report)
     report.files.append(str(path))
-
-
-registry.register(Format("torch", "PyTorch torch.save (zip and legacy), state dicts and "
-                         "nested checkpoints", EXTENSIONS, sniff, read, write))
