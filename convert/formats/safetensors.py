@@ -22,6 +22,7 @@ from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
 from ..fileio import OutputSet, read_region
 from ..graph import Entry, Graph
+from ..stream import values
 from ..tensor import Tensor, array_from_bytes
 from .torch.keys import add_flat, join_path
 from .torch.storage import raw_bytes
@@ -218,11 +219,10 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
     with open(path, "wb", buffering=1 << 20) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
-        for i in order:
-            tensor = entries[i].tensor
-            data = raw_bytes(tensor.read())
+        for tensor, array in values(entries[i].tensor for i in order):
+            data = raw_bytes(array)
             f.write(data)
-            del data
+            del data, array
             if progress is not None:
                 progress(tensor.nbytes)
             report.tensors += 1

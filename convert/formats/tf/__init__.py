@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ... import stream
 from ...errors import ConvertError, FormatError
 from ...fileio import OutputSet
 from ...graph import Graph
@@ -95,16 +96,18 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     if managed:
         prefix = state.next_prefix(Path(text))
     if name_based:
-        values, object_graph = _name_based_values(graph), None
+        entries, object_graph = _name_based_values(graph), None
     else:
-        object_graph, values = objects.build_object_graph(graph)
+        object_graph, entries = objects.build_object_graph(graph)
     with OutputSet(overwrite, inputs) as out:
         index = out.path(f"{prefix}.index")
         data = out.path(data_path(prefix, 0, 1))
         writer = BundleWriter(index, data)
         try:
-            for key, tensor in values:
-                size = writer.add(key, tensor.read())
+            keys = [key for key, _ in entries]
+            for key, (_, array) in zip(keys, stream.values(t for _, t in entries), strict=True):
+                size = writer.add(key, array)
+                del array
                 if progress:
                     progress(size)
                 if report is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ...errors import UnsupportedError
 from ...graph import Entry, Graph
+from ...stream import values
 from ...tensor import Tensor
 from .keys import join_path
 from .storage import raw_bytes
@@ -282,10 +283,12 @@ def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], Non
         archive.add(f"{name}/.format_version", b"1")
         archive.add(f"{name}/.storage_alignment", b"64")
         archive.add(f"{name}/byteorder", b"little")
-        for key, tensor in pickler.storages:
-            data = raw_bytes(tensor.read())
+        keys = [key for key, _ in pickler.storages]
+        tensors = (tensor for _, tensor in pickler.storages)
+        for key, (tensor, array) in zip(keys, values(tensors), strict=True):
+            data = raw_bytes(array)
             archive.add(f"{name}/data/{key}", data)
-            del data
+            del data, array
             if progress is not None:
                 progress(tensor.nbytes)
             if report is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,6 +26,10 @@ class _Entry:
     offset: int
     size: int
     crc: int
+
+
+_CRC_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-crc")
+_INLINE_CRC = 1 << 20  # smaller records: a thread hand-off costs more than it saves
 
 
 class AlignedZipWriter:
@@ -52,11 +57,16 @@ class AlignedZipWriter:
         start = offset + 30 + len(encoded) + len(zip64) + 4
         padding = -start % ALIGNMENT
         extra = zip64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
-        crc = zlib.crc32(data)
+        # The CRC goes in the descriptor after the data, so it is computed while the data
+        # is written (both release the GIL).
+        crc_future = _CRC_POOL.submit(zlib.crc32, data) if size > _INLINE_CRC else None
+        crc = zlib.crc32(data) if crc_future is None else 0
         self._write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0,
                                 len(encoded), len(extra)))
         self._write(encoded + extra)
         self._write(data)
+        if crc_future is not None:
+            crc = crc_future.result()
         if size == 0:
             pass  # miniz writes no descriptor for an empty record
         elif big:
