@@ -62,12 +62,21 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
          overwrite: bool = False, progress: Progress | None = None, **options: Any) -> Report:
     """Write `graph` to `path`; the format comes from `format` or the file name."""
     fmt = target_format(path, format, graph.format)
+    _check_options(fmt, options, path)
     inputs = tuple(graph.files)
     report = Report(graph.source, os.fspath(path), graph.format, fmt.name,
                     notes=list(graph.notes))
     fmt.write(graph, Path(path), overwrite=overwrite, inputs=inputs,
               progress=progress, report=report, **options)
     return report
+
+
+def _check_options(fmt: registry.Format, options: dict[str, Any], path) -> None:
+    """An option the writer does not take is the user's mistake, said as such."""
+    for name in options:
+        if name not in fmt.options:
+            raise registry.UnsupportedError(
+                f"{fmt.name} output does not take the option {name.replace('_', '-')!r}", path)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = None,

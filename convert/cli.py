@@ -138,10 +138,12 @@ def _shard_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--tf-names", is_flag=True,
               help="tf: write a name-based (TF1 Saver) checkpoint without an object graph.")
 @click.option("--max-shard-size", callback=_shard_size,
-              help="torch/safetensors: split DST into shards of at most this size (2GB, 500MB).")
+              help="torch/safetensors/keras: split DST into shards of at most this size "
+                   "(2GB, 500MB).")
+@click.option("--compress", is_flag=True, help="npz: deflate the members.")
 def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
                     overwrite: bool, quiet: bool, as_json: bool, max_to_keep: int | None,
-                    tf_names: bool, max_shard_size: int | None) -> None:
+                    tf_names: bool, max_shard_size: int | None, compress: bool) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = {}
     if max_to_keep is not None:
@@ -152,6 +154,8 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
         to_format = "tf"  # these options only make sense for TensorFlow output
     if max_shard_size is not None:  # (torch/safetensors: the format still comes from DST)
         options["max_shard_size"] = max_shard_size
+    if compress:
+        options["compress"] = True
     with _user_errors():
         graph = api.load(src, from_format)
         total = sum(entry.tensor.nbytes for entry in graph.entries())

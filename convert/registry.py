@@ -27,6 +27,7 @@ class Format:
     extensions: tuple[str, ...]  # e.g. (".safetensors",); matched on the end of the name
     module: str  # e.g. "convert.formats.safetensors"
     prefix: str = ""  # for a module serving several formats
+    options: tuple[str, ...] = ()  # the writer's own keyword options (e.g. max_shard_size)
 
     def _function(self, what: str) -> Callable[..., Any]:
         return getattr(importlib.import_module(self.module), self.prefix + what)

@@ -10,19 +10,21 @@ from ..registry import Format, register
 
 for _format in (
     Format("tf", "TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
-           (".index", ".ckpt"), "convert.formats.tf"),
+           (".index", ".ckpt"), "convert.formats.tf", options=("name_based", "max_to_keep")),
     Format("safetensors", "safetensors (Hugging Face), single files", (".safetensors",),
-           "convert.formats.safetensors"),
+           "convert.formats.safetensors", options=("max_shard_size",)),
     Format("sharded", "Hugging Face sharded set: *.index.json with a weight_map "
-           "(safetensors or torch shards)", (".index.json",), "convert.formats.sharded"),
+           "(safetensors or torch shards)", (".index.json",), "convert.formats.sharded",
+           options=("max_shard_size",)),
     Format("torch", "PyTorch torch.save (zip and legacy), state dicts and nested checkpoints",
-           (".pt", ".pth", ".bin"), "convert.formats.torch"),
+           (".pt", ".pth", ".bin"), "convert.formats.torch", options=("max_shard_size",)),
     Format("npz", "NumPy .npz archive of arrays, keys joined with '/'", (".npz",),
-           "convert.formats.npz"),
+           "convert.formats.npz", options=("compress",)),
     Format("flax", "Flax msgpack state dict (flax.serialization.to_bytes)", (".msgpack",),
            "convert.formats.flax"),
     Format("keras", "Keras 3 .weights.h5, sharded .weights.json, .keras archive",
-           (".weights.h5", ".weights.json", ".keras"), "convert.formats.keras", "keras3_"),
+           (".weights.h5", ".weights.json", ".keras"), "convert.formats.keras", "keras3_",
+           options=("max_shard_size",)),
     Format("keras-h5", "Keras 2 legacy HDF5 weights and full-model .h5 (tf.keras, tf_keras)",
            (".h5", ".hdf5"), "convert.formats.keras", "legacy_"),
 ):

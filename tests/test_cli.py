@@ -1,0 +1,43 @@
+"""The command line on the example checkpoint shipped in the repo (written by real
+TensorFlow): reports, options that do not fit the output, the format list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_line_error, listing
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "regress"
+
+
+def test_convert_reports_json(tmp_path, ckpt):
+    result = ckpt("convert", EXAMPLE, tmp_path / "r.safetensors", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["source_format"] == "tf" and report["target_format"] == "safetensors"
+    listed = json.loads(ckpt("ls", EXAMPLE, "--json").out)
+    assert report["tensors"] == len(listed)
+    assert report["bytes"] == sum(row["nbytes"] for row in listed)
+
+
+@pytest.mark.parametrize("target, option", [("r.msgpack", "--max-shard-size=1GB"),
+                                            ("r.pt", "--compress")])
+def test_option_the_output_does_not_take(tmp_path, ckpt, target, option):
+    before = listing(tmp_path)
+    result = ckpt("convert", EXAMPLE, tmp_path / target, option)
+    assert_one_line_error(result, "does not take the option")
+    assert listing(tmp_path) == before
+
+
+def test_missing_source_is_named(tmp_path, ckpt):
+    assert_one_line_error(ckpt("convert", tmp_path / "r.safetensors", tmp_path / "x"),
+                          "no such file")
+
+
+def test_formats_lists_every_format(ckpt):
+    names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
+    assert names == {"tf", "safetensors", "sharded", "torch", "npz", "flax", "keras",
+                     "keras-h5"}
