@@ -1,0 +1,1 @@
+"""Built-in mapping rules (TOML files beside this one)."""
