@@ -41,3 +41,41 @@ def test_formats_lists_every_format(ckpt):
     names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
     assert names == {"tf", "safetensors", "sharded", "torch", "npz", "flax", "keras",
                      "keras-h5"}
+
+
+def _stderr_on_a_terminal(*args) -> str:
+    """Run ckpt with stderr on a pseudo-terminal, as a person at a shell would."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "convert", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the process is done writing
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, ckpt):
+    shown = _stderr_on_a_terminal("convert", EXAMPLE, tmp_path / "a.safetensors")
+    assert "B/s" in shown or "%|" in shown, shown  # tqdm's bar: bytes, rate, time left
+    piped = ckpt("convert", EXAMPLE, tmp_path / "b.safetensors")
+    assert piped.code == 0 and "%|" not in piped.err
+    quiet = _stderr_on_a_terminal("convert", EXAMPLE, tmp_path / "c.safetensors", "--quiet")
+    assert quiet.strip() == ""
