@@ -62,5 +62,6 @@ def from_name(name: str) -> np.dtype:
 
 def itemsize(dtype: np.dtype) -> int:
     """Bytes per element as stored (strings have no fixed size: 0)."""
-    dtype = np.dtype(dtype)
-    return 0 if dtype == STRING else dtype.itemsize
+    if not isinstance(dtype, np.dtype):
+        dtype = np.dtype(dtype)
+    return 0 if dtype.kind == "O" else dtype.itemsize  # (STRING is the one object dtype)

@@ -3,32 +3,70 @@
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import FormatError, OutputExistsError
 
+# Large regions are mapped, not read: the bytes are used where the page cache holds
+# them (no copy, no fresh memory to fault in, which costs more than the copy). Writes to
+# the mapping are private (copy-on-write), so callers get a writable buffer as before.
+_MAP_FROM = 1 << 20
 
-def read_region(path: str | os.PathLike, offset: int, size: int, what: str = "data") -> bytearray:
-    """Read exactly `size` bytes at `offset`; a short file is a FormatError, not a short read."""
+
+def read_region(path: str | os.PathLike, offset: int, size: int, what: str = "data"
+                ) -> bytearray | memoryview:
+    """Exactly `size` bytes at `offset`; a short file is a FormatError, not a short read.
+
+    Returns a writable buffer: a bytearray, or for large regions a memoryview of a private
+    mapping of the file (unmapped when the last view of it is dropped)."""
     if offset < 0 or size < 0:
         raise FormatError(f"{what} has a negative offset or size", path)
-    buf = bytearray(size)
-    with open(path, "rb", buffering=0) as f:
-        end = os.fstat(f.fileno()).st_size
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        end = os.fstat(fd).st_size
         if offset + size > end:
             raise FormatError(
                 f"{what} at bytes {offset}..{offset + size} lies past the end of the file "
                 f"({end} bytes): the file is truncated or the index is wrong", path)
+        if size >= _MAP_FROM:
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            try:
+                mapped = mmap.mmap(fd, offset + size - start, access=mmap.ACCESS_COPY,
+                                   offset=start)
+            except (OSError, ValueError):  # not mappable (a pipe, some network mounts)
+                pass
+            else:
+                return memoryview(mapped)[offset - start:offset - start + size]
+        buf = bytearray(size)
         view = memoryview(buf)
         done = 0
         while done < size:
-            n = os.preadv(f.fileno(), [view[done:]], offset + done)
+            n = os.preadv(fd, [view[done:]], offset + done)
             if n <= 0:
                 raise FormatError(f"{what}: file ended early", path)
             done += n
+    finally:
+        os.close(fd)
     return buf
+
+
+def open_output(path: str | os.PathLike, buffering: int = -1) -> BinaryIO:
+    """Open `path` to write it from its start (created if missing), like open(path, "wb"),
+    but without truncating a file that is already empty, such as OutputSet's fresh
+    temporary files: on ext4, closing a truncated file first writes its data to disk
+    (auto_da_alloc), which takes as long as writing it did."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+        return open(fd, "wb", buffering=buffering)  # (an fd: "wb" does not truncate)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class OutputSet:

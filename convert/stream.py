@@ -1,8 +1,9 @@
 """Reading the next tensor while the current one is written.
 
 File reads, checksums and file writes all release the GIL, so one reader thread one
-tensor ahead of the writer overlaps the two halves of a conversion. At most two tensor
-values are in memory at once: the one being written and the one read ahead.
+tensor ahead of the writer overlaps the two halves of a conversion. At most two large
+tensor values are in memory at once: the one being written and the one read ahead.
+Small tensors are read in place: handing one to a thread costs more than reading it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,33 @@ import numpy as np
 
 from .tensor import Tensor
 
+INLINE_BYTES = 1 << 18  # below this a read is cheaper than a thread hand-off
+
 
 def values(tensors: Iterable[Tensor]) -> Iterator[tuple[Tensor, np.ndarray]]:
-    """Each tensor with its value, in order; the next one is read in the background."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-read") as pool:
-        ahead: Future | None = None
-        previous: Tensor | None = None
+    """Each tensor with its value, in order; large ones are read one ahead, in the
+    background."""
+    pool: ThreadPoolExecutor | None = None
+    ahead: Future | None = None
+    previous: Tensor | None = None
+    try:
         for tensor in tensors:
+            if tensor.nbytes < INLINE_BYTES:
+                value = tensor.read()
+                if ahead is not None:
+                    yield previous, ahead.result()
+                    ahead = previous = None
+                yield tensor, value
+                del value
+                continue
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-read")
             current = pool.submit(tensor.read)
             if ahead is not None:
                 yield previous, ahead.result()
             ahead, previous = current, tensor
         if ahead is not None:
             yield previous, ahead.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

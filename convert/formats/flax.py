@@ -33,7 +33,7 @@ import numpy as np
 
 from ..dtypes import STRING, dtype_name, from_name
 from ..errors import ConvertError, FormatError, UnsupportedError
-from ..fileio import OutputSet, read_region
+from ..fileio import OutputSet, open_output, read_region
 from ..graph import Graph, Node
 from ..graph import Path as GraphPath
 from ..tensor import Tensor, array_from_bytes
@@ -617,7 +617,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     plan = planner.plan()
     with OutputSet(overwrite, inputs) as outputs:
         tmp = outputs.path(path)
-        with open(tmp, "wb") as f:
+        with open_output(tmp) as f:
             writer = _StreamWriter(f, progress)
             writer.map(plan)
         if writer.tensors == 0:

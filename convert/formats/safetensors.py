@@ -20,7 +20,7 @@ from typing import Any
 
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
-from ..fileio import OutputSet, read_region
+from ..fileio import OutputSet, open_output, read_region
 from ..graph import Entry, Graph
 from ..stream import values
 from ..tensor import Tensor, array_from_bytes
@@ -217,7 +217,7 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
                         "data_offsets": list(offsets[i])}
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
-    with open(path, "wb", buffering=1 << 20) as f:
+    with open_output(path, buffering=1 << 20) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
         for tensor, array in values(entries[i].tensor for i in order):
             data = raw_bytes(array)

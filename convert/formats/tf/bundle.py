@@ -19,7 +19,7 @@ import numpy as np
 
 from ...dtypes import STRING, dtype_name
 from ...errors import ChecksumError, FormatError, UnsupportedError
-from ...fileio import read_region
+from ...fileio import open_output, read_region
 from ...tensor import array_from_bytes
 from . import protos, slices
 from .table import TableReader, TableWriter, crc32c, mask, read_varint, unmask, write_varint
@@ -213,7 +213,7 @@ class BundleWriter:
 
     def __init__(self, index_file: Path, data_file: Path):
         self.index_file = index_file
-        self.data = open(data_file, "wb")  # noqa: SIM115 (closed in finish/close)
+        self.data = open_output(data_file, buffering=1 << 20)  # closed in finish/close
         self.offset = 0
         self.entries: dict[bytes, bytes] = {}
 
@@ -239,7 +239,7 @@ class BundleWriter:
         self.data.close()
         header = protos.BundleHeaderProto(num_shards=1)
         header.version.producer = 1
-        with open(self.index_file, "wb") as f:
+        with open_output(self.index_file) as f:
             table = TableWriter(f)
             table.add(HEADER_KEY, header.SerializeToString())
             for key in sorted(self.entries):

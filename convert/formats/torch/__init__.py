@@ -16,9 +16,9 @@ from typing import Any
 from ...errors import FormatError
 from ...fileio import OutputSet
 from ...graph import Graph
-from .legacy import is_legacy, read_legacy
-from .writer import write_entries, write_graph
-from .zipreader import is_torch_zip, read_zip
+
+# The reader and writer modules are imported where used: safetensors imports this
+# package for its key rules only.
 
 EXTENSIONS = (".pt", ".pth", ".bin")  # (.ckpt names TF prefixes too: content decides)
 
@@ -36,6 +36,9 @@ def _looks_like_torch(path: Path) -> bool:
 
 
 def sniff(path: Path) -> bool:
+    from .legacy import is_legacy
+    from .zipreader import is_torch_zip
+
     try:
         return path.is_file() and (is_legacy(path) or is_torch_zip(path)
                                    or _looks_like_torch(path))
@@ -44,6 +47,9 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Graph:
+    from .legacy import read_legacy
+    from .zipreader import read_zip
+
     if _head(path)[:2] == b"PK":
         graph = read_zip(path)  # (a damaged archive: read_zip says what is wrong)
     elif _head(path)[:1] == b"\x80":
@@ -60,6 +66,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           **options: Any) -> None:
     from ...api import Report
     from ..sharded import is_index, write_sharded
+    from .writer import write_entries, write_graph
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ...dtypes import dtype_name
 from ...errors import ChecksumError, FormatError
 from ...fileio import read_region
 from ...tensor import Tensor
@@ -79,7 +80,7 @@ class TensorFactory:
         if numel * itemsize > max(span, MAX_EXPANSION_BYTES):
             raise FormatError(f"tensor {key!r} claims {numel * itemsize} bytes from a "
                               f"{span}-byte region (overlapping strides)", self.path)
-        identity = (record.name, start, dtype.str, dtype.name, ref.shape, ref.stride)
+        identity = (record.name, start, dtype.str, dtype_name(dtype), ref.shape, ref.stride)
         tensor = self.by_view.get(identity)
         if tensor is None:
             meta = {"key": key, "torch.storage": record.name}

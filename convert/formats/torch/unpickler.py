@@ -378,6 +378,9 @@ ALLOWED = _allowed()
 PersistentLoad = Callable[[tuple], Any]
 
 
+_U32 = struct.Struct("<I")
+
+
 class _Mark:
     """Stack marker left by MARK (never visible to handlers)."""
 
@@ -464,8 +467,98 @@ class Unpickler:
         memo: dict[int, Any] = {}
         self.stack, self.memo = stack, memo
         ops = _OPS
+        append = stack.append
+        unpack_u32 = _U32.unpack_from
+        missing = MARK  # (never a memo value: MARK cannot be memoized)
+        persistent_load = self.persistent_load
+        buf, pos = self.buffer, self.pos
+        size = len(buf)
+        # The opcodes torch writes for every tensor are run inline (a call per opcode
+        # would dominate the run time). Each inline case runs only when its bytes are
+        # buffered and its operands are plainly valid; anything else takes the general
+        # path below, which raises the precise error.
         while True:
-            if self.pos >= len(self.buffer):
+            if pos < size:
+                code = buf[pos]
+                if code == 0x72:  # LONG_BINPUT
+                    if pos + 5 <= size and stack and stack[-1] is not MARK:
+                        memo[unpack_u32(buf, pos + 1)[0]] = stack[-1]
+                        pos += 5
+                        continue
+                elif code == 0x4B:  # BININT1
+                    if pos + 2 <= size:
+                        append(buf[pos + 1])
+                        pos += 2
+                        continue
+                elif code == 0x68:  # BINGET
+                    if pos + 2 <= size:
+                        value = memo.get(buf[pos + 1], missing)
+                        if value is not missing:
+                            append(value)
+                            pos += 2
+                            continue
+                elif code == 0x28:  # MARK
+                    append(MARK)
+                    pos += 1
+                    continue
+                elif code == 0x58:  # BINUNICODE
+                    if pos + 5 <= size:
+                        end = pos + 5 + unpack_u32(buf, pos + 1)[0]
+                        if end <= size:
+                            try:
+                                append(buf[pos + 5:end].decode("utf-8", "surrogatepass"))
+                                pos = end
+                                continue
+                            except UnicodeDecodeError:
+                                pass
+                elif code == 0x86:  # TUPLE2
+                    if len(stack) >= 2 and stack[-1] is not MARK and stack[-2] is not MARK:
+                        pair = (stack[-2], stack[-1])
+                        del stack[-2:]
+                        append(pair)
+                        pos += 1
+                        continue
+                elif code == 0x89:  # NEWFALSE
+                    append(False)
+                    pos += 1
+                    continue
+                elif code == 0x29:  # EMPTY_TUPLE
+                    append(())
+                    pos += 1
+                    continue
+                elif code == 0x52:  # REDUCE
+                    if len(stack) >= 2:
+                        args, func = stack[-1], stack[-2]
+                        if (type(args) is tuple and type(func) is Global
+                                and func.call is not None):
+                            del stack[-2:]
+                            append(func.call(args))
+                            pos += 1
+                            continue
+                elif code == 0x74:  # TUPLE
+                    for i in range(len(stack) - 1, -1, -1):
+                        if stack[i] is MARK:
+                            items = tuple(stack[i + 1:])
+                            del stack[i:]
+                            append(items)
+                            pos += 1
+                            break
+                    else:
+                        i = -1
+                    if i >= 0:
+                        continue
+                elif code == 0x51:  # BINPERSID
+                    if stack and stack[-1] is not MARK and persistent_load is not None:
+                        append(persistent_load(stack.pop()))
+                        pos += 1
+                        continue
+                elif code == 0x71 and pos + 2 <= size and stack and stack[-1] is not MARK:
+                    memo[buf[pos + 1]] = stack[-1]  # BINPUT
+                    pos += 2
+                    continue
+            # The general path: every opcode, with all its checks.
+            self.pos = pos
+            if pos >= len(buf):
                 self._fill(1)
             code = self.buffer[self.pos]
             self.pos += 1
@@ -481,6 +574,8 @@ class Unpickler:
             except IndexError:
                 raise self.error(f"opcode {chr(code)!r} finds too few values on the "
                                  "stack") from None
+            buf, pos = self.buffer, self.pos
+            size = len(buf)
 
     def refused_opcode(self, code: int) -> Exception:
         if code in (ord("i"), ord("o")):  # INST / OBJ: protocol-0 class instantiation

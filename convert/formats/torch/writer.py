@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UnsupportedError
+from ...fileio import open_output
 from ...graph import Entry, Graph
 from ...stream import values
 from ...tensor import Tensor
@@ -35,6 +36,23 @@ _STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items()
                 if not dtype.startswith("q")}
 _TORCH_NAME = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
 MAX_DEPTH = 200
+_BINPUT = [b"q" + bytes([i]) for i in range(256)]
+_BINGET = [b"h" + bytes([i]) for i in range(256)]
+_BININT1 = [b"K" + bytes([i]) for i in range(256)]
+_TUPLE_N = {1: b"\x85", 2: b"\x86", 3: b"\x87"}
+
+
+def _int_opcode(value: int) -> bytes:
+    """An int as protocol 2 writes it."""
+    if 0 <= value < 256:
+        return _BININT1[value]
+    if 0 <= value < 65536:
+        return b"M" + struct.pack("<H", value)
+    if -(2**31) <= value < 2**31:
+        return b"J" + struct.pack("<i", value)
+    data = pickle.encode_long(value)
+    return ((b"\x8a" + bytes([len(data)])) if len(data) < 256
+            else (b"\x8b" + struct.pack("<i", len(data)))) + data
 
 
 class _Pickler:
@@ -43,6 +61,7 @@ class _Pickler:
     def __init__(self) -> None:
         self.out = io.BytesIO()
         self.memo: dict[Any, int] = {}
+        self.puts = 0  # values memoized so far (the next memo index)
         self.alive: list[Any] = []
         self.storage_keys: dict[int, str] = {}
         self.storages: list[tuple[str, Tensor]] = []
@@ -55,15 +74,22 @@ class _Pickler:
 
     # -- memo ----------------------------------------------------------------------
     def _put(self, token: Any) -> None:
-        index = len(self.memo)
+        index = self.puts
         self.memo[token] = index
-        self.out.write(b"q" + bytes([index]) if index < 256 else b"r" + struct.pack("<I", index))
+        self._put_new()
+
+    def _put_new(self) -> None:
+        """Memoize the value just built, as Python's pickler does (only `_put` values are
+        ever looked up again)."""
+        index = self.puts
+        self.puts = index + 1
+        self.out.write(_BINPUT[index] if index < 256 else b"r" + struct.pack("<I", index))
 
     def _get(self, token: Any) -> bool:
         index = self.memo.get(token)
         if index is None:
             return False
-        self.out.write(b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index))
+        self.out.write(_BINGET[index] if index < 256 else b"j" + struct.pack("<I", index))
         return True
 
     def global_(self, module: str, name: str) -> None:
@@ -71,6 +97,37 @@ class _Pickler:
         if not self._get(token):
             self.out.write(b"c" + f"{module}\n{name}\n".encode())
             self._put(token)
+
+    # The same opcodes as bytes, for save_tensor, which joins them into one write.
+    def _memo_bytes(self, token: Any, first: Callable[[], bytes]) -> bytes:
+        """A memo reference to `token`'s value, or `first()` and its memo entry."""
+        index = self.memo.get(token)
+        if index is not None:
+            return _BINGET[index] if index < 256 else b"j" + struct.pack("<I", index)
+        self.memo[token] = self.puts
+        return first() + self._next_put()
+
+    def _next_put(self) -> bytes:
+        index = self.puts
+        self.puts = index + 1
+        return _BINPUT[index] if index < 256 else b"r" + struct.pack("<I", index)
+
+    def _global_bytes(self, module: str, name: str) -> bytes:
+        return self._memo_bytes(("global", module, name),
+                                lambda: b"c" + f"{module}\n{name}\n".encode())
+
+    def _str_bytes(self, value: str) -> bytes:
+        def first() -> bytes:
+            data = value.encode("utf-8", "surrogatepass")
+            return b"X" + struct.pack("<I", len(data)) + data
+        return self._memo_bytes(("str", value), first)
+
+    def _int_tuple_bytes(self, value: tuple[int, ...]) -> bytes:
+        if not value:
+            return b")"
+        if len(value) > 3:
+            return b"".join([b"(", *map(_int_opcode, value), b"t", self._next_put()])
+        return b"".join([*map(_int_opcode, value), _TUPLE_N[len(value)], self._next_put()])
 
     # -- values --------------------------------------------------------------------
     def save(self, obj: Any, depth: int, key: str) -> None:
@@ -119,23 +176,8 @@ class _Pickler:
         self.out.write(b"X" + struct.pack("<I", len(data)) + data)
         self._put(("str", value))
 
-    def _put_new(self) -> None:
-        """Memoize the value just built, as Python's pickler does (never looked up)."""
-        self._put(object())
-
     def save_int(self, value: int) -> None:
-        write = self.out.write
-        if 0 <= value < 256:
-            write(b"K" + bytes([value]))
-        elif 0 <= value < 65536:
-            write(b"M" + struct.pack("<H", value))
-        elif -(2**31) <= value < 2**31:
-            write(b"J" + struct.pack("<i", value))
-        else:
-            data = pickle.encode_long(value)
-            write((b"\x8a" + bytes([len(data)])) if len(data) < 256
-                  else (b"\x8b" + struct.pack("<i", len(data))))
-            write(data)
+        self.out.write(_int_opcode(value))
 
     def save_bytes(self, value: bytes | bytearray, depth: int, key: str) -> None:
         if isinstance(value, bytearray):
@@ -150,6 +192,12 @@ class _Pickler:
     def save_tuple(self, value: tuple, depth: int, key: str) -> None:
         if not value:
             self.out.write(b")")
+            return
+        if all(type(item) is int for item in value):  # shapes and strides, written often
+            self.out.write(b"".join([b"(" if len(value) > 3 else b"",
+                                     *map(_int_opcode, value),
+                                     b"t" if len(value) > 3 else _TUPLE_N[len(value)]]))
+            self._put_new()
             return
         if len(value) > 3:
             self.out.write(b"(")
@@ -202,7 +250,7 @@ class _Pickler:
             self.out.write(b"b")
 
     def save_tensor(self, tensor: Tensor, key: str) -> None:
-        name = tensor.dtype.name
+        name = tensor.dtype_name
         if name not in _TORCH_NAME:
             raise UnsupportedError(f"tensor {key!r} is {tensor.dtype_name}, which torch has no "
                                    "dtype for")
@@ -211,43 +259,43 @@ class _Pickler:
             storage_key = self.storage_keys[id(tensor)] = str(len(self.storages))
             self.storages.append((storage_key, tensor))
         parameter = tensor.meta.get("torch.parameter", False)
-        if parameter:
-            self.global_("torch._utils", "_rebuild_parameter")
         legacy_class = _STORAGE_FOR.get(name)
-        self.global_("torch._utils",
-                     "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3")
-        self.out.write(b"((")  # the arguments, then the persistent id
-        self.save_str("storage")
-        if legacy_class:
-            self.global_("torch", legacy_class)
-            numel = tensor.size
-        else:
-            self.global_("torch.storage", "UntypedStorage")
-            numel = tensor.nbytes
-        self.save_str(storage_key)
-        self.save_str("cpu")
-        self.save_int(numel)
-        self.out.write(b"t")
-        self._put_new()
-        self.out.write(b"Q")
-        self.save_int(0)
-        self.save_tuple(tensor.shape, 0, key)
-        self.save_tuple(contiguous_strides(tensor.shape), 0, key)
-        self.out.write(b"\x89")
-        self.empty_ordered_dict()
-        if not legacy_class:
-            self.global_("torch", _TORCH_NAME[name])
-        self.out.write(b"t")
-        self._put_new()
-        self.out.write(b"R")
-        self._put_new()
+        glob, put = self._global_bytes, self._next_put
+        # Evaluated left to right: memo entries are numbered in the order torch's are.
+        parts = [
+            glob("torch._utils", "_rebuild_parameter") if parameter else b"",
+            glob("torch._utils", "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3"),
+            b"((",  # the arguments, then the persistent id
+            self._str_bytes("storage"),
+            glob("torch", legacy_class) if legacy_class
+            else glob("torch.storage", "UntypedStorage"),
+            self._str_bytes(storage_key),
+            self._str_bytes("cpu"),
+            _int_opcode(tensor.size if legacy_class else tensor.nbytes) + b"t",
+            put(),
+            b"QK\x00",  # the persistent id, then storage offset 0
+            self._int_tuple_bytes(tensor.shape),
+            self._int_tuple_bytes(contiguous_strides(tensor.shape)),
+            b"\x89",
+            glob("collections", "OrderedDict") + b")R",  # no backward hooks
+            put(),
+            b"" if legacy_class else glob("torch", _TORCH_NAME[name]),
+            b"t",
+            put(),
+            b"R",
+            put(),
+        ]
         if parameter:
-            self.out.write(b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89")
-            self.empty_ordered_dict()
-            self.out.write(b"\x87")
-            self._put_new()
-            self.out.write(b"R")
-            self._put_new()
+            parts += [
+                b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89",
+                glob("collections", "OrderedDict") + b")R",
+                put(),
+                b"\x87",
+                put(),
+                b"R",
+                put(),
+            ]
+        self.out.write(b"".join(parts))
 
     def empty_ordered_dict(self) -> None:
         """The empty backward-hooks OrderedDict every tensor carries."""
@@ -277,7 +325,7 @@ def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], Non
     """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
     pickler = _Pickler()
     pickled = pickler.dump(obj)
-    with open(path, "wb", buffering=1 << 20) as stream:
+    with open_output(path, buffering=1 << 20) as stream:
         archive = AlignedZipWriter(stream)
         archive.add(f"{name}/data.pkl", pickled)
         archive.add(f"{name}/.format_version", b"1")

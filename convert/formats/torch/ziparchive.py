@@ -28,6 +28,9 @@ class _Entry:
     crc: int
 
 
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_DESCRIPTOR = struct.Struct("<4sIII")
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _CRC_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-crc")
 _INLINE_CRC = 1 << 20  # smaller records: a thread hand-off costs more than it saves
 
@@ -61,9 +64,8 @@ class AlignedZipWriter:
         # is written (both release the GIL).
         crc_future = _CRC_POOL.submit(zlib.crc32, data) if size > _INLINE_CRC else None
         crc = zlib.crc32(data) if crc_future is None else 0
-        self._write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0,
-                                len(encoded), len(extra)))
-        self._write(encoded + extra)
+        self._write(_LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded),
+                                len(extra)) + encoded + extra)
         self._write(data)
         if crc_future is not None:
             crc = crc_future.result()
@@ -72,11 +74,12 @@ class AlignedZipWriter:
         elif big:
             self._write(struct.pack("<4sIQQ", b"PK\x07\x08", crc, size, size))
         else:
-            self._write(struct.pack("<4sIII", b"PK\x07\x08", crc, size, size))
+            self._write(_DESCRIPTOR.pack(b"PK\x07\x08", crc, size, size))
         self.entries.append(_Entry(encoded, offset, size, crc))
 
     def close(self) -> None:
         directory_start = self.position
+        records = []
         for e in self.entries:
             fields = b""
             if e.size >= _U32:
@@ -85,10 +88,10 @@ class AlignedZipWriter:
                 fields += struct.pack("<Q", e.offset)
             extra = struct.pack("<HH", 1, len(fields)) + fields if fields else b""
             size32 = min(e.size, _U32)
-            self._write(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 0, 0, _FLAGS, 0, 0,
-                                    0, e.crc, size32, size32, len(e.name), len(extra), 0, 0, 0,
-                                    0, min(e.offset, _U32)))
-            self._write(e.name + extra)
+            records.append(_CENTRAL.pack(b"PK\x01\x02", 0, 0, _FLAGS, 0, 0, 0, e.crc, size32,
+                                         size32, len(e.name), len(extra), 0, 0, 0, 0,
+                                         min(e.offset, _U32)) + e.name + extra)
+        self._write(b"".join(records))
         directory_size = self.position - directory_start
         zip64_end = self.position
         count = len(self.entries)
