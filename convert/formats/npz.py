@@ -30,6 +30,7 @@ import ml_dtypes
 import numpy as np
 from numpy.lib import format as npy
 
+from ..checksums import crc32
 from ..dtypes import STRING, from_name
 from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
 from ..fileio import OutputSet, read_region
@@ -196,7 +197,7 @@ class _Member:
         info = self.info
         if info.compress_type == zipfile.ZIP_STORED:
             raw = read_region(self.path, self._data_start(), info.file_size, info.filename)
-            if zlib.crc32(raw) != info.CRC:
+            if crc32(raw) != info.CRC:
                 raise ChecksumError(f"member {info.filename!r}: CRC-32 does not match its "
                                     "bytes", self.path)
             return raw

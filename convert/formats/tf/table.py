@@ -12,19 +12,13 @@ import os
 import struct
 from collections.abc import Iterator
 
-import crc32c as _crc32c
-
+from ...checksums import crc32c
 from ...errors import ChecksumError, FormatError
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
 BLOCK_TRAILER = 5
 _MASK_DELTA = 0xA282EAD8
-
-
-def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
-    """CRC-32C (Castagnoli) of any buffer, continuing from `crc`; hardware-accelerated."""
-    return _crc32c.crc32c(data, crc)
 
 
 def mask(crc: int) -> int:

@@ -9,13 +9,13 @@ views). Identical views of one storage give one Tensor object (tied weights stay
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ...checksums import crc32
 from ...dtypes import dtype_name
 from ...errors import ChecksumError, FormatError
 from ...fileio import read_region
@@ -45,7 +45,7 @@ class Record:
         if self.read_whole is not None:
             return self.read_whole()[start:start + size]
         data = read_region(self.path, self.offset + start, size, what)
-        if self.crc is not None and size == self.nbytes and zlib.crc32(data) != self.crc:
+        if self.crc is not None and size == self.nbytes and crc32(data) != self.crc:
             raise ChecksumError(f"storage {self.name} does not match its CRC-32 (the file "
                                 "is corrupted)", self.path)
         return data

@@ -10,10 +10,11 @@ descriptors). Records are always stored, never deflated, so `torch.load(mmap=Tru
 from __future__ import annotations
 
 import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from ...checksums import crc32
 
 ALIGNMENT = 64
 _U32 = 0xFFFFFFFF
@@ -62,8 +63,8 @@ class AlignedZipWriter:
         extra = zip64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
         # The CRC goes in the descriptor after the data, so it is computed while the data
         # is written (both release the GIL).
-        crc_future = _CRC_POOL.submit(zlib.crc32, data) if size > _INLINE_CRC else None
-        crc = zlib.crc32(data) if crc_future is None else 0
+        crc_future = _CRC_POOL.submit(crc32, data) if size > _INLINE_CRC else None
+        crc = crc32(data) if crc_future is None else 0
         self._write(_LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded),
                                 len(extra)) + encoded + extra)
         self._write(data)
