@@ -131,9 +131,14 @@ class TableReader:
         pos, key = 0, b""
         try:
             while pos < limit:
-                shared, pos = read_varint(block, pos, limit, 5)
-                unshared, pos = read_varint(block, pos, limit, 5)
-                value_len, pos = read_varint(block, pos, limit, 5)
+                if (pos + 3 <= limit and block[pos] < 0x80 and block[pos + 1] < 0x80
+                        and block[pos + 2] < 0x80):  # three one-byte varints: the usual case
+                    shared, unshared, value_len = block[pos], block[pos + 1], block[pos + 2]
+                    pos += 3
+                else:
+                    shared, pos = read_varint(block, pos, limit, 5)
+                    unshared, pos = read_varint(block, pos, limit, 5)
+                    value_len, pos = read_varint(block, pos, limit, 5)
                 if shared > len(key) or pos + unshared + value_len > limit:
                     raise ValueError("entry runs past its block")
                 key = key[:shared] + block[pos: pos + unshared]

@@ -62,6 +62,7 @@ class TensorFactory:
         self.path = path
         self.locate = locate
         self.by_view: dict[tuple, Tensor] = {}
+        self.dtype_ids: dict[str, tuple[str, str]] = {}  # torch dtype name -> view identity
 
     def __call__(self, ref: TensorRef, key: str) -> Tensor:
         record, base, limit = self.locate(ref.storage)
@@ -70,6 +71,9 @@ class TensorFactory:
         itemsize = dtype.itemsize
         extent = view_extent(ref.shape, ref.stride)
         numel = math.prod(ref.shape)
+        dtype_id = self.dtype_ids.get(ref.dtype.name)
+        if dtype_id is None:  # (dtype_name is slow enough to matter per tensor)
+            dtype_id = self.dtype_ids[ref.dtype.name] = (dtype.str, dtype_name(dtype))
         start = base + ref.offset * itemsize
         span = extent * itemsize
         if extent and ref.offset * itemsize + span > limit:
@@ -80,7 +84,7 @@ class TensorFactory:
         if numel * itemsize > max(span, MAX_EXPANSION_BYTES):
             raise FormatError(f"tensor {key!r} claims {numel * itemsize} bytes from a "
                               f"{span}-byte region (overlapping strides)", self.path)
-        identity = (record.name, start, dtype.str, dtype_name(dtype), ref.shape, ref.stride)
+        identity = (record.name, start, *dtype_id, ref.shape, ref.stride)
         tensor = self.by_view.get(identity)
         if tensor is None:
             meta = {"key": key, "torch.storage": record.name}

@@ -85,16 +85,18 @@ class _Reader:
         if len({name for name, _ in named}) != len(named):
             raise UnsupportedError("a dict holding tensors has keys of different types "
                                    "that read the same (e.g. 1 and '1')")
-        edges = [(name, item) for name, item in named if self.holds_tensor(item, depth)]
+        edges: list[tuple[str, Any]] = []
+        values: list[tuple[str, Any]] = []
+        for pair in named:
+            (edges if self.holds_tensor(pair[1], depth) else values).append(pair)
         paths = split_keys(name for name, _ in edges)
+        make_tensor = self.make_tensor
         for name, item in edges:
             key = f"{prefix}.{name}" if prefix else name
-            child = (self.make_tensor(item, key) if isinstance(item, TensorRef)
+            child = (make_tensor(item, key) if type(item) is TensorRef
                      else self.node(item, key, depth + 1))
             add_path(node, paths[name], child)
-        for name, item in named:
-            if not self.holds_tensor(item, depth):
-                node.metadata[name] = item
+        node.metadata.update(values)
         return node
 
 

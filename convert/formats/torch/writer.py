@@ -11,6 +11,7 @@ as soon as its tensor is read, then dropped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import pickle
@@ -55,6 +56,22 @@ def _int_opcode(value: int) -> bytes:
             else (b"\x8b" + struct.pack("<i", len(data)))) + data
 
 
+def _global_opcode(module: str, name: str) -> bytes:
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def _str_opcode(value: str) -> bytes:
+    data = value.encode("utf-8", "surrogatepass")
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _int_tuple_opcodes(value: tuple[int, ...]) -> bytes:
+    """A non-empty tuple of ints, without its memo entry."""
+    if len(value) > 3:
+        return b"".join([b"(", *map(_int_opcode, value), b"t"])
+    return b"".join([*map(_int_opcode, value), _TUPLE_N[len(value)]])
+
+
 class _Pickler:
     """Protocol-2 opcodes for a tree of containers, plain values and graph Tensors."""
 
@@ -65,6 +82,7 @@ class _Pickler:
         self.alive: list[Any] = []
         self.storage_keys: dict[int, str] = {}
         self.storages: list[tuple[str, Tensor]] = []
+        self.int_tuples: dict[tuple[int, ...], bytes] = {}  # shapes and strides repeat
 
     def dump(self, obj: Any) -> bytes:
         self.out.write(b"\x80\x02")
@@ -99,13 +117,13 @@ class _Pickler:
             self._put(token)
 
     # The same opcodes as bytes, for save_tensor, which joins them into one write.
-    def _memo_bytes(self, token: Any, first: Callable[[], bytes]) -> bytes:
-        """A memo reference to `token`'s value, or `first()` and its memo entry."""
+    def _memo_bytes(self, token: Any, first: Callable[..., bytes], *args: str) -> bytes:
+        """A memo reference to `token`'s value, or `first(*args)` and its memo entry."""
         index = self.memo.get(token)
         if index is not None:
             return _BINGET[index] if index < 256 else b"j" + struct.pack("<I", index)
         self.memo[token] = self.puts
-        return first() + self._next_put()
+        return first(*args) + self._next_put()
 
     def _next_put(self) -> bytes:
         index = self.puts
@@ -113,21 +131,18 @@ class _Pickler:
         return _BINPUT[index] if index < 256 else b"r" + struct.pack("<I", index)
 
     def _global_bytes(self, module: str, name: str) -> bytes:
-        return self._memo_bytes(("global", module, name),
-                                lambda: b"c" + f"{module}\n{name}\n".encode())
+        return self._memo_bytes(("global", module, name), _global_opcode, module, name)
 
     def _str_bytes(self, value: str) -> bytes:
-        def first() -> bytes:
-            data = value.encode("utf-8", "surrogatepass")
-            return b"X" + struct.pack("<I", len(data)) + data
-        return self._memo_bytes(("str", value), first)
+        return self._memo_bytes(("str", value), _str_opcode, value)
 
     def _int_tuple_bytes(self, value: tuple[int, ...]) -> bytes:
         if not value:
             return b")"
-        if len(value) > 3:
-            return b"".join([b"(", *map(_int_opcode, value), b"t", self._next_put()])
-        return b"".join([*map(_int_opcode, value), _TUPLE_N[len(value)], self._next_put()])
+        items = self.int_tuples.get(value)
+        if items is None:
+            items = self.int_tuples[value] = _int_tuple_opcodes(value)
+        return items + self._next_put()
 
     # -- values --------------------------------------------------------------------
     def save(self, obj: Any, depth: int, key: str) -> None:
@@ -304,6 +319,7 @@ class _Pickler:
         self._put_new()
 
 
+@functools.lru_cache(maxsize=4096)  # (models repeat a few shapes many times)
 def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Row-major strides in elements, as torch computes them (size-0 dims count as 1)."""
     strides = []

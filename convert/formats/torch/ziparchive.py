@@ -34,6 +34,9 @@ _DESCRIPTOR = struct.Struct("<4sIII")
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _CRC_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-crc")
 _INLINE_CRC = 1 << 20  # smaller records: a thread hand-off costs more than it saves
+# The `FB` extra field padding a record's data by n bytes, for each n (built once: every
+# storage needs one).
+_PADDING = [b"FB" + struct.pack("<H", n) + b"Z" * n for n in range(ALIGNMENT)]
 
 
 class AlignedZipWriter:
@@ -60,7 +63,7 @@ class AlignedZipWriter:
             zip64 = struct.pack("<HH", 1, len(fields)) + fields
         start = offset + 30 + len(encoded) + len(zip64) + 4
         padding = -start % ALIGNMENT
-        extra = zip64 + b"FB" + struct.pack("<H", padding) + b"Z" * padding
+        extra = zip64 + _PADDING[padding]
         # The CRC goes in the descriptor after the data, so it is computed while the data
         # is written (both release the GIL).
         crc_future = _CRC_POOL.submit(crc32, data) if size > _INLINE_CRC else None

@@ -64,8 +64,8 @@ def read_zip(path: Path) -> Graph:
         if prefix is None:
             raise FormatError("is a zip archive without a <folder>/data.pkl record: not a "
                               "torch.save file", path)
-        if prefix + "constants.pkl" in infos or any(n.startswith(prefix + "code/")
-                                                   for n in infos):
+        code = prefix + "code/"
+        if prefix + "constants.pkl" in infos or any(n.startswith(code) for n in infos):
             raise UnsupportedError("is a TorchScript archive (torch.jit.save); save the "
                                    "model's state_dict() with torch.save instead", path)
         pickle_bytes = _read_small(zf, infos[prefix + "data.pkl"], MAX_PICKLE_BYTES, path)
@@ -80,8 +80,9 @@ def read_zip(path: Path) -> Graph:
 
     def persistent_load(pid: object) -> StorageRef:
         ref = storage_from_pid(pid, f"{where}: data.pkl")
+        nbytes = ref.nbytes  # (raises for element types numpy cannot hold)
         seen = storages.setdefault(ref.key, ref)
-        if seen.nbytes != ref.nbytes:
+        if seen is not ref and seen.nbytes != nbytes:
             raise FormatError(f"storage {ref.key!r} is declared with two sizes", path)
         return ref
 
@@ -131,6 +132,7 @@ class _HeaderReader:
         self.fd = raw.fileno()
         self.size = os.fstat(self.fd).st_size
         self.path = path
+        self.name = str(path)  # (once: this runs for every storage)
 
     def record(self, info: zipfile.ZipInfo, big_endian: bool) -> Record:
         path = self.path
@@ -145,7 +147,7 @@ class _HeaderReader:
             raise FormatError(f"local header of {info.filename} is damaged", path)
         offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
         if info.compress_type != zipfile.ZIP_STORED:
-            return Record(str(path), info.filename, offset, info.file_size,
+            return Record(self.name, info.filename, offset, info.file_size,
                           read_whole=lambda: _read_record(path, info), big_endian=big_endian)
         if info.compress_size != info.file_size:
             raise FormatError(f"stored record {info.filename} has two sizes", path)
@@ -153,7 +155,7 @@ class _HeaderReader:
             raise FormatError(f"record {info.filename} ({info.file_size} bytes at {offset}) "
                               f"lies past the end of the file ({self.size} bytes): the file "
                               "is truncated", path)
-        return Record(str(path), info.filename, offset, info.file_size, crc=info.CRC,
+        return Record(self.name, info.filename, offset, info.file_size, crc=info.CRC,
                       big_endian=big_endian)
 
 
