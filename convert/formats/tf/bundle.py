@@ -117,10 +117,14 @@ class BundleReader:
         return dtype_from_enum(entry.dtype, name, self.index_path), shape
 
     def loader(self, key: bytes) -> Callable[[], np.ndarray]:
-        return lambda: self.read(key)
+        dtype, shape = self.dtype_shape(key)  # checked once, here, not again per read
+        return lambda: self.read(key, dtype, shape)
 
-    def read(self, key: bytes) -> np.ndarray:
-        dtype, shape = self.dtype_shape(key)
+    def read(self, key: bytes, dtype: np.dtype | None = None,
+             shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The value of `key`; `dtype` and `shape` when the caller already checked them."""
+        if dtype is None or shape is None:
+            dtype, shape = self.dtype_shape(key)
         entry = self.entry(key)
         if entry.slices:
             return self._assemble(key, dtype, shape, entry)
