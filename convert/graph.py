@@ -127,27 +127,14 @@ class Graph:
     def entries(self) -> list[Entry]:
         """Each tensor once, depth-first order, with all its paths; then the slots
         (at `slot_path`)."""
-        # walk() inlined: this runs for every listing and conversion of graphs with
-        # tens of thousands of tensors.
         by_id: dict[int, Entry] = {}
-        seen = {id(self.root)}
-        stack = [((), iter(self.root.edges.items()))]
-        while stack:
-            prefix, edges = stack[-1]
-            for name, item in edges:
-                if type(item) is Node or not isinstance(item, Tensor):
-                    if isinstance(item, Node) and id(item) not in seen:
-                        seen.add(id(item))
-                        stack.append((prefix + (name,), iter(item.edges.items())))
-                        break
-                    continue
+        for path, item in self.walk():
+            if isinstance(item, Tensor):
                 entry = by_id.get(id(item))
                 if entry is None:
-                    by_id[id(item)] = Entry([prefix + (name,)], item)
+                    by_id[id(item)] = Entry([path], item)
                 else:
-                    entry.paths.append(prefix + (name,))
-            else:
-                stack.pop()
+                    entry.paths.append(path)
         found = list(by_id.values())
         if not self.slots:
             return found

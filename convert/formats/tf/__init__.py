@@ -13,7 +13,7 @@ from pathlib import Path
 from ... import stream
 from ...errors import ConvertError, FormatError
 from ...fileio import OutputSet
-from ...graph import Graph
+from ...graph import Graph, Node
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 
@@ -71,8 +71,7 @@ def read(path: Path) -> Graph:
         graph.root.meta["tf_layout"] = "object"
         rest = [k for k in keys if k not in used and k != objects.OBJECT_GRAPH_KEY]
         if rest:  # values no object claims: keep them, by name
-            graph.root.edges.setdefault("(unowned)", Graph().root)
-            unowned = Graph(root=graph.root.edges["(unowned)"])
+            unowned = Graph(root=graph.add(("(unowned)",), Node()))
             objects.read_name_based(reader, unowned, rest)
             graph.slots.extend(unowned.slots)
     else:

@@ -17,12 +17,13 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from ...checksums import crc32c
 from ...dtypes import STRING, dtype_name
 from ...errors import ChecksumError, FormatError, UnsupportedError
 from ...fileio import open_output, read_region
 from ...tensor import array_from_bytes
 from . import protos, slices
-from .table import TableReader, TableWriter, crc32c, mask, read_varint, unmask, write_varint
+from .table import TableReader, TableWriter, mask, read_varint, unmask, write_varint
 
 HEADER_KEY = b""
 _DTYPES: dict[int, np.dtype] = {
