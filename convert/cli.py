@@ -60,27 +60,45 @@ def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) ->
         if tree:
             _print_tree(graph)
             return
-        rows = [_row(e) for e in graph.entries()]
+        entries = graph.entries()
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps([_row(e) for e in entries], indent=1))
         return
-    width = min(max((len(r["key"]) for r in rows), default=3), 80)
-    lines = []
-    for r in rows:
-        shape = "[" + ", ".join(map(str, r["shape"])) + "]"
-        lines.append(f"{r['key']:<{width}}  {r['dtype']:<9} {shape:<18} {_human(r['nbytes']):>10}")
+    lines, total = _listing(entries)
     if lines:
         click.echo("\n".join(lines))
-    total = sum(r["nbytes"] for r in rows)
-    click.echo(f"{len(rows)} tensors, {_human(total)} ({graph.format})", err=True)
+    click.echo(f"{len(lines)} tensors, {_human(total)} ({graph.format})", err=True)
     for note in graph.notes:
         click.echo(f"note: {note}", err=True)
 
 
+def _listing(entries: list) -> tuple[list[str], int]:
+    """One aligned line per tensor, and the bytes of them all."""
+    keys = [_key(e) for e in entries]
+    width = min(max(map(len, keys), default=3), 80)
+    # Thousands of tensors share a few dtypes and shapes: each is spelled out once.
+    columns: dict = {}
+    lines, total = [], 0
+    for key, entry in zip(keys, entries, strict=True):
+        t = entry.tensor
+        nbytes = t.nbytes
+        total += nbytes
+        kind = (t.dtype, t.shape, nbytes)
+        text = columns.get(kind)
+        if text is None:
+            shape = "[" + ", ".join(map(str, t.shape)) + "]"
+            text = columns[kind] = f"{t.dtype_name:<9} {shape:<18} {_human(nbytes):>10}"
+        lines.append(f"{key:<{width}}  {text}")
+    return lines, total
+
+
+def _key(entry) -> str:
+    return entry.tensor.meta.get("key") or "/".join(entry.path)
+
+
 def _row(entry) -> dict:
     t = entry.tensor
-    key = t.meta.get("key") or "/".join(entry.path)
-    row = {"key": key, "dtype": t.dtype_name, "shape": list(t.shape), "nbytes": t.nbytes,
+    row = {"key": _key(entry), "dtype": t.dtype_name, "shape": list(t.shape), "nbytes": t.nbytes,
            "path": list(entry.path)}
     if len(entry.paths) > 1:
         row["aliases"] = [list(p) for p in entry.paths[1:]]

@@ -6,6 +6,7 @@ import contextlib
 import mmap
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,35 +24,65 @@ def read_region(path: str | os.PathLike, offset: int, size: int, what: str = "da
 
     Returns a writable buffer: a bytearray, or for large regions a memoryview of a private
     mapping of the file (unmapped when the last view of it is dropped)."""
-    if offset < 0 or size < 0:
-        raise FormatError(f"{what} has a negative offset or size", path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        end = os.fstat(fd).st_size
-        if offset + size > end:
-            raise FormatError(
-                f"{what} at bytes {offset}..{offset + size} lies past the end of the file "
-                f"({end} bytes): the file is truncated or the index is wrong", path)
+    return SourceFile(path).read(offset, size, what)
+
+
+class SourceFile:
+    """An input file that many tensors are read from, opened once (on the first read) and
+    closed when the last tensor that refers to it is dropped: an open and close per tensor
+    costs more than reading a small tensor does."""
+
+    __slots__ = ("path", "_fd", "__weakref__")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._fd = fd
+        weakref.finalize(self, os.close, fd)
+        return fd
+
+    def read(self, offset: int, size: int, what: str = "data") -> bytearray | memoryview:
+        """Exactly `size` bytes at `offset` (see `read_region`). Positioned reads: threads
+        may share one SourceFile."""
+        if offset < 0 or size < 0:
+            raise FormatError(f"{what} has a negative offset or size", self.path)
+        fd = self._fd if self._fd is not None else self._open()
         if size >= _MAP_FROM:
-            start = offset - offset % mmap.ALLOCATIONGRANULARITY
-            try:
-                mapped = mmap.mmap(fd, offset + size - start, access=mmap.ACCESS_COPY,
-                                   offset=start)
-            except (OSError, ValueError):  # not mappable (a pipe, some network mounts)
-                pass
-            else:
-                return memoryview(mapped)[offset - start:offset - start + size]
+            return self._map(fd, offset, size, what)
+        return self._pread(fd, offset, size, what)
+
+    def _pread(self, fd: int, offset: int, size: int, what: str) -> bytearray:
         buf = bytearray(size)
         view = memoryview(buf)
         done = 0
         while done < size:
             n = os.preadv(fd, [view[done:]], offset + done)
             if n <= 0:
-                raise FormatError(f"{what}: file ended early", path)
+                raise self._past_end(fd, offset, size, what)
             done += n
-    finally:
-        os.close(fd)
-    return buf
+        return buf
+
+    def _map(self, fd: int, offset: int, size: int, what: str) -> bytearray | memoryview:
+        # The size is checked right before mapping: touching a mapped page past the end
+        # of a file kills the process (SIGBUS) instead of raising.
+        if offset + size > os.fstat(fd).st_size:
+            raise self._past_end(fd, offset, size, what)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(fd, offset + size - start, access=mmap.ACCESS_COPY,
+                               offset=start)
+        except (OSError, ValueError):  # not mappable (a pipe, some network mounts)
+            return self._pread(fd, offset, size, what)
+        return memoryview(mapped)[offset - start:offset - start + size]
+
+    def _past_end(self, fd: int, offset: int, size: int, what: str) -> FormatError:
+        end = os.fstat(fd).st_size
+        return FormatError(
+            f"{what} at bytes {offset}..{offset + size} lies past the end of the file "
+            f"({end} bytes): the file is truncated or the index is wrong", self.path)
 
 
 def open_output(path: str | os.PathLike, buffering: int = -1) -> BinaryIO:

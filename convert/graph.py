@@ -91,7 +91,7 @@ class Graph:
             nxt = node.edges.get(name)
             if nxt is None:
                 nxt = node.edges[name] = Node()
-            elif not isinstance(nxt, Node):
+            elif type(nxt) is not Node:
                 raise ValueError(f"{'/'.join(path[: i + 1])} is a tensor, not an object")
             node = nxt
         node.edges[path[-1]] = item
@@ -117,10 +117,29 @@ class Graph:
             for name, item in edges:
                 path = prefix + (name,)
                 yield path, item
-                if isinstance(item, Node) and id(item) not in seen:
+                if type(item) is Node and id(item) not in seen:
                     seen.add(id(item))
                     stack.append((path, iter(item.edges.items())))
                     break
+            else:
+                stack.pop()
+
+    def nodes(self) -> Iterator[tuple[Path, Node]]:
+        """The root, then every Node as `walk` reports it (at each path that reaches it),
+        without visiting the tensors' edges one by one."""
+        yield (), self.root
+        seen = {id(self.root)}
+        stack = [((), iter(self.root.edges.items()))]
+        while stack:
+            prefix, edges = stack[-1]
+            for name, item in edges:
+                if type(item) is Node:
+                    path = prefix + (name,)
+                    yield path, item
+                    if id(item) not in seen:
+                        seen.add(id(item))
+                        stack.append((path, iter(item.edges.items())))
+                        break
             else:
                 stack.pop()
 
@@ -129,7 +148,7 @@ class Graph:
         (at `slot_path`)."""
         by_id: dict[int, Entry] = {}
         for path, item in self.walk():
-            if isinstance(item, Tensor):
+            if type(item) is not Node:
                 entry = by_id.get(id(item))
                 if entry is None:
                     by_id[id(item)] = Entry([path], item)
@@ -150,10 +169,9 @@ class Graph:
 
     def node_paths(self) -> dict[int, Path]:
         """First depth-first path of every Node (the root's is ())."""
-        paths: dict[int, Path] = {id(self.root): ()}
-        for path, item in self.walk():
-            if isinstance(item, Node):
-                paths.setdefault(id(item), path)
+        paths: dict[int, Path] = {}
+        for path, node in self.nodes():
+            paths.setdefault(id(node), path)
         return paths
 
     def tensors(self) -> Iterator[tuple[Path, Tensor]]:

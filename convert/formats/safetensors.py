@@ -20,7 +20,7 @@ from typing import Any
 
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
-from ..fileio import OutputSet, open_output, read_region
+from ..fileio import OutputSet, SourceFile, open_output, read_region
 from ..graph import Entry, Graph
 from ..stream import values
 from ..tensor import Tensor, array_from_bytes
@@ -45,7 +45,8 @@ DTYPES = {
     "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu",
 }
 DTYPES = {code: numpy for code, numpy in DTYPES.items() if _known(numpy)}
-CODES = {from_name(numpy): code for code, numpy in DTYPES.items()}
+NUMPY = {code: from_name(numpy) for code, numpy in DTYPES.items()}
+CODES = {dtype: code for code, dtype in NUMPY.items()}
 SUBBYTE = {"F4", "F6_E2M3", "F6_E3M2", "I4", "U4"}  # packed below one byte: not converted
 
 
@@ -110,24 +111,30 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
     return header, metadata, data_start
 
 
+_FIELDS = frozenset(("dtype", "shape", "data_offsets"))
+_INTS = frozenset((int,))  # (element types checked as a set: in C, for every tensor)
+
+
 def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
     spans = []
     for name, info in header.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        if type(info) is not dict or info.keys() != _FIELDS:
             raise FormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets",
                               path)
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if code in SUBBYTE:
-            raise UnsupportedError(f"tensor {name!r} is {code}, a sub-byte type this tool does "
-                                   "not convert", path)
-        if not isinstance(code, str) or code not in DTYPES:
+        dtype = NUMPY.get(code) if type(code) is str else None
+        if dtype is None:
+            if type(code) is str and code in SUBBYTE:
+                raise UnsupportedError(f"tensor {name!r} is {code}, a sub-byte type this tool "
+                                       "does not convert", path)
             raise FormatError(f"tensor {name!r} has unknown dtype {str(code)[:20]!r}", path)
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        if type(shape) is not list or not _INTS.issuperset(map(type, shape)) or (
+                shape and min(shape) < 0):
             raise FormatError(f"tensor {name!r} has a bad shape {str(shape)[:60]}", path)
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        if (type(offsets) is not list or len(offsets) != 2
+                or not _INTS.issuperset(map(type, offsets)) or not 0 <= offsets[0] <= offsets[1]):
             raise FormatError(f"tensor {name!r} has bad data_offsets {str(offsets)[:60]}", path)
-        expected = math.prod(shape) * from_name(DTYPES[code]).itemsize
+        expected = math.prod(shape) * dtype.itemsize
         if offsets[1] - offsets[0] != expected:
             raise FormatError(f"tensor {name!r} ({code}{shape}) needs {expected} bytes but its "
                               f"data_offsets span {offsets[1] - offsets[0]}", path)
@@ -145,24 +152,26 @@ def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
 
 def read(path: Path) -> Graph:
     header, metadata, data_start = read_header(path)
+    source = SourceFile(path)
     pairs = []
     for name, info in header.items():
-        dtype = from_name(DTYPES[info["dtype"]])
+        dtype = NUMPY[info["dtype"]]
         shape = tuple(info["shape"])
         begin, end = info["data_offsets"]
-        pairs.append((name, Tensor(dtype, shape, _loader(path, data_start + begin, end - begin,
-                                                         dtype, shape, name), {"key": name})))
+        pairs.append((name, Tensor(dtype, shape, _loader(source, data_start + begin,
+                                                         end - begin, dtype, shape, name),
+                                   {"key": name})))
     graph = Graph(metadata=dict(metadata), format="safetensors", source=str(path),
                   files=[str(path)])
     add_flat(graph.root, pairs)
     return graph
 
 
-def _loader(path: Path, offset: int, size: int, dtype: Any, shape: tuple[int, ...],
+def _loader(source: SourceFile, offset: int, size: int, dtype: Any, shape: tuple[int, ...],
             name: str):
     def load():
         what = f"tensor {name!r}"
-        return array_from_bytes(read_region(path, offset, size, what), dtype, shape, what)
+        return array_from_bytes(source.read(offset, size, what), dtype, shape, what)
     return load
 
 
@@ -176,9 +185,9 @@ def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
                 if isinstance(k, str) and isinstance(v, str)}
     metadata.setdefault("format", "pt")
     dropped = [str(k) for k in graph.metadata if k not in metadata]
-    for path, item in [((), graph.root), *graph.walk()]:
-        if not isinstance(item, Tensor):
-            dropped.extend(join_path(path + (name,)) for name in item.metadata)
+    for path, node in graph.nodes():
+        if node.metadata:
+            dropped.extend(join_path(path + (name,)) for name in node.metadata)
     if dropped:
         notes.append(f"safetensors holds tensors and string metadata only: dropped "
                      f"{len(dropped)} value(s): {', '.join(dropped[:5])}")
@@ -206,27 +215,27 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
         raise UnsupportedError(f"two tensors would both be written as {duplicate!r}")
     # Data in falling item size, so every tensor is aligned to its own item size.
     order = sorted(range(len(entries)), key=lambda i: -entries[i].tensor.dtype.itemsize)
-    offsets: dict[int, tuple[int, int]] = {}
+    offsets: list[list[int]] = [[]] * len(entries)
     position = 0
     for i in order:
-        offsets[i] = (position, position + entries[i].tensor.nbytes)
-        position += entries[i].tensor.nbytes
+        end = position + entries[i].tensor.nbytes
+        offsets[i] = [position, end]
+        position = end
     header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
-    for i, (name, entry) in enumerate(zip(names, entries, strict=True)):
+    for name, entry, span in zip(names, entries, offsets, strict=True):
         header[name] = {"dtype": _code(entry.tensor.dtype), "shape": list(entry.tensor.shape),
-                        "data_offsets": list(offsets[i])}
+                        "data_offsets": span}
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
     with open_output(path, buffering=1 << 20) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
         for tensor, array in values(entries[i].tensor for i in order):
-            data = raw_bytes(array)
-            f.write(data)
-            del data, array
+            f.write(raw_bytes(array))
+            del array
             if progress is not None:
                 progress(tensor.nbytes)
-            report.tensors += 1
-            report.bytes += tensor.nbytes
+        report.tensors += len(entries)
+        report.bytes += position
     if folded:
         report.notes.append(f"safetensors stores shared tensors once: folded {len(folded)} "
                             f"alias(es): {', '.join(folded[:5])}")

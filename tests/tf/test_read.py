@@ -95,8 +95,8 @@ def test_reads_only_when_asked(goldens, monkeypatch):
     from convert import fileio
 
     calls = []
-    real = fileio.read_region
-    monkeypatch.setattr("convert.formats.tf.bundle.read_region",
+    real = fileio.SourceFile.read
+    monkeypatch.setattr(fileio.SourceFile, "read",
                         lambda *a, **k: calls.append(a) or real(*a, **k))
     graph = convert.load(goldens["sharded"].path)
     entries = graph.entries()

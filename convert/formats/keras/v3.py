@@ -218,8 +218,8 @@ def _objects(graph: Graph) -> tuple[dict[str, list[Tensor]], dict[str, str]]:
     """Object path → its variables in index order, and → the `name` of its `vars` group."""
     objects: dict[str, list[Tensor]] = {}
     names: dict[str, str] = {}
-    for path, item in graph.walk():
-        if isinstance(item, Node) and path and path[-1] == "vars":
+    for path, item in graph.nodes():
+        if path and path[-1] == "vars":
             owner = "/".join(path[:-1])
             if "name" in item.meta:
                 names[owner] = item.meta["name"]
@@ -271,8 +271,8 @@ def plan(graph: Graph) -> _Plan:
     plain = [e for e in entries if e.slot is None]
     if plain and all(_keras3_path(e.path) for e in plain):
         keys = [("/".join(e.path), e.tensor) for e in plain]
-        for path, item in graph.walk():
-            if isinstance(item, Node) and path and path[-1] == "vars" and "name" in item.meta:
+        for path, item in graph.nodes():
+            if path and path[-1] == "vars" and "name" in item.meta:
                 result.names["/".join(path)] = str(item.meta["name"])
     else:
         model = [e for e in plain if not e.tensor.meta.get("keras_optimizer")]

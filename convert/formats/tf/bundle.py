@@ -11,7 +11,6 @@ import math
 import os
 import re
 import struct
-from collections.abc import Callable
 from pathlib import Path
 
 import ml_dtypes
@@ -20,8 +19,8 @@ import numpy as np
 from ...checksums import crc32c
 from ...dtypes import STRING, dtype_name
 from ...errors import ChecksumError, FormatError, UnsupportedError
-from ...fileio import open_output, read_region
-from ...tensor import array_from_bytes
+from ...fileio import SourceFile, open_output
+from ...tensor import Tensor, array_from_bytes
 from . import protos, slices
 from .table import TableReader, TableWriter, mask, read_varint, unmask, write_varint
 
@@ -83,6 +82,7 @@ class BundleReader:
             raise FormatError(f"bundle header claims {header.num_shards} shards", self.index_path)
         self.num_shards = header.num_shards
         self.shards = [data_path(self.prefix, i, self.num_shards) for i in range(self.num_shards)]
+        self.shard_files = [SourceFile(shard) for shard in self.shards]
         for shard in self.shards:
             if not shard.is_file():
                 raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
@@ -109,17 +109,22 @@ class BundleReader:
 
     def dtype_shape(self, key: bytes) -> tuple[np.dtype, tuple[int, ...]]:
         entry = self.entry(key)
-        name = key.decode("utf-8", "replace")
-        if entry.shape.unknown_rank:
-            raise FormatError(f"tensor {name!r} has unknown rank", self.index_path)
-        shape = tuple([d.size for d in entry.shape.dim])
-        if shape and min(shape) < 0:
-            raise FormatError(f"tensor {name!r} has a negative dimension", self.index_path)
-        return dtype_from_enum(entry.dtype, name, self.index_path), shape
+        shape_proto = entry.shape
+        shape = tuple([d.size for d in shape_proto.dim])
+        dtype = _DTYPES.get(entry.dtype)
+        if dtype is None or shape_proto.unknown_rank or (shape and min(shape) < 0):
+            name = key.decode("utf-8", "replace")
+            if shape_proto.unknown_rank:
+                raise FormatError(f"tensor {name!r} has unknown rank", self.index_path)
+            if shape and min(shape) < 0:
+                raise FormatError(f"tensor {name!r} has a negative dimension", self.index_path)
+            dtype = dtype_from_enum(entry.dtype, name, self.index_path)
+        return dtype, shape
 
-    def loader(self, key: bytes) -> Callable[[], np.ndarray]:
-        dtype, shape = self.dtype_shape(key)  # checked once, here, not again per read
-        return lambda: self.read(key, dtype, shape)
+    def tensor(self, key: bytes, meta: dict) -> Tensor:
+        """The lazy Tensor of `key`; its dtype and shape are checked here, once."""
+        dtype, shape = self.dtype_shape(key)
+        return Tensor(dtype, shape, lambda: self.read(key, dtype, shape), meta)
 
     def read(self, key: bytes, dtype: np.dtype | None = None,
              shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -138,11 +143,12 @@ class BundleReader:
             raise FormatError(f"tensor {name!r} points at shard {entry.shard_id} of "
                               f"{self.num_shards}", self.index_path)
         shard = self.shards[entry.shard_id]
+        source = self.shard_files[entry.shard_id]
         if dtype != STRING and entry.size != math.prod(shape) * dtype.itemsize:
             raise FormatError(f"tensor {name!r}: index says {entry.size} bytes, "
                               f"{dtype_name(dtype)}{list(shape)} needs "
                               f"{math.prod(shape) * dtype.itemsize}", self.index_path)
-        data = read_region(shard, entry.offset, entry.size, f"tensor {name!r}")
+        data = source.read(entry.offset, entry.size, f"tensor {name!r}")
         if dtype == STRING:
             return self._decode_strings(data, shape, entry.crc32c, name, shard)
         if crc32c(data) != unmask(entry.crc32c):

@@ -30,11 +30,8 @@ def tensor_for(reader: BundleReader, key: str, full_name: str = "") -> Tensor:
     if raw not in reader.entries:
         raise FormatError(f"object graph names key {key!r}, which is not in the checkpoint",
                           reader.index_path)
-    dtype, shape = reader.dtype_shape(raw)
-    meta = {"key": key}
-    if full_name:
-        meta["tf_full_name"] = full_name
-    return Tensor(dtype, shape, reader.loader(raw), meta)
+    meta = {"key": key, "tf_full_name": full_name} if full_name else {"key": key}
+    return reader.tensor(raw, meta)
 
 
 def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
@@ -86,8 +83,8 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
                 raise FormatError(f"slot {ref.slot_name!r} is not a variable", reader.index_path)
             graph.slots.append(Slot(items[check_id(ref.original_variable_node_id)], item,
                                     ref.slot_name, value))
-    savers = [(path, item.meta["tf_registered_saver"]) for path, item in graph.walk()
-              if isinstance(item, Node) and "tf_registered_saver" in item.meta]
+    savers = [(path, node.meta["tf_registered_saver"]) for path, node in graph.nodes()
+              if "tf_registered_saver" in node.meta]
     if savers:
         graph.root.meta["tf_registered_savers"] = {"/".join(p): name for p, name in savers}
         for path, name in savers:

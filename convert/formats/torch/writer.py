@@ -83,6 +83,7 @@ class _Pickler:
         self.storage_keys: dict[int, str] = {}
         self.storages: list[tuple[str, Tensor]] = []
         self.int_tuples: dict[tuple[int, ...], bytes] = {}  # shapes and strides repeat
+        self.tensor_refs: dict[tuple, tuple] = {}  # (dtype, parameter) -> memo_refs()
 
     def dump(self, obj: Any) -> bytes:
         self.out.write(b"\x80\x02")
@@ -265,15 +266,66 @@ class _Pickler:
             self.out.write(b"b")
 
     def save_tensor(self, tensor: Tensor, key: str) -> None:
-        name = tensor.dtype_name
-        if name not in _TORCH_NAME:
-            raise UnsupportedError(f"tensor {key!r} is {tensor.dtype_name}, which torch has no "
-                                   "dtype for")
         storage_key = self.storage_keys.get(id(tensor))
         if storage_key is None:
             storage_key = self.storage_keys[id(tensor)] = str(len(self.storages))
             self.storages.append((storage_key, tensor))
         parameter = tensor.meta.get("torch.parameter", False)
+        refs = self.tensor_refs.get((tensor.dtype, parameter))
+        if refs is None:  # the first tensor of its kind names the globals it needs
+            self.save_first_tensor(tensor, key, storage_key, parameter)
+            self.tensor_refs[(tensor.dtype, parameter)] = self.memo_refs(tensor, parameter)
+            return
+        head, cpu, hooks, dtype, legacy = refs
+        put = self._next_put
+        # Evaluated left to right: memo entries are numbered in the order torch's are.
+        parts = [
+            head,  # [_rebuild_parameter] _rebuild_tensor_v2/v3 ( ( 'storage' StorageClass
+            self._str_bytes(storage_key),
+            cpu,
+            _int_opcode(tensor.size if legacy else tensor.nbytes) + b"t",
+            put(),
+            b"QK\x00",  # the persistent id, then storage offset 0
+            self._int_tuple_bytes(tensor.shape),
+            self._int_tuple_bytes(contiguous_strides(tensor.shape)),
+            b"\x89",
+            hooks,
+            put(),
+            dtype,
+            b"t",
+            put(),
+            b"R",
+            put(),
+        ]
+        if parameter:
+            requires_grad = b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89"
+            parts += [requires_grad, hooks, put(), b"\x87", put(), b"R", put()]
+        self.out.write(b"".join(parts))
+
+    def memo_refs(self, tensor: Tensor, parameter: bool) -> tuple[bytes, bytes, bytes, bytes,
+                                                                  bool]:
+        """The memo references to the globals and strings every tensor of this kind
+        names, once the first one has memoized them all."""
+        legacy_class = _STORAGE_FOR.get(tensor.dtype_name)
+        glob = self._global_bytes
+        head = b"".join([
+            glob("torch._utils", "_rebuild_parameter") if parameter else b"",
+            glob("torch._utils", "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3"),
+            b"((",
+            self._str_bytes("storage"),
+            glob("torch", legacy_class) if legacy_class
+            else glob("torch.storage", "UntypedStorage"),
+        ])
+        dtype = b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name])
+        return (head, self._str_bytes("cpu"), glob("collections", "OrderedDict") + b")R", dtype,
+                legacy_class is not None)
+
+    def save_first_tensor(self, tensor: Tensor, key: str, storage_key: str,
+                          parameter: bool) -> None:
+        name = tensor.dtype_name
+        if name not in _TORCH_NAME:
+            raise UnsupportedError(f"tensor {key!r} is {tensor.dtype_name}, which torch has no "
+                                   "dtype for")
         legacy_class = _STORAGE_FOR.get(name)
         glob, put = self._global_bytes, self._next_put
         # Evaluated left to right: memo entries are numbered in the order torch's are.

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ...checksums import crc32
 
@@ -21,8 +20,7 @@ _U32 = 0xFFFFFFFF
 _FLAGS = 0x0808  # bit 3: sizes in a data descriptor; bit 11: UTF-8 names
 
 
-@dataclass
-class _Entry:
+class _Entry(NamedTuple):
     name: bytes
     offset: int
     size: int
@@ -64,22 +62,26 @@ class AlignedZipWriter:
         start = offset + 30 + len(encoded) + len(zip64) + 4
         padding = -start % ALIGNMENT
         extra = zip64 + _PADDING[padding]
-        # The CRC goes in the descriptor after the data, so it is computed while the data
-        # is written (both release the GIL).
-        crc_future = _CRC_POOL.submit(crc32, data) if size > _INLINE_CRC else None
-        crc = crc32(data) if crc_future is None else 0
-        self._write(_LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded),
-                                len(extra)) + encoded + extra)
-        self._write(data)
-        if crc_future is not None:
+        header = _LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded),
+                             len(extra)) + encoded + extra
+        if size <= _INLINE_CRC:  # one write of header, data and descriptor
+            crc = crc32(data)
+            self._write(b"".join([header, data, self._descriptor(crc, size, big)]))
+        else:  # the CRC is computed while the data is written (both release the GIL)
+            crc_future = _CRC_POOL.submit(crc32, data)
+            self._write(header)
+            self._write(data)
             crc = crc_future.result()
-        if size == 0:
-            pass  # miniz writes no descriptor for an empty record
-        elif big:
-            self._write(struct.pack("<4sIQQ", b"PK\x07\x08", crc, size, size))
-        else:
-            self._write(_DESCRIPTOR.pack(b"PK\x07\x08", crc, size, size))
+            self._write(self._descriptor(crc, size, big))
         self.entries.append(_Entry(encoded, offset, size, crc))
+
+    @staticmethod
+    def _descriptor(crc: int, size: int, big: bool) -> bytes:
+        if size == 0:
+            return b""  # miniz writes no descriptor for an empty record
+        if big:
+            return struct.pack("<4sIQQ", b"PK\x07\x08", crc, size, size)
+        return _DESCRIPTOR.pack(b"PK\x07\x08", crc, size, size)
 
     def close(self) -> None:
         directory_start = self.position
