@@ -21,19 +21,20 @@ its output is byte for byte what `to_bytes` writes for the same tree.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import msgpack
 import numpy as np
 
 from ..dtypes import STRING, dtype_name, from_name
 from ..errors import ConvertError, FormatError, UnsupportedError
-from ..fileio import OutputSet, open_output, read_region
+from ..fileio import OutputSet, SourceFile, open_output, read_region
 from ..graph import Graph, Node
 from ..graph import Path as GraphPath
 from ..tensor import Tensor, array_from_bytes
@@ -59,8 +60,7 @@ _MAX_DEPTH = 128
 
 # -- msgpack facts the library does not expose: where things lie ------------------------
 
-def _kind(first: int) -> str:
-    """Which msgpack family a value's first byte starts."""
+def _family(first: int) -> str:
     if 0x80 <= first <= 0x8F or first in (0xDE, 0xDF):
         return "map"
     if 0x90 <= first <= 0x9F or first in (0xDC, 0xDD):
@@ -68,6 +68,14 @@ def _kind(first: int) -> str:
     if 0xD4 <= first <= 0xD8 or 0xC7 <= first <= 0xC9:
         return "ext"
     return "scalar"
+
+
+_KINDS = [_family(first) for first in range(256)]
+
+
+def _kind(first: int) -> str:
+    """Which msgpack family a value's first byte starts."""
+    return _KINDS[first]
 
 
 def _ext_header(head: bytes) -> tuple[int, int, int]:
@@ -114,8 +122,7 @@ def _pack_bin_header(length: int) -> bytes:
 
 # -- reading ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _ArrayRef:
+class _ArrayRef(NamedTuple):
     """An array payload found in the file: where its raw bytes are, nothing read."""
 
     code: int
@@ -130,6 +137,9 @@ class _MsgpackWalker:
 
     def __init__(self, path: Path, file: BinaryIO, size: int):
         self.path, self.file, self.size = path, file, size
+        # Peeks at headers come from a read-only mapping: no system call per look, and
+        # only the pages that hold structure are ever touched.
+        self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         self._restart(0)
 
     # the Unpacker is dropped and re-made after a large extension, so it never buffers one
@@ -144,7 +154,10 @@ class _MsgpackWalker:
         return self.base + self.unpacker.tell()
 
     def _pread(self, offset: int, size: int) -> bytes:
-        return os.pread(self.file.fileno(), size, offset)
+        return self.map[offset:offset + size]
+
+    def close(self) -> None:
+        self.map.close()
 
     def _call(self, where: str, fn: Callable[[], Any]) -> Any:
         """Run one Unpacker step, turning its exceptions into one-line FormatErrors."""
@@ -166,10 +179,9 @@ class _MsgpackWalker:
             raise FormatError(f"nested deeper than {_MAX_DEPTH} levels at {_where(where)}",
                               self.path)
         at = self.tell()
-        head = self._pread(at, 1)
-        if not head:
+        if at >= self.size:
             raise self._truncated(where, at)
-        kind = _kind(head[0])
+        kind = _KINDS[self.map[at]]
         if kind == "map":
             return self._map(where, depth)
         if kind == "array":
@@ -190,11 +202,11 @@ class _MsgpackWalker:
         out: dict = {}
         for _ in range(count):
             at = self.tell()
-            head = self._pread(at, 1)
-            if not head:
+            if at >= self.size:
                 raise self._truncated(where, at)
-            key = None if _kind(head[0]) != "scalar" else self._call(where, self.unpacker.unpack)
-            if not isinstance(key, str | int) or isinstance(key, bool):
+            key = (self._call(where, self.unpacker.unpack) if _KINDS[self.map[at]] == "scalar"
+                   else None)
+            if type(key) is not str and type(key) is not int:
                 raise FormatError(f"map key at byte {at} in {_where(where)} is not a string",
                                   self.path)
             if key in out:
@@ -224,21 +236,12 @@ class _MsgpackWalker:
     def _array_ref(self, code: int, start: int, length: int, where: str) -> _ArrayRef:
         """Parse `[shape, dtype name, bytes]` from the payload's first bytes only."""
         head = self._pread(start, min(length, _PAYLOAD_HEAD))
-        unpacker = msgpack.Unpacker(raw=False)
-        unpacker.feed(head)
         bad = f"{_where(where)}: array payload at byte {start} is not [shape, dtype, bytes]"
-        try:
-            if unpacker.read_array_header() != 3:
-                raise FormatError(bad, self.path)
-            shape, name = unpacker.unpack(), unpacker.unpack()
-            data_at = unpacker.tell()
-        except (msgpack.UnpackException, ValueError, TypeError, UnicodeDecodeError):
-            raise FormatError(bad, self.path) from None
+        shape, name, data_at = _plain_payload_head(head) or self._payload_head(head, bad)
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
-        if (not isinstance(shape, list) or len(shape) > 64 or not isinstance(name, str)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                           for d in shape)):
+        if (type(shape) is not list or len(shape) > 64 or type(name) is not str
+                or not _INTS.issuperset(map(type, shape)) or (shape and min(shape) < 0)):
             raise FormatError(bad, self.path)
         binary = _bin_header(head[data_at:data_at + 5]) if data_at < len(head) else None
         if binary is None or data_at + binary[1] > len(head):
@@ -253,6 +256,16 @@ class _MsgpackWalker:
                 f"but holds {held} bytes", self.path)
         return _ArrayRef(code, dtype, tuple(shape), start + data_at + bin_header, stored)
 
+    def _payload_head(self, head: bytes, bad: str) -> tuple[Any, Any, int]:
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(head)
+        try:
+            if unpacker.read_array_header() != 3:
+                raise FormatError(bad, self.path)
+            return unpacker.unpack(), unpacker.unpack(), unpacker.tell()
+        except (msgpack.UnpackException, ValueError, TypeError, UnicodeDecodeError):
+            raise FormatError(bad, self.path) from None
+
     def _complex(self, start: int, length: int, where: str) -> complex:
         try:
             real, imag = msgpack.unpackb(read_region(self.path, start, length, _where(where)))
@@ -262,14 +275,39 @@ class _MsgpackWalker:
                               self.path) from None
 
 
+def _plain_payload_head(head: bytes) -> tuple[list[int], str, int] | None:
+    """(shape, dtype name, where the bytes' header starts) of the spelling Flax gives small
+    arrays (a fixarray of 3; a fixarray of positive fixints; a fixstr), decoded without an
+    Unpacker, which costs more than the rest of listing such an array. None otherwise."""
+    if len(head) < 2 or head[0] != 0x93 or not 0x90 <= head[1] <= 0x9F:
+        return None
+    at = 2 + head[1] - 0x90
+    shape = list(head[2:at])
+    if at >= len(head) or (shape and max(shape) > 0x7F) or not 0xA0 <= head[at] <= 0xBF:
+        return None
+    end = at + 1 + head[at] - 0xA0
+    name = head[at + 1:end]
+    if end > len(head) or not name.isascii():
+        return None
+    return shape, name.decode("ascii"), end
+
+
 def _dtype(name: str, where: str, path: Path) -> np.dtype:
+    dtype = _DTYPES.get(name)
+    if dtype is not None:
+        return dtype
     try:
         dtype = from_name(name)
     except (KeyError, ValueError):  # np.dtype raises ValueError for some malformed names
         dtype = STRING
     if dtype == STRING:
         raise FormatError(f"{_where(where)}: unknown array dtype {name!r}", path)
+    _DTYPES[name] = dtype
     return dtype
+
+
+_DTYPES: dict[str, np.dtype] = {}  # dtype names seen (a model repeats a few thousands of times)
+_INTS = frozenset((int,))  # (element types checked as a set: in C)
 
 
 def _join(where: str, name: str) -> str:
@@ -285,6 +323,7 @@ class _GraphBuilder:
 
     def __init__(self, path: Path):
         self.path = path
+        self.source = SourceFile(path)
         self.tensors = 0
 
     def node(self, tree: dict | list, where: tuple[str, ...]) -> Node:
@@ -324,7 +363,8 @@ class _GraphBuilder:
             meta[META_EXT] = "npscalar"
         if len(parts) > 1 or parts[0].shape != shape:
             meta["chunks"] = len(parts)
-        return Tensor(parts[0].dtype, shape, _loader(self.path, parts, shape, meta["key"]), meta)
+        return Tensor(parts[0].dtype, shape, _loader(self.source, parts, shape, meta["key"]),
+                      meta)
 
     def chunked(self, value: dict, where: tuple[str, ...]) -> Tensor:
         key = "/".join(where)
@@ -355,15 +395,15 @@ def _as_tuple(value: Any) -> tuple | None:
     return None
 
 
-def _loader(path: Path, parts: list[_ArrayRef], shape: tuple[int, ...], key: str):
+def _loader(source: SourceFile, parts: list[_ArrayRef], shape: tuple[int, ...], key: str):
     def load() -> np.ndarray:
         if len(parts) == 1:
-            buf = read_region(path, parts[0].offset, parts[0].nbytes, key)
+            buf = source.read(parts[0].offset, parts[0].nbytes, key)
             return array_from_bytes(buf, parts[0].dtype, shape, key)
         out = np.empty(math.prod(shape), parts[0].dtype)
         done = 0
         for part in parts:
-            buf = read_region(path, part.offset, part.nbytes, key)
+            buf = source.read(part.offset, part.nbytes, key)
             out[done:done + part.shape[0]] = array_from_bytes(buf, part.dtype, part.shape, key)
             done += part.shape[0]
         return out.reshape(shape)
@@ -399,10 +439,14 @@ def read(path: Path) -> Graph:
         if size == 0:
             raise FormatError("is empty, not a Flax msgpack checkpoint", path)
         walker = _MsgpackWalker(path, f, size)
-        tree = walker.value()
-        if walker.tell() != size:
-            raise FormatError(f"has {size - walker.tell()} bytes after the msgpack value "
-                              f"(which ends at byte {walker.tell()})", path)
+        try:
+            tree = walker.value()
+            end = walker.tell()
+        finally:
+            walker.close()
+        if end != size:
+            raise FormatError(f"has {size - end} bytes after the msgpack value "
+                              f"(which ends at byte {end})", path)
     if not isinstance(tree, dict | list):
         raise FormatError("holds a single msgpack value, not a map of arrays", path)
     builder = _GraphBuilder(path)
