@@ -39,6 +39,7 @@ _TORCH_NAME = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
 MAX_DEPTH = 200
 _BINPUT = [b"q" + bytes([i]) for i in range(256)]
 _BINGET = [b"h" + bytes([i]) for i in range(256)]
+_LONG_MEMO = struct.Struct("<cI")  # LONG_BINPUT / LONG_BINGET and a 4-byte index
 _BININT1 = [b"K" + bytes([i]) for i in range(256)]
 _TUPLE_N = {1: b"\x85", 2: b"\x86", 3: b"\x87"}
 
@@ -102,13 +103,13 @@ class _Pickler:
         ever looked up again)."""
         index = self.puts
         self.puts = index + 1
-        self.out.write(_BINPUT[index] if index < 256 else b"r" + struct.pack("<I", index))
+        self.out.write(_BINPUT[index] if index < 256 else _LONG_MEMO.pack(b"r", index))
 
     def _get(self, token: Any) -> bool:
         index = self.memo.get(token)
         if index is None:
             return False
-        self.out.write(_BINGET[index] if index < 256 else b"j" + struct.pack("<I", index))
+        self.out.write(_BINGET[index] if index < 256 else _LONG_MEMO.pack(b"j", index))
         return True
 
     def global_(self, module: str, name: str) -> None:
@@ -122,14 +123,14 @@ class _Pickler:
         """A memo reference to `token`'s value, or `first(*args)` and its memo entry."""
         index = self.memo.get(token)
         if index is not None:
-            return _BINGET[index] if index < 256 else b"j" + struct.pack("<I", index)
+            return _BINGET[index] if index < 256 else _LONG_MEMO.pack(b"j", index)
         self.memo[token] = self.puts
         return first(*args) + self._next_put()
 
     def _next_put(self) -> bytes:
         index = self.puts
         self.puts = index + 1
-        return _BINPUT[index] if index < 256 else b"r" + struct.pack("<I", index)
+        return _BINPUT[index] if index < 256 else _LONG_MEMO.pack(b"r", index)
 
     def _global_bytes(self, module: str, name: str) -> bytes:
         return self._memo_bytes(("global", module, name), _global_opcode, module, name)
@@ -252,8 +253,14 @@ class _Pickler:
             if len(batch) > 1:
                 self.out.write(b"(")
             for k, v in batch:
-                self.save(k, depth + 1, key)
-                self.save(v, depth + 1, f"{key}.{k}" if key else str(k))
+                child = f"{key}.{k}" if key else str(k)
+                # (the common case, a state dict's str -> Tensor, without the dispatch)
+                if type(k) is str and type(v) is Tensor:
+                    self.save_str(k)
+                    self.save_tensor(v, child)
+                else:
+                    self.save(k, depth + 1, key)
+                    self.save(v, depth + 1, child)
             self.out.write(b"u" if len(batch) > 1 else b"s")
         attributes = value.attributes if isinstance(value, PickledOrderedDict) else None
         if attributes:
