@@ -1,6 +1,7 @@
 """PyTorch `torch.save` files (zip and legacy), read and written without torch.
 
-- zipreader.py / legacy.py: the two container forms, read lazily;
+- zipreader.py / legacy.py: the two container forms, read lazily (centraldir.py: the zip
+  central directory, from one read);
 - unpickler.py: the restricted pickle machine both use (nothing outside an allowlist is
   imported or called; see its docstring);
 - tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);

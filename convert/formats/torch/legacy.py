@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 
 from ...errors import FormatError
-from ...fileio import read_region
+from ...fileio import SourceFile
 from ...graph import Graph
 from .storage import Record, TensorFactory
 from .tree import to_graph
@@ -40,9 +40,10 @@ def read_legacy(path: Path) -> Graph:
     where = str(path)
     size = os.path.getsize(path)
     storages: dict[str, StorageRef] = {}
+    pickle_where = f"{where}: pickle"
 
     def persistent_load(pid: object) -> StorageRef:
-        ref = storage_from_pid(pid, f"{where}: pickle")
+        ref = storage_from_pid(pid, pickle_where)
         seen = storages.setdefault(ref.key, ref)
         if (seen.numel, seen.type.itemsize) != (ref.numel, ref.type.itemsize):
             raise FormatError(f"storage {ref.key!r} is declared with two sizes", path)
@@ -93,6 +94,7 @@ def _scan(path: Path, keys: list[str], storages: dict[str, StorageRef], offset: 
           size: int, big_endian: bool) -> dict[str, Record]:
     """Each storage's data offset, from the int64 counts before each one."""
     records: dict[str, Record] = {}
+    source = SourceFile(path)  # (one file descriptor for every count and tensor)
     for key in keys:
         ref = storages.get(key)
         if ref is None:
@@ -100,7 +102,7 @@ def _scan(path: Path, keys: list[str], storages: dict[str, StorageRef], offset: 
         if key in records:
             raise FormatError(f"lists storage {key!r} twice", path)
         (count,) = struct.unpack("<q" if not big_endian else ">q",
-                                 read_region(path, offset, 8, f"size of storage {key!r}"))
+                                 source.read(offset, 8, f"size of storage {key!r}"))
         if count != ref.numel:
             raise FormatError(f"storage {key!r} holds {count} elements but the pickle declares "
                               f"{ref.numel}", path)
@@ -108,7 +110,8 @@ def _scan(path: Path, keys: list[str], storages: dict[str, StorageRef], offset: 
         if offset + 8 + nbytes > size:
             raise FormatError(f"storage {key!r} ({nbytes} bytes at {offset + 8}) lies past the "
                               f"end of the file ({size} bytes): the file is truncated", path)
-        records[key] = Record(str(path), key, offset + 8, nbytes, big_endian=big_endian)
+        records[key] = Record(str(path), key, offset + 8, nbytes, big_endian=big_endian,
+                              source=source)
         offset += 8 + nbytes
     missing = sorted(set(storages) - set(records))
     if missing:

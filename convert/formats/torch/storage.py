@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...checksums import crc32
-from ...dtypes import dtype_name
 from ...errors import ChecksumError, FormatError
-from ...fileio import read_region
+from ...fileio import SourceFile
 from ...tensor import Tensor
 from .unpickler import StorageRef, TensorRef, view_extent
 
@@ -27,24 +25,31 @@ from .unpickler import StorageRef, TensorRef, view_extent
 MAX_EXPANSION_BYTES = 64 << 20
 
 
-@dataclass
 class Record:
     """Where one storage's bytes are: `nbytes` at `offset` of `path`, or a whole-read."""
 
-    path: str
-    name: str
-    offset: int
-    nbytes: int
-    crc: int | None = None  # zip CRC-32 of the record, checked whenever it is read whole
-    read_whole: Callable[[], bytes] | None = None  # compressed zip records
-    big_endian: bool = False
+    __slots__ = ("path", "name", "offset", "nbytes", "crc", "read_whole", "big_endian",
+                 "source")
 
-    def read(self, start: int, size: int, what: str) -> bytes | bytearray:
+    def __init__(self, path: str, name: str, offset: int, nbytes: int,
+                 crc: int | None = None, read_whole: Callable[[], bytes] | None = None,
+                 big_endian: bool = False, source: SourceFile | None = None):
+        self.path, self.name, self.offset, self.nbytes = path, name, offset, nbytes
+        self.crc = crc  # zip CRC-32 of the record, checked whenever it is read whole
+        self.read_whole = read_whole  # compressed zip records
+        self.big_endian = big_endian
+        self.source = source if source is not None else SourceFile(path)  # (shared: one fd)
+
+    def fetch(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
+        """`size` bytes from byte `start` of the storage, as they are in the file."""
+        return self.source.read(self.offset + start, size, what)
+
+    def read(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         if start < 0 or start + size > self.nbytes:
             raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
         if self.read_whole is not None:
             return self.read_whole()[start:start + size]
-        data = read_region(self.path, self.offset + start, size, what)
+        data = self.fetch(start, size, what)
         if self.crc is not None and size == self.nbytes and crc32(data) != self.crc:
             raise ChecksumError(f"storage {self.name} does not match its CRC-32 (the file "
                                 "is corrupted)", self.path)
@@ -62,37 +67,37 @@ class TensorFactory:
         self.path = path
         self.locate = locate
         self.by_view: dict[tuple, Tensor] = {}
-        self.dtype_ids: dict[str, tuple[str, str]] = {}  # torch dtype name -> view identity
+        self.sizes: dict[tuple, tuple[int, int]] = {}  # (shape, stride) -> numel, extent
 
     def __call__(self, ref: TensorRef, key: str) -> Tensor:
         record, base, limit = self.locate(ref.storage)
-        dtype = ref.dtype.numpy
+        dtype, shape, stride, offset = ref.dtype.numpy, ref.shape, ref.stride, ref.offset
         assert dtype is not None  # the unpickler refuses dtypes numpy cannot hold
         itemsize = dtype.itemsize
-        extent = view_extent(ref.shape, ref.stride)
-        numel = math.prod(ref.shape)
-        dtype_id = self.dtype_ids.get(ref.dtype.name)
-        if dtype_id is None:  # (dtype_name is slow enough to matter per tensor)
-            dtype_id = self.dtype_ids[ref.dtype.name] = (dtype.str, dtype_name(dtype))
-        start = base + ref.offset * itemsize
+        sizes = self.sizes.get((shape, stride))  # (views repeat; the unpickler checked them)
+        if sizes is None:
+            sizes = self.sizes[shape, stride] = (math.prod(shape), view_extent(shape, stride))
+        numel, extent = sizes
+        start = base + offset * itemsize
         span = extent * itemsize
-        if extent and ref.offset * itemsize + span > limit:
+        if extent and offset * itemsize + span > limit:
             raise FormatError(
-                f"tensor {key!r} ({dtype.name}{list(ref.shape)}, offset {ref.offset}, stride "
-                f"{list(ref.stride)}) reaches past the end of its storage {record.name} "
+                f"tensor {key!r} ({dtype.name}{list(shape)}, offset {offset}, stride "
+                f"{list(stride)}) reaches past the end of its storage {record.name} "
                 f"({limit} bytes)", self.path)
         if numel * itemsize > max(span, MAX_EXPANSION_BYTES):
             raise FormatError(f"tensor {key!r} claims {numel * itemsize} bytes from a "
                               f"{span}-byte region (overlapping strides)", self.path)
-        identity = (record.name, start, *dtype_id, ref.shape, ref.stride)
+        # (torch dtype names map 1:1 to numpy dtypes)
+        identity = (record.name, start, ref.dtype.name, shape, stride)
         tensor = self.by_view.get(identity)
         if tensor is None:
             meta = {"key": key, "torch.storage": record.name}
             if ref.parameter:
                 meta["torch.parameter"] = True
                 meta["torch.requires_grad"] = ref.requires_grad
-            loader = _loader(record, start, span, dtype, ref.shape, ref.stride, key)
-            tensor = self.by_view[identity] = Tensor(dtype, ref.shape, loader, meta)
+            loader = _loader(record, start, span, dtype, shape, stride, key)
+            tensor = self.by_view[identity] = Tensor(dtype, shape, loader, meta)
         return tensor
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import FormatError, UnsupportedError
 from ...graph import Graph, Node
 from ...tensor import Tensor
-from .keys import add_path, join_path, split_keys
+from .keys import add_keyed, join_path
 from .unpickler import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
 
 CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
@@ -59,8 +59,8 @@ class _Reader:
         self.alive.append(value)
         children = value.values() if isinstance(value, dict) else value
         found = False
-        for child in children:
-            if self.holds_tensor(child, depth + 1):
+        for child in children:  # (tensors inline: a state dict holds little else)
+            if type(child) is TensorRef or self.holds_tensor(child, depth + 1):
                 found = True
         if found and isinstance(value, (set, frozenset)):
             raise UnsupportedError("the file holds tensors inside a set")
@@ -77,26 +77,26 @@ class _Reader:
         node = Node({CONTAINER: kind})
         self.nodes[id(value)] = node
         self.alive.append(value)
-        pairs = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
-        node.meta[KEYS] = [key for key, _ in pairs]
+        keys = list(value) if isinstance(value, dict) else list(range(len(value)))
+        items = list(value.values()) if isinstance(value, dict) else value
+        node.meta[KEYS] = keys
         if isinstance(value, PickledOrderedDict) and value.attributes:
             node.meta[ATTRIBUTES] = dict(value.attributes)
-        named = [(key_name(key), item) for key, item in pairs]
-        if len({name for name, _ in named}) != len(named):
+        names = [key if type(key) is str else key_name(key) for key in keys]
+        if len(set(names)) != len(names):
             raise UnsupportedError("a dict holding tensors has keys of different types "
                                    "that read the same (e.g. 1 and '1')")
         edges: list[tuple[str, Any]] = []
-        values: list[tuple[str, Any]] = []
-        for pair in named:
-            (edges if self.holds_tensor(pair[1], depth) else values).append(pair)
-        paths = split_keys(name for name, _ in edges)
-        make_tensor = self.make_tensor
-        for name, item in edges:
-            key = f"{prefix}.{name}" if prefix else name
-            child = (make_tensor(item, key) if type(item) is TensorRef
-                     else self.node(item, key, depth + 1))
-            add_path(node, paths[name], child)
-        node.metadata.update(values)
+        for name, item in zip(names, items, strict=True):
+            if type(item) is TensorRef:
+                key = f"{prefix}.{name}" if prefix else name
+                edges.append((name, self.make_tensor(item, key)))
+            elif self.holds_tensor(item, depth):
+                key = f"{prefix}.{name}" if prefix else name
+                edges.append((name, self.node(item, key, depth + 1)))
+            else:
+                node.metadata[name] = item
+        add_keyed(node, edges)
         return node
 
 

@@ -16,15 +16,22 @@ Every length is checked against the bytes that remain before it is read, memo an
 misuse is a FormatError, and the machine consumes at least one byte per step, so a
 hostile pickle can neither run code, nor loop, nor allocate beyond a small multiple of its
 own size (one Python object per opcode at most).
+
+Speed: the loop runs the opcodes torch writes most inline, and recognises the run of ~30
+opcodes that builds each tensor with one regex match (`_TENSOR_RUN`), then makes the same
+memo writes and handler calls those opcodes would; a run it cannot take whole (anything
+unusual in it) is left to the loop, opcode by opcode.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import re
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -54,7 +61,7 @@ class StorageType:
     name: str
     dtype: TorchDtype | None  # None: untyped (bytes)
 
-    @property
+    @cached_property  # (read for every storage)
     def itemsize(self) -> int:
         if self.dtype is None:
             return 1
@@ -64,22 +71,24 @@ class StorageType:
         return self.dtype.numpy.itemsize
 
 
-@dataclass(frozen=True)
+# (slots, not frozen: a frozen dataclass's __init__ costs a microsecond per tensor)
+@dataclass(slots=True, unsafe_hash=True)
 class StorageRef:
-    """A persistent storage: the file's key, its element type and count."""
+    """A persistent storage: the file's key, its element type and count. `nbytes` is set
+    on creation, which raises for element types numpy cannot hold."""
 
     key: str
     type: StorageType
     location: str
     numel: int
     view: tuple[str, int, int] | None = None  # legacy views: (view key, offset, numel)
+    nbytes: int = field(init=False, compare=False)
 
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.type.itemsize
+    def __post_init__(self) -> None:
+        self.nbytes = self.numel * self.type.itemsize
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TensorRef:
     """A tensor as the pickle describes it: a strided view of a storage."""
 
@@ -95,9 +104,10 @@ class TensorRef:
 class PickledOrderedDict(OrderedDict):
     """An OrderedDict plus the attributes BUILD gave it (a state dict's `_metadata`)."""
 
-    def __init__(self, *args: Any):
-        super().__init__(*args)
-        self.attributes: dict[str, Any] = {}
+    @property
+    def attributes(self) -> dict[str, Any]:
+        # (made when first asked for: every tensor's backward hooks are an OrderedDict)
+        return self.__dict__.setdefault("_attributes", {})
 
 
 # --------------------------------------------------------------------------------------
@@ -205,7 +215,7 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
 
 
 def _args(args: tuple, lo: int, hi: int, what: str) -> tuple:
-    if not isinstance(args, tuple) or not lo <= len(args) <= hi:
+    if type(args) is not tuple or not lo <= len(args) <= hi:
         raise FormatError(f"{what} called with {len(args) if isinstance(args, tuple) else '?'} "
                           "arguments")
     return args
@@ -223,21 +233,25 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
 
 def _make_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                  dtype: TorchDtype | None) -> TensorRef:
-    if not isinstance(storage, StorageRef):
+    if type(storage) is not StorageRef:
         raise FormatError(f"tensor rebuilt from {_short(storage)}, not a storage")
     if type(offset) is not int or offset < 0:
         raise FormatError(f"tensor has a bad storage offset {_short(offset)}")
-    shape, strides = _ints(size, "tensor size"), _ints(stride, "tensor stride")
-    if (len(shape) != len(strides) or min(shape, default=0) < 0
-            or min(strides, default=0) < 0):
-        raise FormatError(f"tensor has size {list(shape)} and stride {list(strides)}")
+    if type(size) is not tuple or type(stride) is not tuple:  # (tuples: checked below)
+        size, stride = _ints(size, "tensor size"), _ints(stride, "tensor stride")
+    dims = size + stride
+    if not _INT_ONLY.issuperset(map(type, dims)):
+        _ints(size, "tensor size"), _ints(stride, "tensor stride")  # (says which)
+    if len(size) != len(stride) or (dims and min(dims) < 0):
+        raise FormatError(f"tensor has size {list(size)} and stride {list(stride)}")
     if dtype is None:
         dtype = storage.type.dtype
         if dtype is None:
             raise FormatError("tensor on an untyped storage names no dtype")
     if dtype.numpy is None:
         raise UnsupportedError(f"tensor of {dtype!r}: numpy has no such dtype")
-    return TensorRef(storage, dtype, offset, shape, strides, bool(requires_grad))
+    return TensorRef(storage, dtype, offset, size, stride,
+                     requires_grad if type(requires_grad) is bool else bool(requires_grad))
 
 
 def _rebuild_tensor(args: tuple) -> TensorRef:
@@ -246,8 +260,9 @@ def _rebuild_tensor(args: tuple) -> TensorRef:
 
 
 def _rebuild_tensor_v2(args: tuple) -> TensorRef:
-    storage, offset, size, stride, requires_grad, *_ = _args(args, 6, 7, "_rebuild_tensor_v2")
-    return _make_tensor(storage, offset, size, stride, requires_grad, None)
+    if len(args) != 6:  # (torch's own call: storage, offset, size, stride, grad, hooks)
+        _args(args, 6, 7, "_rebuild_tensor_v2")
+    return _make_tensor(args[0], args[1], args[2], args[3], args[4], None)
 
 
 def _rebuild_tensor_v3(args: tuple) -> TensorRef:
@@ -383,14 +398,69 @@ ALLOWED = _allowed()
 PersistentLoad = Callable[[tuple], Any]
 
 
-_U32 = struct.Struct("<I")
-
-
 class _Mark:
     """Stack marker left by MARK (never visible to handlers)."""
 
 
 MARK = _Mark()
+
+
+# torch writes every tensor with one run of opcodes, its globals and constant strings
+# fetched from the memo once they are there (a BINGET of the rebuild function starts it):
+#
+#   GET rebuild ( ( GET 'storage' GET type BINUNICODE key PUT GET location INT numel [N] t
+#   PUT Q INT offset TUPLE size PUT TUPLE stride PUT NEWFALSE|NEWTRUE GET OrderedDict ) R
+#   PUT t PUT R PUT
+#
+# The loop recognises such a run with one regex match (run_tensor then does what its
+# opcodes do), since running 30 opcodes one by one costs most of the time of listing a
+# checkpoint of small tensors. Storage keys are decimal (the length check makes the match
+# exact); anything else (other ints, strings, first uses of a global) takes the loop.
+_GET = rb"(h.|j....)"
+_PUT = rb"(q.|r....)"
+_INT = rb"(K.|M..|J....)"
+_TUPLE = rb"(\)|(?:K.|M..|J....){1,3}[\x85-\x87]|\((?:K.|M..|J....)*t)"
+_TENSOR_RUN = re.compile(
+    rb"(h.)\(\(" + _GET + _GET + rb"X([\x01-\x14])\x00\x00\x00([0-9]+)" + _PUT + _GET + _INT
+    + rb"(N?)t" + _PUT + rb"Q" + _INT + _TUPLE + _PUT + rb"?" + _TUPLE + _PUT + rb"?"
+    + rb"([\x88\x89])" + _GET + rb"\)R" + _PUT + rb"t" + _PUT + rb"R" + _PUT, re.DOTALL)
+_U32, _I32 = struct.Struct("<I"), struct.Struct("<i")
+_INT_WIDTH = {0x4B: 2, 0x4D: 3, 0x4A: 5}  # BININT1, BININT2, BININT: opcode and value
+
+
+def _slots(*raws: bytes) -> Sequence[int]:
+    """The memo slots of `_GET` and `_PUT` matches (decoded together: one call a run)."""
+    joined = b"".join(raws)
+    if len(joined) == 2 * len(raws):  # (every one short: the slots are every other byte)
+        return joined[1::2]
+    if len(joined) == 5 * len(raws):
+        return struct.unpack_from("<" + "xI" * len(raws), joined)
+    return [_slot(raw) for raw in raws]
+
+
+def _slot(raw: bytes) -> int:
+    """The memo slot of one `_GET` or `_PUT` match."""
+    return raw[1] if len(raw) == 2 else _U32.unpack_from(raw, 1)[0]
+
+
+def _run_int(raw: bytes) -> int:
+    """The value of an `_INT` match."""
+    if len(raw) == 2:
+        return raw[1]
+    return raw[1] | raw[2] << 8 if len(raw) == 3 else _I32.unpack_from(raw, 1)[0]
+
+
+def _run_tuple(raw: bytes) -> tuple[int, ...] | None:
+    """The ints of a `_TUPLE` match; None when TUPLE1/2/3 holds another count."""
+    if raw == b")":
+        return ()
+    body, count = (raw[1:-1], None) if raw[0] == 0x28 else (raw[:-1], raw[-1] - 0x84)
+    items, at = [], 0
+    while at < len(body):
+        width = _INT_WIDTH[body[at]]
+        items.append(_run_int(body[at:at + width]))
+        at += width
+    return tuple(items) if count in (None, len(items)) else None
 
 
 class Unpickler:
@@ -411,6 +481,7 @@ class Unpickler:
         self.pos = 0
         self.persistent_load = persistent_load
         self.where = where
+        self.tuples: dict[bytes, tuple[int, ...] | None] = {}  # see run_tuple
 
     # -- input ---------------------------------------------------------------------
     @property
@@ -476,6 +547,7 @@ class Unpickler:
         unpack_u32 = _U32.unpack_from
         missing = MARK  # (never a memo value: MARK cannot be memoized)
         persistent_load = self.persistent_load
+        tensor_run = _TENSOR_RUN.match
         buf, pos = self.buffer, self.pos
         size = len(buf)
         # The opcodes torch writes for every tensor are run inline (a call per opcode
@@ -490,22 +562,19 @@ class Unpickler:
                         memo[unpack_u32(buf, pos + 1)[0]] = stack[-1]
                         pos += 5
                         continue
-                elif code == 0x4B:  # BININT1
-                    if pos + 2 <= size:
-                        append(buf[pos + 1])
-                        pos += 2
-                        continue
                 elif code == 0x68:  # BINGET
+                    if buf.startswith(b"((", pos + 2):  # maybe a tensor: see _TENSOR_RUN
+                        run = tensor_run(buf, pos)
+                        if run is not None and (value := self.run_tensor(run)) is not missing:
+                            append(value)
+                            pos = run.end()
+                            continue
                     if pos + 2 <= size:
                         value = memo.get(buf[pos + 1], missing)
                         if value is not missing:
                             append(value)
                             pos += 2
                             continue
-                elif code == 0x28:  # MARK
-                    append(MARK)
-                    pos += 1
-                    continue
                 elif code == 0x58:  # BINUNICODE
                     if pos + 5 <= size:
                         end = pos + 5 + unpack_u32(buf, pos + 1)[0]
@@ -516,6 +585,15 @@ class Unpickler:
                                 continue
                             except UnicodeDecodeError:
                                 pass
+                elif code == 0x4B:  # BININT1
+                    if pos + 2 <= size:
+                        append(buf[pos + 1])
+                        pos += 2
+                        continue
+                elif code == 0x28:  # MARK
+                    append(MARK)
+                    pos += 1
+                    continue
                 elif code == 0x86:  # TUPLE2
                     if len(stack) >= 2 and stack[-1] is not MARK and stack[-2] is not MARK:
                         pair = (stack[-2], stack[-1])
@@ -581,6 +659,54 @@ class Unpickler:
                                  "stack") from None
             buf, pos = self.buffer, self.pos
             size = len(buf)
+
+    def run_tensor(self, run: re.Match) -> Any:
+        """The tensor a `_TENSOR_RUN` match builds, with the memo writes and handler calls
+        its opcodes make; MARK (nothing changed) when its operands are not the plain ones,
+        so that the loop runs the opcodes one by one (and says what is wrong)."""
+        (func, word, kind, key_len, key, key_put, location, numel, none, pid_put, offset,
+         size, size_put, stride, stride_put, grad, hooks, hooks_put, args_put, put
+         ) = run.groups()
+        memo, tuples = self.memo, self.tuples
+        size = tuples.get(size) or self.run_tuple(size)  # (a scalar's () is looked up again)
+        stride = tuples.get(stride) or self.run_tuple(stride)
+        func, word, kind, location, hooks = _slots(func, word, kind, location, hooks)
+        puts = _slots(key_put, pid_put, hooks_put, args_put, put)
+        size_put = _slot(size_put) if size_put else None
+        stride_put = _slot(stride_put) if stride_put else None
+        if (len(key) != key_len[0] or size is None or stride is None
+                or self.persistent_load is None or location == puts[0]
+                or hooks in (puts[0], puts[1], size_put, stride_put)):  # (gets see the old memo)
+            return MARK
+        func, word, kind, location, hooks = (memo.get(func, MARK), memo.get(word, MARK),
+                                             memo.get(kind, MARK), memo.get(location, MARK),
+                                             memo.get(hooks, MARK))
+        if not (type(func) is Global and func.call is not None and type(hooks) is Global
+                and hooks.call is not None) or MARK is word or MARK is kind or MARK is location:
+            return MARK
+        key = key.decode("ascii")
+        pid = (word, kind, key, location, _run_int(numel)) + ((None,) if none else ())
+        storage = self.persistent_load(pid)
+        hooks = hooks.call(())
+        args = (storage, _run_int(offset), size, stride, grad == b"\x88", hooks)
+        tensor = func.call(args)
+        # (in the opcodes' order: a slot put twice keeps the later value)
+        memo[puts[0]] = key
+        memo[puts[1]] = pid
+        if size_put is not None:
+            memo[size_put] = size
+        if stride_put is not None:
+            memo[stride_put] = stride
+        memo[puts[2]] = hooks
+        memo[puts[3]] = args
+        memo[puts[4]] = tensor
+        return tensor
+
+    def run_tuple(self, raw: bytes) -> tuple[int, ...] | None:
+        """The ints of a `_TUPLE` match, remembered (shapes repeat); None when its opcode
+        takes another count than it holds."""
+        value = self.tuples[raw] = _run_tuple(raw)
+        return value
 
     def refused_opcode(self, code: int) -> Exception:
         if code in (ord("i"), ord("o")):  # INST / OBJ: protocol-0 class instantiation
@@ -781,8 +907,11 @@ def _setitems(m: Unpickler) -> None:
     target = _dict_target(m)
     if len(items) % 2:
         raise m.error("SETITEMS has an odd number of items")
-    for i in range(0, len(items), 2):
-        _setitem(target, items[i], items[i + 1])
+    try:  # (a state dict is 1000 items a SETITEMS)
+        target.update(zip(items[::2], items[1::2], strict=True))
+    except TypeError:  # an unhashable key: set again one by one (the same state) to name it
+        for i in range(0, len(items), 2):
+            _setitem(target, items[i], items[i + 1])
 
 
 def _additems(m: Unpickler) -> None:
@@ -907,6 +1036,10 @@ _OPS: dict[int, Callable[[Unpickler], None]] = {
 
 def storage_from_pid(pid: Any, where: str) -> StorageRef:
     """Check a persistent id `('storage', type, key, location, numel[, view])`."""
+    if (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
+            and type(pid[1]) is StorageType and type(pid[2]) is str and type(pid[3]) is str
+            and type(pid[4]) is int and pid[4] >= 0):  # (torch's own: nothing else to check)
+        return StorageRef(pid[2], pid[1], pid[3], pid[4])
     if not isinstance(pid, tuple) or not pid or pid[0] not in ("storage", b"storage"):
         raise UnsafeInputError(f"{where}: refuses persistent id {_short(pid)}: only storages "
                                "are allowed; nothing was run")

@@ -2,9 +2,11 @@
 
 The archive's one top folder holds `data.pkl` (the pickled object, storages as persistent
 ids) and `data/<key>` (one record per storage), plus `byteorder` and version records.
-`zipfile` reads the central directory and `data.pkl`; each storage's data offset is
-computed from its local header (30 bytes + name + extra field), so tensors are read later
-with positioned reads, straight from the file.
+centraldir.py parses the central directory; `data.pkl` is read through its local header.
+Listing checks each storage against its central directory record only (sizes, method,
+flags, bounds); the record's local header (its signature, name, and the length of its
+extra field, where torch pads the data to 64 bytes) is read when the tensor's data first
+is, and tensors are then read with positioned reads, straight from the file.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
 
+from ...checksums import crc32
 from ...errors import ChecksumError, FormatError, UnsupportedError
+from ...fileio import SourceFile
 from ...graph import Graph
+from .centraldir import CentralDirectory, ZipEntry
 from .storage import Record, TensorFactory
 from .tree import to_graph
 from .unpickler import StorageRef, Unpickler, storage_from_pid
 
 MAX_PICKLE_BYTES = 256 << 20  # ~4M tensors' worth; a larger data.pkl is not weights
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_STORED = 0
+_ENCRYPTED = 0x1 | 0x40  # (traditional, strong)
+_SPECULATE = 64 << 10  # a first read up to this long takes the local header with the data
 
 
 def archive_prefix(names: list[str]) -> str | None:
@@ -54,115 +61,166 @@ def is_torch_zip(path: Path) -> bool:
 
 def read_zip(path: Path) -> Graph:
     where = str(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error) as exc:
-        raise FormatError(f"is not a readable zip archive ({exc})", path) from None
-    with zf:
-        infos = {info.filename: info for info in zf.infolist()}
-        prefix = archive_prefix(list(infos))
-        if prefix is None:
-            raise FormatError("is a zip archive without a <folder>/data.pkl record: not a "
-                              "torch.save file", path)
-        code = prefix + "code/"
-        if prefix + "constants.pkl" in infos or any(n.startswith(code) for n in infos):
-            raise UnsupportedError("is a TorchScript archive (torch.jit.save); save the "
-                                   "model's state_dict() with torch.save instead", path)
-        pickle_bytes = _read_small(zf, infos[prefix + "data.pkl"], MAX_PICKLE_BYTES, path)
-        byteorder = b"little"
-        if prefix + "byteorder" in infos:
-            byteorder = _read_small(zf, infos[prefix + "byteorder"], 16, path)
-        if byteorder not in (b"little", b"big"):
-            raise FormatError(f"has an unknown byteorder record {byteorder[:16]!r}", path)
-
-    records: dict[str, Record] = {}
+    with open(path, "rb") as raw:
+        size = os.fstat(raw.fileno()).st_size
+        directory = CentralDirectory(raw.fileno(), size, where)
+    archive = _Archive(path, SourceFile(path), size, directory)
+    prefix, pickle_bytes, big_endian = archive.torch_records()
     storages: dict[str, StorageRef] = {}
+    pickle_where = f"{where}: data.pkl"
 
     def persistent_load(pid: object) -> StorageRef:
-        ref = storage_from_pid(pid, f"{where}: data.pkl")
-        nbytes = ref.nbytes  # (raises for element types numpy cannot hold)
+        ref = storage_from_pid(pid, pickle_where)  # (raises for types numpy lacks)
         seen = storages.setdefault(ref.key, ref)
-        if seen is not ref and seen.nbytes != nbytes:
+        if seen is not ref and seen.nbytes != ref.nbytes:
             raise FormatError(f"storage {ref.key!r} is declared with two sizes", path)
         return ref
 
-    obj = Unpickler(pickle_bytes, len(pickle_bytes), persistent_load,
-                    f"{where}: data.pkl").load()
-    with open(path, "rb") as raw:  # one handle for every storage's local header
-        headers = _HeaderReader(raw, path)
+    obj = Unpickler(pickle_bytes, len(pickle_bytes), persistent_load, pickle_where).load()
+    records: dict[str, Record] = {}
+    folder = f"{prefix}data/"
 
-        def locate(ref: StorageRef) -> tuple[Record, int, int]:
-            record = records.get(ref.key)
-            if record is None:
-                info = infos.get(f"{prefix}data/{ref.key}")
-                if info is None:
-                    raise FormatError(f"storage record {prefix}data/{ref.key} is missing", path)
-                record = records[ref.key] = headers.record(info, byteorder == b"big")
-            if record.nbytes != ref.nbytes:
-                raise FormatError(
-                    f"storage {record.name} holds {record.nbytes} bytes but data.pkl declares "
-                    f"{ref.numel} x {ref.type.itemsize} = {ref.nbytes}", path)
-            return record, 0, ref.nbytes
+    def locate(ref: StorageRef) -> tuple[Record, int, int]:
+        record = records.get(ref.key)
+        if record is None:
+            record = records[ref.key] = archive.storage(folder + ref.key, big_endian)
+        if record.nbytes != ref.nbytes:
+            raise FormatError(
+                f"storage {record.name} holds {record.nbytes} bytes but data.pkl declares "
+                f"{ref.numel} x {ref.type.itemsize} = {ref.nbytes}", path)
+        return record, 0, ref.nbytes
 
-        graph = to_graph(obj, TensorFactory(where, locate))
+    graph = to_graph(obj, TensorFactory(where, locate))
     graph.root.meta.update({"torch.format": "zip", "torch.archive": prefix[:-1]})
     return graph
 
 
-def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: Path) -> bytes:
-    if info.file_size > limit:
-        raise FormatError(f"record {info.filename} is {info.file_size} bytes, more than the "
-                          f"{limit} this reader accepts", path)
-    try:
-        return zf.read(info)
-    except zipfile.BadZipFile as exc:
-        if "CRC" in str(exc):
-            raise ChecksumError(f"record {info.filename} does not match its CRC-32", path) \
-                from None
-        raise FormatError(f"record {info.filename}: {exc}", path) from None
-    except (EOFError, OSError, ValueError, NotImplementedError, zipfile.LargeZipFile,
-            struct.error) as exc:
-        raise FormatError(f"record {info.filename} cannot be read ({exc})", path) from None
+class _Archive:
+    """The records of a torch zip archive (see the module doc)."""
+
+    def __init__(self, path: Path, source: SourceFile, size: int,
+                 directory: CentralDirectory):
+        self.path, self.source, self.size, self.directory = path, source, size, directory
+        self.where = str(path)
+
+    def torch_records(self) -> tuple[str, bytes, bool]:
+        """The archive's folder, its `data.pkl`, and whether its byte order is big-endian."""
+        directory, path = self.directory, self.path
+        prefix = archive_prefix(directory.names())
+        if prefix is None:
+            raise FormatError("is a zip archive without a <folder>/data.pkl record: not a "
+                              "torch.save file", path)
+        code = prefix + "code/"
+        if prefix + "constants.pkl" in directory or any(
+                n.startswith(code) for n in directory.names()):
+            raise UnsupportedError("is a TorchScript archive (torch.jit.save); save the "
+                                   "model's state_dict() with torch.save instead", path)
+        pickle_bytes = self.read_small(prefix + "data.pkl", MAX_PICKLE_BYTES)
+        byteorder = b"little"
+        if prefix + "byteorder" in directory:
+            byteorder = self.read_small(prefix + "byteorder", 16)
+        if byteorder not in (b"little", b"big"):
+            raise FormatError(f"has an unknown byteorder record {byteorder[:16]!r}", path)
+        return prefix, pickle_bytes, byteorder == b"big"
+
+    def entry(self, name: str, kind: str = "record") -> ZipEntry:
+        entry = self.directory.get(name)
+        if entry is None:
+            raise FormatError(f"{kind} {name} is missing", self.path)
+        if entry.flags & _ENCRYPTED:
+            raise UnsupportedError(f"record {name} is encrypted", self.path)
+        return entry
+
+    def read_small(self, name: str, limit: int) -> bytes:
+        """A whole record of at most `limit` bytes, its CRC-32 checked."""
+        entry = self.entry(name)
+        if entry.file_size > limit:
+            raise FormatError(f"record {name} is {entry.file_size} bytes, more than the "
+                              f"{limit} this reader accepts", self.path)
+        if entry.method != _STORED:
+            return _read_compressed(self.path, entry)
+        if entry.compress_size != entry.file_size:
+            raise FormatError(f"stored record {name} has two sizes", self.path)
+        header = self.source.read(entry.header_offset, _LOCAL_HEADER.size + entry.name_len,
+                                  f"local header of record {name}")
+        start = entry.header_offset + _data_start(header, entry, self.path)
+        data = bytes(self.source.read(start, entry.file_size, f"record {name}"))
+        if crc32(data) != entry.crc:
+            raise ChecksumError(f"record {name} does not match its CRC-32", self.path)
+        return data
+
+    def storage(self, name: str, big_endian: bool) -> Record:
+        """A storage record, checked against the central directory only."""
+        entry = self.entry(name, "storage record")
+        if entry.method != _STORED:
+            path = self.path
+            return Record(self.where, name, 0, entry.file_size, big_endian=big_endian,
+                          read_whole=lambda: _read_compressed(path, entry), source=self.source)
+        if entry.compress_size != entry.file_size:
+            raise FormatError(f"stored record {name} has two sizes", self.path)
+        # (fail at listing, not mid-conversion: the end, less the local extra field)
+        if entry.header_offset + _LOCAL_HEADER.size + entry.name_len + entry.file_size \
+                > self.size:
+            raise FormatError(f"record {name} ({entry.file_size} bytes after its header at "
+                              f"{entry.header_offset}) lies past the end of the file "
+                              f"({self.size} bytes): the file is truncated", self.path)
+        return _ZipRecord(self.where, entry, big_endian, self.source, self.size)
 
 
-class _HeaderReader:
-    """Storage records located from their local headers, through one open file."""
+class _ZipRecord(Record):
+    """A stored record, whose data offset its local header gives when first read."""
 
-    def __init__(self, raw: BinaryIO, path: Path):
-        self.fd = raw.fileno()
-        self.size = os.fstat(self.fd).st_size
-        self.path = path
-        self.name = str(path)  # (once: this runs for every storage)
+    __slots__ = ("entry", "archive_size")
 
-    def record(self, info: zipfile.ZipInfo, big_endian: bool) -> Record:
-        path = self.path
-        if info.flag_bits & 0x1:
-            raise UnsupportedError(f"record {info.filename} is encrypted", path)
-        header = os.pread(self.fd, _LOCAL_HEADER.size, info.header_offset)
-        if len(header) != _LOCAL_HEADER.size:
-            raise FormatError(f"local header of {info.filename} lies past the end of the "
-                              "file: the file is truncated", path)
-        sig, _, _, _, _, _, _, _, _, name_len, extra_len = _LOCAL_HEADER.unpack(header)
-        if sig != b"PK\x03\x04":
-            raise FormatError(f"local header of {info.filename} is damaged", path)
-        offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-        if info.compress_type != zipfile.ZIP_STORED:
-            return Record(self.name, info.filename, offset, info.file_size,
-                          read_whole=lambda: _read_record(path, info), big_endian=big_endian)
-        if info.compress_size != info.file_size:
-            raise FormatError(f"stored record {info.filename} has two sizes", path)
-        if offset + info.file_size > self.size:  # fail at listing, not mid-conversion
-            raise FormatError(f"record {info.filename} ({info.file_size} bytes at {offset}) "
-                              f"lies past the end of the file ({self.size} bytes): the file "
-                              "is truncated", path)
-        return Record(self.name, info.filename, offset, info.file_size, crc=info.CRC,
-                      big_endian=big_endian)
+    def __init__(self, path: str, entry: ZipEntry, big_endian: bool, source: SourceFile,
+                 archive_size: int):
+        super().__init__(path, entry.name, -1, entry.file_size, entry.crc, None, big_endian,
+                         source)
+        self.entry, self.archive_size = entry, archive_size
+
+    def fetch(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
+        if self.offset >= 0:
+            return super().fetch(start, size, what)
+        # The first read takes the local header, and a small tensor's data with it: torch
+        # pads the data to 64 bytes with the header's extra field (4 + at most 63 bytes).
+        header_offset = self.entry.header_offset
+        header_len = _LOCAL_HEADER.size + self.entry.name_len
+        want = header_len + 68 + start + size
+        want = header_len if want > _SPECULATE else min(want, self.archive_size - header_offset)
+        head = self.source.read(header_offset, max(want, header_len),
+                                f"local header of record {self.name}")
+        data_start = _data_start(head, self.entry, self.path)
+        self.offset = header_offset + data_start
+        if data_start + start + size <= len(head):
+            return head[data_start + start:data_start + start + size]
+        return super().fetch(start, size, what)
 
 
-def _read_record(path: Path, info: zipfile.ZipInfo) -> bytes:
-    """A compressed record, whole (torch reads these too, though never mmaps them)."""
+def _data_start(header: bytes | bytearray | memoryview, entry: ZipEntry, path: Path | str
+                ) -> int:
+    """Where a record's data starts, from the start of its local header (which is checked
+    against the central directory's name)."""
+    name = entry.name
+    sig, _, _, _, _, _, _, _, _, name_len, extra_len = _LOCAL_HEADER.unpack_from(header)
+    if sig != b"PK\x03\x04":
+        raise FormatError(f"local header of record {name} is damaged", path)
+    name_end = _LOCAL_HEADER.size + name_len
+    if name_len != entry.name_len or header[_LOCAL_HEADER.size:name_end] != entry.name_bytes():
+        raise FormatError(f"local header of record {name} names another record", path)
+    return name_end + extra_len
+
+
+def _read_compressed(path: Path, entry: ZipEntry) -> bytes:
+    """A compressed record, whole, through zipfile (torch reads these too, though never
+    mmaps them)."""
+    name = entry.name
     try:
         with zipfile.ZipFile(path) as zf:
-            return _read_small(zf, info, info.file_size, path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise FormatError(f"record {info.filename} cannot be read ({exc})", path) from None
+            return zf.read(name)
+    except zipfile.BadZipFile as exc:
+        if "CRC" in str(exc):
+            raise ChecksumError(f"record {name} does not match its CRC-32", path) from None
+        raise FormatError(f"record {name}: {exc}", path) from None
+    except (EOFError, OSError, ValueError, NotImplementedError, RuntimeError, KeyError,
+            zipfile.LargeZipFile, struct.error) as exc:
+        raise FormatError(f"record {name} cannot be read ({exc})", path) from None
