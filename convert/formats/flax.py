@@ -21,7 +21,6 @@ its output is byte for byte what `to_bytes` writes for the same tree.
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -132,14 +131,33 @@ class _ArrayRef(NamedTuple):
     nbytes: int
 
 
+class _Window:
+    """The file's bytes around where the walk is, read again when the walk moves on: the
+    walk peeks at every value's header, and a system call per peek would cost more than the
+    rest of the walk. (Not a mapping of the whole file: the kernel maps whole large folios
+    of it, so the pages around a few thousand headers grow the RSS by most of the file.)"""
+
+    SIZE = 16 * 1024
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.start = 0
+        self.data = b""
+
+    def read(self, offset: int, size: int) -> bytes:
+        at = offset - self.start
+        if at < 0 or at + size > len(self.data):
+            self.data = os.pread(self.fd, max(size, self.SIZE), offset)
+            self.start, at = offset, 0
+        return self.data[at:at + size]
+
+
 class _MsgpackWalker:
     """Walks a msgpack file into dicts, lists, scalars and `_ArrayRef`s (no array data)."""
 
     def __init__(self, path: Path, file: BinaryIO, size: int):
         self.path, self.file, self.size = path, file, size
-        # Peeks at headers come from a read-only mapping: no system call per look, and
-        # only the pages that hold structure are ever touched.
-        self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.window = _Window(file.fileno())
         self._restart(0)
 
     # the Unpacker is dropped and re-made after a large extension, so it never buffers one
@@ -154,10 +172,7 @@ class _MsgpackWalker:
         return self.base + self.unpacker.tell()
 
     def _pread(self, offset: int, size: int) -> bytes:
-        return self.map[offset:offset + size]
-
-    def close(self) -> None:
-        self.map.close()
+        return self.window.read(offset, size)
 
     def _call(self, where: str, fn: Callable[[], Any]) -> Any:
         """Run one Unpacker step, turning its exceptions into one-line FormatErrors."""
@@ -179,9 +194,10 @@ class _MsgpackWalker:
             raise FormatError(f"nested deeper than {_MAX_DEPTH} levels at {_where(where)}",
                               self.path)
         at = self.tell()
-        if at >= self.size:
+        head = self._pread(at, 1)
+        if not head:
             raise self._truncated(where, at)
-        kind = _KINDS[self.map[at]]
+        kind = _KINDS[head[0]]
         if kind == "map":
             return self._map(where, depth)
         if kind == "array":
@@ -202,9 +218,10 @@ class _MsgpackWalker:
         out: dict = {}
         for _ in range(count):
             at = self.tell()
-            if at >= self.size:
+            head = self._pread(at, 1)
+            if not head:
                 raise self._truncated(where, at)
-            key = (self._call(where, self.unpacker.unpack) if _KINDS[self.map[at]] == "scalar"
+            key = (self._call(where, self.unpacker.unpack) if _KINDS[head[0]] == "scalar"
                    else None)
             if type(key) is not str and type(key) is not int:
                 raise FormatError(f"map key at byte {at} in {_where(where)} is not a string",
@@ -439,11 +456,8 @@ def read(path: Path) -> Graph:
         if size == 0:
             raise FormatError("is empty, not a Flax msgpack checkpoint", path)
         walker = _MsgpackWalker(path, f, size)
-        try:
-            tree = walker.value()
-            end = walker.tell()
-        finally:
-            walker.close()
+        tree = walker.value()
+        end = walker.tell()
         if end != size:
             raise FormatError(f"has {size - end} bytes after the msgpack value "
                               f"(which ends at byte {end})", path)

@@ -96,17 +96,28 @@ class TensorFactory:
             if ref.parameter:
                 meta["torch.parameter"] = True
                 meta["torch.requires_grad"] = ref.requires_grad
-            loader = _loader(record, start, span, dtype, shape, stride, key)
+            loader = _View(record, start, span, dtype, shape, stride, key)
             tensor = self.by_view[identity] = Tensor(dtype, shape, loader, meta)
         return tensor
 
 
-def _loader(record: Record, start: int, span: int, dtype: np.dtype, shape: tuple[int, ...],
-            stride: tuple[int, ...], key: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
+class _View:
+    """A Tensor's loader: its strided view of the storage's bytes, laid out C-contiguous.
+    (An object, not a closure: a closure over seven values is eight allocations, made for
+    every tensor of a checkpoint when it is listed.)"""
+
+    __slots__ = ("record", "start", "span", "dtype", "shape", "stride", "key")
+
+    def __init__(self, record: Record, start: int, span: int, dtype: np.dtype,
+                 shape: tuple[int, ...], stride: tuple[int, ...], key: str):
+        self.record, self.start, self.span, self.dtype = record, start, span, dtype
+        self.shape, self.stride, self.key = shape, stride, key
+
+    def __call__(self) -> np.ndarray:
+        dtype, shape, stride = self.dtype, self.shape, self.stride
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype)
-        data = record.read(start, span, f"tensor {key!r}")
+        data = self.record.read(self.start, self.span, f"tensor {self.key!r}")
         if _is_contiguous(shape, stride):
             array = np.frombuffer(data, dtype=dtype).reshape(shape)
         else:
@@ -116,8 +127,7 @@ def _loader(record: Record, start: int, span: int, dtype: np.dtype, shape: tuple
             view = as_strided(flat, shape, [s * dtype.itemsize for s in stride],
                               writeable=False)
             array = np.ascontiguousarray(view).view(dtype)
-        return _to_little_endian(array) if record.big_endian else array
-    return load
+        return _to_little_endian(array) if self.record.big_endian else array
 
 
 def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
