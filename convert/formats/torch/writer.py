@@ -19,7 +19,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...errors import UnsupportedError
 from ...fileio import open_output
@@ -73,6 +73,16 @@ def _int_tuple_opcodes(value: tuple[int, ...]) -> bytes:
     return b"".join([*map(_int_opcode, value), _TUPLE_N[len(value)]])
 
 
+class _KindRefs(NamedTuple):
+    """Memo references to what every tensor of one (dtype, parameter) kind names."""
+
+    head: bytes  # [_rebuild_parameter] _rebuild_tensor_v2|v3 ( ( 'storage' StorageClass
+    cpu: bytes
+    hooks: bytes  # OrderedDict() for the backward hooks
+    dtype: bytes  # the torch dtype global (_rebuild_tensor_v3 only)
+    legacy: bool  # a typed storage class, sized in elements (else bytes)
+
+
 class _Pickler:
     """Protocol-2 opcodes for a tree of containers, plain values and graph Tensors."""
 
@@ -84,7 +94,7 @@ class _Pickler:
         self.storage_keys: dict[int, str] = {}
         self.storages: list[tuple[str, Tensor]] = []
         self.int_tuples: dict[tuple[int, ...], bytes] = {}  # shapes and strides repeat
-        self.tensor_refs: dict[tuple, tuple] = {}  # (dtype, parameter) -> memo_refs()
+        self.tensor_refs: dict[tuple, _KindRefs] = {}  # by (dtype, parameter)
 
     def dump(self, obj: Any) -> bytes:
         self.out.write(b"\x80\x02")
@@ -278,27 +288,29 @@ class _Pickler:
             storage_key = self.storage_keys[id(tensor)] = str(len(self.storages))
             self.storages.append((storage_key, tensor))
         parameter = tensor.meta.get("torch.parameter", False)
-        refs = self.tensor_refs.get((tensor.dtype, parameter))
-        if refs is None:  # the first tensor of its kind names the globals it needs
-            self.save_first_tensor(tensor, key, storage_key, parameter)
-            self.tensor_refs[(tensor.dtype, parameter)] = self.memo_refs(tensor, parameter)
-            return
-        head, cpu, hooks, dtype, legacy = refs
-        put = self._next_put
+        kind = (tensor.dtype, parameter)
+        # The first tensor of its kind writes the globals and strings it names in full
+        # (memoizing them in torch's order); later ones refer back with cached fragments.
+        refs = self.tensor_refs.get(kind)
+        legacy_class = self._storage_class(tensor, key) if refs is None else None
+        glob, put = self._global_bytes, self._next_put
+        hooks = refs.hooks if refs else None
         # Evaluated left to right: memo entries are numbered in the order torch's are.
         parts = [
-            head,  # [_rebuild_parameter] _rebuild_tensor_v2/v3 ( ( 'storage' StorageClass
+            refs.head if refs else self._tensor_head(legacy_class, parameter),
             self._str_bytes(storage_key),
-            cpu,
-            _int_opcode(tensor.size if legacy else tensor.nbytes) + b"t",
+            refs.cpu if refs else self._str_bytes("cpu"),
+            _int_opcode(tensor.size if (refs.legacy if refs else legacy_class) else tensor.nbytes)
+            + b"t",
             put(),
             b"QK\x00",  # the persistent id, then storage offset 0
             self._int_tuple_bytes(tensor.shape),
             self._int_tuple_bytes(contiguous_strides(tensor.shape)),
             b"\x89",
-            hooks,
+            hooks or glob("collections", "OrderedDict") + b")R",  # no backward hooks
             put(),
-            dtype,
+            refs.dtype if refs else
+            b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name]),
             b"t",
             put(),
             b"R",
@@ -306,70 +318,40 @@ class _Pickler:
         ]
         if parameter:
             requires_grad = b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89"
-            parts += [requires_grad, hooks, put(), b"\x87", put(), b"R", put()]
+            parts += [requires_grad, hooks or glob("collections", "OrderedDict") + b")R", put(),
+                      b"\x87", put(), b"R", put()]
         self.out.write(b"".join(parts))
+        if refs is None:
+            self.tensor_refs[kind] = self._kind_refs(tensor, parameter, legacy_class)
 
-    def memo_refs(self, tensor: Tensor, parameter: bool) -> tuple[bytes, bytes, bytes, bytes,
-                                                                  bool]:
-        """The memo references to the globals and strings every tensor of this kind
-        names, once the first one has memoized them all."""
-        legacy_class = _STORAGE_FOR.get(tensor.dtype_name)
-        glob = self._global_bytes
-        head = b"".join([
-            glob("torch._utils", "_rebuild_parameter") if parameter else b"",
-            glob("torch._utils", "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3"),
-            b"((",
-            self._str_bytes("storage"),
-            glob("torch", legacy_class) if legacy_class
-            else glob("torch.storage", "UntypedStorage"),
-        ])
-        dtype = b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name])
-        return (head, self._str_bytes("cpu"), glob("collections", "OrderedDict") + b")R", dtype,
-                legacy_class is not None)
-
-    def save_first_tensor(self, tensor: Tensor, key: str, storage_key: str,
-                          parameter: bool) -> None:
-        name = tensor.dtype_name
-        if name not in _TORCH_NAME:
+    @staticmethod
+    def _storage_class(tensor: Tensor, key: str) -> str | None:
+        """The legacy storage class of the tensor's dtype (None: UntypedStorage + v3)."""
+        if tensor.dtype_name not in _TORCH_NAME:
             raise UnsupportedError(f"tensor {key!r} is {tensor.dtype_name}, which torch has no "
                                    "dtype for")
-        legacy_class = _STORAGE_FOR.get(name)
-        glob, put = self._global_bytes, self._next_put
-        # Evaluated left to right: memo entries are numbered in the order torch's are.
-        parts = [
+        return _STORAGE_FOR.get(tensor.dtype_name)
+
+    def _tensor_head(self, legacy_class: str | None, parameter: bool) -> bytes:
+        """[_rebuild_parameter] _rebuild_tensor_v2|v3 ( ( 'storage' StorageClass."""
+        glob = self._global_bytes
+        return b"".join([
             glob("torch._utils", "_rebuild_parameter") if parameter else b"",
             glob("torch._utils", "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3"),
             b"((",  # the arguments, then the persistent id
             self._str_bytes("storage"),
             glob("torch", legacy_class) if legacy_class
             else glob("torch.storage", "UntypedStorage"),
-            self._str_bytes(storage_key),
-            self._str_bytes("cpu"),
-            _int_opcode(tensor.size if legacy_class else tensor.nbytes) + b"t",
-            put(),
-            b"QK\x00",  # the persistent id, then storage offset 0
-            self._int_tuple_bytes(tensor.shape),
-            self._int_tuple_bytes(contiguous_strides(tensor.shape)),
-            b"\x89",
-            glob("collections", "OrderedDict") + b")R",  # no backward hooks
-            put(),
-            b"" if legacy_class else glob("torch", _TORCH_NAME[name]),
-            b"t",
-            put(),
-            b"R",
-            put(),
-        ]
-        if parameter:
-            parts += [
-                b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89",
-                glob("collections", "OrderedDict") + b")R",
-                put(),
-                b"\x87",
-                put(),
-                b"R",
-                put(),
-            ]
-        self.out.write(b"".join(parts))
+        ])
+
+    def _kind_refs(self, tensor: Tensor, parameter: bool, legacy_class: str | None
+                   ) -> _KindRefs:
+        """Once the first tensor of a kind has memoized them: references to its globals."""
+        glob = self._global_bytes
+        dtype = b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name])
+        return _KindRefs(self._tensor_head(legacy_class, parameter), self._str_bytes("cpu"),
+                         glob("collections", "OrderedDict") + b")R", dtype,
+                         legacy_class is not None)
 
     def empty_ordered_dict(self) -> None:
         """The empty backward-hooks OrderedDict every tensor carries."""
