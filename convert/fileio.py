@@ -24,7 +24,11 @@ def read_region(path: str | os.PathLike, offset: int, size: int, what: str = "da
 
     Returns a writable buffer: a bytearray, or for large regions a memoryview of a private
     mapping of the file (unmapped when the last view of it is dropped)."""
-    return SourceFile(path).read(offset, size, what)
+    source = SourceFile(path)
+    try:
+        return source.read(offset, size, what)
+    finally:
+        source.close()
 
 
 class SourceFile:
@@ -32,17 +36,24 @@ class SourceFile:
     closed when the last tensor that refers to it is dropped: an open and close per tensor
     costs more than reading a small tensor does."""
 
-    __slots__ = ("path", "_fd", "__weakref__")
+    __slots__ = ("path", "_fd", "_closer", "__weakref__")
 
     def __init__(self, path: str | os.PathLike):
         self.path = path
         self._fd: int | None = None
+        self._closer: weakref.finalize | None = None
 
     def _open(self) -> int:
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self._fd = fd
-        weakref.finalize(self, os.close, fd)
+        self._closer = weakref.finalize(self, os.close, fd)
         return fd
+
+    def close(self) -> None:
+        """Close the file now (a later read opens it again; mapped regions stay valid)."""
+        if self._closer is not None:
+            self._closer()
+            self._fd = self._closer = None
 
     def read(self, offset: int, size: int, what: str = "data") -> bytearray | memoryview:
         """Exactly `size` bytes at `offset` (see `read_region`). Positioned reads: threads
