@@ -171,12 +171,9 @@ class _MsgpackWalker:
     def tell(self) -> int:
         return self.base + self.unpacker.tell()
 
-    def _pread(self, offset: int, size: int) -> bytes:
-        return self.window.read(offset, size)
-
-    def _call(self, where: str, fn: Callable[[], Any]) -> Any:
-        """Run one Unpacker step, turning its exceptions into one-line FormatErrors."""
-        at = self.tell()
+    def _call(self, where: str, fn: Callable[[], Any], at: int) -> Any:
+        """Run one Unpacker step on the value at byte `at`, turning its exceptions into
+        one-line FormatErrors."""
         try:
             return fn()
         except msgpack.OutOfData:
@@ -194,34 +191,34 @@ class _MsgpackWalker:
             raise FormatError(f"nested deeper than {_MAX_DEPTH} levels at {_where(where)}",
                               self.path)
         at = self.tell()
-        head = self._pread(at, 1)
+        head = self.window.read(at, 1)
         if not head:
             raise self._truncated(where, at)
         kind = _KINDS[head[0]]
         if kind == "map":
-            return self._map(where, depth)
+            return self._map(where, depth, at)
         if kind == "array":
-            count = self._call(where, self.unpacker.read_array_header)
+            count = self._call(where, self.unpacker.read_array_header, at)
             self._check_count(count, 1, where)
             return [self.value(_join(where, str(i)), depth + 1) for i in range(count)]
         if kind == "ext":
             return self._ext(at, where)
-        return self._call(where, self.unpacker.unpack)
+        return self._call(where, self.unpacker.unpack, at)
 
     def _check_count(self, count: int, min_bytes: int, where: str) -> None:
         if count * min_bytes > self.size - self.tell():
             raise self._truncated(where, self.tell())
 
-    def _map(self, where: str, depth: int) -> dict:
-        count = self._call(where, self.unpacker.read_map_header)
+    def _map(self, where: str, depth: int, at: int) -> dict:
+        count = self._call(where, self.unpacker.read_map_header, at)
         self._check_count(count, 2, where)
         out: dict = {}
         for _ in range(count):
             at = self.tell()
-            head = self._pread(at, 1)
+            head = self.window.read(at, 1)
             if not head:
                 raise self._truncated(where, at)
-            key = (self._call(where, self.unpacker.unpack) if _KINDS[head[0]] == "scalar"
+            key = (self._call(where, self.unpacker.unpack, at) if _KINDS[head[0]] == "scalar"
                    else None)
             if type(key) is not str and type(key) is not int:
                 raise FormatError(f"map key at byte {at} in {_where(where)} is not a string",
@@ -232,7 +229,7 @@ class _MsgpackWalker:
         return out
 
     def _ext(self, at: int, where: str) -> Any:
-        head = self._pread(at, 6)
+        head = self.window.read(at, 6)
         if len(head) < {0xC7: 3, 0xC8: 4, 0xC9: 6}.get(head[0], 2):
             raise self._truncated(where, at)
         code, length, header = _ext_header(head)
@@ -240,7 +237,7 @@ class _MsgpackWalker:
         if end > self.size:
             raise self._truncated(where, at)
         if length <= _SKIP_LIMIT:
-            self._call(where, self.unpacker.skip)
+            self._call(where, self.unpacker.skip, at)
         else:
             self._restart(end)
         if code in (EXT_NDARRAY, EXT_NPSCALAR):
@@ -252,7 +249,7 @@ class _MsgpackWalker:
 
     def _array_ref(self, code: int, start: int, length: int, where: str) -> _ArrayRef:
         """Parse `[shape, dtype name, bytes]` from the payload's first bytes only."""
-        head = self._pread(start, min(length, _PAYLOAD_HEAD))
+        head = self.window.read(start, min(length, _PAYLOAD_HEAD))
         bad = f"{_where(where)}: array payload at byte {start} is not [shape, dtype, bytes]"
         shape, name, data_at = _plain_payload_head(head) or self._payload_head(head, bad)
         if isinstance(name, bytes):
