@@ -126,7 +126,7 @@ class Graph:
 
     def nodes(self) -> Iterator[tuple[Path, Node]]:
         """The root, then every Node as `walk` reports it (at each path that reaches it),
-        without visiting the tensors' edges one by one."""
+        without making a path for every tensor on the way."""
         yield (), self.root
         seen = {id(self.root)}
         stack = [((), iter(self.root.edges.items()))]
