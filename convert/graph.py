@@ -143,6 +143,12 @@ class Graph:
             else:
                 stack.pop()
 
+    def value_paths(self) -> list[Path]:
+        """The path of every non-tensor value the Nodes hold (`Node.metadata`), for writers
+        that have nowhere to put them and say what they dropped."""
+        return [path + (name,) for path, node in self.nodes() if node.metadata
+                for name in node.metadata]
+
     def entries(self) -> list[Entry]:
         """Each tensor once, depth-first order, with all its paths; then the slots
         (at `slot_path`)."""

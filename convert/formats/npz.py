@@ -314,7 +314,7 @@ def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -
     if ml_named:
         notes.append(f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
                      "np.load reads it once ml_dtypes is imported (as JAX does)")
-    values = sum(len(node.metadata) for _, node in graph.nodes())
+    values = len(graph.value_paths())
     if values or graph.metadata:
         notes.append(f"{values + len(graph.metadata)} non-tensor values not written "
                      "(npz holds arrays only)")

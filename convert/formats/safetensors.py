@@ -185,9 +185,7 @@ def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
                 if isinstance(k, str) and isinstance(v, str)}
     metadata.setdefault("format", "pt")
     dropped = [str(k) for k in graph.metadata if k not in metadata]
-    for path, node in graph.nodes():
-        if node.metadata:
-            dropped.extend(join_path(path + (name,)) for name in node.metadata)
+    dropped.extend(map(join_path, graph.value_paths()))
     if dropped:
         notes.append(f"safetensors holds tensors and string metadata only: dropped "
                      f"{len(dropped)} value(s): {', '.join(dropped[:5])}")

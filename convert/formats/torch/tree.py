@@ -214,9 +214,7 @@ def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
                      "their optimizer's path")
     # (safetensors' own `format` marker describes that container, not the model)
     dropped = [k for k in graph.metadata if not (graph.format == "safetensors" and k == "format")]
-    for path, node in graph.nodes():  # (the root's values by their own names)
-        if node.metadata:
-            dropped.extend(join_path(path + (name,)) for name in node.metadata)
+    dropped.extend(map(join_path, graph.value_paths()))
     if dropped:
         notes.append(f"a state dict holds tensors only: dropped {len(dropped)} non-tensor "
                      f"value(s): {', '.join(map(str, dropped[:5]))}")
