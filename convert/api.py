@@ -26,6 +26,8 @@ class Report:
     bytes: int = 0
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things a user should know (folded aliases…)
+    rules: dict[str, Any] | None = None  # the rules report: consumed, unused, missing, plan
+    written: bool = True  # False for a dry run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +83,33 @@ def _check_options(fmt: registry.Format, options: dict[str, Any], path) -> None:
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = None,
             from_format: str | None = None, overwrite: bool = False,
-            progress: Progress | None = None, **options: Any) -> Report:
-    """Read `src` and write it to `dst`, one tensor at a time."""
+            progress: Progress | None = None, rules: Any = None,
+            like: str | os.PathLike | None = None, check: str | None = None,
+            reverse: bool = False, emit_rules: str | os.PathLike | None = None,
+            dry_run: bool = False, **options: Any) -> Report:
+    """Read `src` and write it to `dst`, one tensor at a time.
+
+    `rules` (a built-in rule set's name, a rule file, or a loaded RuleSet) maps the source's
+    layers and tensors into another framework's; `like` is a target skeleton (any
+    checkpoint this reads, or a `ckpt ls --json` listing) whose keys, shapes and dtypes the
+    output takes; `check` is one of `consumed`, `existing`, `nontrivial`, `partial`."""
     graph = load(src, from_format)
-    return save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
+    if rules is None and like is None:
+        if dry_run or emit_rules or check or reverse:
+            raise registry.UnsupportedError("dry_run, emit_rules, check and reverse go with "
+                                            "rules or like")
+        return save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
+    from . import mapping
+
+    planned, fmt = mapping.plan(graph, dst, to=to, rules=rules, like=like, check=check,
+                                reverse=reverse)
+    if emit_rules is not None:
+        mapping.emit(planned, emit_rules, src, like)
+    if dry_run:
+        report = Report(graph.source, os.fspath(dst), graph.format, fmt, written=False)
+    else:
+        report = save(planned.graph, dst, fmt, overwrite=overwrite, progress=progress,
+                      **options)
+        report.source_format = graph.format
+    mapping.add_notes(report, planned)
+    return report

@@ -165,9 +165,22 @@ def _shard_size(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="torch/safetensors/keras: split DST into shards of at most this size "
                    "(2GB, 500MB).")
 @click.option("--compress", is_flag=True, help="npz: deflate the members.")
+@click.option("--rules", "rules", metavar="NAME|FILE",
+              help="Map layers and tensors with these rules (`ckpt rules` lists them).")
+@click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
+@click.option("--like", metavar="TARGET",
+              help="Give DST exactly TARGET's keys, shapes and dtypes (a fresh model's file, "
+                   "or a `ckpt ls --json` listing).")
+@click.option("--check", type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
+              help="What must match (as TF's restore status); default: existing with --like, "
+                   "else consumed.")
+@click.option("--emit-rules", metavar="FILE", help="Write the alignment found as a rule file.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the report; write nothing.")
 def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
                     overwrite: bool, quiet: bool, as_json: bool, max_to_keep: int | None,
-                    tf_names: bool, max_shard_size: int | None, compress: bool) -> None:
+                    tf_names: bool, max_shard_size: int | None, compress: bool,
+                    rules: str | None, reverse: bool, like: str | None, check: str | None,
+                    emit_rules: str | None, dry_run: bool) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = {}
     if max_to_keep is not None:
@@ -180,19 +193,45 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
         options["max_shard_size"] = max_shard_size
     if compress:
         options["compress"] = True
+    mapped = {"rules": rules, "like": like, "check": check, "reverse": reverse,
+              "emit_rules": emit_rules, "dry_run": dry_run}
     with _user_errors():
-        graph = api.load(src, from_format)
-        with _progress(quiet, graph) as progress:
-            report = api.save(graph, dst, to_format, overwrite=overwrite, progress=progress,
-                              **options)
+        if rules or like or any(mapped.values()):
+            report = api.convert(src, dst, to=to_format, from_format=from_format,
+                                 overwrite=overwrite, **mapped, **options)
+        else:
+            graph = api.load(src, from_format)
+            with _progress(quiet, graph) as progress:
+                report = api.save(graph, dst, to_format, overwrite=overwrite,
+                                  progress=progress, **options)
+    if dry_run and not as_json:
+        _print_plan(report)
+        return
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
     elif not quiet:
         click.echo(f"{report.source} ({report.source_format}) -> {report.destination} "
                    f"({report.target_format}): {report.tensors} tensors, {_human(report.bytes)}",
                    err=True)
+        if report.rules:
+            click.echo(f"  {report.rules['summary']}", err=True)
         for note in report.notes:
             click.echo(f"  note: {note}", err=True)
+
+
+def _print_plan(report: api.Report) -> None:
+    """`--dry-run`: each output entry with what makes it, then the report."""
+    rules = report.rules or {}
+    for item in rules.get("plan", []):
+        shape = "[" + ", ".join(map(str, item["shape"])) + "]"
+        sources = " + ".join(item["sources"]) or "(made by the rules)"
+        click.echo(f"{item['key']}  {item['dtype']}{shape}  <- {sources}"
+                   + (f"  ({item['ops']})" if item["ops"] != "copy" else ""))
+    for layer in rules.get("layers", []):
+        click.echo(f"layer {layer['source']} -> {layer['target']} ({layer['kind']})", err=True)
+    click.echo(f"dry run, nothing written: {rules.get('summary', '')}", err=True)
+    for note in report.notes:
+        click.echo(f"  note: {note}", err=True)
 
 
 @contextmanager
@@ -207,6 +246,36 @@ def _progress(quiet: bool, graph: Graph) -> Iterator[api.Progress | None]:
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
               leave=False, mininterval=0.2) as bar:
         yield bar.update
+
+
+@main.group("rules", invoke_without_command=True)
+@click.pass_context
+def rules_command(ctx: click.Context) -> None:
+    """List the built-in rule sets (`ckpt rules show NAME` prints one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import rules
+
+    with _user_errors():
+        for name in rules.builtin_names():
+            ruleset = rules.load(name)
+            click.echo(f"{name:<14} {' <-> '.join(ruleset.sides):<16} {ruleset.summary}")
+            if ruleset.serves:
+                click.echo(f"{'':<14} serves: {ruleset.serves}")
+
+
+@rules_command.command("show")
+@click.argument("name")
+def rules_show_command(name: str) -> None:
+    """Print a built-in rule set's file."""
+    from importlib import resources
+
+    from . import rules
+
+    with _user_errors():
+        rules.load(name)  # an unknown name gets the usual one-line error
+        click.echo(resources.files("convert.mappings").joinpath(f"{name}.toml")
+                   .read_text("utf8"), nl=False)
 
 
 @main.command("formats")

@@ -1,0 +1,74 @@
+"""Derived tensors: the leaves of a planned graph. Each knows its dtype and shape from the
+ops, and computes its value from its source tensors only when a writer reads it.
+
+One computation may give several tensors (a fused `in_proj_weight` split into q, k and v):
+its outputs are kept until each has been read once, so the sources are read once for all
+of them, and the memory held is one computation's outputs at most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Tensor
+from .ops import Chain, Spec
+
+
+class Computation:
+    """Source tensors through an op chain."""
+
+    __slots__ = ("inputs", "chain", "specs", "_ready", "_left")
+
+    def __init__(self, inputs: list[Tensor], chain: Chain, specs: list[Spec]):
+        self.inputs = inputs
+        self.chain = chain
+        self.specs = specs
+        self._ready: list[np.ndarray] | None = None
+        self._left: set[int] = set()
+
+    def output(self, index: int) -> np.ndarray:
+        if self._ready is None or index not in self._left:
+            self._ready = self.chain.apply([t.read() for t in self.inputs])
+            self._left = set(range(len(self._ready)))
+        value = self._ready[index]
+        self._left.discard(index)
+        if not self._left:
+            self._ready = None
+        return value
+
+
+class _Output:
+    """The loader of one output of a Computation (an object, not a closure: cheap)."""
+
+    __slots__ = ("computation", "index")
+
+    def __init__(self, computation: Computation, index: int):
+        self.computation = computation
+        self.index = index
+
+    def __call__(self) -> np.ndarray:
+        return self.computation.output(self.index)
+
+
+def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
+    """The tensors `chain` makes of `inputs`, lazily, each with its provenance in `meta`:
+    `rule_sources` (source keys), `rule_ops` (what was done), `rule_exact`."""
+    specs = chain.specs([(t.dtype, t.shape) for t in inputs])
+    if not chain.ops and len(inputs) == len(specs):
+        return list(inputs)  # a plain rename: the source tensor itself
+    computation = Computation(inputs, chain, specs)
+    sources = [key for t in inputs for key in sources_of(t)]
+    done = [t.meta["rule_ops"] for t in inputs if t.meta.get("rule_ops")]
+    ops = "; ".join([*done, chain.describe()])
+    exact = chain.exact and all(t.meta.get("rule_exact", True) for t in inputs)
+    return [Tensor(dtype, shape, _Output(computation, i),
+                   {"rule_sources": sources, "rule_ops": ops, "rule_exact": exact})
+            for i, (dtype, shape) in enumerate(specs)]
+
+
+def sources_of(tensor: Tensor) -> list[str]:
+    """The source keys a tensor comes from (itself, if it was read from a file)."""
+    found = tensor.meta.get("rule_sources")
+    if found is not None:
+        return list(found)
+    return [str(tensor.meta.get("key") or tensor.meta.get("rule_key") or "?")]

@@ -1,0 +1,311 @@
+"""The plan: a graph whose leaves are derived tensors, built before any tensor is read, and
+the report of what it consumed, left unused, missed and made up.
+
+With a skeleton (`--like`), the output is the skeleton itself (its keys, shapes, dtypes,
+containers and metadata) with each tensor replaced by the one the rules derive for it;
+the source's layers are aligned to the skeleton's by kind and order (`align.py`). Without
+one, `[[path]]` rules say where each layer goes and `[[tensor]]` rules name each tensor.
+Writers take the plan as they take any graph: they never see a rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dtypes import dtype_name
+from ..graph import Graph, Node
+from ..graph import Path as GraphPath
+from ..tensor import Tensor
+from . import kinds as kinds_module
+from .align import Pair, align
+from .derive import sources_of
+from .kinds import Layer, View, keras_index
+from .language import RuleError, RuleSet
+from .translate import Step, routes, run_layer, run_tensor_rules
+
+CHECKS = ("consumed", "existing", "nontrivial", "partial")
+_DOT_FORMATS = ("torch", "safetensors", "sharded")
+
+
+@dataclass
+class RulesReport:
+    """The counterpart of TensorFlow's restore status, for a conversion through rules."""
+
+    rules: str
+    direction: str
+    check: str
+    consumed: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    inexact: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[dict[str, str]] = field(default_factory=list)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"rules {self.rules} ({self.direction}): {len(self.plan)} planned, "
+                f"{len(self.consumed)} source tensors consumed, {len(self.unused)} unused, "
+                f"{len(self.skipped)} skipped by the rules, {len(self.missing)} target "
+                f"entries missing")
+
+
+@dataclass
+class Planned:
+    graph: Graph
+    report: RulesReport
+    emitted: list[dict[str, str]]  # [[path]] rules for the alignment found
+    ruleset: RuleSet
+
+
+def steps(rules: RuleSet, source_format: str | None, target_format: str | None,
+          reverse: bool) -> list[Step]:
+    """The rule sets to run, each in its direction, from the source's side to the target's."""
+    if rules.compose:
+        first, second = rules.compose
+        middle = (set(first.sides) & set(second.sides)).pop()
+        src, dst = rules.sides
+        if reverse or (rules.side_of(source_format) == dst):
+            src, dst = dst, src
+            first, second = second, first
+        _check_side(rules, src, source_format, "source")
+        return [Step(first, src, middle), Step(second, middle, dst)]
+    src = rules.side_of(source_format)
+    if reverse:
+        src = rules.sides[1] if src != rules.sides[1] else rules.sides[0]
+    if src is None:
+        raise RuleError(f"rules {rules.name} map {' and '.join(rules.sides)} files "
+                        f"({', '.join(_formats(rules))}); the source is a {source_format} "
+                        "file (--reverse picks the direction)")
+    dst = rules.sides[1] if src == rules.sides[0] else rules.sides[0]
+    if target_format and target_format not in rules.side_formats(dst):
+        raise RuleError(f"rules {rules.name} write {dst} ({', '.join(rules.side_formats(dst))}"
+                        f"), not a {target_format} file")
+    return [Step(rules, src, dst)]
+
+
+def _check_side(rules: RuleSet, side: str, fmt: str | None, what: str) -> None:
+    if fmt not in rules.side_formats(side):
+        raise RuleError(f"rules {rules.name}: the {what} is a {fmt} file, not {side} "
+                        f"({', '.join(rules.side_formats(side))})")
+
+
+def _formats(rules: RuleSet) -> list[str]:
+    return [f for s in rules.sides for f in rules.side_formats(s)]
+
+
+def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
+         target_format: str | None = None, check: str | None = None,
+         reverse: bool = False) -> Planned:
+    """Map `source` through `rules` into a graph of lazy derived tensors."""
+    check = check or ("existing" if like is not None else "consumed")
+    if check not in CHECKS:
+        raise RuleError(f"unknown check {check!r}; one of {', '.join(CHECKS)}")
+    target_format = like.format if like is not None else target_format
+    chain = steps(rules, source.format, target_format, reverse)
+    report = RulesReport(rules.name, f"{chain[0].src} -> {chain[-1].dst}", check)
+    _name_sources(source)
+    entries = [e for e in source.entries() if e.slot is None]
+    skipped = [e for e in entries if any(p.match(e.path) for p in rules.skip)]
+    report.skipped = [_source_key(e.tensor) for e in skipped]
+    if source.slots:
+        report.skipped += [_source_key(e.tensor) for e in source.entries() if e.slot is not None]
+    left = {path: e.tensor for e in entries if e not in skipped for path in e.paths}
+    want = _targets(like) if like is not None else None
+    produced, used = ({}, set()) if rules.compose else \
+        run_tensor_rules(rules, chain[0], left, want)
+    left = {p: t for p, t in left.items() if id(t) not in used}
+    emitted: list[dict[str, str]] = []
+    if rules.layers or rules.compose:
+        layer_out, layer_used = _plan_layers(source, left, chain, like, target_format, report,
+                                             emitted, rules)
+        produced.update(layer_out)
+        used |= layer_used
+    report.unused = sorted({_source_key(t) for t in left.values() if id(t) not in used}
+                           | set(report.unused))
+    graph = _output(source, like, produced, target_format, report)
+    _check(report, check, rules)
+    return Planned(graph, report, emitted, rules)
+
+
+def _name_sources(source: Graph) -> None:
+    for entry in source.entries():
+        if "key" not in entry.tensor.meta:
+            entry.tensor.meta["rule_key"] = "/".join(entry.path)
+
+
+def _source_key(tensor: Tensor) -> str:
+    return str(tensor.meta.get("key") or tensor.meta.get("rule_key") or "?")
+
+
+def _targets(like: Graph) -> dict[GraphPath, Tensor]:
+    return {path: e.tensor for e in like.entries() if e.slot is None for path in e.paths}
+
+
+def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step],
+                 like: Graph | None, target_format: str | None, report: RulesReport,
+                 emitted: list[dict[str, str]], rules: RuleSet
+                 ) -> tuple[dict[GraphPath, Tensor], set[int]]:
+    remaining = {id(t) for t in left.values()}
+    found = kinds_module.view(source, _framework(chain[0].src, source.format))
+    layers = [layer for layer in found.layers
+              if all(id(t) in remaining for t in layer.vars.values())]
+    paths = [routes(layer.kinds, chain) for layer in layers]
+    produced: dict[GraphPath, Tensor] = {}
+    used: set[int] = set()
+    if like is not None:
+        target = kinds_module.view(like, _framework(chain[-1].dst, like.format))
+        result = align(layers, paths, target.layers)
+        where = {id(t): p for p, t in _targets(like).items()}
+        place = {id(layer): i for i, layer in enumerate(target.layers)}
+        result.pairs.sort(key=lambda pair: place[id(pair.target)])
+        for pair in result.pairs:
+            made, unused = _run_pair(pair, paths[layers.index(pair.source)], chain)
+            for var, tensor in made.items():
+                produced[where[id(pair.target.vars[var])]] = tensor
+            used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
+            report.layers.append({"source": pair.source.name, "target": pair.target.name,
+                                  "kind": pair.kind})
+            emitted.append({chain[0].src: "/".join(pair.source.path),
+                            chain[-1].dst: "/".join(pair.target.path), "kind": pair.kind})
+        return produced, used
+    order = sorted(range(len(layers)), key=lambda i: _rule_index(rules, chain, layers[i]))
+    for layer, route in ((layers[i], paths[i]) for i in order):
+        placed = _place_by_rules(layer, route, rules, chain, found, target_format)
+        if placed is None:
+            continue
+        for path, tensor in placed.items():
+            produced[path] = tensor
+        used.update(id(t) for t in layer.vars.values())
+    return produced, used
+
+
+def _rule_index(rules: RuleSet, chain: list[Step], layer: Layer) -> int:
+    """Layers go out in the order of the [[path]] rules that place them (the skeleton's
+    order, in a file --emit-rules wrote)."""
+    side = chain[0].src
+    return next((i for i, r in enumerate(rules.paths) if r.patterns[side].match(layer.path)
+                 is not None), len(rules.paths))
+
+
+def _framework(side: str, fmt: str | None) -> str:
+    return side if side in kinds_module.FRAMEWORKS else kinds_module._FORMAT_FRAMEWORK.get(
+        fmt or "", side)
+
+
+def _run_pair(pair: Pair, route: dict, chain: list[Step]) -> tuple[dict[str, Tensor], list[str]]:
+    return run_layer(pair.source.vars, route[pair.kind], chain, pair.target.vars,
+                     pair.source.name)
+
+
+def _place_by_rules(layer: Layer, route: dict, rules: RuleSet, chain: list[Step],
+                    found: View, target_format: str | None) -> dict[GraphPath, Tensor] | None:
+    """A layer placed by a `[[path]]` rule, without a skeleton."""
+    src, dst = chain[0].src, chain[-1].dst
+    for rule in rules.paths:
+        values = rule.patterns[src].match(layer.path)
+        if values is None:
+            continue
+        kinds = [rule.kind] if rule.kind in route else sorted(route)
+        if len(kinds) != 1:
+            raise RuleError(f"layer {layer.name} may be {' or '.join(kinds) or 'no kind'} in "
+                            f"the target; say which with `kind` in its [[path]] rule")
+        made, _ = run_layer(layer.vars, route[kinds[0]], chain, None, layer.name)
+        target = rule.patterns[dst].fill(values)
+        framework = _framework(dst, target_format)
+        spec = kinds_module.specs()[framework][kinds[0]]
+        return {_target_path(framework, target, var, spec, set(made)): t
+                for var, t in made.items()}
+    if rules.layers and not rules.paths:
+        raise RuleError(f"rules {rules.name} map layers by kind; the target's layer names come "
+                        "from --like TARGET (a fresh model's file, or a `ckpt ls --json` "
+                        "listing of one), or from [[path]] rules (--emit-rules writes them)")
+    return None
+
+
+def _target_path(framework: str, layer: GraphPath, var: str, spec, present: set[str]
+                 ) -> GraphPath:
+    if framework == "keras":
+        return (*layer, *keras_index(spec, var, present))
+    if framework == "flax":
+        collection, _, rest = var.partition("/")
+        return (collection, *layer, *rest.split("/"))
+    return (*layer, *var.split("/"))
+
+
+def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor],
+            target_format: str | None, report: RulesReport) -> Graph:
+    if like is None:
+        graph = Graph(format=target_format, source=source.source, files=list(source.files))
+        for path, tensor in produced.items():
+            graph.add(path, tensor)
+        for path, tensor in produced.items():
+            report.plan.append(_planned(_key(path, target_format), tensor))
+        return graph
+    fill: dict[int, Tensor] = {}
+    for entry in like.entries():
+        if entry.slot is not None:
+            continue
+        made = next((produced[p] for p in entry.paths if p in produced), None)
+        key = str(entry.tensor.meta.get("key") or _key(entry.path, like.format))
+        if made is None:
+            report.missing.append(key)
+            continue
+        fill[id(entry.tensor)] = made
+        report.plan.append(_planned(key, made))
+    known = {p for e in like.entries() for p in e.paths}
+    report.unexpected = [_key(p, like.format) for p in produced if p not in known]
+    graph = Graph(root=_copy(like.root, fill, {}), metadata=dict(like.metadata),
+                  format=like.format, source=source.source,
+                  files=[*source.files, *like.files])
+    return graph
+
+
+def _copy(node: Node, fill: dict[int, Tensor], memo: dict[int, Node]) -> Node:
+    """The skeleton's Node tree with its tensors replaced (aliases stay aliases)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    new = memo[id(node)] = Node(dict(node.meta))
+    new.metadata = dict(node.metadata)
+    for name, item in node.edges.items():
+        if isinstance(item, Node):
+            new.edges[name] = _copy(item, fill, memo)
+        elif id(item) in fill:
+            new.edges[name] = fill[id(item)]
+    return new
+
+
+def _key(path: GraphPath, fmt: str | None) -> str:
+    return ("." if fmt in _DOT_FORMATS else "/").join(path)
+
+
+def _planned(key: str, tensor: Tensor) -> dict[str, Any]:
+    return {"key": key, "dtype": dtype_name(tensor.dtype), "shape": list(tensor.shape),
+            "sources": sources_of(tensor), "ops": tensor.meta.get("rule_ops", "copy"),
+            "exact": tensor.meta.get("rule_exact", True)}
+
+
+def _check(report: RulesReport, check: str, rules: RuleSet) -> None:
+    consumed = {s for item in report.plan for s in item["sources"]}
+    report.consumed = sorted(consumed - {"?"})
+    report.inexact = [{"key": p["key"], "ops": p["ops"]} for p in report.plan if not p["exact"]]
+    problems = []
+    if check in ("consumed", "existing") and report.missing:
+        problems.append(_some(report.missing, "target entries missing"))
+    if check == "consumed" and report.unused:
+        problems.append(_some(report.unused, "source tensors unused"))
+    if check != "partial" and report.unexpected:
+        problems.append(_some(report.unexpected, "made but not in the target"))
+    if check == "nontrivial" and not report.plan:
+        problems.append("nothing matched")
+    if not report.plan and check != "partial":
+        problems.append(f"rules {rules.name} matched nothing in the source")
+    if problems:
+        raise RuleError(f"check {check!r} failed: " + "; ".join(dict.fromkeys(problems))
+                        + " (--check partial writes what matched)")
+
+
+def _some(keys: list[str], what: str) -> str:
+    shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    return f"{len(keys)} {what} ({shown})"

@@ -1,0 +1,150 @@
+"""Running rules over tensors: a layer's variables through each step's layer rule, and
+tensors through `[[tensor]]` rules, into derived tensors (no data read).
+
+A step is one rule set in one direction. Going the way a file is written, the ops run as
+written; going back, each op's inverse is built from the specs the forward ops were given,
+which are the target's (from the skeleton) where there is one, else what the ops can tell
+from the source's shapes alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..graph import Path
+from ..tensor import Tensor
+from .derive import derive
+from .language import LayerRule, RuleError, RuleSet, TensorRule, VarMap
+from .ops import Chain, NeedShapes, OpError
+
+
+@dataclass(frozen=True)
+class Step:
+    rules: RuleSet
+    src: str  # side read
+    dst: str  # side written
+
+    @property
+    def forward(self) -> bool:
+        return self.src == self.rules.sides[0]
+
+
+def routes(kinds: frozenset[str], steps: list[Step]) -> dict[str, list[LayerRule]]:
+    """Target kind → the layer rules that take a layer of one of `kinds` there."""
+    found: dict[str, list[LayerRule]] = {}
+    frontier: list[tuple[str, list[LayerRule]]] = [(k, []) for k in sorted(kinds)]
+    for step in steps:
+        frontier = [(rule.kinds[step.dst], [*path, rule]) for kind, path in frontier
+                    for rule in step.rules.layer_rules(step.src, kind)]
+    for kind, path in frontier:
+        found.setdefault(kind, path)
+    return found
+
+
+def run_layer(variables: dict[str, Tensor], path: list[LayerRule], steps: list[Step],
+              want: dict[str, Tensor] | None, where: str) -> tuple[dict[str, Tensor], list[str]]:
+    """The target layer's variables from the source layer's, and the source variables left
+    unused (the target has no place for them)."""
+    current = variables
+    unused: list[str] = []
+    for i, (step, rule) in enumerate(zip(steps, path, strict=True)):
+        last = i == len(steps) - 1
+        current, left = _run_rule(rule, step, current, want if last else None, where)
+        unused += left
+    return current, unused
+
+
+def _run_rule(rule: LayerRule, step: Step, current: dict[str, Tensor],
+              want: dict[str, Tensor] | None, where: str) -> tuple[dict[str, Tensor], list[str]]:
+    out: dict[str, Tensor] = {}
+    unused: list[str] = []
+    for var in rule.vars:
+        src, dst = var.names[step.src], var.names[step.dst]
+        inputs = [current.get(n) for n in src]
+        if src and all(t is None for t in inputs):
+            continue  # a variable this layer does not have (a bias it was built without)
+        if any(t is None for t in inputs):
+            missing = [n for n, t in zip(src, inputs, strict=True) if t is None]
+            raise RuleError(f"layer {where}: has {', '.join(n for n in src if n not in missing)}"
+                            f" but not {', '.join(missing)}, which the rule maps together")
+        if want is not None and dst and not any(n in want for n in dst):
+            unused += src  # the target layer has no such variable (built without a bias)
+            continue
+        targets = [want[n] for n in dst] if want is not None and all(n in want for n in dst) \
+            else None
+        chain = _oriented(var, step, inputs, targets, f"layer {where}: {' + '.join(src)}")
+        out.update(zip(dst, derive(inputs, chain), strict=True))
+    return out, unused
+
+
+def _oriented(var: VarMap | TensorRule, step: Step, inputs: list[Tensor],
+              targets: list[Tensor] | None, where: str) -> Chain:
+    """The chain from `inputs` to the step's side, checked against `targets` if known."""
+    specs = [(t.dtype, t.shape) for t in inputs]
+    try:
+        if step.forward:
+            chain = var.chain
+            got = chain.specs(specs)
+        else:
+            wanted = [(t.dtype, t.shape) for t in targets] if targets is not None \
+                else var.chain.back(specs)
+            if var.chain.specs(wanted) != specs:
+                raise RuleError(f"{where}: the rule makes "
+                                f"{_specs(var.chain.specs(wanted))} of the target's "
+                                f"{_specs(wanted)}, not the source's {_specs(specs)}")
+            chain = var.chain.inverse(wanted)
+            got = wanted
+    except NeedShapes as exc:
+        raise RuleError(f"{where}: {exc.reason}; give --like TARGET") from None
+    except OpError as exc:
+        raise RuleError(f"{where}: {exc.reason}") from None
+    if targets is not None and got != [(t.dtype, t.shape) for t in targets]:
+        raise RuleError(f"{where}: the rule makes {_specs(got)}, the target holds "
+                        f"{_specs([(t.dtype, t.shape) for t in targets])}")
+    return chain
+
+
+def _specs(specs) -> str:
+    from ..dtypes import dtype_name
+
+    return ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
+
+
+def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[Path, Tensor],
+                     want: dict[Path, Tensor] | None) -> tuple[dict[Path, Tensor], set[int]]:
+    """Target path → tensor for every source tensor a `[[tensor]]` rule matches, and the
+    ids of the source tensors used."""
+    produced: dict[Path, Tensor] = {}
+    used: set[int] = set()
+    for path, tensor in tensors.items():
+        if id(tensor) in used:
+            continue
+        for rule in rules.tensors:
+            values = rule.patterns[step.src][0].match(path)
+            if values is None or not _holds(rule, tensor):
+                continue
+            sources = [tensors.get(p.fill(values)) for p in rule.patterns[step.src]]
+            if any(t is None for t in sources):
+                continue
+            outputs = [p.fill(values) for p in rule.patterns[step.dst]]
+            targets = [want.get(p) for p in outputs] if want is not None else None
+            if targets is not None and any(t is None for t in targets):
+                targets = None
+            chain = _oriented(rule, step, sources, targets, f"tensor {'/'.join(path)}")
+            for out, made in zip(outputs, derive(sources, chain), strict=True):
+                if out in produced:
+                    raise RuleError(f"two rules write {'/'.join(out)} (the second from "
+                                    f"{'/'.join(path)}, rule {rule.text})")
+                produced[out] = made
+            used.update(id(t) for t in sources)
+            break
+    return produced, used
+
+
+def _holds(rule: TensorRule, tensor: Tensor) -> bool:
+    when = rule.when
+    if "rank" in when and len(tensor.shape) != when["rank"]:
+        return False
+    if "shape" in when and list(tensor.shape) != list(when["shape"]):
+        return False
+    return not ("dtype" in when and tensor.dtype_name != when["dtype"])

@@ -1,0 +1,38 @@
+"""Each layer kind, in every direction among Keras 3, PyTorch and Flax where both have it:
+the source saved by its framework, a fresh skeleton saved by the target's, converted with
+`--like`, loaded by the target's own loader, computing what the source computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convert import api
+
+from .frameworks import CASES, EXT, Side, directions
+
+PAIRS = [pytest.param(case, a, b, id=f"{case.name}-{a}-{b}")
+         for case in CASES for a, b in directions(case)]
+
+
+def port(case, source: str, target: str, tmp_path, seed: int = 7):
+    """The source side, the loaded target side, and the conversion's report."""
+    src = Side(source, case).build(seed)
+    src_file = src.save(tmp_path / f"src{EXT[source]}")
+    skeleton = Side(target, case).build()
+    skel_file = skeleton.save(tmp_path / f"skeleton{EXT[target]}")
+    out = tmp_path / f"out{EXT[target]}"
+    report = api.convert(src_file, out, like=skel_file)
+    skeleton.load(out)
+    return src, skeleton, report
+
+
+@pytest.mark.parametrize(("case", "source", "target"), PAIRS)
+def test_port_computes_the_same(case, source, target, tmp_path):
+    src, dst, report = port(case, source, target, tmp_path)
+    x = case.input()
+    expected, got = src.run(x), dst.run(x)
+    assert expected.shape == got.shape
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
+    assert not report.rules["missing"] and not report.rules["unused"]
