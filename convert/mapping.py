@@ -103,6 +103,7 @@ def add_notes(report: Any, planned: rules_pkg.Planned) -> None:
     """The rules report on the conversion's report, and its warnings among the notes."""
     rules = planned.report
     report.rules = {**vars(rules), "summary": rules.summary()}
+    report.notes.extend(rules.warnings)
     if rules.unused:
         report.notes.append(_some(rules.unused, "source tensor(s) were not used"))
     if rules.skipped:

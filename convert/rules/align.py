@@ -13,6 +13,7 @@ Whatever is left over on either side is reported (missing or unused), never gues
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .kinds import Layer
@@ -33,9 +34,10 @@ class Alignment:
     unmatched_target: list[Layer]
 
 
-def align(sources: list[Layer], routes: list[dict[str, list[str]]],
-          targets: list[Layer]) -> Alignment:
-    """Pair `sources` (with `routes[i]`: target kind → the kinds on the way) to `targets`."""
+def align(sources: list[Layer], routes: list[dict[str, list]], targets: list[Layer],
+          usable: Callable[[list, dict], bool]) -> Alignment:
+    """Pair `sources` (with `routes[i]`: target kind → the rules on the way) to `targets`;
+    `usable(rules, facts)` says whether a route's rules have the layer facts they need."""
     groups = _groups([set(r) for r in routes] + [set(t.kinds) for t in targets])
     pairs: list[Pair] = []
     unmatched_s: list[Layer] = []
@@ -46,7 +48,8 @@ def align(sources: list[Layer], routes: list[dict[str, list[str]]],
         _check_order([s for s, _ in s_in], "source", group)
         _check_order(t_in, "target", group)
         for (s, route), t in zip(s_in, t_in, strict=False):
-            common = set(route) & t.kinds
+            facts = {**t.facts, **s.facts}
+            common = {k for k in set(route) & t.kinds if usable(route[k], facts)}
             if len(common) != 1:
                 what = "does not match" if not common else "matches more than one kind of"
                 raise RuleError(f"aligning by kind and order: source layer {s.name} "

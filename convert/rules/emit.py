@@ -35,6 +35,8 @@ def rule_file(base: RuleSet, pairs: list[dict[str, str]], source: str, like: str
                                 "cannot spell")
         lines += ["", "[[path]]", f"{src} = {_string(pair[src] or '/')}",
                   f"{dst} = {_string(pair[dst] or '/')}", f"kind = {_string(pair['kind'])}"]
+        lines += [f"{name} = {value}" for name, value in pair.items()
+                  if name not in (src, dst, "kind")]
     return "\n".join(lines) + "\n"
 
 

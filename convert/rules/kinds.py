@@ -28,6 +28,7 @@ from ..errors import ConvertError, UnsupportedError
 from ..graph import Graph, Node
 from ..graph import Path as GraphPath
 from ..tensor import Tensor
+from .keras_config import flatten_facts, snake_case
 
 FRAMEWORKS = ("keras", "torch", "flax")
 # The format a graph was read from → the framework whose layer conventions it follows.
@@ -64,6 +65,7 @@ class Layer:
     cls: str | None = None  # the class the file records, if it does
     ordered: bool = True  # False: the file orders it only among layers of its class
     parent: GraphPath = ()
+    facts: dict[str, list[int]] = field(default_factory=dict)  # e.g. {"flatten": [h, w, c]}
 
     @property
     def name(self) -> str:
@@ -118,16 +120,13 @@ def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
     if cls is None:
         return None
     found = frozenset(s.kind for s in specs()[framework].values() if cls in s.classes)
-    return found or None
+    if not found:
+        return None
+    # Kinds no class declares (a Dense that reads a flattened map) stay possible.
+    return found | {s.kind for s in specs()[framework].values() if not s.classes}
 
 
 # -- Keras 3: classes from group names, variables by index --------------------------------
-
-def snake_case(name: str) -> str:
-    """Keras 3's group name for a class: `Conv2DTranspose` → `conv2d_transpose`."""
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
 
 @cache
 def _keras_groups() -> dict[str, tuple[str, str]]:
@@ -148,6 +147,7 @@ def _keras_view(graph: Graph) -> View:
     groups = _keras_groups()
     layers: list[Layer] = []
     claimed: set[int] = set()
+    flattened = flatten_facts(graph.metadata.get("keras_config"))
     for path, node in graph.nodes():
         if not path or path[0] == "optimizer":
             continue
@@ -162,7 +162,11 @@ def _keras_view(graph: Graph) -> View:
         indices = [t.meta.get("keras_layer_index") for t in found.values()]
         ordered = all(isinstance(i, int) for i in indices)
         order = (min(indices),) if ordered and indices else (int(counter or 0),)
-        layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1]))
+        facts = flattened.get(path, {})
+        if facts:  # a Dense reading a flattened feature map (see keras_config)
+            kind = "flatten_dense"
+        layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
+                            dict(facts)))
         claimed.update(id(t) for t in found.values())
     layers.sort(key=lambda layer: (layer.cls, layer.parent, layer.order)
                 if not layer.ordered else (layer.order,))

@@ -67,11 +67,17 @@ class LayerRule:
     kinds: dict[str, str]  # side → kind on that side
     vars: list[VarMap]
 
+    @property
+    def needs(self) -> set[str]:
+        """Layer facts its ops name: the rule applies only where a file gives them."""
+        return {n for var in self.vars for n in var.chain.needs}
+
 
 @dataclass
 class PathRule:
     patterns: dict[str, Pattern]
     kind: str | None = None
+    facts: dict[str, list[int]] = field(default_factory=dict)  # e.g. flatten = [4, 4, 8]
 
 
 @dataclass
@@ -247,7 +253,12 @@ def _path_rule(entry: Any, sides: tuple[str, str], where: str) -> PathRule:
     patterns = {s: Pattern(entry[s]) for s in sides}
     _same_names(patterns, where)
     kind = entry.get("kind")
-    return PathRule(patterns, kind if isinstance(kind, str) else None)
+    facts = {k: v for k, v in entry.items() if k not in (*sides, "kind")}
+    for name, value in facts.items():
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise RuleError(f"{where}: layer fact {name!r} is a list of integers "
+                            "(e.g. flatten = [4, 4, 8])")
+    return PathRule(patterns, kind if isinstance(kind, str) else None, facts)
 
 
 def _tensor_rule(entry: Any, sides: tuple[str, str], where: str) -> TensorRule:

@@ -15,7 +15,7 @@ went through it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -264,6 +264,52 @@ class Flip(Op):
 
     def back1(self, spec: Spec) -> Spec:
         return spec
+
+
+@dataclass(frozen=True)
+class ChannelsFirst(Op):
+    """Axis `axis` holds a flattened channels-last map of `shape` (h, w, c): reorder it to
+    the flattening of (c, h, w), as a torch Linear after `flatten` reads it (`last`: the
+    other way). `shape` may name a layer fact, `"@flatten"`, that a Keras config gives."""
+
+    name: ClassVar[str] = "channels_first"
+    element: ClassVar[bool] = True
+    axis: int = 0
+    shape: tuple[int, ...] | str = ()
+    last: bool = False
+
+    def _map(self) -> tuple[int, ...]:
+        if isinstance(self.shape, str):
+            raise OpError(f"{self.describe()}: the layer fact {self.shape[1:]!r} is not known")
+        return self.shape
+
+    def spec(self, spec: Spec) -> Spec:
+        dtype, shape = spec
+        axis = _check_axis(self.axis, len(shape), self)
+        if len(self._map()) < 2 or shape[axis] != math.prod(self._map()):
+            raise OpError(f"{self.describe()} does not fit a tensor of shape {list(shape)}")
+        return spec
+
+    def apply1(self, array: np.ndarray) -> np.ndarray:
+        self.spec((array.dtype, array.shape))
+        dims = self._map()
+        rank = len(dims)
+        moved = np.moveaxis(array, self.axis, 0)
+        rest = moved.shape[1:]
+        if self.last:  # stored (c, h, w): back to (h, w, c)
+            order = (*range(1, rank), 0)
+            moved = moved.reshape((dims[-1], *dims[:-1], *rest))
+        else:
+            order = (rank - 1, *range(rank - 1))
+            moved = moved.reshape((*dims, *rest))
+        moved = moved.transpose((*order, *range(rank, rank + len(rest))))
+        return np.ascontiguousarray(np.moveaxis(moved.reshape((-1, *rest)), 0, self.axis))
+
+    def inverse1(self, spec: Spec) -> Op:
+        return ChannelsFirst(self.axis, self.shape, not self.last)
+
+    def back1(self, spec: Spec) -> Spec:
+        return self.spec(spec)
 
 
 _WIDENING = {("float16", "float32"), ("bfloat16", "float32"), ("float16", "float64"),
@@ -535,7 +581,8 @@ class Drop(Op):
 
 
 OPS: dict[str, type[Op]] = {cls.name: cls for cls in (
-    Transpose, Reshape, Merge, Gates, Expand, Squeeze, Flip, Cast, Concat, Split, Stack,
+    Transpose, Reshape, Merge, Gates, Expand, Squeeze, Flip, ChannelsFirst, Cast, Concat, Split,
+    Stack,
     Unstack, Sum, Zeros, Constant, Drop)}
 _TUPLES = {"axes", "shape", "order", "sizes"}
 
@@ -555,7 +602,9 @@ def parse(table: Any, where: str) -> Op:
             continue
         if key == "count" and cls is Zeros:
             key = "count_"
-        if key in _TUPLES:
+        if key in _TUPLES and isinstance(value, str) and value.startswith("@"):
+            pass  # a layer fact, given when the rule meets a layer (Chain.bind)
+        elif key in _TUPLES:
             if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
                 raise OpError(f"{where}: {table['op']} `{key}` is a list of integers")
             value = tuple(value)
@@ -580,6 +629,23 @@ class Chain:
     @property
     def exact(self) -> bool:
         return all(op.exact for op in self.ops)
+
+    @property
+    def needs(self) -> set[str]:
+        """The layer facts the ops name (`"@flatten"`)."""
+        return {v[1:] for op in self.ops for v in op.__dict__.values()
+                if isinstance(v, str) and v.startswith("@")}
+
+    def bind(self, facts: dict[str, Any]) -> Chain:
+        """The chain with each named fact put in (unknown ones stay, and fail when used)."""
+        if not self.needs:
+            return self
+        ops = []
+        for op in self.ops:
+            changes = {k: tuple(facts[v[1:]]) for k, v in op.__dict__.items()
+                       if isinstance(v, str) and v.startswith("@") and v[1:] in facts}
+            ops.append(replace(op, **changes) if changes else op)
+        return Chain(ops)
 
     def specs(self, specs: list[Spec]) -> list[Spec]:
         for op in self.ops:

@@ -22,7 +22,7 @@ from .align import Pair, align
 from .derive import sources_of
 from .kinds import Layer, View, keras_index
 from .language import RuleError, RuleSet
-from .translate import Step, routes, run_layer, run_tensor_rules
+from .translate import Step, routes, run_layer, run_tensor_rules, usable
 
 CHECKS = ("consumed", "existing", "nontrivial", "partial")
 _DOT_FORMATS = ("torch", "safetensors", "sharded")
@@ -43,6 +43,7 @@ class RulesReport:
     inexact: list[dict[str, Any]] = field(default_factory=list)
     layers: list[dict[str, str]] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"rules {self.rules} ({self.direction}): {len(self.plan)} planned, "
@@ -156,9 +157,10 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
     used: set[int] = set()
     if like is not None:
         target = kinds_module.view(like, _framework(chain[-1].dst, like.format))
-        result = align(layers, paths, target.layers)
+        result = align(layers, paths, target.layers, usable)
         where = {id(t): p for p, t in _targets(like).items()}
         place = {id(layer): i for i, layer in enumerate(target.layers)}
+        configured = "keras_config" in source.metadata or "keras_config" in like.metadata
         result.pairs.sort(key=lambda pair: place[id(pair.target)])
         for pair in result.pairs:
             made, unused = _run_pair(pair, paths[layers.index(pair.source)], chain)
@@ -167,8 +169,12 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
             used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
             report.layers.append({"source": pair.source.name, "target": pair.target.name,
                                   "kind": pair.kind})
+            if not configured:
+                _warn_flatten(pair, result.pairs, report)
             emitted.append({chain[0].src: "/".join(pair.source.path),
-                            chain[-1].dst: "/".join(pair.target.path), "kind": pair.kind})
+                            chain[-1].dst: "/".join(pair.target.path), "kind": pair.kind,
+                            **{k: list(v) for k, v in {**pair.target.facts,
+                                                        **pair.source.facts}.items()}})
         return produced, used
     order = sorted(range(len(layers)), key=lambda i: _rule_index(rules, chain, layers[i]))
     for layer, route in ((layers[i], paths[i]) for i in order):
@@ -179,6 +185,23 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
             produced[path] = tensor
         used.update(id(t) for t in layer.vars.values())
     return produced, used
+
+
+_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv2d_transpose", "depthwise_conv2d"}
+
+
+def _warn_flatten(pair: Pair, pairs: list[Pair], report: RulesReport) -> None:
+    """A dense layer after convolutions may read a flattened feature map, whose order only a
+    Keras config records: where neither file has one, say so rather than stay silent."""
+    if pair.kind != "dense" or not any(p.kind in _CONVOLUTIONS for p in pairs):
+        return
+    if pair.source.facts or pair.target.facts:
+        return
+    report.warnings.append(
+        f"dense layer {pair.source.name} -> {pair.target.name} follows convolutions: if it "
+        "reads a flattened feature map, its rows need the map's shape, which neither file "
+        "records (a .keras archive's config does; or write `flatten = [h, w, c]` on its "
+        "[[path]] rule, e.g. from --emit-rules)")
 
 
 def _rule_index(rules: RuleSet, chain: list[Step], layer: Layer) -> int:
@@ -196,7 +219,7 @@ def _framework(side: str, fmt: str | None) -> str:
 
 def _run_pair(pair: Pair, route: dict, chain: list[Step]) -> tuple[dict[str, Tensor], list[str]]:
     return run_layer(pair.source.vars, route[pair.kind], chain, pair.target.vars,
-                     pair.source.name)
+                     pair.source.name, {**pair.target.facts, **pair.source.facts})
 
 
 def _place_by_rules(layer: Layer, route: dict, rules: RuleSet, chain: list[Step],
@@ -207,11 +230,13 @@ def _place_by_rules(layer: Layer, route: dict, rules: RuleSet, chain: list[Step]
         values = rule.patterns[src].match(layer.path)
         if values is None:
             continue
-        kinds = [rule.kind] if rule.kind in route else sorted(route)
+        facts = {**rule.facts, **layer.facts}
+        kinds = [k for k in ([rule.kind] if rule.kind in route else sorted(route))
+                 if usable(route[k], facts)]
         if len(kinds) != 1:
             raise RuleError(f"layer {layer.name} may be {' or '.join(kinds) or 'no kind'} in "
                             f"the target; say which with `kind` in its [[path]] rule")
-        made, _ = run_layer(layer.vars, route[kinds[0]], chain, None, layer.name)
+        made, _ = run_layer(layer.vars, route[kinds[0]], chain, None, layer.name, facts)
         target = rule.patterns[dst].fill(values)
         framework = _framework(dst, target_format)
         spec = kinds_module.specs()[framework][kinds[0]]

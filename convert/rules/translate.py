@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..graph import Path
 from ..tensor import Tensor
 from .derive import derive
-from .language import LayerRule, RuleError, RuleSet, TensorRule, VarMap
+from .language import LayerRule, RuleError, RuleSet, TensorRule
 from .ops import Chain, NeedShapes, OpError
 
 
@@ -41,21 +41,29 @@ def routes(kinds: frozenset[str], steps: list[Step]) -> dict[str, list[LayerRule
     return found
 
 
+def usable(path: list[LayerRule], facts: dict) -> bool:
+    """Whether the layer facts the rules need are known."""
+    return all(rule.needs <= facts.keys() for rule in path)
+
+
 def run_layer(variables: dict[str, Tensor], path: list[LayerRule], steps: list[Step],
-              want: dict[str, Tensor] | None, where: str) -> tuple[dict[str, Tensor], list[str]]:
+              want: dict[str, Tensor] | None, where: str,
+              facts: dict | None = None) -> tuple[dict[str, Tensor], list[str]]:
     """The target layer's variables from the source layer's, and the source variables left
     unused (the target has no place for them)."""
     current = variables
     unused: list[str] = []
     for i, (step, rule) in enumerate(zip(steps, path, strict=True)):
         last = i == len(steps) - 1
-        current, left = _run_rule(rule, step, current, want if last else None, where)
+        current, left = _run_rule(rule, step, current, want if last else None, where,
+                                  facts or {})
         unused += left
     return current, unused
 
 
 def _run_rule(rule: LayerRule, step: Step, current: dict[str, Tensor],
-              want: dict[str, Tensor] | None, where: str) -> tuple[dict[str, Tensor], list[str]]:
+              want: dict[str, Tensor] | None, where: str,
+              facts: dict) -> tuple[dict[str, Tensor], list[str]]:
     out: dict[str, Tensor] = {}
     unused: list[str] = []
     for var in rule.vars:
@@ -72,27 +80,29 @@ def _run_rule(rule: LayerRule, step: Step, current: dict[str, Tensor],
             continue
         targets = [want[n] for n in dst] if want is not None and all(n in want for n in dst) \
             else None
-        chain = _oriented(var, step, inputs, targets, f"layer {where}: {' + '.join(src)}")
+        chain = _oriented(var.chain.bind(facts), step, inputs, targets,
+                          f"layer {where}: {' + '.join(src)}")
         out.update(zip(dst, derive(inputs, chain), strict=True))
     return out, unused
 
 
-def _oriented(var: VarMap | TensorRule, step: Step, inputs: list[Tensor],
+def _oriented(written: Chain, step: Step, inputs: list[Tensor],
               targets: list[Tensor] | None, where: str) -> Chain:
-    """The chain from `inputs` to the step's side, checked against `targets` if known."""
+    """The chain from `inputs` to the step's side (`written` runs from the rule file's first
+    side to its second), checked against `targets` if known."""
     specs = [(t.dtype, t.shape) for t in inputs]
     try:
         if step.forward:
-            chain = var.chain
+            chain = written
             got = chain.specs(specs)
         else:
             wanted = [(t.dtype, t.shape) for t in targets] if targets is not None \
-                else var.chain.back(specs)
-            if var.chain.specs(wanted) != specs:
-                raise RuleError(f"{where}: the rule makes "
-                                f"{_specs(var.chain.specs(wanted))} of the target's "
-                                f"{_specs(wanted)}, not the source's {_specs(specs)}")
-            chain = var.chain.inverse(wanted)
+                else written.back(specs)
+            if written.specs(wanted) != specs:
+                raise RuleError(f"{where}: the target holds {_specs(wanted)}, which the source "
+                                f"would hold as {_specs(written.specs(wanted))}; it holds "
+                                f"{_specs(specs)}")
+            chain = written.inverse(wanted)
             got = wanted
     except NeedShapes as exc:
         raise RuleError(f"{where}: {exc.reason}; give --like TARGET") from None
@@ -130,7 +140,7 @@ def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[Path, Tensor],
             targets = [want.get(p) for p in outputs] if want is not None else None
             if targets is not None and any(t is None for t in targets):
                 targets = None
-            chain = _oriented(rule, step, sources, targets, f"tensor {'/'.join(path)}")
+            chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
             for out, made in zip(outputs, derive(sources, chain), strict=True):
                 if out in produced:
                     raise RuleError(f"two rules write {'/'.join(out)} (the second from "
