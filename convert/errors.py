@@ -32,3 +32,7 @@ class UnsupportedError(ConvertError):
 
 class OutputExistsError(ConvertError):
     """The destination exists and overwriting was not asked for, or it is an input."""
+
+
+class RuleError(ConvertError):
+    """A rule file that is malformed, or rules that do not fit the conversion asked for."""

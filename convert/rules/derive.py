@@ -60,7 +60,8 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     sources = [key for t in inputs for key in sources_of(t)]
     done = [t.meta["rule_ops"] for t in inputs if t.meta.get("rule_ops")]
     ops = "; ".join([*done, chain.describe()])
-    exact = chain.exact and all(t.meta.get("rule_exact", True) for t in inputs)
+    exact = chain.lossless([(t.dtype, t.shape) for t in inputs]) and all(
+        t.meta.get("rule_exact", True) for t in inputs)
     return [Tensor(dtype, shape, _Output(computation, i),
                    {"rule_sources": sources, "rule_ops": ops, "rule_exact": exact})
             for i, (dtype, shape) in enumerate(specs)]

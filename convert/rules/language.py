@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path as FilePath
 from typing import Any
 
-from ..errors import ConvertError
+from ..errors import RuleError
 from .ops import Chain, parse
 from .patterns import Pattern
 
@@ -48,10 +48,6 @@ _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "sk
 # What a side called after a framework reads and writes, unless `[formats]` says otherwise.
 SIDE_FORMATS = {"keras": ("keras",), "torch": ("torch", "safetensors", "sharded"),
                 "flax": ("flax",)}
-
-
-class RuleError(ConvertError):
-    """A rule file that is malformed or that does not fit the conversion asked for."""
 
 
 @dataclass

@@ -15,18 +15,18 @@ went through it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..dtypes import dtype_name, from_name
-from ..errors import ConvertError
+from ..errors import RuleError
 
 Spec = tuple[np.dtype, tuple[int, ...]]
 
 
-class OpError(ConvertError):
+class OpError(RuleError):
     """An op that cannot apply to the tensors it is given, or is malformed."""
 
 
@@ -72,6 +72,10 @@ class Op:
 
     def count(self, n: int) -> int:
         return n
+
+    def lossless(self, specs: list[Spec]) -> bool:
+        """Whether the inverse gives these inputs back bit for bit."""
+        return self.exact
 
     def params(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -331,18 +335,12 @@ class Cast(Op):
         return array.astype(from_name(self.dtype))
 
     def inverse1(self, spec: Spec) -> Op:
-        back = dtype_name(spec[0])
-        return (Cast if (back, self.dtype) in _WIDENING else NarrowingCast)(back)
+        return Cast(dtype_name(spec[0]))
 
-
-@dataclass(frozen=True)
-class NarrowingCast(Cast):
-    """A cast that may lose bits (float32 → bfloat16); reports name what went through it."""
-
-    exact: ClassVar[bool] = False
-
-    def to_toml(self) -> dict[str, Any]:
-        return {"op": "cast", **self.params()}
+    def lossless(self, specs: list[Spec]) -> bool:
+        """A widening cast (float16 → float32) gives its input back; a narrowing one may not."""
+        return all(dtype_name(d) == self.dtype or (dtype_name(d), self.dtype) in _WIDENING
+                   for d, _ in specs)
 
 
 @dataclass(frozen=True)
@@ -613,7 +611,7 @@ def parse(table: Any, where: str) -> Op:
         op = cls(**kwargs)
     except TypeError:
         raise OpError(f"{where}: {table['op']} takes "
-                      f"{', '.join(cls.__dataclass_fields__) or 'no options'}, "
+                      f"{', '.join(f.name.rstrip('_') for f in fields(cls)) or 'no options'}, "
                       f"not {', '.join(k for k in table if k != 'op')}") from None
     if isinstance(op, Cast):
         from_name(op.dtype)  # an unknown dtype name is the rule file's error, said now
@@ -629,6 +627,14 @@ class Chain:
     @property
     def exact(self) -> bool:
         return all(op.exact for op in self.ops)
+
+    def lossless(self, specs: list[Spec]) -> bool:
+        """Whether the inverse gives inputs of `specs` back bit for bit."""
+        for op in self.ops:
+            if not op.lossless(specs):
+                return False
+            specs = op.specs(specs)
+        return True
 
     @property
     def needs(self) -> set[str]:

@@ -219,7 +219,8 @@ def _framework(side: str, fmt: str | None) -> str:
 
 def _run_pair(pair: Pair, route: dict, chain: list[Step]) -> tuple[dict[str, Tensor], list[str]]:
     return run_layer(pair.source.vars, route[pair.kind], chain, pair.target.vars,
-                     pair.source.name, {**pair.target.facts, **pair.source.facts})
+                     f"{pair.source.name} -> {pair.target.name}",
+                     {**pair.target.facts, **pair.source.facts})
 
 
 def _place_by_rules(layer: Layer, route: dict, rules: RuleSet, chain: list[Step],

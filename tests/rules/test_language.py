@@ -1,0 +1,205 @@
+"""The rule language without frameworks: patterns, ops and their inverses, rule files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convert import rules
+from convert.rules import ops
+from convert.rules.language import RuleError
+from convert.rules.patterns import Pattern, PatternError
+
+# -- patterns ---------------------------------------------------------------------------------
+
+
+def test_patterns_match_whole_paths_only():
+    p = Pattern("encoder/layer_{i}/kernel")
+    assert p.match(("encoder", "layer_3", "kernel")) == {"i": "3"}
+    assert p.match(("x", "encoder", "layer_3", "kernel")) is None  # anchored at the start
+    assert p.match(("encoder", "layer_3", "kernel", "m")) is None  # and at the end
+    assert p.match(("encoder", "layer_", "kernel")) is None  # a placeholder is not empty
+
+
+def test_many_segments_and_fill_round_trip():
+    p = Pattern("{prefix*}/attention/{part}/kernel")
+    values = p.match(("bert", "encoder", "attention", "query", "kernel"))
+    assert values == {"prefix": ("bert", "encoder"), "part": "query"}
+    assert p.fill(values) == ("bert", "encoder", "attention", "query", "kernel")
+    assert Pattern("{p*}/w").match(("w",)) == {"p": ()}
+    assert Pattern("/").match(()) == {}
+
+
+def test_a_placeholder_keeps_one_value():
+    p = Pattern("{a}/{a}")
+    assert p.match(("x", "x")) == {"a": "x"}
+    assert p.match(("x", "y")) is None
+
+
+@pytest.mark.parametrize("text", ["a/{x*}y", "a//b", "a/{b", "{x}{x}"])
+def test_malformed_patterns(text):
+    with pytest.raises(PatternError):
+        Pattern(text)
+
+
+# -- ops: forward then inverse is the identity ------------------------------------------------
+
+def _array(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _round_trip(chain: ops.Chain, arrays: list[np.ndarray]) -> None:
+    specs = [(a.dtype, a.shape) for a in arrays]
+    out_specs = chain.specs(specs)
+    out = chain.apply(arrays)
+    assert [(o.dtype, o.shape) for o in out] == out_specs  # inference agrees with the data
+    back = chain.inverse(specs).apply(out)
+    assert len(back) == len(arrays)
+    for a, b in zip(arrays, back, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+
+
+dims = st.integers(1, 4)
+shapes = st.lists(dims, min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.randoms())
+def test_transpose_inverts(shape, random):
+    axes = list(range(len(shape)))
+    random.shuffle(axes)
+    _round_trip(ops.Chain([ops.Transpose(tuple(axes))]), [_array(shape)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(dims, min_size=2, max_size=4).map(tuple), st.data())
+def test_merge_reshape_expand_flip_invert(shape, data):
+    first = data.draw(st.integers(0, len(shape) - 2))
+    last = data.draw(st.integers(first + 1, len(shape) - 1))
+    axis = data.draw(st.integers(0, len(shape)))
+    chain = ops.Chain([ops.Flip((0,)), ops.Merge(first, last), ops.Expand(axis % 2),
+                       ops.Reshape((-1,))])
+    _round_trip(chain, [_array(shape)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(2, 4), st.randoms())
+def test_gates_concat_split_stack_invert(rows, cols, parts, random):
+    order = list(range(parts))
+    random.shuffle(order)
+    arrays = [_array((rows * parts, cols), seed) for seed in range(3)]
+    _round_trip(ops.Chain([ops.Gates(tuple(order), 0), ops.Concat(0)]), arrays)
+    _round_trip(ops.Chain([ops.Stack(1), ops.Unstack(1)]), arrays)
+    _round_trip(ops.Chain([ops.Split(0, parts=parts)]), arrays[:1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(dims, min_size=2, max_size=3).map(tuple), st.integers(1, 3))
+def test_channels_first_inverts(feature_map, out):
+    shape = (math.prod(feature_map), out)
+    _round_trip(ops.Chain([ops.ChannelsFirst(0, feature_map)]), [_array(shape)])
+
+
+def test_channels_first_is_torchs_flatten_order():
+    x = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 3, 4)  # (h, w, c)
+    kernel = x.reshape(-1, 1)  # rows in h, w, c order
+    (moved,) = ops.Chain([ops.ChannelsFirst(0, (2, 3, 4))]).apply([kernel])
+    np.testing.assert_array_equal(moved[:, 0], x.transpose(2, 0, 1).reshape(-1))
+
+
+def test_inexact_ops_say_so():
+    assert not ops.Chain([ops.Sum()]).exact
+    assert not ops.Chain([ops.Drop()]).exact
+    assert ops.Chain([ops.Zeros(1)]).exact
+    f32, f64 = (np.dtype("float32"), (2,)), (np.dtype("float64"), (2,))
+    assert ops.Cast("float64").lossless([f32])  # widening: the inverse gives it back
+    assert not ops.Cast("float32").lossless([f64])  # narrowing: it may not
+    assert ops.Cast("float32").inverse1(f64) == ops.Cast("float64")
+
+
+def test_zeros_then_sum_gives_the_bias_back():
+    bias = _array((8,))
+    pair = ops.Chain([ops.Zeros(1)]).apply([bias])
+    assert pair[1].tobytes() == np.zeros(8, "float32").tobytes()
+    (back,) = ops.Chain([ops.Sum()]).apply(pair)
+    assert back.tobytes() == bias.tobytes()
+
+
+# -- every built-in layer rule: forward then reverse is the identity --------------------------
+
+def _first_side_shapes(kind: str, var: str, n: int, d: int, k: int) -> tuple[int, ...]:
+    """A plausible shape of `var` of `kind` on a rule file's first side (Keras or Flax)."""
+    name = var.rsplit("/", 1)[-1]
+    table = {
+        "dense": {"kernel": (n, d), "bias": (d,)},
+        "flatten_dense": {"kernel": (2 * 3 * n, d), "bias": (d,)},
+        "conv1d": {"kernel": (k, n, d), "bias": (d,)},
+        "conv2d": {"kernel": (k, k + 1, n, d), "bias": (d,)},
+        "conv3d": {"kernel": (k, k, k + 1, n, d), "bias": (d,)},
+        "conv2d_transpose": {"kernel": (k, k + 1, d, n), "bias": (d,)},
+        "depthwise_conv2d": {"kernel": (k, k + 1, n, 2), "bias": (2 * n,)},
+        "lstm": {"kernel": (n, 4 * d), "recurrent_kernel": (d, 4 * d), "bias": (4 * d,)},
+        "gru": {"kernel": (n, 3 * d), "recurrent_kernel": (d, 3 * d), "bias": (2, 3 * d)},
+        "attention": {"kernel": (n * 2, 2, n) if "output" not in var and "out/" not in var
+                      else (2, n, n * 2),
+                      "bias": (2, n) if "output" not in var and "out/" not in var
+                      else (n * 2,)},
+    }
+    return table.get(kind, {}).get(name, (n,))
+
+
+BUILTIN = [(name, rule) for name in ("keras-torch", "flax-torch")
+           for rule in rules.load(name).layers]
+
+
+@pytest.mark.parametrize(("name", "rule"), BUILTIN,
+                         ids=[f"{n}-{r.kinds[rules.load(n).sides[0]]}" for n, r in BUILTIN])
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 4), d=st.integers(1, 4), k=st.integers(1, 3))
+def test_builtin_rules_run_both_ways(name, rule, n, d, k):
+    first = rules.load(name).sides[0]
+    kind = rule.kinds[first]
+    for var in rule.vars:
+        if not var.names[first]:
+            continue  # made from nothing (a constant): its reverse drops it
+        arrays = [_array(_first_side_shapes(kind, v, n, d, k), i)
+                  for i, v in enumerate(var.names[first])]
+        _round_trip(var.chain.bind({"flatten": [2, 3, n]}), arrays)
+
+
+# -- rule files -------------------------------------------------------------------------------
+
+def _write(tmp_path, text: str, name="r.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ('sides = ["a"]', "`sides` must name the two sides"),
+    ('sides = ["a", "b"]\n[[tensor]]\na = "x/{i}"\nb = "y"', "same placeholders"),
+    ('sides = ["a", "b"]\n[[tensor]]\na = "x"\nb = "y"\nops = [{op = "twist"}]', "unknown op"),
+    ('sides = ["a", "b"]\n[[tensor]]\na = "x"\nb = "y"\nops = [{op = "transpose", x = 1}]',
+     "transpose takes"),
+    ('sides = ["a", "b"]\nbogus = 1', "unknown table"),
+    ('sides = ["a", "b"]\ninclude = ["nope"]', "unknown rule set 'nope'"),
+    ("sides = [", "not valid TOML"),
+])
+def test_malformed_rule_files_are_one_line_errors(tmp_path, text, fragment):
+    with pytest.raises(RuleError) as err:
+        rules.load(_write(tmp_path, text))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_includes_and_cycles(tmp_path):
+    _write(tmp_path, 'sides = ["keras", "torch"]\ninclude = ["b.toml"]', "a.toml")
+    _write(tmp_path, 'sides = ["keras", "torch"]\ninclude = ["a.toml"]', "b.toml")
+    with pytest.raises(RuleError, match="include each other"):
+        rules.load(tmp_path / "a.toml")
+    _write(tmp_path, 'sides = ["keras", "torch"]\ninclude = ["keras-torch"]', "c.toml")
+    assert len(rules.load(tmp_path / "c.toml").layers) == len(rules.load("keras-torch").layers)
