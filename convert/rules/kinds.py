@@ -32,8 +32,16 @@ from .keras_config import flatten_facts, snake_case
 
 FRAMEWORKS = ("keras", "torch", "flax")
 # The format a graph was read from → the framework whose layer conventions it follows.
-_FORMAT_FRAMEWORK = {"keras": "keras", "torch": "torch", "safetensors": "torch",
-                     "sharded": "torch", "flax": "flax"}
+_FORMAT_FRAMEWORK = {"keras": "keras", "keras-h5": "keras", "tf": "keras", "torch": "torch",
+                     "safetensors": "torch", "sharded": "torch", "flax": "flax"}
+# Keras 2 (tf_keras) names a layer's sub-objects otherwise than Keras 3 does: an RNN's cell
+# is `lstm_cell` in a .h5 and `cell` in a TF checkpoint; attention's projections are
+# `query` or `_query_dense`; DepthwiseConv2D's kernel is `depthwise_kernel`.
+_KERAS2_NAMES = [(re.compile(r"(lstm|gru|simple_rnn)_cell(_\d+)?"), "cell"),
+                 (re.compile(r"_?(query|key|value)(_dense)?"), r"\1_dense"),
+                 (re.compile(r"_?(attention_output|output_dense)"), "output_dense"),
+                 (re.compile(r"depthwise_kernel"), "kernel")]
+_SKIP_ROOTS = {"optimizer", "optimizer_weights", "save_counter", "keras_api"}
 FLAX_COLLECTIONS = ("params", "batch_stats")
 _COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
 
@@ -110,9 +118,25 @@ def framework_of(graph: Graph, path: object = None) -> str:
 def view(graph: Graph, framework: str | None = None) -> View:
     """The layers of `graph` by the conventions of its framework."""
     framework = framework or framework_of(graph)
-    if framework == "keras":
+    if framework == "keras" and graph.format == "keras":
         return _keras_view(graph)
+    if framework == "keras":
+        return _named_view(graph, "keras", _keras2_path)
     return _named_view(graph, framework)
+
+
+def _keras2_path(path: GraphPath) -> GraphPath | None:
+    """A Keras 2 weight's path with Keras 3's sub-object names (None: not a layer's)."""
+    if path[0] in _SKIP_ROOTS or path[0].startswith("(unowned)"):
+        return None
+    renamed = [path[0]]
+    for name in path[1:]:
+        for pattern, new in _KERAS2_NAMES:
+            if pattern.fullmatch(name):
+                name = pattern.sub(new, name)
+                break
+        renamed.append(name)
+    return tuple(renamed)
 
 
 def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
@@ -209,13 +233,19 @@ def _present(names: list[str], spec: Spec, count: int, where: str) -> list[str]:
 
 # -- torch and Flax: kinds from variable names and ranks ----------------------------------
 
-def _named_view(graph: Graph, framework: str) -> View:
-    entries = [e for e in graph.entries() if e.slot is None]
+def _named_view(graph: Graph, framework: str, rename=None) -> View:
+    entries = [e for e in graph.entries() if e.slot is None
+               and not e.tensor.meta.get("keras_optimizer")]
     collections = framework == "flax" and bool(entries) and all(
         e.path[0] in FLAX_COLLECTIONS and len(e.path) > 2 for e in entries)
     found = _Found(framework, collections)
+    original: dict[GraphPath, GraphPath] = {}
     for e in entries:
-        found.add(e.path, e.tensor)
+        path = rename(e.path) if rename else e.path
+        if path is None or path in found.tensors:
+            continue
+        original[path] = e.path
+        found.add(path, e.tensor)
     layers: list[Layer] = []
     for module in sorted(found.modules, key=len):
         layer = _match(module, found)
@@ -225,7 +255,12 @@ def _named_view(graph: Graph, framework: str) -> View:
             layers.append(layer)
             found.claimed.update(paths)
     layers.sort(key=lambda layer: layer.order)
-    leftover = [(p, t) for p, t in found.tensors.items() if p not in found.claimed]
+    if rename:  # report layers at the file's own paths
+        for layer in layers:
+            first = min((original[found.locate(layer.path, v)] for v in layer.vars), key=len)
+            layer.path = first[:len(layer.path)]
+    leftover = [(original.get(p, p), t) for p, t in found.tensors.items()
+                if p not in found.claimed]
     return View(framework, layers, leftover, collections)
 
 
@@ -276,7 +311,9 @@ def _locate(module: GraphPath, var: str, framework: str, collections: bool) -> G
 def _match(module: GraphPath, found: _Found) -> Layer | None:
     """The layer at `module` if some kinds account for every tensor directly under it."""
     direct = found.direct(module)
-    cls = _flax_class(module) if found.framework == "flax" else None
+    cls = _flax_class(module) if found.framework == "flax" else \
+        _keras_class(module, [found.tensors[p] for p in direct]) \
+        if found.framework == "keras" else None
     allowed = class_kinds(found.framework, cls)
     kinds, held = set(), None
     for spec in specs()[found.framework].values():
@@ -319,6 +356,22 @@ def _fits(spec: Spec, module: GraphPath, found: _Found,
 def _gates_fit(spec: Spec, found: dict[str, Tensor]) -> bool:
     recurrent = found.get(spec.vars[1])
     return recurrent is not None and recurrent.shape[0] == spec.gates * recurrent.shape[1]
+
+
+def _keras_class(module: GraphPath, tensors: list[Tensor]) -> str | None:
+    """`conv2d_transpose_1` → `Conv2DTranspose`: the class a default Keras layer name says,
+    from the layer's path or its variables' own names (a TF checkpoint's `full_name`, a
+    .h5's weight name: `conv2d_transpose/kernel`). A hint only: a renamed layer's name says
+    nothing, and then names and ranks decide."""
+    names = [module[-1]] if module else []
+    for tensor in tensors:
+        own = tensor.meta.get("tf_full_name") or tensor.meta.get("keras_weight_name") or ""
+        names += own.split("/")[:-1][-1:]
+    for name in names:
+        hit = _keras_groups().get(_COUNTER.match(name).group(1))
+        if hit:
+            return hit[0]
+    return None
 
 
 def _flax_class(module: GraphPath) -> str | None:

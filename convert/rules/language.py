@@ -46,7 +46,7 @@ from .patterns import Pattern
 _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "skip", "compose",
            "serves", "formats"}
 # What a side called after a framework reads and writes, unless `[formats]` says otherwise.
-SIDE_FORMATS = {"keras": ("keras",), "torch": ("torch", "safetensors", "sharded"),
+SIDE_FORMATS = {"keras": ("keras", "keras-h5", "tf"), "torch": ("torch", "safetensors", "sharded"),
                 "flax": ("flax",)}
 
 

@@ -107,10 +107,30 @@ class Transpose(Op):
         return dtype, tuple(shape[a] for a in self.axes)
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
+        if array.ndim == 2 and self.axes == (1, 0) and array.nbytes >= _BLOCKED_BYTES \
+                and min(array.shape) >= 4 * _BLOCK:
+            return _blocked_transpose(array)
         return np.ascontiguousarray(np.transpose(array, self.axes))
 
     def inverse1(self, spec: Spec) -> Op:
         return Transpose(tuple(int(i) for i in np.argsort(self.axes)))
+
+
+_BLOCKED_BYTES = 1 << 20
+_BLOCK = 64
+
+
+def _blocked_transpose(array: np.ndarray) -> np.ndarray:
+    """A large matrix transposed tile by tile: each tile's rows and columns stay in the
+    cache, where one strided copy of the whole matrix misses it on every element (2.5x
+    slower at 4096 x 4096 float32 here)."""
+    rows, cols = array.shape
+    out = np.empty((cols, rows), array.dtype)
+    for i in range(0, rows, _BLOCK):
+        block = array[i:i + _BLOCK]
+        for j in range(0, cols, _BLOCK):
+            out[j:j + _BLOCK, i:i + _BLOCK] = block[:, j:j + _BLOCK].T
+    return out
 
     def back1(self, spec: Spec) -> Spec:
         return self.inverse1(spec).spec(spec)
