@@ -108,6 +108,12 @@ def add_notes(report: Any, planned: rules_pkg.Planned) -> None:
         report.notes.append(_some(rules.unused, "source tensor(s) were not used"))
     if rules.skipped:
         report.notes.append(_some(rules.skipped, "source tensor(s) were left out by the rules"))
+    if rules.dropped:
+        report.notes.append(_some(rules.dropped, "source tensor(s) were dropped by the rules "
+                                  "(the target keeps no such value)"))
+    if rules.made:
+        report.notes.append(_some(rules.made, "tensor(s) were made by the rules, from no "
+                                  "source (e.g. torch's num_batches_tracked = 0)"))
     if rules.missing:
         report.notes.append(_some(rules.missing, "target entries were not filled"))
     if rules.inexact:

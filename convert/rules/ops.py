@@ -552,6 +552,7 @@ class Constant(Op):
     """A tensor made from nothing, appended to the list (torch's `num_batches_tracked`)."""
 
     name: ClassVar[str] = "constant"
+    exact: ClassVar[bool] = False  # its value comes from the rule, not from the source
     value: float = 0
     dtype: str = "int64"
     shape: tuple[int, ...] = ()

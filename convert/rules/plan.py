@@ -38,6 +38,8 @@ class RulesReport:
     consumed: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # used by a rule that keeps no value
+    made: list[str] = field(default_factory=list)  # made by the rules from no source
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     inexact: list[dict[str, Any]] = field(default_factory=list)
@@ -46,10 +48,13 @@ class RulesReport:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"rules {self.rules} ({self.direction}): {len(self.plan)} planned, "
-                f"{len(self.consumed)} source tensors consumed, {len(self.unused)} unused, "
-                f"{len(self.skipped)} skipped by the rules, {len(self.missing)} target "
-                f"entries missing")
+        counts = [(len(self.unused), "unused"), (len(self.skipped), "skipped by the rules"),
+                  (len(self.dropped), "dropped by the rules"),
+                  (len(self.made), "made by the rules"),
+                  (len(self.missing), "target entries missing")]
+        return (f"rules {self.rules} ({self.direction}): {len(self.plan)} planned from "
+                f"{len(self.consumed)} source tensors"
+                + "".join(f", {n} {what}" for n, what in counts if n))
 
 
 @dataclass
@@ -127,6 +132,8 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
                            | set(report.unused))
     graph = _output(source, like, produced, target_format, report)
     _check(report, check, rules)
+    report.dropped = sorted({_source_key(t) for t in left.values() if id(t) in used}
+                            - set(report.consumed))
     return Planned(graph, report, emitted, rules)
 
 
@@ -315,7 +322,9 @@ def _planned(key: str, tensor: Tensor) -> dict[str, Any]:
 def _check(report: RulesReport, check: str, rules: RuleSet) -> None:
     consumed = {s for item in report.plan for s in item["sources"]}
     report.consumed = sorted(consumed - {"?"})
-    report.inexact = [{"key": p["key"], "ops": p["ops"]} for p in report.plan if not p["exact"]]
+    report.inexact = [{"key": p["key"], "ops": p["ops"]} for p in report.plan
+                      if not p["exact"] and p["sources"]]
+    report.made = [p["key"] for p in report.plan if not p["sources"]]
     problems = []
     if check in ("consumed", "existing") and report.missing:
         problems.append(_some(report.missing, "target entries missing"))

@@ -202,3 +202,14 @@ def test_api_errors_are_rule_errors(files, tmp_path):
     with pytest.raises(RuleError, match="missing"):
         api.convert(files["src"], tmp_path / "o.pt", like=files["bigger"])
     assert EXT  # (the module's shared names stay in use)
+
+
+def test_made_and_dropped_tensors_are_reported(tmp_path):
+    bn = next(c for c in CASES if c.name == "batch_norm")
+    src = Side("keras", bn).build(3).save(tmp_path / "src.weights.h5")
+    skeleton = Side("torch", bn).build().save(tmp_path / "skeleton.pt")
+    there = api.convert(src, tmp_path / "mid.pt", like=skeleton)
+    assert there.rules["made"] == ["0.num_batches_tracked"]
+    back = api.convert(tmp_path / "mid.pt", tmp_path / "back.weights.h5", like=src)
+    assert back.rules["dropped"] == ["0.num_batches_tracked"]
+    assert back.rules["inexact"] == [] and back.rules["unused"] == []
