@@ -101,7 +101,7 @@ def _the_model(graph: Graph) -> tuple[Path, Node]:
     if len(top) != 1:
         names = ", ".join("/".join(p) or "(root)" for p, _ in top)
         raise UnsupportedError(f"the checkpoint holds {len(top)} Keras models ({names}) and a "
-                               ".h5 holds one; pick it with `{MIGRATE}`", graph.source)
+                               f".h5 holds one; pick it with `{MIGRATE}`", graph.source)
     return top[0]
 
 
