@@ -231,3 +231,30 @@ def test_nested_model_checkpoint_is_refused(tk, ckpt, tmp_path):
     assert_one_line_error(ckpt("convert", prefix, tmp_path / "out.h5"), "nested model",
                           "layer_with_weights-0")
     assert not (tmp_path / "out.h5").exists()
+
+
+def _nested(K, frozen: bool):
+    inner = _sequential(K)
+    inner.trainable = not frozen
+    inputs = K.Input((4,))
+    return K.Model(inputs, K.layers.Dense(1)(inner(inputs)))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_nested_model_saved_model(tk, ckpt, tmp_path, frozen):
+    """A SavedModel lists each layer's trainable and non-trainable variables, which give a
+    nested model's .h5 order (trainable first) whether or not it is frozen."""
+    model = _nested(tk, frozen)
+    x = _inputs("fitted")
+    randomize(model, 7)
+    gold = Golden(model, lambda: _nested(tk, frozen), x, predict(model, x))
+    saved, reference, out = tmp_path / "saved", tmp_path / "reference.h5", tmp_path / "out.h5"
+    model.save(str(saved), save_format="tf")
+    model.save_weights(str(reference))
+    result = ckpt("convert", saved, out)
+    assert result.code == 0, result.err
+    assert_same_model(gold, out)
+    with h5py.File(out) as mine, h5py.File(reference) as theirs:
+        nested = text_list(theirs, "layer_names")[1]
+        assert text_list(mine["layer_with_weights-0"], "weight_names") == \
+            text_list(theirs[nested], "weight_names")

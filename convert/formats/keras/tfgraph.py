@@ -10,12 +10,13 @@ Sequential or functional model (`save_weights(prefix)`: the model is the root;
   per-class order (`layout.order_by_names`); sub-objects (an RNN's `cell`, Bidirectional's
   `forward_layer`/`backward_layer`, MultiHeadAttention's `_query_dense`, …) follow in
   tracking order, as `layer.weights` gathers them;
-- a SavedModel layer also lists `variables/N`, which is `layer.weights` itself;
+- a SavedModel layer also lists `trainable_variables/N` and
+  `keras_api/non_trainable_variables/N`, which together are `layer.weights` itself;
 - each variable's TF `full_name` is its Keras name without `:0` (`lstm/lstm_cell/kernel`),
   whose first part is the layer's name.
 
 A nested model's weights come in trainable-first order, which depends on flags the
-checkpoint does not record: refused unless the SavedModel's `variables/N` list gives it.
+checkpoint does not record: refused unless a SavedModel's lists give them.
 """
 
 from __future__ import annotations
@@ -128,12 +129,40 @@ def _numbered(node: Node, pattern: re.Pattern, where: str, source) -> list[Node]
     return [numbered[i] for i in range(len(numbered))]
 
 
+def _listed(node: Node, *path: str) -> list[Tensor] | None:
+    """A SavedModel's list of variables at `path` below `node` (`variables/0`, …) in index
+    order; [] when the list object is absent, None when it is not such a list."""
+    item: Node | Tensor | None = node
+    for name in path:
+        item = item.edges.get(name) if type(item) is Node else None
+    if item is None:
+        return []
+    if type(item) is not Node or not all(k.isdigit() and isinstance(t, Tensor)
+                                         for k, t in item.edges.items()):
+        return None
+    return [t for _, t in sorted(item.edges.items(), key=lambda kv: int(kv[0]))]
+
+
+def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[Path, Tensor]] | None:
+    """`layer.weights` of a SavedModel layer: its `trainable_variables`, then
+    `keras_api/non_trainable_variables` (Keras' `variables` list is in another order for
+    a nested model); None when the layer is not a SavedModel's."""
+    if type(layer.edges.get("keras_api")) is not Node or "variables" not in layer.edges:
+        return None
+    every = _listed(layer, "variables")
+    trainable = _listed(layer, "trainable_variables")
+    frozen = _listed(layer, "keras_api", "non_trainable_variables")
+    if every is None or trainable is None or frozen is None or \
+            sorted(map(id, every)) != sorted(map(id, trainable + frozen)):
+        raise UnsupportedError(f"{where}: its SavedModel variable lists disagree", source)
+    return [(("trainable_variables", str(i)), t) for i, t in enumerate(trainable)] + \
+        [(("non_trainable_variables", str(i)), t) for i, t in enumerate(frozen)]
+
+
 def _layer_weights(layer: Node, where: str, source) -> list[tuple[Path, Tensor]]:
-    listed = layer.edges.get("variables")
-    if type(listed) is Node and listed.edges and all(
-            k.isdigit() and isinstance(t, Tensor) for k, t in listed.edges.items()):
-        return [(("variables", k), t) for k, t in sorted(listed.edges.items(),
-                                                         key=lambda kv: int(kv[0]))]
+    listed = _saved_model_weights(layer, where, source)
+    if listed:
+        return listed
     if any(WITH_WEIGHTS.fullmatch(e) for e in layer.edges):
         raise UnsupportedError(
             f"{where} is a nested model: a .h5 lists its weights trainable ones first, which "
