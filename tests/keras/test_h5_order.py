@@ -258,3 +258,12 @@ def test_nested_model_saved_model(tk, ckpt, tmp_path, frozen):
         nested = text_list(theirs, "layer_names")[1]
         assert text_list(mine["layer_with_weights-0"], "weight_names") == \
             text_list(theirs[nested], "weight_names")
+
+
+def test_keras3_weights_from_a_checkpoint_is_refused(models, ckpt, tmp_path):
+    """A `.weights.h5` assigns `vars/N` by position too; a TF checkpoint gives no Keras 3
+    object paths."""
+    source = models["dense_bn"].files["prefix"]
+    assert_one_line_error(ckpt("convert", source, tmp_path / "x.weights.h5"), str(source),
+                          "Keras 3 object paths", "not known")
+    assert listing(tmp_path) == set()

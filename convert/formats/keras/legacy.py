@@ -17,6 +17,10 @@ path), `keras_layer`, `keras_layer_index` (among layers with weights),
 `keras_weight_index`, `keras_weight_name`; with a model config also `keras3_key`, its
 Keras 3 object path. Optimizer weights become Slots where the variable they belong to can
 be told from the name, else tensors under the `optimizer` Node, all in their file order.
+
+Writing: the order is the file's meaning, so it comes from the source or the conversion
+is refused (`plan`): the Keras identities above, or a tf_keras model found in a TF object
+graph (`tfgraph`); never path or sorted order.
 """
 
 from __future__ import annotations
@@ -300,17 +304,8 @@ def _plan_from_objects(graph: Graph, entries: list, result: _Plan) -> None:
     """A tf_keras model's TF object checkpoint: its layers in Keras' order; everything
     else (optimizer, metrics, save counter) is left out and said."""
     found = tfgraph.model_of(graph)
-    result.layer_names = found.layer_names
-    result.layers = found.layers
-    written = {id(t) for weights in found.layers.values() for _, t in weights}
-    left: dict[str, int] = {}
-    for entry in entries:
-        if id(entry.tensor) in written:
-            continue
-        path = entry.path
-        if path[:len(found.path)] == found.path and len(path) > len(found.path):
-            path = path[len(found.path):]
-        left[path[0]] = left.get(path[0], 0) + 1
+    result.layer_names, result.layers = found.layer_names, found.layers
+    left = found.left_out(entries)
     if left:
         where = ", ".join(f"{name}: {count}" for name, count in left.items())
         result.notes.append(

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from ...errors import UnsupportedError
-from ...graph import Graph, Node, Path
+from ...graph import Entry, Graph, Node, Path
 from ...tensor import Tensor
 from . import layout
 
@@ -42,6 +42,20 @@ class KerasModel:
     path: Path  # where the model object sits in the graph
     layer_names: list[str] = field(default_factory=list)
     layers: dict[str, list[tuple[str, Tensor]]] = field(default_factory=dict)
+
+    def left_out(self, entries: list[Entry]) -> dict[str, int]:
+        """How many of `entries` are not the layers' weights, by their first edge below
+        the model (`optimizer`, `keras_api`) or, outside it, from the root."""
+        written = {id(t) for weights in self.layers.values() for _, t in weights}
+        left: dict[str, int] = {}
+        depth = len(self.path)
+        for entry in entries:
+            if id(entry.tensor) not in written:
+                path = entry.path
+                if path[:depth] == self.path and len(path) > depth:
+                    path = path[depth:]
+                left[path[0]] = left.get(path[0], 0) + 1
+        return left
 
 
 def is_object_graph(graph: Graph) -> bool:
