@@ -267,3 +267,23 @@ def test_keras3_weights_from_a_checkpoint_is_refused(models, ckpt, tmp_path):
     assert_one_line_error(ckpt("convert", source, tmp_path / "x.weights.h5"), str(source),
                           "Keras 3 object paths", "not known")
     assert listing(tmp_path) == set()
+
+
+def test_layer_of_unknown_kind_is_refused(tk, ckpt, tmp_path):
+    """Variables no known layer kind orders (a custom layer's `w`, `b`): refused, as Keras
+    puts trainable ones first and the checkpoint does not say which those are."""
+
+    class Affine(tk.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight("w", shape=(shape[-1], 2))
+            self.b = self.add_weight("b", shape=(2,))
+
+        def call(self, x):
+            return x @ self.w + self.b
+
+    inputs = tk.Input((3,))
+    prefix = tmp_path / "custom"
+    tk.Model(inputs, Affine(name="affine")(inputs)).save_weights(str(prefix))
+    assert_one_line_error(ckpt("convert", prefix, tmp_path / "out.h5"),
+                          "layer_with_weights-0 holds variables w, b")
+    assert not (tmp_path / "out.h5").exists()
