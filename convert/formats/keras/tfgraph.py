@@ -70,7 +70,8 @@ def model_of(graph: Graph) -> KerasModel:
     weighted = _numbered(node, WITH_WEIGHTS, where, graph.source)
     listed = _numbered(node, ANY_LAYER, where, graph.source) or weighted
     ids = [id(n) for n in weighted]
-    if [id(n) for n in listed if id(n) in set(ids)] != ids:
+    has_weights = set(ids)
+    if [id(n) for n in listed if id(n) in has_weights] != ids:
         raise UnsupportedError(f"the model at {where}: its layer-N and layer_with_weights-N "
                                "edges disagree on the layer order", graph.source)
     own = [e for e, t in node.edges.items()
