@@ -305,8 +305,22 @@ def _copy(node: Node, fill: dict[int, Tensor], memo: dict[int, Node]) -> Node:
         if isinstance(item, Node):
             new.edges[name] = _copy(item, fill, memo)
         elif id(item) in fill:
-            new.edges[name] = fill[id(item)]
+            new.edges[name] = _as(item, fill[id(item)], memo)
     return new
+
+
+def _as(skeleton: Tensor, made: Tensor, memo: dict) -> Tensor:
+    """`made` in the skeleton's place: the skeleton's format facts (its Keras weight name
+    and position, its TF full name, its own key) with the rules' provenance, so the writer
+    lays it out as the skeleton's own (an alias of the skeleton tensor gets the same one)."""
+    key = ("tensor", id(skeleton))
+    if key not in memo:
+        memo[key] = Tensor(made.dtype, made.shape, made.read,
+                           {**skeleton.meta, **{k: v for k, v in made.meta.items()
+                                                if k.startswith("rule_")},
+                            "rule_sources": made.meta.get("rule_sources",
+                                                          [_source_key(made)])})
+    return memo[key]
 
 
 def _key(path: GraphPath, fmt: str | None) -> str:

@@ -212,12 +212,12 @@ def test_keras_archive_to_legacy(goldens, tk, tmp_path):
     np.testing.assert_array_equal(predict(model, gold.x), predict(reference, gold.x))
 
 
-@pytest.mark.parametrize("source,target", [("tk_seq:h5", "x.weights.h5"),
-                                           ("k3_seq:weights", "x.h5")])
-def test_refuses_to_guess_the_other_layout(goldens, tmp_path, ckpt, source, target):
+@pytest.mark.parametrize("source,target,fragment", [("tk_seq:h5", "x.weights.h5", "structure"),
+                                                    ("k3_seq:weights", "x.h5", "layer order")])
+def test_refuses_to_guess_the_other_layout(goldens, tmp_path, ckpt, source, target, fragment):
     name, kind = source.split(":")
     result = ckpt("convert", goldens[name].files[kind], tmp_path / target)
-    assert_one_line_error(result, str(goldens[name].files[kind]), "structure", "--like")
+    assert_one_line_error(result, str(goldens[name].files[kind]), fragment, ".keras")
     assert listing(tmp_path) == set()
 
 
@@ -230,17 +230,13 @@ def flat_copy(graph: Graph) -> Graph:
 
 
 @pytest.mark.parametrize("name", ["tk_seq", "tk_all"])
-def test_legacy_through_a_flat_graph(goldens, tmp_path, name):
-    gold = goldens[name]
+def test_legacy_through_a_flat_graph_is_refused(goldens, tmp_path, name):
+    """A flat graph keeps paths, not Keras' layer and weight order: a .h5 is never written
+    in path (or sorted) order."""
     out = tmp_path / "back.h5"
-    graph = convert.load(gold.files["h5"])
-    convert.save(flat_copy(graph), out)
-    again = convert.load(out)
-    for (_, mine), (_, theirs) in zip(again.tensors(), graph.tensors(), strict=True):
-        np.testing.assert_array_equal(mine.read(), theirs.read())
-        assert mine.dtype == theirs.dtype
-    assert_loads(gold, out, by_name=True)
-    assert_loads(gold, out)  # the flat graph kept the layer order
+    with pytest.raises(UnsupportedError, match="does not record that order"):
+        convert.save(flat_copy(convert.load(goldens[name].files["h5"])), out)
+    assert listing(tmp_path) == set()
 
 
 @pytest.mark.parametrize("name", ["k3_sub", "k3_bf16", "k3_all"])
@@ -263,28 +259,44 @@ def _writable(fmt: str) -> bool:
 def test_through_flat_formats_with_the_cli(goldens, tmp_path, ckpt, flat):
     if not _writable(flat):
         pytest.skip(f"{flat} is not available yet")
-    for name, kind, back in [("tk_seq", "h5", "back.h5"), ("k3_all", "weights",
-                                                              "back.weights.h5")]:
-        gold = goldens[name]
-        middle = tmp_path / f"{name}.{flat}"
-        for src, dst in [(gold.files[kind], middle), (middle, tmp_path / f"{name}-{back}")]:
-            result = ckpt("convert", src, dst)
-            assert result.code == 0, result.err
-        original = convert.load(gold.files[kind])
-        again = convert.load(tmp_path / f"{name}-{back}")
-        assert len(again) == len(original)
-        values = {"/".join(p): t.read() for p, t in original.tensors()}
-        for path, tensor in again.tensors():
-            np.testing.assert_array_equal(tensor.read(), values["/".join(path)])
-        assert_loads(gold, tmp_path / f"{name}-{back}", **({"by_name": True}
-                                                          if kind == "h5" else {}))
+    gold = goldens["k3_all"]
+    middle = tmp_path / f"k3_all.{flat}"
+    back = tmp_path / "back.weights.h5"
+    for src, dst in [(gold.files["weights"], middle), (middle, back)]:
+        result = ckpt("convert", src, dst)
+        assert result.code == 0, result.err
+    original = convert.load(gold.files["weights"])
+    again = convert.load(back)
+    assert len(again) == len(original)
+    values = {"/".join(p): t.read() for p, t in original.tensors()}
+    for path, tensor in again.tensors():
+        np.testing.assert_array_equal(tensor.read(), values["/".join(path)])
+    assert_loads(gold, back)
+    # A Keras 2 file through the same format has lost its order: refused, nothing written.
+    middle = tmp_path / f"tk_seq.{flat}"
+    assert ckpt("convert", goldens["tk_seq"].files["h5"], middle).code == 0
+    before = listing(tmp_path)
+    assert_one_line_error(ckpt("convert", middle, tmp_path / "tk_seq-back.h5"), str(middle),
+                          f"a {flat} file does not record that order")
+    assert listing(tmp_path) == before
 
 
 # -- the writers' own rules ----------------------------------------------------------------------
 
+def tf_shaped(layers: dict[str, dict[str, np.ndarray]]) -> Graph:
+    """A graph shaped like a tf_keras model's TF object checkpoint (`save_weights`): one
+    `layer_with_weights-N` object per layer, each variable with its TF full name."""
+    graph = Graph(format="tf")
+    graph.root.meta["tf_layout"] = "object"
+    for i, (layer, weights) in enumerate(layers.items()):
+        for name, value in weights.items():
+            graph.add((f"layer_with_weights-{i}", name),
+                      Tensor.from_array(value, {"tf_full_name": f"{layer}/{name}"}))
+    return graph
+
+
 def test_always_writes_keras_version(tmp_path, tk):
-    graph = Graph.from_flat({("dense", "kernel"): Tensor.from_array(np.ones((2, 3), "f4")),
-                             ("dense", "bias"): Tensor.from_array(np.zeros(3, "f4"))})
+    graph = tf_shaped({"dense": {"kernel": np.ones((2, 3), "f4"), "bias": np.zeros(3, "f4")}})
     out = tmp_path / "generic.h5"
     convert.save(graph, out)
     with h5py.File(out) as f:
@@ -299,8 +311,7 @@ def test_long_name_lists_are_split_like_keras(tmp_path, tk):
     from tf_keras.src.saving.legacy import hdf5_format
 
     names = [f"layer_{'x' * 200}_{i}" for i in range(400)]  # > 64 KiB of names
-    graph = Graph.from_flat({(n, "w"): Tensor.from_array(np.full(1, i, "f4"))
-                             for i, n in enumerate(names)})
+    graph = tf_shaped({n: {"w": np.full(1, i, "f4")} for i, n in enumerate(names)})
     out = tmp_path / "long.h5"
     convert.save(graph, out)
     with h5py.File(out) as f:

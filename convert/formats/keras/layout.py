@@ -169,19 +169,40 @@ def parts(cfg: dict) -> list[Part]:
     return [Part("", cls, cfg)]
 
 
-def var_names(part: Part, count: int) -> list[str]:
-    """What Keras calls each variable of `part`; indices where the class is unknown."""
-    conf = inner(part.cfg)
-    if part.cls in ("BatchNormalization", "LayerNormalization"):
+STATISTICS = ["moving_mean", "moving_variance"]  # BatchNormalization's non-trainable ones
+
+
+def class_var_names(cls: str, conf: dict | None = None) -> list[str]:
+    """The variables a `cls` layer makes, in Keras' weight order ([] when not known)."""
+    conf = conf or {}
+    if cls in ("BatchNormalization", "LayerNormalization"):
         names = (["gamma"] if conf.get("scale", True) else []) + \
                 (["beta"] if conf.get("center", True) else [])
-        if part.cls == "BatchNormalization":
-            names += ["moving_mean", "moving_variance"]
-    else:
-        names = VAR_NAMES.get(part.cls, [])
+        return names + STATISTICS if cls == "BatchNormalization" else names
+    return list(VAR_NAMES.get(cls, []))
+
+
+def var_names(part: Part, count: int) -> list[str]:
+    """What Keras calls each variable of `part`; indices where the class is unknown."""
+    names = class_var_names(part.cls, inner(part.cfg))
     if len(names) >= count and (count == len(names) or part.cls in VAR_NAMES):
         return names[:count]
     return [str(i) for i in range(count)]
+
+
+def order_by_names(names: list[str]) -> list[str] | None:
+    """Keras' order of one layer's own variables told by their names alone (a TF object
+    checkpoint records names, not classes): the order of every class in the table that
+    makes all of them, when those agree; None when no class does or they disagree."""
+    if len(names) <= 1:
+        return list(names)
+    wanted = set(names)
+    orders = set()
+    for cls in [*VAR_NAMES, "BatchNormalization", "LayerNormalization"]:
+        known = class_var_names(cls)
+        if wanted <= set(known):
+            orders.add(tuple(n for n in known if n in wanted))
+    return list(orders.pop()) if len(orders) == 1 else None
 
 
 def trainable_flags(part: Part, count: int, layer_is_trainable: bool) -> list[bool]:

@@ -17,6 +17,10 @@ path), `keras_layer`, `keras_layer_index` (among layers with weights),
 `keras_weight_index`, `keras_weight_name`; with a model config also `keras3_key`, its
 Keras 3 object path. Optimizer weights become Slots where the variable they belong to can
 be told from the name, else tensors under the `optimizer` Node, all in their file order.
+
+Writing: the order is the file's meaning, so it comes from the source or the conversion
+is refused (`plan`): the Keras identities above, or a tf_keras model found in a TF object
+graph (`tfgraph`); never path or sorted order.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ...errors import FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node, Slot
 from ...tensor import Tensor
-from . import layout
+from . import layout, tfgraph
 from .hdf5 import (
     BFLOAT16,
     Source,
@@ -248,28 +252,27 @@ class _Plan:
 
 
 def plan(graph: Graph) -> _Plan:
-    """Which layer group and weight name each tensor of `graph` goes to, in order."""
+    """Which layer group and weight name each tensor of `graph` goes to, in order.
+
+    The order is the file's meaning (Keras loads by position), so it comes from the
+    source or the conversion is refused: Keras' own identities of each weight (a Keras
+    file read here), or a tf_keras model's TF object checkpoint (`tfgraph`)."""
     result = _Plan()
     entries = graph.entries()
     optimizer = [e for e in entries if e.tensor.meta.get("keras_optimizer")]
     model = [e for e in entries if not e.tensor.meta.get("keras_optimizer") and e.slot is None]
+    if model and all("keras_layer" in e.tensor.meta and "keras_weight_name" in e.tensor.meta
+                     for e in model):
+        _plan_from_meta(graph, model, result)
+    elif tfgraph.is_object_graph(graph):
+        _plan_from_objects(graph, entries, result)
+        return result
+    else:
+        raise UnsupportedError(_order_unknown(graph, model), graph.source)
     slots = [e for e in entries if e.slot is not None and not e.tensor.meta.get("keras_optimizer")]
     if slots:
         result.notes.append(f"{len(slots)} optimizer slot(s) from another format were not "
                             "written: Keras 2 files keep only a Keras optimizer's own weights")
-    if model and all("keras_layer" in e.tensor.meta and "keras_weight_name" in e.tensor.meta
-                     for e in model):
-        _plan_from_meta(graph, model, result)
-    elif model and all(_keras3_shaped(e.path) for e in model):
-        reason = graph.root.meta.get("keras_legacy_unmapped")
-        raise UnsupportedError(
-            "these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
-            "model's layer order and weight lists that a Keras 2 .h5 needs"
-            + (f" ({reason})" if reason else "")
-            + "; convert from a .keras archive, or give the target's structure "
-            "(--like TARGET, coming)", graph.source)
-    else:
-        _plan_from_paths(model, result)
     full = isinstance(graph.metadata.get("model_config"), str)
     if optimizer and full and _is_legacy_optimizer(optimizer):
         optimizer.sort(key=lambda e: e.tensor.meta.get("keras_weight_index", 1 << 62))
@@ -278,6 +281,38 @@ def plan(graph: Graph) -> _Plan:
         result.notes.append(f"{len(optimizer)} optimizer weight(s) were not written: only a "
                             "full-model .h5 read from a Keras 2 file carries them over")
     return result
+
+
+def _order_unknown(graph: Graph, model: list) -> str:
+    """Why the source cannot give a .h5's order, and what would."""
+    give = ("; convert from what records it: a full-model .h5, a .keras archive, or the "
+            "tf_keras model's own TF checkpoint (save_weights, tf.train.Checkpoint)")
+    if model and all(_keras3_shaped(e.path) for e in model):
+        reason = graph.root.meta.get("keras_legacy_unmapped")
+        return ("these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
+                "model's layer order and weight lists that a Keras 2 .h5 needs"
+                + (f" ({reason})" if reason else "") + "; convert from a .keras archive")
+    if graph.format == "tf":
+        what = "a name-based TensorFlow checkpoint (TF1 variable names)"
+    else:
+        what = f"a {graph.format} file" if graph.format else "this graph"
+    return (f"a Keras 2 .h5 is loaded by position (layer order, then each layer's weight "
+            f"order), and {what} does not record that order" + give)
+
+
+def _plan_from_objects(graph: Graph, entries: list, result: _Plan) -> None:
+    """A tf_keras model's TF object checkpoint: its layers in Keras' order; everything
+    else (optimizer, metrics, save counter) is left out and said."""
+    found = tfgraph.model_of(graph)
+    result.layer_names, result.layers = found.layer_names, found.layers
+    left = found.left_out(entries)
+    if left:
+        where = ", ".join(f"{name}: {count}" for name, count in left.items())
+        result.notes.append(
+            f"{sum(left.values())} value(s) outside the model's layers were not written "
+            f"({where}): a weights .h5 holds layer weights only, and Keras keeps optimizer "
+            "state only in a full-model .h5, which needs the model config that a checkpoint "
+            "does not hold")
 
 
 def _keras3_shaped(path: tuple[str, ...]) -> bool:
@@ -313,28 +348,6 @@ def _plan_from_meta(graph: Graph, model: list, result: _Plan) -> None:
 def _first_meta(weights: list[tuple[str, Tensor]], key: str) -> float:
     value = weights[0][1].meta.get(key)
     return value if isinstance(value, int) else float("inf")
-
-
-def _plan_from_paths(model: list, result: _Plan) -> None:
-    """A graph from elsewhere: the first edge names the layer, the path names the weight.
-
-    The first edge, not all but the last: a nested model is one Keras 2 layer whose
-    weights sit deeper (`inner/dense/kernel`), and a Keras file that went through a flat
-    format must come back with the same groups."""
-    for entry in model:
-        layer = entry.path[0]
-        name = "/".join(entry.path) + ":0"
-        target = result.top if layer == TOP_LEVEL else result.layers.setdefault(layer, [])
-        target.append((name, entry.tensor))
-    for weights in result.layers.values():
-        if any(name.count("/") > 1 for name, _ in weights):
-            # A nested model lists trainable weights first: a flat path order groups by
-            # sub-layer, so move the BatchNormalization statistics (never trainable) last.
-            weights.sort(key=lambda w: w[0].rsplit("/", 1)[-1] in _STATISTICS)
-    result.layer_names = list(result.layers)
-
-
-_STATISTICS = {"moving_mean:0", "moving_variance:0"}
 
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
