@@ -286,7 +286,8 @@ def plan(graph: Graph) -> _Plan:
 def _order_unknown(graph: Graph, model: list) -> str:
     """Why the source cannot give a .h5's order, and what would."""
     give = ("; convert from what records it: a full-model .h5, a .keras archive, or the "
-            "tf_keras model's own TF checkpoint (save_weights, tf.train.Checkpoint)")
+            "tf_keras model's own TF checkpoint (save_weights, tf.train.Checkpoint); or give "
+            "the model's own .h5 as --like SKELETON.h5 to map layers into it")
     if model and all(_keras3_shaped(e.path) for e in model):
         reason = graph.root.meta.get("keras_legacy_unmapped")
         return ("these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
