@@ -19,7 +19,6 @@ SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt
            "safetensors", "flax"]
 
 ITEM1 = "issue 19 item 1: tf_keras .h5 -> TF object checkpoint is not in Keras' layout"
-ITEM2 = "issue 19 item 2: SavedModel through a flat format writes variables/N, not kernel"
 ITEM3 = "issue 19 item 3: Keras optimizer state becomes an extra .h5 layer"
 ITEM4 = "issue 19 item 4: .h5 -> --tf-names renames weights of nested and subclassed models"
 H5_ORDER = "the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order"
@@ -39,9 +38,6 @@ KNOWN_WRONG = {
     ("tfk-h5-full+opt", "tf"): ITEM1,
     **{("tfk-h5-full+opt", t): ITEM3
        for t in ("tf-names", "safetensors", "sharded", "torch", "npz", "flax")},
-    **{("tfk-savedmodel", t): ITEM2
-       for t in ("safetensors", "sharded", "npz", "flax", "keras-h5")},
-    **{("tfk-savedmodel+opt", t): ITEM2 for t in ("safetensors", "sharded", "npz", "flax")},
     ("tfk-savedmodel+opt", "keras-h5"): ITEM3,
     ("safetensors", "keras-h5"): H5_SCALAR,
 }
