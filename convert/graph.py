@@ -22,6 +22,10 @@ Path = tuple[str, ...]
 # format without aliases, since it is the one the framework restores by (`kernel`, not the
 # positional `variables/0` that a SavedModel also records).
 PRIMARY_PATH = "primary_path"
+# Tensor.meta key: the variable's own name, as the framework that made it names it (a TF
+# variable's `full_name`; a Keras `.h5` weight name without `:0`, which is the same name).
+# A name-based TF checkpoint is keyed by it.
+VARIABLE_NAME = "tf_full_name"
 
 
 def slot_path(optimizer: Path, name: str, variable: Path) -> Path:

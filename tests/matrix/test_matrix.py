@@ -20,8 +20,8 @@ SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt
 
 ITEM1 = "issue 19 item 1: tf_keras .h5 -> TF object checkpoint is not in Keras' layout"
 ITEM3 = "issue 19 item 3: Keras optimizer state becomes an extra .h5 layer"
-ITEM4 = "issue 19 item 4: .h5 -> --tf-names renames weights of nested and subclassed models"
-H5_ORDER = "the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order"
+H5_ORDER = ("the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order or "
+            "other layer groups (here on the way back)")
 H5_SCALAR = "a one-edge path through .h5 comes back as name/name"
 KNOWN_WRONG = {
     ("tfk-checkpoint", "keras-h5"): H5_ORDER,
@@ -30,9 +30,9 @@ KNOWN_WRONG = {
     ("tfk-h5", "tf"): ITEM1,
     ("tfk-h5", "tf-names"): H5_ORDER,
     ("tfk-h5-nested", "tf"): ITEM1,
-    ("tfk-h5-nested", "tf-names"): ITEM4,
+    ("tfk-h5-nested", "tf-names"): H5_ORDER,
     ("tfk-h5-subclassed", "tf"): ITEM1,
-    ("tfk-h5-subclassed", "tf-names"): ITEM4,
+    ("tfk-h5-subclassed", "tf-names"): H5_ORDER,
     ("tfk-h5-full", "tf"): ITEM1,
     ("tfk-h5-full", "tf-names"): H5_ORDER,
     ("tfk-h5-full+opt", "tf"): ITEM1,
