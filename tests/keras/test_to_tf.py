@@ -2,6 +2,8 @@
 
 - `--tf-names` (name-based): each value under the variable's own name, as the `.h5` records
   it (`dense_2/kernel`, not the layer group's `block/dense_2/kernel`).
+- object-based: tf_keras' own layout (`layer_with_weights-N/kernel`, `layer-N`), the graph
+  its `save_weights(prefix)` writes for the same model; refused where a `.h5` does not say it.
 """
 
 from __future__ import annotations
@@ -54,3 +56,59 @@ def test_h5_to_name_based_checkpoint_keeps_variable_names(h5_files, kind, tmp_pa
                     for w in f[_text(layer)].attrs["weight_names"]}
     assert names == recorded
     _assert_restored(kind, out, weights, lambda m, p: m.load_weights(p))
+
+
+def _object_graph(prefix):
+    """Each node by its first breadth-first path: child names (without tf_keras' empty
+    `axis` list wrappers) and attributes (name, full name, checkpoint key)."""
+    from convert.formats.tf import protos
+
+    reader = tf.train.load_checkpoint(str(prefix))
+    proto = protos.TrackableObjectGraph()
+    proto.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    paths, queue, out = {0: ()}, [0], {}
+    while queue:
+        node_id = queue.pop(0)
+        node = proto.nodes[node_id]
+        for ref in node.children:
+            if ref.node_id not in paths:
+                paths[ref.node_id] = paths[node_id] + (ref.local_name,)
+                queue.append(ref.node_id)
+        empty = {ref.local_name for ref in node.children
+                 if not proto.nodes[ref.node_id].children
+                 and not proto.nodes[ref.node_id].attributes}
+        out[paths[node_id]] = (
+            sorted((ref.local_name, paths.get(ref.node_id)) for ref in node.children
+                   if ref.local_name not in empty or ref.local_name.startswith("layer")),
+            sorted((a.name, a.full_name, a.checkpoint_key) for a in node.attributes))
+    return {path: value for path, value in out.items() if path[-1:] != ("axis",)}
+
+
+@pytest.mark.parametrize(("kind", "full"), [("sequential", False), ("sequential", True),
+                                            ("nested", True)])
+def test_h5_to_object_checkpoint_is_tf_keras_layout(kind, full, tmp_path, ckpt):
+    """The object graph tf_keras' own save_weights(prefix) writes for the same model, and
+    a fresh model's load_weights restores every weight."""
+    import tf_keras
+
+    model = models.keras_model(tf_keras, kind, seed=4)
+    source = tmp_path / "m.h5"
+    (model.save if full else model.save_weights)(str(source))
+    model.save_weights(str(tmp_path / "theirs" / "w"))
+    assert ckpt("convert", source, tmp_path / "ours" / "w", "--to", "tf").code == 0
+    assert _object_graph(tmp_path / "ours" / "w") == _object_graph(tmp_path / "theirs" / "w")
+    _assert_restored(kind, tmp_path / "ours" / "w", [np.asarray(w) for w in model.weights],
+                     lambda m, p: m.load_weights(p))
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("nested", "layer 'block' is a nested model"),
+    ("subclassed", "subclassed model"),
+])
+def test_h5_to_object_checkpoint_refuses_unknown_layouts(h5_files, kind, fragment, tmp_path,
+                                                         ckpt):
+    from tests.conftest import assert_one_line_error
+
+    result = ckpt("convert", h5_files[kind][0], tmp_path / "out", "--to", "tf")
+    assert_one_line_error(result, fragment)
+    assert not list(tmp_path.iterdir())

@@ -84,6 +84,7 @@ def _tf_keras_sources(directory: Path, wanted: Callable[[str], bool]) -> list[So
     add("tfk-h5-subclassed", "subclassed", False, h5_weights, home="keras-h5")
     add("tfk-h5-full", "sequential", False, h5_full, home="keras-h5")
     add("tfk-h5-full+opt", "sequential", True, h5_full, home="keras-h5")
+    add("tfk-h5-full-nested", "nested", False, h5_full, home="keras-h5")
     add("tfk-savedmodel", "sequential", False, saved_model, "model")
     add("tfk-savedmodel+opt", "sequential", True, saved_model, "model")
     for source in found:

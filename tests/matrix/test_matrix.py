@@ -14,11 +14,10 @@ from . import harness
 
 SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt",
            "tfk-prefix-nested", "tfk-h5", "tfk-h5-nested", "tfk-h5-subclassed", "tfk-h5-full",
-           "tfk-h5-full+opt", "tfk-savedmodel", "tfk-savedmodel+opt", "k3-weights.h5",
-           "k3-keras", "torch-state-dict", "torch-training", "torch-tied", "torch-bf16",
-           "safetensors", "flax"]
+           "tfk-h5-full+opt", "tfk-h5-full-nested", "tfk-savedmodel", "tfk-savedmodel+opt",
+           "k3-weights.h5", "k3-keras", "torch-state-dict", "torch-training", "torch-tied",
+           "torch-bf16", "safetensors", "flax"]
 
-ITEM1 = "issue 19 item 1: tf_keras .h5 -> TF object checkpoint is not in Keras' layout"
 ITEM3 = "issue 19 item 3: Keras optimizer state becomes an extra .h5 layer"
 H5_ORDER = ("the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order or "
             "other layer groups (here on the way back)")
@@ -27,15 +26,11 @@ KNOWN_WRONG = {
     ("tfk-checkpoint", "keras-h5"): H5_ORDER,
     ("tfk-checkpoint+opt", "keras-h5"): H5_ORDER,
     ("tfk-prefix+opt", "keras-h5"): ITEM3,
-    ("tfk-h5", "tf"): ITEM1,
     ("tfk-h5", "tf-names"): H5_ORDER,
-    ("tfk-h5-nested", "tf"): ITEM1,
     ("tfk-h5-nested", "tf-names"): H5_ORDER,
-    ("tfk-h5-subclassed", "tf"): ITEM1,
     ("tfk-h5-subclassed", "tf-names"): H5_ORDER,
-    ("tfk-h5-full", "tf"): ITEM1,
     ("tfk-h5-full", "tf-names"): H5_ORDER,
-    ("tfk-h5-full+opt", "tf"): ITEM1,
+    ("tfk-h5-full-nested", "tf-names"): H5_ORDER,
     **{("tfk-h5-full+opt", t): ITEM3
        for t in ("tf-names", "safetensors", "sharded", "torch", "npz", "flax")},
     ("tfk-savedmodel+opt", "keras-h5"): ITEM3,
