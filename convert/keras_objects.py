@@ -19,6 +19,7 @@ object checkpoint (and what `ckpt migrate` will reuse); the writers never see `.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from .errors import UnsupportedError
@@ -26,6 +27,7 @@ from .graph import Graph, Node
 from .tensor import Tensor
 
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
+_TF_LAYER = re.compile(r"layer_with_weights-\d+")
 HINT = "; load the .h5 into the model with tf_keras and call save_weights(prefix) there"
 
 
@@ -42,6 +44,8 @@ def is_keras_h5(graph: Graph) -> bool:
 def to_tf_layout(graph: Graph) -> tuple[Graph, list[str]]:
     """The same weights in tf_keras' TF checkpoint layout, and notes on what was left out.
     UnsupportedError where the `.h5` does not say the layout."""
+    if all(_TF_LAYER.fullmatch(n) for n in graph.root.meta["keras_layer_names"]):
+        return graph, []  # a .h5 written from a tf_keras checkpoint: its paths are the layout
     layers = _layers(graph)
     config = _model_config(graph)
     out = Graph(format="tf", source=graph.source, files=list(graph.files),

@@ -21,7 +21,6 @@ SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt
 ITEM3 = "issue 19 item 3: Keras optimizer state becomes an extra .h5 layer"
 H5_ORDER = ("the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order or "
             "other layer groups (here on the way back)")
-H5_SCALAR = "a one-edge path through .h5 comes back as name/name"
 KNOWN_WRONG = {
     ("tfk-checkpoint", "keras-h5"): H5_ORDER,
     ("tfk-checkpoint+opt", "keras-h5"): H5_ORDER,
@@ -34,7 +33,6 @@ KNOWN_WRONG = {
     **{("tfk-h5-full+opt", t): ITEM3
        for t in ("tf-names", "safetensors", "sharded", "torch", "npz", "flax")},
     ("tfk-savedmodel+opt", "keras-h5"): ITEM3,
-    ("safetensors", "keras-h5"): H5_SCALAR,
 }
 
 

@@ -155,6 +155,8 @@ def _read_layers(graph: Graph, group: h5py.Group,
             weights.append((weight_name, tensor))
         if weight_names and not top:
             index += 1
+        if not top and [layout.strip_suffix(w) for w, _ in weights] == [name]:
+            graph.root.edges[name] = weights[0][1]  # a lone tensor written as its own layer
         layers.append((name, weights))
     return layers
 
