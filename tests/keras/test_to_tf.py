@@ -112,3 +112,16 @@ def test_h5_to_object_checkpoint_refuses_unknown_layouts(h5_files, kind, fragmen
     result = ckpt("convert", h5_files[kind][0], tmp_path / "out", "--to", "tf")
     assert_one_line_error(result, fragment)
     assert not list(tmp_path.iterdir())
+
+
+def test_h5_written_from_a_tf_keras_checkpoint_goes_back_to_tf(tmp_path, ckpt):
+    """Its layer groups are already tf_keras' object paths (`layer_with_weights-0/…`):
+    kept as they are, also for a nested model, which a Keras-written .h5 would not say."""
+    import tf_keras
+
+    model = models.keras_model(tf_keras, "nested", seed=6)
+    model.save_weights(str(tmp_path / "w"))
+    assert ckpt("convert", tmp_path / "w", tmp_path / "x.h5").code == 0
+    assert ckpt("convert", tmp_path / "x.h5", tmp_path / "back" / "w", "--to", "tf").code == 0
+    _assert_restored("nested", tmp_path / "back" / "w", [np.asarray(w) for w in model.weights],
+                     lambda m, p: m.load_weights(p))
