@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import keras_objects, registry
 from .graph import Graph
 
 Progress = Callable[[int], None]  # called with the bytes of each tensor written
@@ -68,6 +68,9 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
     inputs = tuple(graph.files)
     report = Report(graph.source, os.fspath(path), graph.format, fmt.name,
                     notes=list(graph.notes))
+    if fmt.name == "tf" and not options.get("name_based") and keras_objects.is_keras_h5(graph):
+        graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' own object layout
+        report.notes += notes
     fmt.write(graph, Path(path), overwrite=overwrite, inputs=inputs,
               progress=progress, report=report, **options)
     return report

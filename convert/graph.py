@@ -17,6 +17,16 @@ from .tensor import Tensor
 
 Path = tuple[str, ...]
 
+# Tensor.meta key: the path a source format itself names a tensor by (TF: the object path
+# of its checkpoint key). Where several paths reach one tensor, it is the one written to a
+# format without aliases, since it is the one the framework restores by (`kernel`, not the
+# positional `variables/0` that a SavedModel also records).
+PRIMARY_PATH = "primary_path"
+# Tensor.meta key: the variable's own name, as the framework that made it names it (a TF
+# variable's `full_name`; a Keras `.h5` weight name without `:0`, which is the same name).
+# A name-based TF checkpoint is keyed by it.
+VARIABLE_NAME = "tf_full_name"
+
 
 def slot_path(optimizer: Path, name: str, variable: Path) -> Path:
     """Where a flat format puts a slot: under its optimizer, by slot name, then the
@@ -62,7 +72,8 @@ class Slot:
 
 @dataclass
 class Entry:
-    """One tensor of a graph, once, with every path that reaches it (first path first)."""
+    """One tensor of a graph, once, with every path that reaches it: first its
+    `PRIMARY_PATH` when it has one, then in depth-first order."""
 
     paths: list[Path]
     tensor: Tensor
@@ -161,6 +172,9 @@ class Graph:
                 else:
                     entry.paths.append(path)
         found = list(by_id.values())
+        for entry in found:
+            if len(entry.paths) > 1:
+                _primary_first(entry)
         if not self.slots:
             return found
         first_path = {id(e.tensor): e.path for e in found}
@@ -193,3 +207,10 @@ class Graph:
         for path, tensor in items.items():
             graph.add(path, tensor)
         return graph
+
+
+def _primary_first(entry: Entry) -> None:
+    primary = entry.tensor.meta.get(PRIMARY_PATH)
+    if primary is not None and primary != entry.paths[0] and primary in entry.paths:
+        entry.paths.remove(primary)
+        entry.paths.insert(0, primary)

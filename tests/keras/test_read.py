@@ -292,3 +292,18 @@ def test_ls_json_keys_are_dataset_paths(goldens, ckpt):
     result = ckpt("ls", "--json", goldens["k3_all"].files["keras"])
     assert result.code == 0, result.err
     assert "layers/lstm/cell/vars/0" in {r["key"] for r in json.loads(result.out)}
+
+
+def test_a_lone_tensor_written_as_its_own_layer_keeps_its_key(tmp_path, ckpt):
+    """A flat key with no scope (`steps`) goes to a .h5 as layer `steps`, weight `steps:0`;
+    reading it back gives `steps` again, not `steps/steps`."""
+    from safetensors.numpy import load_file, save_file
+
+    values = {"steps": np.array(7, dtype="int64"), "head.weight": np.ones((2, 3), "float32")}
+    save_file(values, str(tmp_path / "a.safetensors"))
+    assert ckpt("convert", tmp_path / "a.safetensors", tmp_path / "b.h5").code == 0
+    assert ckpt("convert", tmp_path / "b.h5", tmp_path / "c.safetensors").code == 0
+    back = load_file(str(tmp_path / "c.safetensors"))
+    assert set(back) == set(values)
+    for key, value in values.items():
+        np.testing.assert_array_equal(back[key], value)

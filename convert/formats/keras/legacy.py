@@ -34,7 +34,7 @@ import h5py
 
 from ...errors import FormatError, UnsupportedError
 from ...fileio import OutputSet
-from ...graph import Graph, Node, Slot
+from ...graph import VARIABLE_NAME, Graph, Node, Slot
 from ...tensor import Tensor
 from . import layout, tfgraph
 from .hdf5 import (
@@ -152,12 +152,15 @@ def _read_layers(graph: Graph, group: h5py.Group,
                                   "dataset", where.label)
             meta = {"key": ds.name.lstrip("/"), "keras_layer": name,
                     "keras_layer_index": layer_index, "keras_weight_index": j,
-                    "keras_weight_name": weight_name}
+                    "keras_weight_name": weight_name,
+                    VARIABLE_NAME: layout.strip_suffix(weight_name)}
             tensor = dataset_tensor(ds, where, meta)
             _place(node, weight_path(name, weight_name), weight_name, tensor)
             weights.append((weight_name, tensor))
         if weight_names and not top:
             index += 1
+        if not top and [layout.strip_suffix(w) for w, _ in weights] == [name]:
+            graph.root.edges[name] = weights[0][1]  # a lone tensor written as its own layer
         layers.append((name, weights))
     return layers
 
@@ -176,7 +179,7 @@ def _read_optimizer(graph: Graph, group: h5py.Group, where: Source,
             raise FormatError(f"optimizer: `weight_names` lists {weight_name!r} but "
                               f"optimizer_weights/{weight_name} is not a dataset", where.label)
         meta = {"key": ds.name.lstrip("/"), "keras_optimizer": True, "keras_weight_index": j,
-                "keras_weight_name": weight_name}
+                "keras_weight_name": weight_name, VARIABLE_NAME: layout.strip_suffix(weight_name)}
         tensor = dataset_tensor(ds, where, meta)
         slot = _slot_of(weight_name, variables)
         if slot is not None and slot[0].shape == tensor.shape:

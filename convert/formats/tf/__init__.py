@@ -13,7 +13,7 @@ from pathlib import Path
 from ... import stream
 from ...errors import ConvertError, FormatError
 from ...fileio import OutputSet
-from ...graph import Graph, Node
+from ...graph import VARIABLE_NAME, Graph, Node
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 
@@ -130,11 +130,12 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
 
 
 def _name_based_values(graph: Graph) -> list:
-    """TF1 keys: each variable's own name (its TF2 `full_name` where every one is known
-    and unique, else its path joined by `/`); a slot is `<variable name>/<slot name>`."""
+    """TF1 keys: each variable's own name (`VARIABLE_NAME`: a TF2 `full_name`, a Keras
+    `.h5` weight name, where every one is known and unique), else its path joined by `/`;
+    a slot is `<variable name>/<slot name>`."""
     entries = graph.entries()
     plain = [e for e in entries if e.slot is None]
-    full = [e.tensor.meta.get("tf_full_name") for e in plain]
+    full = [e.tensor.meta.get(VARIABLE_NAME) for e in plain]
     use_full = all(full) and len(set(full)) == len(full)
     names = {id(e.tensor): (f if use_full else "/".join(e.path))
              for e, f in zip(plain, full, strict=True)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from ...errors import FormatError
-from ...graph import Graph, Item, Node, Slot
+from ...graph import PRIMARY_PATH, Graph, Item, Node, Slot
 from ...tensor import Tensor
 from . import protos
 from .bundle import BundleReader
@@ -55,18 +55,24 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
                               reader.index_path)
         return node_id
 
+    first_paths = _first_paths(nodes, check_id)
     items: list[Item] = []
-    for node in nodes:
+    for node, path in zip(nodes, first_paths, strict=True):
         attrs = list(node.attributes)
         if not node.children and not node.slot_variables and len(attrs) == 1 \
                 and attrs[0].name == VALUE:
-            items.append(tensor_for(reader, attrs[0].checkpoint_key, attrs[0].full_name))
+            tensor = tensor_for(reader, attrs[0].checkpoint_key, attrs[0].full_name)
+            if path is not None:
+                tensor.meta[PRIMARY_PATH] = path
+            items.append(tensor)
             used.add(attrs[0].checkpoint_key)
             continue
         obj = Node()
         for attr in attrs:
-            obj.edges[ATTRIBUTE_EDGE + attr.name] = tensor_for(reader, attr.checkpoint_key,
-                                                               attr.full_name)
+            tensor = tensor_for(reader, attr.checkpoint_key, attr.full_name)
+            if path is not None:
+                tensor.meta[PRIMARY_PATH] = path + (ATTRIBUTE_EDGE + attr.name,)
+            obj.edges[ATTRIBUTE_EDGE + attr.name] = tensor
             used.add(attr.checkpoint_key)
         if node.HasField("registered_saver") and node.registered_saver.name:
             obj.meta["tf_registered_saver"] = node.registered_saver.name
@@ -92,6 +98,23 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
                                f"saver {name!r} into files of its own, which only TensorFlow "
                                "can read; its values there are not converted")
     return used
+
+
+def _first_paths(nodes, check_id) -> list[tuple[str, ...] | None]:
+    """Each node's first breadth-first path from the root: the path TensorFlow names its
+    values by (checkpoint keys) and restores by. None for nodes the root does not reach
+    (slot variables)."""
+    paths: list[tuple[str, ...] | None] = [None] * len(nodes)
+    paths[0] = ()
+    queue = deque([0])
+    while queue:
+        parent = queue.popleft()
+        for ref in nodes[parent].children:
+            child = check_id(ref.node_id)
+            if paths[child] is None:
+                paths[child] = paths[parent] + (ref.local_name,)  # type: ignore[operator]
+                queue.append(child)
+    return paths
 
 
 def build_object_graph(graph: Graph) -> tuple[bytes, list[tuple[str, Tensor]]]:

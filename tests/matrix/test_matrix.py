@@ -1,0 +1,56 @@
+"""The conversion matrix in the suite: every source kind × every target, each result
+loaded as that target's users would, then converted back to the source's own format and
+loaded again (`harness.py` says how). Any *wrong* cell fails; `scripts/matrix` prints the
+same cells as a table.
+
+Cells known to be wrong are strict expected failures naming their issue, so that a fix
+turns them green (and must remove them here) and a new wrong cell fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import harness
+
+SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt",
+           "tfk-prefix-nested", "tfk-h5", "tfk-h5-nested", "tfk-h5-subclassed", "tfk-h5-full",
+           "tfk-h5-full+opt", "tfk-h5-full-nested", "tfk-savedmodel", "tfk-savedmodel+opt",
+           "k3-weights.h5", "k3-keras", "torch-state-dict", "torch-training", "torch-tied",
+           "torch-bf16", "safetensors", "flax"]
+
+ITEM3 = "issue 19 item 3: Keras optimizer state becomes an extra .h5 layer"
+H5_ORDER = ("the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order or "
+            "other layer groups (here on the way back)")
+KNOWN_WRONG = {
+    ("tfk-checkpoint", "keras-h5"): H5_ORDER,
+    ("tfk-checkpoint+opt", "keras-h5"): H5_ORDER,
+    ("tfk-prefix+opt", "keras-h5"): ITEM3,
+    ("tfk-h5", "tf-names"): H5_ORDER,
+    ("tfk-h5-nested", "tf-names"): H5_ORDER,
+    ("tfk-h5-subclassed", "tf-names"): H5_ORDER,
+    ("tfk-h5-full", "tf-names"): H5_ORDER,
+    ("tfk-h5-full-nested", "tf-names"): H5_ORDER,
+    **{("tfk-h5-full+opt", t): ITEM3
+       for t in ("tf-names", "safetensors", "sharded", "torch", "npz", "flax")},
+    ("tfk-savedmodel+opt", "keras-h5"): ITEM3,
+}
+
+
+def _cells():
+    for source in SOURCES:
+        for target in harness.TARGETS:
+            reason = KNOWN_WRONG.get((source, target))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(source, target, id=f"{source}->{target}", marks=marks)
+
+
+@pytest.mark.parametrize(("source", "target"), list(_cells()))
+def test_cell(matrix_sources, source, target, tmp_path):
+    cell = harness.run_cell(matrix_sources[source], target, tmp_path)
+    assert cell.status != harness.WRONG, cell.detail
+    assert cell.back != harness.WRONG, f"round trip back to {matrix_sources[source].home}: " \
+                                       f"{cell.back_detail}"
+
+
+def test_every_source_is_in_the_suite(matrix_sources):
+    assert sorted(matrix_sources) == sorted(SOURCES)
