@@ -53,7 +53,9 @@ def to_tf_layout(graph: Graph) -> tuple[Graph, list[str]]:
     out.root.meta["tf_layout"] = "object"
     _fill(out.root, [_Layer(n) for n in graph.root.meta["keras_layer_names"]], layers,
           _children(config) if config else None, graph.source, top=True)
-    notes = []
+    notes = ["written rooted at the model, as its save_weights(prefix) writes it: "
+             "model.load_weights restores it (a .h5 records no edge such as "
+             "tf.train.Checkpoint(model=...) puts a model under)"]
     dropped = [e for e in graph.entries() if e.slot is not None
                or e.tensor.meta.get("keras_optimizer")]
     if dropped:

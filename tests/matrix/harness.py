@@ -91,11 +91,12 @@ def digest(value: np.ndarray) -> tuple:
 
 # -- loading as the target's users do -----------------------------------------------------
 
-def check(source: Source, target: str, out: Path) -> str:
-    """Raise Wrong unless `out` loads right; returns how it was checked."""
+def check(source: Source, target: str, out: Path, via: str | None = None) -> str:
+    """Raise Wrong unless `out` loads right; returns how it was checked. `via`: the format
+    a round trip went through."""
     loader = NATIVE.get((source.family, target))
     if loader is not None:
-        how = loader(source, target, out)
+        how = loader(source, target, out, via)
         if how is not False:
             return how or "loaded"
     check_values(source, target, out, keys=source.family in ("torch", "safetensors", "flax"))
@@ -112,7 +113,7 @@ def _same_weights(source: Source, weights: list[np.ndarray], predicted: np.ndarr
         raise Wrong("predictions differ from the source model's")
 
 
-def _tf_keras(source: Source, target: str, out: Path):
+def _tf_keras(source: Source, target: str, out: Path, via: str | None = None):
     import tensorflow as tf
     import tf_keras
 
@@ -121,7 +122,9 @@ def _tf_keras(source: Source, target: str, out: Path):
     else:
         return False
     try:
-        if target == "tf" and source.layout == "checkpoint":
+        # A .h5 records no root edge: back from one, a checkpoint is rooted at the model
+        # (the conversion says so), as save_weights writes it.
+        if target == "tf" and source.layout == "checkpoint" and via != "keras-h5":
             tf.train.Checkpoint(model=fresh).read(str(out)).assert_existing_objects_matched()
         elif target in ("tf", "tf-names"):
             fresh.load_weights(str(out)).assert_existing_objects_matched()
@@ -133,7 +136,7 @@ def _tf_keras(source: Source, target: str, out: Path):
     _same_weights(source, [np.asarray(w) for w in fresh.weights], models.keras_predict(fresh))
 
 
-def _keras3(source: Source, target: str, out: Path):
+def _keras3(source: Source, target: str, out: Path, via: str | None = None):
     import keras
 
     if source.model == "subclassed":
@@ -150,7 +153,7 @@ def _keras3(source: Source, target: str, out: Path):
     _same_weights(source, [np.asarray(w) for w in fresh.weights], models.keras_predict(fresh))
 
 
-def _torch(source: Source, target: str, out: Path):
+def _torch(source: Source, target: str, out: Path, via: str | None = None):
     """`load_state_dict(strict=True)`; where a flat format folded tied weights or flattened
     a nested checkpoint, those losses are said and the rest is checked by key."""
     import torch
@@ -187,7 +190,7 @@ def _torch(source: Source, target: str, out: Path):
     return "loaded" + lost
 
 
-def _flax(source: Source, target: str, out: Path):
+def _flax(source: Source, target: str, out: Path, via: str | None = None):
     import jax
     from flax import serialization
 
@@ -258,7 +261,7 @@ def run_cell(source: Source, target: str, directory: Path, round_trip: bool = Tr
             if back is None:
                 cell.back, cell.back_detail = REFUSED, refusal
             else:
-                cell.back_detail = check(source, source.home, back)
+                cell.back_detail = check(source, source.home, back, via=target)
                 cell.back = RIGHT
         except Wrong as exc:
             cell.back, cell.back_detail = WRONG, str(exc)

@@ -18,22 +18,7 @@ SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt
            "k3-weights.h5", "k3-keras", "torch-state-dict", "torch-training", "torch-tied",
            "torch-bf16", "safetensors", "flax"]
 
-ITEM3 = "issue 19 item 3: Keras optimizer state becomes an extra .h5 layer"
-H5_ORDER = ("the .h5 layer-order issue: a TF checkpoint is written to .h5 in sorted order or "
-            "other layer groups (here on the way back)")
-KNOWN_WRONG = {
-    ("tfk-checkpoint", "keras-h5"): H5_ORDER,
-    ("tfk-checkpoint+opt", "keras-h5"): H5_ORDER,
-    ("tfk-prefix+opt", "keras-h5"): ITEM3,
-    ("tfk-h5", "tf-names"): H5_ORDER,
-    ("tfk-h5-nested", "tf-names"): H5_ORDER,
-    ("tfk-h5-subclassed", "tf-names"): H5_ORDER,
-    ("tfk-h5-full", "tf-names"): H5_ORDER,
-    ("tfk-h5-full-nested", "tf-names"): H5_ORDER,
-    **{("tfk-h5-full+opt", t): ITEM3
-       for t in ("tf-names", "safetensors", "sharded", "torch", "npz", "flax")},
-    ("tfk-savedmodel+opt", "keras-h5"): ITEM3,
-}
+KNOWN_WRONG: dict[tuple[str, str], str] = {}
 
 
 def _cells():
