@@ -6,10 +6,12 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import registry
-from .graph import Graph
+
+if TYPE_CHECKING:  # (the graph imports numpy, which `ckpt --version` does not need)
+    from .graph import Graph
 
 Progress = Callable[[int], None]  # called with the bytes of each tensor written
 

@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
-from . import api, registry
+from . import __version__, api, registry
 from .errors import ConvertError
-from .graph import Graph, Node
-from .tensor import Tensor
+
+if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --version`)
+    from .graph import Graph, Node
 
 
 def _human(n: int) -> str:
@@ -38,7 +40,7 @@ def _user_errors() -> Iterator[None]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ckpt-convert")
+@click.version_option(__version__, package_name="ckpt-convert")
 def main() -> None:
     """List and convert neural-network checkpoints without any framework installed."""
     # A graph is many small long-lived objects and little cyclic garbage: with the default
@@ -108,6 +110,8 @@ def _row(entry) -> dict:
 
 
 def _print_tree(graph: Graph) -> None:
+    from .tensor import Tensor
+
     seen: dict[int, str] = {}
 
     def show(node: Node, indent: str, here: str) -> None:

@@ -10,10 +10,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConvertError, UnsupportedError
-from .graph import Graph
+
+if TYPE_CHECKING:  # (the graph imports numpy: `ckpt --version` and `formats` need neither)
+    from .graph import Graph
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,6 @@ from .torch.storage import raw_bytes
 MAX_HEADER_BYTES = 100_000_000
 
 
-def _known(name: str) -> bool:
-    try:
-        return bool(from_name(name))
-    except KeyError:  # an older ml_dtypes without this float8
-        return False
-
-
 DTYPES = {
     "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
     "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32",
@@ -44,9 +37,22 @@ DTYPES = {
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
     "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu",
 }
-DTYPES = {code: numpy for code, numpy in DTYPES.items() if _known(numpy)}
-NUMPY = {code: from_name(numpy) for code, numpy in DTYPES.items()}
-CODES = {dtype: code for code, dtype in NUMPY.items()}
+CODES = {numpy: code for code, numpy in DTYPES.items()}  # by dtype name
+_NUMPY: dict[str, Any] = {}  # code -> numpy dtype, as met (ml_dtypes only when needed)
+
+
+def numpy_dtype(code: Any) -> Any:
+    """The numpy dtype of a header's dtype code; None if unknown (or this ml_dtypes lacks
+    it)."""
+    dtype = _NUMPY.get(code) if type(code) is str else None
+    if dtype is None and type(code) is str and code in DTYPES:
+        try:
+            dtype = _NUMPY[code] = from_name(DTYPES[code])
+        except KeyError:  # an older ml_dtypes without this float8
+            return None
+    return dtype
+
+
 SUBBYTE = {"F4", "F6_E2M3", "F6_E3M2", "I4", "U4"}  # packed below one byte: not converted
 
 
@@ -122,7 +128,7 @@ def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
             raise FormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets",
                               path)
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        dtype = NUMPY.get(code) if type(code) is str else None
+        dtype = numpy_dtype(code)
         if dtype is None:
             if type(code) is str and code in SUBBYTE:
                 raise UnsupportedError(f"tensor {name!r} is {code}, a sub-byte type this tool "
@@ -155,7 +161,7 @@ def read(path: Path) -> Graph:
     source = SourceFile(path)
     pairs = []
     for name, info in header.items():
-        dtype = NUMPY[info["dtype"]]
+        dtype = numpy_dtype(info["dtype"])
         shape = tuple(info["shape"])
         begin, end = info["data_offsets"]
         pairs.append((name, Tensor(dtype, shape, _loader(source, data_start + begin,
@@ -193,7 +199,7 @@ def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
 
 
 def _code(dtype: Any) -> str | None:
-    return CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
+    return CODES.get(dtype_name(dtype))
 
 
 def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,

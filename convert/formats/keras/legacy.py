@@ -28,13 +28,13 @@ from typing import Any
 
 import h5py
 
+from ...dtypes import is_bfloat16
 from ...errors import FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node, Slot
 from ...tensor import Tensor
 from . import layout
 from .hdf5 import (
-    BFLOAT16,
     Source,
     check_component,
     check_writable,
@@ -356,7 +356,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
         if "/" in name:
             raise UnsupportedError(f"layer name {name!r} holds '/', which Keras 2 files cannot "
                                    "use as a group name")
-    if any(t.dtype == BFLOAT16 for weights in [*result.layers.values(), result.top]
+    if any(is_bfloat16(t.dtype) for weights in [*result.layers.values(), result.top]
            for _, t in weights):
         result.notes.append("bfloat16 weights are stored as HDF5 opaque values, as Keras 3 "
                             "does; Keras cannot load those from a .h5 (write a .weights.h5)")
