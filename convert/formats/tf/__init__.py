@@ -7,44 +7,56 @@ file, a directory with a `checkpoint` state file, or a SavedModel directory.
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
 from ... import stream
-from ...errors import ConvertError, FormatError
+from ...errors import ConvertError, FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 
 
-def resolve(path: str | os.PathLike) -> Path:
-    """The checkpoint prefix a user's path names; ConvertError says what was found."""
+class NotACheckpoint(ConvertError):
+    """The path names no TensorFlow checkpoint at all (so another format may claim it)."""
+
+
+def resolve(path: str | os.PathLike) -> str:
+    """The checkpoint prefix a user's path names, as text: a TF1 `saver.save(sess, "dir/")`
+    prefix is `dir/` (files `dir/.index`, `dir/.data-*`), which a Path cannot spell.
+    A ConvertError says what was found; NotACheckpoint that it is no checkpoint at all."""
     text = os.fspath(path)
     p = Path(text)
     if p.is_dir():
         return _prefix_in_directory(p)
     prefix = strip_suffix(text)
     if prefix is not None and p.is_file():
-        return Path(prefix)
+        return prefix
     if Path(text + ".index").is_file():
-        return p
+        return text
+    if text.endswith(".meta") and p.is_file():
+        raise UnsupportedError(
+            "is a TF1 MetaGraph: the graph, without the weights; they are in the "
+            f"checkpoint's .index and .data files beside it: name its prefix {text[:-5]!r}", p)
     if p.is_file():
-        raise FormatError("is a file, but not a TensorFlow checkpoint's .index or .data file", p)
-    raise ConvertError("no such checkpoint: neither this path nor its .index exists", p)
+        raise NotACheckpoint("is a file, but not a TensorFlow checkpoint's .index or .data "
+                             "file", p)
+    raise NotACheckpoint("no such checkpoint: neither this path nor its .index exists", p)
 
 
-def _prefix_in_directory(directory: Path) -> Path:
+def _prefix_in_directory(directory: Path) -> str:
     variables = directory / "variables" / "variables"
     if (directory / "saved_model.pb").is_file() or (directory / "saved_model.pbtxt").is_file():
         if Path(f"{variables}.index").is_file():
-            return variables
+            return str(variables)
         raise FormatError("is a SavedModel without variables/variables.index", directory)
     if (directory / "checkpoint").is_file():
         return state.latest(directory)
-    indexes = sorted(directory.glob("*.index"))
+    indexes = sorted(directory.glob("*.index"))  # (`.index` too: the prefix `directory/`)
     if len(indexes) == 1:
-        return Path(str(indexes[0])[: -len(".index")])
+        return str(indexes[0])[: -len(".index")]
     found = f"{len(indexes)} .index files" if indexes else "no .index file"
     raise FormatError(f"is a directory with {found} and no `checkpoint` state file; name the "
                       "checkpoint prefix (e.g. dir/ckpt-3)", directory)
@@ -52,10 +64,13 @@ def _prefix_in_directory(directory: Path) -> Path:
 
 def sniff(path: Path) -> bool:
     """A path that names a checkpoint's prefix, `.index`, `.data-*` file or directory is
-    ours even when the index is damaged: `read` then says what is wrong with it."""
+    ours even when the index is damaged: `read` then says what is wrong with it. A path
+    that can only be meant as a checkpoint but is not a usable one (a directory of several,
+    a state file naming a missing one, a `.meta` file) raises the ConvertError that says
+    why, for `registry.detect` to show if no other format claims it."""
     try:
         resolve(path)
-    except (ConvertError, OSError):
+    except (NotACheckpoint, OSError):
         return False
     return True
 
@@ -120,10 +135,9 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         finally:
             writer.close()
         stale = state.update(out, prefix, max_to_keep if managed else None)
-    for old in stale:
-        for f in old.parent.glob(old.name + ".*"):
-            if f.name == old.name + ".index" or ".data-" in f.name:
-                f.unlink(missing_ok=True)
+    for old in stale:  # (a text prefix: `dir/` names `dir/.index`)
+        for f in [f"{old}.index", *glob.glob(glob.escape(old) + ".data-?????-of-?????")]:
+            Path(f).unlink(missing_ok=True)
     if report is not None:
         report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
         report.destination = str(prefix)

@@ -71,8 +71,8 @@ class BundleReader:
     """The entries of one bundle, keyed by their raw key bytes, with readers for values."""
 
     def __init__(self, prefix: str | os.PathLike):
-        self.prefix = Path(prefix)
-        self.index_path = Path(f"{os.fspath(prefix)}.index")
+        self.prefix = os.fspath(prefix)  # (text: the prefix `dir/` names `dir/.index`)
+        self.index_path = Path(f"{self.prefix}.index")
         self.entries: dict[bytes, object] = {}
         header = None
         for key, value in TableReader(self.index_path).items():
