@@ -31,12 +31,18 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except ConvertError as exc:
-        click.echo(f"ckpt: error: {exc}", err=True)
+        click.echo(f"ckpt: error: {exc.spelled(_FLAGS)}", err=True)
         sys.exit(2)
     except OSError as exc:  # unreadable path, full disk, permissions
         name = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"ckpt: error: {name}{exc.strerror or exc}", err=True)
         sys.exit(2)
+
+
+# API keywords an error may name, as this command spells them (default: --name-of-it).
+_FLAGS = {"name_based": "--tf-names", "to": "--to FORMAT", "overwrite": "--overwrite",
+          "max_to_keep": "--max-to-keep", "max_shard_size": "--max-shard-size",
+          "compress": "--compress", "directory": "a DST ending in '/'"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -178,8 +184,8 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
         options["max_to_keep"] = max_to_keep
     if tf_names:
         options["name_based"] = True  # else the writer keeps the input's layout
-    if options and to_format is None:
-        to_format = "tf"  # these options only make sense for TensorFlow output
+    if options and to_format is None and registry.by_extension(dst) is None:
+        to_format = "tf"  # a name that says no format: these options say TensorFlow
     if max_shard_size is not None:  # (torch/safetensors: the format still comes from DST)
         options["max_shard_size"] = max_shard_size
     if compress:

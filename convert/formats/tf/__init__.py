@@ -33,9 +33,14 @@ def resolve(path: str | os.PathLike) -> str:
         return _prefix_in_directory(p)
     prefix = strip_suffix(text)
     if prefix is not None and p.is_file():
+        if not text.endswith(".index") and not Path(prefix + ".index").is_file():
+            raise FormatError(f"is a data shard whose checkpoint index {prefix}.index is "
+                              "missing", p)
         return prefix
     if Path(text + ".index").is_file():
         return text
+    if glob.glob(glob.escape(text) + ".data-?????-of-?????"):
+        raise FormatError(f"has data shards but no {text}.index: the index is missing", p)
     if text.endswith(".meta") and p.is_file():
         raise UnsupportedError(
             "is a TF1 MetaGraph: the graph, without the weights; they are in the "
@@ -96,16 +101,18 @@ def read(path: Path) -> Graph:
 
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progress=None,
-          report=None, name_based: bool | None = None, max_to_keep: int | None = None) -> None:
-    """Write one-shard checkpoint `path` (a prefix); with `max_to_keep`, or when `path` is a
-    directory, write `path/ckpt-N` and keep the newest `max_to_keep` like CheckpointManager.
+          report=None, name_based: bool | None = None, max_to_keep: int | None = None,
+          directory: bool = False) -> None:
+    """Write one-shard checkpoint `path` (a prefix); with `max_to_keep` or `directory`, or
+    when `path` is a directory, write `path/ckpt-N` and keep the newest `max_to_keep` like
+    CheckpointManager.
 
     `name_based` writes TF1 names without an object graph; by default a name-based input
     stays name-based and everything else gets an object graph."""
     if name_based is None:
         name_based = graph.root.meta.get("tf_layout") == "names"
     text = os.fspath(path)
-    managed = max_to_keep is not None or Path(text).is_dir() or text.endswith(os.sep)
+    managed = max_to_keep is not None or directory or Path(text).is_dir()
     prefix = Path(strip_suffix(text) or text)
     if managed:
         prefix = state.next_prefix(Path(text))
