@@ -93,6 +93,7 @@ class BundleReader:
             if not shard.is_file():
                 raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
                                   self.index_path)
+        self.shard_sizes = [shard.stat().st_size for shard in self.shards]
 
     def _parse(self, cls, value: bytes, what: str):
         message = cls()
@@ -128,9 +129,24 @@ class BundleReader:
         return dtype, shape
 
     def tensor(self, key: bytes, meta: dict) -> Tensor:
-        """The lazy Tensor of `key`; its dtype and shape are checked here, once."""
+        """The lazy Tensor of `key`; its dtype and shape, and that its bytes lie inside
+        their shard (a truncated shard is found by listing), are checked here, once."""
         dtype, shape = self.dtype_shape(key)
+        entry = self.entry(key)
+        for part in [slices.slice_key(key, s) for s in entry.slices] or [key]:
+            if part in self.entries:  # (a missing slice is reported when read)
+                self._check_extent(part)
         return Tensor(dtype, shape, lambda: self.read(key, dtype, shape), meta)
+
+    def _check_extent(self, key: bytes) -> None:
+        entry = self.entry(key)
+        if 0 <= entry.shard_id < self.num_shards and \
+                entry.offset + entry.size > self.shard_sizes[entry.shard_id]:
+            shard = self.shards[entry.shard_id]
+            raise FormatError(
+                f"tensor {key.decode('utf-8', 'replace')!r} lies at bytes {entry.offset}.."
+                f"{entry.offset + entry.size} of data shard {shard.name}, which holds "
+                f"{self.shard_sizes[entry.shard_id]}: the shard is truncated", shard)
 
     def read(self, key: bytes, dtype: np.dtype | None = None,
              shape: tuple[int, ...] | None = None) -> np.ndarray:
