@@ -30,6 +30,8 @@ def _human(n: int) -> str:
 def _user_errors() -> Iterator[None]:
     try:
         yield
+    except BrokenPipeError:  # not the user's error: the reader of our output went away
+        raise
     except ConvertError as exc:
         click.echo(f"ckpt: error: {exc.spelled(_FLAGS)}", err=True)
         sys.exit(2)
@@ -45,7 +47,32 @@ _FLAGS = {"name_based": "--tf-names", "to": "--to FORMAT", "overwrite": "--overw
           "compress": "--compress", "directory": "a DST ending in '/'"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ends quietly when the reader of the output goes away (`ckpt ls BIG | head -1`):
+    killed by SIGPIPE, as `ls` is. (Python ignores SIGPIPE and raises BrokenPipeError,
+    which click would turn into exit 1; only output to a closed pipe raises it here, after
+    any conversion has been committed.)"""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # (what is still buffered would fail at exit, loudly)
+            return result
+        except BrokenPipeError:
+            _die_of_sigpipe()
+
+
+def _die_of_sigpipe() -> None:
+    import os
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(1)  # (no SIGPIPE on this system: end without flushing into the closed pipe)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, package_name="ckpt-convert")
 def main() -> None:
     """List and convert neural-network checkpoints without any framework installed."""
