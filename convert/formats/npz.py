@@ -35,6 +35,7 @@ from ..dtypes import EXTRA_NAMES, STRING, from_name
 from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
 from ..fileio import OutputSet, read_region
 from ..graph import Graph, Node
+from ..notes import count, dropped_values, non_tensor_values, some
 from ..tensor import Tensor, array_from_bytes
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
@@ -327,18 +328,17 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
 def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -> list[str]:
     notes = []
     if aliases:
-        notes.append(f"{aliases} extra paths to shared tensors (aliases, tied weights) were "
-                     "folded: each tensor is stored once, under its first path")
+        notes.append(f"{count(aliases, 'extra path')} to shared tensors (aliases, tied "
+                     "weights) folded: each tensor is stored once, under its first path")
     if strings:
-        notes.append(f"string tensors not written (npz without pickles holds numbers): "
-                     f"{', '.join(strings[:5])}")
+        notes.append(f"dropped {count(len(strings), 'string tensor')} (npz without pickles "
+                     f"holds numbers): {some(strings)}")
     if ml_named:
         notes.append(f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
                      "np.load reads it once ml_dtypes is imported (as JAX does)")
-    values = len(graph.value_paths())
-    if values or graph.metadata:
-        notes.append(f"{values + len(graph.metadata)} non-tensor values not written "
-                     "(npz holds arrays only)")
+    note = dropped_values(non_tensor_values(graph), "npz holds arrays only")
+    if note:
+        notes.append(note)
     return notes
 
 

@@ -22,6 +22,7 @@ from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
 from ..fileio import OutputSet, SourceFile, open_output, read_region
 from ..graph import Entry, Graph
+from ..notes import count, dropped_values, some
 from ..stream import values
 from ..tensor import Tensor, array_from_bytes
 from .torch.keys import add_flat, join_path
@@ -192,9 +193,9 @@ def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
     metadata.setdefault("format", "pt")
     dropped = [str(k) for k in graph.metadata if k not in metadata]
     dropped.extend(map(join_path, graph.value_paths()))
-    if dropped:
-        notes.append(f"safetensors holds tensors and string metadata only: dropped "
-                     f"{len(dropped)} value(s): {', '.join(dropped[:5])}")
+    note = dropped_values(dropped, "safetensors holds tensors and string metadata only")
+    if note:
+        notes.append(note)
     return metadata
 
 
@@ -241,10 +242,10 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
         report.tensors += len(entries)
         report.bytes += position
     if folded:
-        report.notes.append(f"safetensors stores shared tensors once: folded {len(folded)} "
-                            f"alias(es): {', '.join(folded[:5])}")
+        report.notes.append(f"safetensors stores shared tensors once: folded "
+                            f"{count(len(folded), 'alias', 'aliases')}: {some(folded)}")
     if slots:
-        report.notes.append(f"wrote {slots} optimizer slot tensor(s) as plain keys "
+        report.notes.append(f"wrote {count(slots, 'optimizer slot tensor')} as plain keys "
                             "under their optimizer's path")
     return names
 

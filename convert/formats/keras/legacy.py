@@ -32,6 +32,7 @@ from ...dtypes import is_bfloat16
 from ...errors import FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node, Slot
+from ...notes import dropped_values, non_tensor_values
 from ...tensor import Tensor
 from . import layout
 from .hdf5 import (
@@ -380,6 +381,11 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     if report is not None:
         report.files.append(os.fspath(path))
         report.notes.extend(result.notes)
+        kept = {"keras_version", "backend", *(("model_config", "training_config") if full else ())}
+        note = dropped_values(non_tensor_values(graph, kept),
+                              "a Keras 2 .h5 holds weights and its model's config only")
+        if note:
+            report.notes.append(note)
 
 
 def _write_weights(group: h5py.Group, result: _Plan, version: str, backend: str,

@@ -15,6 +15,7 @@ from ... import stream
 from ...errors import ConvertError, FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node
+from ...notes import dropped_values, non_tensor_values
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 
@@ -148,6 +149,10 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     if report is not None:
         report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
         report.destination = str(prefix)
+        note = dropped_values(non_tensor_values(graph),
+                              "a TensorFlow checkpoint holds tensors only")
+        if note:
+            report.notes.append(note)
 
 
 def _name_based_values(graph: Graph) -> list:
