@@ -153,6 +153,10 @@ def _read_layers(graph: Graph, group: h5py.Group,
             tensor = dataset_tensor(ds, where, meta)
             _place(node, weight_path(name, weight_name), weight_name, tensor)
             weights.append((weight_name, tensor))
+        if len(weights) == 1 and not top and weight_path(name, weights[0][0]) == (name,):
+            # (a layer `x` whose one weight is `x:0`: how a tensor at the top of a graph is
+            # written, such as TF1's `beta1_power`; read back as that tensor, not `x/x`)
+            graph.root.edges[name] = weights[0][1]
         if weight_names and not top:
             index += 1
         layers.append((name, weights))
