@@ -83,9 +83,14 @@ def main() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-@main.command("ls")
+# (the registry's table of formats, without importing any format's module)
+_FORMAT_NAMES = ", ".join(registry.formats())
+
+
+@main.command("ls", short_help="List every tensor: key, dtype, shape, size.")
 @click.argument("path", type=click.Path())
-@click.option("--from", "from_format", help="Read as this format instead of detecting it.")
+@click.option("--from", "from_format", metavar="FORMAT",
+              help=f"Read as this format instead of detecting it: {_FORMAT_NAMES}.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tensors.")
 @click.option("--tree", is_flag=True, help="Show the object graph: edges, slots, aliases.")
 def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) -> None:
@@ -163,9 +168,12 @@ def _print_tree(graph: Graph) -> None:
 
     click.echo(f"(root) {graph.format}")
     show(graph.root, "  ", "")
+    seen[id(graph.root)] = "(root)"  # (TF1 slots: the optimizer is no object of its own)
     for slot in graph.slots:
+        value = slot.value
+        shape = "[" + ", ".join(map(str, value.shape)) + "]"
         click.echo(f"  slot {slot.name!r} of {seen.get(id(slot.variable), '?')} "
-                   f"kept by {seen.get(id(slot.optimizer), '?')}: {slot.value!r}")
+                   f"kept by {seen.get(id(slot.optimizer), '?')}: {value.dtype_name}{shape}")
     for name, value in graph.metadata.items():
         click.echo(f"  [metadata] {name}: {_short(value)}")
     for note in graph.notes:
@@ -189,8 +197,10 @@ def _shard_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 @main.command("convert")
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-@click.option("--to", "to_format", help="Output format (default: from the DST name).")
-@click.option("--from", "from_format", help="Read SRC as this format instead of detecting it.")
+@click.option("--to", "to_format", metavar="FORMAT",
+              help=f"Output format: {_FORMAT_NAMES} (default: from the DST name).")
+@click.option("--from", "from_format", metavar="FORMAT",
+              help="Read SRC as this format instead of detecting it.")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists (atomically).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -249,5 +259,8 @@ def _progress(quiet: bool, graph: Graph) -> Iterator[api.Progress | None]:
 @main.command("formats")
 def formats_command() -> None:
     """List the formats this tool reads and writes."""
-    for fmt in registry.formats().values():
-        click.echo(f"{fmt.name:<12} rw  {' '.join(fmt.extensions):<28} {fmt.description}")
+    rows = [(fmt.name, " ".join(fmt.extensions), fmt.description)
+            for fmt in registry.formats().values()]
+    name_width, ext_width = (max(len(row[i]) for row in rows) for i in (0, 1))
+    for name, extensions, description in rows:
+        click.echo(f"{name:<{name_width}}  rw  {extensions:<{ext_width}}  {description}")

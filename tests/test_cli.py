@@ -111,3 +111,23 @@ def test_a_pipe_closed_early_ends_quietly(long_listing, args, stderr_too):
     err = b"" if stderr_too else proc.stderr.read()
     assert proc.wait(timeout=120) == -signal.SIGPIPE, err
     assert first and err == b""
+
+
+def test_help_lines_are_whole_and_name_the_formats(ckpt):
+    top = ckpt("--help").out
+    assert "ls       List every tensor: key, dtype, shape, size." in top
+    commands = top[top.index("Commands:"):].splitlines()[1:]
+    assert commands and not any(line.endswith("...") for line in commands), commands
+    options = " ".join(ckpt("convert", "--help").out.split())
+    assert "--to FORMAT Output format: tf, safetensors, sharded, torch, npz, flax, keras, " \
+        "keras-h5" in options
+
+
+def test_formats_table_is_aligned(ckpt):
+    from convert import registry
+
+    rows = ckpt("formats").out.splitlines()
+    formats = list(registry.formats().values())
+    assert len(rows) == len(formats)
+    columns = {row.index(fmt.description) for row, fmt in zip(rows, formats, strict=True)}
+    assert len(columns) == 1, rows

@@ -271,8 +271,7 @@ def plan(graph: Graph) -> _Plan:
             "these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
             "model's layer order and weight lists that a Keras 2 .h5 needs"
             + (f" ({reason})" if reason else "")
-            + "; convert from a .keras archive, or give the target's structure "
-            "(--like TARGET, coming)", graph.source)
+            + "; convert from a .keras archive", graph.source)
     else:
         _plan_from_paths(model, result)
     full = isinstance(graph.metadata.get("model_config"), str)

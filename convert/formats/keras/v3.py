@@ -282,8 +282,8 @@ def plan(graph: Graph) -> _Plan:
             raise UnsupportedError(
                 "the Keras 3 object paths of these weights (layers/<name>/vars/<i>) are not "
                 "known" + (f": {reason}" if reason else "") + "; a Keras 3 file needs the target "
-                "model's structure: convert from a full-model .h5 or a .keras archive, or give "
-                "the target's structure (--like TARGET, coming)", graph.source)
+                "model's structure: convert from a full-model .h5 or a .keras archive",
+                graph.source)
         keys = [(e.tensor.meta["keras3_key"], e.tensor) for e in model]
         if dropped:
             result.notes.append(f"{dropped} optimizer weight(s) were not written: optimizer "
