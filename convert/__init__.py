@@ -1,10 +1,29 @@
 """convert: move neural-network weights between TensorFlow, Keras, PyTorch and Flax."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .api import Report, convert, load, save
 from .errors import ConvertError
-from .graph import Entry, Graph, Node, Slot
-from .tensor import Tensor
 
 __all__ = ["ConvertError", "Entry", "Graph", "Node", "Report", "Slot", "Tensor", "convert",
            "load", "save"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # (pyproject.toml reads it from here)
+
+if TYPE_CHECKING:
+    from .graph import Entry, Graph, Node, Slot
+    from .tensor import Tensor
+
+_LAZY = {"Entry": "graph", "Graph": "graph", "Node": "graph", "Slot": "graph",
+         "Tensor": "tensor"}
+
+
+def __getattr__(name: str) -> Any:
+    """The graph's classes, imported on first use: they bring numpy, which `ckpt --version`
+    and `ckpt formats` do without."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

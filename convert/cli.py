@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
-from . import api, registry
+from . import __version__, api, registry
 from .errors import ConvertError
-from .graph import Graph, Node
-from .tensor import Tensor
+
+if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --version`)
+    from .graph import Graph, Node
 
 
 def _human(n: int) -> str:
@@ -28,8 +30,10 @@ def _human(n: int) -> str:
 def _user_errors() -> Iterator[None]:
     try:
         yield
+    except BrokenPipeError:  # not the user's error: the reader of our output went away
+        raise
     except ConvertError as exc:
-        click.echo(f"ckpt: error: {exc}", err=True)
+        click.echo(f"ckpt: error: {exc.spelled(_FLAGS)}", err=True)
         sys.exit(2)
     except OSError as exc:  # unreadable path, full disk, permissions
         name = f"{exc.filename}: " if exc.filename else ""
@@ -37,8 +41,39 @@ def _user_errors() -> Iterator[None]:
         sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ckpt-convert")
+# API keywords an error may name, as this command spells them (default: --name-of-it).
+_FLAGS = {"name_based": "--tf-names", "to": "--to FORMAT", "overwrite": "--overwrite",
+          "max_to_keep": "--max-to-keep", "max_shard_size": "--max-shard-size",
+          "compress": "--compress", "directory": "a DST ending in '/'"}
+
+
+class _Group(click.Group):
+    """Ends quietly when the reader of the output goes away (`ckpt ls BIG | head -1`):
+    killed by SIGPIPE, as `ls` is. (Python ignores SIGPIPE and raises BrokenPipeError,
+    which click would turn into exit 1; only output to a closed pipe raises it here, after
+    any conversion has been committed.)"""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # (what is still buffered would fail at exit, loudly)
+            return result
+        except BrokenPipeError:
+            _die_of_sigpipe()
+
+
+def _die_of_sigpipe() -> None:
+    import os
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(1)  # (no SIGPIPE on this system: end without flushing into the closed pipe)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, package_name="ckpt-convert")
 def main() -> None:
     """List and convert neural-network checkpoints without any framework installed."""
     # A graph is many small long-lived objects and little cyclic garbage: with the default
@@ -48,9 +83,14 @@ def main() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-@main.command("ls")
+# (the registry's table of formats, without importing any format's module)
+_FORMAT_NAMES = ", ".join(registry.formats())
+
+
+@main.command("ls", short_help="List every tensor: key, dtype, shape, size.")
 @click.argument("path", type=click.Path())
-@click.option("--from", "from_format", help="Read as this format instead of detecting it.")
+@click.option("--from", "from_format", metavar="FORMAT",
+              help=f"Read as this format instead of detecting it: {_FORMAT_NAMES}.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tensors.")
 @click.option("--tree", is_flag=True, help="Show the object graph: edges, slots, aliases.")
 def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) -> None:
@@ -108,6 +148,8 @@ def _row(entry) -> dict:
 
 
 def _print_tree(graph: Graph) -> None:
+    from .tensor import Tensor
+
     seen: dict[int, str] = {}
 
     def show(node: Node, indent: str, here: str) -> None:
@@ -126,9 +168,12 @@ def _print_tree(graph: Graph) -> None:
 
     click.echo(f"(root) {graph.format}")
     show(graph.root, "  ", "")
+    seen[id(graph.root)] = "(root)"  # (TF1 slots: the optimizer is no object of its own)
     for slot in graph.slots:
+        value = slot.value
+        shape = "[" + ", ".join(map(str, value.shape)) + "]"
         click.echo(f"  slot {slot.name!r} of {seen.get(id(slot.variable), '?')} "
-                   f"kept by {seen.get(id(slot.optimizer), '?')}: {slot.value!r}")
+                   f"kept by {seen.get(id(slot.optimizer), '?')}: {value.dtype_name}{shape}")
     for name, value in graph.metadata.items():
         click.echo(f"  [metadata] {name}: {_short(value)}")
     for note in graph.notes:
@@ -152,8 +197,10 @@ def _shard_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 @main.command("convert")
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-@click.option("--to", "to_format", help="Output format (default: from the DST name).")
-@click.option("--from", "from_format", help="Read SRC as this format instead of detecting it.")
+@click.option("--to", "to_format", metavar="FORMAT",
+              help=f"Output format: {_FORMAT_NAMES} (default: from the DST name).")
+@click.option("--from", "from_format", metavar="FORMAT",
+              help="Read SRC as this format instead of detecting it.")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists (atomically).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -187,8 +234,8 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
         options["max_to_keep"] = max_to_keep
     if tf_names:
         options["name_based"] = True  # else the writer keeps the input's layout
-    if options and to_format is None:
-        to_format = "tf"  # these options only make sense for TensorFlow output
+    if options and to_format is None and registry.by_extension(dst) is None:
+        to_format = "tf"  # a name that says no format: these options say TensorFlow
     if max_shard_size is not None:  # (torch/safetensors: the format still comes from DST)
         options["max_shard_size"] = max_shard_size
     if compress:
@@ -281,5 +328,8 @@ def rules_show_command(name: str) -> None:
 @main.command("formats")
 def formats_command() -> None:
     """List the formats this tool reads and writes."""
-    for fmt in registry.formats().values():
-        click.echo(f"{fmt.name:<12} rw  {' '.join(fmt.extensions):<28} {fmt.description}")
+    rows = [(fmt.name, " ".join(fmt.extensions), fmt.description)
+            for fmt in registry.formats().values()]
+    name_width, ext_width = (max(len(row[i]) for row in rows) for i in (0, 1))
+    for name, extensions, description in rows:
+        click.echo(f"{name:<{name_width}}  rw  {extensions:<{ext_width}}  {description}")

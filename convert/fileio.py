@@ -10,7 +10,7 @@ import weakref
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import FormatError, OutputExistsError
+from .errors import FileAccessError, FormatError, OutputExistsError
 
 # Large regions are mapped, not read: the bytes are used where the page cache holds
 # them (no copy, no fresh memory to fault in, which costs more than the copy). Writes to
@@ -111,6 +111,30 @@ def open_output(path: str | os.PathLike, buffering: int = -1) -> BinaryIO:
         raise
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can
+    only be read by setting it, which races with files other threads create)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(destination: Path) -> int:
+    """The mode `open(destination, "w")` would leave: an existing file's own, else 0666
+    under the umask (mkstemp makes its files 0600)."""
+    try:
+        return destination.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 class OutputSet:
     """A set of output files written under temporary sibling names, renamed at commit.
 
@@ -130,11 +154,17 @@ class OutputSet:
         (`replace`: the destination is a file this output updates, like a state file)."""
         destination = Path(destination)
         self.check(destination, replace)
-        self._make_parents(destination.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
-                                   dir=destination.parent)
-        os.close(fd)
+        try:
+            self._make_parents(destination.parent, destination)
+            fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
+                                       dir=destination.parent)
+        except OSError as exc:  # named by the destination, never by the temporary name
+            raise FileAccessError.from_os_error(exc, destination) from None
         self._pending.append((Path(tmp), destination))
+        try:
+            os.fchmod(fd, _new_file_mode(destination))
+        finally:
+            os.close(fd)
         return Path(tmp)
 
     def check(self, destination: Path, replace: bool = False) -> None:
@@ -143,15 +173,19 @@ class OutputSet:
                 raise OutputExistsError("is an input of this conversion; refusing to write over it",
                                         destination)
         if destination.exists() and not (self.overwrite or replace):
-            raise OutputExistsError("exists already (use --overwrite to replace it)", destination)
+            raise OutputExistsError("exists already (pass {overwrite} to replace it)",
+                                    destination, {"overwrite": "overwrite=True"})
         if destination.is_dir():
             raise OutputExistsError("is a directory", destination)
 
-    def _make_parents(self, directory: Path) -> None:
+    def _make_parents(self, directory: Path, destination: Path) -> None:
         missing = []
         while not directory.exists():
             missing.append(directory)
             directory = directory.parent
+        if not directory.is_dir():
+            raise FileAccessError(f"cannot be written: {directory} is a file, not a directory",
+                                  destination)
         for d in reversed(missing):
             d.mkdir()
             self._made_dirs.append(d)

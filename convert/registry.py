@@ -10,16 +10,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import ConvertError, UnsupportedError
-from .graph import Graph
+from .errors import ConvertError, FormatError, UnsupportedError
+
+if TYPE_CHECKING:  # (the graph imports numpy: `ckpt --version` and `formats` need neither)
+    from .graph import Graph
 
 
 @dataclass(frozen=True)
 class Format:
     """A format and the module that implements it, with module-level functions
-    `{prefix}sniff(path) -> bool` (cheap, never raises), `{prefix}read(path) -> Graph`
+    `{prefix}sniff(path) -> bool` (cheap; raises only a ConvertError saying why a path
+    meant for this format cannot be read), `{prefix}read(path) -> Graph`
     (lazy) and `{prefix}write(graph, path, *, overwrite, inputs, progress, report, **opts)`."""
 
     name: str
@@ -79,20 +82,42 @@ def by_extension(path: str | os.PathLike) -> Format | None:
     return best[1] if best else None
 
 
+# Files people try that no format here reads, by extension: what they are instead.
+_FOREIGN = {
+    ".onnx": "is an ONNX model (a graph with its weights), which this tool does not read; "
+             "export the weights from the framework that made it",
+}
+
+
 def detect(path: str | os.PathLike) -> Format:
-    """The format of an existing input, by content first, then by name."""
+    """The format of an existing input, by content first, then by name. A sniff may
+    raise a ConvertError that says why a path meant for its format cannot be read (a
+    directory of several TF checkpoints): if no format claims the path, the first such
+    message is the error, as it says more than "is not a checkpoint"."""
     _load_builtin()
     path = Path(path)
     named = by_extension(path)
+    if path.is_file() and path.stat().st_size == 0:
+        kind = f" (its name says {named.name})" if named else ""
+        raise FormatError(f"is 0 bytes: an empty file, not a checkpoint{kind}", path)
     # The module the name points at first, so usually only that module loads; its
     # formats keep their declared order (a Keras 3 file may be called `x.h5`).
     first = named.module if named else None
     ordered = sorted(_FORMATS.values(), key=lambda fmt: fmt.module != first)
+    reason: ConvertError | None = None
     for fmt in ordered:
-        if fmt.sniff(path):
-            return fmt
+        try:
+            if fmt.sniff(path):
+                return fmt
+        except ConvertError as exc:
+            reason = reason or exc
+    if reason is not None:
+        raise reason
     if not path.exists() and not _has_siblings(path):
         raise ConvertError("no such file or directory", path)
+    foreign = _FOREIGN.get(path.suffix.lower())
+    if foreign:
+        raise UnsupportedError(foreign, path)
     raise ConvertError(
         "is not a checkpoint this tool reads (expected a TensorFlow checkpoint prefix, "
         ".index or .data file or directory, or a file of: "

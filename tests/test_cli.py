@@ -79,3 +79,55 @@ def test_progress_bar_only_on_a_terminal(tmp_path, ckpt):
     assert piped.code == 0 and "%|" not in piped.err
     quiet = _stderr_on_a_terminal("convert", EXAMPLE, tmp_path / "c.safetensors", "--quiet")
     assert quiet.strip() == ""
+
+
+@pytest.fixture(scope="module")
+def long_listing(tmp_path_factory) -> Path:
+    """A checkpoint whose listing is far larger than a pipe's buffer (64 KiB)."""
+    import numpy as np
+
+    from convert.formats.tf.bundle import BundleWriter, data_path
+
+    prefix = tmp_path_factory.mktemp("long") / "many"
+    writer = BundleWriter(Path(f"{prefix}.index"), data_path(prefix, 0, 1))
+    for i in range(3000):
+        writer.add(f"model/block_{i // 10}/layer_{i % 10}/kernel", np.zeros(2, np.float32))
+    writer.finish()
+    return prefix
+
+
+@pytest.mark.parametrize("args, stderr_too", [(["--tree"], False), ([], True)])
+def test_a_pipe_closed_early_ends_quietly(long_listing, args, stderr_too):
+    """As `ls | head -1`: killed by SIGPIPE, nothing said."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "convert", "ls", long_listing, *args],
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = b"" if stderr_too else proc.stderr.read()
+    assert proc.wait(timeout=120) == -signal.SIGPIPE, err
+    assert first and err == b""
+
+
+def test_help_lines_are_whole_and_name_the_formats(ckpt):
+    top = ckpt("--help").out
+    assert "ls       List every tensor: key, dtype, shape, size." in top
+    commands = top[top.index("Commands:"):].splitlines()[1:]
+    assert commands and not any(line.endswith("...") for line in commands), commands
+    options = " ".join(ckpt("convert", "--help").out.split())
+    assert "--to FORMAT Output format: tf, safetensors, sharded, torch, npz, flax, keras, " \
+        "keras-h5" in options
+
+
+def test_formats_table_is_aligned(ckpt):
+    from convert import registry
+
+    rows = ckpt("formats").out.splitlines()
+    formats = list(registry.formats().values())
+    assert len(rows) == len(formats)
+    columns = {row.index(fmt.description) for row, fmt in zip(rows, formats, strict=True)}
+    assert len(columns) == 1, rows

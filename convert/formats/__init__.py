@@ -10,7 +10,8 @@ from ..registry import Format, register
 
 for _format in (
     Format("tf", "TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
-           (".index", ".ckpt"), "convert.formats.tf", options=("name_based", "max_to_keep")),
+           (".index", ".ckpt"), "convert.formats.tf",
+           options=("name_based", "max_to_keep", "directory")),
     Format("safetensors", "safetensors (Hugging Face), single files", (".safetensors",),
            "convert.formats.safetensors", options=("max_shard_size",)),
     Format("sharded", "Hugging Face sharded set: *.index.json with a weight_map "

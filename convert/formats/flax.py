@@ -36,6 +36,7 @@ from ..errors import ConvertError, FormatError, UnsupportedError
 from ..fileio import OutputSet, SourceFile, open_output, read_region
 from ..graph import Graph, Node
 from ..graph import Path as GraphPath
+from ..notes import count, dropped_values, some
 from ..tensor import Tensor, array_from_bytes
 
 # Flax splits arrays above this many bytes into chunks (msgpack objects stop at 2**32 - 1,
@@ -584,22 +585,16 @@ class _Planner:
     def notes(self) -> list[str]:
         notes = []
         if self.aliases:
-            notes.append(f"{self.aliases} paths that repeat an object or tensor (aliases, tied "
-                         "weights) were written once, under the first path")
+            notes.append(f"{count(self.aliases, 'path')} that repeat an object or tensor "
+                         "(aliases, tied weights) written once, under the first path")
         if self.dropped_strings:
-            notes.append(f"string tensors not written (Flax stores numeric arrays only): "
-                         f"{_few(self.dropped_strings)}")
-        if self.dropped_values:
-            notes.append(f"non-tensor values not written: {_few(self.dropped_values)}")
-        if self.graph.metadata:
-            notes.append(f"file-level metadata not written (no place in a Flax state dict): "
-                         f"{_few(list(self.graph.metadata))}")
+            notes.append(f"dropped {count(len(self.dropped_strings), 'string tensor')} (Flax "
+                         f"stores numeric arrays only): {some(self.dropped_strings)}")
+        note = dropped_values([*self.dropped_values, *map(str, self.graph.metadata)],
+                              "a Flax state dict holds arrays only")
+        if note:
+            notes.append(note)
         return notes
-
-
-def _few(names: list[str], limit: int = 5) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 class _StreamWriter:

@@ -17,6 +17,7 @@ bfloat16 (the only 2-byte ml_dtypes type, so what np.savez of a JAX bfloat16 tre
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -26,15 +27,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 from numpy.lib import format as npy
 
 from ..checksums import crc32
-from ..dtypes import STRING, from_name
+from ..dtypes import EXTRA_NAMES, STRING, from_name
 from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
 from ..fileio import OutputSet, read_region
 from ..graph import Graph, Node
+from ..notes import count, dropped_values, non_tensor_values, some
 from ..tensor import Tensor, array_from_bytes
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
@@ -42,8 +43,7 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 _MAX_TRAILING = 4096  # bytes a member may hold after its array (np.save writes none)
 _READ_CHUNK = 1 << 20
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: the same tensors give the same file
-_VOID_AS = {1: np.dtype(np.uint8), 2: np.dtype(ml_dtypes.bfloat16),
-            4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
+_VOID_AS = {1: "uint8", 2: "bfloat16", 4: "uint32", 8: "uint64"}  # by itemsize
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -111,15 +111,12 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     if info.flag_bits & 0x1:
         raise UnsupportedError(f"member {info.filename!r} is encrypted", path)
     try:
-        with archive.open(info) as f:
-            version = npy.read_magic(f)
-            if version not in ((1, 0), (2, 0), (3, 0)):
-                raise ValueError(f".npy format version {version} is unknown")
-            # 3.0 differs from 2.0 only by UTF-8 field names, which are refused below
-            reader = npy.read_array_header_1_0 if version == (1, 0) else \
-                npy.read_array_header_2_0
-            shape, fortran, stored = reader(f)
-            header = f.tell()
+        try:
+            shape, fortran, stored, header = _read_npy_header(archive, info)
+        except ValueError as exc:
+            if not _import_named_extra(exc):
+                raise
+            shape, fortran, stored, header = _read_npy_header(archive, info)
     except ValueError as exc:
         raise FormatError(f"member {info.filename!r} is not a valid .npy array: {exc}",
                           path) from None
@@ -149,6 +146,30 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     return Tensor(dtype, tuple(shape), member.load, meta)
 
 
+def _read_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo
+                     ) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    with archive.open(info) as f:
+        version = npy.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f".npy format version {version} is unknown")
+        # 3.0 differs from 2.0 only by UTF-8 field names, which are refused below
+        reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, stored = reader(f)
+        return shape, fortran, stored, f.tell()
+
+
+def _import_named_extra(exc: ValueError) -> bool:
+    """numpy knows a descr like 'bfloat16' once ml_dtypes is imported, which is done only
+    when a member names one (see dtypes): True if this error was such a descr."""
+    if not isinstance(exc.__cause__, TypeError):
+        return False
+    names = [name for name in EXTRA_NAMES if f"{name!r}" in str(exc)]
+    for name in names:
+        with contextlib.suppress(KeyError):
+            from_name(name)
+    return bool(names)
+
+
 def _damaged(info: zipfile.ZipInfo, exc: BaseException, path: Path) -> ConvertError:
     """zipfile's complaints about one member (an odd compression method, a bad offset)."""
     if isinstance(exc, NotImplementedError):
@@ -162,7 +183,8 @@ def _tensor_dtype(stored: np.dtype) -> np.dtype | None:
     if stored.names is not None or stored.subdtype is not None:
         return None
     if stored.type is np.void:  # np.savez of an ml_dtypes array (bfloat16 -> <V2)
-        return _VOID_AS.get(stored.itemsize)
+        name = _VOID_AS.get(stored.itemsize)
+        return from_name(name) if name else None
     try:
         dtype = from_name(stored.name)
     except KeyError:
@@ -306,18 +328,17 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
 def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -> list[str]:
     notes = []
     if aliases:
-        notes.append(f"{aliases} extra paths to shared tensors (aliases, tied weights) were "
-                     "folded: each tensor is stored once, under its first path")
+        notes.append(f"{count(aliases, 'extra path')} to shared tensors (aliases, tied "
+                     "weights) folded: each tensor is stored once, under its first path")
     if strings:
-        notes.append(f"string tensors not written (npz without pickles holds numbers): "
-                     f"{', '.join(strings[:5])}")
+        notes.append(f"dropped {count(len(strings), 'string tensor')} (npz without pickles "
+                     f"holds numbers): {some(strings)}")
     if ml_named:
         notes.append(f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
                      "np.load reads it once ml_dtypes is imported (as JAX does)")
-    values = len(graph.value_paths())
-    if values or graph.metadata:
-        notes.append(f"{values + len(graph.metadata)} non-tensor values not written "
-                     "(npz holds arrays only)")
+    note = dropped_values(non_tensor_values(graph), "npz holds arrays only")
+    if note:
+        notes.append(note)
     return notes
 
 

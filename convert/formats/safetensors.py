@@ -22,19 +22,13 @@ from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
 from ..fileio import OutputSet, SourceFile, open_output, read_region
 from ..graph import Entry, Graph
+from ..notes import count, dropped_values, some
 from ..stream import values
 from ..tensor import Tensor, array_from_bytes
 from .torch.keys import add_flat, join_path
 from .torch.storage import raw_bytes
 
 MAX_HEADER_BYTES = 100_000_000
-
-
-def _known(name: str) -> bool:
-    try:
-        return bool(from_name(name))
-    except KeyError:  # an older ml_dtypes without this float8
-        return False
 
 
 DTYPES = {
@@ -44,9 +38,22 @@ DTYPES = {
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
     "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu",
 }
-DTYPES = {code: numpy for code, numpy in DTYPES.items() if _known(numpy)}
-NUMPY = {code: from_name(numpy) for code, numpy in DTYPES.items()}
-CODES = {dtype: code for code, dtype in NUMPY.items()}
+CODES = {numpy: code for code, numpy in DTYPES.items()}  # by dtype name
+_NUMPY: dict[str, Any] = {}  # code -> numpy dtype, as met (ml_dtypes only when needed)
+
+
+def numpy_dtype(code: Any) -> Any:
+    """The numpy dtype of a header's dtype code; None if unknown (or this ml_dtypes lacks
+    it)."""
+    dtype = _NUMPY.get(code) if type(code) is str else None
+    if dtype is None and type(code) is str and code in DTYPES:
+        try:
+            dtype = _NUMPY[code] = from_name(DTYPES[code])
+        except KeyError:  # an older ml_dtypes without this float8
+            return None
+    return dtype
+
+
 SUBBYTE = {"F4", "F6_E2M3", "F6_E3M2", "I4", "U4"}  # packed below one byte: not converted
 
 
@@ -122,7 +129,7 @@ def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
             raise FormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets",
                               path)
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        dtype = NUMPY.get(code) if type(code) is str else None
+        dtype = numpy_dtype(code)
         if dtype is None:
             if type(code) is str and code in SUBBYTE:
                 raise UnsupportedError(f"tensor {name!r} is {code}, a sub-byte type this tool "
@@ -155,7 +162,7 @@ def read(path: Path) -> Graph:
     source = SourceFile(path)
     pairs = []
     for name, info in header.items():
-        dtype = NUMPY[info["dtype"]]
+        dtype = numpy_dtype(info["dtype"])
         shape = tuple(info["shape"])
         begin, end = info["data_offsets"]
         pairs.append((name, Tensor(dtype, shape, _loader(source, data_start + begin,
@@ -186,14 +193,14 @@ def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
     metadata.setdefault("format", "pt")
     dropped = [str(k) for k in graph.metadata if k not in metadata]
     dropped.extend(map(join_path, graph.value_paths()))
-    if dropped:
-        notes.append(f"safetensors holds tensors and string metadata only: dropped "
-                     f"{len(dropped)} value(s): {', '.join(dropped[:5])}")
+    note = dropped_values(dropped, "safetensors holds tensors and string metadata only")
+    if note:
+        notes.append(note)
     return metadata
 
 
 def _code(dtype: Any) -> str | None:
-    return CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
+    return CODES.get(dtype_name(dtype))
 
 
 def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
@@ -235,10 +242,10 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
         report.tensors += len(entries)
         report.bytes += position
     if folded:
-        report.notes.append(f"safetensors stores shared tensors once: folded {len(folded)} "
-                            f"alias(es): {', '.join(folded[:5])}")
+        report.notes.append(f"safetensors stores shared tensors once: folded "
+                            f"{count(len(folded), 'alias', 'aliases')}: {some(folded)}")
     if slots:
-        report.notes.append(f"wrote {slots} optimizer slot tensor(s) as plain keys "
+        report.notes.append(f"wrote {count(slots, 'optimizer slot tensor')} as plain keys "
                             "under their optimizer's path")
     return names
 

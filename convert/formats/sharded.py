@@ -20,6 +20,7 @@ from .. import registry
 from ..errors import ConvertError, FormatError
 from ..fileio import OutputSet, read_region
 from ..graph import Entry, Graph
+from ..notes import count, size, some
 from ..tensor import Tensor
 from .torch.keys import add_flat, join_path
 
@@ -162,9 +163,20 @@ def write_sharded(graph: Graph, path: Path, write_entries: WriteEntries, *,
                  "weight_map": dict(sorted(weight_map.items()))}
         out.path(index_path).write_text(json.dumps(index, indent=2) + "\n")
         report.files.append(str(index_path))
-    report.notes.append(f"wrote {len(groups)} shard(s) of at most {limit} bytes and "
-                        f"{index_path.name}")
+    report.notes.append(_shards_note(groups, limit, index_path.name))
     return True
+
+
+def _shards_note(groups: list[list[Entry]], limit: int, index_name: str) -> str:
+    """What was written, true also when a tensor is larger than the limit (it is a shard
+    of its own, as in transformers' sharding)."""
+    note = f"wrote {count(len(groups), 'shard')} of at most {size(limit)} and {index_name}"
+    larger = [join_path(e.path) for group in groups for e in group if e.tensor.nbytes > limit]
+    if larger:
+        note = (f"wrote {count(len(groups), 'shard')} and {index_name}: at most {size(limit)} "
+                f"each, but for {count(len(larger), 'tensor')} larger than that, each a shard "
+                f"of its own: {some(larger)}")
+    return note
 
 
 def _groups(entries: list[Entry], limit: int) -> list[list[Entry]]:

@@ -92,7 +92,7 @@ def test_foreign_graph_writes_each_tensor_once_with_notes(tmp_path):
     assert set(restored["decoder"]) == {"bias"}
     assert report.tensors == 2
     notes = " ".join(report.notes)
-    for fragment in ("aliases", "string tensors", "names", "non-tensor values", "framework"):
+    for fragment in ("aliases", "string tensor", "names", "non-tensor values", "framework"):
         assert fragment in notes
 
 

@@ -218,6 +218,7 @@ def test_refuses_to_guess_the_other_layout(goldens, tmp_path, ckpt, source, targ
     name, kind = source.split(":")
     result = ckpt("convert", goldens[name].files[kind], tmp_path / target)
     assert_one_line_error(result, str(goldens[name].files[kind]), fragment, ".keras")
+    assert "coming" not in result.err
     assert listing(tmp_path) == set()
 
 

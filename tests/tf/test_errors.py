@@ -90,3 +90,15 @@ def test_never_writes_over_its_input(copy, ckpt):
     result = ckpt("convert", copy, copy, "--to", "tf", "--overwrite")
     assert_one_line_error(result, "input")
     assert Path(f"{copy}.index").read_bytes() == before
+
+
+@pytest.mark.parametrize("golden", ["functional", "tf1", "sharded"])
+def test_truncated_data_shard_fails_at_ls(goldens, golden, tmp_path, ckpt):
+    """Listing reads no data, but checks each shard's size against its entries."""
+    source = goldens[golden].path
+    for f in source.parent.glob(source.name + ".*"):
+        shutil.copy(f, tmp_path / f.name)
+    shards = sorted(tmp_path.glob("*.data-*"))
+    last = max(shards, key=lambda p: p.stat().st_size)
+    last.write_bytes(last.read_bytes()[:-1])
+    assert_one_line_error(ckpt("ls", tmp_path / source.name), last.name, "truncated")

@@ -114,3 +114,13 @@ def test_sliced_tensors_are_reassembled(goldens):
     reader = BundleReader(prefix)
     sliced = [k for k in reader.tensor_keys() if reader.entry(k).slices]
     assert sliced, "the sharding policy was expected to slice the large variables"
+
+
+def test_tree_names_each_slot_optimizer_and_shows_tensors_like_other_lines(goldens, ckpt):
+    for name, optimizer in (("tf1", "(root)"), ("functional", "optimizer")):
+        lines = [line for line in ckpt("ls", goldens[name].path, "--tree").out.splitlines()
+                 if line.strip().startswith("slot ")]
+        assert lines, name
+        for line in lines:
+            assert f" kept by {optimizer}: float32[" in line, line
+            assert "?" not in line and "Tensor(" not in line, line

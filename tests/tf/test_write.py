@@ -117,3 +117,21 @@ def test_refuses_existing_output_unless_overwrite(goldens, tmp_path, ckpt):
     assert again.code == 2 and "--overwrite" in again.err
     assert ckpt("convert", goldens["keras3"].path, out, "--to", "tf", "--overwrite").code == 0
     assert set(tf_values(out)) == set(tf_values(goldens["keras3"].path))
+
+
+def test_tf1_through_a_legacy_h5_keeps_top_level_names(goldens, tmp_path, ckpt):
+    """`beta1_power` (a tensor at the top) is a layer `beta1_power` with the weight
+    `beta1_power:0` in a .h5, and comes back as `beta1_power`, not `beta1_power/beta1_power`."""
+    source = str(goldens["tf1"].path)
+    assert ckpt("convert", source, tmp_path / "m.h5").code == 0
+    result = ckpt("convert", tmp_path / "m.h5", tmp_path / "back" / "model.ckpt", "--to", "tf",
+                  "--tf-names")
+    assert result.code == 0, result.err
+    original = tf.train.load_checkpoint(source)
+    back = tf.train.load_checkpoint(str(tmp_path / "back" / "model.ckpt"))
+    kept = {k for k in original.get_variable_to_shape_map() if not k.endswith(("/Adam",
+                                                                               "/Adam_1"))}
+    assert {"beta1_power", "global_step"} <= kept
+    assert set(back.get_variable_to_shape_map()) == kept
+    for key in kept:
+        np.testing.assert_array_equal(back.get_tensor(key), original.get_tensor(key))

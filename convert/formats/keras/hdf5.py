@@ -26,13 +26,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...dtypes import STRING, dtype_name, from_name
+from ...dtypes import STRING, dtype_name, from_name, is_bfloat16
 from ...errors import FormatError, UnsafeInputError, UnsupportedError
 from ...fileio import read_region
 from ...tensor import Tensor, array_from_bytes
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
-BFLOAT16 = from_name("bfloat16")
 # Keras splits a string-list attribute above this many bytes into `name0`, `name1`, …
 HDF5_OBJECT_HEADER_LIMIT = 64512
 # A dataset may declare far more than it stores (compression, fill values); past this
@@ -281,7 +280,7 @@ def dataset_dtype(ds: h5py.Dataset, where: Source) -> np.dtype:
         if tag in (None, "bfloat16"):
             # Keras 3 tags bfloat16 with a `dtype` attribute; its legacy .h5 writer
             # stores the same 2-byte opaque type untagged. Nothing else writes V2.
-            return BFLOAT16
+            return from_name("bfloat16")
     if dt.kind in "biufc" and dt.fields is None and dt.subdtype is None:
         return dt.newbyteorder("<") if dt.itemsize > 1 else dt
     raise FormatError(f"dataset {ds.name} holds {dt} values, which are not numeric weights",
@@ -315,7 +314,7 @@ def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Ten
         if limit is not None and offset + nbytes > limit:
             raise FormatError(f"dataset {key} lies past the end of the file: the file is "
                               "truncated", where.label)
-        stored_dtype = BFLOAT16 if dtype == BFLOAT16 else ds.dtype
+        stored_dtype = dtype if is_bfloat16(dtype) else ds.dtype
         return Tensor(dtype, shape, _positioned(where, key, where.base + offset, nbytes,
                                                 stored_dtype, dtype, shape), meta)
     return Tensor(dtype, shape, _through_h5py(where, key, dtype, shape), meta)
@@ -347,8 +346,8 @@ def _through_h5py(where: Source, key: str, dtype: np.dtype, shape: tuple[int, ..
                 raise FormatError(f"dataset {key} cannot be read ({_one_line(exc)})",
                                   where.label) from None
         array = np.asarray(array)
-        if dtype == BFLOAT16:
-            array = array.view(BFLOAT16)
+        if is_bfloat16(dtype):
+            array = array.view(dtype)
         return np.ascontiguousarray(array.astype(dtype, copy=False)).reshape(shape)
     return load
 
@@ -360,7 +359,7 @@ def check_writable(tensor: Tensor, what: str, allow_bfloat16: bool = True) -> No
     dtype = tensor.dtype
     if dtype == STRING:
         raise UnsupportedError(f"{what} is a string tensor; Keras weight files hold numbers only")
-    if dtype == BFLOAT16 and allow_bfloat16:
+    if is_bfloat16(dtype) and allow_bfloat16:
         return
     if dtype.kind not in "biufc":
         raise UnsupportedError(f"{what} is {dtype_name(dtype)}, which Keras weight files cannot "
@@ -375,7 +374,7 @@ def write_dataset(group: h5py.Group, name: str, array: np.ndarray,
     except (ValueError, TypeError, KeyError) as exc:
         raise UnsupportedError(f"cannot create dataset {group.name.rstrip('/')}/{name} "
                                f"({_one_line(exc)})") from None
-    if array.dtype == BFLOAT16 and tag_bfloat16:
+    if is_bfloat16(array.dtype) and tag_bfloat16:
         ds.attrs["dtype"] = "bfloat16"
     return ds
 

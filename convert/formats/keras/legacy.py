@@ -32,13 +32,14 @@ from typing import Any
 
 import h5py
 
+from ...dtypes import is_bfloat16
 from ...errors import FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import VARIABLE_NAME, Graph, Node, Slot
+from ...notes import dropped_values, non_tensor_values
 from ...tensor import Tensor
 from . import layout, tfgraph
 from .hdf5 import (
-    BFLOAT16,
     Source,
     check_component,
     check_writable,
@@ -157,6 +158,10 @@ def _read_layers(graph: Graph, group: h5py.Group,
             tensor = dataset_tensor(ds, where, meta)
             _place(node, weight_path(name, weight_name), weight_name, tensor)
             weights.append((weight_name, tensor))
+        if len(weights) == 1 and not top and weight_path(name, weights[0][0]) == (name,):
+            # (a layer `x` whose one weight is `x:0`: how a tensor at the top of a graph is
+            # written, such as TF1's `beta1_power`; read back as that tensor, not `x/x`)
+            graph.root.edges[name] = weights[0][1]
         if weight_names and not top:
             index += 1
         if not top and [layout.strip_suffix(w) for w, _ in weights] == [name]:
@@ -373,7 +378,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
         if "/" in name:
             raise UnsupportedError(f"layer name {name!r} holds '/', which Keras 2 files cannot "
                                    "use as a group name")
-    if any(t.dtype == BFLOAT16 for weights in [*result.layers.values(), result.top]
+    if any(is_bfloat16(t.dtype) for weights in [*result.layers.values(), result.top]
            for _, t in weights):
         result.notes.append("bfloat16 weights are stored as HDF5 opaque values, as Keras 3 "
                             "does; Keras cannot load those from a .h5 (write a .weights.h5)")
@@ -397,6 +402,11 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     if report is not None:
         report.files.append(os.fspath(path))
         report.notes.extend(result.notes)
+        kept = {"keras_version", "backend", *(("model_config", "training_config") if full else ())}
+        note = dropped_values(non_tensor_values(graph, kept),
+                              "a Keras 2 .h5 holds weights and its model's config only")
+        if note:
+            report.notes.append(note)
 
 
 def _write_weights(group: h5py.Group, result: _Plan, version: str, backend: str,

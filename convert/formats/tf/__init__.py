@@ -7,44 +7,62 @@ file, a directory with a `checkpoint` state file, or a SavedModel directory.
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
 from ... import stream
-from ...errors import ConvertError, FormatError
+from ...errors import ConvertError, FormatError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import VARIABLE_NAME, Graph, Node
+from ...notes import dropped_values, non_tensor_values
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 
 
-def resolve(path: str | os.PathLike) -> Path:
-    """The checkpoint prefix a user's path names; ConvertError says what was found."""
+class NotACheckpoint(ConvertError):
+    """The path names no TensorFlow checkpoint at all (so another format may claim it)."""
+
+
+def resolve(path: str | os.PathLike) -> str:
+    """The checkpoint prefix a user's path names, as text: a TF1 `saver.save(sess, "dir/")`
+    prefix is `dir/` (files `dir/.index`, `dir/.data-*`), which a Path cannot spell.
+    A ConvertError says what was found; NotACheckpoint that it is no checkpoint at all."""
     text = os.fspath(path)
     p = Path(text)
     if p.is_dir():
         return _prefix_in_directory(p)
     prefix = strip_suffix(text)
     if prefix is not None and p.is_file():
-        return Path(prefix)
+        if not text.endswith(".index") and not Path(prefix + ".index").is_file():
+            raise FormatError(f"is a data shard whose checkpoint index {prefix}.index is "
+                              "missing", p)
+        return prefix
     if Path(text + ".index").is_file():
-        return p
+        return text
+    if glob.glob(glob.escape(text) + ".data-?????-of-?????"):
+        raise FormatError(f"has data shards but no {text}.index: the index is missing", p)
+    if text.endswith(".meta") and p.is_file():
+        raise UnsupportedError(
+            "is a TF1 MetaGraph: the graph, without the weights; they are in the "
+            f"checkpoint's .index and .data files beside it: name its prefix {text[:-5]!r}", p)
     if p.is_file():
-        raise FormatError("is a file, but not a TensorFlow checkpoint's .index or .data file", p)
-    raise ConvertError("no such checkpoint: neither this path nor its .index exists", p)
+        raise NotACheckpoint("is a file, but not a TensorFlow checkpoint's .index or .data "
+                             "file", p)
+    raise NotACheckpoint("no such checkpoint: neither this path nor its .index exists", p)
 
 
-def _prefix_in_directory(directory: Path) -> Path:
+def _prefix_in_directory(directory: Path) -> str:
     variables = directory / "variables" / "variables"
     if (directory / "saved_model.pb").is_file() or (directory / "saved_model.pbtxt").is_file():
         if Path(f"{variables}.index").is_file():
-            return variables
+            return str(variables)
         raise FormatError("is a SavedModel without variables/variables.index", directory)
     if (directory / "checkpoint").is_file():
         return state.latest(directory)
-    indexes = sorted(directory.glob("*.index"))
+    indexes = sorted(directory.glob("*.index"))  # (`.index` too: the prefix `directory/`)
     if len(indexes) == 1:
-        return Path(str(indexes[0])[: -len(".index")])
+        return str(indexes[0])[: -len(".index")]
     found = f"{len(indexes)} .index files" if indexes else "no .index file"
     raise FormatError(f"is a directory with {found} and no `checkpoint` state file; name the "
                       "checkpoint prefix (e.g. dir/ckpt-3)", directory)
@@ -52,10 +70,13 @@ def _prefix_in_directory(directory: Path) -> Path:
 
 def sniff(path: Path) -> bool:
     """A path that names a checkpoint's prefix, `.index`, `.data-*` file or directory is
-    ours even when the index is damaged: `read` then says what is wrong with it."""
+    ours even when the index is damaged: `read` then says what is wrong with it. A path
+    that can only be meant as a checkpoint but is not a usable one (a directory of several,
+    a state file naming a missing one, a `.meta` file) raises the ConvertError that says
+    why, for `registry.detect` to show if no other format claims it."""
     try:
         resolve(path)
-    except (ConvertError, OSError):
+    except (NotACheckpoint, OSError):
         return False
     return True
 
@@ -81,16 +102,18 @@ def read(path: Path) -> Graph:
 
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progress=None,
-          report=None, name_based: bool | None = None, max_to_keep: int | None = None) -> None:
-    """Write one-shard checkpoint `path` (a prefix); with `max_to_keep`, or when `path` is a
-    directory, write `path/ckpt-N` and keep the newest `max_to_keep` like CheckpointManager.
+          report=None, name_based: bool | None = None, max_to_keep: int | None = None,
+          directory: bool = False) -> None:
+    """Write one-shard checkpoint `path` (a prefix); with `max_to_keep` or `directory`, or
+    when `path` is a directory, write `path/ckpt-N` and keep the newest `max_to_keep` like
+    CheckpointManager.
 
     `name_based` writes TF1 names without an object graph; by default a name-based input
     stays name-based and everything else gets an object graph."""
     if name_based is None:
         name_based = graph.root.meta.get("tf_layout") == "names"
     text = os.fspath(path)
-    managed = max_to_keep is not None or Path(text).is_dir() or text.endswith(os.sep)
+    managed = max_to_keep is not None or directory or Path(text).is_dir()
     prefix = Path(strip_suffix(text) or text)
     if managed:
         prefix = state.next_prefix(Path(text))
@@ -120,13 +143,16 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         finally:
             writer.close()
         stale = state.update(out, prefix, max_to_keep if managed else None)
-    for old in stale:
-        for f in old.parent.glob(old.name + ".*"):
-            if f.name == old.name + ".index" or ".data-" in f.name:
-                f.unlink(missing_ok=True)
+    for old in stale:  # (a text prefix: `dir/` names `dir/.index`)
+        for f in [f"{old}.index", *glob.glob(glob.escape(old) + ".data-?????-of-?????")]:
+            Path(f).unlink(missing_ok=True)
     if report is not None:
         report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
         report.destination = str(prefix)
+        note = dropped_values(non_tensor_values(graph),
+                              "a TensorFlow checkpoint holds tensors only")
+        if note:
+            report.notes.append(note)
 
 
 def _name_based_values(graph: Graph) -> list:

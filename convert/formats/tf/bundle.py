@@ -13,11 +13,10 @@ import re
 import struct
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from ...checksums import crc32c
-from ...dtypes import STRING, dtype_name
+from ...dtypes import STRING, dtype_name, from_name, is_extra
 from ...errors import ChecksumError, FormatError, UnsupportedError
 from ...fileio import SourceFile, open_output
 from ...tensor import Tensor, array_from_bytes
@@ -29,14 +28,14 @@ _DTYPES: dict[int, np.dtype] = {
     1: np.dtype(np.float32), 2: np.dtype(np.float64), 3: np.dtype(np.int32),
     4: np.dtype(np.uint8), 5: np.dtype(np.int16), 6: np.dtype(np.int8), 7: STRING,
     8: np.dtype(np.complex64), 9: np.dtype(np.int64), 10: np.dtype(np.bool_),
-    14: np.dtype(ml_dtypes.bfloat16), 17: np.dtype(np.uint16), 18: np.dtype(np.complex128),
-    19: np.dtype(np.float16), 22: np.dtype(np.uint32), 23: np.dtype(np.uint64),
-    24: np.dtype(ml_dtypes.float8_e5m2), 25: np.dtype(ml_dtypes.float8_e4m3fn),
-    26: np.dtype(ml_dtypes.float8_e4m3fnuz), 27: np.dtype(ml_dtypes.float8_e4m3b11fnuz),
-    28: np.dtype(ml_dtypes.float8_e5m2fnuz), 29: np.dtype(ml_dtypes.int4),
-    30: np.dtype(ml_dtypes.uint4),
+    17: np.dtype(np.uint16), 18: np.dtype(np.complex128), 19: np.dtype(np.float16),
+    22: np.dtype(np.uint32), 23: np.dtype(np.uint64),
 }
 _ENUMS = {dtype: enum for enum, dtype in _DTYPES.items()}
+# ml_dtypes types by name: ml_dtypes is imported only when a checkpoint holds one.
+_EXTRA_ENUMS = {14: "bfloat16", 24: "float8_e5m2", 25: "float8_e4m3fn", 26: "float8_e4m3fnuz",
+                27: "float8_e4m3b11fnuz", 28: "float8_e5m2fnuz", 29: "int4", 30: "uint4"}
+_EXTRA_BY_NAME = {name: enum for enum, name in _EXTRA_ENUMS.items()}
 _QUANTIZED = {11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint16",
               20: "resource", 21: "variant"}
 
@@ -45,16 +44,23 @@ def dtype_from_enum(enum: int, where: str, path: Path) -> np.dtype:
     dtype = _DTYPES.get(enum)
     if dtype is not None:
         return dtype
+    if enum in _EXTRA_ENUMS:
+        try:
+            dtype = _DTYPES[enum] = from_name(_EXTRA_ENUMS[enum])
+            return dtype
+        except KeyError:  # an ml_dtypes too old for this type
+            pass
     name = _QUANTIZED.get(enum, f"DataType {enum}")
     raise UnsupportedError(f"tensor {where!r} has dtype {name}, which this tool cannot read",
                            path)
 
 
 def dtype_to_enum(dtype: np.dtype) -> int:
-    try:
-        return _ENUMS[np.dtype(dtype)]
-    except KeyError:
-        raise UnsupportedError(f"TensorFlow checkpoints cannot hold {dtype_name(dtype)}") from None
+    dtype = np.dtype(dtype)
+    enum = _EXTRA_BY_NAME.get(dtype.name) if is_extra(dtype) else _ENUMS.get(dtype)
+    if enum is None:
+        raise UnsupportedError(f"TensorFlow checkpoints cannot hold {dtype_name(dtype)}")
+    return enum
 
 
 def data_path(prefix: str | os.PathLike, shard: int, num_shards: int) -> Path:
@@ -65,8 +71,8 @@ class BundleReader:
     """The entries of one bundle, keyed by their raw key bytes, with readers for values."""
 
     def __init__(self, prefix: str | os.PathLike):
-        self.prefix = Path(prefix)
-        self.index_path = Path(f"{os.fspath(prefix)}.index")
+        self.prefix = os.fspath(prefix)  # (text: the prefix `dir/` names `dir/.index`)
+        self.index_path = Path(f"{self.prefix}.index")
         self.entries: dict[bytes, object] = {}
         header = None
         for key, value in TableReader(self.index_path).items():
@@ -87,6 +93,7 @@ class BundleReader:
             if not shard.is_file():
                 raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
                                   self.index_path)
+        self.shard_sizes = [shard.stat().st_size for shard in self.shards]
 
     def _parse(self, cls, value: bytes, what: str):
         message = cls()
@@ -122,9 +129,24 @@ class BundleReader:
         return dtype, shape
 
     def tensor(self, key: bytes, meta: dict) -> Tensor:
-        """The lazy Tensor of `key`; its dtype and shape are checked here, once."""
+        """The lazy Tensor of `key`; its dtype and shape, and that its bytes lie inside
+        their shard (a truncated shard is found by listing), are checked here, once."""
         dtype, shape = self.dtype_shape(key)
+        entry = self.entry(key)
+        for part in [slices.slice_key(key, s) for s in entry.slices] or [key]:
+            if part in self.entries:  # (a missing slice is reported when read)
+                self._check_extent(part)
         return Tensor(dtype, shape, lambda: self.read(key, dtype, shape), meta)
+
+    def _check_extent(self, key: bytes) -> None:
+        entry = self.entry(key)
+        if 0 <= entry.shard_id < self.num_shards and \
+                entry.offset + entry.size > self.shard_sizes[entry.shard_id]:
+            shard = self.shards[entry.shard_id]
+            raise FormatError(
+                f"tensor {key.decode('utf-8', 'replace')!r} lies at bytes {entry.offset}.."
+                f"{entry.offset + entry.size} of data shard {shard.name}, which holds "
+                f"{self.shard_sizes[entry.shard_id]}: the shard is truncated", shard)
 
     def read(self, key: bytes, dtype: np.dtype | None = None,
              shape: tuple[int, ...] | None = None) -> np.ndarray:

@@ -3,6 +3,7 @@ numbering and retention (`ckpt-N`, newest `max_to_keep` kept)."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -27,18 +28,22 @@ def load(directory: Path):
     return state
 
 
-def _in(directory: Path, name: str) -> Path:
-    """State files may hold absolute paths or paths relative to their directory; a moved
-    directory keeps working through the base name."""
-    p = Path(name)
-    if not p.is_absolute():
-        p = directory / p
-    if not Path(f"{p}.index").is_file() and Path(f"{directory / p.name}.index").is_file():
-        p = directory / p.name
+def _in(directory: Path, name: str) -> str:
+    """The prefix a state file's entry names, as text. Entries may be absolute or relative
+    to their directory; a moved directory keeps working through the base name. A TF1
+    `saver.save(sess, "dir/")` records "." (or the path `dir/`): the prefix `dir/`, whose
+    files are `dir/.index` and `dir/.data-*` (which a Path, dropping the `/`, cannot say)."""
+    p = name if os.path.isabs(name) else os.path.join(directory, name)
+    if os.path.basename(p) in (".", ""):
+        p = os.path.join(os.path.dirname(p) if p.endswith(".") else p, "")
+    if not Path(f"{p}.index").is_file():
+        moved = os.path.join(directory, os.path.basename(p))
+        if Path(f"{moved}.index").is_file():
+            return moved
     return p
 
 
-def latest(directory: Path) -> Path:
+def latest(directory: Path) -> str:
     """The newest checkpoint the state file names, as TF's `latest_checkpoint` finds it."""
     state = load(directory)
     if not state.model_checkpoint_path:
@@ -56,7 +61,7 @@ def next_prefix(directory: Path) -> Path:
     return directory / f"ckpt-{max(numbers, default=0) + 1}"
 
 
-def update(out: OutputSet, prefix: Path, max_to_keep: int | None) -> list[Path]:
+def update(out: OutputSet, prefix: Path, max_to_keep: int | None) -> list[str]:
     """Record `prefix` as the newest checkpoint of its directory (in the same OutputSet, so
     it lands with the checkpoint); returns the prefixes that fall out of `max_to_keep`."""
     directory = prefix.parent
@@ -70,9 +75,9 @@ def update(out: OutputSet, prefix: Path, max_to_keep: int | None) -> list[Path]:
         if len(stamps) != len(paths):
             stamps = [now] * len(paths)
     pairs = [(p, s) for p, s in zip(paths, stamps, strict=True)
-             if _in(directory, p) != prefix and Path(f"{_in(directory, p)}.index").is_file()]
+             if _in(directory, p) != str(prefix) and Path(f"{_in(directory, p)}.index").is_file()]
     pairs.append((prefix.name, now))
-    stale: list[Path] = []
+    stale: list[str] = []
     if max_to_keep is not None and max_to_keep > 0 and len(pairs) > max_to_keep:
         stale = [_in(directory, p) for p, _ in pairs[:-max_to_keep]]
         pairs = pairs[-max_to_keep:]

@@ -15,6 +15,7 @@ from typing import Any
 
 from ...errors import FormatError, UnsupportedError
 from ...graph import Graph, Node
+from ...notes import count, dropped_values
 from ...tensor import Tensor
 from .keys import add_keyed, join_path
 from .unpickler import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
@@ -191,9 +192,10 @@ def from_graph(graph: Graph, notes: list[str]) -> Any:
         writer = _Writer(notes)
         obj = writer.container(graph.root, "")
         writer.dropped.extend(f"(file) {name}" for name in graph.metadata)
-        if writer.dropped:
-            notes.append(f"dropped {len(writer.dropped)} non-tensor value(s) that are not "
-                         f"plain data: {', '.join(writer.dropped[:5])}")
+        note = dropped_values(writer.dropped, "not plain data torch.load(weights_only=True) "
+                              "accepts")
+        if note:
+            notes.append(note)
         return obj
     return flat_state_dict(graph, notes)
 
@@ -210,13 +212,13 @@ def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
                 raise UnsupportedError(f"two tensors would both be written as {key!r}")
             state[key] = entry.tensor
     if slots:
-        notes.append(f"wrote {slots} optimizer slot tensor(s) as plain keys under "
+        notes.append(f"wrote {count(slots, 'optimizer slot tensor')} as plain keys under "
                      "their optimizer's path")
     # (safetensors' own `format` marker describes that container, not the model)
     dropped = [k for k in graph.metadata if not (graph.format == "safetensors" and k == "format")]
     dropped.extend(map(join_path, graph.value_paths()))
-    if dropped:
-        notes.append(f"a state dict holds tensors only: dropped {len(dropped)} non-tensor "
-                     f"value(s): {', '.join(map(str, dropped[:5]))}")
+    note = dropped_values([str(k) for k in dropped], "a state dict holds tensors only")
+    if note:
+        notes.append(note)
     return state
 

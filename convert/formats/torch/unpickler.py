@@ -48,7 +48,14 @@ class TorchDtype:
     """A `torch.<name>` dtype object; `numpy` is None when numpy cannot hold it."""
 
     name: str
-    numpy: np.dtype | None
+    numpy_name: str | None
+
+    @cached_property  # (made when a tensor of it is met: ml_dtypes only for its types)
+    def numpy(self) -> np.dtype | None:
+        try:
+            return from_name(self.numpy_name) if self.numpy_name else None
+        except KeyError:  # an ml_dtypes too old for this type
+            return None
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -153,8 +160,7 @@ STORAGE_CLASSES: dict[str, str] = {
 
 
 def torch_dtype(name: str) -> TorchDtype:
-    numpy_name = TORCH_DTYPES[name]
-    return TorchDtype(name, from_name(numpy_name) if numpy_name else None)
+    return TorchDtype(name, TORCH_DTYPES[name])
 
 
 def _allowed() -> dict[str, Any]:
