@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import keras_objects, registry
+from . import registry
 from .errors import FileAccessError
 
 if TYPE_CHECKING:  # (the graph imports numpy, which `ckpt --version` does not need)
@@ -95,9 +95,12 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
     inputs = tuple(graph.files)
     report = Report(graph.source, os.fspath(path), graph.format, fmt.name,
                     notes=list(graph.notes))
-    if fmt.name == "tf" and not options.get("name_based") and keras_objects.is_keras_h5(graph):
-        graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' own object layout
-        report.notes += notes
+    if fmt.name == "tf" and not options.get("name_based") and graph.format == "keras-h5":
+        from . import keras_objects  # (imports numpy: only when it is needed)
+
+        if keras_objects.is_keras_h5(graph):
+            graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' own object layout
+            report.notes += notes
     try:
         fmt.write(graph, Path(path), overwrite=overwrite, inputs=inputs,
                   progress=progress, report=report, **options)

@@ -21,9 +21,13 @@ import numpy as np
 import convert.cli
 from convert import Graph, Tensor, api, registry
 work = Path(sys.argv[1])
+def keras(i, name):  # Keras' own record of a weight: a legacy .h5 is written by position
+    return {{"keras_layer": "dense", "keras_layer_index": 0, "keras_weight_index": i,
+            "keras_weight_name": f"dense/{{name}}:0"}}
 for dst, fmt in {targets!r}:
-    graph = Graph.from_flat({{("dense", "kernel"): Tensor.from_array(np.ones((2, 3), "f4")),
-                             ("dense", "bias"): Tensor.from_array(np.zeros(3, "f4"))}})
+    graph = Graph.from_flat({{
+        ("dense", "kernel"): Tensor.from_array(np.ones((2, 3), "f4"), keras(0, "kernel")),
+        ("dense", "bias"): Tensor.from_array(np.zeros(3, "f4"), keras(1, "bias"))}})
     api.save(graph, work / dst, fmt)
     for entry in api.load(work / dst).entries():
         assert entry.tensor.dtype_name == "float32"
