@@ -26,7 +26,8 @@ def training_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("target", ["t.ckpt", "t.h5", "t.safetensors", "t.npz", "t.msgpack"])
+# (A .h5 is refused from a torch file: it does not record Keras' layer order.)
+@pytest.mark.parametrize("target", ["t.ckpt", "t.safetensors", "t.npz", "t.msgpack"])
 def test_every_writer_says_which_values_it_dropped(training_checkpoint, tmp_path, ckpt,
                                                    target):
     result = ckpt("convert", training_checkpoint, tmp_path / target, "--json")

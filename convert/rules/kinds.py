@@ -36,11 +36,10 @@ _FORMAT_FRAMEWORK = {"keras": "keras", "keras-h5": "keras", "tf": "keras", "torc
                      "safetensors": "torch", "sharded": "torch", "flax": "flax"}
 # Keras 2 (tf_keras) names a layer's sub-objects otherwise than Keras 3 does: an RNN's cell
 # is `lstm_cell` in a .h5 and `cell` in a TF checkpoint; attention's projections are
-# `query` or `_query_dense`; DepthwiseConv2D's kernel is `depthwise_kernel`.
+# `query` or `_query_dense`.
 _KERAS2_NAMES = [(re.compile(r"(lstm|gru|simple_rnn)_cell(_\d+)?"), "cell"),
                  (re.compile(r"_?(query|key|value)(_dense)?"), r"\1_dense"),
-                 (re.compile(r"_?(attention_output|output_dense)"), "output_dense"),
-                 (re.compile(r"depthwise_kernel"), "kernel")]
+                 (re.compile(r"_?(attention_output|output_dense)"), "output_dense")]
 _SKIP_ROOTS = {"optimizer", "optimizer_weights", "save_counter", "keras_api"}
 FLAX_COLLECTIONS = ("params", "batch_stats")
 _COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
@@ -57,6 +56,8 @@ class Spec:
     optional: frozenset[str]
     ranks: dict[str, int]
     gates: int | None = None  # recurrent layers: rows of the recurrent weight per column
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # var → names in files
+    parts: tuple[tuple[str, str, dict[str, str]], ...] = ()  # (name, kind, part var → var)
 
     def required(self) -> list[str]:
         return [v for v in self.vars if v not in self.optional]
@@ -97,13 +98,35 @@ def specs() -> dict[str, dict[str, Spec]]:
     found: dict[str, dict[str, Spec]] = {f: {} for f in FRAMEWORKS}
     for kind, sides in tomllib.loads(text).items():
         for framework, table in sides.items():
-            names = table["vars"]
+            # "kernel|depthwise_kernel?": the name, the other names files use, optional.
+            entries = [n.rstrip("?").split("|") for n in table["vars"]]
             found[framework][kind] = Spec(
                 kind, framework, tuple(table.get("classes", ())),
-                tuple(n.rstrip("?") for n in names),
-                frozenset(n.rstrip("?") for n in names if n.endswith("?")),
-                dict(table.get("ranks", {})), table.get("gates"))
+                tuple(e[0] for e in entries),
+                frozenset(n.rstrip("?").split("|")[0] for n in table["vars"]
+                          if n.endswith("?")),
+                dict(table.get("ranks", {})), table.get("gates"),
+                {e[0]: tuple(e) for e in entries},
+                tuple((p["name"], p["kind"], dict(p["vars"])) for p in table.get("parts", ())))
     return found
+
+
+def _split_parts(layers: list[Layer], framework: str) -> list[Layer]:
+    """A layer that is two layers elsewhere (Keras' SeparableConv2D: a depthwise and a 1x1
+    convolution in torch and Flax) becomes its parts, each holding its own variables."""
+    out: list[Layer] = []
+    for layer in layers:
+        (kind,) = layer.kinds if len(layer.kinds) == 1 else (None,)
+        spec = specs()[framework].get(kind) if kind else None
+        if spec is None or not spec.parts:
+            out.append(layer)
+            continue
+        for i, (name, part_kind, names) in enumerate(spec.parts):
+            held = {v: layer.vars[w] for v, w in names.items() if w in layer.vars}
+            out.append(Layer((*layer.path, name), frozenset({part_kind}), held,
+                             (*layer.order, i), layer.cls, layer.ordered, layer.parent,
+                             dict(layer.facts)))
+    return out
 
 
 def framework_of(graph: Graph, path: object = None) -> str:
@@ -119,10 +142,13 @@ def view(graph: Graph, framework: str | None = None) -> View:
     """The layers of `graph` by the conventions of its framework."""
     framework = framework or framework_of(graph)
     if framework == "keras" and graph.format == "keras":
-        return _keras_view(graph)
-    if framework == "keras":
-        return _named_view(graph, "keras", _keras2_path)
-    return _named_view(graph, framework)
+        found = _keras_view(graph)
+    elif framework == "keras":
+        found = _named_view(graph, "keras", _keras2_path)
+    else:
+        found = _named_view(graph, framework)
+    found.layers = _split_parts(found.layers, framework)
+    return found
 
 
 def _keras2_path(path: GraphPath) -> GraphPath | None:
@@ -247,17 +273,20 @@ def _named_view(graph: Graph, framework: str, rename=None) -> View:
         original[path] = e.path
         found.add(path, e.tensor)
     layers: list[Layer] = []
+    first_paths: dict[int, list[GraphPath]] = {}
     for module in sorted(found.modules, key=len):
-        layer = _match(module, found)
-        if layer is not None:
-            paths = [found.locate(module, v) for v in layer.vars]
+        matched = _match(module, found)
+        if matched is not None:
+            layer, where = matched
+            paths = list(where.values())
             layer.order = (min(found.position[p] for p in paths),)
             layers.append(layer)
             found.claimed.update(paths)
+            first_paths[id(layer)] = paths
     layers.sort(key=lambda layer: layer.order)
     if rename:  # report layers at the file's own paths
         for layer in layers:
-            first = min((original[found.locate(layer.path, v)] for v in layer.vars), key=len)
+            first = min((original[p] for p in first_paths[id(layer)]), key=len)
             layer.path = first[:len(layer.path)]
     leftover = [(original.get(p, p), t) for p, t in found.tensors.items()
                 if p not in found.claimed]
@@ -308,8 +337,10 @@ def _locate(module: GraphPath, var: str, framework: str, collections: bool) -> G
     return (*module, *var.split("/"))
 
 
-def _match(module: GraphPath, found: _Found) -> Layer | None:
-    """The layer at `module` if some kinds account for every tensor directly under it."""
+def _match(module: GraphPath, found: _Found
+           ) -> tuple[Layer, dict[str, GraphPath]] | None:
+    """The layer at `module` if some kinds account for every tensor directly under it,
+    with the path of each of its variables."""
     direct = found.direct(module)
     cls = _flax_class(module) if found.framework == "flax" else \
         _keras_class(module, [found.tensors[p] for p in direct]) \
@@ -320,29 +351,32 @@ def _match(module: GraphPath, found: _Found) -> Layer | None:
         if allowed is not None and spec.kind not in allowed:
             continue
         got = _fits(spec, module, found, direct)
-        if got is not None and (held is None or got.keys() == held.keys()):
+        if got is not None and (held is None or got[0].keys() == held[0].keys()):
             kinds.add(spec.kind)
             held = got
     if not kinds:
         return None
-    return Layer(module, frozenset(kinds), held, cls=cls, parent=module[:-1])
+    return Layer(module, frozenset(kinds), held[0], cls=cls, parent=module[:-1]), held[1]
 
 
-def _fits(spec: Spec, module: GraphPath, found: _Found,
-          direct: set[GraphPath]) -> dict[str, Tensor] | None:
+def _fits(spec: Spec, module: GraphPath, found: _Found, direct: set[GraphPath]
+          ) -> tuple[dict[str, Tensor], dict[str, GraphPath]] | None:
     held: dict[str, Tensor] = {}
+    where: dict[str, GraphPath] = {}
     for var in spec.vars:
-        path = found.locate(module, var)
-        tensor = found.tensors.get(path)
-        if tensor is None or path in found.claimed:
+        path = next((p for p in (found.locate(module, n) for n in spec.names.get(var, (var,)))
+                     if p in found.tensors and p not in found.claimed), None)
+        tensor = found.tensors.get(path) if path is not None else None
+        if tensor is None:
             if var in spec.optional:
                 continue
             return None
+        where[var] = path
         rank = spec.ranks.get(var)
         if rank is not None and len(tensor.shape) != rank:
             return None
         held[var] = tensor
-    paths = {found.locate(module, v) for v in held}
+    paths = set(where.values())
     if not direct <= paths:
         return None
     subs = {_split(p, found.framework, found.collections)[0] for p in paths} - {module}
@@ -350,7 +384,7 @@ def _fits(spec: Spec, module: GraphPath, found: _Found,
         return None  # a sub-object the kind names must be the kind's alone
     if spec.gates and not _gates_fit(spec, held):
         return None
-    return held
+    return held, where
 
 
 def _gates_fit(spec: Spec, found: dict[str, Tensor]) -> bool:

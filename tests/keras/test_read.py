@@ -295,15 +295,22 @@ def test_ls_json_keys_are_dataset_paths(goldens, ckpt):
 
 
 def test_a_lone_tensor_written_as_its_own_layer_keeps_its_key(tmp_path, ckpt):
-    """A flat key with no scope (`steps`) goes to a .h5 as layer `steps`, weight `steps:0`;
-    reading it back gives `steps` again, not `steps/steps`."""
-    from safetensors.numpy import load_file, save_file
+    """A tensor with no scope (`steps`) is a .h5 layer `steps` holding the weight `steps:0`;
+    reading it gives `steps` again, not `steps/steps`. (Such files come from Keras 2
+    writers; this tool writes a .h5 only from a source that records Keras' order.)"""
+    import h5py
+    from safetensors.numpy import load_file
 
-    values = {"steps": np.array(7, dtype="int64"), "head.weight": np.ones((2, 3), "float32")}
-    save_file(values, str(tmp_path / "a.safetensors"))
-    assert ckpt("convert", tmp_path / "a.safetensors", tmp_path / "b.h5").code == 0
+    values = {"steps": np.array(7, dtype="int64"), "head/weight": np.ones((2, 3), "float32")}
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f.attrs["layer_names"] = [b"steps", b"head"]
+        f.attrs["backend"], f.attrs["keras_version"] = b"tensorflow", b"2.15.0"
+        for layer, weight in (("steps", "steps:0"), ("head", "head/weight:0")):
+            group = f.create_group(layer)
+            group.attrs["weight_names"] = [weight.encode()]
+            group[weight] = values[weight[:-2]]
     assert ckpt("convert", tmp_path / "b.h5", tmp_path / "c.safetensors").code == 0
     back = load_file(str(tmp_path / "c.safetensors"))
-    assert set(back) == set(values)
-    for key, value in values.items():
-        np.testing.assert_array_equal(back[key], value)
+    assert set(back) == {"steps", "head.weight"}
+    np.testing.assert_array_equal(back["steps"], values["steps"])
+    np.testing.assert_array_equal(back["head.weight"], values["head/weight"])

@@ -114,14 +114,24 @@ def test_h5_to_object_checkpoint_refuses_unknown_layouts(h5_files, kind, fragmen
     assert not list(tmp_path.iterdir())
 
 
-def test_h5_written_from_a_tf_keras_checkpoint_goes_back_to_tf(tmp_path, ckpt):
-    """Its layer groups are already tf_keras' object paths (`layer_with_weights-0/…`):
-    kept as they are, also for a nested model, which a Keras-written .h5 would not say."""
+@pytest.mark.parametrize("kind", ["sequential"])
+def test_h5_written_from_a_tf_keras_checkpoint_goes_back_to_tf(tmp_path, ckpt, kind):
+    """TF checkpoint -> .h5 (in Keras' order, under the variables' own names) -> TF again:
+    tf_keras' own layout, which a fresh model's load_weights restores."""
     import tf_keras
 
-    model = models.keras_model(tf_keras, "nested", seed=6)
+    model = models.keras_model(tf_keras, kind, seed=6)
     model.save_weights(str(tmp_path / "w"))
     assert ckpt("convert", tmp_path / "w", tmp_path / "x.h5").code == 0
     assert ckpt("convert", tmp_path / "x.h5", tmp_path / "back" / "w", "--to", "tf").code == 0
-    _assert_restored("nested", tmp_path / "back" / "w", [np.asarray(w) for w in model.weights],
+    _assert_restored(kind, tmp_path / "back" / "w", [np.asarray(w) for w in model.weights],
                      lambda m, p: m.load_weights(p))
+
+
+def test_a_nested_model_checkpoint_is_refused_for_h5(tmp_path, ckpt):
+    """Its .h5 order depends on trainable flags the checkpoint does not record."""
+    import tf_keras
+
+    models.keras_model(tf_keras, "nested", seed=6).save_weights(str(tmp_path / "w"))
+    result = ckpt("convert", tmp_path / "w", tmp_path / "x.h5")
+    assert result.code == 2 and not (tmp_path / "x.h5").exists()

@@ -175,6 +175,15 @@ def _flax(make: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     return One
 
 
+class SeparableFlax(nn.Module):
+    """A depthwise convolution (no bias), then a 1x1 one: Keras' SeparableConv2D."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(6, (3, 3), padding="VALID", feature_group_count=3, use_bias=False)(x)
+        return nn.Conv(4, (1, 1))(x)
+
+
 CASES = [
     Case("dense", (2, 4), lambda x: keras.layers.Dense(5)(x),
          lambda: torch.nn.Sequential(torch.nn.Linear(4, 5)), _flax(lambda: nn.Dense(5))),
@@ -194,6 +203,11 @@ CASES = [
          lambda x: keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(x),
          lambda: ChannelsLast(torch.nn.Conv2d(3, 6, 3, groups=3)),
          _flax(lambda: nn.Conv(6, (3, 3), padding="VALID", feature_group_count=3))),
+    Case("separable_conv2d", (2, 6, 5, 3),
+         lambda x: keras.layers.SeparableConv2D(4, 3, depth_multiplier=2)(x),
+         lambda: ChannelsLast(torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, groups=3, bias=False),
+                                                  torch.nn.Conv2d(6, 4, 1))),
+         SeparableFlax),
     Case("batch_norm", (2, 5), lambda x: keras.layers.BatchNormalization(epsilon=1e-5)(x),
          lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5)),
          _flax(lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5))),

@@ -42,10 +42,7 @@ def test_flat_keys_are_the_attribute_names(saved_model, tmp_path, ckpt):
     assert not [k for k in keys if ".variables." in k or k.startswith("variables.")]
 
 
-@pytest.mark.parametrize("flat", ["x.safetensors", "x.npz", "x.msgpack", pytest.param(
-    "x.h5", marks=pytest.mark.xfail(strict=True, reason="issue 19 item 3: the optimizer and "
-                                    "keras_api become .h5 layers, which a .h5 -> TF object "
-                                    "checkpoint then refuses as unknown layers"))])
+@pytest.mark.parametrize("flat", ["x.safetensors", "x.npz", "x.msgpack", "x.h5"])
 def test_saved_model_through_a_flat_format_restores(saved_model, tmp_path, ckpt, flat):
     path, weights = saved_model
     assert ckpt("convert", path, tmp_path / flat).code == 0
