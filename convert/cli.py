@@ -309,6 +309,9 @@ def rules_command(ctx: click.Context) -> None:
             click.echo(f"{name:<14} {' <-> '.join(ruleset.sides):<16} {ruleset.summary}")
             if ruleset.serves:
                 click.echo(f"{'':<14} serves: {ruleset.serves}")
+        click.echo(f"{'keras-keras':<14} {'(and torch-torch, flax-flax)':<16} one framework's "
+                   "layers into another file of it (tf_keras .h5 or checkpoint into a Keras 3 "
+                   "model's file), aligned by kind and order; what --like picks")
 
 
 @rules_command.command("show")

@@ -47,6 +47,10 @@ def _framework(fmt: str | None) -> str | None:
 def _pick(source_format: str | None, target: str) -> rules_pkg.RuleSet:
     """The built-in rule set between the two frameworks, when only --like is given."""
     pair = {_framework(source_format), _framework(target)}
+    if len(pair) == 1:
+        from .rules.language import identity
+
+        return identity(pair.pop())
     for name in rules_pkg.builtin_names():
         ruleset = rules_pkg.load(name)
         if set(ruleset.sides) == pair:

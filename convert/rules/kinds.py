@@ -111,6 +111,16 @@ def specs() -> dict[str, dict[str, Spec]]:
     return found
 
 
+def _order_by_counters(layers: list[Layer]) -> None:
+    """TF1 names come sorted (`dense_10` before `dense_2`): the order is only the one Keras'
+    per-class counters give, and the alignment refuses where that is not enough."""
+    for layer in layers:
+        counter = _COUNTER.match(layer.path[-1]).group(2) if layer.path else None
+        layer.order = (int(counter or 0),)
+        layer.ordered = False
+    layers.sort(key=lambda layer: (layer.cls or "", layer.parent, layer.order))
+
+
 def _split_parts(layers: list[Layer], framework: str) -> list[Layer]:
     """A layer that is two layers elsewhere (Keras' SeparableConv2D: a depthwise and a 1x1
     convolution in torch and Flax) becomes its parts, each holding its own variables."""
@@ -145,6 +155,8 @@ def view(graph: Graph, framework: str | None = None) -> View:
         found = _keras_view(graph)
     elif framework == "keras":
         found = _named_view(graph, "keras", _keras2_path)
+        if graph.root.meta.get("tf_layout") == "names":
+            _order_by_counters(found.layers)
     else:
         found = _named_view(graph, framework)
     found.layers = _split_parts(found.layers, framework)
@@ -350,6 +362,8 @@ def _match(module: GraphPath, found: _Found
     for spec in specs()[found.framework].values():
         if allowed is not None and spec.kind not in allowed:
             continue
+        if found.framework == "keras" and not spec.classes:
+            continue  # a Keras kind no class is (a Dense after Flatten) comes from a config
         got = _fits(spec, module, found, direct)
         if got is not None and (held is None or got[0].keys() == held[0].keys()):
             kinds.add(spec.kind)

@@ -110,6 +110,30 @@ class RuleSet:
         return [rule for rule in self.layers if rule.kinds.get(side) == kind]
 
 
+def identity(framework: str) -> RuleSet:
+    """Rules between two files of one framework (a tf_keras checkpoint into a Keras 3
+    model's file): every layer kind maps to itself, variable by variable, with no op; the
+    alignment by kind and order does the rest."""
+    from .kinds import specs
+    from .ops import Chain
+
+    fmts = SIDE_FORMATS.get(framework, (framework,))
+    rules = RuleSet(f"{framework}-{framework}", f"{framework} layers into another {framework} "
+                    "file, aligned to a skeleton", ("source", "target"),
+                    formats={"source": fmts, "target": fmts}, source="(built in)")
+    for kind, spec in specs()[framework].items():
+        if spec.parts:
+            continue  # held as its parts, which map themselves
+        rules.layers.append(LayerRule({"source": kind, "target": kind},
+                                      [VarMap({"source": [v], "target": [v]}, Chain([]))
+                                       for v in spec.vars]))
+    if framework == "keras":  # a Dense reads a flattened map the same way in any Keras
+        copy = [VarMap({"source": [v], "target": [v]}, Chain([])) for v in ("kernel", "bias")]
+        rules.layers += [LayerRule({"source": "dense", "target": "flatten_dense"}, copy),
+                         LayerRule({"source": "flatten_dense", "target": "dense"}, copy)]
+    return rules
+
+
 def builtin_names() -> list[str]:
     root = resources.files("convert.mappings")
     return sorted(p.name[:-5] for p in root.iterdir()
@@ -118,6 +142,9 @@ def builtin_names() -> list[str]:
 
 def load(name_or_file: str | FilePath, _seen: tuple[str, ...] = ()) -> RuleSet:
     """A built-in rule set by name, or a rule file by path."""
+    framework, dash, again = str(name_or_file).partition("-")
+    if dash and framework == again and framework in SIDE_FORMATS:
+        return identity(framework)  # `keras-keras`: one framework on both sides
     text, where, base = _read(name_or_file)
     if where in _seen:
         raise RuleError(f"rule files include each other: {' -> '.join((*_seen, where))}")

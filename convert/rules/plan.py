@@ -78,6 +78,8 @@ def steps(rules: RuleSet, source_format: str | None, target_format: str | None,
         _check_side(rules, src, source_format, "source")
         return [Step(first, src, middle), Step(second, middle, dst)]
     src = rules.side_of(source_format)
+    if rules.side_formats(rules.sides[0]) == rules.side_formats(rules.sides[1]):
+        src = rules.sides[0]  # both sides are one framework: the file's order decides
     if reverse:
         src = rules.sides[1] if src != rules.sides[1] else rules.sides[0]
     if src is None:

@@ -110,3 +110,52 @@ def test_torch_to_keras2(name, layout, tmp_path):
         expected = source(torch.from_numpy(x)).numpy()
     got = target(x, training=False).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+# -- Keras to Keras: tf_keras files into a model's own file, aligned by kind and order ------
+
+keras3 = pytest.importorskip("keras")
+
+
+def dense_bn_keras(K):
+    return K.Sequential([K.Input((4,)), K.layers.Dense(3),
+                         K.layers.BatchNormalization(epsilon=1e-5), K.layers.Dense(2)])
+
+
+def _predict(model, x):
+    return np.asarray(model(x, training=False))
+
+
+@pytest.mark.parametrize("layout", ["w.h5", "ckpt", "names"])
+def test_tf_keras_files_into_keras3(layout, tmp_path):
+    """A tf_keras model's weights (legacy .h5, TF-format save_weights, or TF1 names) into a
+    Keras 3 model's .weights.h5: Keras 3 loads it and predicts what tf_keras did."""
+    source = randomised_keras(lambda: dense_bn_keras(tf_keras), 8)
+    if layout == "names":
+        source.save_weights(str(tmp_path / "ckpt"))
+        api.convert(tmp_path / "ckpt", tmp_path / "names", to="tf", name_based=True)
+    else:
+        source.save_weights(str(tmp_path / layout))
+    skeleton = dense_bn_keras(keras3)
+    skeleton.save_weights(tmp_path / "skeleton.weights.h5")
+    report = api.convert(tmp_path / layout, tmp_path / "out.weights.h5",
+                         like=tmp_path / "skeleton.weights.h5")
+    target = dense_bn_keras(keras3)
+    target.load_weights(tmp_path / "out.weights.h5")
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(_predict(target, x), _predict(source, x), rtol=1e-5, atol=1e-6)
+    assert report.rules["rules"] == "keras-keras" and not report.rules["unused"]
+
+
+def test_tf1_names_into_a_models_own_h5(tmp_path):
+    """TF1 names do not record Keras' order (refused for .h5 alone); with the model's own
+    .h5 as the skeleton, layers align by kind and by Keras' per-class counters."""
+    source = randomised_keras(lambda: dense_bn_keras(tf_keras), 9)
+    source.save_weights(str(tmp_path / "ckpt"))
+    api.convert(tmp_path / "ckpt", tmp_path / "names", to="tf", name_based=True)
+    dense_bn_keras(tf_keras).save_weights(str(tmp_path / "skeleton.h5"))
+    api.convert(tmp_path / "names", tmp_path / "out.h5", like=tmp_path / "skeleton.h5")
+    target = dense_bn_keras(tf_keras)
+    target.load_weights(str(tmp_path / "out.h5"))
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_array_equal(_predict(target, x), _predict(source, x))

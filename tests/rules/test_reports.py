@@ -192,7 +192,7 @@ def test_rules_listing_and_show(ckpt):
     result = ckpt("rules")
     assert result.code == 0
     names = [line.split()[0] for line in result.out.splitlines() if not line.startswith(" ")]
-    assert names == ["flax-torch", "keras-flax", "keras-torch"]
+    assert names == ["flax-torch", "keras-flax", "keras-torch", "keras-keras"]
     shown = ckpt("rules", "show", "keras-torch")
     assert 'sides = ["keras", "torch"]' in shown.out
     assert_one_line_error(ckpt("rules", "show", "nope"), "unknown rule set 'nope'")
