@@ -115,12 +115,17 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
     report = RulesReport(rules.name, f"{chain[0].src} -> {chain[-1].dst}", check)
     _name_sources(source)
     entries = [e for e in source.entries() if e.slot is None]
-    skipped = [e for e in entries if any(p.match(e.path) for p in rules.skip)]
+    skipped = [e for e in entries if any(p.match(e.path) is not None for p in rules.skip)]
     report.skipped = [_source_key(e.tensor) for e in skipped]
     if source.slots:
         report.skipped += [_source_key(e.tensor) for e in source.entries() if e.slot is not None]
     left = {path: e.tensor for e in entries if e not in skipped for path in e.paths}
+    left = _with_prefix(left, rules.prefix.get(chain[0].src))
     want = _targets(like) if like is not None else None
+    out_prefix = rules.prefix.get(chain[-1].dst)
+    if want is not None and out_prefix and not any(p[:len(out_prefix)] == out_prefix
+                                                    for p in want):
+        want = {(*out_prefix, *p): t for p, t in want.items()}  # matched as if it had one
     produced, used = ({}, set()) if rules.compose else \
         run_tensor_rules(rules, chain[0], left, want)
     left = {p: t for p, t in left.items() if id(t) not in used}
@@ -132,11 +137,24 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
         used |= layer_used
     report.unused = sorted({_source_key(t) for t in left.values() if id(t) not in used}
                            | set(report.unused))
+    if want is not None and out_prefix and like is not None and not any(
+            p[:len(out_prefix)] == out_prefix for e in like.entries() for p in e.paths):
+        produced = {p[len(out_prefix):] if p[:len(out_prefix)] == out_prefix else p: t
+                    for p, t in produced.items()}
     graph = _output(source, like, produced, target_format, report)
     _check(report, check, rules)
     report.dropped = sorted({_source_key(t) for t in left.values() if id(t) in used}
                             - set(report.consumed))
     return Planned(graph, report, emitted, rules)
+
+
+def _with_prefix(tensors: dict[GraphPath, Tensor], prefix: GraphPath | None
+                 ) -> dict[GraphPath, Tensor]:
+    """A side's optional leading path, put back where the source has none (a BertModel's
+    keys, without `bert.`), so that one set of rules matches both."""
+    if not prefix or any(p[:len(prefix)] == prefix for p in tensors):
+        return tensors
+    return {(*prefix, *p): t for p, t in tensors.items()}
 
 
 def _name_sources(source: Graph) -> None:
@@ -273,6 +291,8 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
             target_format: str | None, report: RulesReport) -> Graph:
     if like is None:
         graph = Graph(format=target_format, source=source.source, files=list(source.files))
+        if target_format == "tf":  # tensors named by path: a TF1 (name-based) checkpoint
+            graph.root.meta["tf_layout"] = "names"
         for path, tensor in produced.items():
             graph.add(path, tensor)
         for path, tensor in produced.items():
@@ -291,6 +311,9 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
         report.plan.append(_planned(key, made))
     known = {p for e in like.entries() for p in e.paths}
     report.unexpected = [_key(p, like.format) for p in produced if p not in known]
+    # What the target has no place for (a BertModel has no pre-training heads) is unused.
+    report.unused = sorted({*report.unused, *(s for p, t in produced.items() if p not in known
+                                             for s in sources_of(t))})
     graph = Graph(root=_copy(like.root, fill, {}), metadata=dict(like.metadata),
                   format=like.format, source=source.source,
                   files=[*source.files, *like.files])
@@ -338,6 +361,7 @@ def _planned(key: str, tensor: Tensor) -> dict[str, Any]:
 def _check(report: RulesReport, check: str, rules: RuleSet) -> None:
     consumed = {s for item in report.plan for s in item["sources"]}
     report.consumed = sorted(consumed - {"?"})
+    report.unused = sorted(set(report.unused) - consumed)
     report.inexact = [{"key": p["key"], "ops": p["ops"]} for p in report.plan
                       if not p["exact"] and p["sources"]]
     report.made = [p["key"] for p in report.plan if not p["sources"]]
@@ -346,7 +370,7 @@ def _check(report: RulesReport, check: str, rules: RuleSet) -> None:
         problems.append(_some(report.missing, "target entries missing"))
     if check == "consumed" and report.unused:
         problems.append(_some(report.unused, "source tensors unused"))
-    if check != "partial" and report.unexpected:
+    if check == "consumed" and report.unexpected:
         problems.append(_some(report.unexpected, "made but not in the target"))
     if check == "nontrivial" and not report.plan:
         problems.append("nothing matched")
