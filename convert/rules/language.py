@@ -20,7 +20,7 @@
     tf1 = "bert/encoder/layer_{i}/output/dense/kernel"
     hf = "bert/encoder/layer/{i}/output/dense/weight"
     ops = ["transpose"]
-    rank = 2                          # may also require: kind, shape, dtype
+    rank = 2                          # of the first side's tensor; also: shape, dtype
 
     skip = ["{x*}/adam_m"]            # source tensors the rules leave out on purpose (report)
     prefix = { hf = "bert" }          # a side's leading path, there or not (BertModel has none)

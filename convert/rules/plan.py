@@ -120,12 +120,7 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
     if source.slots:
         report.skipped += [_source_key(e.tensor) for e in source.entries() if e.slot is not None]
     left = {path: e.tensor for e in entries if e not in skipped for path in e.paths}
-    left = _with_prefix(left, rules.prefix.get(chain[0].src))
     want = _targets(like) if like is not None else None
-    out_prefix = rules.prefix.get(chain[-1].dst)
-    if want is not None and out_prefix and not any(p[:len(out_prefix)] == out_prefix
-                                                    for p in want):
-        want = {(*out_prefix, *p): t for p, t in want.items()}  # matched as if it had one
     produced, used = ({}, set()) if rules.compose else \
         run_tensor_rules(rules, chain[0], left, want)
     left = {p: t for p, t in left.items() if id(t) not in used}
@@ -137,24 +132,11 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
         used |= layer_used
     report.unused = sorted({_source_key(t) for t in left.values() if id(t) not in used}
                            | set(report.unused))
-    if want is not None and out_prefix and like is not None and not any(
-            p[:len(out_prefix)] == out_prefix for e in like.entries() for p in e.paths):
-        produced = {p[len(out_prefix):] if p[:len(out_prefix)] == out_prefix else p: t
-                    for p, t in produced.items()}
     graph = _output(source, like, produced, target_format, report)
     _check(report, check, rules)
     report.dropped = sorted({_source_key(t) for t in left.values() if id(t) in used}
                             - set(report.consumed))
     return Planned(graph, report, emitted, rules)
-
-
-def _with_prefix(tensors: dict[GraphPath, Tensor], prefix: GraphPath | None
-                 ) -> dict[GraphPath, Tensor]:
-    """A side's optional leading path, put back where the source has none (a BertModel's
-    keys, without `bert.`), so that one set of rules matches both."""
-    if not prefix or any(p[:len(prefix)] == prefix for p in tensors):
-        return tensors
-    return {(*prefix, *p): t for p, t in tensors.items()}
 
 
 def _name_sources(source: Graph) -> None:
