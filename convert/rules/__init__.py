@@ -2,7 +2,7 @@
 
     language.py   rule files (TOML): sides, layer rules, path and tensor rules, includes
     patterns.py   path patterns with placeholders, anchored, the same for every separator
-    ops.py        tensor ops: dtype and shape without data, apply, inverse, exactness
+    ops/          tensor ops: dtype and shape without data, apply, inverse, exactness
     kinds.py      layer kinds (mappings/kinds.toml) and finding the layers of a graph
     align.py      pairing the source's layers with a skeleton's, by kind and order
     translate.py  running rules over layers and tensors into derived tensors

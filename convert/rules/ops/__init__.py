@@ -1,0 +1,144 @@
+"""Tensor ops of the rule language: each knows its output dtypes and shapes without data,
+applies itself to arrays, and declares its inverse.
+
+An op chain works on a list of tensors: a rule's sources, in order, go in; its targets, in
+order, come out. Element ops (transpose, reshape, merge, gates, cast) act on each tensor
+of the list; list ops (concat, split, stack, unstack, sum, zeros, constant, drop) change
+the list. `inverse(specs)` is told the specs the op was given going forward (so a split
+knows the sizes a concat joined) and returns the op that undoes it; `back(specs)` says what
+went in from what came out where the op alone can tell (else the reverse direction needs
+the target's shapes, from `--like`). An op whose inverse cannot give the same bits back
+(`exact = False`: sum, drop, a narrowing cast) is named in every report of a tensor that
+went through it.
+
+`base.py` holds what every op is, `element.py` the ops on each tensor, `lists.py` the ops
+on the list; here are the registry, the parser and the chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Any
+
+import numpy as np
+
+from ...dtypes import from_name
+from .base import NeedShapes, Op, OpError, Spec
+from .element import (
+    Cast,
+    ChannelsFirst,
+    Expand,
+    Flip,
+    Gates,
+    Merge,
+    Reshape,
+    Squeeze,
+    Transpose,
+)
+from .lists import Concat, Constant, Drop, Split, Stack, Sum, Tie, Unstack, Untie, Zeros
+
+__all__ = ["OPS", "Cast", "Chain", "ChannelsFirst", "Concat", "Constant", "Drop", "Expand",
+           "Flip", "Gates", "Merge", "NeedShapes", "Op", "OpError", "Reshape", "Spec", "Split",
+           "Squeeze", "Stack", "Sum", "Tie", "Transpose", "Untie", "Unstack", "Zeros", "parse"]
+
+OPS: dict[str, type[Op]] = {cls.name: cls for cls in (
+    Transpose, Reshape, Merge, Gates, Expand, Squeeze, Flip, ChannelsFirst, Cast, Concat, Split,
+    Stack,
+    Unstack, Sum, Zeros, Tie, Untie, Constant, Drop)}
+_TUPLES = {"axes", "shape", "order", "sizes"}
+
+
+def parse(table: Any, where: str) -> Op:
+    """An op from its rule-file table, e.g. `{op = "transpose", axes = [1, 0]}`."""
+    if isinstance(table, str):
+        table = {"op": table}
+    if not isinstance(table, dict) or not isinstance(table.get("op"), str):
+        raise OpError(f"{where}: an op is a table with an `op` name, not {table!r}")
+    cls = OPS.get(table["op"])
+    if cls is None:
+        raise OpError(f"{where}: unknown op {table['op']!r}; known: {', '.join(sorted(OPS))}")
+    kwargs = {}
+    for key, value in table.items():
+        if key == "op":
+            continue
+        if key == "count" and cls in (Zeros, Tie, Untie):
+            key = "count_"
+        if key in _TUPLES and isinstance(value, str) and value.startswith("@"):
+            pass  # a layer fact, given when the rule meets a layer (Chain.bind)
+        elif key in _TUPLES:
+            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+                raise OpError(f"{where}: {table['op']} `{key}` is a list of integers")
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        op = cls(**kwargs)
+    except TypeError:
+        raise OpError(f"{where}: {table['op']} takes "
+                      f"{', '.join(f.name.rstrip('_') for f in fields(cls)) or 'no options'}, "
+                      f"not {', '.join(k for k in table if k != 'op')}") from None
+    if isinstance(op, Cast):
+        from_name(op.dtype)  # an unknown dtype name is the rule file's error, said now
+    return op
+
+
+class Chain:
+    """Ops applied in order to a list of tensors."""
+
+    def __init__(self, ops: list[Op]):
+        self.ops = ops
+
+    @property
+    def exact(self) -> bool:
+        return all(op.exact for op in self.ops)
+
+    def lossless(self, specs: list[Spec]) -> bool:
+        """Whether the inverse gives inputs of `specs` back bit for bit."""
+        for op in self.ops:
+            if not op.lossless(specs):
+                return False
+            specs = op.specs(specs)
+        return True
+
+    @property
+    def needs(self) -> set[str]:
+        """The layer facts the ops name (`"@flatten"`)."""
+        return {v[1:] for op in self.ops for v in op.__dict__.values()
+                if isinstance(v, str) and v.startswith("@")}
+
+    def bind(self, facts: dict[str, Any]) -> Chain:
+        """The chain with each named fact put in (unknown ones stay, and fail when used)."""
+        if not self.needs:
+            return self
+        ops = []
+        for op in self.ops:
+            changes = {k: tuple(facts[v[1:]]) for k, v in op.__dict__.items()
+                       if isinstance(v, str) and v.startswith("@") and v[1:] in facts}
+            ops.append(replace(op, **changes) if changes else op)
+        return Chain(ops)
+
+    def specs(self, specs: list[Spec]) -> list[Spec]:
+        for op in self.ops:
+            specs = op.specs(specs)
+        return specs
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        for op in self.ops:
+            arrays = op.apply(arrays)
+        return arrays
+
+    def inverse(self, specs: list[Spec]) -> Chain:
+        """The chain that undoes this one, for inputs of `specs`."""
+        inverses = []
+        for op in self.ops:
+            inverses.append(op.inverse(specs))
+            specs = op.specs(specs)
+        return Chain(inverses[::-1])
+
+    def back(self, specs: list[Spec]) -> list[Spec]:
+        """The inputs' specs from the outputs' (NeedShapes where an op cannot tell)."""
+        for op in reversed(self.ops):
+            specs = op.back(specs)
+        return specs
+
+    def describe(self) -> str:
+        return " → ".join(op.describe() for op in self.ops) or "copy"
