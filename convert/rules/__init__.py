@@ -3,7 +3,9 @@
     language.py   rule files (TOML): sides, layer rules, path and tensor rules, includes
     patterns.py   path patterns with placeholders, anchored, the same for every separator
     ops/          tensor ops: dtype and shape without data, apply, inverse, exactness
-    kinds.py      layer kinds (mappings/kinds.toml) and finding the layers of a graph
+    kinds.py      layer kinds (mappings/kinds.toml), the layers of a graph (keras_layers.py:
+                  Keras 3 groups; named_layers.py: torch, Flax, Keras 2 by names and ranks)
+    keras_config.py  what a .keras config says beyond the weights (a Dense after Flatten)
     align.py      pairing the source's layers with a skeleton's, by kind and order
     translate.py  running rules over layers and tensors into derived tensors
     derive.py     derived tensors: computed from their sources when a writer reads them

@@ -1,0 +1,78 @@
+"""Finding the layers of a Keras 3 file: each object's group is named after its class
+(`dense_1`, `batch_normalization`), which decides the kind; the kind names the variables,
+which the file numbers in creation order (`vars/0`, ...)."""
+
+from __future__ import annotations
+
+from ..errors import ConvertError
+from ..graph import Graph, Node
+from ..tensor import Tensor
+from .keras_config import flatten_facts
+from .kinds import _COUNTER, Layer, Spec, View, _keras_groups, specs
+
+
+def keras_view(graph: Graph) -> View:
+    groups = _keras_groups()
+    layers: list[Layer] = []
+    claimed: set[int] = set()
+    flattened = flatten_facts(graph.metadata.get("keras_config"))
+    for path, node in graph.nodes():
+        if not path or path[0] == "optimizer":
+            continue
+        base, counter = _COUNTER.match(path[-1]).groups()
+        if base not in groups:
+            continue
+        cls, kind = groups[base]
+        spec = specs()["keras"][kind]
+        found = _keras_vars(node, spec, "/".join(path))
+        if found is None:
+            continue
+        indices = [t.meta.get("keras_layer_index") for t in found.values()]
+        ordered = all(isinstance(i, int) for i in indices)
+        order = (min(indices),) if ordered and indices else (int(counter or 0),)
+        facts = flattened.get(path, {})
+        if facts:  # a Dense reading a flattened feature map (see keras_config)
+            kind = "flatten_dense"
+        layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
+                            dict(facts)))
+        claimed.update(id(t) for t in found.values())
+    layers.sort(key=lambda layer: (layer.cls, layer.parent, layer.order)
+                if not layer.ordered else (layer.order,))
+    if layers and all(layer.ordered for layer in layers):
+        layers.sort(key=lambda layer: layer.order)
+    leftover = [(e.path, e.tensor) for e in graph.entries()
+                if id(e.tensor) not in claimed and e.slot is None
+                and not e.tensor.meta.get("keras_optimizer")]
+    return View("keras", layers, leftover)
+
+
+def _keras_vars(node: Node, spec: Spec, where: str) -> dict[str, Tensor] | None:
+    """The layer's variables by name, from `vars/<i>` of it and its sub-objects."""
+    found: dict[str, Tensor] = {}
+    subs: dict[str, list[str]] = {}
+    for var in spec.vars:
+        subs.setdefault(var.rpartition("/")[0], []).append(var)
+    for sub, names in subs.items():
+        here: Node | Tensor | None = node
+        for step in ([*sub.split("/")] if sub else []) + ["vars"]:
+            here = here.edges.get(step) if isinstance(here, Node) else None
+        tensors = [t for k, t in here.edges.items() if k.isdigit() and isinstance(t, Tensor)] \
+            if isinstance(here, Node) else []
+        present = _present(names, spec, len(tensors), where)
+        found.update(zip(present, tensors, strict=True))
+    return found or None
+
+
+def _present(names: list[str], spec: Spec, count: int, where: str) -> list[str]:
+    """Which of `names` a sub-object holding `count` variables has."""
+    required = [n for n in names if n not in spec.optional]
+    if count == len(names):
+        return names
+    if count == len(required):
+        return required
+    raise ConvertError(f"layer {where} ({spec.kind}) holds {count} variables where "
+                       f"{len(required)} or {len(names)} are expected; which ones it holds "
+                       "is not recorded (a .keras archive's config says)")
+
+
+# -- torch and Flax: kinds from variable names and ranks ----------------------------------
