@@ -173,19 +173,25 @@ def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None
     fmt = target_format(dst, to, graph.format)
     objects = fmt.name == "tf" and not options.get("name_based")
     notes: list[str] = []
-    if like is not None:
+    if like is not None:  # select, align to the skeleton, then place under the new root
         from . import mapping
 
+        graph, done = migration.migrate(graph, root=root, pick=picks,
+                                        no_optimizer=no_optimizer)
         planned, _ = mapping.plan(graph, dst, to=fmt.name, rules=None, like=like, check=None,
                                   reverse=False)
-        graph = planned.graph
-    elif objects and graph.format == "keras-h5":
-        from . import keras_objects
+        out, placed = migration.migrate(planned.graph, under=under, checkpoint_root=objects,
+                                        new_root=bool(picks))
+        done.aliased, done.added, done.notes = placed.aliased, placed.added, \
+            done.notes + placed.notes
+    else:
+        if objects and graph.format == "keras-h5":
+            from . import keras_objects
 
-        if keras_objects.is_keras_h5(graph):
-            graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' own object layout
-    out, done = migration.migrate(graph, under=under, root=root, pick=picks,
-                                  no_optimizer=no_optimizer, checkpoint_root=objects)
+            if keras_objects.is_keras_h5(graph):
+                graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' object layout
+        out, done = migration.migrate(graph, under=under, root=root, pick=picks,
+                                      no_optimizer=no_optimizer, checkpoint_root=objects)
     if dry_run:
         report = Report(graph.source, os.fspath(dst), source_format, fmt.name, written=False,
                         notes=list(out.notes))

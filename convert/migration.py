@@ -95,10 +95,11 @@ def parse_pick(text: str) -> Pick:
 
 def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
             pick: Iterable[str | Pick] = (), no_optimizer: bool = False,
-            checkpoint_root: bool = False) -> tuple[Graph, Migration]:
+            checkpoint_root: bool = False, new_root: bool = False) -> tuple[Graph, Migration]:
     """The rewritten graph and what was done. `checkpoint_root`: the output is a TF object
-    checkpoint, so a new root (`under`, `pick`) is a `tf.train.Checkpoint` and gets the
-    `save_counter` its `restore(...).assert_consumed()` expects."""
+    checkpoint, so a new root (`under`, `pick`, or `new_root`: made by an earlier step) is a
+    `tf.train.Checkpoint` and gets the `save_counter` its `restore().assert_consumed()`
+    expects."""
     picks = [p if isinstance(p, Pick) else parse_pick(p) for p in pick]
     _check_picks(picks)
     source = _copy(graph)
@@ -121,7 +122,8 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
         new = Graph(root=Node(), slots=out.slots)
         new.add(parse_path(under, "--under"), out.root)
         out = _like(new, out)
-    if checkpoint_root and (picks or under is not None) and SAVE_COUNTER not in out.root:
+    new_root = new_root or bool(picks) or under is not None
+    if checkpoint_root and new_root and SAVE_COUNTER not in out.root:
         out.root.edges[SAVE_COUNTER] = _save_counter(source)
         if id(out.root.edges[SAVE_COUNTER]) not in before:
             report.added.append(SAVE_COUNTER)
@@ -382,6 +384,11 @@ def _paths(graph: Graph) -> dict[int, str]:
 
 
 def _mark(why: dict[int, str], before: dict[int, str], graph: Graph, reason: str) -> None:
+    """Give each tensor `graph` no longer reaches the reason, if it has none yet (slots
+    hanging on what is gone go with it)."""
+    reached = {id(item) for _, item in graph.walk()} | {id(graph.root)}
+    graph.slots = [s for s in graph.slots
+                   if id(s.variable) in reached and id(s.optimizer) in reached]
     here = _paths(graph)
     for key in before:
         if key not in here:

@@ -63,5 +63,7 @@ def trained(tmp_path_factory) -> Trained:
     out.files["save_weights"] = root / "tf" / "weights"
     model.save_weights(str(root / "w.h5"))
     out.files["h5"] = root / "w.h5"
+    model.save(str(root / "full.h5"))  # with the optimizer's weights
+    out.files["full_h5"] = root / "full.h5"
     out.files["checkpoint"] = Path(tf.train.Checkpoint(model=model).save(str(root / "ck" / "c")))
     return out

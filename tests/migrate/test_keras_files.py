@@ -62,11 +62,12 @@ def test_checkpoint_rerooted_at_its_model(trained, tmp_path):
 
 
 @pytest.mark.parametrize("under", [None, "model"])
-def test_legacy_h5_to_object_checkpoint(trained, tmp_path, under):
-    """A `save_weights("w.h5")` file in tf_keras' own object layout: load_weights restores
-    it, and with `--under model` so does Checkpoint(model=)."""
+@pytest.mark.parametrize("h5", ["h5", "full_h5"])
+def test_legacy_h5_to_object_checkpoint(trained, tmp_path, under, h5):
+    """A `save_weights("w.h5")` or full-model `.h5` in tf_keras' own object layout:
+    load_weights restores it, and with `--under model` so does Checkpoint(model=)."""
     out = tmp_path / "out"
-    migrate(trained.files["h5"], out, *(("--under", under) if under else ()))
+    migrate(trained.files[h5], out, *(("--under", under) if under else ()))
     fresh = functional()
     if under:
         tf.train.Checkpoint(model=fresh).restore(str(out)).assert_consumed()
@@ -88,6 +89,45 @@ def test_save_weights_into_keras3(trained, tmp_path):
     target = functional(keras)
     target.load_weights(out)
     np.testing.assert_allclose(predict(target, trained.x), trained.y, rtol=1e-5, atol=1e-5)
+
+
+def test_keras_optimizer_state_follows_a_picked_layer(trained, tmp_path):
+    """`--pick model/layer_with_weights-2=zy --pick model/optimizer=opt` of a tf_keras
+    optimizer (`_variables/N` lists): the Dense layer's Adam state alone, renumbered, which
+    an optimizer built over that layer's variables restores."""
+    out = tmp_path / "out"
+    migrate(trained.files["checkpoint"], out, "--pick", "model/layer_with_weights-2=zy",
+            "--pick", "model/optimizer=opt")
+    dense = tf_keras.layers.Dense(3)
+    dense.build((None, 32))
+    opt = tf_keras.optimizers.Adam()
+    status = tf.train.Checkpoint(zy=dense, opt=opt).restore(str(out))
+    opt.build(dense.trainable_variables)
+    status.assert_consumed()
+    want = _optimizer_values(trained.model.optimizer)
+    got = _optimizer_values(opt)
+    assert len(got) == 5
+    for g, w in zip(got, [want[0], *want[9:]], strict=True):  # iterations, then the Dense's
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(np.asarray(dense.kernel),
+                                  np.asarray(trained.model.layers[-1].kernel))
+    assert_listed_like_tf(out)
+
+
+def test_python_api(trained, tmp_path):
+    import convert
+
+    report = convert.migrate(trained.files["checkpoint"], tmp_path / "out", root="model",
+                             no_optimizer=True)
+    assert isinstance(report, convert.Report) and report.target_format == "tf"
+    done = report.migration
+    assert {"from": "model/layer_with_weights-0/kernel", "to": "layer_with_weights-0/kernel"} \
+        in done["moved"]
+    assert {"path": "save_counter", "why": "outside --root"} in done["dropped"]
+    assert any(d["why"] == "optimizer state (--no-optimizer)" for d in done["dropped"])
+    fresh = functional()
+    fresh.load_weights(str(tmp_path / "out")).assert_consumed()
+    np.testing.assert_array_equal(predict(fresh, trained.x), trained.y)
 
 
 def test_report_dry_run_and_json(trained, tmp_path):
