@@ -12,6 +12,8 @@ from typing import BinaryIO
 
 from .errors import FileAccessError, FormatError, OutputExistsError
 
+_MAP_FLAGS = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+
 # Large regions are mapped, not read: the bytes are used where the page cache holds
 # them (no copy, no fresh memory to fault in, which costs more than the copy). Writes to
 # the mapping are private (copy-on-write), so callers get a writable buffer as before.
@@ -83,8 +85,10 @@ class SourceFile:
             raise self._past_end(fd, offset, size, what)
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         try:
-            mapped = mmap.mmap(fd, offset + size - start, access=mmap.ACCESS_COPY,
-                               offset=start)
+            # Private (copy-on-write: the caller may write to its array, the file never
+            # changes) and populated in one call: faulting 64 MiB in page by page takes
+            # about 6x as long (50 ms against 9 ms here), in whoever touches it first.
+            mapped = mmap.mmap(fd, offset + size - start, flags=_MAP_FLAGS, offset=start)
         except (OSError, ValueError):  # not mappable (a pipe, some network mounts)
             return self._pread(fd, offset, size, what)
         return memoryview(mapped)[offset - start:offset - start + size]

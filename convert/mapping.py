@@ -118,6 +118,9 @@ def add_notes(report: Any, planned: rules_pkg.Planned) -> None:
     if rules.made:
         report.notes.append(_some(rules.made, "tensor(s) were made by the rules, from no "
                                   "source (e.g. torch's num_batches_tracked = 0)"))
+    if rules.unexpected:
+        report.notes.append(_some(rules.unexpected, "mapped tensor(s) have no place in the "
+                                  "target and were left out"))
     if rules.missing:
         report.notes.append(_some(rules.missing, "target entries were not filled"))
     if rules.inexact:

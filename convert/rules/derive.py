@@ -56,6 +56,10 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     specs = chain.specs([(t.dtype, t.shape) for t in inputs])
     if not chain.ops and len(inputs) == len(specs):
         return list(inputs)  # a plain rename: the source tensor itself
+    if [op.name for op in chain.ops] == ["tie"]:
+        return list(inputs) * len(specs)  # one tensor at several places: aliases
+    if [op.name for op in chain.ops] == ["untie"]:
+        return list(inputs[:1])
     computation = Computation(inputs, chain, specs)
     sources = [key for t in inputs for key in sources_of(t)]
     done = [t.meta["rule_ops"] for t in inputs if t.meta.get("rule_ops")]

@@ -20,9 +20,11 @@
     tf1 = "bert/encoder/layer_{i}/output/dense/kernel"
     hf = "bert/encoder/layer/{i}/output/dense/weight"
     ops = ["transpose"]
-    rank = 2                          # may also require: kind, shape, dtype
+    rank = 2                          # of the first side's tensor; also: shape, dtype
 
     skip = ["{x*}/adam_m"]            # source tensors the rules leave out on purpose (report)
+    prefix = { hf = "bert" }          # a side's leading path, there or not (BertModel has none)
+    formats = { hf = ["torch", "safetensors"] }   # the formats a side reads and writes
 
     compose = ["keras-torch", "flax-torch"]   # keras <-> flax through their common side
 
@@ -44,7 +46,7 @@ from .ops import Chain, parse
 from .patterns import Pattern
 
 _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "skip", "compose",
-           "serves", "formats"}
+           "serves", "formats", "prefix"}
 # What a side called after a framework reads and writes, unless `[formats]` says otherwise.
 SIDE_FORMATS = {"keras": ("keras", "keras-h5", "tf"), "torch": ("torch", "safetensors", "sharded"),
                 "flax": ("flax",)}
@@ -97,6 +99,7 @@ class RuleSet:
     source: str = ""
     serves: str = ""
     formats: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optional, per side
 
     def side_formats(self, side: str) -> tuple[str, ...]:
         return self.formats.get(side) or SIDE_FORMATS.get(side, ())
@@ -191,6 +194,12 @@ def _ruleset(table: dict, where: str, base: FilePath | None, seen: tuple[str, ..
         raise RuleError("`formats` gives each side's format names, e.g. "
                         "formats = { hf = [\"torch\", \"safetensors\"] }", where)
     rules.formats = {s: tuple(v) for s, v in formats.items()}
+    prefix = table.get("prefix", {})
+    if not isinstance(prefix, dict) or not all(
+            s in rules.sides and isinstance(v, str) and v.strip("/") for s, v in prefix.items()):
+        raise RuleError("`prefix` gives a side's optional leading path, e.g. "
+                        "prefix = { hf = \"bert\" }", where)
+    rules.prefix = {s: tuple(v.strip("/").split("/")) for s, v in prefix.items()}
     for name in _strings(table, "include", where):
         included = load(_beside(name, base), seen)
         if set(included.sides) != set(rules.sides):
@@ -200,6 +209,8 @@ def _ruleset(table: dict, where: str, base: FilePath | None, seen: tuple[str, ..
         rules.paths += included.paths
         rules.tensors += included.tensors
         rules.skip += included.skip
+        rules.formats = {**included.formats, **rules.formats}
+        rules.prefix = {**included.prefix, **rules.prefix}
     for i, entry in enumerate(table.get("layer", [])):
         rules.layers.append(_layer_rule(entry, rules.sides, f"{where}: layer rule {i + 1}"))
     for i, entry in enumerate(table.get("path", [])):

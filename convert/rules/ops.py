@@ -115,6 +115,9 @@ class Transpose(Op):
     def inverse1(self, spec: Spec) -> Op:
         return Transpose(tuple(int(i) for i in np.argsort(self.axes)))
 
+    def back1(self, spec: Spec) -> Spec:
+        return self.inverse1(spec).spec(spec)
+
 
 _BLOCKED_BYTES = 1 << 20
 _BLOCK = 64
@@ -131,9 +134,6 @@ def _blocked_transpose(array: np.ndarray) -> np.ndarray:
         for j in range(0, cols, _BLOCK):
             out[j:j + _BLOCK, i:i + _BLOCK] = block[:, j:j + _BLOCK].T
     return out
-
-    def back1(self, spec: Spec) -> Spec:
-        return self.inverse1(spec).spec(spec)
 
 
 @dataclass(frozen=True)
@@ -548,6 +548,63 @@ class Zeros(Op):
 
 
 @dataclass(frozen=True)
+class Tie(Op):
+    """One tensor at `count` places (tied weights: BERT's decoder is its word embeddings):
+    the same tensor, so formats that keep ties write it once for all of them."""
+
+    name: ClassVar[str] = "tie"
+    count_: int = 2
+
+    def params(self) -> dict[str, Any]:
+        return {"count": self.count_}
+
+    def specs(self, specs: list[Spec]) -> list[Spec]:
+        if len(specs) != 1:
+            raise OpError(f"{self.describe()} ties one tensor, not {len(specs)}")
+        return specs * self.count_
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return arrays * self.count_
+
+    def inverse(self, specs: list[Spec]) -> Op:
+        return Untie(self.count_)
+
+    def back(self, specs: list[Spec]) -> list[Spec]:
+        return specs[:1]
+
+    def count(self, n: int) -> int:
+        return self.count_
+
+
+@dataclass(frozen=True)
+class Untie(Op):
+    """Tied places back to one tensor: the first (they hold one value)."""
+
+    name: ClassVar[str] = "untie"
+    count_: int = 2
+
+    def params(self) -> dict[str, Any]:
+        return {"count": self.count_}
+
+    def specs(self, specs: list[Spec]) -> list[Spec]:
+        if len(specs) != self.count_ or len(set(specs)) != 1:
+            raise OpError(f"{self.describe()} needs {self.count_} tensors of one dtype and shape")
+        return specs[:1]
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return arrays[:1]
+
+    def inverse(self, specs: list[Spec]) -> Op:
+        return Tie(self.count_)
+
+    def back(self, specs: list[Spec]) -> list[Spec]:
+        return specs * self.count_
+
+    def count(self, n: int) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
 class Constant(Op):
     """A tensor made from nothing, appended to the list (torch's `num_batches_tracked`)."""
 
@@ -602,7 +659,7 @@ class Drop(Op):
 OPS: dict[str, type[Op]] = {cls.name: cls for cls in (
     Transpose, Reshape, Merge, Gates, Expand, Squeeze, Flip, ChannelsFirst, Cast, Concat, Split,
     Stack,
-    Unstack, Sum, Zeros, Constant, Drop)}
+    Unstack, Sum, Zeros, Tie, Untie, Constant, Drop)}
 _TUPLES = {"axes", "shape", "order", "sizes"}
 
 
@@ -619,7 +676,7 @@ def parse(table: Any, where: str) -> Op:
     for key, value in table.items():
         if key == "op":
             continue
-        if key == "count" and cls is Zeros:
+        if key == "count" and cls in (Zeros, Tie, Untie):
             key = "count_"
         if key in _TUPLES and isinstance(value, str) and value.startswith("@"):
             pass  # a layer fact, given when the rule meets a layer (Chain.bind)

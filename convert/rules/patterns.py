@@ -4,7 +4,9 @@ A pattern is written with `/` between segments whatever the format's own separat
 paths are tuples, so `encoder.layer.0.weight` and `encoder/layer/0/weight` are the same
 path). A segment is literal text, or holds placeholders:
 - `{name}` matches one segment, or part of one (`layer_{i}` matches `layer_0`);
-- `{name*}` alone in its segment matches zero or more whole segments.
+- `{name*}` alone in its segment matches zero or more whole segments;
+- `{name:counter}` at the end of a segment is a Keras 3 per-class counter: nothing for the
+  first object of a class (`dense`), `_1`, `_2`, ... after it; its value is 0, 1, 2, ...
 A pattern matches a whole path, never a part of one, and each placeholder keeps one value
 wherever it appears. Filling a pattern with the values found puts a path back together,
 which is how a rule renames in either direction.
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import ConvertError
 
 Path = tuple[str, ...]
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*|:counter)?\}")
 
 
 class PatternError(ConvertError):
@@ -39,7 +41,7 @@ def _segment(text: str, pattern: str) -> _Segment:
         if "{" in text or "}" in text:
             raise PatternError(f"pattern {pattern!r}: stray brace in segment {text!r}")
         return _Segment(text, None, None, ())
-    if any(m.group(2) for m in found):
+    if any(m.group(2) == "*" for m in found):
         if len(found) > 1 or found[0].group(0) != text:
             raise PatternError(f"pattern {pattern!r}: a {{name*}} placeholder must be a whole "
                                "segment")
@@ -47,7 +49,12 @@ def _segment(text: str, pattern: str) -> _Segment:
     parts, last, names = [], 0, []
     for m in found:
         parts.append(re.escape(text[last:m.start()]))
-        parts.append(f"(?P<{m.group(1)}>.+?)")
+        if m.group(2) == ":counter":
+            if m.end() != len(text):
+                raise PatternError(f"pattern {pattern!r}: a {{name:counter}} ends its segment")
+            parts.append(f"(?:_(?P<{m.group(1)}>[1-9][0-9]*))?")
+        else:
+            parts.append(f"(?P<{m.group(1)}>.+?)")
         names.append(m.group(1))
         last = m.end()
     parts.append(re.escape(text[last:]))
@@ -81,13 +88,20 @@ class Pattern:
                 value = values[seg.many]
                 out.extend(value if isinstance(value, tuple) else (value,))
             elif seg.names:
-                out.append(_PLACEHOLDER.sub(lambda m: _one(values[m.group(1)]), seg.text))
+                out.append(_PLACEHOLDER.sub(lambda m: _filled(m, values), seg.text))
             else:
                 out.append(seg.text)
         return tuple(out)
 
     def __repr__(self) -> str:
         return f"Pattern({self.text!r})"
+
+
+def _filled(m: re.Match, values: dict) -> str:
+    value = _one(values[m.group(1)])
+    if m.group(2) == ":counter":
+        return "" if value == "0" else f"_{value}"
+    return value
 
 
 def _one(value: str | Path) -> str:
@@ -121,7 +135,7 @@ def _match(segments: tuple[_Segment, ...], i: int, path: Path, j: int,
     m = seg.regex.match(path[j])
     if m is None:
         return None
-    for name, value in m.groupdict().items():
+    for name, value in m.groupdict(default="0").items():  # (an absent counter is 0)
         values = _bind(values, name, value)
         if values is None:
             return None

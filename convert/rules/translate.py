@@ -122,39 +122,91 @@ def _specs(specs) -> str:
 
 def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[Path, Tensor],
                      want: dict[Path, Tensor] | None) -> tuple[dict[Path, Tensor], set[int]]:
-    """Target path → tensor for every source tensor a `[[tensor]]` rule matches, and the
-    ids of the source tensors used."""
+    """Target path → tensor for every source tensor a `[[tensor]]` rule matches (the first
+    rule that matches wins), and the ids of the source tensors used."""
     produced: dict[Path, Tensor] = {}
     used: set[int] = set()
+    src_prefix, dst_prefix = rules.prefix.get(step.src), rules.prefix.get(step.dst)
     for path, tensor in tensors.items():
         if id(tensor) in used:
             continue
-        for rule in rules.tensors:
-            values = rule.patterns[step.src][0].match(path)
-            if values is None or not _holds(rule, tensor):
-                continue
-            sources = [tensors.get(p.fill(values)) for p in rule.patterns[step.src]]
-            if any(t is None for t in sources):
-                continue
-            outputs = [p.fill(values) for p in rule.patterns[step.dst]]
-            targets = [want.get(p) for p in outputs] if want is not None else None
-            if targets is not None and any(t is None for t in targets):
-                targets = None
-            chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
-            for out, made in zip(outputs, derive(sources, chain), strict=True):
-                if out in produced:
-                    raise RuleError(f"two rules write {'/'.join(out)} (the second from "
-                                    f"{'/'.join(path)}, rule {rule.text})")
-                produced[out] = made
-            used.update(id(t) for t in sources)
-            break
+        for spelled, original in _spellings(path, src_prefix):
+            hit = _first_rule(rules, step, spelled, original, tensor, tensors, want,
+                              dst_prefix)
+            if hit is not None:
+                made, sources = hit
+                for out, value in made.items():
+                    if out in produced:
+                        raise RuleError(f"two rules write {'/'.join(out)} (the second from "
+                                        f"{'/'.join(path)})")
+                    produced[out] = value
+                used.update(id(t) for t in sources)
+                break
     return produced, used
 
 
+def _toggle(path: Path, prefix: Path) -> Path:
+    return path[len(prefix):] if path[:len(prefix)] == prefix else (*prefix, *path)
+
+
+def _spellings(path: Path, prefix: Path | None):
+    """A path as it is, then (where the side has an optional prefix, like Hugging Face's
+    `bert.`) with the prefix put in or taken out; each with the way back."""
+    yield path, lambda p: p
+    if prefix:
+        yield _toggle(path, prefix), lambda p: _toggle(p, prefix)
+
+
+def _first_rule(rules: RuleSet, step: Step, path: Path, original, tensor: Tensor,
+                tensors: dict[Path, Tensor], want: dict[Path, Tensor] | None,
+                dst_prefix: Path | None
+                ) -> tuple[dict[Path, Tensor], list[Tensor]] | None:
+    for rule in rules.tensors:
+        values = rule.patterns[step.src][0].match(path)
+        if values is None or (step.forward and not _holds(rule, tensor)):
+            continue
+        sources = [tensors.get(original(p.fill(values))) for p in rule.patterns[step.src]]
+        if any(t is None for t in sources):
+            continue
+        outputs = [p.fill(values) for p in rule.patterns[step.dst]]
+        if want is not None and dst_prefix:  # the skeleton's spelling of the prefix
+            outputs = [o if o in want or _toggle(o, dst_prefix) not in want
+                       else _toggle(o, dst_prefix) for o in outputs]
+        targets = [want.get(o) for o in outputs] if want is not None else None
+        if targets is not None and any(t is None for t in targets):
+            targets = None
+        if not step.forward and not _holds_back(rule, sources, targets):
+            continue  # the conditions are on the first side's tensor: here, the target's
+        chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
+        return dict(zip(outputs, derive(sources, chain), strict=True)), sources
+    return None
+
+
 def _holds(rule: TensorRule, tensor: Tensor) -> bool:
+    return _holds_spec(rule, tensor.dtype, tensor.shape)
+
+
+def _holds_spec(rule: TensorRule, dtype, shape: tuple[int, ...]) -> bool:
+    from ..dtypes import dtype_name
+
     when = rule.when
-    if "rank" in when and len(tensor.shape) != when["rank"]:
+    if "rank" in when and len(shape) != when["rank"]:
         return False
-    if "shape" in when and list(tensor.shape) != list(when["shape"]):
+    if "shape" in when and list(shape) != list(when["shape"]):
         return False
-    return not ("dtype" in when and tensor.dtype_name != when["dtype"])
+    return not ("dtype" in when and dtype_name(dtype) != when["dtype"])
+
+
+def _holds_back(rule: TensorRule, sources: list[Tensor], targets: list[Tensor] | None) -> bool:
+    """Going back, whether the rule fits: its first side is the target, whose tensor is the
+    skeleton's, or what the ops say it would be; a rule whose ops do not fit the source's
+    shapes at all is not this tensor's rule (a LayerNorm `weight` is no kernel)."""
+    if targets:
+        return _holds(rule, targets[0])
+    try:
+        (dtype, shape), *_ = rule.chain.back([(t.dtype, t.shape) for t in sources])
+    except NeedShapes:
+        return True  # the conditions cannot be told; the ops check the shapes as they go
+    except OpError:
+        return False
+    return _holds_spec(rule, dtype, shape)

@@ -203,3 +203,14 @@ def test_includes_and_cycles(tmp_path):
         rules.load(tmp_path / "a.toml")
     _write(tmp_path, 'sides = ["keras", "torch"]\ninclude = ["keras-torch"]', "c.toml")
     assert len(rules.load(tmp_path / "c.toml").layers) == len(rules.load("keras-torch").layers)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes, st.randoms())
+def test_back_inference_agrees_with_forward(shape, random):
+    """What an op says went in, from what came out, is what went in (where it can tell)."""
+    axes = list(range(len(shape)))
+    random.shuffle(axes)
+    for op in (ops.Transpose(tuple(axes)), ops.Flip((0,)), ops.Expand(0), ops.Tie(2)):
+        specs = [(np.dtype("float32"), shape)]
+        assert op.back(op.specs(specs)) == specs
