@@ -171,7 +171,8 @@ def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None
     graph = load(src, from_format)
     source_format = graph.format
     fmt = target_format(dst, to, graph.format)
-    objects = fmt.name == "tf" and not options.get("name_based")
+    objects = fmt.name == "tf" and not options.get("name_based") \
+        and graph.root.meta.get("tf_layout") != "names"  # (a name-based input stays so)
     notes: list[str] = []
     if like is not None:  # select, align to the skeleton, then place under the new root
         from . import mapping

@@ -369,8 +369,9 @@ def migrate_command(src: str, dst: str, under: str | None, root: str | None,
                     tf_names: bool, as_json: bool, dry_run: bool, quiet: bool) -> None:
     """Rewrite SRC's object graph into DST (a TensorFlow object checkpoint unless DST's
     name or --to says otherwise); optimizer slots follow their variables."""
+    from pathlib import Path
     options = {"name_based": True} if tf_names else {}
-    if to_format is None and registry.by_extension(dst) is None:
+    if to_format is None and registry.by_extension(dst) is None and not Path(dst).suffix:
         to_format = "tf"  # a prefix: a TensorFlow checkpoint, whatever SRC was
     with _user_errors():
         report = api.migrate(src, dst, under=under, root=root, pick=picks,

@@ -100,18 +100,21 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
     before = _paths(source)
     known = optimizers.variables(source, optimizers.find(source))
     out, why = source, {}
+    # TF1 names: the checkpoint itself keeps the slots (their optimizer is the root), so they
+    # follow their variables to whatever becomes the root
+    held = {id(s) for s in source.slots if s.optimizer is source.root}
     if root is not None:
         out = _reroot(out, parse_path(root, "--root"))
-        _mark(why, before, out, "outside --root")
+        _mark(why, before, out, held, "outside --root")
     if picks:
         out = _picked(out, picks)
-        _mark(why, before, out, "not picked")
+        _mark(why, before, out, held, "not picked")
     if no_optimizer:
         optimizers.drop_optimizers(out)
-        _mark(why, before, out, "optimizer state (--no-optimizer)")
+        _mark(why, before, out, held, "optimizer state (--no-optimizer)")
     report = Migration()
     optimizers.follow_slots(out, known, report.notes)
-    _mark(why, before, out, "optimizer state of a variable that is not kept")
+    _mark(why, before, out, held, "optimizer state of a variable that is not kept")
     if under is not None:
         new = Graph(root=Node(), slots=out.slots)
         new.add(parse_path(under, "--under"), out.root)
@@ -237,9 +240,13 @@ def _paths(graph: Graph) -> dict[int, str]:
     return {id(e.tensor): "/".join(e.path) for e in graph.entries()}
 
 
-def _mark(why: dict[int, str], before: dict[int, str], graph: Graph, reason: str) -> None:
+def _mark(why: dict[int, str], before: dict[int, str], graph: Graph, held: set[int],
+          reason: str) -> None:
     """Give each tensor `graph` no longer reaches the reason, if it has none yet (slots
-    hanging on what is gone go with it)."""
+    hanging on what is gone go with it; those the root holds, `held`, move to the new one)."""
+    for s in graph.slots:
+        if id(s) in held:
+            s.optimizer = graph.root
     reached = {id(item) for _, item in graph.walk()} | {id(graph.root)}
     graph.slots = [s for s in graph.slots
                    if id(s.variable) in reached and id(s.optimizer) in reached]
