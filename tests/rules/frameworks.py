@@ -175,6 +175,14 @@ def _flax(make: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     return One
 
 
+class LstmFlax(nn.Module):
+    """Flax's LSTMCell over the sequence, answering its last step (as Keras' LSTM does)."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.RNN(nn.LSTMCell(4))(x)[:, -1]
+
+
 class SeparableFlax(nn.Module):
     """A depthwise convolution (no bias), then a 1x1 one: Keras' SeparableConv2D."""
 
@@ -217,7 +225,7 @@ CASES = [
     Case("embedding", (2, 3), lambda x: keras.layers.Embedding(10, 4)(x), lambda: Embedding(10, 4),
          _flax(lambda: nn.Embed(10, 4)), integer_input=10),
     Case("lstm", (2, 5, 3), lambda x: keras.layers.LSTM(4)(x),
-         lambda: LastStep(torch.nn.LSTM(3, 4, batch_first=True))),
+         lambda: LastStep(torch.nn.LSTM(3, 4, batch_first=True)), LstmFlax),
     Case("gru", (2, 5, 3), lambda x: keras.layers.GRU(4)(x),
          lambda: LastStep(torch.nn.GRU(3, 4, batch_first=True))),
     Case("attention", (2, 4, 6), lambda x: keras.layers.MultiHeadAttention(2, 3)(x, x),
