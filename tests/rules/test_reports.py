@@ -192,7 +192,10 @@ def test_rules_listing_and_show(ckpt):
     result = ckpt("rules")
     assert result.code == 0
     names = [line.split()[0] for line in result.out.splitlines() if not line.startswith(" ")]
-    assert names == ["flax-torch", "keras-flax", "keras-torch", "keras-keras"]
+    assert names == ["bert-hf-kerashub", "bert-tf1-hf", "flax-torch", "keras-flax",
+                     "keras-torch", "vit-jax-timm", "keras-keras"]
+    serves = [line for line in result.out.splitlines() if "serves:" in line]
+    assert len(serves) == 6  # each built-in set says which models it serves
     shown = ckpt("rules", "show", "keras-torch")
     assert 'sides = ["keras", "torch"]' in shown.out
     assert_one_line_error(ckpt("rules", "show", "nope"), "unknown rule set 'nope'")
