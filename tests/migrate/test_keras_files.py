@@ -164,3 +164,32 @@ def test_bad_requests(trained, tmp_path, args, fragment):
     result = run_cli("migrate", trained.files["checkpoint"], tmp_path / "out", *args)
     assert_one_line_error(result, fragment)
     assert listing(tmp_path) == set()
+
+
+def test_keras3_optimizer_state_follows_a_picked_layer(tmp_path):
+    """Keras 3's optimizer lists run beside `_trainable_variables` (aliases of the model's
+    variables): picking one Dense and the optimizer keeps that Dense's Adam state and the
+    optimizer's own (iterations, learning rate), which an optimizer built over the Dense
+    restores."""
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(), "mse")
+    rng = np.random.default_rng(4)
+    model.fit(rng.normal(size=(8, 4)), rng.normal(size=(8, 2)), epochs=2, verbose=0)
+    source = tf.train.Checkpoint(model=model, opt=model.optimizer).write(str(tmp_path / "k3"))
+    out = tmp_path / "out"
+    migrate(source, out, "--pick", "model/_functional/_operations/2=zy", "--pick", "opt")
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    opt = keras.optimizers.Adam()
+    status = tf.train.Checkpoint(zy=dense, opt=opt).restore(str(out))
+    opt.build([dense.kernel, dense.bias])
+    status.assert_consumed()
+    want = _optimizer_values(model.optimizer)
+    got = _optimizer_values(opt)
+    assert len(got) == 6
+    for g, w in zip(got, want[:2] + want[6:], strict=True):  # its own two, then the Dense's
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(np.asarray(dense.kernel), np.asarray(model.layers[1].kernel))
+    assert_listed_like_tf(out)
