@@ -193,3 +193,26 @@ def test_keras3_optimizer_state_follows_a_picked_layer(tmp_path):
         np.testing.assert_array_equal(g, w)
     np.testing.assert_array_equal(np.asarray(dense.kernel), np.asarray(model.layers[1].kernel))
     assert_listed_like_tf(out)
+
+
+@pytest.mark.parametrize("under", [None, "model"])
+def test_subclassed_h5_takes_its_layout_from_like(tmp_path, under):
+    """A subclassed model's `.h5` does not say its TF layout (attribute names): with the
+    model's own fresh TF-format save_weights as `--like`, load_weights (or, `--under model`,
+    Checkpoint(model=)) restores it."""
+    from tests.matrix import models
+
+    source = models.keras_model(tf_keras, "subclassed", seed=3)
+    source.save_weights(str(tmp_path / "s.h5"))
+    models.keras_model(tf_keras, "subclassed", seed=9).save_weights(str(tmp_path / "skel"))
+    out = tmp_path / "out"
+    migrate(tmp_path / "s.h5", out, "--like", tmp_path / "skel",
+            *(("--under", under) if under else ()))
+    target = models.keras_model(tf_keras, "subclassed", seed=11)
+    if under:
+        tf.train.Checkpoint(model=target).restore(str(out)).assert_consumed()
+    else:
+        target.load_weights(str(out)).assert_existing_objects_matched()
+    for got, want in zip(target.weights, source.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert_listed_like_tf(out)
