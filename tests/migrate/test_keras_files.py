@@ -216,3 +216,16 @@ def test_subclassed_h5_takes_its_layout_from_like(tmp_path, under):
     for got, want in zip(target.weights, source.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert_listed_like_tf(out)
+
+
+def test_root_picks_one_of_two_models_for_a_legacy_h5(tmp_path):
+    """A checkpoint of two models is refused for a `.h5` (which holds one) with a message
+    naming `--root PATH`; `--root disc` gives the one tf_keras' load_weights restores."""
+    gen, disc = functional(), functional()
+    prefix = tf.train.Checkpoint(gen=gen, disc=disc).write(str(tmp_path / "two"))
+    assert_one_line_error(run_cli("migrate", prefix, tmp_path / "a.h5"), "--root PATH")
+    migrate(prefix, tmp_path / "disc.h5", "--root", "disc")
+    fresh = functional()
+    fresh.load_weights(str(tmp_path / "disc.h5"))
+    x = np.random.default_rng(5).normal(size=(2, 6, 6, 1)).astype("float32")
+    np.testing.assert_array_equal(predict(fresh, x), predict(disc, x))
