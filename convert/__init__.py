@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import Report, convert, load, save
+from .api import Report, convert, load, migrate, save
 from .errors import ConvertError
 
 __all__ = ["ConvertError", "Entry", "Graph", "Node", "Report", "Slot", "Tensor", "convert",
-           "load", "save"]
+           "load", "migrate", "save"]
 __version__ = "0.1.0"  # (pyproject.toml reads it from here)
 
 if TYPE_CHECKING:

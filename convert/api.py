@@ -31,6 +31,7 @@ class Report:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things a user should know (folded aliases…)
     rules: dict[str, Any] | None = None  # the rules report: consumed, unused, missing, plan
+    migration: dict[str, Any] | None = None  # `migrate`: moved, kept, dropped, aliased, added
     written: bool = True  # False for a dry run
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,4 +149,59 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = 
                       **options)
         report.source_format = graph.format
     mapping.add_notes(report, planned)
+    return report
+
+
+def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None = None,
+            root: str | None = None, pick: list[str] | tuple[str, ...] = (),
+            no_optimizer: bool = False, to: str | None = None, from_format: str | None = None,
+            like: str | os.PathLike | None = None, overwrite: bool = False,
+            dry_run: bool = False, progress: Progress | None = None,
+            **options: Any) -> Report:
+    """Read `src`, rewrite its object graph, write `dst` (a TF object checkpoint unless its
+    name or `to` says otherwise). `root` makes the object at that path the root; `pick`
+    (`PATH` or `PATH=NEWPATH`) keeps only those sub-graphs; `no_optimizer` drops optimizer
+    state; `under` puts the result under a new root at that edge. A Keras `.h5` bound for a
+    TF checkpoint first gets tf_keras' object layout; `like` aligns to a skeleton first (as
+    `convert(like=)` does). `report.migration` says what was moved, kept, dropped, aliased
+    and added."""
+    from . import migration
+
+    picks = [migration.parse_pick(p) for p in pick]  # (a bad request before any reading)
+    graph = load(src, from_format)
+    source_format = graph.format
+    fmt = target_format(dst, to, graph.format)
+    objects = fmt.name == "tf" and not options.get("name_based") \
+        and graph.root.meta.get("tf_layout") != "names"  # (a name-based input stays so)
+    notes: list[str] = []
+    if like is not None:  # select, align to the skeleton, then place under the new root
+        from . import mapping
+
+        graph, done = migration.migrate(graph, root=root, pick=picks,
+                                        no_optimizer=no_optimizer)
+        planned, _ = mapping.plan(graph, dst, to=fmt.name, rules=None, like=like, check=None,
+                                  reverse=False)
+        out, placed = migration.migrate(planned.graph, under=under, checkpoint_root=objects,
+                                        new_root=bool(picks))
+        done.aliased, done.added, done.notes = placed.aliased, placed.added, \
+            done.notes + placed.notes
+    else:
+        if objects and graph.format == "keras-h5":
+            from . import keras_objects
+
+            if keras_objects.is_keras_h5(graph):
+                graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' object layout
+        out, done = migration.migrate(graph, under=under, root=root, pick=picks,
+                                      no_optimizer=no_optimizer, checkpoint_root=objects)
+    if dry_run:
+        report = Report(graph.source, os.fspath(dst), source_format, fmt.name, written=False,
+                        notes=list(out.notes))
+    else:
+        report = save(out, dst, fmt.name, overwrite=overwrite, progress=progress, **options)
+    report.source_format = source_format
+    if like is not None:
+        mapping.add_notes(report, planned)
+    report.notes += notes + done.notes
+    report.migration = done.to_dict()
+    report.migration["summary"] = done.summary()
     return report
