@@ -10,6 +10,7 @@ back whole is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -304,6 +305,7 @@ def batch(items: Iterable[Item | Mapping[str, Any]], *, jobs: int | None = None,
         return []
     if resume:
         remove_stale_temporaries(items)
+    _make_folders(items)
     if executor == "dask":
         from . import dask_jobs
 
@@ -314,6 +316,14 @@ def batch(items: Iterable[Item | Mapping[str, Any]], *, jobs: int | None = None,
     if count < 1:
         raise BatchError("jobs must be at least 1")
     return workers.run(items, count, resume, progress, spellings)
+
+
+def _make_folders(items: list[Item]) -> None:
+    """The outputs' folders, made once here: two workers making one folder at once would
+    race (one finds it made; and one abandoning its output removes it under the other)."""
+    for item in items:
+        with contextlib.suppress(OSError):  # (the item says why, when it runs)
+            Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
 
 
 def default_jobs() -> int:

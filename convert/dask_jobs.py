@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
@@ -42,6 +43,8 @@ def _client(distributed: Any, scheduler: str, stack: ExitStack) -> Any:
             workers = int(local.group(1))
             if workers < 1:
                 raise BatchError("local:N needs at least one worker")
+            # (its HTTP server takes another port when 8787 is taken: no need to say so)
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=None))
