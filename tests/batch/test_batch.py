@@ -184,3 +184,35 @@ def test_killed_midway_then_resumed(tmp_path):
     for src, row in zip(srcs, rows, strict=True):
         assert_same_values(read_safetensors(Path(row["dst"])), src.values)
     assert not [p for p in out.iterdir() if p.suffix == ".tmp"]  # (the killed run's, removed)
+
+
+def test_a_worker_killed_fails_its_own_item_only(tmp_path):
+    """SIGKILL to one worker: its item fails with a line that says so (and has no
+    output), a new worker takes the rest, and every other item is converted."""
+    psutil = pytest.importorskip("psutil")
+    srcs = [torch_source(tmp_path / f"m{i}.pt", seed=i, width=500_000) for i in range(8)]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "convert", "batch",
+                             *(str(s.path) for s in srcs), "--out-dir", str(out), "-j", "2",
+                             "--json", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(p.suffix == ".safetensors" for p in out.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    workers = [c for c in psutil.Process(proc.pid).children()
+               if "spawn_main" in " ".join(c.cmdline())]  # (not the resource tracker)
+    assert len(workers) == 2
+    workers[0].kill()
+    stdout, _ = proc.communicate(timeout=120)
+    rows = json.loads(stdout)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert proc.returncode == 1 and len(failed) == 1, rows
+    assert failed[0]["error"] == ("the worker process was killed by SIGKILL while "
+                                  "converting this item")
+    assert failed[0]["worker"] == f"local:{workers[0].pid}"
+    assert not Path(failed[0]["dst"]).exists()
+    for src, row in zip(srcs, rows, strict=True):
+        if row["status"] == "ok":
+            assert_same_values(read_safetensors(Path(row["dst"])), src.values)
+    assert len({r["worker"] for r in rows if r["status"] == "ok"}) >= 2
