@@ -403,3 +403,120 @@ def _print_migration(report: api.Report) -> None:
     click.echo(f"dry run, nothing written: {done.get('summary', '')}", err=True)
     for note in report.notes:
         click.echo(f"  note: {note}", err=True)
+
+
+@main.command("diff", short_help="Compare two checkpoints tensor by tensor.")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--rules", "rules", metavar="NAME|FILE",
+              help="Map A into B's layout with these rules first (B is the skeleton).")
+@click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
+@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Absolute tolerance (default: bit for bit).")
+@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Relative tolerance, of the larger magnitude of the two values.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of every tensor's row.")
+def diff_command(a: str, b: str, rules: str | None, reverse: bool, atol: float, rtol: float,
+                 as_json: bool) -> None:
+    """Compare checkpoints A and B tensor by tensor, through the graph's paths (a TF
+    checkpoint and its safetensors conversion are equal). Prints each tensor that is not
+    identical; exit 0 when all agree within the tolerances, 1 when not, 2 on an error."""
+    from . import compare
+
+    def show(row: compare.DiffRow) -> None:
+        if not as_json and not row.identical:
+            click.echo(row.line())
+
+    with _user_errors():
+        report = compare.diff(a, b, rules=rules, reverse=reverse, atol=atol, rtol=rtol,
+                              on_row=show)
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in report.rows], indent=1))
+    else:
+        click.echo(report.summary(), err=True)
+    sys.exit(0 if report.equal else 1)
+
+
+@main.command("batch", short_help="Convert many checkpoints, in parallel, resumably.")
+@click.argument("sources", nargs=-1, type=click.Path())
+@click.option("--out-dir", type=click.Path(), help="Write each SRC here, named from SRC.")
+@click.option("--manifest", type=click.Path(), metavar="FILE.toml",
+              help="Run the [[convert]] tables of this manifest (src, dst, options).")
+@click.option("--to", "to_format", metavar="FORMAT",
+              help=f"Output format: {_FORMAT_NAMES} (with --out-dir, default safetensors).")
+@click.option("--from", "from_format", metavar="FORMAT", help="Read sources as this format.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1),
+              help="Worker processes (default: the cores).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True, help="Run in local processes or on a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS|local:N",
+              help="dask: the scheduler's address, or local:N for a LocalCluster of N.")
+@click.option("--resume", is_flag=True, help="Skip items whose output is complete already.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the items' rows.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no lines per item.")
+@click.option("--rules", "rules", metavar="NAME|FILE", help="Convert through these rules.")
+@click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
+@click.option("--like", metavar="TARGET", help="Give each output TARGET's layout.")
+@click.option("--check", type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
+              help="What must match, with --rules or --like.")
+@click.option("--max-shard-size", callback=_shard_size, help="Split outputs into shards.")
+@click.option("--compress", is_flag=True, help="npz: deflate the members.")
+@click.option("--tf-names", is_flag=True, help="tf: write name-based checkpoints.")
+@click.option("--max-to-keep", type=int, default=None, help="tf: CheckpointManager outputs.")
+def batch_command(sources: tuple[str, ...], out_dir: str | None, manifest: str | None,
+                  to_format: str | None, from_format: str | None, jobs: int | None,
+                  executor: str, scheduler: str | None, resume: bool, overwrite: bool,
+                  as_json: bool, quiet: bool, rules: str | None, reverse: bool,
+                  like: str | None, check: str | None, max_shard_size: int | None,
+                  compress: bool, tf_names: bool, max_to_keep: int | None) -> None:
+    """Convert each SRC into --out-dir, or every item of a --manifest, in worker processes
+    or on a Dask cluster. A failing item does not stop the others; exit 1 if any failed."""
+    import time
+
+    from . import batches
+
+    given = {"to": to_format, "from_format": from_format, "rules": rules, "like": like,
+             "check": check, "max_shard_size": max_shard_size, "max_to_keep": max_to_keep,
+             "reverse": reverse or None, "compress": compress or None,
+             "name_based": tf_names or None, "overwrite": overwrite or None}
+    options = {k: v for k, v in given.items() if v is not None}
+    start = time.perf_counter()
+    with _user_errors():
+        if bool(manifest) == bool(sources):
+            raise batches.BatchError("give sources (with --out-dir) or --manifest FILE.toml")
+        if manifest:
+            items = batches.read_manifest(manifest, options, out_dir)
+        elif out_dir is None:
+            raise batches.BatchError("sources need --out-dir DIR to be written into")
+        else:
+            items = batches.items_for(sources, out_dir, **options)
+        with _batch_progress(quiet, len(items)) as progress:
+            results = batches.batch(items, jobs=jobs, executor=executor, scheduler=scheduler,
+                                    resume=resume, progress=progress, spellings=_FLAGS)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
+    if not quiet:
+        click.echo(batches.summary(results, time.perf_counter() - start), err=True)
+    sys.exit(1 if any(r.status == "failed" for r in results) else 0)
+
+
+@contextmanager
+def _batch_progress(quiet: bool, total: int) -> Iterator:
+    """One line per item as it ends (on stderr), under one bar on a terminal."""
+    from . import batches
+
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        yield lambda result: click.echo(batches.line(result), err=True)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="item", file=sys.stderr, leave=False) as bar:
+        def update(result) -> None:
+            bar.write(batches.line(result), file=sys.stderr)
+            bar.update(1)
+
+        yield update

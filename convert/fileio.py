@@ -192,7 +192,10 @@ class OutputSet:
             raise FileAccessError(f"cannot be written: {directory} is a file, not a directory",
                                   destination)
         for d in reversed(missing):
-            d.mkdir()
+            try:
+                d.mkdir()
+            except FileExistsError:  # (made meanwhile by another conversion: not ours)
+                continue
             self._made_dirs.append(d)
 
     def commit(self) -> None:
