@@ -68,6 +68,8 @@ def read(path: Path) -> Graph:
         with zipfile.ZipFile(path) as archive:
             names: set[str] = set()
             for info in archive.infolist():
+                if not info.filename:  # (zipfile's is_dir() fails on an empty name)
+                    raise FormatError("holds a member with an empty name", path)
                 if info.is_dir():
                     continue
                 if info.filename in names:
@@ -82,7 +84,8 @@ def read(path: Path) -> Graph:
                     _add(graph, key, tensor, path)
     except zipfile.BadZipFile as exc:
         raise FormatError(f"is not a readable zip archive ({exc}); truncated?", path) from None
-    except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+    except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError,
+            UnicodeDecodeError) as exc:  # (a name flagged UTF-8 that is not)
         raise FormatError(f"damaged zip archive: {exc}", path) from None
     if skipped:
         graph.metadata["npz_skipped"] = skipped

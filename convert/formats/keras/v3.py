@@ -29,6 +29,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,8 @@ def _read_archive(path: Path) -> Graph:
                     if info.file_size > _MAX_JSON:
                         raise FormatError(f"member {member} is too large", path)
                     texts[member] = archive.read(member).decode("utf8")
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, EOFError, zlib.error,
+            NotImplementedError) as exc:  # (a member cut short, bad deflate, odd method)
         raise FormatError(f"is not a readable .keras archive ({exc}): the file is damaged or "
                           "truncated", path) from None
     if WEIGHTS_MEMBER not in names:
