@@ -4,10 +4,11 @@ files written by the real frameworks, seeds.py), in every format this project re
 `write_corpus(out)` writes `out/seeds/`, one directory per case under `out/cases/`, the
 files the cases point at from outside (`out/outside/secret`, `out/outside/secret.h5`),
 and `out/manifest.json`: for each case its id, format, kind of damage, what was done, the
-input path, and what `ckpt ls` and `ckpt convert` must do: "refuse" (exit 2, one line),
-or "either" where the damage leaves a file the format cannot tell from a valid one (a
-flipped bit in data that no checksum covers), which may then be read as it is. A payload
-that ran would create `out/MARKER`."""
+input path, and what `ckpt ls` and `ckpt convert` must do: "refuse" (exit 2, one line);
+"accept" for the seeds themselves (the control: the limits refuse nothing valid); or
+"either" where the damage leaves a file the format cannot tell from a valid one (a flipped
+bit in data that no checksum covers), which may then be read as it is. A payload that
+ran would create `out/MARKER`.
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from pathlib import Path
 from . import corpus_formats
 from .seeds import write_seeds
 
-KINDS = ("truncation", "bit flip", "lying header", "nesting", "malicious", "zip trick",
+CONTROL = "control"  # a seed as the framework wrote it: must be read (exit 0)
+KINDS = (CONTROL, "truncation", "bit flip", "lying header", "nesting", "malicious", "zip trick",
          "hdf5 link", "path escape")
 
 
@@ -86,6 +88,8 @@ def write_corpus(out: Path) -> list[Case]:
     corpus.secret.parent.mkdir()
     corpus.secret.write_text("secret: no reader may open this file\n")
     corpus_formats.write_secret_h5(corpus.secret_h5)
+    for seed in seeds:
+        corpus.add(seed, CONTROL, "the valid file", {}, ls="accept")
     for make in corpus_formats.MAKERS:
         make(corpus)
     (out / "manifest.json").write_text(json.dumps(

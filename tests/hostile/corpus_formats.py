@@ -9,8 +9,17 @@ import struct
 import zipfile
 
 from . import corpus_hdf5, corpus_pickles
-from .corpus_tools import (cut, flip, msgpack_starts, put, random_cuts, rezip,
-                           set_declared_size, zip_boundaries, zip_members)
+from .corpus_tools import (
+    cut,
+    flip,
+    msgpack_starts,
+    put,
+    random_cuts,
+    rezip,
+    set_declared_size,
+    zip_boundaries,
+    zip_members,
+)
 
 ST = "model.safetensors"
 
@@ -158,9 +167,9 @@ def npz(c) -> None:
     member("lying header", "negative dimension", _npy(h % "(-1, 13)", body))
     member("lying header", "shape not a tuple", _npy(h % "'seven'", body))
     member("lying header", "unknown dtype", _npy(h.replace("<f4", "<f99") % "(7, 13)", body))
-    member("lying header", "structured dtype", _npy(
+    member("lying header", "structured dtype (skipped, with a note)", _npy(
         "{'descr': [('a', '<f4'), ('b', '<i8')], 'fortran_order': False, 'shape': (7,), }",
-        body))
+        body), ls="either")
     member("lying header", "header length past the member", _npy(h % "(7, 13)", body,
                                                                  header_len=60000))
     member("lying header", "format version 9.0", _npy(h % "(7, 13)", body, (9, 0)))
@@ -230,7 +239,7 @@ TF_DATA = "tf/ckpt.data-00000-of-00001"
 def tf(c) -> None:
     from tensorflow.core.protobuf import tensor_bundle_pb2 as tb
 
-    from convert.formats.tf.table import TableReader, TableWriter
+    from convert.formats.tf.table import TableReader, TableWriter, read_varint
 
     index, data = c.seed_bytes("tf", TF_INDEX), c.seed_bytes("tf", TF_DATA)
     add = lambda kind, what, ch, **kw: c.add("tf", kind, what, ch, **kw)  # noqa: E731
@@ -240,8 +249,13 @@ def tf(c) -> None:
     for at in (0, len(data) // 2, len(data) - 1):
         add("truncation", f"data cut at byte {at}", {TF_DATA: cut(data, at)})
     add("truncation", "data shard missing", {TF_DATA: None})
-    for pos in (1, len(index) // 3, len(index) - 30, len(index) - 3):
+    footer = len(index) - 48
+    _, after_meta = read_varint(index, read_varint(index, footer, len(index))[1], len(index))
+    for pos in (1, len(index) // 3, after_meta, len(index) - 3):
         add("bit flip", f"index byte {pos}", {TF_INDEX: flip(index, pos, 0)})
+    # (the footer's padding: TensorFlow does not read it either)
+    add("bit flip", "footer padding byte", {TF_INDEX: flip(index, len(index) - 12, 0)},
+        ls="either")
     for pos in (3, len(data) // 2, len(data) - 2):
         add("bit flip", f"data byte {pos}", {TF_DATA: flip(data, pos, 0)}, ls="either",
             convert="refuse")

@@ -12,8 +12,22 @@ import struct
 import subprocess
 import zipfile
 
-from .corpus_tools import (AttrOf, Payload, cut, flip, pk, pk_global, pk_int, pk_str, pk_tuple,
-                           rename_local, rezip, set_declared_size, zip_boundaries, zip_members)
+from .corpus_tools import (
+    AttrOf,
+    Payload,
+    cut,
+    flip,
+    pk,
+    pk_global,
+    pk_int,
+    pk_str,
+    pk_tuple,
+    rename_local,
+    rezip,
+    set_declared_size,
+    zip_boundaries,
+    zip_members,
+)
 
 PT, LEGACY = "model.pt", "legacy.pt"
 

@@ -8,7 +8,6 @@ import random
 import struct
 import zipfile
 
-
 # -- bytes ------------------------------------------------------------------------------
 
 def cut(data: bytes, at: int) -> bytes:

@@ -175,6 +175,8 @@ def check_case(case: dict, corpus: Path, marker: Path, inotify: Inotify,
             problems.append(f"no answer within {TIMEOUT:g} s, or killed by a signal")
         elif code == 0 and expect == "refuse":
             problems.append("accepted a file that must be refused")
+        elif code != 0 and expect == "accept":
+            problems.append(f"refused a valid file: {lines[-1] if lines else code}")
         elif code not in (0, 2):
             problems.append(f"exit status {code}")
         if "Traceback" in err:
@@ -208,11 +210,15 @@ def check_case(case: dict, corpus: Path, marker: Path, inotify: Inotify,
 def preload() -> None:
     """Import every format's module now, so that each forked child starts warm."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from convert import registry
+    import pkgutil
+    import platform
 
-    for fmt in registry.formats().values():
-        importlib.import_module(fmt.module)
+    import convert.formats
+
+    for module in pkgutil.walk_packages(convert.formats.__path__, "convert.formats."):
+        importlib.import_module(module.name)
     importlib.import_module("convert.cli")
+    platform.processor()  # (h5py asks the platform module, which runs `uname -p` once)
 
 
 def main(corpus: Path, results_path: Path) -> int:

@@ -331,6 +331,11 @@ def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Ten
     shape = tuple(int(d) for d in ds.shape)
     nbytes = math.prod(shape) * dtype.itemsize
     key = ds.name.lstrip("/")
+    if nbytes > _BOMB_FLOOR and nbytes > _BOMB_RATIO * ds.id.get_storage_size():
+        # (checked when listing too: a 4 TiB tensor from a 15 KB file is no checkpoint)
+        raise UnsafeInputError(f"dataset {key} declares {nbytes} bytes but stores "
+                               f"{ds.id.get_storage_size()}; refusing to inflate it",
+                               where.label)
     offset = None
     try:
         if ds.chunks is None and where.base is not None and nbytes > 0:

@@ -40,6 +40,7 @@ from ...errors import FormatError, UnsafeInputError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node
 from ...tensor import Tensor
+from ...zipcheck import lying_sizes, unsafe_name
 from . import layout
 from .hdf5 import (
     Source,
@@ -153,7 +154,7 @@ def _load_index(path: Path) -> dict:
         if path.stat().st_size > _MAX_JSON:
             raise FormatError("is too large for a sharded-weights index", path)
         index = json.loads(path.read_text(encoding="utf8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FormatError(f"is not a JSON index of Keras weight shards ({exc})", path) from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
@@ -181,10 +182,24 @@ def looks_like_index(path: Path) -> bool:
         return False
 
 
+def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
+    seen: set[str] = set()
+    for info in archive.infolist():
+        problem = unsafe_name(info.filename) or lying_sizes(
+            info.filename, info.compress_type == zipfile.ZIP_STORED, info.file_size,
+            info.compress_size)
+        if problem is None and info.filename in seen:
+            problem = f"holds member {info.filename} twice"
+        if problem:
+            raise FormatError(problem, path)
+        seen.add(info.filename)
+
+
 def _read_archive(path: Path) -> Graph:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
+            _check_members(archive, path)
             texts = {}
             for member in ("config.json", "metadata.json"):
                 if member in names:
