@@ -8,7 +8,7 @@ input path, and what `ckpt ls` and `ckpt convert` must do: "refuse" (exit 2, one
 "accept" for the seeds themselves (the control: the limits refuse nothing valid); or
 "either" where the damage leaves a file the format cannot tell from a valid one (a flipped
 bit in data that no checksum covers), which may then be read as it is. A payload that
-ran would create `out/MARKER`.
+ran would create `out/MARKER`."""
 
 from __future__ import annotations
 
