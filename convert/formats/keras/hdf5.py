@@ -402,6 +402,18 @@ def check_writable(tensor: Tensor, what: str, allow_bfloat16: bool = True) -> No
                                "store")
 
 
+def create(path: Path) -> h5py.File:
+    """A new HDF5 file at `path`, to write. An output's unnamed temporary (a
+    `/proc/self/fd/N` path, see fileio.OutputSet) is written through a file object:
+    libhdf5 resolves a file's name to a real path, which an unnamed file has not."""
+    if os.fspath(path).startswith("/proc/self/fd/"):
+        stream = open(path, "w+b")  # noqa: SIM115  (closed with the HDF5 file)
+        handle = h5py.File(stream, "w")
+        handle._ckpt_stream = stream  # (the HDF5 file reads and writes through it)
+        return handle
+    return h5py.File(path, "w")
+
+
 def write_dataset(group: h5py.Group, name: str, array: np.ndarray,
                   tag_bfloat16: bool = True) -> h5py.Dataset:
     """One dataset, contiguous and unfiltered like Keras writes; bfloat16 tagged like Keras 3."""

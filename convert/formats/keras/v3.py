@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from .hdf5 import (
     Source,
     check_component,
     check_writable,
+    create,
     dataset_tensor,
     members,
     read_text,
@@ -365,7 +365,7 @@ def _vars_group(f: h5py.File, group_path: str, name: str | None) -> h5py.Group:
 
 
 def _write_h5(tmp: Path, result: _Plan, progress, report) -> None:
-    with h5py.File(tmp, "w") as f:
+    with create(tmp) as f:
         for group_path, name in result.names.items():
             _vars_group(f, group_path, name)
         for group_path, index, tensor in result.variables:
@@ -393,7 +393,7 @@ def _write_sharded(result: _Plan, path: Path, out: OutputSet, limit: float, prog
     def new_shard() -> h5py.File:
         shard = path.with_name(f"{base}_{len(shards):05}.weights.h5")
         shards.append(shard)
-        return h5py.File(out.path(shard), "w")
+        return create(out.path(shard))
 
     try:
         handle = new_shard()
@@ -446,16 +446,12 @@ def _write_archive(graph: Graph, result: _Plan, path: Path, out: OutputSet, prog
     if graph.root.meta.get("keras_assets"):
         result.notes.append("the source archive's assets/ were not copied")
     archive_tmp = out.path(path)
-    fd, weights_tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5", dir=path.parent)
-    os.close(fd)
-    try:
-        _write_h5(Path(weights_tmp), result, progress, report)
-        with zipfile.ZipFile(archive_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            archive.writestr("metadata.json", metadata)
-            archive.writestr("config.json", config)
-            archive.write(weights_tmp, WEIGHTS_MEMBER)
-    finally:
-        os.unlink(weights_tmp)
+    weights_tmp = out.scratch(path.parent, f"{path.name}.weights.h5")
+    _write_h5(weights_tmp, result, progress, report)
+    with zipfile.ZipFile(archive_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        archive.writestr("metadata.json", metadata)
+        archive.writestr("config.json", config)
+        archive.write(weights_tmp, WEIGHTS_MEMBER)
     return [path]
 
 
