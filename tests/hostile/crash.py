@@ -80,13 +80,19 @@ def _command(source: Path, destination: Path, options: list[str], overwrite: boo
                                                                  else [])
 
 
-def _same_output(after: dict, full: dict) -> bool:
-    """`after` is the whole output of a finished run. TF's `checkpoint` state file holds
-    the time it was written, and a .keras archive its members' times: those are compared
-    by size."""
-    return set(after) == set(full) and all(
-        after[k][0] == full[k][0] if k == "checkpoint" or k.endswith(".keras")
-        else after[k] == full[k] for k in full)
+def _same_output(after: dict, full: dict, before: dict) -> bool:
+    """`after` is the whole output of a finished run (with what was there before and
+    that output does not name: a set of fewer shards leaves the old ones). TF's
+    `checkpoint` state file holds the time it was written (compared by presence), and a
+    .keras archive its members' times (compared by size)."""
+    for k in full:
+        if k not in after:
+            return False
+        if k == "checkpoint":  # (its timestamps' digits vary: present is enough)
+            continue
+        if after[k][0] != full[k][0] or not (k.endswith(".keras") or after[k] == full[k]):
+            return False
+    return all(before.get(k) == after[k] for k in after if k not in full)
 
 
 def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int = 14
@@ -132,7 +138,7 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
             after = _state(out)
             if after == before and alive:
                 continue
-            if _same_output(after, new_full):
+            if _same_output(after, new_full, before):
                 row.committed += alive  # (killed after its commit, before it exited)
                 continue
             extra = sorted(set(after) - set(before))
