@@ -6,6 +6,7 @@ scripts/kill_writes and the suite call; it returns one row per output format."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -41,6 +42,7 @@ class Row:
     kills: int = 0  # runs killed while still running
     finished_first: int = 0  # runs that ended before their kill came
     committed: int = 0  # killed runs that had already put their whole output in place
+    while_writing: int = 0  # kills that came while an output file was open
     problems: list[str] = field(default_factory=list)
 
 
@@ -95,6 +97,23 @@ def _same_output(after: dict, full: dict, before: dict) -> bool:
     return all(before.get(k) == after[k] for k in after if k not in full)
 
 
+def _wait_for_output(pid: int, out: Path, seconds: float) -> bool:
+    """Wait until process `pid` has a file open in `out` (its unnamed output shows in
+    /proc as `out/#INODE (deleted)`): then it is writing. False if it never does."""
+    deadline = time.monotonic() + seconds
+    fds = Path(f"/proc/{pid}/fd")
+    while time.monotonic() < deadline:
+        try:
+            for fd in fds.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith(f"{out}/"):
+                        return True
+        except OSError:
+            return False  # (it has ended)
+        time.sleep(0.002)
+    return False
+
+
 def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int = 14
         ) -> list[Row]:
     sources = make_sources(directory / "sources", megabytes)
@@ -126,15 +145,22 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
             before = old_full if overwrite else {}
             proc = subprocess.Popen(_command(sources[kind], out / name, options, overwrite,
                                              megabytes), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.15, 1.0) * row.seconds)
+                                    stderr=subprocess.PIPE)
+            began = time.monotonic()
+            writing = _wait_for_output(proc.pid, out, row.seconds * 2)
+            left = row.seconds - (time.monotonic() - began)
+            time.sleep(rng.uniform(0.0, 0.95) * max(left, 0.02))
             alive = proc.poll() is None
+            row.while_writing += alive and writing
             if alive:
                 proc.send_signal(signal.SIGKILL)
                 row.kills += 1
             else:
                 row.finished_first += 1
-            proc.wait()
+            err = proc.communicate()[1].decode(errors="replace")
+            if not alive and proc.returncode != 0:
+                row.problems.append(f"run {i} failed (exit {proc.returncode}): {err.strip()}")
+                continue
             after = _state(out)
             if after == before and alive:
                 continue
@@ -153,11 +179,12 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'output':<14}{'MB':>6}{'run s':>7}{'killed':>8}{'of them after commit':>22}"
-             f"{'ended first':>13}{'problems':>10}"]
+    lines = [f"{'output':<14}{'MB':>6}{'run s':>7}{'killed':>8}{'while writing':>15}"
+             f"{'after commit':>14}{'ended first':>13}{'problems':>10}"]
     for r in rows:
         lines.append(f"{r.target:<14}{r.megabytes:>6.0f}{r.seconds:>7.2f}{r.kills:>8}"
-                     f"{r.committed:>22}{r.finished_first:>13}{len(r.problems):>10}")
+                     f"{r.while_writing:>15}{r.committed:>14}{r.finished_first:>13}"
+                     f"{len(r.problems):>10}")
     return "\n".join(lines)
 
 
