@@ -219,6 +219,16 @@ class OutputSet:
             self._made_dirs.append(d)
 
     def commit(self) -> None:
+        # Replacing a file makes ext4 write the new one's data out first (auto_da_alloc),
+        # inside the renames. Written out here instead, the set's files then replace the
+        # old ones within microseconds of each other, and nothing a kill can interrupt
+        # lasts longer than that.
+        for _, dest, fd in self._pending:
+            if dest is not None and fd is not None and dest.exists():
+                try:
+                    os.fdatasync(fd)
+                except OSError as exc:  # (a full disk may only show now)
+                    raise FileAccessError.from_os_error(exc, dest) from None
         for tmp, dest, fd in self._pending:
             if dest is None:
                 continue

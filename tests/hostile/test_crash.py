@@ -1,5 +1,5 @@
 """Crash safety of writes, in the suite's budget: a handful of SIGKILLs per output
-format on a modest file (scripts/kill_writes runs 24 per format on 256 MB), and a full
+format on 32 MB (scripts/kill_writes runs 22 per format on 256 MB), and a full
 disk (RLIMIT_FSIZE) in every format: a one-line error, nothing left behind."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def sources(tmp_path_factory):
 
 
 def test_sigkill_during_a_write_leaves_nothing_or_the_old_output(tmp_path, capsys):
-    rows = crash.run(tmp_path, 8, 2)
+    rows = crash.run(tmp_path, 32, 2)
     with capsys.disabled():
         print("\n" + crash.table(rows))
     assert {r.target for r in rows} == set(crash.TARGETS)
