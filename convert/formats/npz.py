@@ -37,6 +37,7 @@ from ..fileio import OutputSet, read_region
 from ..graph import Graph, Node
 from ..notes import count, dropped_values, non_tensor_values, some
 from ..tensor import Tensor, array_from_bytes
+from ..zipcheck import lying_sizes, unsafe_name
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -68,6 +69,11 @@ def read(path: Path) -> Graph:
         with zipfile.ZipFile(path) as archive:
             names: set[str] = set()
             for info in archive.infolist():
+                problem = unsafe_name(info.filename) or lying_sizes(
+                    info.filename, info.compress_type == zipfile.ZIP_STORED, info.file_size,
+                    info.compress_size)
+                if problem:  # (checked first: zipfile's is_dir() fails on an empty name)
+                    raise FormatError(problem, path)
                 if info.is_dir():
                     continue
                 if info.filename in names:
@@ -82,7 +88,8 @@ def read(path: Path) -> Graph:
                     _add(graph, key, tensor, path)
     except zipfile.BadZipFile as exc:
         raise FormatError(f"is not a readable zip archive ({exc}); truncated?", path) from None
-    except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+    except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError,
+            UnicodeDecodeError) as exc:  # (a name flagged UTF-8 that is not)
         raise FormatError(f"damaged zip archive: {exc}", path) from None
     if skipped:
         graph.metadata["npz_skipped"] = skipped
@@ -128,6 +135,9 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     if stored.hasobject:
         raise UnsafeInputError(f"member {info.filename!r} holds Python objects (a pickle); "
                                "refusing to load it", path)
+    if any(d < 0 for d in shape):  # (numpy's header parser lets them through)
+        raise FormatError(f"member {info.filename!r} declares a negative dimension "
+                          f"{list(shape)}", path)
     dtype = _tensor_dtype(stored)
     if dtype is None:
         skipped[key] = f"dtype {stored.str} is not numeric"

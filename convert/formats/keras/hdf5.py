@@ -30,6 +30,7 @@ from ...dtypes import STRING, dtype_name, from_name, is_bfloat16
 from ...errors import FormatError, UnsafeInputError, UnsupportedError
 from ...fileio import read_region
 from ...tensor import Tensor, array_from_bytes
+from .probe import probe
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Keras splits a string-list attribute above this many bytes into `name0`, `name1`, …
@@ -59,6 +60,16 @@ def signature_offset(path: Path) -> int | None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def _from_h5py(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside h5py (a damaged file), not by this package."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and "h5py" in last.replace("\\", "/").split("/site-packages/")[-1]
 
 
 # -- where the HDF5 bytes are ---------------------------------------------------------
@@ -113,11 +124,24 @@ class Source:
     def label(self) -> str:
         return f"{self.path}:{self.member}" if self.member else self.path
 
+    def _identity(self) -> tuple:
+        st = os.stat(self.path)
+        return (self.path, self.member, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _open_apart(self) -> h5py.File:
+        """The file as `open` opens it (for the probe's child, which never closes it)."""
+        if self.member is None:
+            return h5py.File(self.path, "r")
+        if self.base is not None:
+            return h5py.File(_Window(self.path, self.base, self.size or 0), "r")
+        return h5py.File(zipfile.ZipFile(self.path).open(self.member), "r")
+
     @contextmanager
     def open(self) -> Iterator[h5py.File]:
         stack: list[Any] = []
         try:
             try:
+                probe(self._open_apart, self._identity(), self.label)
                 if self.member is None:
                     handle = h5py.File(self.path, "r")
                 elif self.base is not None:
@@ -137,7 +161,14 @@ class Source:
                 raise FormatError(f"{where}cannot be opened as HDF5 ({_one_line(exc)})",
                                   self.path) from None
             stack.append(handle)
-            yield handle
+            try:
+                yield handle
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                if isinstance(exc, FileNotFoundError) or not _from_h5py(exc):
+                    raise
+                # The file opened, but a structure inside it is damaged (h5py meets it
+                # only when a group, attribute or dataset is walked).
+                raise FormatError(f"is damaged HDF5: {_one_line(exc)}", self.label) from None
         finally:
             for item in reversed(stack):
                 # Closing a damaged file may complain; there is nothing left to save.
@@ -300,6 +331,11 @@ def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Ten
     shape = tuple(int(d) for d in ds.shape)
     nbytes = math.prod(shape) * dtype.itemsize
     key = ds.name.lstrip("/")
+    if nbytes > _BOMB_FLOOR and nbytes > _BOMB_RATIO * ds.id.get_storage_size():
+        # (checked when listing too: a 4 TiB tensor from a 15 KB file is no checkpoint)
+        raise UnsafeInputError(f"dataset {key} declares {nbytes} bytes but stores "
+                               f"{ds.id.get_storage_size()}; refusing to inflate it",
+                               where.label)
     offset = None
     try:
         if ds.chunks is None and where.base is not None and nbytes > 0:
@@ -364,6 +400,18 @@ def check_writable(tensor: Tensor, what: str, allow_bfloat16: bool = True) -> No
     if dtype.kind not in "biufc":
         raise UnsupportedError(f"{what} is {dtype_name(dtype)}, which Keras weight files cannot "
                                "store")
+
+
+def create(path: Path) -> h5py.File:
+    """A new HDF5 file at `path`, to write. An output's unnamed temporary (a
+    `/proc/self/fd/N` path, see fileio.OutputSet) is written through a file object:
+    libhdf5 resolves a file's name to a real path, which an unnamed file has not."""
+    if os.fspath(path).startswith("/proc/self/fd/"):
+        stream = open(path, "w+b")  # noqa: SIM115  (closed with the HDF5 file)
+        handle = h5py.File(stream, "w")
+        handle._ckpt_stream = stream  # (the HDF5 file reads and writes through it)
+        return handle
+    return h5py.File(path, "w")
 
 
 def write_dataset(group: h5py.Group, name: str, array: np.ndarray,

@@ -59,7 +59,7 @@ def parse_config(text: Any) -> dict | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deep for any real config)
         return None
     return value if isinstance(value, dict) else None
 

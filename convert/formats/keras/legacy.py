@@ -44,6 +44,7 @@ from .hdf5 import (
     check_component,
     check_writable,
     child,
+    create,
     dataset_tensor,
     has_attr,
     read_names,
@@ -384,7 +385,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
                             "does; Keras cannot load those from a .h5 (write a .weights.h5)")
     with OutputSet(overwrite, inputs) as out:
         tmp = out.path(path)
-        with h5py.File(tmp, "w") as f:
+        with create(tmp) as f:
             if full:
                 f.attrs["backend"] = backend.encode("utf8")
                 f.attrs["keras_version"] = version.encode("utf8")

@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,13 @@ from ...errors import FormatError, UnsafeInputError, UnsupportedError
 from ...fileio import OutputSet
 from ...graph import Graph, Node
 from ...tensor import Tensor
+from ...zipcheck import lying_sizes, unsafe_name
 from . import layout
 from .hdf5 import (
     Source,
     check_component,
     check_writable,
+    create,
     dataset_tensor,
     members,
     read_text,
@@ -152,7 +154,7 @@ def _load_index(path: Path) -> dict:
         if path.stat().st_size > _MAX_JSON:
             raise FormatError("is too large for a sharded-weights index", path)
         index = json.loads(path.read_text(encoding="utf8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FormatError(f"is not a JSON index of Keras weight shards ({exc})", path) from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
@@ -180,10 +182,24 @@ def looks_like_index(path: Path) -> bool:
         return False
 
 
+def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
+    seen: set[str] = set()
+    for info in archive.infolist():
+        problem = unsafe_name(info.filename) or lying_sizes(
+            info.filename, info.compress_type == zipfile.ZIP_STORED, info.file_size,
+            info.compress_size)
+        if problem is None and info.filename in seen:
+            problem = f"holds member {info.filename} twice"
+        if problem:
+            raise FormatError(problem, path)
+        seen.add(info.filename)
+
+
 def _read_archive(path: Path) -> Graph:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
+            _check_members(archive, path)
             texts = {}
             for member in ("config.json", "metadata.json"):
                 if member in names:
@@ -191,7 +207,8 @@ def _read_archive(path: Path) -> Graph:
                     if info.file_size > _MAX_JSON:
                         raise FormatError(f"member {member} is too large", path)
                     texts[member] = archive.read(member).decode("utf8")
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, EOFError, zlib.error,
+            NotImplementedError) as exc:  # (a member cut short, bad deflate, odd method)
         raise FormatError(f"is not a readable .keras archive ({exc}): the file is damaged or "
                           "truncated", path) from None
     if WEIGHTS_MEMBER not in names:
@@ -348,7 +365,7 @@ def _vars_group(f: h5py.File, group_path: str, name: str | None) -> h5py.Group:
 
 
 def _write_h5(tmp: Path, result: _Plan, progress, report) -> None:
-    with h5py.File(tmp, "w") as f:
+    with create(tmp) as f:
         for group_path, name in result.names.items():
             _vars_group(f, group_path, name)
         for group_path, index, tensor in result.variables:
@@ -376,7 +393,7 @@ def _write_sharded(result: _Plan, path: Path, out: OutputSet, limit: float, prog
     def new_shard() -> h5py.File:
         shard = path.with_name(f"{base}_{len(shards):05}.weights.h5")
         shards.append(shard)
-        return h5py.File(out.path(shard), "w")
+        return create(out.path(shard))
 
     try:
         handle = new_shard()
@@ -429,16 +446,12 @@ def _write_archive(graph: Graph, result: _Plan, path: Path, out: OutputSet, prog
     if graph.root.meta.get("keras_assets"):
         result.notes.append("the source archive's assets/ were not copied")
     archive_tmp = out.path(path)
-    fd, weights_tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5", dir=path.parent)
-    os.close(fd)
-    try:
-        _write_h5(Path(weights_tmp), result, progress, report)
-        with zipfile.ZipFile(archive_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            archive.writestr("metadata.json", metadata)
-            archive.writestr("config.json", config)
-            archive.write(weights_tmp, WEIGHTS_MEMBER)
-    finally:
-        os.unlink(weights_tmp)
+    weights_tmp = out.scratch(path.parent, f"{path.name}.weights.h5")
+    _write_h5(weights_tmp, result, progress, report)
+    with zipfile.ZipFile(archive_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        archive.writestr("metadata.json", metadata)
+        archive.writestr("config.json", config)
+        archive.write(weights_tmp, WEIGHTS_MEMBER)
     return [path]
 
 

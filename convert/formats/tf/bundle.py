@@ -67,6 +67,9 @@ def data_path(prefix: str | os.PathLike, shard: int, num_shards: int) -> Path:
     return Path(f"{os.fspath(prefix)}.data-{shard:05d}-of-{num_shards:05d}")
 
 
+_BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
+
+
 class BundleReader:
     """The entries of one bundle, keyed by their raw key bytes, with readers for values."""
 
@@ -82,6 +85,11 @@ class BundleReader:
                 self.entries[key] = value  # parsed on demand: most are never all needed
         if header is None:
             raise FormatError("checkpoint index has no bundle header", self.index_path)
+        if header.version.min_consumer > _BUNDLE_VERSION or \
+                _BUNDLE_VERSION in header.version.bad_consumers:
+            raise UnsupportedError(f"was written for readers of bundle version "
+                                   f"{header.version.min_consumer} or later (this reads "
+                                   f"{_BUNDLE_VERSION}, as TensorFlow does)", self.index_path)
         if header.endianness != 0:
             raise UnsupportedError("big-endian checkpoints are not supported", self.index_path)
         if not 1 <= header.num_shards <= 100000:
@@ -133,10 +141,23 @@ class BundleReader:
         their shard (a truncated shard is found by listing), are checked here, once."""
         dtype, shape = self.dtype_shape(key)
         entry = self.entry(key)
+        if not entry.slices:  # (when listing: a lying index is found without the data)
+            self._check_entry(key, entry, dtype, shape)
         for part in [slices.slice_key(key, s) for s in entry.slices] or [key]:
             if part in self.entries:  # (a missing slice is reported when read)
                 self._check_extent(part)
         return Tensor(dtype, shape, lambda: self.read(key, dtype, shape), meta)
+
+    def _check_entry(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        """The entry's shard exists and its size is what its dtype and shape need."""
+        name = key.decode("utf-8", "replace")
+        if not 0 <= entry.shard_id < self.num_shards:
+            raise FormatError(f"tensor {name!r} points at shard {entry.shard_id} of "
+                              f"{self.num_shards}", self.index_path)
+        if dtype != STRING and entry.size != math.prod(shape) * dtype.itemsize:
+            raise FormatError(f"tensor {name!r}: index says {entry.size} bytes, "
+                              f"{dtype_name(dtype)}{list(shape)} needs "
+                              f"{math.prod(shape) * dtype.itemsize}", self.index_path)
 
     def _check_extent(self, key: bytes) -> None:
         entry = self.entry(key)
@@ -161,15 +182,9 @@ class BundleReader:
     def _read_stored(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]
                      ) -> np.ndarray:
         name = key.decode("utf-8", "replace")
-        if not 0 <= entry.shard_id < self.num_shards:
-            raise FormatError(f"tensor {name!r} points at shard {entry.shard_id} of "
-                              f"{self.num_shards}", self.index_path)
+        self._check_entry(key, entry, dtype, shape)
         shard = self.shards[entry.shard_id]
         source = self.shard_files[entry.shard_id]
-        if dtype != STRING and entry.size != math.prod(shape) * dtype.itemsize:
-            raise FormatError(f"tensor {name!r}: index says {entry.size} bytes, "
-                              f"{dtype_name(dtype)}{list(shape)} needs "
-                              f"{math.prod(shape) * dtype.itemsize}", self.index_path)
         data = source.read(entry.offset, entry.size, f"tensor {name!r}")
         if dtype == STRING:
             return self._decode_strings(data, shape, entry.crc32c, name, shard)

@@ -51,13 +51,18 @@ def read(path: Path) -> Graph:
     from .legacy import read_legacy
     from .zipreader import read_zip
 
-    if _head(path)[:2] == b"PK":
-        graph = read_zip(path)  # (a damaged archive: read_zip says what is wrong)
-    elif _head(path)[:1] == b"\x80":
-        graph = read_legacy(path)  # checks the magic number through the restricted reader
-    else:
-        raise FormatError("is neither a torch.save zip archive nor a legacy torch.save "
-                          "file", path)
+    try:
+        if _head(path)[:2] == b"PK":
+            graph = read_zip(path)  # (a damaged archive: read_zip says what is wrong)
+        elif _head(path)[:1] == b"\x80":
+            graph = read_legacy(path)  # checks the magic number through the restricted reader
+        else:
+            raise FormatError("is neither a torch.save zip archive nor a legacy torch.save "
+                              "file", path)
+    except FormatError as exc:  # (the unpickler's and the tree's errors name no file)
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.reason, path, exc.keywords) from None
     graph.format, graph.source, graph.files = "torch", str(path), [str(path)]
     return graph
 

@@ -17,6 +17,7 @@ import struct
 from typing import NamedTuple
 
 from ...errors import FormatError
+from ...zipcheck import unsafe_name
 
 _END = struct.Struct("<4sHHHHIIH")  # end of central directory record
 _END64_LOCATOR = struct.Struct("<4sIQI")
@@ -107,9 +108,15 @@ class CentralDirectory:
             name_end = pos + _CENTRAL.size + name_len
             name = data[pos + _CENTRAL.size:name_end]
             try:
-                positions[name.decode("utf-8" if flags & _UTF8_NAME else "cp437")] = pos
+                text = name.decode("utf-8" if flags & _UTF8_NAME else "cp437")
             except UnicodeDecodeError:
                 raise self.error(f"record name {name[:60]!r} is not UTF-8") from None
+            unsafe = unsafe_name(text)
+            if unsafe is not None:
+                raise self.error(unsafe)
+            if text in positions:
+                raise self.error(f"holds record {text!r} twice")
+            positions[text] = pos
             pos = name_end + extra_len + comment_len
             if pos > end:
                 raise self.error("a central directory record runs past the directory")
