@@ -11,40 +11,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import __version__, api, registry
-from .errors import ConvertError
+from . import __version__, api, cli_jobs, registry
+from .cli_common import _FORMAT_NAMES, _human, _shard_size, _user_errors
 
 if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --version`)
     from .graph import Graph, Node
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except BrokenPipeError:  # not the user's error: the reader of our output went away
-        raise
-    except ConvertError as exc:
-        click.echo(f"ckpt: error: {exc.spelled(_FLAGS)}", err=True)
-        sys.exit(2)
-    except OSError as exc:  # unreadable path, full disk, permissions
-        name = f"{exc.filename}: " if exc.filename else ""
-        click.echo(f"ckpt: error: {name}{exc.strerror or exc}", err=True)
-        sys.exit(2)
-
-
-# API keywords an error may name, as this command spells them (default: --name-of-it).
-_FLAGS = {"name_based": "--tf-names", "to": "--to FORMAT", "overwrite": "--overwrite",
-          "max_to_keep": "--max-to-keep", "max_shard_size": "--max-shard-size",
-          "compress": "--compress", "directory": "a DST ending in '/'", "root": "--root PATH"}
 
 
 class _Group(click.Group):
@@ -81,10 +52,6 @@ def main() -> None:
     # tensors). Collect young objects rarely; the imported modules are never scanned.
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
-
-
-# (the registry's table of formats, without importing any format's module)
-_FORMAT_NAMES = ", ".join(registry.formats())
 
 
 @main.command("ls", short_help="List every tensor: key, dtype, shape, size.")
@@ -183,15 +150,6 @@ def _print_tree(graph: Graph) -> None:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) < 80 else text[:77] + "..."
-
-
-def _shard_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from .formats.sharded import parse_size
-
-    try:
-        return None if value is None else parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @main.command("convert")
@@ -338,185 +296,6 @@ def formats_command() -> None:
         click.echo(f"{name:<{name_width}}  rw  {extensions:<{ext_width}}  {description}")
 
 
-@main.command("migrate", short_help="Re-root, pick and graft sub-graphs of a checkpoint.")
-@click.argument("src", type=click.Path())
-@click.argument("dst", type=click.Path())
-@click.option("--under", metavar="EDGE",
-              help="Put the whole under a new root at EDGE: a save_weights file becomes one "
-                   "tf.train.Checkpoint(EDGE=model) restores.")
-@click.option("--root", "root", metavar="PATH",
-              help="Make the object at PATH the root: a tf.train.Checkpoint(model=m) file "
-                   "becomes one model.load_weights restores.")
-@click.option("--pick", "picks", metavar="PATH[=NEWPATH]", multiple=True,
-              help="Keep only these sub-graphs, each at NEWPATH if given (repeatable): "
-                   "--pick model/dense1=zy --pick opt.")
-@click.option("--no-optimizer", is_flag=True, help="Drop optimizer objects and slots.")
-@click.option("--like", metavar="SKELETON",
-              help="Align layers to a fresh model's file first (by kind and order).")
-@click.option("--to", "to_format", metavar="FORMAT",
-              help=f"Output format: {_FORMAT_NAMES} (default: from the DST name, else tf).")
-@click.option("--from", "from_format", metavar="FORMAT",
-              help="Read SRC as this format instead of detecting it.")
-@click.option("--overwrite", is_flag=True, help="Replace DST if it exists (atomically).")
-@click.option("--tf-names", is_flag=True, help="tf: write a name-based checkpoint.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report whole, as JSON.")
-@click.option("--dry-run", is_flag=True, help="Print what would be moved, dropped and "
-                                               "aliased; write nothing.")
-@click.option("--quiet", "-q", is_flag=True, help="No summary.")
-def migrate_command(src: str, dst: str, under: str | None, root: str | None,
-                    picks: tuple[str, ...], no_optimizer: bool, like: str | None,
-                    to_format: str | None, from_format: str | None, overwrite: bool,
-                    tf_names: bool, as_json: bool, dry_run: bool, quiet: bool) -> None:
-    """Rewrite SRC's object graph into DST (a TensorFlow object checkpoint unless DST's
-    name or --to says otherwise); optimizer slots follow their variables."""
-    from pathlib import Path
-    options = {"name_based": True} if tf_names else {}
-    if to_format is None and registry.by_extension(dst) is None and not Path(dst).suffix:
-        to_format = "tf"  # a prefix: a TensorFlow checkpoint, whatever SRC was
-    with _user_errors():
-        report = api.migrate(src, dst, under=under, root=root, pick=picks,
-                             no_optimizer=no_optimizer, to=to_format, from_format=from_format,
-                             like=like, overwrite=overwrite, dry_run=dry_run, **options)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=1))
-    elif dry_run:
-        _print_migration(report)
-    elif not quiet:
-        click.echo(f"{report.source} ({report.source_format}) -> {report.destination} "
-                   f"({report.target_format}): {report.tensors} tensors, "
-                   f"{_human(report.bytes)}; {report.migration['summary']}", err=True)
-        for note in report.notes:
-            click.echo(f"  note: {note}", err=True)
-
-
-def _print_migration(report: api.Report) -> None:
-    """`migrate --dry-run`: every move, drop, alias and addition, then the summary."""
-    done = report.migration or {}
-    for move in done.get("moved", []):
-        click.echo(f"move   {move['from']} -> {move['to']}")
-    for drop in done.get("dropped", []):
-        click.echo(f"drop   {drop['path']}  ({drop['why']})")
-    for alias in done.get("aliased", []):
-        click.echo(f"alias  {alias['path']} = {alias['of']}")
-    for path in done.get("added", []):
-        click.echo(f"add    {path}")
-    click.echo(f"dry run, nothing written: {done.get('summary', '')}", err=True)
-    for note in report.notes:
-        click.echo(f"  note: {note}", err=True)
-
-
-@main.command("diff", short_help="Compare two checkpoints tensor by tensor.")
-@click.argument("a", type=click.Path())
-@click.argument("b", type=click.Path())
-@click.option("--rules", "rules", metavar="NAME|FILE",
-              help="Map A into B's layout with these rules first (B is the skeleton).")
-@click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
-@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Absolute tolerance (default: bit for bit).")
-@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Relative tolerance, of the larger magnitude of the two values.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of every tensor's row.")
-def diff_command(a: str, b: str, rules: str | None, reverse: bool, atol: float, rtol: float,
-                 as_json: bool) -> None:
-    """Compare checkpoints A and B tensor by tensor, through the graph's paths (a TF
-    checkpoint and its safetensors conversion are equal). Prints each tensor that is not
-    identical; exit 0 when all agree within the tolerances, 1 when not, 2 on an error."""
-    from . import compare
-
-    def show(row: compare.DiffRow) -> None:
-        if not as_json and not row.identical:
-            click.echo(row.line())
-
-    with _user_errors():
-        report = compare.diff(a, b, rules=rules, reverse=reverse, atol=atol, rtol=rtol,
-                              on_row=show)
-    if as_json:
-        click.echo(json.dumps([row.to_dict() for row in report.rows], indent=1))
-    else:
-        click.echo(report.summary(), err=True)
-    sys.exit(0 if report.equal else 1)
-
-
-@main.command("batch", short_help="Convert many checkpoints, in parallel, resumably.")
-@click.argument("sources", nargs=-1, type=click.Path())
-@click.option("--out-dir", type=click.Path(), help="Write each SRC here, named from SRC.")
-@click.option("--manifest", type=click.Path(), metavar="FILE.toml",
-              help="Run the [[convert]] tables of this manifest (src, dst, options).")
-@click.option("--to", "to_format", metavar="FORMAT",
-              help=f"Output format: {_FORMAT_NAMES} (with --out-dir, default safetensors).")
-@click.option("--from", "from_format", metavar="FORMAT", help="Read sources as this format.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1),
-              help="Worker processes (default: the cores).")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
-              show_default=True, help="Run in local processes or on a Dask cluster.")
-@click.option("--scheduler", metavar="ADDRESS|local:N",
-              help="dask: the scheduler's address, or local:N for a LocalCluster of N.")
-@click.option("--resume", is_flag=True, help="Skip items whose output is complete already.")
-@click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the items' rows.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no lines per item.")
-@click.option("--rules", "rules", metavar="NAME|FILE", help="Convert through these rules.")
-@click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
-@click.option("--like", metavar="TARGET", help="Give each output TARGET's layout.")
-@click.option("--check", type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
-              help="What must match, with --rules or --like.")
-@click.option("--max-shard-size", callback=_shard_size, help="Split outputs into shards.")
-@click.option("--compress", is_flag=True, help="npz: deflate the members.")
-@click.option("--tf-names", is_flag=True, help="tf: write name-based checkpoints.")
-@click.option("--max-to-keep", type=int, default=None, help="tf: CheckpointManager outputs.")
-def batch_command(sources: tuple[str, ...], out_dir: str | None, manifest: str | None,
-                  to_format: str | None, from_format: str | None, jobs: int | None,
-                  executor: str, scheduler: str | None, resume: bool, overwrite: bool,
-                  as_json: bool, quiet: bool, rules: str | None, reverse: bool,
-                  like: str | None, check: str | None, max_shard_size: int | None,
-                  compress: bool, tf_names: bool, max_to_keep: int | None) -> None:
-    """Convert each SRC into --out-dir, or every item of a --manifest, in worker processes
-    or on a Dask cluster. A failing item does not stop the others; exit 1 if any failed."""
-    import time
-
-    from . import batches
-
-    given = {"to": to_format, "from_format": from_format, "rules": rules, "like": like,
-             "check": check, "max_shard_size": max_shard_size, "max_to_keep": max_to_keep,
-             "reverse": reverse or None, "compress": compress or None,
-             "name_based": tf_names or None, "overwrite": overwrite or None}
-    options = {k: v for k, v in given.items() if v is not None}
-    start = time.perf_counter()
-    with _user_errors():
-        if bool(manifest) == bool(sources):
-            raise batches.BatchError("give sources (with --out-dir) or --manifest FILE.toml")
-        if manifest:
-            items = batches.read_manifest(manifest, options, out_dir)
-        elif out_dir is None:
-            raise batches.BatchError("sources need --out-dir DIR to be written into")
-        else:
-            items = batches.items_for(sources, out_dir, **options)
-        with _batch_progress(quiet, len(items)) as progress:
-            results = batches.batch(items, jobs=jobs, executor=executor, scheduler=scheduler,
-                                    resume=resume, progress=progress, spellings=_FLAGS)
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
-    if not quiet:
-        click.echo(batches.summary(results, time.perf_counter() - start), err=True)
-    sys.exit(1 if any(r.status == "failed" for r in results) else 0)
-
-
-@contextmanager
-def _batch_progress(quiet: bool, total: int) -> Iterator:
-    """One line per item as it ends (on stderr), under one bar on a terminal."""
-    from . import batches
-
-    if quiet:
-        yield None
-        return
-    if not sys.stderr.isatty():
-        yield lambda result: click.echo(batches.line(result), err=True)
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="item", file=sys.stderr, leave=False) as bar:
-        def update(result) -> None:
-            bar.write(batches.line(result), file=sys.stderr)
-            bar.update(1)
-
-        yield update
+# Commands over object graphs, pairs of checkpoints and many files: their own module.
+for _command in (cli_jobs.migrate_command, cli_jobs.diff_command, cli_jobs.batch_command):
+    main.add_command(_command)

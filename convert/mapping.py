@@ -39,9 +39,9 @@ def plan(graph: Graph, dst: str | os.PathLike, *, to: str | None, rules: Any,
 
 
 def _framework(fmt: str | None) -> str | None:
-    from .rules.kinds import _FORMAT_FRAMEWORK
+    from .rules.kinds import framework_of_format
 
-    return _FORMAT_FRAMEWORK.get(fmt or "", fmt)
+    return framework_of_format(fmt) or fmt
 
 
 def _pick(source_format: str | None, target: str) -> rules_pkg.RuleSet:

@@ -140,6 +140,11 @@ def _split_parts(layers: list[Layer], framework: str) -> list[Layer]:
     return out
 
 
+def framework_of_format(fmt: str | None) -> str | None:
+    """The framework whose layer conventions files of format `fmt` follow (None: none)."""
+    return _FORMAT_FRAMEWORK.get(fmt or "")
+
+
 def framework_of(graph: Graph, path: object = None) -> str:
     framework = _FORMAT_FRAMEWORK.get(graph.format or "")
     if framework is None:

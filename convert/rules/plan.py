@@ -222,8 +222,9 @@ def _rule_index(rules: RuleSet, chain: list[Step], layer: Layer) -> int:
 
 
 def _framework(side: str, fmt: str | None) -> str:
-    return side if side in kinds_module.FRAMEWORKS else kinds_module._FORMAT_FRAMEWORK.get(
-        fmt or "", side)
+    if side in kinds_module.FRAMEWORKS:
+        return side
+    return kinds_module.framework_of_format(fmt) or side
 
 
 def _run_pair(pair: Pair, route: dict, chain: list[Step]) -> tuple[dict[str, Tensor], list[str]]:
