@@ -113,13 +113,14 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
     target_format = like.format if like is not None else target_format
     chain = steps(rules, source.format, target_format, reverse)
     report = RulesReport(rules.name, f"{chain[0].src} -> {chain[-1].dst}", check)
-    _name_sources(source)
-    entries = [e for e in source.entries() if e.slot is None]
+    every = source.entries()  # (walked once: a graph may hold 20,000 tensors)
+    _name_sources(every)
+    entries = [e for e in every if e.slot is None]
     skipped = [e for e in entries if any(p.match(e.path) is not None for p in rules.skip)]
     report.skipped = [_source_key(e.tensor) for e in skipped]
-    if source.slots:
-        report.skipped += [_source_key(e.tensor) for e in source.entries() if e.slot is not None]
-    left = {path: e.tensor for e in entries if e not in skipped for path in e.paths}
+    report.skipped += [_source_key(e.tensor) for e in every if e.slot is not None]
+    left_out = {id(e.tensor) for e in skipped}
+    left = {path: e.tensor for e in entries if id(e.tensor) not in left_out for path in e.paths}
     want = _targets(like) if like is not None else None
     produced, used = ({}, set()) if rules.compose else \
         run_tensor_rules(rules, chain[0], left, want)
@@ -139,8 +140,8 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
     return Planned(graph, report, emitted, rules)
 
 
-def _name_sources(source: Graph) -> None:
-    for entry in source.entries():
+def _name_sources(entries: list) -> None:
+    for entry in entries:
         if "key" not in entry.tensor.meta:
             entry.tensor.meta["rule_key"] = "/".join(entry.path)
 
@@ -282,7 +283,8 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
             report.plan.append(_planned(_key(path, target_format), tensor))
         return graph
     fill: dict[int, Tensor] = {}
-    for entry in like.entries():
+    like_entries = like.entries()
+    for entry in like_entries:
         if entry.slot is not None:
             continue
         made = next((produced[p] for p in entry.paths if p in produced), None)
@@ -292,7 +294,7 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
             continue
         fill[id(entry.tensor)] = made
         report.plan.append(_planned(key, made))
-    known = {p for e in like.entries() for p in e.paths}
+    known = {p for e in like_entries for p in e.paths}
     report.unexpected = [_key(p, like.format) for p in produced if p not in known]
     # What the target has no place for (a BertModel has no pre-training heads) is unused.
     report.unused = sorted({*report.unused, *(s for p, t in produced.items() if p not in known
