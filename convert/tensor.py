@@ -85,3 +85,12 @@ def array_from_bytes(data: bytes | bytearray | memoryview, dtype: np.dtype, shap
                           f"{dtype_name(dtype)}{list(shape)}")
     # Every supported host is little-endian, like the files, so this is a view, not a copy.
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def raw_bytes(array: np.ndarray) -> np.ndarray:
+    """The value's bytes as files store them (the inverse of `array_from_bytes`): C order,
+    little-endian, as a flat uint8 array (a view where the array already is so)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.reshape(-1).view(np.uint8)

@@ -5,7 +5,7 @@ Layout: an 8-byte little-endian header length N, N bytes of JSON
 follows, plus an optional `__metadata__` of strings), then the tensors' raw bytes. The
 header is checked before anything is trusted: N at most 100 MB and inside the file, no
 duplicate names, known dtypes, sizes equal to shape x dtype, and offsets that tile the
-data exactly. Keys map to paths by splitting on "." (see torch/keys.py), so
+data exactly. Keys map to paths by splitting on "." (see flatkeys.py), so
 torch -> safetensors -> torch gives back identical keys. Shared tensors are written once
 (safetensors has no aliasing); the report names the aliases folded.
 """
@@ -21,12 +21,11 @@ from typing import Any
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
 from ..fileio import OutputSet, SourceFile, open_output, read_region
+from ..flatkeys import add_flat, join_path
 from ..graph import Entry, Graph
 from ..notes import count, dropped_values, some
 from ..stream import values
-from ..tensor import Tensor, array_from_bytes
-from .torch.keys import add_flat, join_path
-from .torch.storage import raw_bytes
+from ..tensor import Tensor, array_from_bytes, raw_bytes
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -254,7 +253,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           **options: Any) -> None:
     from ..api import Report
-    from .sharded import is_index, write_sharded
+    from ..sharding import is_index, write_sharded
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "safetensors")

@@ -71,7 +71,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           **options: Any) -> None:
     from ...api import Report
-    from ..sharded import is_index, write_sharded
+    from ...sharding import is_index, write_sharded
     from .writer import write_entries, write_graph
 
     if report is None:

@@ -145,11 +145,3 @@ def _to_little_endian(array: np.ndarray) -> np.ndarray:
         return array
     flat = array.reshape(-1).view(f"<u{unit}").byteswap()
     return flat.view(array.dtype).reshape(array.shape)
-
-
-def raw_bytes(array: np.ndarray) -> np.ndarray:
-    """The value's bytes as written to files: C order, little-endian, as a uint8 array."""
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array.reshape(-1).view(np.uint8)

@@ -23,11 +23,10 @@ from typing import Any, NamedTuple
 
 from ...errors import UnsupportedError
 from ...fileio import open_output
+from ...flatkeys import join_path
 from ...graph import Entry, Graph
 from ...stream import values
-from ...tensor import Tensor
-from .keys import join_path
-from .storage import raw_bytes
+from ...tensor import Tensor, raw_bytes
 from .tree import from_graph
 from .unpickler import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
 from .ziparchive import AlignedZipWriter
