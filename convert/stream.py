@@ -4,6 +4,8 @@ File reads, checksums and file writes all release the GIL, so one reader thread 
 tensor ahead of the writer overlaps the two halves of a conversion. At most two large
 tensor values are in memory at once: the one being written and the one read ahead.
 Small tensors are read in place: handing one to a thread costs more than reading it.
+Tensors whose bytes lie unchanged in a file are not read at all (`contents`): the writer
+copies them (rawcopy.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from .tensor import Tensor
+from .tensor import Stored, Tensor
 
 INLINE_BYTES = 1 << 18  # below this a read is cheaper than a thread hand-off
 
@@ -45,3 +47,26 @@ def values(tensors: Iterable[Tensor]) -> Iterator[tuple[Tensor, np.ndarray]]:
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def contents(tensors: Iterable[Tensor]) -> Iterator[tuple[Tensor, Stored | None,
+                                                          np.ndarray | None]]:
+    """Each tensor with where its bytes lie unchanged (`Tensor.stored()`), or else its
+    value (read as `values` reads: large ones one ahead); exactly one is not None."""
+    pending: list[Tensor] = []  # tensors to read, in a run between stored ones
+
+    def flush() -> Iterator[tuple[Tensor, None, np.ndarray]]:
+        for tensor, value in values(pending):
+            yield tensor, None, value
+        pending.clear()
+
+    for tensor in tensors:
+        stored = tensor.stored()
+        if stored is None:
+            pending.append(tensor)
+            continue
+        if pending:
+            yield from flush()
+        yield tensor, stored, None
+    if pending:
+        yield from flush()

@@ -20,12 +20,13 @@ from typing import Any
 
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
-from ..fileio import OutputSet, SourceFile, open_output, read_region
+from ..fileio import OutputSet, SourceFile, read_region
 from ..flatkeys import add_flat, join_path
 from ..graph import Entry, Graph
 from ..notes import count, dropped_values, some
-from ..stream import values
-from ..tensor import Tensor, array_from_bytes, raw_bytes
+from ..rawcopy import Output
+from ..stream import contents
+from ..tensor import Stored, Tensor, array_from_bytes, raw_bytes
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -164,7 +165,7 @@ def read(path: Path) -> Graph:
         dtype = numpy_dtype(info["dtype"])
         shape = tuple(info["shape"])
         begin, end = info["data_offsets"]
-        pairs.append((name, Tensor(dtype, shape, _loader(source, data_start + begin,
+        pairs.append((name, Tensor(dtype, shape, _Region(source, data_start + begin,
                                                          end - begin, dtype, shape, name),
                                    {"key": name})))
     graph = Graph(metadata=dict(metadata), format="safetensors", source=str(path),
@@ -173,12 +174,25 @@ def read(path: Path) -> Graph:
     return graph
 
 
-def _loader(source: SourceFile, offset: int, size: int, dtype: Any, shape: tuple[int, ...],
-            name: str):
-    def load():
-        what = f"tensor {name!r}"
-        return array_from_bytes(source.read(offset, size, what), dtype, shape, what)
-    return load
+class _Region:
+    """A tensor's loader: its bytes at `offset` of the file, which also tell a writer where
+    they lie (`where_stored`). (An object, not a closure: no more per tensor than the closure's
+    cells, and the bytes are described without reading them.)"""
+
+    __slots__ = ("source", "offset", "size", "dtype", "shape", "name")
+
+    def __init__(self, source: SourceFile, offset: int, size: int, dtype: Any,
+                 shape: tuple[int, ...], name: str):
+        self.source, self.offset, self.size = source, offset, size
+        self.dtype, self.shape, self.name = dtype, shape, name
+
+    def __call__(self):
+        what = f"tensor {self.name!r}"
+        return array_from_bytes(self.source.read(self.offset, self.size, what), self.dtype,
+                                self.shape, what)
+
+    def where_stored(self) -> Stored:
+        return Stored(self.source, self.offset, self.size, self.dtype, self.shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -231,10 +245,13 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
                         "data_offsets": span}
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
-    with open_output(path, buffering=1 << 20) as f:
+    with Output(path) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
-        for tensor, array in values(entries[i].tensor for i in order):
-            f.write(raw_bytes(array))
+        for tensor, stored, array in contents(entries[i].tensor for i in order):
+            if stored is not None:  # (unchanged bytes: copied file to file, checked)
+                f.copy(stored)
+            else:
+                f.write(raw_bytes(array))
             del array
             if progress is not None:
                 progress(tensor.nbytes)

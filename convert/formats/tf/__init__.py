@@ -127,8 +127,10 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         writer = BundleWriter(index, data)
         try:
             keys = [key for key, _ in entries]
-            for key, (_, array) in zip(keys, stream.values(t for _, t in entries), strict=True):
-                size = writer.add(key, array)
+            for key, (_, stored, array) in zip(keys, stream.contents(t for _, t in entries),
+                                               strict=True):
+                size = writer.add(key, array) if stored is None else writer.add_stored(key,
+                                                                                      stored)
                 del array
                 if progress:
                     progress(size)

@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 from ...checksums import crc32
 from ...errors import ChecksumError, FormatError
 from ...fileio import SourceFile
-from ...tensor import Tensor
+from ...tensor import Check, Stored, Tensor
 from .unpickler import StorageRef, TensorRef, view_extent
 
 # An expanded view (stride 0) may claim more elements than its storage holds, as torch
@@ -43,6 +43,26 @@ class Record:
     def fetch(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         """`size` bytes from byte `start` of the storage, as they are in the file."""
         return self.source.read(self.offset + start, size, what)
+
+    def data_offset(self, what: str) -> int:
+        """Where the storage's bytes start in the file."""
+        return self.offset
+
+    def stored(self, start: int, size: int, dtype: np.dtype, shape: tuple[int, ...],
+               what: str) -> Stored | None:
+        """Where `size` bytes from byte `start` of the storage lie in the file, with the
+        record's CRC-32 when they are the whole record; None for records that are not
+        stored as they are used (compressed, big-endian)."""
+        if self.read_whole is not None or self.big_endian:
+            return None
+        if start < 0 or start + size > self.nbytes:
+            raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
+        offset = self.data_offset(what)
+        check = None
+        if self.crc is not None and size == self.nbytes:
+            check = Check("crc32", offset, size, self.crc, f"storage {self.name} does not "
+                          "match its CRC-32 (the file is corrupted)", self.path)
+        return Stored(self.source, offset + start, size, dtype, shape, check)
 
     def read(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         if start < 0 or start + size > self.nbytes:
@@ -128,6 +148,15 @@ class _View:
                               writeable=False)
             array = np.ascontiguousarray(view).view(dtype)
         return _to_little_endian(array) if self.record.big_endian else array
+
+
+    def where_stored(self) -> Stored | None:
+        """Where the view's bytes lie, when they are the tensor's as stored (contiguous,
+        little-endian)."""
+        if math.prod(self.shape) == 0 or not _is_contiguous(self.shape, self.stride):
+            return None
+        return self.record.stored(self.start, self.span, self.dtype, self.shape,
+                                  f"tensor {self.key!r}")
 
 
 def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:

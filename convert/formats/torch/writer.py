@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ...errors import UnsupportedError
-from ...fileio import open_output
 from ...flatkeys import join_path
 from ...graph import Entry, Graph
-from ...stream import values
+from ...rawcopy import Output
+from ...stream import contents
 from ...tensor import Tensor, raw_bytes
 from .tree import from_graph
 from .unpickler import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
@@ -381,7 +381,7 @@ def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], Non
     """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
     pickler = _Pickler()
     pickled = pickler.dump(obj)
-    with open_output(path, buffering=1 << 20) as stream:
+    with Output(path) as stream:
         archive = AlignedZipWriter(stream)
         archive.add(f"{name}/data.pkl", pickled)
         archive.add(f"{name}/.format_version", b"1")
@@ -389,10 +389,12 @@ def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], Non
         archive.add(f"{name}/byteorder", b"little")
         keys = [key for key, _ in pickler.storages]
         tensors = (tensor for _, tensor in pickler.storages)
-        for key, (tensor, array) in zip(keys, values(tensors), strict=True):
-            data = raw_bytes(array)
-            archive.add(f"{name}/data/{key}", data)
-            del data, array
+        for key, (tensor, stored, array) in zip(keys, contents(tensors), strict=True):
+            if stored is not None:  # (unchanged bytes: copied file to file, checked)
+                archive.add_stored(f"{name}/data/{key}", stored)
+            else:
+                archive.add(f"{name}/data/{key}", raw_bytes(array))
+            del array
             if progress is not None:
                 progress(tensor.nbytes)
             if report is not None:
