@@ -114,10 +114,13 @@ class Output:
         if self._fill + size > BUFFER:
             self.flush()
         place = self._view[self._fill:self._fill + size]
-        _pread_into(stored, place, start, what)
+        if stored.data is not None and len(stored.data) == size:  # (read with a header)
+            place[:] = memoryview(stored.data).cast("B")
+        elif os.preadv(stored.source.fileno(), [place], start) != size:  # (one, nearly always)
+            _pread_into(stored, place, start, what)
         check = stored.check
         if check is not None and _CHECKSUMS[check.kind](place) != check.value:
-            raise ChecksumError(check.message, check.path)
+            raise ChecksumError(check.message(), check.path)
         lead = stored.offset - start
         data = place[lead:lead + stored.nbytes]
         result = _wanted(want, check, data, lead == 0 and size == stored.nbytes)
@@ -178,7 +181,7 @@ class Output:
                     result = make(chunk[lo - position:hi - position], result)
             position += n
         if check is not None and value != check.value:
-            raise ChecksumError(check.message, check.path)
+            raise ChecksumError(check.message(), check.path)
         if make is None:
             return check.value if (want is None and whole and check is not None) else None
         return result
@@ -206,7 +209,7 @@ class Output:
                 self._write_all(part)
             position += n
         if check is not None and value != check.value:
-            raise ChecksumError(check.message, check.path)
+            raise ChecksumError(check.message(), check.path)
         return result if make is not None else None
 
 

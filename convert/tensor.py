@@ -38,8 +38,12 @@ class Check(NamedTuple):
     offset: int
     nbytes: int
     value: int  # (unmasked)
-    message: str  # the ChecksumError's reason when it does not match
+    reason: str  # the ChecksumError's reason when it does not match, with {} for `subject`
+    subject: str  # (formatted in only then: made for every tensor, used almost never)
     path: str
+
+    def message(self) -> str:
+        return self.reason.format(self.subject)
 
 
 class Stored(NamedTuple):
@@ -52,6 +56,7 @@ class Stored(NamedTuple):
     dtype: np.dtype
     shape: tuple[int, ...]
     check: Check | None = None
+    data: Any = None  # the bytes themselves, when the reader read them anyway (a buffer)
 
 
 class Tensor:

@@ -240,7 +240,7 @@ class _Member:
         if self._source is None:
             self._source = SourceFile(self.path)
         check = Check("crc32", start, info.file_size, info.CRC,
-                      f"member {info.filename!r}: CRC-32 does not match its bytes",
+                      "member {!r}: CRC-32 does not match its bytes", info.filename,
                       str(self.path))
         return Stored(self._source, start + self.header, math.prod(self.shape)
                       * stored.itemsize, self.dtype, self.shape, check)

@@ -78,11 +78,11 @@ def sniff(path: Path) -> bool:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"header names {key!r} twice")
-        result[key] = value
+    result = dict(pairs)  # (in C: this runs for every tensor's own object too)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise FormatError(f"header names {key!r} twice")
     return result
 
 
@@ -219,35 +219,41 @@ def _code(dtype: Any) -> str | None:
 def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
                   metadata: dict[str, str] | None = None) -> list[str]:
     """Write one safetensors file of `entries` (each once, under its first path)."""
-    names, folded, slots = [], [], 0
-    for entry in entries:
-        name = join_path(entry.path)
-        names.append(name)
-        folded.extend(f"{join_path(p)} -> {name}" for p in entry.paths[1:])
-        slots += entry.slot is not None
-        if _code(entry.tensor.dtype) is None:
-            raise UnsupportedError(f"tensor {name!r} is {dtype_name(entry.tensor.dtype)}, "
+    # (every loop here runs once per tensor: kept to plain list and dict work, each
+    # dtype's code looked up once)
+    tensors = [entry.tensor for entry in entries]
+    names = [".".join(entry.paths[0]) for entry in entries]
+    folded = [f"{join_path(p)} -> {name}" for entry, name in zip(entries, names, strict=True)
+              if len(entry.paths) > 1 for p in entry.paths[1:]]
+    slots = sum(entry.slot is not None for entry in entries)
+    codes: dict[Any, str | None] = {}
+    for tensor, name in zip(tensors, names, strict=True):
+        if tensor.dtype not in codes:
+            codes[tensor.dtype] = _code(tensor.dtype)
+        if codes[tensor.dtype] is None:
+            raise UnsupportedError(f"tensor {name!r} is {dtype_name(tensor.dtype)}, "
                                    "which safetensors cannot store")
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise UnsupportedError(f"two tensors would both be written as {duplicate!r}")
     # Data in falling item size, so every tensor is aligned to its own item size.
-    order = sorted(range(len(entries)), key=lambda i: -entries[i].tensor.dtype.itemsize)
+    sizes = [tensor.dtype.itemsize for tensor in tensors]
+    order = sorted(range(len(entries)), key=lambda i: -sizes[i])
     offsets: list[list[int]] = [[]] * len(entries)
     position = 0
     for i in order:
-        end = position + entries[i].tensor.nbytes
+        end = position + tensors[i].nbytes
         offsets[i] = [position, end]
         position = end
     header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
-    for name, entry, span in zip(names, entries, offsets, strict=True):
-        header[name] = {"dtype": _code(entry.tensor.dtype), "shape": list(entry.tensor.shape),
+    for name, tensor, span in zip(names, tensors, offsets, strict=True):
+        header[name] = {"dtype": codes[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": span}
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
     with Output(path) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
-        for tensor, stored, array in contents(entries[i].tensor for i in order):
+        for tensor, stored, array in contents([tensors[i] for i in order]):
             if stored is not None:  # (unchanged bytes: copied file to file, checked)
                 f.copy(stored)
             else:

@@ -69,6 +69,7 @@ def data_path(prefix: str | os.PathLike, shard: int, num_shards: int) -> Path:
 
 
 _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
+_CORRUPTED = "checksum does not match for tensor {!r}: the data shard is corrupted"
 
 
 class BundleReader:
@@ -98,6 +99,7 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.shards = [data_path(self.prefix, i, self.num_shards) for i in range(self.num_shards)]
         self.shard_files = [SourceFile(shard) for shard in self.shards]
+        self.shard_names = [str(shard) for shard in self.shards]
         for shard in self.shards:
             if not shard.is_file():
                 raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
@@ -155,13 +157,11 @@ class BundleReader:
         entry = self.entry(key)
         if entry.slices or dtype == STRING:
             return None
-        self._check_entry(key, entry, dtype, shape)
-        name = key.decode("utf-8", "replace")
-        check = Check("crc32c", entry.offset, entry.size, unmask(entry.crc32c),
-                      f"checksum does not match for tensor {name!r}: the data shard is "
-                      "corrupted", str(self.shards[entry.shard_id]))
-        return Stored(self.shard_files[entry.shard_id], entry.offset, entry.size, dtype,
-                      shape, check)
+        # (`tensor` checked the entry against its dtype and shape, and its shard)
+        offset, size, shard = entry.offset, entry.size, entry.shard_id
+        check = Check("crc32c", offset, size, unmask(entry.crc32c), _CORRUPTED,
+                      key.decode("utf-8", "replace"), self.shard_names[shard])
+        return Stored(self.shard_files[shard], offset, size, dtype, shape, check)
 
     def _check_entry(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]) -> None:
         """The entry's shard exists and its size is what its dtype and shape need."""

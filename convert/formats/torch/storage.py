@@ -23,6 +23,7 @@ from .unpickler import StorageRef, TensorRef, view_extent
 # An expanded view (stride 0) may claim more elements than its storage holds, as torch
 # allows; beyond this many bytes such a claim is treated as a lie rather than allocated.
 MAX_EXPANSION_BYTES = 64 << 20
+_READ_WITH_HEADER = 4096  # a record's bytes up to this size are read with its local header
 
 
 class Record:
@@ -57,12 +58,15 @@ class Record:
             return None
         if start < 0 or start + size > self.nbytes:
             raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
+        data = None
+        if self.offset < 0 and size <= _READ_WITH_HEADER:  # (a small storage's first read
+            data = self.fetch(start, size, what)          # brings its bytes with the header)
         offset = self.data_offset(what)
         check = None
         if self.crc is not None and size == self.nbytes:
-            check = Check("crc32", offset, size, self.crc, f"storage {self.name} does not "
-                          "match its CRC-32 (the file is corrupted)", self.path)
-        return Stored(self.source, offset + start, size, dtype, shape, check)
+            check = Check("crc32", offset, size, self.crc, "storage {} does not match its "
+                          "CRC-32 (the file is corrupted)", self.name, self.path)
+        return Stored(self.source, offset + start, size, dtype, shape, check, data)
 
     def read(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         if start < 0 or start + size > self.nbytes:
