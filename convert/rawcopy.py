@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .checksums import crc32, crc32c
 from .errors import ChecksumError, FormatError
-from .fileio import open_output
+from .outputs import open_output
 from .tensor import Stored
 
 BUFFER = 1 << 20  # the output buffer, and the chunk of a checksum pass

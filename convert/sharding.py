@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .fileio import OutputSet
 from .flatkeys import join_path
 from .graph import Entry, Graph
 from .notes import count, size, some
+from .outputs import OutputSet
 
 INDEX_SUFFIX = ".index.json"
 DEFAULT_SHARD_SIZE = 5 * 10**9  # transformers' historical default, "5GB"

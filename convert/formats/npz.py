@@ -33,9 +33,10 @@ from numpy.lib import format as npy
 from ..checksums import crc32
 from ..dtypes import EXTRA_NAMES, STRING, from_name
 from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
-from ..fileio import OutputSet, SourceFile, read_region
+from ..fileio import SourceFile, read_region
 from ..graph import Graph, Node
 from ..notes import count, dropped_values, non_tensor_values, some
+from ..outputs import OutputSet
 from ..tensor import Check, Stored, Tensor, array_from_bytes
 from ..zipcheck import lying_sizes, unsafe_name
 

@@ -20,10 +20,11 @@ from typing import Any
 
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
-from ..fileio import OutputSet, SourceFile, read_region
+from ..fileio import SourceFile, read_region
 from ..flatkeys import add_flat, join_path
 from ..graph import Entry, Graph
 from ..notes import count, dropped_values, some
+from ..outputs import OutputSet
 from ..rawcopy import Output
 from ..stream import contents
 from ..tensor import Stored, Tensor, array_from_bytes, raw_bytes

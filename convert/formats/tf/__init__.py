@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ... import stream
 from ...errors import ConvertError, FormatError, UnsupportedError
-from ...fileio import OutputSet
 from ...graph import VARIABLE_NAME, Graph, Node
 from ...notes import dropped_values, non_tensor_values
+from ...outputs import OutputSet
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 

@@ -18,7 +18,8 @@ import numpy as np
 from ...checksums import crc32c
 from ...dtypes import STRING, dtype_name, from_name, is_extra
 from ...errors import ChecksumError, FormatError, UnsupportedError
-from ...fileio import SourceFile, open_output
+from ...fileio import SourceFile
+from ...outputs import open_output
 from ...rawcopy import Output
 from ...tensor import Check, Stored, Tensor, array_from_bytes
 from . import protos, slices

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import FormatError
-from ...fileio import OutputSet
 from ...graph import Graph
+from ...outputs import OutputSet
 
 # The reader and writer modules are imported where used: safetensors imports this
 # package for its key rules only.
