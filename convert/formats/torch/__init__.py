@@ -6,7 +6,8 @@
   imported or called; see its docstring);
 - tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);
 - storage.py: tensors as strided views of storage bytes;
-- writer.py / ziparchive.py: torch-compatible zip output.
+- writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch
+  pickles it; records laid out as torch lays them out).
 """
 
 from __future__ import annotations
