@@ -14,10 +14,10 @@ refuses a variable count that does not match).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from ...keras_names import snake_case
 from ...tensor import Tensor
 
 
@@ -62,13 +62,6 @@ def parse_config(text: Any) -> dict | None:
     except (ValueError, RecursionError):  # (nested too deep for any real config)
         return None
     return value if isinstance(value, dict) else None
-
-
-def snake_case(name: str) -> str:
-    """Keras 3's object-path name for a class (`MultiHeadAttention` → `multi_head_attention`)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def class_name(cfg: dict) -> str:
