@@ -25,6 +25,10 @@ class Unmappable(Exception):
     """The config does not say enough to move weights between the two layouts."""
 
 
+# Names in the files themselves, which a format's reader and writer both use.
+WEIGHTS_MEMBER = "model.weights.h5"  # a .keras archive's weights file
+TOP_LEVEL = "top_level_model_weights"  # a Keras 2 .h5's group of a model's own weights
+
 RNN_CELLS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell"}
 MHA_PARTS = ("query_dense", "key_dense", "value_dense", "output_dense")
 MODEL_CLASSES = ("Functional", "Sequential", "Model")

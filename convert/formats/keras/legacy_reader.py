@@ -36,8 +36,8 @@ from ...tensor import Tensor
 from . import layout
 from .hdf5_files import Source
 from .hdf5_reader import child, dataset_tensor, has_attr, read_names, read_text
+from .layout import TOP_LEVEL
 
-TOP_LEVEL = "top_level_model_weights"
 OPTIMIZER = "optimizer"
 
 

@@ -24,7 +24,7 @@ from ...notes import dropped_values, non_tensor_values
 from ...tensor import Tensor
 from . import tfgraph
 from .hdf5_writer import check_component, check_writable, create, write_dataset, write_names
-from .legacy_reader import TOP_LEVEL
+from .layout import TOP_LEVEL
 
 DEFAULT_KERAS_VERSION = "2.15.0"  # any version but "1": without one Keras assumes Keras 1
 

@@ -45,8 +45,8 @@ from ...zipcheck import lying_sizes, unsafe_name
 from . import layout
 from .hdf5_files import Source, zip_member_source
 from .hdf5_reader import dataset_tensor, members, read_text
+from .layout import WEIGHTS_MEMBER
 
-WEIGHTS_MEMBER = "model.weights.h5"
 _MAX_JSON = 64 << 20
 _SHARD_NAME = re.compile(r"[^/\\]+\.h5")
 

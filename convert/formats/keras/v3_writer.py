@@ -23,7 +23,7 @@ from ...fileio import OutputSet
 from ...graph import Graph
 from ...tensor import Tensor
 from .hdf5_writer import check_component, check_writable, create, write_dataset
-from .v3_reader import WEIGHTS_MEMBER
+from .layout import WEIGHTS_MEMBER
 
 KERAS_SHARD_SIZE = 5 * 1024**3  # ShardedH5IOStore's default, 5 GiB
 
