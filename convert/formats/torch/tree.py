@@ -18,7 +18,7 @@ from ...graph import Graph, Node
 from ...notes import count, dropped_values
 from ...tensor import Tensor
 from .keys import add_keyed, join_path
-from .unpickler import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
+from .records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
 
 CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
 KEYS = "torch.keys"  # original keys, in order (ints stay ints)

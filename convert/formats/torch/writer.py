@@ -27,9 +27,9 @@ from ...graph import Entry, Graph
 from ...stream import values
 from ...tensor import Tensor
 from .keys import join_path
+from .records import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
 from .storage import raw_bytes
 from .tree import from_graph
-from .unpickler import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
 from .ziparchive import AlignedZipWriter
 
 # numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
