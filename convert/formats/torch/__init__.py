@@ -3,7 +3,9 @@
 - zipreader.py / legacy.py: the two container forms, read lazily (centraldir.py: the zip
   central directory, from one read);
 - unpickler.py: the restricted pickle machine both use (nothing outside an allowlist is
-  imported or called; see its docstring);
+  imported or called; see its docstring), with records.py (what it builds), allowlist.py
+  (what a file may name), opcodes.py (one checked function per opcode), tensorrun.py (the
+  per-tensor fast path);
 - tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);
 - storage.py: tensors as strided views of storage bytes;
 - writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch

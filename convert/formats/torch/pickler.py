@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from ...errors import UnsupportedError
 from ...tensor import Tensor
-from .unpickler import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
+from .records import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
 
 # numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
 _STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items()

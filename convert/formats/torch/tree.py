@@ -18,7 +18,7 @@ from ...flatkeys import add_keyed, join_path
 from ...graph import Graph, Node
 from ...notes import count, dropped_values
 from ...tensor import Tensor
-from .unpickler import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
+from .records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
 
 CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
 KEYS = "torch.keys"  # original keys, in order (ints stay ints)

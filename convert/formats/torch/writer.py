@@ -19,8 +19,8 @@ from ...rawcopy import Output
 from ...stream import contents
 from ...tensor import raw_bytes
 from .pickler import Pickler
+from .records import PickledOrderedDict
 from .tree import from_graph
-from .unpickler import PickledOrderedDict
 from .ziparchive import AlignedZipWriter
 
 
