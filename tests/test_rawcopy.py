@@ -20,7 +20,9 @@ from convert.tensor import Tensor
 from tests.conftest import listing
 
 BIG = (300, 1000)  # 1.2 MB: above rawcopy.KERNEL_FROM, copied in the kernel by default
-TARGETS = {"safetensors": "out.safetensors", "torch": "out.pt", "tf": "out", "npz": "out.npz"}
+TARGETS = {"safetensors": "out.safetensors", "torch": "out.pt", "tf": "out", "npz": "out.npz",
+           "flax": "out.msgpack"}
+FROM_ARRAYS = ("npz", "flax")  # writers that write arrays (zipfile, msgpack): no kernel copy
 
 
 def _values() -> dict[str, np.ndarray]:
@@ -49,8 +51,12 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()},
                                 base / "model.safetensors")
     np.savez(base / "model.npz", **values)
+    from flax.serialization import msgpack_serialize
+
+    (base / "model.msgpack").write_bytes(msgpack_serialize(dict(values)))
     return {"tf": Path(tf_prefix), "torch": base / "model.pt",
-            "safetensors": base / "model.safetensors", "npz": base / "model.npz"}
+            "safetensors": base / "model.safetensors", "npz": base / "model.npz",
+            "flax": base / "model.msgpack"}
 
 
 def _output_files(directory: Path) -> dict[str, bytes]:
@@ -83,7 +89,7 @@ def _convert(source: Path, target: str, directory: Path, monkeypatch, mode: str
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-@pytest.mark.parametrize("source", ["tf", "torch", "safetensors", "npz"])
+@pytest.mark.parametrize("source", ["tf", "torch", "safetensors", "npz", "flax"])
 def test_the_kernel_copy_the_fallback_and_reading_write_the_same_bytes(
         sources, source, target, tmp_path, monkeypatch):
     outputs = {}
@@ -92,7 +98,7 @@ def test_the_kernel_copy_the_fallback_and_reading_write_the_same_bytes(
                                                 monkeypatch, mode)
         if mode in ("buffered", "read"):
             assert kernel_copies == 0
-        elif target != "npz":  # (npz is written through zipfile: from the arrays)
+        elif target not in FROM_ARRAYS:
             assert kernel_copies > 0, mode
     assert outputs["default"] == outputs["read"]
     assert outputs["kernel"] == outputs["read"]
@@ -121,6 +127,11 @@ def _assert_frameworks_load(path: Path, target: str) -> None:
         reader = tf.train.load_checkpoint(str(path))
         loaded = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
                   if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    elif target == "flax":
+        from flax.serialization import msgpack_restore
+        from flax.traverse_util import flatten_dict
+
+        loaded = list(flatten_dict(msgpack_restore(path.read_bytes())).values())
     else:
         with np.load(path) as archive:
             loaded = [archive[k] for k in archive.files]
