@@ -53,7 +53,8 @@ class Output:
 
     # -- own bytes -----------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        data = memoryview(data).cast("B")
+        if type(data) is not bytes:  # (headers are bytes: written as they are, per tensor)
+            data = memoryview(data).cast("B")
         n = len(data)
         if self._fill + n > BUFFER:
             self.flush()
@@ -69,7 +70,8 @@ class Output:
             self._write_all(self._view[:self._fill])
             self._fill = 0
 
-    def _write_all(self, data: memoryview) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
+        data = memoryview(data)
         while data:
             data = data[os.write(self.fd, data):]
 
@@ -115,7 +117,7 @@ class Output:
             self.flush()
         place = self._view[self._fill:self._fill + size]
         if stored.data is not None and len(stored.data) == size:  # (read with a header)
-            place[:] = memoryview(stored.data).cast("B")
+            place[:] = stored.data
         elif os.preadv(stored.source.fileno(), [place], start) != size:  # (one, nearly always)
             _pread_into(stored, place, start, what)
         check = stored.check
