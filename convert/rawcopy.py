@@ -34,7 +34,24 @@ _CHECKSUMS = {"crc32": crc32, "crc32c": crc32c}
 # errnos by which a filesystem (or a kernel) refuses an in-kernel copy: fall back
 _REFUSED = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF,
             errno.ETXTBSY, errno.EPERM, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
-_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-check")
+_POOL: ThreadPoolExecutor | None = None  # the checksum passes' thread, made when first used
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-check")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it makes a pool of its own."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 class Output:
@@ -101,7 +118,7 @@ class Output:
         copied = False
         result: int | None = None
         if self._kernel:
-            pending = _POOL.submit(self._checksums, stored, start, size, want, what)
+            pending = _pool().submit(self._checksums, stored, start, size, want, what)
             try:
                 copied = self._copy_in_kernel(stored, what)
             finally:
