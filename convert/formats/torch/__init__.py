@@ -48,7 +48,9 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Graph:
+    from ...tfnames import NAMES_KEY, parse_names, restore_names
     from .legacy import read_legacy
+    from .tree import ATTRIBUTES
     from .zipreader import read_zip
 
     try:
@@ -64,6 +66,9 @@ def read(path: Path) -> Graph:
             raise
         raise type(exc)(exc.reason, path, exc.keywords) from None
     graph.format, graph.source, graph.files = "torch", str(path), [str(path)]
+    names = parse_names(graph.root.meta.get(ATTRIBUTES, {}).get(NAMES_KEY))
+    if names is not None:  # (kept there, so that torch to torch keeps it too)
+        restore_names(graph, names, ".")
     return graph
 
 
