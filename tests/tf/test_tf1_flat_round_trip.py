@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import convert
 from tests.tf.conftest import tf
 
 
@@ -47,7 +48,8 @@ def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-@pytest.mark.parametrize("flat", ["model.safetensors", "model.pt", "sharded.safetensors"])
+@pytest.mark.parametrize("flat", ["model.safetensors", "model.pt", "sharded.safetensors",
+                                  "sharded.pt"])
 def test_tf1_through_flat_format_comes_back_identical(tf1_adam, flat, tmp_path, ckpt):
     mid = tmp_path / flat
     more = ["--max-shard-size", "40B"] if flat.startswith("sharded") else []
@@ -88,7 +90,6 @@ def test_flat_to_flat_keeps_the_names(tf1_adam, tmp_path, ckpt):
 def test_a_foreign_value_under_the_key_stays_a_value(tmp_path):
     """A safetensors file from elsewhere whose metadata uses the key for something else is
     read as it is: a string value, no TF1 names."""
-    import convert
     from safetensors.numpy import save_file
 
     save_file({"a.b": np.ones(2, np.float32)}, tmp_path / "x.safetensors",

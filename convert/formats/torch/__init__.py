@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,19 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           **options: Any) -> None:
     from ...api import Report
+    from ...tfnames import NAMES_KEY, names_to_keep
     from ..sharded import is_index, write_sharded
+    from .keys import join_path
     from .writer import write_entries, write_graph
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")
-    if (max_shard_size is not None or is_index(path)) and write_sharded(
-            graph, path, write_entries, max_shard_size=max_shard_size, overwrite=overwrite,
+    sharded = max_shard_size is not None or is_index(path)
+    names = names_to_keep(graph, None, ".", join_path) if sharded else None
+    shard = write_entries if names is None else partial(write_entries,
+                                                        attributes={NAMES_KEY: names})
+    if sharded and write_sharded(
+            graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):
         return
     with OutputSet(overwrite, inputs) as out:
