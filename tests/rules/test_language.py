@@ -171,6 +171,9 @@ def test_only_what_went_through_a_sum_is_inexact():
 def _first_side_shapes(kind: str, var: str, n: int, d: int, k: int) -> tuple[int, ...]:
     """A plausible shape of `var` of `kind` on a rule file's first side (Keras or Flax)."""
     name = var.rsplit("/", 1)[-1]
+    if kind in ("lstm", "gru") and var.startswith("params/"):  # Flax: a Dense per gate
+        hidden = var.startswith("params/h")
+        return ((d if hidden else n), d) if name == "kernel" else (d,)
     table = {
         "dense": {"kernel": (n, d), "bias": (d,)},
         "flatten_dense": {"kernel": (2 * 3 * n, d), "bias": (d,)},
