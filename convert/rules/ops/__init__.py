@@ -104,14 +104,6 @@ class Chain:
     def exact(self) -> bool:
         return all(op.exact for op in self.ops)
 
-    def lossless(self, specs: list[Spec]) -> bool:
-        """Whether the inverse gives inputs of `specs` back bit for bit."""
-        for op in self.ops:
-            if not op.lossless(specs):
-                return False
-            specs = op.specs(specs)
-        return True
-
     def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
         """Per output, whether it went through an op without an exact inverse (or came
         from an input that did, as `tainted` says of each input)."""
