@@ -22,6 +22,7 @@ from ..graph import Graph
 from ..sharding import DEFAULT_SHARD_SIZE, INDEX_SUFFIX, is_index
 from ..sharding import parse_size as parse_size  # (the CLI's option parsing names it here)
 from ..tensor import Tensor
+from ..tfnames import LAYOUT
 
 MAX_INDEX_BYTES = 100 << 20
 
@@ -72,6 +73,8 @@ def read(path: Path) -> Graph:
         graph.files.append(str(shard_path))
         for key, value in shard_graph.metadata.items():
             graph.metadata.setdefault(key, value)
+        if shard_graph.root.meta.get(LAYOUT) == "names":  # shards of a TF1 checkpoint
+            graph.root.meta[LAYOUT] = "names"
         for entry in shard_graph.entries():
             for p in entry.paths:
                 key = join_path(p)

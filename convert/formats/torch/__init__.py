@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Graph:
+    from ...tfnames import NAMES_KEY, parse_names, restore_names
     from .legacy import read_legacy
+    from .tree import ATTRIBUTES
     from .zipreader import read_zip
 
     try:
@@ -67,6 +70,9 @@ def read(path: Path) -> Graph:
             raise
         raise type(exc)(exc.reason, path, exc.keywords) from None
     graph.format, graph.source, graph.files = "torch", str(path), [str(path)]
+    names = parse_names(graph.root.meta.get(ATTRIBUTES, {}).get(NAMES_KEY))
+    if names is not None:  # (kept there, so that torch to torch keeps it too)
+        restore_names(graph, names, ".")
     return graph
 
 
@@ -74,13 +80,19 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           **options: Any) -> None:
     from ...api import Report
+    from ...flatkeys import join_path
     from ...sharding import is_index, write_sharded
+    from ...tfnames import NAMES_KEY, names_to_keep
     from .writer import write_entries, write_graph
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")
-    if (max_shard_size is not None or is_index(path)) and write_sharded(
-            graph, path, write_entries, max_shard_size=max_shard_size, overwrite=overwrite,
+    sharded = max_shard_size is not None or is_index(path)
+    names = names_to_keep(graph, None, ".", join_path) if sharded else None
+    shard = write_entries if names is None else partial(write_entries,
+                                                        attributes={NAMES_KEY: names})
+    if sharded and write_sharded(
+            graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):
         return
     with OutputSet(overwrite, inputs) as out:

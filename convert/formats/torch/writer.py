@@ -71,9 +71,12 @@ def write_graph(graph: Graph, tmp: Path, destination: Path,
 
 
 def write_entries(entries: list[Entry], tmp: Path, destination: Path,
-                  progress: Callable[[int], None] | None, report: Any) -> list[str]:
-    """One shard: a flat state dict of these entries (every path); returns its keys."""
+                  progress: Callable[[int], None] | None, report: Any,
+                  attributes: dict[str, Any] | None = None) -> list[str]:
+    """One shard: a flat state dict of these entries (every path), with `attributes` on
+    the OrderedDict (a TF1 checkpoint's names); returns its keys."""
     state = PickledOrderedDict()
+    state.attributes.update(attributes or {})
     for entry in entries:
         for p in entry.paths:
             state[join_path(p)] = entry.tensor
