@@ -72,9 +72,34 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     ops = "; ".join([*done, chain.describe()])
     exact = chain.lossless([(t.dtype, t.shape) for t in inputs]) and all(
         t.meta.get("rule_exact", True) for t in inputs)
-    return [Tensor(dtype, shape, _Output(computation, i),
+    made = [Tensor(dtype, shape, _Output(computation, i),
                    {"rule_sources": sources, "rule_ops": ops, "rule_exact": exact})
             for i, (dtype, shape) in enumerate(specs)]
+    axes = _permutation(chain)
+    if axes is not None and len(inputs) == 1 and len(made) == 1:
+        source = inputs[0]
+        if VIEW_OF in source.meta:  # a permutation of a permutation: of the first source
+            source, first = source.meta[VIEW_OF]
+            axes = tuple(first[a] for a in axes)
+        made[0].meta[VIEW_OF] = (source, axes)
+    return made
+
+
+# `meta[VIEW_OF] = (source, axes)`: the tensor is `source` with its axes permuted, the
+# value `np.transpose(source.read(), axes)`. A writer that can store a strided view (torch's
+# `--strided`) writes the source's bytes as they are instead of computing the value.
+VIEW_OF = "view_of"
+
+
+def _permutation(chain: Chain) -> tuple[int, ...] | None:
+    """The axes of the one permutation that `chain` is, if it is nothing else."""
+    axes: tuple[int, ...] | None = None
+    for op in chain.ops:
+        if op.name != "transpose":
+            return None
+        step = tuple(op.axes)
+        axes = step if axes is None else tuple(axes[a] for a in step)
+    return axes
 
 
 def sources_of(tensor: Tensor) -> list[str]:
