@@ -69,7 +69,10 @@ def read(path: Path) -> Graph:
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
-          **options: Any) -> None:
+          strided: bool = False, **options: Any) -> None:
+    """`strided`: permuted tensors as strided views of their sources' bytes (writer.py)."""
+    import functools
+
     from ...api import Report
     from ..sharded import is_index, write_sharded
     from .writer import write_entries, write_graph
@@ -77,9 +80,10 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")
     if (max_shard_size is not None or is_index(path)) and write_sharded(
-            graph, path, write_entries, max_shard_size=max_shard_size, overwrite=overwrite,
+            graph, path, functools.partial(write_entries, strided=strided),
+            max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):
         return
     with OutputSet(overwrite, inputs) as out:
-        write_graph(graph, out.path(path), path, progress, report)
+        write_graph(graph, out.path(path), path, progress, report, strided)
     report.files.append(str(path))

@@ -7,6 +7,11 @@ persistent storage `('storage', torch.FloatStorage, key, 'cpu', numel)`; dtypes 
 legacy storage class (float8, uint16/32/64) use `UntypedStorage` + `_rebuild_tensor_v3`.
 Records follow in torch 2.13's order and layout (see ziparchive.py), each storage written
 as soon as its tensor is read, then dropped.
+
+With `strided`, a tensor that is a permutation of another's axes (`meta["view_of"]`, set
+by the rules for a kernel transposed into a torch weight) is written as torch writes
+`w.t()`: the other tensor's bytes untouched as the storage, with permuted strides. No
+transpose is computed; `torch.load` gives a non-contiguous tensor.
 """
 
 from __future__ import annotations
@@ -83,10 +88,14 @@ class _KindRefs(NamedTuple):
     legacy: bool  # a typed storage class, sized in elements (else bytes)
 
 
+_VIEW_OF = "view_of"  # (source Tensor, axes): see convert/rules/derive.py
+
+
 class _Pickler:
     """Protocol-2 opcodes for a tree of containers, plain values and graph Tensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, strided: bool = False) -> None:
+        self.strided = strided
         self.out = io.BytesIO()
         self.memo: dict[Any, int] = {}
         self.puts = 0  # values memoized so far (the next memo index)
@@ -283,10 +292,11 @@ class _Pickler:
             self.out.write(b"b")
 
     def save_tensor(self, tensor: Tensor, key: str) -> None:
-        storage_key = self.storage_keys.get(id(tensor))
+        stored, stride = self._storage_of(tensor)
+        storage_key = self.storage_keys.get(id(stored))
         if storage_key is None:
-            storage_key = self.storage_keys[id(tensor)] = str(len(self.storages))
-            self.storages.append((storage_key, tensor))
+            storage_key = self.storage_keys[id(stored)] = str(len(self.storages))
+            self.storages.append((storage_key, stored))
         parameter = tensor.meta.get("torch.parameter", False)
         kind = (tensor.dtype, parameter)
         # The first tensor of its kind writes the globals and strings it names in full
@@ -305,7 +315,7 @@ class _Pickler:
             put(),
             b"QK\x00",  # the persistent id, then storage offset 0
             self._int_tuple_bytes(tensor.shape),
-            self._int_tuple_bytes(contiguous_strides(tensor.shape)),
+            self._int_tuple_bytes(stride),
             b"\x89",
             hooks or glob("collections", "OrderedDict") + b")R",  # no backward hooks
             put(),
@@ -323,6 +333,17 @@ class _Pickler:
         self.out.write(b"".join(parts))
         if refs is None:
             self.tensor_refs[kind] = self._kind_refs(tensor, parameter, legacy_class)
+
+    def _storage_of(self, tensor: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """The tensor whose bytes hold `tensor`'s storage, and `tensor`'s strides in it."""
+        view = tensor.meta.get(_VIEW_OF) if self.strided else None
+        if view is not None:
+            source, axes = view
+            if source.dtype == tensor.dtype and len(axes) == len(source.shape) and \
+                    tuple(source.shape[a] for a in axes) == tensor.shape:
+                whole = contiguous_strides(source.shape)
+                return source, tuple(whole[a] for a in axes)
+        return tensor, contiguous_strides(tensor.shape)
 
     @staticmethod
     def _storage_class(tensor: Tensor, key: str) -> str | None:
@@ -378,9 +399,9 @@ def archive_name(path: Path) -> str:
 
 
 def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], None] | None,
-                  report: Any) -> None:
+                  report: Any, strided: bool = False) -> None:
     """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
-    pickler = _Pickler()
+    pickler = _Pickler(strided)
     pickled = pickler.dump(obj)
     with open_output(path, buffering=1 << 20) as stream:
         archive = AlignedZipWriter(stream)
@@ -410,17 +431,19 @@ def _serialization_id(pickled: bytes) -> bytes:
 
 
 def write_graph(graph: Graph, tmp: Path, destination: Path,
-                progress: Callable[[int], None] | None, report: Any) -> None:
+                progress: Callable[[int], None] | None, report: Any,
+                strided: bool = False) -> None:
     obj = from_graph(graph, report.notes)
-    write_archive(obj, tmp, archive_name(destination), progress, report)
+    write_archive(obj, tmp, archive_name(destination), progress, report, strided)
 
 
 def write_entries(entries: list[Entry], tmp: Path, destination: Path,
-                  progress: Callable[[int], None] | None, report: Any) -> list[str]:
+                  progress: Callable[[int], None] | None, report: Any,
+                  strided: bool = False) -> list[str]:
     """One shard: a flat state dict of these entries (every path); returns its keys."""
     state = PickledOrderedDict()
     for entry in entries:
         for p in entry.paths:
             state[join_path(p)] = entry.tensor
-    write_archive(state, tmp, archive_name(destination), progress, report)
+    write_archive(state, tmp, archive_name(destination), progress, report, strided)
     return list(state)
