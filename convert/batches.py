@@ -22,6 +22,7 @@ from typing import Any
 
 from . import registry
 from .errors import ConvertError, FileAccessError
+from .notes import binary_size
 
 # Convert options an item may carry, as the manifest spells them -> the API's keywords.
 OPTIONS = {"to": "to", "from": "from_format", "overwrite": "overwrite", "rules": "rules",
@@ -300,22 +301,32 @@ def batch(items: Iterable[Item | Mapping[str, Any]], *, jobs: int | None = None,
     if scheduler is not None and executor != "dask":
         raise BatchError("a scheduler goes with the dask executor")
     check_items(items)
+    if jobs is not None and jobs < 1:
+        raise BatchError("jobs must be at least 1")
+    given = {(a.src, a.dst): (i.src, i.dst) for i, a in ((i, absolute(i)) for i in items)}
     items = [absolute(i) for i in items]
     if not items:
         return []
     if resume:
         remove_stale_temporaries(items)
     _make_folders(items)
+
+    def as_given(result: ItemResult) -> ItemResult:
+        # Workers get absolute paths (their working folder may differ); people read theirs.
+        result.src, result.dst = given.get((result.src, result.dst), (result.src, result.dst))
+        return result
+
+    told = None if progress is None else (lambda result: progress(as_given(result)))
     if executor == "dask":
         from . import dask_jobs
 
-        return dask_jobs.run(items, scheduler, resume, progress, spellings)
-    from . import workers
+        results = dask_jobs.run(items, scheduler, resume, told, spellings)
+    else:
+        from . import workers
 
-    count = jobs if jobs is not None else default_jobs()
-    if count < 1:
-        raise BatchError("jobs must be at least 1")
-    return workers.run(items, count, resume, progress, spellings)
+        count = jobs if jobs is not None else default_jobs()
+        results = workers.run(items, count, resume, told, spellings)
+    return [as_given(r) for r in results]
 
 
 def _make_folders(items: list[Item]) -> None:
@@ -349,7 +360,7 @@ def line(result: ItemResult) -> str:
     if result.status == "skipped":
         return f"skipped  {result.src} -> {result.dst} (complete from an earlier run)"
     return (f"ok       {result.src} -> {result.dst}: {result.tensors} tensors, "
-            f"{result.bytes / 2**20:.1f} MiB, {result.seconds:.1f} s")
+            f"{binary_size(result.bytes)}, {result.seconds:.1f} s")
 
 
 def summary(results: list[ItemResult], seconds: float) -> str:

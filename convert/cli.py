@@ -133,9 +133,11 @@ def _print_tree(graph: Graph) -> None:
                 click.echo(f"{indent}{name}/")
                 show(item, indent + "  ", path)
 
+    # Before the walk: an edge back to the root (tf_keras' `save_weights` root has one, `root`)
+    # is an alias; after it, TF1 slots name it as their optimizer (no object of its own).
+    seen[id(graph.root)] = "(root)"
     click.echo(f"(root) {graph.format}")
     show(graph.root, "  ", "")
-    seen[id(graph.root)] = "(root)"  # (TF1 slots: the optimizer is no object of its own)
     for slot in graph.slots:
         value = slot.value
         shape = "[" + ", ".join(map(str, value.shape)) + "]"

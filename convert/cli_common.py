@@ -11,14 +11,9 @@ import click
 
 from . import registry
 from .errors import ConvertError
+from .notes import binary_size
 
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+_human = binary_size
 
 
 @contextmanager

@@ -42,3 +42,12 @@ def size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:g} {unit} ({n:,} bytes)"
     return count(n, "byte")
+
+
+def binary_size(n: float) -> str:
+    """Bytes in binary units, as listings give them: `512 B`, `1.5 KiB`, `3.2 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

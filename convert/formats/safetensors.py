@@ -25,6 +25,7 @@ from ..graph import Entry, Graph
 from ..notes import count, dropped_values, some
 from ..stream import values
 from ..tensor import Tensor, array_from_bytes
+from ..tfnames import NAMES_KEY, names_to_keep, parse_names, restore_names
 from .torch.keys import add_flat, join_path
 from .torch.storage import raw_bytes
 
@@ -168,10 +169,23 @@ def read(path: Path) -> Graph:
         pairs.append((name, Tensor(dtype, shape, _loader(source, data_start + begin,
                                                          end - begin, dtype, shape, name),
                                    {"key": name})))
-    graph = Graph(metadata=dict(metadata), format="safetensors", source=str(path),
+    metadata = dict(metadata)
+    names = _kept_names(metadata.get(NAMES_KEY))
+    if names is not None:  # a format fact (a TF1 checkpoint's keys), not a value
+        del metadata[NAMES_KEY]
+    graph = Graph(metadata=metadata, format="safetensors", source=str(path),
                   files=[str(path)])
     add_flat(graph.root, pairs)
+    if names is not None:
+        restore_names(graph, names, ".")
     return graph
+
+
+def _kept_names(text: str | None) -> dict[str, str] | None:
+    try:
+        return parse_names(json.loads(text)) if text is not None else None
+    except (ValueError, RecursionError):  # not ours: it stays a value
+        return None
 
 
 def _loader(source: SourceFile, offset: int, size: int, dtype: Any, shape: tuple[int, ...],
@@ -187,10 +201,14 @@ def _loader(source: SourceFile, offset: int, size: int, dtype: Any, shape: tuple
 
 
 def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
-    """`__metadata__`: the graph's string values, with `format: pt` as transformers wants."""
+    """`__metadata__`: the graph's string values, with `format: pt` as transformers wants,
+    and a TF1 checkpoint's names (`tfnames`)."""
     metadata = {k: v for k, v in graph.metadata.items()
                 if isinstance(k, str) and isinstance(v, str)}
     metadata.setdefault("format", "pt")
+    names = names_to_keep(graph, None, ".", join_path)
+    if names is not None:
+        metadata[NAMES_KEY] = json.dumps(names, separators=(",", ":"), ensure_ascii=False)
     dropped = [str(k) for k in graph.metadata if k not in metadata]
     dropped.extend(map(join_path, graph.value_paths()))
     note = dropped_values(dropped, "safetensors holds tensors and string metadata only")

@@ -22,6 +22,7 @@ from ..fileio import OutputSet, read_region
 from ..graph import Entry, Graph
 from ..notes import count, size, some
 from ..tensor import Tensor
+from ..tfnames import LAYOUT
 from .torch.keys import add_flat, join_path
 
 INDEX_SUFFIX = ".index.json"
@@ -94,6 +95,8 @@ def read(path: Path) -> Graph:
         graph.files.append(str(shard_path))
         for key, value in shard_graph.metadata.items():
             graph.metadata.setdefault(key, value)
+        if shard_graph.root.meta.get(LAYOUT) == "names":  # shards of a TF1 checkpoint
+            graph.root.meta[LAYOUT] = "names"
         for entry in shard_graph.entries():
             for p in entry.paths:
                 key = join_path(p)

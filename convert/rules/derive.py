@@ -68,12 +68,12 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
         return list(inputs[:1])
     computation = Computation(inputs, chain, specs)
     sources = [key for t in inputs for key in sources_of(t)]
-    done = [t.meta["rule_ops"] for t in inputs if t.meta.get("rule_ops")]
+    done = list(dict.fromkeys(t.meta["rule_ops"] for t in inputs if t.meta.get("rule_ops")))
     ops = "; ".join([*done, chain.describe()])
-    exact = chain.lossless([(t.dtype, t.shape) for t in inputs]) and all(
-        t.meta.get("rule_exact", True) for t in inputs)
+    inexact = chain.inexact([(t.dtype, t.shape) for t in inputs],
+                            [not t.meta.get("rule_exact", True) for t in inputs])
     made = [Tensor(dtype, shape, _Output(computation, i),
-                   {"rule_sources": sources, "rule_ops": ops, "rule_exact": exact})
+                   {"rule_sources": sources, "rule_ops": ops, "rule_exact": not inexact[i]})
             for i, (dtype, shape) in enumerate(specs)]
     axes = _permutation(chain)
     if axes is not None and len(inputs) == 1 and len(made) == 1:

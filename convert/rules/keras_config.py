@@ -10,17 +10,12 @@ class in snake case, numbered per class in config order).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
+
+from ..keras_names import snake_case
 
 _PASS_THROUGH = {"Dropout", "Activation", "ActivityRegularization", "GaussianNoise",
                  "GaussianDropout", "AlphaDropout", "SpatialDropout1D"}
-
-
-def snake_case(name: str) -> str:
-    """Keras 3's group name for a class: `Conv2DTranspose` → `conv2d_transpose`."""
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def flatten_facts(text: Any) -> dict[tuple[str, ...], dict[str, list[int]]]:

@@ -28,8 +28,8 @@ from importlib import resources
 from ..errors import UnsupportedError
 from ..graph import Graph
 from ..graph import Path as GraphPath
+from ..keras_names import snake_case
 from ..tensor import Tensor
-from .keras_config import snake_case
 
 FRAMEWORKS = ("keras", "torch", "flax")
 # The format a graph was read from → the framework whose layer conventions it follows.

@@ -216,3 +216,23 @@ def test_a_worker_killed_fails_its_own_item_only(tmp_path):
         if row["status"] == "ok":
             assert_same_values(read_safetensors(Path(row["dst"])), src.values)
     assert len({r["worker"] for r in rows if r["status"] == "ok"}) >= 2
+
+
+def test_lines_name_the_paths_as_given(sources, tmp_path):
+    """Workers get absolute paths; the lines and the JSON give the user's own spelling."""
+    src = tmp_path / "here" / "model.pt"
+    src.parent.mkdir()
+    src.write_bytes(sources["torch"].path.read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "convert", "batch", "model.pt", "--out-dir",
+                           "out", "-j", "1", "--quiet", "--json"], cwd=src.parent,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    [row] = json.loads(proc.stdout)
+    assert (row["src"], row["dst"]) == ("model.pt", os.path.join("out", "model.safetensors"))
+    proc = subprocess.run([sys.executable, "-m", "convert", "batch", "model.pt", "--out-dir",
+                           "out2", "-j", "1"], cwd=src.parent, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("ok"))
+    assert line.startswith(f"ok       model.pt -> {os.path.join('out2', 'model.safetensors')}:")
+    assert str(tmp_path) not in line and " 0.0 MiB" not in line

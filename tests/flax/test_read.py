@@ -11,6 +11,7 @@ from flax import serialization
 
 import convert
 from convert.formats import flax as flax_format
+from convert.formats.flax import layout, walk
 from convert.graph import Node
 from convert.tensor import Tensor
 
@@ -56,7 +57,7 @@ def test_ls_json_lists_slash_joined_keys(ckpt, linen_block):
 def test_leaf_kinds_are_kept(misc):
     graph = convert.load(misc.path)
     scalar = graph.get(("scalar",))
-    assert scalar.shape == () and scalar.meta[flax_format.META_EXT] == "npscalar"
+    assert scalar.shape == () and scalar.meta[layout.META_EXT] == "npscalar"
     assert graph.root.metadata["c"] == complex(1.5, -2.0)
     assert graph.root.metadata["name"] == "run-1" and graph.root.metadata["step"] == 7
     assert graph.get(("params", "bf")).dtype_name == "bfloat16"
@@ -67,7 +68,7 @@ def test_leaf_kinds_are_kept(misc):
 def test_raw_msgpack_arrays_are_indexed_nodes(raw_lists):
     graph = convert.load(raw_lists.path)
     layers = graph.get(("layers",))
-    assert layers.meta[flax_format.META_ARRAY] is True
+    assert layers.meta[layout.META_ARRAY] is True
     assert list(layers.edges) == ["0", "1"] and layers.metadata == {"2": 4}
 
 
@@ -88,7 +89,7 @@ def test_load_returns_a_fresh_array_each_time(linen_cnn):
 
 def test_reading_the_structure_reads_no_tensor_data(linen_block, monkeypatch):
     calls = []
-    monkeypatch.setattr(flax_format, "read_region",
+    monkeypatch.setattr(walk, "read_region",
                         lambda *a, **k: calls.append(a) or bytearray())
     graph = convert.load(linen_block.path)
     assert len(graph) > 0 and calls == []

@@ -10,7 +10,7 @@ from flax import serialization
 import convert
 from convert.dtypes import STRING
 from convert.errors import OutputExistsError
-from convert.formats import flax as flax_format
+from convert.formats.flax import writer as flax_writer
 from convert.graph import Graph, Node
 from convert.tensor import Tensor
 
@@ -24,7 +24,7 @@ MODELS = ["cnn", "block", "bf16", "nnx"]
 @pytest.mark.parametrize("name", ["cnn", "block", "bf16", "nnx", "misc", "raw", "chunked"])
 def test_flax_round_trip_gives_the_same_bytes(goldens, name, tmp_path, monkeypatch):
     if name == "chunked":  # write with the limit the golden file was made with
-        monkeypatch.setattr(flax_format, "MAX_CHUNK_SIZE", CHUNK_LIMIT)
+        monkeypatch.setattr(flax_writer, "MAX_CHUNK_SIZE", CHUNK_LIMIT)
     golden = goldens[name].path
     report = convert.convert(golden, tmp_path / "out.msgpack")
     assert (tmp_path / "out.msgpack").read_bytes() == golden.read_bytes()
@@ -46,7 +46,7 @@ def test_model_restores_after_npz_round_trip(goldens, name, tmp_path, ckpt):
 
 
 def test_large_arrays_are_chunked_like_flax(chunked, tmp_path, monkeypatch):
-    monkeypatch.setattr(flax_format, "MAX_CHUNK_SIZE", CHUNK_LIMIT)
+    monkeypatch.setattr(flax_writer, "MAX_CHUNK_SIZE", CHUNK_LIMIT)
     convert.convert(chunked.path, tmp_path / "c.npz")  # no chunks in npz
     convert.convert(tmp_path / "c.npz", tmp_path / "c.msgpack")
     raw = msgpack.unpackb((tmp_path / "c.msgpack").read_bytes(), strict_map_key=False)

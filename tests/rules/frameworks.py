@@ -183,6 +183,14 @@ class LstmFlax(nn.Module):
         return nn.RNN(nn.LSTMCell(4))(x)[:, -1]
 
 
+class GruFlax(nn.Module):
+    """Flax's GRUCell over the sequence, answering its last step (as Keras' GRU does)."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.RNN(nn.GRUCell(4))(x)[:, -1]
+
+
 class SeparableFlax(nn.Module):
     """A depthwise convolution (no bias), then a 1x1 one: Keras' SeparableConv2D."""
 
@@ -227,7 +235,7 @@ CASES = [
     Case("lstm", (2, 5, 3), lambda x: keras.layers.LSTM(4)(x),
          lambda: LastStep(torch.nn.LSTM(3, 4, batch_first=True)), LstmFlax),
     Case("gru", (2, 5, 3), lambda x: keras.layers.GRU(4)(x),
-         lambda: LastStep(torch.nn.GRU(3, 4, batch_first=True))),
+         lambda: LastStep(torch.nn.GRU(3, 4, batch_first=True)), GruFlax),
     Case("attention", (2, 4, 6), lambda x: keras.layers.MultiHeadAttention(2, 3)(x, x),
          lambda: SelfAttention(6, 2),
          _flax(lambda: nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=6,

@@ -130,11 +130,50 @@ def test_zeros_then_sum_gives_the_bias_back():
     assert back.tobytes() == bias.tobytes()
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(shapes, min_size=1, max_size=4), st.data())
+def test_zeros_like_reorder_then_back(shape_list, data):
+    """Zero tensors like some of the list, the list reordered: the inverse (reorder back,
+    add the zeros into their partners) gives the inputs back bit for bit."""
+    arrays = [_array(s, i) for i, s in enumerate(shape_list)]
+    like = tuple(data.draw(st.lists(st.integers(0, len(arrays) - 1), min_size=1, max_size=3)))
+    order = list(range(len(arrays) + len(like)))
+    data.draw(st.randoms()).shuffle(order)
+    _round_trip(ops.Chain([ops.Zeros(like=like), ops.Reorder(tuple(order))]), arrays)
+
+
+def test_sum_into_adds_the_last_into_the_named():
+    a, b, c, x, y = (_array((3,), i) for i in range(5))
+    out = ops.Chain([ops.Sum((2, 0))]).apply([a, b, c, x, y])
+    np.testing.assert_array_equal(out[0], a + y)
+    np.testing.assert_array_equal(out[2], c + x)
+    assert out[1] is b  # untouched: passed through
+    with pytest.raises(ops.OpError):  # a partner of another shape
+        ops.Sum((0,)).specs([(np.dtype("float32"), (3,)), (np.dtype("float32"), (4,))])
+
+
+def test_only_what_went_through_a_sum_is_inexact():
+    """Per tensor: what passed beside a sum, or was made by zeros, keeps its exactness."""
+    f32 = [(np.dtype("float32"), (2,))] * 4
+    chain = ops.Chain([ops.Reorder((3, 0, 1, 2)), ops.Sum((1,))])
+    assert chain.inexact(f32, [False] * 4) == [False, True, False]
+    assert chain.inexact(f32, [False, True, False, False]) == [False, True, True]
+    made = ops.Chain([ops.Zeros(like=(0,)), ops.Cast("float16")])
+    assert made.inexact(f32[:2], [False, False]) == [True, True, True]  # narrowing: all
+    assert ops.Chain([ops.Zeros(like=(1,))]).inexact(f32[:2], [True, False]) == \
+        [True, False, False]
+    assert ops.Chain([ops.Concat(0), ops.Split(0, parts=2)]).inexact(
+        f32[:2], [True, False]) == [True, True]  # joined: no longer told apart
+
+
 # -- every built-in layer rule: forward then reverse is the identity --------------------------
 
 def _first_side_shapes(kind: str, var: str, n: int, d: int, k: int) -> tuple[int, ...]:
     """A plausible shape of `var` of `kind` on a rule file's first side (Keras or Flax)."""
     name = var.rsplit("/", 1)[-1]
+    if kind in ("lstm", "gru") and var.startswith("params/"):  # Flax: a Dense per gate
+        hidden = var.startswith("params/h")
+        return ((d if hidden else n), d) if name == "kernel" else (d,)
     table = {
         "dense": {"kernel": (n, d), "bias": (d,)},
         "flatten_dense": {"kernel": (2 * 3 * n, d), "bias": (d,)},

@@ -36,3 +36,24 @@ def test_port_computes_the_same(case, source, target, tmp_path):
     scale = float(np.abs(expected).max())
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
     assert not report.rules["missing"] and not report.rules["unused"]
+
+
+@pytest.mark.parametrize(("source", "target", "rules"), [
+    ("flax", "torch", "flax-torch"), ("torch", "flax", "flax-torch"),
+    ("keras", "flax", "keras-flax"), ("flax", "keras", "keras-flax")])
+def test_gru_through_the_cli_with_named_rules(source, target, rules, tmp_path, ckpt):
+    """Flax's GRUCell against torch's nn.GRU, and against Keras' GRU through the composed
+    keras-flax rules, named on the command line."""
+    gru = next(c for c in CASES if c.name == "gru")
+    src = Side(source, gru).build(11)
+    src_file = src.save(tmp_path / f"src{EXT[source]}")
+    dst = Side(target, gru).build()
+    skeleton = dst.save(tmp_path / f"skeleton{EXT[target]}")
+    out = tmp_path / f"out{EXT[target]}"
+    result = ckpt("convert", src_file, out, "--rules", rules, "--like", skeleton)
+    assert result.code == 0, result.err
+    dst.load(out)
+    x = gru.input(2)
+    expected = src.run(x)
+    np.testing.assert_allclose(dst.run(x), expected, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(expected).max()))

@@ -54,6 +54,29 @@ def test_torch_lstm_biases_are_summed_and_reported(tmp_path):
     assert any("without an exact inverse" in n for n in report.notes)
 
 
+@pytest.mark.parametrize("source", ["torch", "keras"])
+def test_gru_recurrent_biases_fold_into_flax_input_ones(source, tmp_path):
+    """torch's (and Keras') recurrent r and z biases add into Flax's ir and iz biases: those
+    two are named inexact, and only those (in and hn are copies)."""
+    gru = next(c for c in CASES if c.name == "gru")
+    _, _, report = port(gru, source, "flax", tmp_path)
+    assert sorted(i["key"] for i in report.rules["inexact"]) == [
+        "params/GRUCell_0/ir/bias", "params/GRUCell_0/iz/bias"]
+
+
+def test_flax_gru_into_torch_is_exact(tmp_path):
+    """Flax's input biases are torch's bias_ih; bias_hh holds zeros for r and z, and hn's."""
+    gru = next(c for c in CASES if c.name == "gru")
+    src, _, report = port(gru, "flax", "torch", tmp_path)
+    assert report.rules["inexact"] == []
+    state = torch.load(tmp_path / "out.pt", weights_only=True)
+    cell = src.variables["params"]["GRUCell_0"]
+    np.testing.assert_array_equal(state["rnn.bias_ih_l0"].numpy(), np.concatenate(
+        [cell[g]["bias"] for g in ("ir", "iz", "in")]))
+    np.testing.assert_array_equal(state["rnn.bias_hh_l0"].numpy(), np.concatenate(
+        [np.zeros(8, "float32"), cell["hn"]["bias"]]))
+
+
 # -- skeletons that do not fit -----------------------------------------------------------------
 
 TWO = Case("two", (2, 4), lambda x: keras.layers.Dense(3)(keras.layers.Dense(5)(x)),

@@ -17,7 +17,8 @@ import torch
 import convert
 from convert.errors import ConvertError, FormatError
 from convert.formats.torch import keys as keys_module
-from convert.formats.torch import unpickler
+from convert.formats.torch import records, unpickler
+from convert.formats.torch.opcodes import MARK
 from convert.graph import Node
 from convert.tensor import Tensor
 
@@ -58,18 +59,18 @@ def pickles(tmp_path_factory) -> dict[str, bytes]:
 def canonical(value: Any, seen: dict[int, int]) -> Any:
     """A comparable image of what the machine built; objects met twice become their first
     number, so that shared objects must be shared in both."""
-    if isinstance(value, (str, bytes, int, float, bool, type(None), unpickler.Global,
-                          unpickler.TorchDtype, unpickler.StorageType)):
+    if isinstance(value, (str, bytes, int, float, bool, type(None), records.Global,
+                          records.TorchDtype, records.StorageType)):
         return value
     if type(value) is tuple:  # (immutable: shared or not, the same value)
         return ("tuple", [canonical(v, seen) for v in value])
     if id(value) in seen:
         return ("seen", seen[id(value)])
     seen[id(value)] = len(seen)
-    if isinstance(value, unpickler.StorageRef):
+    if isinstance(value, records.StorageRef):
         return ("storage", value.key, value.type.name, value.location, value.numel,
                 value.view)
-    if isinstance(value, unpickler.TensorRef):
+    if isinstance(value, records.TensorRef):
         return ("tensor", canonical(value.storage, seen), value.dtype.name, value.offset,
                 value.shape, value.stride, value.requires_grad, value.parameter)
     if isinstance(value, dict):
@@ -84,11 +85,11 @@ def canonical(value: Any, seen: dict[int, int]) -> Any:
 def outcome(data: bytes, fast: bool, monkeypatch) -> Any:
     """What unpickling `data` gives: the object and the memo, or the error."""
     if not fast:
-        monkeypatch.setattr(unpickler, "_TENSOR_RUN", re.compile(b"(?!)"))
+        monkeypatch.setattr(unpickler.Unpickler, "TENSOR_RUN", re.compile(b"(?!)"))
     storages: dict[str, Any] = {}
 
     def persistent_load(pid: Any) -> Any:
-        ref = unpickler.storage_from_pid(pid, "test")
+        ref = records.storage_from_pid(pid, "test")
         if storages.setdefault(ref.key, ref).nbytes != ref.nbytes:
             raise FormatError("two sizes")
         return ref
@@ -111,7 +112,7 @@ def count_runs(data: bytes, monkeypatch) -> int:
 
     def counting(self, run):
         value = real(self, run)
-        runs.append(value is not unpickler.MARK)
+        runs.append(value is not MARK)
         return value
 
     monkeypatch.setattr(unpickler.Unpickler, "run_tensor", counting)
@@ -156,7 +157,7 @@ def test_runs_reading_their_own_slots_take_the_loop(monkeypatch):
     fast, slow = outcome(damaged, True, monkeypatch), outcome(damaged, False, monkeypatch)
     assert fast == slow and fast[0] == "ok"
     obj = unpickler.Unpickler(damaged, len(damaged),
-                              lambda pid: unpickler.storage_from_pid(pid, "test")).load()
+                              lambda pid: records.storage_from_pid(pid, "test")).load()
     assert obj["b"].storage.location == "1"  # its key, as the loop reads that slot
 
 

@@ -8,6 +8,14 @@ Keras file gets an error saying exactly that.
 
 The registry calls `keras3_*` and `legacy_*` here; h5py and the readers are imported
 only when a file is HDF5 (listing a TensorFlow checkpoint never loads them).
+
+- v3_reader.py / v3_writer.py: Keras 3 `.weights.h5`, sharded `.weights.json`, `.keras`;
+- legacy_reader.py / legacy_writer.py: Keras 2 `.h5` (weights-only and full-model);
+- layout.py: a model config's layers <-> Keras 2 layer/weight order and Keras 3 object
+  paths (what lets one be written as the other);
+- tfgraph.py: a tf_keras model found in a TF object checkpoint (a `.h5`'s order);
+- hdf5_files.py (opening, with probe.py's crash containment), hdf5_reader.py,
+  hdf5_writer.py: the h5py plumbing both formats share.
 """
 
 from __future__ import annotations
@@ -34,9 +42,9 @@ def keras3_sniff(path: Path) -> bool:
             return False
         name = path.name.lower()
         if name.endswith(".json"):
-            from . import v3
+            from .v3_reader import looks_like_index
 
-            return v3.looks_like_index(path)
+            return looks_like_index(path)
         if name.endswith(".keras"):
             with open(path, "rb") as f:  # a zip; a damaged one gets the reader's message
                 return f.read(2) == b"PK"
@@ -44,47 +52,47 @@ def keras3_sniff(path: Path) -> bool:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
             return "config.json" in names and any(n.startswith("model.weights") for n in names)
-        from .hdf5 import signature_offset
+        from .hdf5_files import signature_offset
 
         if signature_offset(path) is None:
             return False
         handle = _open_quietly(path)
         if handle is None:  # damaged HDF5: the Keras 2 reader explains what is wrong
             return False
-        from . import v3
+        from .v3_reader import sniff_h5
 
         with handle:
-            return v3.sniff_h5(handle)
+            return sniff_h5(handle)
     except Exception:
         return False
 
 
 def keras3_read(path: Path) -> Graph:
-    from . import v3
+    from . import v3_reader
 
-    return v3.read(path)
+    return v3_reader.read(path)
 
 
 def keras3_write(graph: Graph, path: Path, **options: Any) -> None:
-    from . import v3
+    from . import v3_writer
 
-    v3.write(graph, path, **options)
+    v3_writer.write(graph, path, **options)
 
 
 def legacy_read(path: Path) -> Graph:
-    from . import legacy
+    from . import legacy_reader
 
-    return legacy.read(path)
+    return legacy_reader.read(path)
 
 
 def legacy_write(graph: Graph, path: Path, **options: Any) -> None:
-    from . import legacy
+    from . import legacy_writer
 
-    legacy.write(graph, path, **options)
+    legacy_writer.write(graph, path, **options)
 
 
 def legacy_sniff(path: Path) -> bool:
-    from .hdf5 import signature_offset
+    from .hdf5_files import signature_offset
 
     try:
         return path.is_file() and signature_offset(path) is not None

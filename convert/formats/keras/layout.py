@@ -14,16 +14,20 @@ refuses a variable count that does not match).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from ...keras_names import snake_case
 from ...tensor import Tensor
 
 
 class Unmappable(Exception):
     """The config does not say enough to move weights between the two layouts."""
 
+
+# Names in the files themselves, which a format's reader and writer both use.
+WEIGHTS_MEMBER = "model.weights.h5"  # a .keras archive's weights file
+TOP_LEVEL = "top_level_model_weights"  # a Keras 2 .h5's group of a model's own weights
 
 RNN_CELLS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell"}
 MHA_PARTS = ("query_dense", "key_dense", "value_dense", "output_dense")
@@ -62,13 +66,6 @@ def parse_config(text: Any) -> dict | None:
     except (ValueError, RecursionError):  # (nested too deep for any real config)
         return None
     return value if isinstance(value, dict) else None
-
-
-def snake_case(name: str) -> str:
-    """Keras 3's object-path name for a class (`MultiHeadAttention` → `multi_head_attention`)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def class_name(cfg: dict) -> str:

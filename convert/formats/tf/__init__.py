@@ -14,8 +14,9 @@ from pathlib import Path
 from ... import stream
 from ...errors import ConvertError, FormatError, UnsupportedError
 from ...fileio import OutputSet
-from ...graph import VARIABLE_NAME, Graph, Node
+from ...graph import Graph, Node
 from ...notes import dropped_values, non_tensor_values
+from ...tfnames import name_based_keys
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
 
@@ -118,7 +119,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     if managed:
         prefix = state.next_prefix(Path(text))
     if name_based:
-        entries, object_graph = _name_based_values(graph), None
+        entries, object_graph = name_based_keys(graph), None
     else:
         object_graph, entries = objects.build_object_graph(graph)
     with OutputSet(overwrite, inputs) as out:
@@ -154,16 +155,3 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         if note:
             report.notes.append(note)
 
-
-def _name_based_values(graph: Graph) -> list:
-    """TF1 keys: each variable's own name (`VARIABLE_NAME`: a TF2 `full_name`, a Keras
-    `.h5` weight name, where every one is known and unique), else its path joined by `/`;
-    a slot is `<variable name>/<slot name>`."""
-    entries = graph.entries()
-    plain = [e for e in entries if e.slot is None]
-    full = [e.tensor.meta.get(VARIABLE_NAME) for e in plain]
-    use_full = all(full) and len(set(full)) == len(full)
-    names = {id(e.tensor): (f if use_full else "/".join(e.path))
-             for e, f in zip(plain, full, strict=True)}
-    return [(f"{names[id(e.slot.variable)]}/{e.slot.name}" if e.slot else names[id(e.tensor)],
-             e.tensor) for e in entries]

@@ -3,7 +3,9 @@
 - zipreader.py / legacy.py: the two container forms, read lazily (centraldir.py: the zip
   central directory, from one read);
 - unpickler.py: the restricted pickle machine both use (nothing outside an allowlist is
-  imported or called; see its docstring);
+  imported or called; see its docstring), with records.py (what it builds), allowlist.py
+  (what a file may name), opcodes.py (one checked function per opcode), tensorrun.py (the
+  per-tensor fast path);
 - tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);
 - storage.py: tensors as strided views of storage bytes;
 - writer.py / ziparchive.py: torch-compatible zip output.
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Graph:
+    from ...tfnames import NAMES_KEY, parse_names, restore_names
     from .legacy import read_legacy
+    from .tree import ATTRIBUTES
     from .zipreader import read_zip
 
     try:
@@ -64,6 +69,9 @@ def read(path: Path) -> Graph:
             raise
         raise type(exc)(exc.reason, path, exc.keywords) from None
     graph.format, graph.source, graph.files = "torch", str(path), [str(path)]
+    names = parse_names(graph.root.meta.get(ATTRIBUTES, {}).get(NAMES_KEY))
+    if names is not None:  # (kept there, so that torch to torch keeps it too)
+        restore_names(graph, names, ".")
     return graph
 
 
@@ -71,17 +79,20 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           strided: bool = False, **options: Any) -> None:
     """`strided`: permuted tensors as strided views of their sources' bytes (writer.py)."""
-    import functools
-
     from ...api import Report
+    from ...tfnames import NAMES_KEY, names_to_keep
     from ..sharded import is_index, write_sharded
+    from .keys import join_path
     from .writer import write_entries, write_graph
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")
-    if (max_shard_size is not None or is_index(path)) and write_sharded(
-            graph, path, functools.partial(write_entries, strided=strided),
-            max_shard_size=max_shard_size, overwrite=overwrite,
+    sharded = max_shard_size is not None or is_index(path)
+    names = names_to_keep(graph, None, ".", join_path) if sharded else None
+    shard = partial(write_entries, strided=strided) if names is None else partial(
+        write_entries, attributes={NAMES_KEY: names}, strided=strided)
+    if sharded and write_sharded(
+            graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):
         return
     with OutputSet(overwrite, inputs) as out:

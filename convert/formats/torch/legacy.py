@@ -17,9 +17,10 @@ from pathlib import Path
 from ...errors import FormatError
 from ...fileio import SourceFile
 from ...graph import Graph
+from .records import StorageRef, storage_from_pid
 from .storage import Record, TensorFactory
 from .tree import to_graph
-from .unpickler import StorageRef, Unpickler, storage_from_pid
+from .unpickler import Unpickler
 
 MAGIC = 0x1950A86A20F9469CFC6C
 PROTOCOL = 1001

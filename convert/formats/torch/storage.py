@@ -18,7 +18,7 @@ from ...checksums import crc32
 from ...errors import ChecksumError, FormatError
 from ...fileio import SourceFile
 from ...tensor import Tensor
-from .unpickler import StorageRef, TensorRef, view_extent
+from .records import StorageRef, TensorRef, view_extent
 
 # An expanded view (stride 0) may claim more elements than its storage holds, as torch
 # allows; beyond this many bytes such a claim is treated as a lie rather than allocated.

@@ -17,8 +17,9 @@ from ...errors import FormatError, UnsupportedError
 from ...graph import Graph, Node
 from ...notes import count, dropped_values
 from ...tensor import Tensor
+from ...tfnames import NAMES_KEY, names_to_keep
 from .keys import add_keyed, join_path
-from .unpickler import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
+from .records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
 
 CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
 KEYS = "torch.keys"  # original keys, in order (ints stay ints)
@@ -204,7 +205,11 @@ def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
     """One OrderedDict of dotted keys, every path of every tensor (tied ones share)."""
     state = PickledOrderedDict()
     slots = 0
-    for entry in graph.entries():
+    entries = graph.entries()
+    names = names_to_keep(graph, entries, ".", join_path)
+    if names is not None:  # a TF1 checkpoint's keys, beside torch's own `_metadata`
+        state.attributes[NAMES_KEY] = names
+    for entry in entries:
         slots += entry.slot is not None
         for path in entry.paths:
             key = join_path(path)

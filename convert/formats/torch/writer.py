@@ -32,9 +32,9 @@ from ...graph import Entry, Graph
 from ...stream import values
 from ...tensor import Tensor
 from .keys import join_path
+from .records import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
 from .storage import raw_bytes
 from .tree import from_graph
-from .unpickler import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
 from .ziparchive import AlignedZipWriter
 
 # numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
@@ -439,9 +439,12 @@ def write_graph(graph: Graph, tmp: Path, destination: Path,
 
 def write_entries(entries: list[Entry], tmp: Path, destination: Path,
                   progress: Callable[[int], None] | None, report: Any,
+                  attributes: dict[str, Any] | None = None,
                   strided: bool = False) -> list[str]:
-    """One shard: a flat state dict of these entries (every path); returns its keys."""
+    """One shard: a flat state dict of these entries (every path), with `attributes` on
+    the OrderedDict (a TF1 checkpoint's names); returns its keys."""
     state = PickledOrderedDict()
+    state.attributes.update(attributes or {})
     for entry in entries:
         for p in entry.paths:
             state[join_path(p)] = entry.tensor

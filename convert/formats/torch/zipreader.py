@@ -21,9 +21,10 @@ from ...errors import ChecksumError, FormatError, UnsupportedError
 from ...fileio import SourceFile
 from ...graph import Graph
 from .centraldir import CentralDirectory, ZipEntry
+from .records import StorageRef, storage_from_pid
 from .storage import Record, TensorFactory
 from .tree import to_graph
-from .unpickler import StorageRef, Unpickler, storage_from_pid
+from .unpickler import Unpickler
 
 MAX_PICKLE_BYTES = 256 << 20  # ~4M tensors' worth; a larger data.pkl is not weights
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")

@@ -3,13 +3,14 @@ applies itself to arrays, and declares its inverse.
 
 An op chain works on a list of tensors: a rule's sources, in order, go in; its targets, in
 order, come out. Element ops (transpose, reshape, merge, gates, cast) act on each tensor
-of the list; list ops (concat, split, stack, unstack, sum, zeros, constant, drop) change
-the list. `inverse(specs)` is told the specs the op was given going forward (so a split
-knows the sizes a concat joined) and returns the op that undoes it; `back(specs)` says what
-went in from what came out where the op alone can tell (else the reverse direction needs
-the target's shapes, from `--like`). An op whose inverse cannot give the same bits back
-(`exact = False`: sum, drop, a narrowing cast) is named in every report of a tensor that
-went through it.
+of the list; list ops (concat, split, stack, unstack, reorder, sum, zeros, constant, drop)
+change the list. `inverse(specs)` is told the specs the op was given going forward (so a
+split knows the sizes a concat joined) and returns the op that undoes it; `back(specs)`
+says what went in from what came out where the op alone can tell (else the reverse
+direction needs the target's shapes, from `--like`). An op whose inverse cannot give the
+same bits back (`exact = False`: sum, drop, a narrowing cast) is named in every report of
+a tensor that went through it (`inexact` follows each tensor of the list, so a tensor
+that only passed beside a sum is not named).
 
 `base.py` holds what every op is, `element.py` the ops on each tensor, `lists.py` the ops
 on the list; here are the registry, the parser and the chain.
@@ -35,17 +36,29 @@ from .element import (
     Squeeze,
     Transpose,
 )
-from .lists import Concat, Constant, Drop, Split, Stack, Sum, Tie, Unstack, Untie, Zeros
+from .lists import (
+    Concat,
+    Constant,
+    Drop,
+    Reorder,
+    Split,
+    Stack,
+    Sum,
+    Tie,
+    Unstack,
+    Untie,
+    Zeros,
+)
 
 __all__ = ["OPS", "Cast", "Chain", "ChannelsFirst", "Concat", "Constant", "Drop", "Expand",
-           "Flip", "Gates", "Merge", "NeedShapes", "Op", "OpError", "Reshape", "Spec", "Split",
+           "Flip", "Gates", "Merge", "NeedShapes", "Op", "OpError", "Reorder", "Reshape", "Spec",
+           "Split",
            "Squeeze", "Stack", "Sum", "Tie", "Transpose", "Untie", "Unstack", "Zeros", "parse"]
 
 OPS: dict[str, type[Op]] = {cls.name: cls for cls in (
     Transpose, Reshape, Merge, Gates, Expand, Squeeze, Flip, ChannelsFirst, Cast, Concat, Split,
-    Stack,
-    Unstack, Sum, Zeros, Tie, Untie, Constant, Drop)}
-_TUPLES = {"axes", "shape", "order", "sizes"}
+    Stack, Unstack, Reorder, Sum, Zeros, Tie, Untie, Constant, Drop)}
+_TUPLES = {"axes", "shape", "order", "sizes", "like", "into"}
 
 
 def parse(table: Any, where: str) -> Op:
@@ -91,13 +104,13 @@ class Chain:
     def exact(self) -> bool:
         return all(op.exact for op in self.ops)
 
-    def lossless(self, specs: list[Spec]) -> bool:
-        """Whether the inverse gives inputs of `specs` back bit for bit."""
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        """Per output, whether it went through an op without an exact inverse (or came
+        from an input that did, as `tainted` says of each input)."""
         for op in self.ops:
-            if not op.lossless(specs):
-                return False
+            tainted = op.inexact(specs, tainted)
             specs = op.specs(specs)
-        return True
+        return tainted
 
     @property
     def needs(self) -> set[str]:

@@ -63,6 +63,14 @@ class Op:
         """Whether the inverse gives these inputs back bit for bit."""
         return self.exact
 
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        """Which outputs may not come back bit for bit, from which inputs may not: an
+        element op marks only the tensors it loses on; a list op, unless it says better,
+        marks every output when it loses anything or any input was marked."""
+        if self.element:
+            return [t or not self.lossless([s]) for s, t in zip(specs, tainted, strict=True)]
+        return [any(tainted) or not self.lossless(specs)] * len(self.specs(specs))
+
     def params(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 

@@ -1,5 +1,5 @@
-"""Ops that change the list: join and split (concat, split, stack, unstack), fold (sum),
-make (zeros, constant, tie) and take away (untie, drop)."""
+"""Ops that change the list: join and split (concat, split, stack, unstack), reorder,
+fold (sum), make (zeros, constant, tie) and take away (untie, drop)."""
 
 from __future__ import annotations
 
@@ -138,62 +138,131 @@ class Unstack(Op):
 
 
 @dataclass(frozen=True)
+class Reorder(Op):
+    """The list in another order: output i is input `order[i]` (Flax's GRU biases, and the
+    zeros made for torch's recurrent r and z gates, into torch's r, z, n of each bias)."""
+
+    name: ClassVar[str] = "reorder"
+    order: tuple[int, ...] = ()
+
+    def specs(self, specs: list[Spec]) -> list[Spec]:
+        if sorted(self.order) != list(range(len(specs))):
+            raise OpError(f"{self.describe()} does not reorder {len(specs)} tensors")
+        return [specs[i] for i in self.order]
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [arrays[i] for i in self.order]
+
+    def inverse(self, specs: list[Spec]) -> Op:
+        return Reorder(tuple(int(i) for i in np.argsort(self.order)))
+
+    def back(self, specs: list[Spec]) -> list[Spec]:
+        return self.inverse(specs).specs(specs)
+
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        return [tainted[i] for i in self.order]
+
+
+@dataclass(frozen=True)
 class Sum(Op):
-    """Tensors of one shape added into one (torch's two LSTM biases into Keras' one): the
-    parts cannot be told apart again."""
+    """Tensors of one shape added into one (torch's two LSTM biases into Keras' one); or,
+    with `into`, the last `len(into)` tensors each added into the one `into` names among
+    the others (torch's recurrent GRU biases for r and z into Flax's input ones), which
+    pass through as they are. The parts cannot be told apart again."""
 
     name: ClassVar[str] = "sum"
     exact: ClassVar[bool] = False
+    into: tuple[int, ...] = ()
+
+    def params(self) -> dict[str, Any]:
+        return {"into": list(self.into)} if self.into else {}
 
     def specs(self, specs: list[Spec]) -> list[Spec]:
-        if not specs or len(set(specs)) != 1:
-            raise OpError(f"{self.describe()} needs tensors of one dtype and shape")
-        return [specs[0]]
+        if not self.into:
+            if not specs or len(set(specs)) != 1:
+                raise OpError(f"{self.describe()} needs tensors of one dtype and shape")
+            return [specs[0]]
+        kept, added = specs[:len(specs) - len(self.into)], specs[len(specs) - len(self.into):]
+        if not kept or any(not 0 <= j < len(kept) or kept[j] != s
+                           for j, s in zip(self.into, added, strict=True)):
+            raise OpError(f"{self.describe()} cannot add the last of "
+                          + ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
+                          + " into the others")
+        return kept
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        total = arrays[0].copy()
-        for a in arrays[1:]:
-            total += a
-        return [total]
+        if not self.into:
+            total = arrays[0].copy()
+            for a in arrays[1:]:
+                total += a
+            return [total]
+        out = list(arrays[:len(arrays) - len(self.into)])
+        for j, a in zip(self.into, arrays[len(out):], strict=True):
+            out[j] = out[j] + a  # a new array: the sources stay as they were read
+        return out
 
     def inverse(self, specs: list[Spec]) -> Op:
-        return Zeros(len(specs) - 1)
+        return Zeros(like=self.into) if self.into else Zeros(len(specs) - 1)
 
     def back(self, specs: list[Spec]) -> list[Spec]:
-        raise NeedShapes(f"the reverse of {self.describe()} needs the count it added")
+        if not self.into:
+            raise NeedShapes(f"the reverse of {self.describe()} needs the count it added")
+        return [*specs, *(specs[j] for j in self.into)]
+
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        if not self.into:
+            return [True]
+        kept = len(specs) - len(self.into)
+        out = list(tainted[:kept])
+        for j in self.into:
+            out[j] = True
+        return out
 
     def count(self, n: int) -> int:
-        return 1
+        return n - len(self.into) if self.into else 1
 
 
 @dataclass(frozen=True)
 class Zeros(Op):
     """The tensor, then `count` zero tensors of its dtype and shape (Keras' one LSTM bias as
-    torch's `bias_ih` and a zero `bias_hh`, as Keras' own torch backend has it)."""
+    torch's `bias_ih` and a zero `bias_hh`, as Keras' own torch backend has it); or, with
+    `like`, the list, then a zero tensor like each tensor `like` names (a GRU's recurrent
+    biases Flax does not have). Its inverse adds them back in (`sum`)."""
 
     name: ClassVar[str] = "zeros"
     count_: int = 1
+    like: tuple[int, ...] = ()
 
     def params(self) -> dict[str, Any]:
-        return {"count": self.count_}
+        return {"like": list(self.like)} if self.like else {"count": self.count_}
 
     def specs(self, specs: list[Spec]) -> list[Spec]:
+        if self.like:
+            if any(not 0 <= j < len(specs) for j in self.like):
+                raise OpError(f"{self.describe()}: no such tensor among {len(specs)}")
+            return [*specs, *(specs[j] for j in self.like)]
         if len(specs) != 1:
             raise OpError(f"{self.describe()} follows one tensor, not {len(specs)}")
         return specs * (1 + self.count_)
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self.like:
+            return [*arrays, *(np.zeros(arrays[j].shape, arrays[j].dtype) for j in self.like)]
         (array,) = arrays
         return [array] + [np.zeros_like(array) for _ in range(self.count_)]
 
     def inverse(self, specs: list[Spec]) -> Op:
-        return Sum()
+        return Sum(self.like)
 
     def back(self, specs: list[Spec]) -> list[Spec]:
-        return specs[:1]
+        return specs[:len(specs) - len(self.like)] if self.like else specs[:1]
+
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        made = len(self.like) or self.count_
+        return [*tainted, *[False] * made] if self.like else [tainted[0], *[False] * made]
 
     def count(self, n: int) -> int:
-        return n + self.count_
+        return n + (len(self.like) or self.count_)
 
 
 @dataclass(frozen=True)
@@ -272,6 +341,9 @@ class Constant(Op):
     def inverse(self, specs: list[Spec]) -> Op:
         return Drop()
 
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        return [*tainted, True]  # the value is the rule's; the others pass as they are
+
     def back(self, specs: list[Spec]) -> list[Spec]:
         return specs[:-1]
 
@@ -297,6 +369,9 @@ class Drop(Op):
     def inverse(self, specs: list[Spec]) -> Op:
         dtype, shape = specs[-1]
         return Constant(0, dtype_name(dtype), shape)
+
+    def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
+        return tainted[:-1]  # the others pass as they are (the dropped one is reported)
 
     def back(self, specs: list[Spec]) -> list[Spec]:
         raise NeedShapes("the reverse of drop needs the dropped tensor's shape")

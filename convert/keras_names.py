@@ -1,0 +1,20 @@
+"""Keras 3's name for a layer class in its object paths: the class in snake case
+(`Conv2DTranspose` → `conv2d_transpose`, so a Dense is found at `layers/dense`).
+
+In the core because two rooms need it and neither may import the other: the Keras format
+(`formats/keras/layout.py`: a model config's layers → their Keras 3 object paths) and the
+rules (`rules/keras_config.py`, `rules/kinds.py`: a layer's kind and config from its path).
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def snake_case(name: str) -> str:
+    """Keras 3's object-path name for a class (`MultiHeadAttention` →
+    `multi_head_attention`); characters a Python name cannot hold are dropped first, as
+    Keras drops them."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
