@@ -70,7 +70,7 @@ class Slot:
     value: Tensor
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One tensor of a graph, once, with every path that reaches it: first its
     `PRIMARY_PATH` when it has one, then in depth-first order."""
@@ -163,18 +163,33 @@ class Graph:
     def entries(self) -> list[Entry]:
         """Each tensor once, depth-first order, with all its paths; then the slots
         (at `slot_path`)."""
+        # (`walk` inlined: this runs once per conversion over every tensor, and a
+        # generator's resumption per edge is most of its cost for many small tensors)
         by_id: dict[int, Entry] = {}
-        for path, item in self.walk():
-            if type(item) is not Node:
+        shared: list[Entry] = []
+        seen = {id(self.root)}
+        stack = [((), iter(self.root.edges.items()))]
+        while stack:
+            prefix, edges = stack[-1]
+            for name, item in edges:
+                if type(item) is Node:
+                    if id(item) not in seen:
+                        seen.add(id(item))
+                        stack.append((prefix + (name,), iter(item.edges.items())))
+                        break
+                    continue
                 entry = by_id.get(id(item))
                 if entry is None:
-                    by_id[id(item)] = Entry([path], item)
+                    by_id[id(item)] = Entry([prefix + (name,)], item)
                 else:
-                    entry.paths.append(path)
+                    if len(entry.paths) == 1:
+                        shared.append(entry)
+                    entry.paths.append(prefix + (name,))
+            else:
+                stack.pop()
         found = list(by_id.values())
-        for entry in found:
-            if len(entry.paths) > 1:
-                _primary_first(entry)
+        for entry in shared:
+            _primary_first(entry)
         if not self.slots:
             return found
         first_path = {id(e.tensor): e.path for e in found}

@@ -2,21 +2,61 @@
 
 A Tensor knows its dtype and shape without touching data; `read()` fetches the bytes
 (from the file region the reader pointed at, usually with one positioned read) and
-returns a fresh numpy array that the caller may drop as soon as it is written.
+returns a numpy array that the caller may drop as soon as it is written (read-only when
+it views a mapping of the file: callers never write into it).
+
+A tensor whose bytes lie in a file exactly as an output stores them (C order,
+little-endian, nothing to compute) also says where (`stored()`): writers then move them
+file to file in the kernel (rawcopy.py) instead of reading them in. Its loader says so
+(`where_stored()`), not the Tensor, so a tensor a rule made from it, which has a loader
+of its own, never claims the source's bytes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .dtypes import STRING, dtype_name, itemsize
 from .errors import FormatError
 
+if TYPE_CHECKING:
+    from .fileio import SourceFile
+
 Loader = Callable[[], np.ndarray]
+
+
+class Check(NamedTuple):
+    """The checksum a file keeps over a region holding a tensor's bytes (TensorFlow's
+    CRC-32C of an entry, a zip record's CRC-32), to verify whenever they are used. The
+    region may start before them (an npz member's .npy header) but holds them whole."""
+
+    kind: str  # "crc32c" | "crc32"
+    offset: int
+    nbytes: int
+    value: int  # (unmasked)
+    reason: str  # the ChecksumError's reason when it does not match, with {} for `subject`
+    subject: str  # (formatted in only then: made for every tensor, used almost never)
+    path: str
+
+    def message(self) -> str:
+        return self.reason.format(self.subject)
+
+
+class Stored(NamedTuple):
+    """A tensor's bytes as they lie in a file, ready to be copied out unchanged: `nbytes`
+    at `offset` of `source`, C order, little-endian, for `dtype` and `shape`."""
+
+    source: SourceFile
+    offset: int
+    nbytes: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    check: Check | None = None
+    data: Any = None  # the bytes themselves, when the reader read them anyway (a buffer)
 
 
 class Tensor:
@@ -69,6 +109,18 @@ class Tensor:
             )
         return array
 
+    def stored(self) -> Stored | None:
+        """Where the value's bytes lie unchanged in a file, if they do (see the module
+        doc); None when they must be computed (a rule's output, a strided view, another
+        byte order, a compressed record)."""
+        where = getattr(self._load, "where_stored", None)
+        if where is None:
+            return None
+        found = where()
+        if found is None or found.dtype != self.dtype or found.shape != self.shape:
+            return None  # (a loader reused under another dtype or shape: read and check)
+        return found
+
     def __repr__(self) -> str:
         return f"Tensor({self.dtype_name}, {list(self.shape)})"
 
@@ -85,3 +137,12 @@ def array_from_bytes(data: bytes | bytearray | memoryview, dtype: np.dtype, shap
                           f"{dtype_name(dtype)}{list(shape)}")
     # Every supported host is little-endian, like the files, so this is a view, not a copy.
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def raw_bytes(array: np.ndarray) -> np.ndarray:
+    """The value's bytes as files store them (the inverse of `array_from_bytes`): C order,
+    little-endian, as a flat uint8 array (a view where the array already is so)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.reshape(-1).view(np.uint8)

@@ -33,10 +33,11 @@ from numpy.lib import format as npy
 from ..checksums import crc32
 from ..dtypes import EXTRA_NAMES, STRING, from_name
 from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
-from ..fileio import OutputSet, read_region
+from ..fileio import SourceFile, read_region
 from ..graph import Graph, Node
 from ..notes import count, dropped_values, non_tensor_values, some
-from ..tensor import Tensor, array_from_bytes
+from ..outputs import OutputSet
+from ..tensor import Check, Stored, Tensor, array_from_bytes
 from ..zipcheck import lying_sizes, unsafe_name
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
@@ -153,7 +154,7 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     if fortran:
         meta["fortran_order"] = True
     member = _Member(path, info, header, stored, tuple(shape), fortran, dtype)
-    return Tensor(dtype, tuple(shape), member.load, meta)
+    return Tensor(dtype, tuple(shape), member, meta)
 
 
 def _read_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo
@@ -209,6 +210,10 @@ class _Member:
                  shape: tuple[int, ...], fortran: bool, dtype: np.dtype):
         self.path, self.info, self.header = path, info, header
         self.stored, self.shape, self.fortran, self.dtype = stored, shape, fortran, dtype
+        self._source: SourceFile | None = None  # (opened when first copied from)
+
+    def __call__(self) -> np.ndarray:
+        return self.load()
 
     def load(self) -> np.ndarray:
         raw = self._member_bytes()
@@ -224,6 +229,22 @@ class _Member:
         if self.stored.byteorder == ">" or self.fortran:
             array = array.astype(self.dtype, order="C")  # a fresh C-order copy
         return array
+
+    def where_stored(self) -> Stored | None:
+        """Where the array's bytes lie, for a stored member in C order and little-endian;
+        its check is the member's CRC-32 (which covers the .npy header too)."""
+        info, stored = self.info, self.stored
+        if info.compress_type != zipfile.ZIP_STORED or self.fortran or \
+                stored.byteorder == ">" or math.prod(self.shape) == 0:
+            return None
+        start = self._data_start()
+        if self._source is None:
+            self._source = SourceFile(self.path)
+        check = Check("crc32", start, info.file_size, info.CRC,
+                      "member {!r}: CRC-32 does not match its bytes", info.filename,
+                      str(self.path))
+        return Stored(self._source, start + self.header, math.prod(self.shape)
+                      * stored.itemsize, self.dtype, self.shape, check)
 
     def _member_bytes(self) -> bytearray:
         info = self.info

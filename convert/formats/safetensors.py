@@ -5,7 +5,7 @@ Layout: an 8-byte little-endian header length N, N bytes of JSON
 follows, plus an optional `__metadata__` of strings), then the tensors' raw bytes. The
 header is checked before anything is trusted: N at most 100 MB and inside the file, no
 duplicate names, known dtypes, sizes equal to shape x dtype, and offsets that tile the
-data exactly. Keys map to paths by splitting on "." (see torch/keys.py), so
+data exactly. Keys map to paths by splitting on "." (see flatkeys.py), so
 torch -> safetensors -> torch gives back identical keys. Shared tensors are written once
 (safetensors has no aliasing); the report names the aliases folded.
 """
@@ -20,14 +20,15 @@ from typing import Any
 
 from ..dtypes import dtype_name, from_name
 from ..errors import FormatError, UnsupportedError
-from ..fileio import OutputSet, SourceFile, open_output, read_region
+from ..fileio import SourceFile, read_region
+from ..flatkeys import add_flat, join_path
 from ..graph import Entry, Graph
 from ..notes import count, dropped_values, some
-from ..stream import values
-from ..tensor import Tensor, array_from_bytes
+from ..outputs import OutputSet
+from ..rawcopy import Output
+from ..stream import contents
+from ..tensor import Stored, Tensor, array_from_bytes, raw_bytes
 from ..tfnames import NAMES_KEY, names_to_keep, parse_names, restore_names
-from .torch.keys import add_flat, join_path
-from .torch.storage import raw_bytes
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -79,11 +80,11 @@ def sniff(path: Path) -> bool:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"header names {key!r} twice")
-        result[key] = value
+    result = dict(pairs)  # (in C: this runs for every tensor's own object too)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise FormatError(f"header names {key!r} twice")
     return result
 
 
@@ -166,7 +167,7 @@ def read(path: Path) -> Graph:
         dtype = numpy_dtype(info["dtype"])
         shape = tuple(info["shape"])
         begin, end = info["data_offsets"]
-        pairs.append((name, Tensor(dtype, shape, _loader(source, data_start + begin,
+        pairs.append((name, Tensor(dtype, shape, _Region(source, data_start + begin,
                                                          end - begin, dtype, shape, name),
                                    {"key": name})))
     metadata = dict(metadata)
@@ -188,12 +189,25 @@ def _kept_names(text: str | None) -> dict[str, str] | None:
         return None
 
 
-def _loader(source: SourceFile, offset: int, size: int, dtype: Any, shape: tuple[int, ...],
-            name: str):
-    def load():
-        what = f"tensor {name!r}"
-        return array_from_bytes(source.read(offset, size, what), dtype, shape, what)
-    return load
+class _Region:
+    """A tensor's loader: its bytes at `offset` of the file, which also tell a writer where
+    they lie (`where_stored`). (An object, not a closure: no more per tensor than the closure's
+    cells, and the bytes are described without reading them.)"""
+
+    __slots__ = ("source", "offset", "size", "dtype", "shape", "name")
+
+    def __init__(self, source: SourceFile, offset: int, size: int, dtype: Any,
+                 shape: tuple[int, ...], name: str):
+        self.source, self.offset, self.size = source, offset, size
+        self.dtype, self.shape, self.name = dtype, shape, name
+
+    def __call__(self):
+        what = f"tensor {self.name!r}"
+        return array_from_bytes(self.source.read(self.offset, self.size, what), self.dtype,
+                                self.shape, what)
+
+    def where_stored(self) -> Stored:
+        return Stored(self.source, self.offset, self.size, self.dtype, self.shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -224,36 +238,45 @@ def _code(dtype: Any) -> str | None:
 def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
                   metadata: dict[str, str] | None = None) -> list[str]:
     """Write one safetensors file of `entries` (each once, under its first path)."""
-    names, folded, slots = [], [], 0
-    for entry in entries:
-        name = join_path(entry.path)
-        names.append(name)
-        folded.extend(f"{join_path(p)} -> {name}" for p in entry.paths[1:])
-        slots += entry.slot is not None
-        if _code(entry.tensor.dtype) is None:
-            raise UnsupportedError(f"tensor {name!r} is {dtype_name(entry.tensor.dtype)}, "
+    # (every loop here runs once per tensor: kept to plain list and dict work, each
+    # dtype's code looked up once)
+    tensors = [entry.tensor for entry in entries]
+    names = [".".join(entry.paths[0]) for entry in entries]
+    folded = [f"{join_path(p)} -> {name}" for entry, name in zip(entries, names, strict=True)
+              if len(entry.paths) > 1 for p in entry.paths[1:]]
+    slots = sum(entry.slot is not None for entry in entries)
+    codes: dict[Any, str | None] = {}
+    for tensor, name in zip(tensors, names, strict=True):
+        if tensor.dtype not in codes:
+            codes[tensor.dtype] = _code(tensor.dtype)
+        if codes[tensor.dtype] is None:
+            raise UnsupportedError(f"tensor {name!r} is {dtype_name(tensor.dtype)}, "
                                    "which safetensors cannot store")
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise UnsupportedError(f"two tensors would both be written as {duplicate!r}")
     # Data in falling item size, so every tensor is aligned to its own item size.
-    order = sorted(range(len(entries)), key=lambda i: -entries[i].tensor.dtype.itemsize)
+    sizes = [tensor.dtype.itemsize for tensor in tensors]
+    order = sorted(range(len(entries)), key=lambda i: -sizes[i])
     offsets: list[list[int]] = [[]] * len(entries)
     position = 0
     for i in order:
-        end = position + entries[i].tensor.nbytes
+        end = position + tensors[i].nbytes
         offsets[i] = [position, end]
         position = end
     header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
-    for name, entry, span in zip(names, entries, offsets, strict=True):
-        header[name] = {"dtype": _code(entry.tensor.dtype), "shape": list(entry.tensor.shape),
+    for name, tensor, span in zip(names, tensors, offsets, strict=True):
+        header[name] = {"dtype": codes[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": span}
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
-    with open_output(path, buffering=1 << 20) as f:
+    with Output(path) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
-        for tensor, array in values(entries[i].tensor for i in order):
-            f.write(raw_bytes(array))
+        for tensor, stored, array in contents([tensors[i] for i in order]):
+            if stored is not None:  # (unchanged bytes: copied file to file, checked)
+                f.copy(stored)
+            else:
+                f.write(raw_bytes(array))
             del array
             if progress is not None:
                 progress(tensor.nbytes)
@@ -272,7 +295,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           **options: Any) -> None:
     from ..api import Report
-    from .sharded import is_index, write_sharded
+    from ..sharding import is_index, write_sharded
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "safetensors")

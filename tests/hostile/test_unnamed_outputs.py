@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from convert import fileio
+from convert import outputs
 from convert.errors import ConvertError
 
 unnamed = pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE here")
@@ -17,9 +17,9 @@ unnamed = pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE 
 
 @unnamed
 def test_an_output_being_written_has_no_name_until_commit(tmp_path):
-    with fileio.OutputSet() as out:
+    with outputs.OutputSet() as out:
         tmp = out.path(tmp_path / "a.bin")
-        with fileio.open_output(tmp) as f:
+        with outputs.open_output(tmp) as f:
             f.write(b"x" * 100_000)
         assert os.listdir(tmp_path) == []  # (nothing a SIGKILL now could leave)
     assert (tmp_path / "a.bin").read_bytes() == b"x" * 100_000
@@ -30,18 +30,18 @@ def test_an_output_being_written_has_no_name_until_commit(tmp_path):
 def test_overwrite_replaces_and_abort_keeps_the_old_file(tmp_path):
     dest = tmp_path / "a.bin"
     dest.write_bytes(b"old")
-    with pytest.raises(RuntimeError), fileio.OutputSet(overwrite=True) as out:
+    with pytest.raises(RuntimeError), outputs.OutputSet(overwrite=True) as out:
         out.path(dest).write_bytes(b"new")
         raise RuntimeError
     assert dest.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.bin"]
-    with fileio.OutputSet(overwrite=True) as out:
+    with outputs.OutputSet(overwrite=True) as out:
         out.path(dest).write_bytes(b"new")
     assert dest.read_bytes() == b"new" and os.listdir(tmp_path) == ["a.bin"]
 
 
 def test_without_unnamed_files_temporaries_carry_the_pid(tmp_path, monkeypatch):
-    monkeypatch.setattr(fileio, "_unnamed_file", lambda directory, mode: None)
-    with fileio.OutputSet() as out:
+    monkeypatch.setattr(outputs, "_unnamed_file", lambda directory, mode: None)
+    with outputs.OutputSet() as out:
         tmp = out.path(tmp_path / "a.bin")
         assert tmp.name.startswith(f".a.bin.ckpt-{os.getpid()}-")
         tmp.write_bytes(b"x")
@@ -56,13 +56,13 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     other = tmp_path / f".b.bin.ckpt-{dead}-x1y2.tmp"  # another destination's
     for p in (stale, alive, other):
         p.write_bytes(b"partial")
-    with fileio.OutputSet() as out:
+    with outputs.OutputSet() as out:
         out.path(tmp_path / "a.bin").write_bytes(b"x")
     assert not stale.exists() and alive.exists() and other.exists()
 
 
 def test_a_write_error_names_the_destination(tmp_path):
-    with pytest.raises(ConvertError) as info, fileio.OutputSet() as out:
+    with pytest.raises(ConvertError) as info, outputs.OutputSet() as out:
         out.path(tmp_path / "a.bin")
         raise OSError(28, "No space left on device")
     assert str(info.value) == f"{tmp_path / 'a.bin'}: cannot be written: No space left on device"

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import convert
+from convert import flatkeys as keys_module
 from convert.errors import ConvertError, FormatError
-from convert.formats.torch import keys as keys_module
 from convert.formats.torch import records, unpickler
 from convert.formats.torch.opcodes import MARK
 from convert.graph import Node

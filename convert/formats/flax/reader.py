@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import FormatError
 from ...fileio import SourceFile
 from ...graph import Graph, Node
-from ...tensor import Tensor, array_from_bytes
+from ...tensor import Stored, Tensor, array_from_bytes
 from .layout import (
     CHUNKED_KEY,
     EXT_NDARRAY,
@@ -79,8 +79,8 @@ class _GraphBuilder:
             meta[META_EXT] = "npscalar"
         if len(parts) > 1 or parts[0].shape != shape:
             meta["chunks"] = len(parts)
-        return Tensor(parts[0].dtype, shape, _loader(self.source, parts, shape, meta["key"]),
-                      meta)
+        return Tensor(parts[0].dtype, shape,
+                      _Payload(self.source, parts, shape, meta["key"]), meta)
 
     def chunked(self, value: dict, where: tuple[str, ...]) -> Tensor:
         key = "/".join(where)
@@ -111,8 +111,19 @@ def _as_tuple(value: Any) -> tuple | None:
     return None
 
 
-def _loader(source: SourceFile, parts: list[ArrayRef], shape: tuple[int, ...], key: str):
-    def load() -> np.ndarray:
+class _Payload:
+    """A Tensor's loader: its array payload (or chunks, laid end to end), which, as one
+    payload, also tells a writer where its bytes lie (`where_stored`: msgpack keeps them
+    raw, in C order, little-endian)."""
+
+    __slots__ = ("source", "parts", "shape", "key")
+
+    def __init__(self, source: SourceFile, parts: list[ArrayRef], shape: tuple[int, ...],
+                 key: str):
+        self.source, self.parts, self.shape, self.key = source, parts, shape, key
+
+    def __call__(self) -> np.ndarray:
+        source, parts, shape, key = self.source, self.parts, self.shape, self.key
         if len(parts) == 1:
             buf = source.read(parts[0].offset, parts[0].nbytes, key)
             return array_from_bytes(buf, parts[0].dtype, shape, key)
@@ -124,7 +135,11 @@ def _loader(source: SourceFile, parts: list[ArrayRef], shape: tuple[int, ...], k
             done += part.shape[0]
         return out.reshape(shape)
 
-    return load
+    def where_stored(self) -> Stored | None:
+        if len(self.parts) != 1 or not self.parts[0].nbytes:
+            return None
+        part = self.parts[0]
+        return Stored(self.source, part.offset, part.nbytes, part.dtype, self.shape)
 
 
 def sniff(path: Path) -> bool:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ... import stream
 from ...errors import ConvertError, FormatError, UnsupportedError
-from ...fileio import OutputSet
 from ...graph import Graph, Node
 from ...notes import dropped_values, non_tensor_values
+from ...outputs import OutputSet
 from ...tfnames import name_based_keys
 from . import objects, state
 from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
@@ -128,8 +128,10 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         writer = BundleWriter(index, data)
         try:
             keys = [key for key, _ in entries]
-            for key, (_, array) in zip(keys, stream.values(t for _, t in entries), strict=True):
-                size = writer.add(key, array)
+            for key, (_, stored, array) in zip(keys, stream.contents(t for _, t in entries),
+                                               strict=True):
+                size = writer.add(key, array) if stored is None else writer.add_stored(key,
+                                                                                      stored)
                 del array
                 if progress:
                     progress(size)

@@ -18,8 +18,10 @@ import numpy as np
 from ...checksums import crc32c
 from ...dtypes import STRING, dtype_name, from_name, is_extra
 from ...errors import ChecksumError, FormatError, UnsupportedError
-from ...fileio import SourceFile, open_output
-from ...tensor import Tensor, array_from_bytes
+from ...fileio import SourceFile
+from ...outputs import open_output
+from ...rawcopy import Output
+from ...tensor import Check, Stored, Tensor, array_from_bytes
 from . import protos, slices
 from .table import TableReader, TableWriter, mask, read_varint, unmask, write_varint
 
@@ -68,6 +70,7 @@ def data_path(prefix: str | os.PathLike, shard: int, num_shards: int) -> Path:
 
 
 _BUNDLE_VERSION = 1  # TensorFlow's kTensorBundleVersion
+_CORRUPTED = "checksum does not match for tensor {!r}: the data shard is corrupted"
 
 
 class BundleReader:
@@ -97,6 +100,7 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.shards = [data_path(self.prefix, i, self.num_shards) for i in range(self.num_shards)]
         self.shard_files = [SourceFile(shard) for shard in self.shards]
+        self.shard_names = [str(shard) for shard in self.shards]
         for shard in self.shards:
             if not shard.is_file():
                 raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
@@ -141,15 +145,34 @@ class BundleReader:
         their shard (a truncated shard is found by listing), are checked here, once."""
         dtype, shape = self.dtype_shape(key)
         entry = self.entry(key)
-        if not entry.slices:  # (when listing: a lying index is found without the data)
+        parts = entry.slices
+        if not parts:  # (when listing: a lying index is found without the data)
             self._check_entry(key, entry, dtype, shape)
-        for part in [slices.slice_key(key, s) for s in entry.slices] or [key]:
+            shard = entry.shard_id  # (the common case inline: runs for every tensor)
+            if entry.offset + entry.size > self.shard_sizes[shard]:
+                self._check_extent(key)
+        for part in [slices.slice_key(key, s) for s in parts]:
             if part in self.entries:  # (a missing slice is reported when read)
                 self._check_extent(part)
-        return Tensor(dtype, shape, lambda: self.read(key, dtype, shape), meta)
+        return Tensor(dtype, shape, _Entry(self, key, dtype, shape), meta)
+
+    def stored(self, key: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> Stored | None:
+        """Where the bytes of `key` lie in their shard, with the entry's CRC-32C; None for
+        values that are assembled or decoded (slices, strings)."""
+        entry = self.entry(key)
+        if entry.slices or dtype == STRING:
+            return None
+        # (`tensor` checked the entry against its dtype and shape, and its shard)
+        offset, size, shard = entry.offset, entry.size, entry.shard_id
+        check = Check("crc32c", offset, size, unmask(entry.crc32c), _CORRUPTED,
+                      key.decode("utf-8", "replace"), self.shard_names[shard])
+        return Stored(self.shard_files[shard], offset, size, dtype, shape, check)
 
     def _check_entry(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]) -> None:
         """The entry's shard exists and its size is what its dtype and shape need."""
+        if 0 <= entry.shard_id < self.num_shards and (
+                dtype == STRING or entry.size == math.prod(shape) * dtype.itemsize):
+            return  # (the name is made only for an error)
         name = key.decode("utf-8", "replace")
         if not 0 <= entry.shard_id < self.num_shards:
             raise FormatError(f"tensor {name!r} points at shard {entry.shard_id} of "
@@ -243,6 +266,22 @@ class BundleReader:
         return out
 
 
+class _Entry:
+    """A Tensor's loader: the value of `key`, which also says where its bytes lie."""
+
+    __slots__ = ("reader", "key", "dtype", "shape")
+
+    def __init__(self, reader: BundleReader, key: bytes, dtype: np.dtype,
+                 shape: tuple[int, ...]):
+        self.reader, self.key, self.dtype, self.shape = reader, key, dtype, shape
+
+    def __call__(self) -> np.ndarray:
+        return self.reader.read(self.key, self.dtype, self.shape)
+
+    def where_stored(self) -> Stored | None:
+        return self.reader.stored(self.key, self.dtype, self.shape)
+
+
 def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
     """Serialise a string tensor as TF stores it; returns (bytes, masked entry CRC)."""
     items = [x if isinstance(x, bytes) else str(x).encode() for x in array.reshape(-1)]
@@ -261,27 +300,44 @@ class BundleWriter:
 
     def __init__(self, index_file: Path, data_file: Path):
         self.index_file = index_file
-        self.data = open_output(data_file, buffering=1 << 20)  # closed in finish/close
-        self.offset = 0
+        self.data = Output(data_file)  # closed in finish/close
         self.entries: dict[bytes, bytes] = {}
 
-    def add(self, key: str, array: np.ndarray) -> int:
+    @property
+    def offset(self) -> int:
+        return self.data.position
+
+    def _entry(self, key: str, dtype: np.dtype, shape: tuple[int, ...]
+               ) -> tuple[bytes, protos.BundleEntryProto]:
         raw_key = key.encode("utf-8")
         if raw_key in self.entries:
             raise ValueError(f"duplicate checkpoint key {key!r}")
-        entry = protos.BundleEntryProto(dtype=dtype_to_enum(array.dtype))
-        for d in array.shape:
+        entry = protos.BundleEntryProto(dtype=dtype_to_enum(dtype))
+        for d in shape:
             entry.shape.dim.add(size=d)
+        entry.offset = self.offset
+        return raw_key, entry
+
+    def add(self, key: str, array: np.ndarray) -> int:
+        raw_key, entry = self._entry(key, array.dtype, array.shape)
         if array.dtype == STRING:
             data, entry.crc32c = encode_strings(array)
         else:  # the array's own bytes, not a copy: tensors can be large
             data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
             entry.crc32c = mask(crc32c(data))
-        entry.offset, entry.size = self.offset, len(data)
+        entry.size = len(data)
         self.data.write(data)
-        self.offset += len(data)
         self.entries[raw_key] = entry.SerializeToString()
         return len(data)
+
+    def add_stored(self, key: str, stored: Stored) -> int:
+        """Add a tensor whose bytes lie unchanged in a file: copied, not read in (its
+        source checksum verified, its CRC-32C computed in the same pass)."""
+        raw_key, entry = self._entry(key, stored.dtype, stored.shape)
+        entry.crc32c = mask(self.data.copy(stored, "crc32c", f"tensor {key!r}"))
+        entry.size = stored.nbytes
+        self.entries[raw_key] = entry.SerializeToString()
+        return stored.nbytes
 
     def finish(self) -> None:
         self.data.close()

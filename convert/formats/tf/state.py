@@ -11,7 +11,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from ...errors import FormatError
-from ...fileio import OutputSet
+from ...outputs import OutputSet
 from . import protos
 
 STATE_FILE = "checkpoint"

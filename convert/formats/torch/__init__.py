@@ -8,7 +8,8 @@
   per-tensor fast path);
 - tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);
 - storage.py: tensors as strided views of storage bytes;
-- writer.py / ziparchive.py: torch-compatible zip output.
+- writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch
+  pickles it; records laid out as torch lays them out).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import FormatError
-from ...fileio import OutputSet
 from ...graph import Graph
+from ...outputs import OutputSet
 
 # The reader and writer modules are imported where used: safetensors imports this
 # package for its key rules only.
@@ -80,9 +81,9 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           strided: bool = False, **options: Any) -> None:
     """`strided`: permuted tensors as strided views of their sources' bytes (writer.py)."""
     from ...api import Report
+    from ...flatkeys import join_path
+    from ...sharding import is_index, write_sharded
     from ...tfnames import NAMES_KEY, names_to_keep
-    from ..sharded import is_index, write_sharded
-    from .keys import join_path
     from .writer import write_entries, write_graph
 
     if report is None:

@@ -17,12 +17,13 @@ from numpy.lib.stride_tricks import as_strided
 from ...checksums import crc32
 from ...errors import ChecksumError, FormatError
 from ...fileio import SourceFile
-from ...tensor import Tensor
+from ...tensor import Check, Stored, Tensor
 from .records import StorageRef, TensorRef, view_extent
 
 # An expanded view (stride 0) may claim more elements than its storage holds, as torch
 # allows; beyond this many bytes such a claim is treated as a lie rather than allocated.
 MAX_EXPANSION_BYTES = 64 << 20
+_READ_WITH_HEADER = 4096  # a record's bytes up to this size are read with its local header
 
 
 class Record:
@@ -43,6 +44,29 @@ class Record:
     def fetch(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         """`size` bytes from byte `start` of the storage, as they are in the file."""
         return self.source.read(self.offset + start, size, what)
+
+    def data_offset(self, what: str) -> int:
+        """Where the storage's bytes start in the file."""
+        return self.offset
+
+    def stored(self, start: int, size: int, dtype: np.dtype, shape: tuple[int, ...],
+               what: str) -> Stored | None:
+        """Where `size` bytes from byte `start` of the storage lie in the file, with the
+        record's CRC-32 when they are the whole record; None for records that are not
+        stored as they are used (compressed, big-endian)."""
+        if self.read_whole is not None or self.big_endian:
+            return None
+        if start < 0 or start + size > self.nbytes:
+            raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
+        data = None
+        if self.offset < 0 and size <= _READ_WITH_HEADER:  # (a small storage's first read
+            data = self.fetch(start, size, what)          # brings its bytes with the header)
+        offset = self.data_offset(what)
+        check = None
+        if self.crc is not None and size == self.nbytes:
+            check = Check("crc32", offset, size, self.crc, "storage {} does not match its "
+                          "CRC-32 (the file is corrupted)", self.name, self.path)
+        return Stored(self.source, offset + start, size, dtype, shape, check, data)
 
     def read(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         if start < 0 or start + size > self.nbytes:
@@ -130,6 +154,15 @@ class _View:
         return _to_little_endian(array) if self.record.big_endian else array
 
 
+    def where_stored(self) -> Stored | None:
+        """Where the view's bytes lie, when they are the tensor's as stored (contiguous,
+        little-endian)."""
+        if math.prod(self.shape) == 0 or not _is_contiguous(self.shape, self.stride):
+            return None
+        return self.record.stored(self.start, self.span, self.dtype, self.shape,
+                                  f"tensor {self.key!r}")
+
+
 def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     expected = 1
     for size, step in zip(reversed(shape), reversed(stride), strict=True):
@@ -145,11 +178,3 @@ def _to_little_endian(array: np.ndarray) -> np.ndarray:
         return array
     flat = array.reshape(-1).view(f"<u{unit}").byteswap()
     return flat.view(array.dtype).reshape(array.shape)
-
-
-def raw_bytes(array: np.ndarray) -> np.ndarray:
-    """The value's bytes as written to files: C order, little-endian, as a uint8 array."""
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array.reshape(-1).view(np.uint8)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import FormatError, UnsupportedError
+from ...flatkeys import add_keyed, join_path
 from ...graph import Graph, Node
 from ...notes import count, dropped_values
 from ...tensor import Tensor
 from ...tfnames import NAMES_KEY, names_to_keep
-from .keys import add_keyed, join_path
 from .records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
 
 CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from ...checksums import crc32
+
+if TYPE_CHECKING:
+    from ...tensor import Stored
 
 ALIGNMENT = 64
 _U32 = 0xFFFFFFFF
@@ -38,7 +41,8 @@ _PADDING = [b"FB" + struct.pack("<H", n) + b"Z" * n for n in range(ALIGNMENT)]
 
 
 class AlignedZipWriter:
-    """Append stored records to `stream`; `close()` writes the central directory."""
+    """Append stored records to `stream` (a rawcopy.Output, for `add_stored`: anything
+    with `write` otherwise); `close()` writes the central directory."""
 
     def __init__(self, stream: BinaryIO):
         self.stream = stream
@@ -49,10 +53,10 @@ class AlignedZipWriter:
         self.stream.write(data)
         self.position += len(data)
 
-    def add(self, name: str, data: bytes | memoryview) -> None:
-        encoded = name.encode("utf-8")
-        data = memoryview(data).cast("B")
-        size, offset = len(data), self.position
+    def _header(self, encoded: bytes, size: int) -> tuple[bytes, bool]:
+        """A record's local header (its data padded to ALIGNMENT), and whether it is
+        zip64."""
+        offset = self.position
         big = size >= _U32 or offset >= _U32
         zip64 = b""
         if big:
@@ -64,6 +68,13 @@ class AlignedZipWriter:
         extra = zip64 + _PADDING[padding]
         header = _LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded),
                              len(extra)) + encoded + extra
+        return header, big
+
+    def add(self, name: str, data: bytes | memoryview) -> None:
+        encoded = name.encode("utf-8")
+        data = memoryview(data).cast("B")
+        size, offset = len(data), self.position
+        header, big = self._header(encoded, size)
         if size <= _INLINE_CRC:  # one write of header, data and descriptor
             crc = crc32(data)
             self._write(b"".join([header, data, self._descriptor(crc, size, big)]))
@@ -73,6 +84,18 @@ class AlignedZipWriter:
             self._write(data)
             crc = crc_future.result()
             self._write(self._descriptor(crc, size, big))
+        self.entries.append(_Entry(encoded, offset, size, crc))
+
+    def add_stored(self, name: str, stored: Stored) -> None:
+        """A record of a tensor's bytes as they lie in a source file: copied file to file
+        (see rawcopy.py), its CRC-32 computed in the pass that verifies the source's."""
+        encoded = name.encode("utf-8")
+        size, offset = stored.nbytes, self.position
+        header, big = self._header(encoded, size)
+        self._write(header)
+        crc = self.stream.copy(stored, "crc32", f"record {name}")
+        self.position += size
+        self._write(self._descriptor(crc, size, big))
         self.entries.append(_Entry(encoded, offset, size, crc))
 
     @staticmethod

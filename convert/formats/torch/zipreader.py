@@ -179,6 +179,11 @@ class _ZipRecord(Record):
                          source)
         self.entry, self.archive_size = entry, archive_size
 
+    def data_offset(self, what: str) -> int:
+        if self.offset < 0:
+            self.fetch(0, 0, what)  # (reads the local header, which sets it)
+        return self.offset
+
     def fetch(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         if self.offset >= 0:
             return super().fetch(start, size, what)

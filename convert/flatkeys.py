@@ -1,4 +1,5 @@
-"""Dotted keys (`encoder.layer.0.weight`) <-> graph paths, for torch and safetensors.
+"""Dotted keys (`encoder.layer.0.weight`) <-> graph paths: the flat key convention torch
+state dicts and safetensors files share (and the sharded index that lists them).
 
 A key is split on "." so that `a..b` gives ("a", "", "b") and joining with "." gives the
 same string back. One exception keeps every key reachable: when another key of the same
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...graph import Node, Path
-from ...tensor import Tensor
+from .graph import Node, Path
+from .tensor import Tensor
 
 
 def split_keys(keys: Iterable[str]) -> dict[str, Path]:

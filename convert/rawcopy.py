@@ -1,0 +1,268 @@
+"""Output files written at a known position, and stored tensor bytes copied into them
+without passing through Python.
+
+A writer puts its own small pieces (headers, pickles, descriptors) through one reused
+buffer, and a tensor whose bytes lie unchanged in a source file (`Tensor.stored()`) goes
+file to file: `os.copy_file_range` in the kernel (`os.sendfile` where that is refused),
+else positioned reads into one reused buffer and writes. The source's checksum is
+verified alongside the kernel copy, from the page cache, by positioned reads into one
+reused buffer (never a mapping: page faults of a mapping cost more than the reads), and
+the checksum the output needs of the same bytes (a zip record's CRC-32, a TensorFlow
+entry's CRC-32C) is computed in that same pass. A mismatch raises ChecksumError before
+the writer returns, so the OutputSet around it removes the output: nothing is committed.
+
+Small tensors are read straight into the output's buffer (one pread, no array): for
+checkpoints of many small tensors the per-tensor cost is what counts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .checksums import crc32, crc32c
+from .errors import ChecksumError, FormatError
+from .outputs import open_output
+from .tensor import Stored
+
+BUFFER = 1 << 20  # the output buffer, and the chunk of a checksum pass
+KERNEL_FROM = 1 << 18  # below this a copy through the buffer costs fewer system calls
+KERNEL = True  # False: every copy goes through the buffer (tests compare the two paths)
+_CHECKSUMS = {"crc32": crc32, "crc32c": crc32c}
+# errnos by which a filesystem (or a kernel) refuses an in-kernel copy: fall back
+_REFUSED = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF,
+            errno.ETXTBSY, errno.EPERM, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+_POOL: ThreadPoolExecutor | None = None  # the checksum passes' thread, made when first used
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-check")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it makes a pool of its own."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+class Output:
+    """A new output file written from its start: `write` appends bytes, `copy` appends a
+    stored tensor's; `position` is the byte offset the next one goes to."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._file = open_output(path, buffering=0)
+        self.fd = self._file.fileno()
+        self.position = 0
+        self._buf = bytearray(BUFFER)
+        self._view = memoryview(self._buf)
+        self._fill = 0
+        self._scratch: memoryview | None = None  # the checksum pass's buffer, made once
+        self._kernel = KERNEL  # (turned off for this output when the kernel refuses)
+
+    # -- own bytes -----------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:  # (headers are bytes: written as they are, per tensor)
+            data = memoryview(data).cast("B")
+        n = len(data)
+        if self._fill + n > BUFFER:
+            self.flush()
+        if n > BUFFER:
+            self._write_all(data)
+        else:
+            self._view[self._fill:self._fill + n] = data
+            self._fill += n
+        self.position += n
+
+    def flush(self) -> None:
+        if self._fill:
+            self._write_all(self._view[:self._fill])
+            self._fill = 0
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        data = memoryview(data)
+        while data:
+            data = data[os.write(self.fd, data):]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._file.close()
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- stored bytes --------------------------------------------------------------
+    def copy(self, stored: Stored, want: str | None = None, what: str = "tensor"
+             ) -> int | None:
+        """Append `stored`'s bytes, verified against its source's checksum; returns their
+        `want` checksum ("crc32", "crc32c"), or None when none is wanted."""
+        check = stored.check
+        start, size = (check.offset, check.nbytes) if check else (stored.offset,
+                                                                  stored.nbytes)
+        if size <= KERNEL_FROM and size <= BUFFER:
+            return self._copy_small(stored, start, size, want, what)
+        self.flush()
+        copied = False
+        result: int | None = None
+        if self._kernel:
+            pending = _pool().submit(self._checksums, stored, start, size, want, what)
+            try:
+                copied = self._copy_in_kernel(stored, what)
+            finally:
+                result = pending.result()  # (raises ChecksumError: nothing is committed)
+        if not copied:
+            result = self._copy_buffered(stored, start, size, want, what)
+        self.position += stored.nbytes
+        return result
+
+    def _copy_small(self, stored: Stored, start: int, size: int, want: str | None,
+                    what: str) -> int | None:
+        if self._fill + size > BUFFER:
+            self.flush()
+        place = self._view[self._fill:self._fill + size]
+        if stored.data is not None and len(stored.data) == size:  # (read with a header)
+            place[:] = stored.data
+        elif os.preadv(stored.source.fileno(), [place], start) != size:  # (one, nearly always)
+            _pread_into(stored, place, start, what)
+        check = stored.check
+        if check is not None and _CHECKSUMS[check.kind](place) != check.value:
+            raise ChecksumError(check.message(), check.path)
+        lead = stored.offset - start
+        data = place[lead:lead + stored.nbytes]
+        result = _wanted(want, check, data, lead == 0 and size == stored.nbytes)
+        if lead:  # (the region began with bytes not copied: move the tensor's down)
+            place[:stored.nbytes] = bytes(data)
+        self._fill += stored.nbytes
+        self.position += stored.nbytes
+        return result
+
+    def _copy_in_kernel(self, stored: Stored, what: str) -> bool:
+        """Copy with copy_file_range (else sendfile); False when the kernel refuses
+        before copying anything (then nothing was written)."""
+        source_fd = stored.source.fileno()
+        offset, left = stored.offset, stored.nbytes
+        calls = [_copy_file_range, _sendfile]
+        while left:
+            try:
+                n = calls[0](source_fd, self.fd, left, offset)
+            except OSError as exc:
+                if exc.errno not in _REFUSED or left != stored.nbytes:
+                    raise
+                calls.pop(0)
+                if not calls:
+                    self._kernel = False
+                    return False
+                continue
+            if n == 0:
+                raise _past_end(stored, what)
+            offset += n
+            left -= n
+        return True
+
+    def _checksums(self, stored: Stored, start: int, size: int, want: str | None,
+                   what: str) -> int | None:
+        """Read the checked region (or the tensor's bytes) once: verify, and compute the
+        `want` checksum of the tensor's bytes."""
+        check = stored.check
+        whole = start == stored.offset and size == stored.nbytes
+        if check is None and want is None:
+            return None
+        if whole and check is not None and want == check.kind:
+            want = None  # (the verified value is the one wanted)
+        verify = _CHECKSUMS[check.kind] if check is not None else None
+        make = _CHECKSUMS[want] if want is not None else None
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(BUFFER))
+        value = result = 0
+        end, position = stored.offset + stored.nbytes, start
+        while position < start + size:
+            n = min(BUFFER, start + size - position)
+            chunk = self._scratch[:n]
+            _pread_into(stored, chunk, position, what)
+            if verify is not None:
+                value = verify(chunk, value)
+            if make is not None:
+                lo, hi = max(position, stored.offset), min(position + n, end)
+                if lo < hi:
+                    result = make(chunk[lo - position:hi - position], result)
+            position += n
+        if check is not None and value != check.value:
+            raise ChecksumError(check.message(), check.path)
+        if make is None:
+            return check.value if (want is None and whole and check is not None) else None
+        return result
+
+    def _copy_buffered(self, stored: Stored, start: int, size: int, want: str | None,
+                       what: str) -> int | None:
+        """The fallback: the region read in chunks into one buffer, checked and written."""
+        check = stored.check
+        verify = _CHECKSUMS[check.kind] if check is not None else None
+        make = _CHECKSUMS[want] if want is not None else None
+        chunk_buffer = memoryview(bytearray(BUFFER))
+        value = result = 0
+        end, position = stored.offset + stored.nbytes, start
+        while position < start + size:
+            n = min(BUFFER, start + size - position)
+            chunk = chunk_buffer[:n]
+            _pread_into(stored, chunk, position, what)
+            if verify is not None:
+                value = verify(chunk, value)
+            lo, hi = max(position, stored.offset), min(position + n, end)
+            if lo < hi:
+                part = chunk[lo - position:hi - position]
+                if make is not None:
+                    result = make(part, result)
+                self._write_all(part)
+            position += n
+        if check is not None and value != check.value:
+            raise ChecksumError(check.message(), check.path)
+        return result if make is not None else None
+
+
+def _wanted(want: str | None, check, data: memoryview, whole: bool) -> int | None:
+    if want is None:
+        return None
+    if whole and check is not None and check.kind == want:
+        return check.value  # (just verified)
+    return _CHECKSUMS[want](data)
+
+
+def _pread_into(stored: Stored, place: memoryview, offset: int, what: str) -> None:
+    fd, done = stored.source.fileno(), 0
+    while done < len(place):
+        n = os.preadv(fd, [place[done:]], offset + done)
+        if n <= 0:
+            raise _past_end(stored, what)
+        done += n
+
+
+def _copy_file_range(source_fd: int, fd: int, count: int, offset: int) -> int:
+    return os.copy_file_range(source_fd, fd, count, offset)
+
+
+def _sendfile(source_fd: int, fd: int, count: int, offset: int) -> int:
+    return os.sendfile(fd, source_fd, offset, count)
+
+
+def _past_end(stored: Stored, what: str) -> FormatError:
+    path = Path(stored.source.path)
+    return FormatError(f"{what} at bytes {stored.offset}..{stored.offset + stored.nbytes} "
+                       "lies past the end of the file: it was truncated while being read",
+                       path)
+
+
+if not hasattr(os, "copy_file_range"):  # (not Linux: sendfile, else the buffer)
+    _copy_file_range = _sendfile  # noqa: F811
