@@ -38,6 +38,7 @@ _TENSOR_RUN = re.compile(
     + rb"([\x88\x89])" + _GET + rb"\)R" + _PUT + rb"t" + _PUT + rb"R" + _PUT, re.DOTALL)
 _U32, _I32 = struct.Struct("<I"), struct.Struct("<i")
 _INT_WIDTH = {0x4B: 2, 0x4D: 3, 0x4A: 5}  # BININT1, BININT2, BININT: opcode and value
+_LONG_SLOTS: dict[int, struct.Struct] = {}  # (n long slots: the format made once, per n)
 
 
 def _slots(*raws: bytes) -> Sequence[int]:
@@ -46,7 +47,10 @@ def _slots(*raws: bytes) -> Sequence[int]:
     if len(joined) == 2 * len(raws):  # (every one short: the slots are every other byte)
         return joined[1::2]
     if len(joined) == 5 * len(raws):
-        return struct.unpack_from("<" + "xI" * len(raws), joined)
+        long = _LONG_SLOTS.get(len(raws))
+        if long is None:
+            long = _LONG_SLOTS[len(raws)] = struct.Struct("<" + "xI" * len(raws))
+        return long.unpack_from(joined)
     return [_slot(raw) for raw in raws]
 
 
