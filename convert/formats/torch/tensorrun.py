@@ -99,9 +99,13 @@ class TensorRuns:
         size = tuples.get(size) or self.run_tuple(size)  # (a scalar's () is looked up again)
         stride = tuples.get(stride) or self.run_tuple(stride)
         func, word, kind, location, hooks = _slots(func, word, kind, location, hooks)
-        puts = _slots(key_put, pid_put, hooks_put, args_put, put)
-        size_put = _slot(size_put) if size_put else None
-        stride_put = _slot(stride_put) if stride_put else None
+        if size_put and stride_put:  # (torch's own: both tuples memoized; one decode)
+            puts = _slots(key_put, pid_put, size_put, stride_put, hooks_put, args_put, put)
+            size_put, stride_put, puts = puts[2], puts[3], puts[:2] + puts[4:]
+        else:
+            puts = _slots(key_put, pid_put, hooks_put, args_put, put)
+            size_put = _slot(size_put) if size_put else None
+            stride_put = _slot(stride_put) if stride_put else None
         if (len(key) != key_len[0] or size is None or stride is None
                 or self.persistent_load is None or location == puts[0]
                 or hooks in (puts[0], puts[1], size_put, stride_put)):  # (gets see the old memo)

@@ -154,7 +154,9 @@ class _Archive:
 
     def storage(self, name: str, big_endian: bool) -> Record:
         """A storage record, checked against the central directory only."""
-        entry = self.entry(name, "storage record")
+        entry = self.directory.get(name)  # (`entry` inline: this runs for every storage)
+        if entry is None or entry.flags & _ENCRYPTED:
+            entry = self.entry(name, "storage record")  # (raises, saying why)
         if entry.method != _STORED:
             path = self.path
             return Record(self.where, name, 0, entry.file_size, big_endian=big_endian,
