@@ -172,6 +172,9 @@ def _short(value: object) -> str:
               help="torch/safetensors/keras: split DST into shards of at most this size "
                    "(2GB, 500MB).")
 @click.option("--compress", is_flag=True, help="npz: deflate the members.")
+@click.option("--strided", is_flag=True,
+              help="torch: write transposed tensors as strided views of the source's bytes "
+                   "(as torch.save writes w.t()): no transpose; they load non-contiguous.")
 @click.option("--rules", "rules", metavar="NAME|FILE",
               help="Map layers and tensors with these rules (`ckpt rules` lists them).")
 @click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
@@ -186,8 +189,8 @@ def _short(value: object) -> str:
 def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
                     overwrite: bool, quiet: bool, as_json: bool, max_to_keep: int | None,
                     tf_names: bool, max_shard_size: int | None, compress: bool,
-                    rules: str | None, reverse: bool, like: str | None, check: str | None,
-                    emit_rules: str | None, dry_run: bool) -> None:
+                    strided: bool, rules: str | None, reverse: bool, like: str | None,
+                    check: str | None, emit_rules: str | None, dry_run: bool) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = {}
     if max_to_keep is not None:
@@ -200,6 +203,8 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
         options["max_shard_size"] = max_shard_size
     if compress:
         options["compress"] = True
+    if strided:
+        options["strided"] = True
     mapped = {"rules": rules, "like": like, "check": check, "reverse": reverse,
               "emit_rules": emit_rules, "dry_run": dry_run}
     with _user_errors():

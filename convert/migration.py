@@ -98,6 +98,9 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
     _check_picks(picks)
     source = _copy(graph)
     before = _paths(source)
+    # The report knows objects by id: hold every source tensor and slot until it is made, so
+    # that a tensor made on the way (the save counter) cannot take a dropped one's id.
+    alive = ([e.tensor for e in source.entries()], list(source.slots))
     known = optimizers.variables(source, optimizers.find(source))
     out, why = source, {}
     # TF1 names: the checkpoint itself keeps the slots (their optimizer is the root), so they
@@ -126,6 +129,7 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
             report.added.append(SAVE_COUNTER)
     _primary_paths(out)
     _describe(report, before, out, why)
+    del alive
     return out, report
 
 

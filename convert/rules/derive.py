@@ -3,10 +3,14 @@ ops, and computes its value from its source tensors only when a writer reads it.
 
 One computation may give several tensors (a fused `in_proj_weight` split into q, k and v):
 its outputs are kept until each has been read once, so the sources are read once for all
-of them, and the memory held is one computation's outputs at most.
+of them, and the memory held is one computation's outputs at most. Writers read large
+tensors in a background thread and small ones in their own (stream.py): a computation with
+outputs of both sizes is computed under a lock, once.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -17,7 +21,7 @@ from .ops import Chain, Spec
 class Computation:
     """Source tensors through an op chain."""
 
-    __slots__ = ("inputs", "chain", "specs", "_ready", "_left")
+    __slots__ = ("inputs", "chain", "specs", "_ready", "_left", "_lock")
 
     def __init__(self, inputs: list[Tensor], chain: Chain, specs: list[Spec]):
         self.inputs = inputs
@@ -25,16 +29,18 @@ class Computation:
         self.specs = specs
         self._ready: list[np.ndarray] | None = None
         self._left: set[int] = set()
+        self._lock = threading.Lock()
 
     def output(self, index: int) -> np.ndarray:
-        if self._ready is None or index not in self._left:
-            self._ready = self.chain.apply([t.read() for t in self.inputs])
-            self._left = set(range(len(self._ready)))
-        value = self._ready[index]
-        self._left.discard(index)
-        if not self._left:
-            self._ready = None
-        return value
+        with self._lock:
+            if self._ready is None or index not in self._left:
+                self._ready = self.chain.apply([t.read() for t in self.inputs])
+                self._left = set(range(len(self._ready)))
+            value = self._ready[index]
+            self._left.discard(index)
+            if not self._left:
+                self._ready = None
+            return value
 
 
 class _Output:
@@ -66,9 +72,34 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     ops = "; ".join([*done, chain.describe()])
     inexact = chain.inexact([(t.dtype, t.shape) for t in inputs],
                             [not t.meta.get("rule_exact", True) for t in inputs])
-    return [Tensor(dtype, shape, _Output(computation, i),
+    made = [Tensor(dtype, shape, _Output(computation, i),
                    {"rule_sources": sources, "rule_ops": ops, "rule_exact": not inexact[i]})
             for i, (dtype, shape) in enumerate(specs)]
+    axes = _permutation(chain)
+    if axes is not None and len(inputs) == 1 and len(made) == 1:
+        source = inputs[0]
+        if VIEW_OF in source.meta:  # a permutation of a permutation: of the first source
+            source, first = source.meta[VIEW_OF]
+            axes = tuple(first[a] for a in axes)
+        made[0].meta[VIEW_OF] = (source, axes)
+    return made
+
+
+# `meta[VIEW_OF] = (source, axes)`: the tensor is `source` with its axes permuted, the
+# value `np.transpose(source.read(), axes)`. A writer that can store a strided view (torch's
+# `--strided`) writes the source's bytes as they are instead of computing the value.
+VIEW_OF = "view_of"
+
+
+def _permutation(chain: Chain) -> tuple[int, ...] | None:
+    """The axes of the one permutation that `chain` is, if it is nothing else."""
+    axes: tuple[int, ...] | None = None
+    for op in chain.ops:
+        if op.name != "transpose":
+            return None
+        step = tuple(op.axes)
+        axes = step if axes is None else tuple(axes[a] for a in step)
+    return axes
 
 
 def sources_of(tensor: Tensor) -> list[str]:

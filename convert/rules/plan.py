@@ -19,7 +19,7 @@ from ..graph import Path as GraphPath
 from ..tensor import Tensor
 from . import kinds as kinds_module
 from .align import Pair, align
-from .derive import sources_of
+from .derive import VIEW_OF, sources_of
 from .kinds import Layer, View, keras_index
 from .language import RuleError, RuleSet
 from .translate import Step, routes, run_layer, run_tensor_rules, usable
@@ -327,7 +327,7 @@ def _as(skeleton: Tensor, made: Tensor, memo: dict) -> Tensor:
     if key not in memo:
         memo[key] = Tensor(made.dtype, made.shape, made.read,
                            {**skeleton.meta, **{k: v for k, v in made.meta.items()
-                                                if k.startswith("rule_")},
+                                                if k.startswith("rule_") or k == VIEW_OF},
                             "rule_sources": made.meta.get("rule_sources",
                                                           [_source_key(made)])})
     return memo[key]

@@ -78,7 +78,8 @@ def read(path: Path) -> Graph:
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
-          **options: Any) -> None:
+          strided: bool = False, **options: Any) -> None:
+    """`strided`: permuted tensors as strided views of their sources' bytes (writer.py)."""
     from ...api import Report
     from ...flatkeys import join_path
     from ...sharding import is_index, write_sharded
@@ -89,12 +90,12 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
         report = Report(graph.source, str(path), graph.format, "torch")
     sharded = max_shard_size is not None or is_index(path)
     names = names_to_keep(graph, None, ".", join_path) if sharded else None
-    shard = write_entries if names is None else partial(write_entries,
-                                                        attributes={NAMES_KEY: names})
+    shard = partial(write_entries, strided=strided) if names is None else partial(
+        write_entries, attributes={NAMES_KEY: names}, strided=strided)
     if sharded and write_sharded(
             graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):
         return
     with OutputSet(overwrite, inputs) as out:
-        write_graph(graph, out.path(path), path, progress, report)
+        write_graph(graph, out.path(path), path, progress, report, strided)
     report.files.append(str(path))

@@ -72,10 +72,14 @@ class _KindRefs(NamedTuple):
     legacy: bool  # a typed storage class, sized in elements (else bytes)
 
 
+_VIEW_OF = "view_of"  # (source Tensor, axes): see convert/rules/derive.py
+
+
 class Pickler:
     """Protocol-2 opcodes for a tree of containers, plain values and graph Tensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, strided: bool = False) -> None:
+        self.strided = strided  # permuted tensors as strided views (see _storage_of)
         self.out = io.BytesIO()
         self.memo: dict[Any, int] = {}
         self.puts = 0  # values memoized so far (the next memo index)
@@ -272,10 +276,11 @@ class Pickler:
             self.out.write(b"b")
 
     def save_tensor(self, tensor: Tensor, key: str) -> None:
-        storage_key = self.storage_keys.get(id(tensor))
+        stored, stride = self._storage_of(tensor)
+        storage_key = self.storage_keys.get(id(stored))
         if storage_key is None:
-            storage_key = self.storage_keys[id(tensor)] = str(len(self.storages))
-            self.storages.append((storage_key, tensor))
+            storage_key = self.storage_keys[id(stored)] = str(len(self.storages))
+            self.storages.append((storage_key, stored))
         parameter = tensor.meta.get("torch.parameter", False)
         kind = (tensor.dtype, parameter)
         # The first tensor of its kind writes the globals and strings it names in full
@@ -294,7 +299,7 @@ class Pickler:
             put(),
             b"QK\x00",  # the persistent id, then storage offset 0
             self._int_tuple_bytes(tensor.shape),
-            self._int_tuple_bytes(contiguous_strides(tensor.shape)),
+            self._int_tuple_bytes(stride),
             b"\x89",
             hooks or glob("collections", "OrderedDict") + b")R",  # no backward hooks
             put(),
@@ -312,6 +317,20 @@ class Pickler:
         self.out.write(b"".join(parts))
         if refs is None:
             self.tensor_refs[kind] = self._kind_refs(tensor, parameter, legacy_class)
+
+    def _storage_of(self, tensor: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """The tensor whose bytes are `tensor`'s storage, and `tensor`'s strides in it: with
+        `strided`, a permutation of another tensor's axes (`meta["view_of"]`, set by the
+        rules for a kernel transposed into a torch weight) is stored as torch stores
+        `w.t()`, the other's bytes untouched with permuted strides."""
+        view = tensor.meta.get(_VIEW_OF) if self.strided else None
+        if view is not None:
+            source, axes = view
+            if source.dtype == tensor.dtype and len(axes) == len(source.shape) and \
+                    tuple(source.shape[a] for a in axes) == tensor.shape:
+                whole = contiguous_strides(source.shape)
+                return source, tuple(whole[a] for a in axes)
+        return tensor, contiguous_strides(tensor.shape)
 
     @staticmethod
     def _storage_class(tensor: Tensor, key: str) -> str | None:

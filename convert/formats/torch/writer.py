@@ -4,6 +4,11 @@
 2.13's order and layout (see ziparchive.py), each storage written as soon as its tensor is
 read, then dropped; a storage whose bytes lie unchanged in the source is copied file to
 file (rawcopy.py), its CRC-32 computed in the pass that verifies the source's checksum.
+
+With `strided`, a tensor that is a permutation of another's axes (a kernel transposed into
+a torch weight by the rules) is written as torch writes `w.t()`: the other tensor's bytes
+untouched as the storage (copied file to file where they lie unchanged), with permuted
+strides. No transpose is computed; `torch.load` gives a non-contiguous tensor.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ def archive_name(path: Path) -> str:
 
 
 def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], None] | None,
-                  report: Any) -> None:
+                  report: Any, strided: bool = False) -> None:
     """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
-    pickler = Pickler()
+    pickler = Pickler(strided)
     pickled = pickler.dump(obj)
     with Output(path) as stream:
         archive = AlignedZipWriter(stream)
@@ -65,14 +70,16 @@ def _serialization_id(pickled: bytes) -> bytes:
 
 
 def write_graph(graph: Graph, tmp: Path, destination: Path,
-                progress: Callable[[int], None] | None, report: Any) -> None:
+                progress: Callable[[int], None] | None, report: Any,
+                strided: bool = False) -> None:
     obj = from_graph(graph, report.notes)
-    write_archive(obj, tmp, archive_name(destination), progress, report)
+    write_archive(obj, tmp, archive_name(destination), progress, report, strided)
 
 
 def write_entries(entries: list[Entry], tmp: Path, destination: Path,
                   progress: Callable[[int], None] | None, report: Any,
-                  attributes: dict[str, Any] | None = None) -> list[str]:
+                  attributes: dict[str, Any] | None = None,
+                  strided: bool = False) -> list[str]:
     """One shard: a flat state dict of these entries (every path), with `attributes` on
     the OrderedDict (a TF1 checkpoint's names); returns its keys."""
     state = PickledOrderedDict()
@@ -80,5 +87,5 @@ def write_entries(entries: list[Entry], tmp: Path, destination: Path,
     for entry in entries:
         for p in entry.paths:
             state[join_path(p)] = entry.tensor
-    write_archive(state, tmp, archive_name(destination), progress, report)
+    write_archive(state, tmp, archive_name(destination), progress, report, strided)
     return list(state)
