@@ -214,13 +214,14 @@ class _Region:
 # Writing
 
 
-def header_metadata(graph: Graph, notes: list[str]) -> dict[str, str]:
+def header_metadata(graph: Graph, notes: list[str], entries: list[Entry] | None = None
+                    ) -> dict[str, str]:
     """`__metadata__`: the graph's string values, with `format: pt` as transformers wants,
-    and a TF1 checkpoint's names (`tfnames`)."""
+    and a TF1 checkpoint's names (`tfnames`; from `entries` when the caller has them)."""
     metadata = {k: v for k, v in graph.metadata.items()
                 if isinstance(k, str) and isinstance(v, str)}
     metadata.setdefault("format", "pt")
-    names = names_to_keep(graph, None, ".", join_path)
+    names = names_to_keep(graph, entries, ".", join_path)
     if names is not None:
         metadata[NAMES_KEY] = json.dumps(names, separators=(",", ":"), ensure_ascii=False)
     dropped = [str(k) for k in graph.metadata if k not in metadata]
@@ -299,16 +300,20 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "safetensors")
-    metadata = header_metadata(graph, report.notes)
+    # (one file: its entries are walked once, for the names kept and for the data)
+    sharded = max_shard_size is not None or is_index(path)
+    entries = None if sharded else graph.entries()
+    metadata = header_metadata(graph, report.notes, entries)
 
     def shard(entries: list[Entry], tmp: Path, destination: Path, progress: Any,
               report: Any) -> list[str]:
         return write_entries(entries, tmp, progress, report, metadata)
 
-    if (max_shard_size is not None or is_index(path)) and write_sharded(
+    if sharded and write_sharded(
             graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):
         return
     with OutputSet(overwrite, inputs) as out:
-        write_entries(graph.entries(), out.path(path), progress, report, metadata)
+        write_entries(graph.entries() if entries is None else entries, out.path(path),
+                      progress, report, metadata)
     report.files.append(str(path))

@@ -214,3 +214,33 @@ def test_key_splitting_matches_split_keys():
         for key, item in items:
             keys_module.add_path(slow, paths[key], item)
         assert tree(fast) == tree(slow), keys
+
+
+def test_small_records_read_in_any_order_give_their_own_bytes(tmp_path):
+    """Small records' local headers are read through a window ahead of the reads: in file
+    order, backwards, shuffled, or copied to another file, each tensor gets its own bytes,
+    and a damaged header inside the window is still found."""
+    gen = torch.Generator().manual_seed(5)
+    state = OrderedDict((f"t{i}", torch.randn(i % 7 + 1, generator=gen)) for i in range(600))
+    path = tmp_path / "many.pt"
+    torch.save(state, path)
+    keys = list(state)
+    for order in (keys, keys[::-1], random.Random(2).sample(keys, len(keys))):
+        graph = convert.load(path)
+        for key in order:
+            assert_same_tensor(graph.get((key,)).read(), state[key], key)
+    out = tmp_path / "many.safetensors"
+    convert.convert(path, out)  # (the stored bytes, copied file to file)
+    from safetensors.torch import load_file
+    copied = load_file(out)
+    for key in keys:
+        assert torch.equal(copied[key], state[key]), key
+    with zipfile.ZipFile(path) as zf:
+        at = zf.getinfo("many/data/300").header_offset
+    bad = tmp_path / "bad.pt"
+    data = path.read_bytes()
+    bad.write_bytes(data[:at] + b"PK\x03\x05" + data[at + 4:])
+    graph = convert.load(bad)
+    graph.get(("t299",)).read()  # (reads ahead, past record 300's header)
+    with pytest.raises(FormatError, match="local header"):
+        graph.get(("t300",)).read()

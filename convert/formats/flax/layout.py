@@ -44,14 +44,23 @@ def kind(first: int) -> str:
     return KINDS[first]
 
 
+# (the variable-length headers' fields, by first byte: parsed once for every array)
+_EXT_FIELDS = {first: struct.Struct(fmt) for first, fmt in
+               ((0xC7, ">Bb"), (0xC8, ">Hb"), (0xC9, ">Ib"))}
+_BIN_FIELDS = {first: struct.Struct(fmt) for first, fmt in
+               ((0xC4, ">B"), (0xC5, ">H"), (0xC6, ">I"), (0xD9, ">B"), (0xDA, ">H"),
+                (0xDB, ">I"))}
+_FIXEXT_CODE = struct.Struct("b")
+
+
 def parse_ext_header(head: bytes) -> tuple[int, int, int]:
     """(type code, payload length, header length) of an extension starting `head`."""
     first = head[0]
     if 0xD4 <= first <= 0xD8:  # fixext 1, 2, 4, 8, 16
-        return struct.unpack_from("b", head, 1)[0], 1 << (first - 0xD4), 2
-    fmt = {0xC7: ">Bb", 0xC8: ">Hb", 0xC9: ">Ib"}[first]
-    length, code = struct.unpack_from(fmt, head, 1)
-    return code, length, 1 + struct.calcsize(fmt)
+        return _FIXEXT_CODE.unpack_from(head, 1)[0], 1 << (first - 0xD4), 2
+    fields = _EXT_FIELDS[first]
+    length, code = fields.unpack_from(head, 1)
+    return code, length, 1 + fields.size
 
 
 def parse_bin_header(head: bytes) -> tuple[int, int] | None:
@@ -59,10 +68,10 @@ def parse_bin_header(head: bytes) -> tuple[int, int] | None:
     first = head[0]
     if 0xA0 <= first <= 0xBF:
         return first & 0x1F, 1
-    fmt = {0xC4: ">B", 0xC5: ">H", 0xC6: ">I", 0xD9: ">B", 0xDA: ">H", 0xDB: ">I"}.get(first)
-    if fmt is None:
+    fields = _BIN_FIELDS.get(first)
+    if fields is None:
         return None
-    return struct.unpack_from(fmt, head, 1)[0], 1 + struct.calcsize(fmt)
+    return fields.unpack_from(head, 1)[0], 1 + fields.size
 
 
 def pack_ext_header(code: int, length: int) -> bytes:

@@ -48,22 +48,25 @@ class _GraphBuilder:
         if isinstance(tree, list):
             node.meta[META_ARRAY] = True
         int_keys = []
+        is_map, edges, metadata = isinstance(tree, dict), node.edges, node.metadata
         for key, value in items:
-            name = str(key)
-            if isinstance(key, int) and isinstance(tree, dict):
-                int_keys.append(name)
-            if name in node.edges or name in node.metadata:
+            if type(key) is str:
+                name = key
+            else:  # (the walk gives str and int keys only)
+                name = str(key)
+                if is_map:
+                    int_keys.append(name)
+            if name in edges or name in metadata:
                 raise FormatError(f"key {name!r} appears twice in {place('/'.join(where))}",
                                   self.path)
-            here = where + (name,)
-            if isinstance(value, dict) and CHUNKED_KEY in value:
-                node.edges[name] = self.chunked(value, here)
+            if type(value) is ArrayRef:  # (most items: tested first)
+                edges[name] = self.tensor([value], value.shape, where + (name,))
+            elif isinstance(value, dict) and CHUNKED_KEY in value:
+                edges[name] = self.chunked(value, where + (name,))
             elif isinstance(value, dict | list):
-                node.edges[name] = self.node(value, here)
-            elif isinstance(value, ArrayRef):
-                node.edges[name] = self.tensor([value], value.shape, here)
+                edges[name] = self.node(value, where + (name,))
             else:
-                node.metadata[name] = value
+                metadata[name] = value
         if int_keys:
             node.meta[META_INT_KEYS] = int_keys
         if node.metadata and node.edges:

@@ -41,6 +41,7 @@ _READ_SIZE = 64 * 1024  # the Unpacker's read-ahead while walking the structure
 _SKIP_LIMIT = 1 << 20  # extensions up to this size are skipped by the Unpacker itself
 _PAYLOAD_HEAD = 4096  # room for an array payload's shape and dtype name (rank <= 64)
 _MAX_DEPTH = 128
+_EXT_HEADER_MIN = {0xC7: 3, 0xC8: 4, 0xC9: 6}  # ext 8/16/32 header bytes (fixext: 2)
 
 
 class ArrayRef(NamedTuple):
@@ -152,7 +153,7 @@ class MsgpackWalker:
 
     def _ext(self, at: int, where: str) -> Any:
         head = self.window.read(at, 6)
-        if len(head) < {0xC7: 3, 0xC8: 4, 0xC9: 6}.get(head[0], 2):
+        if len(head) < _EXT_HEADER_MIN.get(head[0], 2):
             raise self._truncated(where, at)
         code, length, header = parse_ext_header(head)
         start, end = at + header, at + header + length
@@ -172,16 +173,16 @@ class MsgpackWalker:
     def _array_ref(self, code: int, start: int, length: int, where: str) -> ArrayRef:
         """Parse `[shape, dtype name, bytes]` from the payload's first bytes only."""
         head = self.window.read(start, min(length, _PAYLOAD_HEAD))
-        bad = f"{place(where)}: array payload at byte {start} is not [shape, dtype, bytes]"
-        shape, name, data_at = _plain_payload_head(head) or self._payload_head(head, bad)
+        shape, name, data_at = _plain_payload_head(head) or self._payload_head(
+            head, start, where)
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
         if (type(shape) is not list or len(shape) > 64 or type(name) is not str
                 or not _INTS.issuperset(map(type, shape)) or (shape and min(shape) < 0)):
-            raise FormatError(bad, self.path)
+            raise self._bad_payload(start, where)
         binary = parse_bin_header(head[data_at:data_at + 5]) if data_at < len(head) else None
         if binary is None or data_at + binary[1] > len(head):
-            raise FormatError(bad, self.path)
+            raise self._bad_payload(start, where)
         stored, bin_header = binary
         dtype = _dtype(name, where, self.path)
         expected = math.prod(shape) * dtype.itemsize
@@ -192,15 +193,19 @@ class MsgpackWalker:
                 f"but holds {held} bytes", self.path)
         return ArrayRef(code, dtype, tuple(shape), start + data_at + bin_header, stored)
 
-    def _payload_head(self, head: bytes, bad: str) -> tuple[Any, Any, int]:
+    def _bad_payload(self, start: int, where: str) -> FormatError:
+        return FormatError(f"{place(where)}: array payload at byte {start} is not [shape, "
+                           "dtype, bytes]", self.path)
+
+    def _payload_head(self, head: bytes, start: int, where: str) -> tuple[Any, Any, int]:
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(head)
         try:
             if unpacker.read_array_header() != 3:
-                raise FormatError(bad, self.path)
+                raise self._bad_payload(start, where)
             return unpacker.unpack(), unpacker.unpack(), unpacker.tell()
         except (msgpack.UnpackException, ValueError, TypeError, UnicodeDecodeError):
-            raise FormatError(bad, self.path) from None
+            raise self._bad_payload(start, where) from None
 
     def _complex(self, start: int, length: int, where: str) -> complex:
         try:

@@ -126,8 +126,8 @@ class BundleReader:
         """Tensor keys, slice keys left out (they belong to their full-name entry)."""
         return [k for k in self.entries if not slices.is_slice_key(k)]
 
-    def dtype_shape(self, key: bytes) -> tuple[np.dtype, tuple[int, ...]]:
-        entry = self.entry(key)
+    def dtype_shape(self, key: bytes, entry=None) -> tuple[np.dtype, tuple[int, ...]]:
+        entry = self.entry(key) if entry is None else entry
         shape_proto = entry.shape
         shape = tuple([d.size for d in shape_proto.dim])
         dtype = _DTYPES.get(entry.dtype)
@@ -143,17 +143,18 @@ class BundleReader:
     def tensor(self, key: bytes, meta: dict) -> Tensor:
         """The lazy Tensor of `key`; its dtype and shape, and that its bytes lie inside
         their shard (a truncated shard is found by listing), are checked here, once."""
-        dtype, shape = self.dtype_shape(key)
         entry = self.entry(key)
+        dtype, shape = self.dtype_shape(key, entry)
         parts = entry.slices
         if not parts:  # (when listing: a lying index is found without the data)
             self._check_entry(key, entry, dtype, shape)
             shard = entry.shard_id  # (the common case inline: runs for every tensor)
             if entry.offset + entry.size > self.shard_sizes[shard]:
                 self._check_extent(key)
-        for part in [slices.slice_key(key, s) for s in parts]:
-            if part in self.entries:  # (a missing slice is reported when read)
-                self._check_extent(part)
+        else:
+            for part in [slices.slice_key(key, s) for s in parts]:
+                if part in self.entries:  # (a missing slice is reported when read)
+                    self._check_extent(part)
         return Tensor(dtype, shape, _Entry(self, key, dtype, shape), meta)
 
     def stored(self, key: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> Stored | None:

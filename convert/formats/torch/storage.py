@@ -91,7 +91,8 @@ class TensorFactory:
         self.path = path
         self.locate = locate
         self.by_view: dict[tuple, Tensor] = {}
-        self.sizes: dict[tuple, tuple[int, int]] = {}  # (shape, stride) -> numel, extent
+        # (shape, stride) -> numel, extent, whether the view is its bytes as they are
+        self.sizes: dict[tuple, tuple[int, int, bool]] = {}
 
     def __call__(self, ref: TensorRef, key: str) -> Tensor:
         record, base, limit = self.locate(ref.storage)
@@ -100,8 +101,10 @@ class TensorFactory:
         itemsize = dtype.itemsize
         sizes = self.sizes.get((shape, stride))  # (views repeat; the unpickler checked them)
         if sizes is None:
-            sizes = self.sizes[shape, stride] = (math.prod(shape), view_extent(shape, stride))
-        numel, extent = sizes
+            numel = math.prod(shape)
+            sizes = self.sizes[shape, stride] = (
+                numel, view_extent(shape, stride), numel > 0 and _is_contiguous(shape, stride))
+        numel, extent, plain = sizes
         start = base + offset * itemsize
         span = extent * itemsize
         if extent and offset * itemsize + span > limit:
@@ -120,7 +123,7 @@ class TensorFactory:
             if ref.parameter:
                 meta["torch.parameter"] = True
                 meta["torch.requires_grad"] = ref.requires_grad
-            loader = _View(record, start, span, dtype, shape, stride, key)
+            loader = _View(record, start, span, dtype, shape, stride, key, plain)
             tensor = self.by_view[identity] = Tensor(dtype, shape, loader, meta)
         return tensor
 
@@ -130,19 +133,20 @@ class _View:
     (An object, not a closure: a closure over seven values is eight allocations, made for
     every tensor of a checkpoint when it is listed.)"""
 
-    __slots__ = ("record", "start", "span", "dtype", "shape", "stride", "key")
+    __slots__ = ("record", "start", "span", "dtype", "shape", "stride", "key", "plain")
 
     def __init__(self, record: Record, start: int, span: int, dtype: np.dtype,
-                 shape: tuple[int, ...], stride: tuple[int, ...], key: str):
+                 shape: tuple[int, ...], stride: tuple[int, ...], key: str, plain: bool):
         self.record, self.start, self.span, self.dtype = record, start, span, dtype
         self.shape, self.stride, self.key = shape, stride, key
+        self.plain = plain  # non-empty and contiguous (the factory's, for each layout)
 
     def __call__(self) -> np.ndarray:
         dtype, shape, stride = self.dtype, self.shape, self.stride
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype)
         data = self.record.read(self.start, self.span, f"tensor {self.key!r}")
-        if _is_contiguous(shape, stride):
+        if self.plain:
             array = np.frombuffer(data, dtype=dtype).reshape(shape)
         else:
             # Stride in bytes over an opaque same-size element, so any dtype (bfloat16,
@@ -157,7 +161,7 @@ class _View:
     def where_stored(self) -> Stored | None:
         """Where the view's bytes lie, when they are the tensor's as stored (contiguous,
         little-endian)."""
-        if math.prod(self.shape) == 0 or not _is_contiguous(self.shape, self.stride):
+        if not self.plain:
             return None
         return self.record.stored(self.start, self.span, self.dtype, self.shape,
                                   f"tensor {self.key!r}")

@@ -38,6 +38,7 @@ _TENSOR_RUN = re.compile(
     + rb"([\x88\x89])" + _GET + rb"\)R" + _PUT + rb"t" + _PUT + rb"R" + _PUT, re.DOTALL)
 _U32, _I32 = struct.Struct("<I"), struct.Struct("<i")
 _INT_WIDTH = {0x4B: 2, 0x4D: 3, 0x4A: 5}  # BININT1, BININT2, BININT: opcode and value
+_LONG_SLOTS: dict[int, struct.Struct] = {}  # (n long slots: the format made once, per n)
 
 
 def _slots(*raws: bytes) -> Sequence[int]:
@@ -46,7 +47,10 @@ def _slots(*raws: bytes) -> Sequence[int]:
     if len(joined) == 2 * len(raws):  # (every one short: the slots are every other byte)
         return joined[1::2]
     if len(joined) == 5 * len(raws):
-        return struct.unpack_from("<" + "xI" * len(raws), joined)
+        long = _LONG_SLOTS.get(len(raws))
+        if long is None:
+            long = _LONG_SLOTS[len(raws)] = struct.Struct("<" + "xI" * len(raws))
+        return long.unpack_from(joined)
     return [_slot(raw) for raw in raws]
 
 
@@ -95,9 +99,13 @@ class TensorRuns:
         size = tuples.get(size) or self.run_tuple(size)  # (a scalar's () is looked up again)
         stride = tuples.get(stride) or self.run_tuple(stride)
         func, word, kind, location, hooks = _slots(func, word, kind, location, hooks)
-        puts = _slots(key_put, pid_put, hooks_put, args_put, put)
-        size_put = _slot(size_put) if size_put else None
-        stride_put = _slot(stride_put) if stride_put else None
+        if size_put and stride_put:  # (torch's own: both tuples memoized; one decode)
+            puts = _slots(key_put, pid_put, size_put, stride_put, hooks_put, args_put, put)
+            size_put, stride_put, puts = puts[2], puts[3], puts[:2] + puts[4:]
+        else:
+            puts = _slots(key_put, pid_put, hooks_put, args_put, put)
+            size_put = _slot(size_put) if size_put else None
+            stride_put = _slot(stride_put) if stride_put else None
         if (len(key) != key_len[0] or size is None or stride is None
                 or self.persistent_load is None or location == puts[0]
                 or hooks in (puts[0], puts[1], size_put, stride_put)):  # (gets see the old memo)

@@ -31,6 +31,7 @@ _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _STORED = 0
 _ENCRYPTED = 0x1 | 0x40  # (traditional, strong)
 _SPECULATE = 64 << 10  # a first read up to this long takes the local header with the data
+_WINDOW = 256 << 10  # bytes read ahead for small records' local headers (a pread: < 1 MiB)
 
 
 def archive_prefix(names: list[str]) -> str | None:
@@ -103,6 +104,7 @@ class _Archive:
                  directory: CentralDirectory):
         self.path, self.source, self.size, self.directory = path, source, size, directory
         self.where = str(path)
+        self.window = _Window(source, size)
 
     def torch_records(self) -> tuple[str, bytes, bool]:
         """The archive's folder, its `data.pkl`, and whether its byte order is big-endian."""
@@ -152,7 +154,9 @@ class _Archive:
 
     def storage(self, name: str, big_endian: bool) -> Record:
         """A storage record, checked against the central directory only."""
-        entry = self.entry(name, "storage record")
+        entry = self.directory.get(name)  # (`entry` inline: this runs for every storage)
+        if entry is None or entry.flags & _ENCRYPTED:
+            entry = self.entry(name, "storage record")  # (raises, saying why)
         if entry.method != _STORED:
             path = self.path
             return Record(self.where, name, 0, entry.file_size, big_endian=big_endian,
@@ -165,19 +169,45 @@ class _Archive:
             raise FormatError(f"record {name} ({entry.file_size} bytes after its header at "
                               f"{entry.header_offset}) lies past the end of the file "
                               f"({self.size} bytes): the file is truncated", self.path)
-        return _ZipRecord(self.where, entry, big_endian, self.source, self.size)
+        return _ZipRecord(self.where, entry, big_endian, self.source, self.window)
+
+
+class _Window:
+    """The archive's bytes read ahead, for records read in file order: many small records
+    (a state dict of 20,000 tensors) then take one read for many local headers and their
+    data, not one each. A read elsewhere, or larger than a tenth of the window, goes to the
+    file as it is."""
+
+    __slots__ = ("source", "size", "start", "end", "data")
+
+    def __init__(self, source: SourceFile, size: int):
+        self.source, self.size = source, size
+        self.start = self.end = 0
+        self.data = bytearray()
+
+    def read(self, offset: int, size: int, what: str) -> tuple[bytearray, int]:
+        """A buffer holding `size` bytes at `offset` of the file, and where they start in it."""
+        if self.start <= offset and offset + size <= self.end:
+            return self.data, offset - self.start
+        # (refilled only going forward, and not far: reads in another order each take
+        # their own bytes, never a window's worth)
+        if size > _WINDOW // 10 or (self.end and not self.start <= offset <= self.end + _WINDOW):
+            return self.source.read(offset, size, what), 0
+        self.data = self.source.read(offset, max(size, min(_WINDOW, self.size - offset)), what)
+        self.start, self.end = offset, offset + len(self.data)
+        return self.data, 0
 
 
 class _ZipRecord(Record):
     """A stored record, whose data offset its local header gives when first read."""
 
-    __slots__ = ("entry", "archive_size")
+    __slots__ = ("entry", "window")
 
     def __init__(self, path: str, entry: ZipEntry, big_endian: bool, source: SourceFile,
-                 archive_size: int):
+                 window: _Window):
         super().__init__(path, entry.name, -1, entry.file_size, entry.crc, None, big_endian,
                          source)
-        self.entry, self.archive_size = entry, archive_size
+        self.entry, self.window = entry, window
 
     def data_offset(self, what: str) -> int:
         if self.offset < 0:
@@ -189,29 +219,32 @@ class _ZipRecord(Record):
             return super().fetch(start, size, what)
         # The first read takes the local header, and a small tensor's data with it: torch
         # pads the data to 64 bytes with the header's extra field (4 + at most 63 bytes).
+        window = self.window
         header_offset = self.entry.header_offset
         header_len = _LOCAL_HEADER.size + self.entry.name_len
         want = header_len + 68 + start + size
-        want = header_len if want > _SPECULATE else min(want, self.archive_size - header_offset)
-        head = self.source.read(header_offset, max(want, header_len),
-                                f"local header of record {self.name}")
-        data_start = _data_start(head, self.entry, self.path)
+        want = header_len if want > _SPECULATE else min(want, window.size - header_offset)
+        head, at = window.read(header_offset, max(want, header_len),
+                               f"local header of record {self.name}")
+        data_start = _data_start(head, self.entry, self.path, at)
         self.offset = header_offset + data_start
-        if data_start + start + size <= len(head):
-            return head[data_start + start:data_start + start + size]
+        first = at + data_start + start
+        if first + size <= at + want:
+            return head[first:first + size]
         return super().fetch(start, size, what)
 
 
-def _data_start(header: bytes | bytearray | memoryview, entry: ZipEntry, path: Path | str
-                ) -> int:
-    """Where a record's data starts, from the start of its local header (which is checked
-    against the central directory's name)."""
+def _data_start(header: bytes | bytearray | memoryview, entry: ZipEntry, path: Path | str,
+                at: int = 0) -> int:
+    """Where a record's data starts, from the start of its local header (at `at` of
+    `header`, and checked against the central directory's name)."""
     name = entry.name
-    sig, _, _, _, _, _, _, _, _, name_len, extra_len = _LOCAL_HEADER.unpack_from(header)
+    sig, _, _, _, _, _, _, _, _, name_len, extra_len = _LOCAL_HEADER.unpack_from(header, at)
     if sig != b"PK\x03\x04":
         raise FormatError(f"local header of record {name} is damaged", path)
     name_end = _LOCAL_HEADER.size + name_len
-    if name_len != entry.name_len or header[_LOCAL_HEADER.size:name_end] != entry.name_bytes():
+    if name_len != entry.name_len or header[at + _LOCAL_HEADER.size:at + name_end] \
+            != entry.name_bytes():
         raise FormatError(f"local header of record {name} names another record", path)
     return name_end + extra_len
 
