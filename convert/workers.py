@@ -60,6 +60,7 @@ class _Worker:
         child.close()
         self.index: int | None = None
         self.item: Item | None = None
+        self.before: tuple[int, int] | None = None
 
     def give(self, queue: deque, resume: bool, spellings: Mapping[str, str] | None) -> None:
         """The next item, if any is left (and this worker is alive)."""
@@ -67,6 +68,7 @@ class _Worker:
         if not queue or not self.process.is_alive():
             return
         self.index, self.item = queue.popleft()
+        self.before = _stamp(self.item.dst)
         with contextlib.suppress(OSError):  # (died meanwhile: collect() reports it)
             self.conn.send((self.item, resume, dict(spellings or {})))
 
@@ -79,7 +81,12 @@ class _Worker:
         except (EOFError, OSError):
             pass
         self.process.join(5)
-        return index, ItemResult(item.src, item.dst, "failed", _death(self.process.exitcode),
+        why = _death(self.process.exitcode)
+        if _stamp(item.dst) != self.before:  # died between its commit and its report
+            why = why.replace("while converting this item",
+                              "after writing this item's output (whole: outputs appear at "
+                              "once), before reporting it")
+        return index, ItemResult(item.src, item.dst, "failed", why,
                                  worker=f"local:{self.process.pid}")
 
     def stop(self) -> None:
@@ -90,6 +97,19 @@ class _Worker:
             self.process.kill()
             self.process.join()
         self.conn.close()
+
+
+def _stamp(dst: str) -> tuple[int, int] | None:
+    """Which file the output is now (inode, change time), or None: a TF output is named by
+    its prefix, its `.index` written last."""
+    for path in (dst, dst.rstrip("/") + ".index", os.path.join(dst, "checkpoint")):
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if not os.path.isdir(path):
+            return info.st_ino, info.st_ctime_ns
+    return None
 
 
 def _death(code: int | None) -> str:
