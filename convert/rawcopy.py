@@ -174,12 +174,23 @@ class Output:
 
     def _checksums(self, stored: Stored, start: int, size: int, want: str | None,
                    what: str) -> int | None:
-        """Read the checked region (or the tensor's bytes) once: verify, and compute the
-        `want` checksum of the tensor's bytes."""
+        """Beside a kernel copy: read the checked region (or the tensor's bytes) once,
+        verify it, and compute the `want` checksum of the tensor's bytes."""
+        if stored.check is None and want is None:
+            return None
+        return self._pass(stored, start, size, want, what, write=False)
+
+    def _copy_buffered(self, stored: Stored, start: int, size: int, want: str | None,
+                       what: str) -> int | None:
+        """The fallback: the region read in chunks into one buffer, checked and written."""
+        return self._pass(stored, start, size, want, what, write=True)
+
+    def _pass(self, stored: Stored, start: int, size: int, want: str | None, what: str,
+              write: bool) -> int | None:
+        """One pass over the region in chunks: verified against its source's checksum,
+        the tensor's own bytes checksummed as `want` and, if `write`, appended."""
         check = stored.check
         whole = start == stored.offset and size == stored.nbytes
-        if check is None and want is None:
-            return None
         if whole and check is not None and want == check.kind:
             want = None  # (the verified value is the one wanted)
         verify = _CHECKSUMS[check.kind] if check is not None else None
@@ -194,42 +205,19 @@ class Output:
             _pread_into(stored, chunk, position, what)
             if verify is not None:
                 value = verify(chunk, value)
-            if make is not None:
-                lo, hi = max(position, stored.offset), min(position + n, end)
-                if lo < hi:
-                    result = make(chunk[lo - position:hi - position], result)
+            lo, hi = max(position, stored.offset), min(position + n, end)
+            if lo < hi and (make is not None or write):
+                part = chunk[lo - position:hi - position]
+                if make is not None:
+                    result = make(part, result)
+                if write:
+                    self._write_all(part)
             position += n
         if check is not None and value != check.value:
             raise ChecksumError(check.message(), check.path)
         if make is None:
-            return check.value if (want is None and whole and check is not None) else None
+            return check.value if (whole and check is not None) else None
         return result
-
-    def _copy_buffered(self, stored: Stored, start: int, size: int, want: str | None,
-                       what: str) -> int | None:
-        """The fallback: the region read in chunks into one buffer, checked and written."""
-        check = stored.check
-        verify = _CHECKSUMS[check.kind] if check is not None else None
-        make = _CHECKSUMS[want] if want is not None else None
-        chunk_buffer = memoryview(bytearray(BUFFER))
-        value = result = 0
-        end, position = stored.offset + stored.nbytes, start
-        while position < start + size:
-            n = min(BUFFER, start + size - position)
-            chunk = chunk_buffer[:n]
-            _pread_into(stored, chunk, position, what)
-            if verify is not None:
-                value = verify(chunk, value)
-            lo, hi = max(position, stored.offset), min(position + n, end)
-            if lo < hi:
-                part = chunk[lo - position:hi - position]
-                if make is not None:
-                    result = make(part, result)
-                self._write_all(part)
-            position += n
-        if check is not None and value != check.value:
-            raise ChecksumError(check.message(), check.path)
-        return result if make is not None else None
 
 
 def _wanted(want: str | None, check, data: memoryview, whole: bool) -> int | None:
