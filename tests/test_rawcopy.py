@@ -5,6 +5,7 @@ refused through the kernel copy with nothing left behind."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -65,18 +66,25 @@ def _output_files(directory: Path) -> dict[str, bytes]:
             if p.name != "checkpoint"}
 
 
+def _count_kernel_copies(m) -> list[str]:
+    """Every in-kernel copy call (splice, copy_file_range, sendfile) is named in the list
+    returned, as it is made."""
+    calls: list[str] = []
+
+    def counted(name, real):
+        return lambda *args: calls.append(name) or real(*args)
+
+    m.setattr(rawcopy.Output, "_splice", counted("splice", rawcopy.Output._splice))
+    for name in ("_copy_file_range", "_sendfile"):
+        m.setattr(rawcopy, name, counted(name, getattr(rawcopy, name)))
+    return calls
+
+
 def _convert(source: Path, target: str, directory: Path, monkeypatch, mode: str
              ) -> tuple[dict[str, bytes], int]:
     """The output's files as `mode` writes them, and how many kernel copies were made."""
-    calls = []
-    real = rawcopy._copy_file_range
-
-    def counted(*args):
-        calls.append(args[2])
-        return real(*args)
-
     with monkeypatch.context() as m:
-        m.setattr(rawcopy, "_copy_file_range", counted)
+        calls = _count_kernel_copies(m)
         if mode == "read":  # every value read in and written from the array
             m.setattr(Tensor, "stored", lambda self: None)
         if mode in ("kernel", "buffered"):  # every stored tensor down the large path
@@ -161,10 +169,7 @@ def test_a_flipped_byte_in_a_tf_shard_is_refused_with_nothing_left(
     key = next(k for k in reader.tensor_keys() if k.startswith(tensor.encode() + b"/"))
     entry = reader.entry(key)
     _flip_byte(data_path(prefix, 0, 1), entry.offset + entry.size // 2)
-    calls = []
-    real = rawcopy._copy_file_range
-    monkeypatch.setattr(rawcopy, "_copy_file_range",
-                        lambda *args: calls.append(args) or real(*args))
+    calls = _count_kernel_copies(monkeypatch)
     if threshold is not None:
         monkeypatch.setattr(rawcopy, "KERNEL_FROM", threshold)
     out = tmp_path / "out"
@@ -194,18 +199,61 @@ def test_a_flipped_byte_in_a_torch_storage_is_refused_through_the_kernel_copy(
     assert listing(out) == set()
 
 
-def test_a_refusing_kernel_falls_back_to_the_buffer(sources, tmp_path, monkeypatch):
-    """Where copy_file_range and sendfile are refused (a filesystem without them), the
-    copy goes through the buffer, with the same bytes."""
-    import errno
+def _refuse(*args):
+    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    def refuse(*args):
-        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    expected, _ = _convert(sources["tf"], "safetensors", tmp_path / "read", monkeypatch,
-                           "read")
-    monkeypatch.setattr(rawcopy, "_copy_file_range", refuse)
-    monkeypatch.setattr(rawcopy, "_sendfile", refuse)
+def _refuse_pipe():
+    raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+
+@pytest.mark.parametrize("refused, used", [
+    (["splice"], "_copy_file_range"),
+    (["splice", "_copy_file_range"], "_sendfile"),
+    (["splice", "_copy_file_range", "_sendfile"], None),
+    (["pipe"], "_copy_file_range"),
+    (["into the output"], "_copy_file_range")])
+@pytest.mark.parametrize("target", ["safetensors", "torch"])
+def test_a_refusing_kernel_falls_back_with_the_same_bytes(
+        sources, tmp_path, monkeypatch, refused, used, target):
+    """Where splice, then copy_file_range, then sendfile are refused (a filesystem without
+    them), or no 1 MiB pipe can be had, or the output refuses what the pipe holds, the
+    next way copies the same bytes; with every kernel way refused, the buffer does."""
+    expected, _ = _convert(sources["tf"], target, tmp_path / "read", monkeypatch, "read")
+    if "splice" in refused:
+        monkeypatch.setattr(rawcopy.Output, "_splice", lambda self, *args: _refuse())
+    if "pipe" in refused:  # (as the kernel refuses more than fs/pipe-max-size)
+        monkeypatch.setattr(rawcopy.fcntl, "fcntl", lambda *args: _refuse_pipe())
+    if "into the output" in refused:
+        real = os.splice
+        monkeypatch.setattr(os, "splice", lambda src, dst, count, **kw: _refuse()
+                            if not kw else real(src, dst, count, **kw))
+    for name in ("_copy_file_range", "_sendfile"):
+        if name in refused:
+            monkeypatch.setattr(rawcopy, name, _refuse)
+    calls = _count_kernel_copies(monkeypatch)
     (tmp_path / "refused").mkdir()
-    convert.convert(sources["tf"], tmp_path / "refused" / "out.safetensors")
+    convert.convert(sources["tf"], tmp_path / "refused" / TARGETS[target])
     assert _output_files(tmp_path / "refused") == expected
+    made = [c for c in calls if c not in refused]
+    assert (used in made) if used else not made
+
+
+def test_a_big_tensor_goes_through_the_pipe_in_pieces(tmp_path, monkeypatch):
+    """A tensor larger than the pipe is spliced in pipe-sized pieces, at offsets that
+    straddle every piece boundary, and comes out whole."""
+    import safetensors.numpy
+
+    values = {"a": np.arange(3, dtype=np.uint8), "b": np.arange(700_001, dtype=np.float32)}
+    source = tmp_path / "in.safetensors"
+    safetensors.numpy.save_file(values, source)
+    monkeypatch.setattr(rawcopy, "PIPE", 1 << 16)
+    monkeypatch.setattr(rawcopy, "KERNEL_FROM", 0)
+    calls = _count_kernel_copies(monkeypatch)
+    convert.convert(source, tmp_path / "out.pt")
+    import torch
+
+    loaded = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert {k: v.numpy().tobytes() for k, v in loaded.items()} == {
+        k: v.tobytes() for k, v in values.items()}
+    assert calls.count("splice") >= 700_001 * 4 // (1 << 16)
