@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,11 @@ import click
 
 from . import __version__, api, cli_jobs, registry
 from .cli_common import _FORMAT_NAMES, _human, _shard_size, _user_errors
+
+# numpy's OpenBLAS starts a thread per core that spins for about 0.15 s of CPU after numpy
+# is imported; no command multiplies matrices, and on two cores that spin takes the core the
+# checksum pass runs on. (A library user's process keeps its own setting.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --version`)
     from .graph import Graph, Node

@@ -4,6 +4,7 @@ check runs in a fresh process, as the pytest process has long imported ml_dtypes
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -62,6 +63,28 @@ def test_import_cli_alone_imports_neither_ml_dtypes_nor_numpy():
                      "set(sys.modules)))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+BLAS_THREADS = """
+import os, sys
+import convert.cli
+import numpy as np
+print(os.environ["OPENBLAS_NUM_THREADS"], len(os.listdir("/proc/self/task")))  # (threads)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+@pytest.mark.parametrize("setting, expected", [(None, "1 1"), ("2", "2 2")])
+def test_the_cli_starts_numpy_with_one_blas_thread_unless_told(setting, expected):
+    """numpy's BLAS threads spin for a while after numpy is imported, taking the core a
+    checksum pass runs on: the CLI asks for one, unless the user has set a number."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    result = subprocess.run([sys.executable, "-c", BLAS_THREADS], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
 
 
 READ_BFLOAT16 = """
