@@ -10,12 +10,20 @@ pieces of one pipe's size: copy_file_range's internal pipe holds 64 KiB, and whe
 tensor's offset in the output is not its offset in the source modulo 64 KiB (nearly
 always: headers differ in length) every piece straddles the large pages the kernel would
 use, and the copy takes 1.4 times what `cp` does. Through a 1 MiB pipe it takes what `cp`
-does at any offsets. The source's checksum is
-verified alongside the kernel copy, from the page cache, by positioned reads into one
-reused buffer (never a mapping: page faults of a mapping cost more than the reads), and
-the checksum the output needs of the same bytes (a zip record's CRC-32, a TensorFlow
-entry's CRC-32C) is computed in that same pass. A mismatch raises ChecksumError before
-the writer returns, so the OutputSet around it removes the output: nothing is committed.
+does at any offsets.
+
+A writer reserves the blocks of the bytes it knows will follow (`reserve`: fallocate(2),
+the file's size unchanged) before writing them, in one range: ext4 then skips the per-page
+bookkeeping of delayed allocation, and the copy takes three quarters of the time; the file
+stays in as few extents as delayed allocation would give it; and a full disk is met
+before the first tensor is moved.
+
+The source's checksum is verified alongside the kernel copy, from the page cache, by
+positioned reads into one reused buffer (never a mapping: page faults of a mapping cost
+more than the reads), and the checksum the output needs of the same bytes (a zip
+record's CRC-32, a TensorFlow entry's CRC-32C) is computed in that same pass. A mismatch
+raises ChecksumError before the writer returns, so the OutputSet around it removes the
+output: nothing is committed.
 
 Small tensors are read straight into the output's buffer (one pread, no array): for
 checkpoints of many small tensors the per-tensor cost is what counts.
@@ -26,6 +34,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,6 +89,7 @@ class Output:
         self._calls = [self._splice] if _CAN_SPLICE else []  # (refused ones dropped)
         self._calls += [_copy_file_range, _sendfile]
         self._pipe: tuple[int, int] | None = None  # (read end, write end), made when used
+        self._reserving = _fallocate() is not None  # (off once the filesystem refuses)
 
     # -- own bytes -----------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -185,6 +196,18 @@ class Output:
             left -= n
         return True
 
+    def reserve(self, nbytes: int) -> None:
+        """Blocks for the `nbytes` after `position`: at most what will be written there
+        (blocks reserved past the end stay the file's until it is truncated)."""
+        if not self._reserving or nbytes <= 0:
+            return
+        if _fallocate()(self.fd, _KEEP_SIZE, self.position, nbytes) == 0:
+            return
+        code = _errno()
+        if code in _FULL:  # (what writing would meet: said before the copy, not inside)
+            raise OSError(code, os.strerror(code))  # (the OutputSet names the output)
+        self._reserving = False  # (a filesystem without fallocate, or refusing this file)
+
     def _splice(self, source_fd: int, fd: int, count: int, offset: int) -> int:
         """Up to one pipe's worth of the source moved into the output, by reference
         into the pipe and copied once out of it."""
@@ -283,6 +306,37 @@ def _pread_into(stored: Stored, place: memoryview, offset: int, what: str) -> No
         if n <= 0:
             raise _past_end(stored, what)
         done += n
+
+
+_KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE: blocks allocated past the end, the size unchanged
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FALLOCATE: list = []  # [libc's fallocate or None], looked up when first asked
+
+
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's fallocate(2), not posix_fallocate: glibc emulates that one, where a
+    filesystem has no fallocate, by writing into every block."""
+    if not _FALLOCATE:
+        _FALLOCATE.append(_load_fallocate() if sys.platform.startswith("linux") else None)
+    return _FALLOCATE[0]
+
+
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate64
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def _copy_file_range(source_fd: int, fd: int, count: int, offset: int) -> int:

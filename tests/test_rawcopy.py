@@ -257,3 +257,54 @@ def test_a_big_tensor_goes_through_the_pipe_in_pieces(tmp_path, monkeypatch):
     assert {k: v.numpy().tobytes() for k, v in loaded.items()} == {
         k: v.tobytes() for k, v in values.items()}
     assert calls.count("splice") >= 700_001 * 4 // (1 << 16)
+
+
+@pytest.mark.parametrize("target", ["safetensors", "torch", "tf"])
+def test_the_writers_reserve_their_tensors_blocks_and_no_more(sources, tmp_path, monkeypatch,
+                                                              target):
+    """One reservation before the tensors, covering them; the file is what was written,
+    with no blocks held past its end."""
+    reserved = []
+    real = rawcopy._fallocate()
+    if real is None:
+        pytest.skip("no fallocate(2) here")
+    monkeypatch.setattr(rawcopy, "_fallocate", lambda: lambda fd, mode, offset, n: (
+        reserved.append((mode, offset, n)) or real(fd, mode, offset, n)))
+    out = tmp_path / "out"
+    out.mkdir()
+    convert.convert(sources["tf"], out / TARGETS[target], to=target)
+    tensors = sum(v.nbytes for v in _values().values())
+    assert len(reserved) == 1
+    mode, offset, n = reserved[0]
+    assert mode == 1 and tensors <= offset + n  # (FALLOC_FL_KEEP_SIZE)
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert path.stat().st_blocks * 512 <= -(-path.stat().st_size // 65536) * 65536
+    _assert_frameworks_load(out / TARGETS[target], target)
+
+
+def test_a_disk_too_full_for_the_reservation_is_said_with_nothing_left(
+        sources, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from convert.cli import main
+
+    monkeypatch.setattr(rawcopy, "_fallocate", lambda: lambda *args: -1)
+    monkeypatch.setattr(rawcopy, "_errno", lambda: errno.ENOSPC)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(main, ["convert", str(sources["torch"]),
+                                       str(out / "x.safetensors")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].endswith(
+        f"{out / 'x.safetensors'}: cannot be written: No space left on device")
+    assert listing(out) == set()
+
+
+def test_a_filesystem_without_fallocate_gets_the_same_bytes(sources, tmp_path, monkeypatch):
+    expected, _ = _convert(sources["tf"], "torch", tmp_path / "read", monkeypatch, "read")
+    monkeypatch.setattr(rawcopy, "_fallocate", lambda: lambda *args: -1)
+    monkeypatch.setattr(rawcopy, "_errno", lambda: errno.EOPNOTSUPP)
+    (tmp_path / "refused").mkdir()
+    convert.convert(sources["tf"], tmp_path / "refused" / "out.pt")
+    assert _output_files(tmp_path / "refused") == expected

@@ -273,6 +273,7 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
     encoded += b" " * (-len(encoded) % 8)  # as the safetensors package pads it
     with Output(path) as f:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
+        f.reserve(position)
         for tensor, stored, array in contents([tensors[i] for i in order]):
             if stored is not None:  # (unchanged bytes: copied file to file, checked)
                 f.copy(stored)

@@ -127,6 +127,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         data = out.path(data_path(prefix, 0, 1))
         writer = BundleWriter(index, data)
         try:
+            writer.data.reserve(sum(tensor.nbytes for _, tensor in entries))
             keys = [key for key, _ in entries]
             for key, (_, stored, array) in zip(keys, stream.contents(t for _, t in entries),
                                                strict=True):

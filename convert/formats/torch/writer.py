@@ -41,6 +41,7 @@ def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], Non
     pickler = Pickler(strided)
     pickled = pickler.dump(obj)
     with Output(path) as stream:
+        stream.reserve(sum(tensor.nbytes for _, tensor in pickler.storages) + len(pickled))
         archive = AlignedZipWriter(stream)
         archive.add(f"{name}/data.pkl", pickled)
         archive.add(f"{name}/.format_version", b"1")
