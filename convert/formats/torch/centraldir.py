@@ -95,10 +95,11 @@ class CentralDirectory:
         fields = _END64.unpack_from(tail, record)
         return fields[8], fields[9]
 
-    def _scan(self) -> dict[str, int]:
-        """Each record's position in the directory, by name."""
+    def _scan(self, naming_twice: bool = False) -> dict[str, int]:
+        """Each record's position in the directory, by name. (A name met twice shows as
+        fewer names than records; a second scan then finds it, to say which.)"""
         data, unpack, positions = self.data, _SCAN.unpack_from, {}
-        pos, end = 0, len(self.data)
+        pos, end, count = 0, len(self.data), 0
         while pos < end:
             if pos + _CENTRAL.size > end:
                 raise self.error("truncated central directory")
@@ -114,12 +115,15 @@ class CentralDirectory:
             unsafe = unsafe_name(text)
             if unsafe is not None:
                 raise self.error(unsafe)
-            if text in positions:
+            if naming_twice and text in positions:
                 raise self.error(f"holds record {text!r} twice")
             positions[text] = pos
+            count += 1
             pos = name_end + extra_len + comment_len
             if pos > end:
                 raise self.error("a central directory record runs past the directory")
+        if len(positions) != count:
+            return self._scan(naming_twice=True)
         return positions
 
     def __contains__(self, name: str) -> bool:
