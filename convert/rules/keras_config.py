@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..keras_names import snake_case
+from ..keras_names import numbered
 
 _PASS_THROUGH = {"Dropout", "Activation", "ActivityRegularization", "GaussianNoise",
                  "GaussianDropout", "AlphaDropout", "SpatialDropout1D"}
@@ -61,14 +61,8 @@ def _channels_last(cfg: dict) -> bool:
 
 
 def _paths(layers: list[dict]) -> list[tuple[str, ...]]:
-    used: dict[str, int] = {}
-    paths = []
-    for cfg in layers:
-        base = snake_case(str(cfg.get("class_name", "")).split(">")[-1])
-        count = used.get(base, -1) + 1
-        used[base] = count
-        paths.append(("layers", f"{base}_{count}" if count else base))
-    return paths
+    classes = (str(cfg.get("class_name", "")).split(">")[-1] for cfg in layers)
+    return [("layers", name) for name in numbered(classes)]
 
 
 def _inbound(cfg: dict) -> list[str]:

@@ -31,3 +31,20 @@ def test_snake_case_gives_the_groups_keras_writes(k3, tmp_path):
     assert len(weighted) == 11
     assert {snake_case(name) for name in weighted} <= groups
     assert groups <= {snake_case(type(layer).__name__) for layer in model.layers}
+
+
+def test_numbered_gives_the_groups_keras_writes_for_repeated_classes(k3, tmp_path):
+    """Three Dense and two Conv2D in one model: `dense`, `dense_1`, `dense_2`, `conv2d`,
+    `conv2d_1`, the names `keras_names.numbered` gives for the model's layers."""
+    from convert.keras_names import numbered
+
+    layers = k3.layers
+    model = k3.Sequential([k3.Input((6, 6, 2)), layers.Conv2D(3, 3), layers.Conv2D(3, 3),
+                           layers.Flatten(), layers.Dense(4), layers.Dense(4),
+                           layers.Dense(2)])
+    model.save_weights(tmp_path / "m.weights.h5")
+    with h5py.File(tmp_path / "m.weights.h5", "r") as f:
+        groups = {name for name in f["layers"] if len(f["layers"][name]["vars"])}
+    names = numbered(type(layer).__name__ for layer in model.layers)
+    assert names == ["conv2d", "conv2d_1", "flatten", "dense", "dense_1", "dense_2"]
+    assert groups == {n for n in names if n != "flatten"}

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ...keras_names import snake_case
+from ...keras_names import numbered
 from ...tensor import Tensor
 
 
@@ -111,18 +111,9 @@ def children(model_cfg: dict, prefix: str = "") -> list[Child]:
     layers = [cfg for cfg in layers if isinstance(cfg, dict)]
     if class_name(model_cfg) == "Sequential" and layers and class_name(layers[0]) == "InputLayer":
         layers = layers[1:]
-    used: dict[str, int] = {}
-    found = []
-    for cfg in layers:
-        base = snake_case(class_name(cfg))
-        if base in used:
-            used[base] += 1
-            unique = f"{base}_{used[base]}"
-        else:
-            used[base] = 0
-            unique = base
-        found.append(Child(layer_name(cfg), cfg, f"{prefix}layers/{unique}"))
-    return found
+    names = numbered(class_name(cfg) for cfg in layers)
+    return [Child(layer_name(cfg), cfg, f"{prefix}layers/{name}")
+            for cfg, name in zip(layers, names, strict=True)]
 
 
 def subtree_names(cfg: dict) -> set[str]:
