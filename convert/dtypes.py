@@ -11,6 +11,7 @@ checkpoint of float32 tensors does.
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 
@@ -65,12 +66,20 @@ def dtype_name(dtype: np.dtype) -> str:
     return _name(np.dtype(dtype))
 
 
+# A plain dtype name or code (`float32`, `<f4`, `bool`): what a file may name. numpy also
+# takes comma strings, shapes and brackets, parsed with `ast`, which a damaged file must
+# never reach (it raised SyntaxError on a fuzzed name).
+_PLAIN_NAME = re.compile(r"[<>=|]?[A-Za-z_]+[0-9]*\Z")
+
+
 def from_name(name: str) -> np.dtype:
     """Inverse of dtype_name; raises KeyError for unknown names."""
     if name == "string":
         return STRING
     if name in EXTRA_NAMES:
         return _extra(name)
+    if not _PLAIN_NAME.match(name):  # (numpy parses "f4,(2,)i4"-style strings with ast)
+        raise KeyError(name)
     try:
         dtype = np.dtype(name)
     except (TypeError, ValueError) as exc:
