@@ -36,8 +36,10 @@ _crc32c_c = _load_crc32c()
 
 try:
     from zlib_ng.zlib_ng import crc32 as _crc32
+    from zlib_ng.zlib_ng import crc32_combine as _crc32_combine
 except ImportError:  # a platform without a zlib-ng wheel: same values, slower
     from zlib import crc32 as _crc32
+    _crc32_combine = None
 
 Buffer = bytes | bytearray | memoryview
 
@@ -50,3 +52,13 @@ def crc32c(data: Buffer, value: int = 0) -> int:
 def crc32(data: Buffer, value: int = 0) -> int:
     """CRC-32 (the zip and zlib polynomial) of `data`, continuing from `value`."""
     return _crc32(data, value)
+
+
+def crc32_joins() -> bool:
+    """Whether `crc32_join` is available (zlib-ng's; the standard library has none)."""
+    return _crc32_combine is not None
+
+
+def crc32_join(first: int, second: int, second_length: int) -> int:
+    """The CRC-32 of two byte strings one after the other, from the CRC-32 of each."""
+    return _crc32_combine(first, second, second_length)

@@ -110,6 +110,18 @@ class Output:
             self._write_all(self._view[:self._fill])
             self._fill = 0
 
+    def patch(self, offset: int, data: bytes) -> None:
+        """Overwrite bytes written before at `offset` (a header whose sizes and checksum
+        are known only after the data it heads)."""
+        buffered = self.position - self._fill  # (the first byte not yet in the file)
+        if offset >= buffered:
+            self._view[offset - buffered:offset - buffered + len(data)] = data
+            return
+        if offset + len(data) > buffered:  # (partly flushed: all of it into the file)
+            self.flush()
+        if os.pwrite(self.fd, data, offset) != len(data):
+            raise OSError(errno.EIO, f"{len(data)} bytes could not be written back")
+
     def _write_all(self, data: bytes | memoryview) -> None:
         data = memoryview(data)
         while data:

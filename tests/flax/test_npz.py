@@ -126,3 +126,15 @@ def test_ls_shows_npz_keys(numpy_npz, ckpt):
     rows = {r["key"]: r for r in json.loads(result.out)}
     assert set(rows) == set(arrays)
     assert rows["bf16"]["dtype"] == "bfloat16" and rows["scalar"]["shape"] == []
+
+
+@pytest.mark.parametrize("descr", [",", "f4,,i4"])
+def test_a_descr_numpy_cannot_parse_is_one_line(tmp_path, ckpt, descr):
+    """numpy parses comma descrs with `ast`: a damaged one raised SyntaxError through."""
+    header = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': (1,), }}"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("w.npy", member + b"\0" * 8)
+    assert_one_line_error(ckpt("ls", bad), "bad.npz", "w.npy", "descr cannot be parsed")

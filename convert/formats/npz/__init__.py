@@ -23,28 +23,24 @@ import os
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy
 
-from ..checksums import crc32
-from ..dtypes import EXTRA_NAMES, STRING, from_name
-from ..errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
-from ..fileio import SourceFile, read_region
-from ..graph import Graph, Node
-from ..notes import count, dropped_values, non_tensor_values, some
-from ..outputs import OutputSet
-from ..tensor import Check, Stored, Tensor, array_from_bytes
-from ..zipcheck import lying_sizes, unsafe_name
+from ...checksums import crc32
+from ...dtypes import EXTRA_NAMES, STRING, from_name
+from ...errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
+from ...fileio import SourceFile, read_region
+from ...graph import Graph
+from ...tensor import Check, Stored, Tensor, array_from_bytes
+from ...zipcheck import lying_sizes, unsafe_name
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
 _LOCAL_MAGIC = b"PK\x03\x04"
 _MAX_TRAILING = 4096  # bytes a member may hold after its array (np.save writes none)
 _READ_CHUNK = 1 << 20
-_FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: the same tensors give the same file
 _VOID_AS = {1: "uint8", 2: "bfloat16", 4: "uint32", 8: "uint64"}  # by itemsize
 
 
@@ -165,7 +161,10 @@ def _read_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo
             raise ValueError(f".npy format version {version} is unknown")
         # 3.0 differs from 2.0 only by UTF-8 field names, which are refused below
         reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-        shape, fortran, stored = reader(f)
+        try:
+            shape, fortran, stored = reader(f)
+        except (SyntaxError, RecursionError) as exc:  # (numpy parses "f4,i4"-like descrs
+            raise ValueError(f"its descr cannot be parsed ({exc})") from None  # with ast)
         return shape, fortran, stored, f.tell()
 
 
@@ -284,97 +283,9 @@ class _Member:
         return self.info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
 
 
-# -- writing ----------------------------------------------------------------------------
+def write(graph: Graph, path: Path, **options: Any) -> None:
+    """Write `graph` as an npz file (writer.py, imported when first used: listing and
+    reading need none of it)."""
+    from .writer import write as write_npz
 
-def _descr(dtype: np.dtype) -> str:
-    """The .npy header descr: numpy's own, or the ml_dtypes name (see the module doc)."""
-    return npy.dtype_to_descr(dtype) if _is_numpy_native(dtype) else dtype.name
-
-
-def _is_numpy_native(dtype: np.dtype) -> bool:
-    return dtype.kind in "biufc"  # ml_dtypes types are kind "V" (user-defined)
-
-
-def _write_header(f: Any, array: np.ndarray) -> None:
-    header = {"descr": _descr(array.dtype), "fortran_order": False, "shape": array.shape}
-    try:
-        npy.write_array_header_1_0(f, header)
-    except ValueError:  # a header over 64 KiB needs format 2.0
-        npy.write_array_header_2_0(f, header)
-
-
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Callable[[int], None] | None = None, report: Any = None,
-          compress: bool = False, **options: Any) -> None:
-    """Write each tensor once, as `<path joined with />.npy`, one member at a time.
-
-    `compress=True` deflates the members (like np.savez_compressed)."""
-    if options:
-        raise UnsupportedError(f"the npz writer has no option {', '.join(options)}", path)
-    entries = graph.entries()
-    names: dict[str, tuple[str, ...]] = {}
-    strings, aliases, ml_named = [], 0, set()
-    for entry in entries:
-        aliases += len(entry.paths) - 1
-        key = "/".join(entry.path)
-        if key in names:
-            raise UnsupportedError(f"paths {names[key]} and {entry.path} would both be "
-                                   f"stored as {key!r}", path)
-        names[key] = entry.path
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    tensors = written = 0
-    with OutputSet(overwrite, inputs) as outputs:
-        tmp = outputs.path(path)
-        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as archive:
-            for entry in entries:
-                key = "/".join(entry.path)
-                if entry.tensor.dtype == STRING:
-                    strings.append(key)
-                    continue
-                array = np.require(entry.tensor.read(), requirements="C")
-                if array.dtype.byteorder == ">":
-                    array = array.astype(array.dtype.newbyteorder("<"))
-                if not _is_numpy_native(array.dtype):
-                    ml_named.add(array.dtype.name)
-                info = zipfile.ZipInfo(key + ".npy", date_time=_FIXED_TIME)
-                info.compress_type = method
-                info.external_attr = 0o644 << 16
-                with archive.open(info, "w", force_zip64=True) as f:
-                    _write_header(f, array)
-                    f.write(array.reshape(-1).view(np.uint8))
-                tensors += 1
-                written += array.nbytes
-                if progress is not None:
-                    progress(array.nbytes)
-                del array
-        if tensors == 0:
-            raise ConvertError("has no numeric tensors to write to an npz file", graph.source)
-    if report is not None:
-        report.tensors += tensors
-        report.bytes += written
-        report.files.append(os.fspath(path))
-        report.notes.extend(_notes(graph, strings, aliases, ml_named))
-
-
-def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -> list[str]:
-    notes = []
-    if aliases:
-        notes.append(f"{count(aliases, 'extra path')} to shared tensors (aliases, tied "
-                     "weights) folded: each tensor is stored once, under its first path")
-    if strings:
-        notes.append(f"dropped {count(len(strings), 'string tensor')} (npz without pickles "
-                     f"holds numbers): {some(strings)}")
-    if ml_named:
-        notes.append(f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
-                     "np.load reads it once ml_dtypes is imported (as JAX does)")
-    note = dropped_values(non_tensor_values(graph), "npz holds arrays only")
-    if note:
-        notes.append(note)
-    return notes
-
-
-def _nodes(graph: Graph) -> Iterator[tuple[tuple[str, ...], Node]]:
-    yield (), graph.root
-    for path, item in graph.walk():
-        if isinstance(item, Node):
-            yield path, item
+    write_npz(graph, path, **options)
