@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -85,9 +86,12 @@ class Output:
         self._view = memoryview(self._buf)
         self._fill = 0
         self._scratch: memoryview | None = None  # the checksum pass's buffer, made once
-        self._kernel = KERNEL  # (turned off for this output when the kernel refuses)
-        self._calls = [self._splice] if _CAN_SPLICE else []  # (refused ones dropped)
+        # The kernel's ways of copying, best first; one the kernel refuses is dropped for
+        # the rest of this output, and with none left every copy goes through the buffer.
+        self._calls = [self._splice] if _CAN_SPLICE else []
         self._calls += [_copy_file_range, _sendfile]
+        if not KERNEL:
+            self._calls = []
         self._pipe: tuple[int, int] | None = None  # (read end, write end), made when used
         self._reserving = _fallocate() is not None  # (off once the filesystem refuses)
 
@@ -153,7 +157,7 @@ class Output:
         self.flush()
         copied = False
         result: int | None = None
-        if self._kernel:
+        if self._calls:
             pending = _pool().submit(self._checksums, stored, start, size, want, what)
             try:
                 copied = self._copy_in_kernel(stored, what)
@@ -197,9 +201,8 @@ class Output:
             except OSError as exc:
                 if exc.errno not in _REFUSED or left != stored.nbytes:
                     raise
-                calls.pop(0)  # (for the rest of this output)
+                calls.pop(0)
                 if not calls:
-                    self._kernel = False
                     return False
                 continue
             if n == 0:
@@ -322,18 +325,12 @@ def _pread_into(stored: Stored, place: memoryview, offset: int, what: str) -> No
 
 _KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE: blocks allocated past the end, the size unchanged
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_FALLOCATE: list = []  # [libc's fallocate or None], looked up when first asked
-
-
+@functools.cache  # (looked up when first asked)
 def _fallocate() -> Callable[[int, int, int, int], int] | None:
     """libc's fallocate(2), not posix_fallocate: glibc emulates that one, where a
     filesystem has no fallocate, by writing into every block."""
-    if not _FALLOCATE:
-        _FALLOCATE.append(_load_fallocate() if sys.platform.startswith("linux") else None)
-    return _FALLOCATE[0]
-
-
-def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from numpy.lib import format as npy
 from ...checksums import crc32_joins
 from ...dtypes import STRING
 from ...errors import ConvertError, UnsupportedError
-from ...graph import Graph, Node
+from ...graph import Graph
 from ...notes import count, dropped_values, non_tensor_values, some
 from ...outputs import OutputSet
 from ...rawcopy import Output
@@ -103,13 +103,13 @@ def _write_stored(entries: list, tmp: Path, progress: Callable[[int], None] | No
         archive = StoredZipWriter(out)
         for entry, (tensor, stored, array) in zip(
                 entries, contents(entry.tensor for entry in entries), strict=True):
+            info = _member(entry)
             if stored is not None and tensor.dtype.byteorder != ">":
-                head = _header_bytes(tensor.dtype, tensor.shape)
-                archive.add(_member(entry), head, stored=stored)
+                archive.add(info, _header_bytes(tensor.dtype, tensor.shape), stored=stored)
             else:
                 array = _little_endian(array)
-                head = _header_bytes(array.dtype, array.shape)
-                archive.add(_member(entry), head, data=array.reshape(-1).view(np.uint8))
+                archive.add(info, _header_bytes(array.dtype, array.shape),
+                            data=array.reshape(-1).view(np.uint8))
             written += tensor.nbytes
             if progress is not None:
                 progress(tensor.nbytes)
@@ -161,10 +161,3 @@ def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -
     if note:
         notes.append(note)
     return notes
-
-
-def _nodes(graph: Graph) -> Iterator[tuple[tuple[str, ...], Node]]:
-    yield (), graph.root
-    for path, item in graph.walk():
-        if isinstance(item, Node):
-            yield path, item
