@@ -9,6 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from flax import serialization
+from safetensors import safe_open
 
 import convert
 from convert.errors import ChecksumError
@@ -138,3 +139,27 @@ def test_a_descr_numpy_cannot_parse_is_one_line(tmp_path, ckpt, descr):
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("w.npy", member + b"\0" * 8)
     assert_one_line_error(ckpt("ls", bad), "bad.npz", "w.npy", "descr cannot be parsed")
+
+
+def test_members_that_are_no_tensor_are_named_in_the_report(tmp_path, ckpt):
+    """np.savez of strings or a record array: the numeric members convert, the others are
+    named in a note (by `ckpt ls` and `ckpt convert`), not carried as an opaque value."""
+    source = tmp_path / "mixed.npz"
+    np.savez(source, w=np.arange(6, dtype=np.float32).reshape(2, 3),
+             labels=np.array(["cat", "dog"]),
+             rec=np.zeros(2, dtype=[("x", "<f4"), ("y", "<i4")]))
+    with zipfile.ZipFile(source, "a") as archive:
+        archive.writestr("README.txt", "not an array")
+    note = ("left out 3 members with no numeric array: labels.npy (<U3 strings), "
+            "rec.npy (structured: x, y), README.txt (not a .npy member)")
+    listed = ckpt("ls", source)
+    assert listed.code == 0 and note in listed.err, listed.err
+    out = tmp_path / "out.safetensors"
+    done = ckpt("convert", source, out)
+    assert done.code == 0 and note in done.err, done.err
+    assert "npz_skipped" not in done.err
+    with safe_open(out, "np") as written:
+        assert list(written.keys()) == ["w"]
+        assert "npz_skipped" not in (written.metadata() or {})
+        np.testing.assert_array_equal(written.get_tensor("w"),
+                                      np.arange(6, dtype=np.float32).reshape(2, 3))

@@ -34,6 +34,7 @@ from ...dtypes import EXTRA_NAMES, STRING, from_name
 from ...errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
 from ...fileio import SourceFile, read_region
 from ...graph import Graph
+from ...notes import count, some
 from ...tensor import Check, Stored, Tensor, array_from_bytes
 from ...zipcheck import lying_sizes, unsafe_name
 
@@ -88,8 +89,9 @@ def read(path: Path) -> Graph:
     except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError,
             UnicodeDecodeError) as exc:  # (a name flagged UTF-8 that is not)
         raise FormatError(f"damaged zip archive: {exc}", path) from None
-    if skipped:
-        graph.metadata["npz_skipped"] = skipped
+    if skipped:  # said, not kept: no writer has a place for them
+        graph.notes.append(f"left out {count(len(skipped), 'member')} with no numeric array: "
+                           f"{some(f'{k} ({why})' for k, why in skipped.items())}")
     if not graph.root.edges:
         raise FormatError("holds no numeric .npy arrays", path)
     return graph
@@ -137,7 +139,7 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
                           f"{list(shape)}", path)
     dtype = _tensor_dtype(stored)
     if dtype is None:
-        skipped[key] = f"dtype {stored.str} is not numeric"
+        skipped[info.filename] = _not_numeric(stored)
         return None
     nbytes = math.prod(shape) * stored.itemsize
     extra = info.file_size - header - nbytes
@@ -200,6 +202,15 @@ def _tensor_dtype(stored: np.dtype) -> np.dtype | None:
     except KeyError:
         return None
     return None if dtype == STRING else dtype
+
+
+def _not_numeric(stored: np.dtype) -> str:
+    """Why a member's array is no tensor, in a few words."""
+    if stored.names is not None:
+        return "structured: " + ", ".join(stored.names)
+    if stored.kind in "SU":
+        return f"{stored.str} strings"
+    return f"dtype {stored.str}"
 
 
 class _Member:
