@@ -7,8 +7,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from convert.permute import banded_transpose
 from convert.rules import ops
-from convert.rules.ops.element import banded_transpose
 
 DTYPES = ["float32", "float16", "float64", "int8", "uint8", "bool", "int64", "complex64",
           "complex128", ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn]

@@ -2,8 +2,9 @@
 
 A storage is a region of the file (`Record`); a tensor is a view of it (offset, size,
 stride, in elements of the tensor's dtype). Reading a view fetches only the byte span it
-touches, then lays it out C-contiguous (numpy `as_strided` + copy for non-contiguous
-views). Identical views of one storage give one Tensor object (tied weights stay tied).
+touches, then lays it out C-contiguous: a permuted view is transposed in bands
+(permute.py), any other non-contiguous view copied through numpy's `as_strided`.
+Identical views of one storage give one Tensor object (tied weights stay tied).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from numpy.lib.stride_tricks import as_strided
 from ...checksums import crc32
 from ...errors import ChecksumError, FormatError
 from ...fileio import SourceFile
+from ...permute import permuted, view_layout
 from ...tensor import Check, Stored, Tensor
 from .records import StorageRef, TensorRef, view_extent
 
@@ -149,12 +151,7 @@ class _View:
         if self.plain:
             array = np.frombuffer(data, dtype=dtype).reshape(shape)
         else:
-            # Stride in bytes over an opaque same-size element, so any dtype (bfloat16,
-            # float8, complex) is laid out without numpy interpreting the values.
-            flat = np.frombuffer(data, dtype=f"V{dtype.itemsize}")
-            view = as_strided(flat, shape, [s * dtype.itemsize for s in stride],
-                              writeable=False)
-            array = np.ascontiguousarray(view).view(dtype)
+            array = _laid_out(data, dtype, shape, stride)
         return _to_little_endian(array) if self.record.big_endian else array
 
 
@@ -165,6 +162,23 @@ class _View:
             return None
         return self.record.stored(self.start, self.span, self.dtype, self.shape,
                                   f"tensor {self.key!r}")
+
+
+def _laid_out(data: bytes | bytearray | memoryview, dtype: np.dtype, shape: tuple[int, ...],
+              stride: tuple[int, ...]) -> np.ndarray:
+    """A non-contiguous view's elements, C-contiguous: a permuted whole (`w.t()`, a
+    channels_last conv weight) is transposed in bands; any other view (gaps, overlaps,
+    broadcast axes) is copied element by element."""
+    layout = view_layout(shape, stride)
+    if layout is not None:
+        whole, axes = layout
+        source = np.frombuffer(data, dtype=dtype, count=math.prod(shape)).reshape(whole)
+        return permuted(source, axes)
+    # Stride in bytes over an opaque same-size element, so any dtype (bfloat16, float8,
+    # complex) is laid out without numpy interpreting the values.
+    flat = np.frombuffer(data, dtype=f"V{dtype.itemsize}")
+    view = as_strided(flat, shape, [s * dtype.itemsize for s in stride], writeable=False)
+    return np.ascontiguousarray(view).view(dtype)
 
 
 def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:

@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...dtypes import dtype_name, from_name
+from ...permute import permuted
 from .base import NeedShapes, Op, OpError, Spec, _check_axis
 
 
@@ -26,43 +27,13 @@ class Transpose(Op):
         return dtype, tuple(shape[a] for a in self.axes)
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
-        if array.ndim == 2 and self.axes == (1, 0) and array.nbytes >= _BANDED_BYTES:
-            return banded_transpose(array)
-        return np.ascontiguousarray(np.transpose(array, self.axes))
+        return permuted(array, self.axes)
 
     def inverse1(self, spec: Spec) -> Op:
         return Transpose(tuple(int(i) for i in np.argsort(self.axes)))
 
     def back1(self, spec: Spec) -> Spec:
         return self.inverse1(spec).spec(spec)
-
-
-_BANDED_BYTES = 1 << 20
-_BAND = 16  # source rows per band: one cache line of float32 in each output row
-_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def banded_transpose(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """A matrix transposed a band of `_BAND` source rows at a time, into `out` if given.
-
-    numpy copies in the destination's order: one strided copy of a whole large matrix
-    reads each element of an output row from another source row, a page or more apart
-    (0.2 GB/s here at 4096 x 4096 float32). A band of 16 rows is read as 16 sequential
-    streams while each output row gets 16 adjacent elements, a cache line of float32:
-    3-4 GB/s, where 64 x 64 tiles (a numpy call per tile) gave 0.7-1.5 GB/s. The
-    elements move as unsigned integers of their size, so any dtype (bfloat16, float8)
-    takes numpy's plain copy loops and keeps its bytes exactly."""
-    rows, cols = array.shape
-    if out is None:
-        out = np.empty((cols, rows), array.dtype)
-    unsigned = _UNSIGNED.get(array.dtype.itemsize)
-    if unsigned is None or not array.flags.c_contiguous or array.dtype.hasobject:
-        out[...] = array.T
-        return out
-    source, target = array.view(unsigned), out.view(unsigned)
-    for start in range(0, rows, _BAND):
-        target[:, start:start + _BAND] = source[start:start + _BAND].T
-    return out
 
 
 @dataclass(frozen=True)
