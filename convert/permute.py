@@ -8,12 +8,14 @@ each output row gets 16 adjacent elements, a cache line of float32: 3-4 GB/s, wh
 
 Two kinds of caller: the rules' transposes (a port's kernels), and readers whose files
 hold tensors as permuted views of their bytes (torch's `w.t()`, channels_last conv
-weights). Elements always move as unsigned integers of their size, so any dtype
-(bfloat16, float8, NaN payloads) keeps its bytes exactly.
+weights). In the bands, elements move as unsigned integers of their size, so any dtype
+(bfloat16, float8) takes numpy's plain copy loops; every path keeps the bytes exactly
+(NaN payloads, signed zeros).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,7 +46,9 @@ def permuted(array: np.ndarray, axes: Sequence[int]) -> np.ndarray:
     of a large matrix (a kernel's (1, 0); (0, 2, 1) per leading index, as channels_last
     conv weights are laid out)."""
     axes = tuple(axes)
-    swap = _as_swap(array.shape, axes) if array.flags.c_contiguous else None
+    swap = None
+    if array.nbytes >= BANDED_BYTES and array.flags.c_contiguous:
+        swap = _as_swap(array.shape, axes)
     if swap is not None and swap[1] * swap[2] * array.dtype.itemsize >= BANDED_BYTES:
         lead, rows, cols = swap
         source = array.reshape(lead, rows, cols)
@@ -52,11 +56,7 @@ def permuted(array: np.ndarray, axes: Sequence[int]) -> np.ndarray:
         for i in range(lead):
             banded_transpose(source[i], out[i])
         return out.reshape([array.shape[a] for a in axes])
-    unsigned = _UNSIGNED.get(array.dtype.itemsize)
-    if unsigned is None or array.dtype.hasobject:
-        return np.ascontiguousarray(np.transpose(array, axes))
-    moved = np.ascontiguousarray(np.transpose(array.view(unsigned), axes))
-    return moved.view(array.dtype)
+    return np.ascontiguousarray(np.transpose(array, axes))  # (a same-dtype copy: bytes kept)
 
 
 def view_layout(shape: Sequence[int], stride: Sequence[int]
@@ -88,7 +88,7 @@ def _as_swap(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, int, i
             runs[-1].append(a)
         else:
             runs.append([a])
-    sizes = [int(np.prod([shape[a] for a in run])) for run in runs]
+    sizes = [math.prod(shape[a] for a in run) for run in runs]
     starts = [run[0] for run in runs]
     if len(runs) == 2 and starts[0] > starts[1]:
         return 1, sizes[1], sizes[0]
