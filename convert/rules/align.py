@@ -1,30 +1,50 @@
-"""Aligning the source's layers to a target skeleton's: by kind, then by order within a kind.
+"""Pairing the source's layers with a skeleton's, and choosing each pair's kind.
 
-Each source layer may become some target kinds (through the rules: a torch module with a
-4-D weight and a bias may be a Conv2d or a ConvTranspose2d, and a Keras Conv2D becomes a
-torch conv2d); each target layer may be some kinds. Kinds that can stand for one another
-form a group; within a group, the source's layers and the target's are paired in file
-order. That order must be known across every class in the group: a Keras 3
-`.weights.h5` orders layers only within a class (`dense`, `dense_1`, ...), so a group
-holding two Keras classes needs a `.keras` archive (its config orders every layer) or a
-rule file that pairs the layers by path. Each pair must then agree on exactly one kind.
-Whatever is left over on either side is reported (missing or unused), never guessed at.
+Rules come first: a `[[path]]` rule pairs the layer its source pattern matches with the
+skeleton's layer its target pattern names, and its `kind` and facts (`flatten = [...]`)
+win over what the files suggest. The other layers pair by kind, then by order within a
+kind: each source layer may become some target kinds (through the rules: a torch module
+with a 4-D weight and a bias may be a Conv2d or a ConvTranspose2d), and each target layer
+may be some kinds. Kinds that can stand for one another form a group; within a group,
+layers pair in file order where the file gives it. A Keras 3 `.weights.h5` orders layers
+only within a class (`dense`, `dense_1`, ...), and a model's attributes (`conv1`,
+`head`) have no order at all: such a group pairs by name where every name is on both
+sides, and is refused otherwise.
+
+Shapes have the last word. Where the order pairs two layers whose shapes disagree, and
+exactly one pairing within the group fits every shape (two heads named the other way
+round), that pairing is taken and the report says so. A pair's kind is the one its
+candidates leave (`choose`): those the rules can run with the facts known, the most
+specific of them (a rule that uses a known fact beats one that needs none), those that fit
+the target's shapes; several left are taken only when they do the same thing.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .kinds import Layer
-from .language import RuleError
+from .kinds import Layer, with_variants
+from .language import PathRule, RuleError
+from .translate import Route, Step, usable
+
+# The most mismatched layers whose pairings are all tried (8! = 40320 orders).
+_MAX_SWAPPED = 8
 
 
 @dataclass
 class Pair:
     source: Layer
     target: Layer
-    kind: str  # the target-side kind both agree on
+    route: Route
+    facts: dict[str, list[int]] = field(default_factory=dict)
+    how: str = "order"  # "rule", "name", "order", "shapes"
+    ruled: bool = False  # a [[path]] rule chose the kind
+
+    @property
+    def kind(self) -> str:
+        return self.route.target
 
 
 @dataclass
@@ -32,35 +52,175 @@ class Alignment:
     pairs: list[Pair]
     unmatched_source: list[Layer]
     unmatched_target: list[Layer]
+    notes: list[str] = field(default_factory=list)
 
 
-def align(sources: list[Layer], routes: list[dict[str, list]], targets: list[Layer],
-          usable: Callable[[list, dict], bool]) -> Alignment:
-    """Pair `sources` (with `routes[i]`: target kind → the rules on the way) to `targets`;
-    `usable(rules, facts)` says whether a route's rules have the layer facts they need."""
-    groups = _groups([set(r) for r in routes] + [set(t.kinds) for t in targets])
-    pairs: list[Pair] = []
-    unmatched_s: list[Layer] = []
-    unmatched_t: list[Layer] = []
+Fits = Callable[[Layer, Route, Layer, dict], str | None]  # → why the shapes do not fit
+
+
+def choose(source: Layer, routes: list[Route], target: Layer | None, facts: dict,
+           steps: list[Step], kind: str | None = None, fits: Fits | None = None) -> Route:
+    """The route a pair takes (see the module docstring); `kind` is a rule's choice."""
+    where = source.name if target is None else f"{source.name} -> {target.name}"
+    allowed = with_variants(target.kinds) if target is not None else None
+    candidates = [r for r in routes if allowed is None or r.target in allowed]
+    if kind is not None:
+        named = [r for r in candidates if kind in (r.source, r.target)]
+        if not named:
+            may = sorted({r.target for r in candidates}) or ["no kind the rules map"]
+            raise RuleError(f"layer {where}: the rule's kind {kind!r} is not one this layer "
+                            f"can take (it may be {' or '.join(may)})")
+        ready = [r for r in named if usable(r, facts)]
+        if not ready:
+            need = sorted(set().union(*(r.needs for r in named)) - facts.keys())
+            raise RuleError(f"layer {where}: kind {kind!r} needs the layer fact(s) "
+                            f"{', '.join(need)} (e.g. flatten = [h, w, c] on its [[path]] rule)")
+        candidates = ready
+    else:
+        candidates = [r for r in candidates if usable(r, facts)]
+        most = max((len(r.needs) for r in candidates), default=0)
+        candidates = [r for r in candidates if len(r.needs) == most]
+    if fits is not None and target is not None and len(candidates) > 1:
+        fitting = [r for r in candidates if fits(source, r, target, facts) is None]
+        candidates = fitting or candidates
+    ways = {r.signature(steps): r for r in candidates}
+    if len(ways) == 1:
+        return candidates[0]
+    kinds = sorted({r.target for r in candidates} | {r.source for r in candidates})
+    if not candidates:
+        what = f"({'/'.join(sorted(target.kinds))})" if target is not None else ""
+        raise RuleError(f"layer {where}: no rule maps a {'/'.join(sorted(source.kinds))} "
+                        f"layer to a {what or 'target'} layer")
+    raise RuleError(f"layer {where} may be {' or '.join(kinds)}, which map it differently; "
+                    "say which with `kind` in its [[path]] rule (--emit-rules writes one)")
+
+
+def by_rules(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
+             rules: list[PathRule], src: str, dst: str, steps: list[Step]) -> list[Pair]:
+    """The pairs `[[path]]` rules make: each source layer a rule's pattern matches, with the
+    skeleton's layer at the path the rule fills in."""
+    at = {t.path: t for t in targets}
+    pairs = []
+    taken: dict[int, Layer] = {}
+    for layer, route in zip(sources, routes, strict=True):
+        rule, values = next(((r, v) for r in rules
+                             if (v := r.patterns[src].match(layer.path)) is not None),
+                            (None, None))
+        if rule is None or values is None:
+            continue
+        path = rule.patterns[dst].fill(values)
+        target = at.get(path)
+        if target is None:
+            raise RuleError(f"a [[path]] rule places layer {layer.name} at "
+                            f"{'/'.join(path) or '(root)'}, where the target has no layer "
+                            f"(its layers: {_names(targets)})")
+        if id(target) in taken:
+            raise RuleError(f"[[path]] rules place both {taken[id(target)].name} and "
+                            f"{layer.name} at target layer {target.name}")
+        taken[id(target)] = layer
+        facts = {**target.facts, **layer.facts, **rule.facts}
+        chosen = choose(layer, route, target, facts, steps, rule.kind)
+        pairs.append(Pair(layer, target, chosen, facts, "rule", rule.kind is not None
+                          or bool(rule.facts)))
+    return pairs
+
+
+def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
+          steps: list[Step], fits: Fits) -> Alignment:
+    """Pair `sources` (with `routes[i]`, the ways each may go) to `targets`."""
+    groups = _groups([{r.target for r in rs} for rs in routes]
+                     + [set(with_variants(t.kinds)) for t in targets])
+    found = Alignment([], [], [])
     for group in groups:
-        s_in = [(s, r) for s, r in zip(sources, routes, strict=True) if set(r) & group]
-        t_in = [t for t in targets if t.kinds & group]
-        _check_order([s for s, _ in s_in], "source", group)
-        _check_order(t_in, "target", group)
-        for (s, route), t in zip(s_in, t_in, strict=False):
+        s_in = [(s, r) for s, r in zip(sources, routes, strict=True)
+                if {x.target for x in r} & group]
+        t_in = [t for t in targets if with_variants(t.kinds) & group]
+        how, order = _order(s_in, t_in, group)
+        paired = [(s, r, t) for (s, r), t in zip(order[0], order[1], strict=False)]
+        if len(order[0]) == len(order[1]) and any(
+                _misfit(s, r, t, steps, fits) for s, r, t in paired):
+            swapped = _by_shapes(order[0], order[1], steps, fits)
+            if swapped is not None:
+                found.notes.append(
+                    f"paired {'/'.join(sorted(group))} layers by shape, not by {how}: "
+                    + ", ".join(f"{s.name} -> {t.name}" for (s, _), t in
+                                zip(order[0], swapped, strict=True)
+                                if t is not _partner(s, paired)))
+                paired = [(s, r, t) for (s, r), t in zip(order[0], swapped, strict=True)]
+                how = "shapes"
+        for s, r, t in paired:
             facts = {**t.facts, **s.facts}
-            common = {k for k in set(route) & t.kinds if usable(route[k], facts)}
-            if len(common) != 1:
-                what = "does not match" if not common else "matches more than one kind of"
-                raise RuleError(f"aligning by kind and order: source layer {s.name} "
-                                f"({'/'.join(sorted(route)) or 'no rule'}) {what} target layer "
-                                f"{t.name} ({'/'.join(sorted(t.kinds))}); pair them with a "
-                                "[[path]] rule")
-            pairs.append(Pair(s, t, common.pop()))
-        unmatched_s += [s for s, _ in s_in[len(t_in):]]
-        unmatched_t += t_in[len(s_in):]
-    unmatched_s += [s for s, r in zip(sources, routes, strict=True) if not r]
-    return Alignment(pairs, unmatched_s, unmatched_t)
+            found.pairs.append(Pair(s, t, choose(s, r, t, facts, steps, fits=fits), facts, how))
+        found.unmatched_source += [s for s, _ in order[0][len(order[1]):]]
+        found.unmatched_target += order[1][len(order[0]):]
+    found.unmatched_source += [s for s, r in zip(sources, routes, strict=True) if not r]
+    return found
+
+
+def _partner(layer: Layer, paired: list[tuple[Layer, list[Route], Layer]]) -> Layer | None:
+    return next((t for s, _, t in paired if s is layer), None)
+
+
+def _misfit(source: Layer, routes: list[Route], target: Layer, steps: list[Step],
+            fits: Fits) -> bool:
+    """Whether no route of `source` fits `target`'s kinds and shapes."""
+    facts = {**target.facts, **source.facts}
+    allowed = with_variants(target.kinds)
+    return not any(r.target in allowed and usable(r, facts)
+                   and fits(source, r, target, facts) is None for r in routes)
+
+
+def _by_shapes(sources: list[tuple[Layer, list[Route]]], targets: list[Layer],
+               steps: list[Step], fits: Fits) -> list[Layer] | None:
+    """Where the order pairs layers whose shapes disagree: the one way of pairing those
+    layers among themselves in which every one fits its partner, if exactly one does."""
+    wrong = [i for i, ((s, r), t) in enumerate(zip(sources, targets, strict=True))
+             if _misfit(s, r, t, steps, fits)]
+    if len(wrong) > _MAX_SWAPPED:
+        return None
+    ok = {(i, j): not _misfit(*sources[i], targets[j], steps, fits) for i in wrong for j in wrong}
+    found = [order for order in itertools.permutations(wrong)
+             if all(ok[i, j] for i, j in zip(wrong, order, strict=True))]
+    if len(found) != 1:
+        return None
+    swapped = list(targets)
+    for i, j in zip(wrong, found[0], strict=True):
+        swapped[i] = targets[j]
+    return swapped
+
+
+def _order(s_in: list[tuple[Layer, list[Route]]], t_in: list[Layer], group: set[str]
+           ) -> tuple[str, tuple[list[tuple[Layer, list[Route]]], list[Layer]]]:
+    """The two sides of a group in pairing order: by file order where both files give it,
+    by name where every name is on both sides, else refused."""
+    sources = [s for s, _ in s_in]
+    ordered = _ordered(sources) and _ordered(t_in)
+    names_s = {s.path[-1:]: (s, r) for s, r in s_in if s.path}
+    names_t = {t.path[-1:]: t for t in t_in if t.path}
+    same_names = len(names_s) == len(s_in) == len(names_t) == len(t_in) and \
+        names_s.keys() == names_t.keys()
+    if same_names and (not ordered or [s.path[-1:] for s in sources]
+                       != [t.path[-1:] for t in t_in]):
+        keys = list(names_s)
+        return "name", ([names_s[k] for k in keys], [names_t[k] for k in keys])
+    if not ordered:
+        unordered = sources if not _ordered(sources) else t_in
+        side = "source" if unordered is sources else "target"
+        raise RuleError(f"the {side} orders its layers only within a class, and "
+                        f"{'/'.join(sorted(group))} layers of several classes or places "
+                        f"({_names(unordered)}) could pair either way, and their names "
+                        "differ from the other side's; use a .keras archive (its config "
+                        "orders the layers) or pair them with [[path]] rules (--emit-rules "
+                        "writes a template)")
+    return "order", (s_in, t_in)
+
+
+def _ordered(layers: list[Layer]) -> bool:
+    """Whether file order pairs these layers: every one ordered, or all of one class in one
+    place (a Keras 3 file numbers a class's layers in creation order)."""
+    if all(layer.ordered for layer in layers):
+        return True
+    return len({(layer.cls, layer.parent) for layer in layers}) <= 1
 
 
 def _groups(kind_sets: list[set[str]]) -> list[set[str]]:
@@ -75,14 +235,6 @@ def _groups(kind_sets: list[set[str]]) -> list[set[str]]:
     return sorted(groups, key=lambda g: sorted(g))
 
 
-def _check_order(layers: list[Layer], side: str, group: set[str]) -> None:
-    """Refuse to pair by order where the file does not give the order."""
-    if all(layer.ordered for layer in layers):
-        return
-    classes = {(layer.cls, layer.parent) for layer in layers}
-    if len(classes) > 1:
-        names = ", ".join(layer.name for layer in layers[:4])
-        raise RuleError(f"the {side} orders its layers only within a class, and "
-                        f"{'/'.join(sorted(group))} layers of several classes or places "
-                        f"({names}) could pair either way; use a .keras archive (its config "
-                        "orders the layers) or pair them with [[path]] rules")
+def _names(layers: list[Layer]) -> str:
+    shown = ", ".join(layer.name for layer in layers[:4])
+    return shown + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")

@@ -1,53 +1,169 @@
-"""What a Keras model config (a `.keras` archive's `config.json`) tells the rules beyond
-the weights: which Dense layers read a Flatten of a feature map, and that map's shape.
+"""What a Keras model config (a `.keras` archive's `config.json`, a full-model `.h5`'s
+`model_config`) tells the rules beyond the weights: each layer's class, and how each Dense
+after a Flatten reads its inputs.
 
 A Dense after `Flatten` of an (h, w, c) map reads its inputs in h, w, c order, where
 torch's `flatten` of (c, h, w) reads c, h, w: its kernel's rows must be reordered, and only
-the config says so. Layers are found at their Keras 3 object paths (`layers/dense_1`: the
-class in snake case, numbered per class in config order).
+the config says so. The reorder is right only when the Flatten reads the map a
+convolution or a pooling made (through layers that keep the map's layout: activations,
+dropout, normalisation, element-wise merges). A layer between them that moves axes
+(Permute, Reshape, a custom layer) leaves the order open: the port of such a model may
+flatten either way, so the Dense is marked *in doubt* with the layer that hides the order,
+and the plan refuses to guess (`plan.py`).
+
+Layers are found by name (a `.h5` groups weights by layer name) and at their Keras 3
+object paths (`layers/dense_1`: the class in snake case, numbered per class in config
+order). Both Keras 3 and tf_keras configs are read (tf_keras lists a layer's inputs as
+`[name, node, tensor, kwargs]` lists, Keras 3 as `keras_history`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ..keras_names import numbered
 
-_PASS_THROUGH = {"Dropout", "Activation", "ActivityRegularization", "GaussianNoise",
-                 "GaussianDropout", "AlphaDropout", "SpatialDropout1D"}
+# Layers that make a feature map whose channels torch keeps first (c, h, w).
+_MAP_MAKERS = ("Conv", "Pooling", "ZeroPadding", "Cropping", "UpSampling")
+# Layers that keep a map's layout (element-wise, or per channel along the last axis).
+_KEEP_LAYOUT = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+                "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",
+                "Softmax", "BatchNormalization", "LayerNormalization", "GroupNormalization",
+                "Identity", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+# Of those, the ones without weights of their own (between a Flatten and its Dense).
+_NO_WEIGHTS = {"Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+               "ActivityRegularization", "Activation", "ReLU", "LeakyReLU", "ELU",
+               "ThresholdedReLU", "Softmax", "Identity"}
 
 
-def flatten_facts(text: Any) -> dict[tuple[str, ...], dict[str, list[int]]]:
-    """Keras 3 path of each Dense that reads a flattened channels-last map → {"flatten":
-    [h, w, c]} (the map's shape, batch axis left out)."""
+@dataclass(frozen=True)
+class FlattenRead:
+    """How a Dense reads the Flatten before it."""
+
+    shape: tuple[int, ...] | None  # the map flattened (h, w, c; no batch axis), if known
+    doubt: str | None = None  # why the row order cannot be told (the layer in between)
+    channels_last: bool = True  # False: the map is channels-first already, as torch's
+
+
+@dataclass
+class LayerConfig:
+    name: str
+    cls: str
+    path: tuple[str, ...]  # its Keras 3 object path
+    inputs: list[str]
+    cfg: dict
+
+
+@dataclass
+class ModelConfig:
+    layers: list[LayerConfig]
+    sequential: bool
+
+    def classes(self) -> dict[str, str]:
+        return {layer.name: layer.cls for layer in self.layers}
+
+
+def parse(text: Any) -> ModelConfig | None:
+    """The top-level layers of a model config (None: no config, or not one of a model with
+    a layer list)."""
     try:
-        config = json.loads(text) if isinstance(text, str) else None
+        config = json.loads(text) if isinstance(text, str) else text
         layers = config["config"]["layers"]
-    except (ValueError, KeyError, TypeError):
-        return {}
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
     if not isinstance(layers, list):
-        return {}
-    layers = [cfg for cfg in layers if isinstance(cfg, dict)]
-    names = [_name(cfg) for cfg in layers]
-    paths = _paths(layers)
+        return None
+    cfgs = [cfg for cfg in layers if isinstance(cfg, dict)]
     sequential = config.get("class_name") == "Sequential"
-    maps: dict[str, list[int]] = {}  # layer name → the flattened map it passes on
-    found: dict[tuple[str, ...], dict[str, list[int]]] = {}
-    for i, cfg in enumerate(layers):
-        cls = cfg.get("class_name")
-        inputs = [names[i - 1]] if sequential and i else _inbound(cfg)
-        carried = maps.get(inputs[0]) if len(inputs) == 1 else None
-        if cls == "Flatten" and _channels_last(cfg):
-            shape = (cfg.get("build_config") or {}).get("input_shape")
-            if isinstance(shape, list) and len(shape) >= 4 and all(
-                    isinstance(d, int) for d in shape[1:]):
-                maps[names[i]] = shape[1:]
-        elif cls in _PASS_THROUGH and carried is not None:
-            maps[names[i]] = carried
-        elif cls == "Dense" and carried is not None:
-            found[paths[i]] = {"flatten": carried}
+    classes = [_class(cfg) for cfg in cfgs]
+    paths = [("layers", name) for name in numbered(classes)]
+    found = []
+    names = [_name(cfg) for cfg in cfgs]
+    for i, cfg in enumerate(cfgs):
+        inputs = ([names[i - 1]] if i else []) if sequential else _inbound(cfg)
+        found.append(LayerConfig(names[i], classes[i], paths[i], inputs, cfg))
+    return ModelConfig(found, sequential)
+
+
+def flatten_reads(config: ModelConfig | None) -> dict[str, FlattenRead]:
+    """Layer name of each Dense that reads a Flatten of a map → how it reads it."""
+    if config is None:
+        return {}
+    by_name = {layer.name: layer for layer in config.layers}
+    found: dict[str, FlattenRead] = {}
+    for layer in config.layers:
+        if layer.cls != "Dense" or len(layer.inputs) != 1:
+            continue
+        flatten = by_name.get(layer.inputs[0])
+        while flatten is not None and flatten.cls in _NO_WEIGHTS and len(flatten.inputs) == 1:
+            flatten = by_name.get(flatten.inputs[0])  # (Flatten → Dropout → Dense)
+        if flatten is None or flatten.cls != "Flatten":
+            continue
+        read = _read(flatten, by_name)
+        if read is not None:
+            found[layer.name] = read
     return found
+
+
+def _read(flatten: LayerConfig, by_name: dict[str, LayerConfig]) -> FlattenRead | None:
+    shape = _input_shape(flatten.cfg)
+    if shape is not None and len(shape) < 2:
+        return None  # a vector: nothing to reorder
+    if shape is not None and shape[-1] == 1:
+        return None  # one channel: both flattenings read the same order
+    if not _channels_last(flatten.cfg):
+        return FlattenRead(shape, f"{flatten.name} (Flatten) has data_format channels_first")
+    source = _map_source(flatten, by_name)
+    if isinstance(source, str):
+        return FlattenRead(shape, source)
+    if not source:
+        return FlattenRead(shape, None, channels_last=False)
+    if shape is None:
+        return FlattenRead(None, f"{flatten.name} (Flatten) records no input shape")
+    return FlattenRead(shape)
+
+
+def _map_source(flatten: LayerConfig, by_name: dict[str, LayerConfig]) -> bool | str:
+    """True: the Flatten reads a channels-last map a convolution or pooling made; False: a
+    channels-first one; else the reason the order is open (the layer in between)."""
+    seen: set[str] = set()
+    frontier = list(flatten.inputs)
+    formats: set[bool] = set()
+    if not frontier:
+        return "the Flatten's input is not recorded"
+    while frontier:
+        name = frontier.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        layer = by_name.get(name)
+        if layer is None:
+            return f"the Flatten reads {name}, which the config does not list"
+        if any(m in layer.cls for m in _MAP_MAKERS) and not layer.cls.startswith("Global"):
+            formats.add(_channels_last(layer.cfg))
+            continue
+        if layer.cls in _KEEP_LAYOUT and layer.inputs:
+            frontier += layer.inputs
+            continue
+        what = "the model's input" if layer.cls == "InputLayer" else f"{name} ({layer.cls})"
+        return f"the Flatten reads {what}, not a convolution's or pooling's map"
+    return formats.pop() if len(formats) == 1 else "its maps differ in data_format"
+
+
+def _input_shape(cfg: dict) -> tuple[int, ...] | None:
+    shape = (cfg.get("build_config") or {}).get("input_shape")
+    if isinstance(shape, list) and len(shape) >= 2 and all(
+            isinstance(d, int) for d in shape[1:]):
+        return tuple(shape[1:])
+    return None
+
+
+def _class(cfg: dict) -> str:
+    name = str(cfg.get("class_name", "")).split(">")[-1]
+    return "Functional" if name == "Model" else name
 
 
 def _name(cfg: dict) -> str:
@@ -60,13 +176,9 @@ def _channels_last(cfg: dict) -> bool:
     return inner.get("data_format", "channels_last") != "channels_first"
 
 
-def _paths(layers: list[dict]) -> list[tuple[str, ...]]:
-    classes = (str(cfg.get("class_name", "")).split(">")[-1] for cfg in layers)
-    return [("layers", name) for name in numbered(classes)]
-
-
 def _inbound(cfg: dict) -> list[str]:
-    """The names of the layers whose outputs `cfg` reads (functional configs)."""
+    """The names of the layers whose outputs `cfg` reads (functional configs): Keras 3's
+    `keras_history`, tf_keras' `[name, node_index, tensor_index, kwargs]` lists."""
     found: list[str] = []
 
     def walk(value: Any) -> None:
@@ -78,8 +190,11 @@ def _inbound(cfg: dict) -> list[str]:
             for item in value.values():
                 walk(item)
         elif isinstance(value, list):
+            if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
+                found.append(value[0])
+                return
             for item in value:
                 walk(item)
 
     walk(cfg.get("inbound_nodes", []))
-    return found
+    return list(dict.fromkeys(found))

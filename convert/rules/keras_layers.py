@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..errors import ConvertError
 from ..graph import Graph, Node
 from ..tensor import Tensor
-from .keras_config import flatten_facts
+from . import keras_config
 from .kinds import _COUNTER, Layer, Spec, View, _keras_groups, specs
 
 
@@ -15,7 +15,10 @@ def keras_view(graph: Graph) -> View:
     groups = _keras_groups()
     layers: list[Layer] = []
     claimed: set[int] = set()
-    flattened = flatten_facts(graph.metadata.get("keras_config"))
+    config = keras_config.parse(graph.metadata.get("keras_config"))
+    reads = keras_config.flatten_reads(config)
+    flattened = {layer.path: reads[layer.name] for layer in config.layers
+                 if layer.name in reads} if config is not None else {}
     for path, node in graph.nodes():
         if not path or path[0] == "optimizer":
             continue
@@ -30,11 +33,9 @@ def keras_view(graph: Graph) -> View:
         indices = [t.meta.get("keras_layer_index") for t in found.values()]
         ordered = all(isinstance(i, int) for i in indices)
         order = (min(indices),) if ordered and indices else (int(counter or 0),)
-        facts = flattened.get(path, {})
-        if facts:  # a Dense reading a flattened feature map (see keras_config)
-            kind = "flatten_dense"
+        facts, doubt = flatten_facts(flattened.get(path))
         layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
-                            dict(facts)))
+                            facts, doubt))
         claimed.update(id(t) for t in found.values())
     layers.sort(key=lambda layer: (layer.cls, layer.parent, layer.order)
                 if not layer.ordered else (layer.order,))
@@ -44,6 +45,16 @@ def keras_view(graph: Graph) -> View:
                 if id(e.tensor) not in claimed and e.slot is None
                 and not e.tensor.meta.get("keras_optimizer")]
     return View("keras", layers, leftover)
+
+
+def flatten_facts(read: keras_config.FlattenRead | None
+                  ) -> tuple[dict[str, list[int]], str | None]:
+    """A Dense's layer facts and doubt from how it reads a Flatten (see keras_config)."""
+    if read is None or not read.channels_last:
+        return {}, None
+    if read.doubt is not None or read.shape is None:
+        return {}, read.doubt or "the Flatten's input shape is not recorded"
+    return {"flatten": list(read.shape)}, None
 
 
 def _keras_vars(node: Node, spec: Spec, where: str) -> dict[str, Tensor] | None:

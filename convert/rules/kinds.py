@@ -76,6 +76,7 @@ class Layer:
     ordered: bool = True  # False: the file orders it only among layers of its class
     parent: GraphPath = ()
     facts: dict[str, list[int]] = field(default_factory=dict)  # e.g. {"flatten": [h, w, c]}
+    doubt: str | None = None  # why the file leaves the layer's reading open (see plan.py)
 
     @property
     def name(self) -> str:
@@ -95,10 +96,11 @@ class View:
 @cache
 def specs() -> dict[str, dict[str, Spec]]:
     """framework → kind → Spec, from mappings/kinds.toml."""
-    text = resources.files("convert.mappings").joinpath("kinds.toml").read_text("utf8")
     found: dict[str, dict[str, Spec]] = {f: {} for f in FRAMEWORKS}
-    for kind, sides in tomllib.loads(text).items():
+    for kind, sides in _kinds_table().items():
         for framework, table in sides.items():
+            if not isinstance(table, dict):
+                continue
             # "kernel|depthwise_kernel?": the name, the other names files use, optional.
             entries = [n.rstrip("?").split("|") for n in table["vars"]]
             found[framework][kind] = Spec(
@@ -110,6 +112,29 @@ def specs() -> dict[str, dict[str, Spec]]:
                 {e[0]: tuple(e) for e in entries},
                 tuple((p["name"], p["kind"], dict(p["vars"])) for p in table.get("parts", ())))
     return found
+
+
+@cache
+def _kinds_table() -> dict:
+    text = resources.files("convert.mappings").joinpath("kinds.toml").read_text("utf8")
+    return tomllib.loads(text)
+
+
+@cache
+def variants() -> dict[str, frozenset[str]]:
+    """kind → the kinds a layer of that kind may also be (`variant_of` in kinds.toml),
+    both ways: a dense layer may read a flattened map, and such a layer is a dense one."""
+    found: dict[str, set[str]] = {}
+    for kind, table in _kinds_table().items():
+        base = table.get("variant_of")
+        if isinstance(base, str):
+            found.setdefault(base, set()).add(kind)
+            found.setdefault(kind, set()).add(base)
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def with_variants(kinds: frozenset[str]) -> frozenset[str]:
+    return kinds.union(*(variants().get(k, ()) for k in kinds))
 
 
 def _order_by_counters(layers: list[Layer]) -> None:

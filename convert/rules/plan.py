@@ -18,11 +18,10 @@ from ..graph import Graph, Node
 from ..graph import Path as GraphPath
 from ..tensor import Tensor
 from . import kinds as kinds_module
-from .align import Pair, align
+from . import place
 from .derive import VIEW_OF, sources_of
-from .kinds import Layer, View, keras_index
 from .language import RuleError, RuleSet
-from .translate import Step, routes, run_layer, run_tensor_rules, usable
+from .translate import Step, run_tensor_rules
 
 CHECKS = ("consumed", "existing", "nontrivial", "partial")
 _DOT_FORMATS = ("torch", "safetensors", "sharded")
@@ -44,6 +43,7 @@ class RulesReport:
     unexpected: list[str] = field(default_factory=list)
     inexact: list[dict[str, Any]] = field(default_factory=list)
     layers: list[dict[str, str]] = field(default_factory=list)
+    reordered: list[dict[str, Any]] = field(default_factory=list)  # rows of a flattened map
     plan: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -61,7 +61,7 @@ class RulesReport:
 class Planned:
     graph: Graph
     report: RulesReport
-    emitted: list[dict[str, str]]  # [[path]] rules for the alignment found
+    emitted: list[dict[str, Any]]  # [[path]] rules for the alignment found
     ruleset: RuleSet
 
 
@@ -125,7 +125,7 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
     produced, used = ({}, set()) if rules.compose else \
         run_tensor_rules(rules, chain[0], left, want)
     left = {p: t for p, t in left.items() if id(t) not in used}
-    emitted: list[dict[str, str]] = []
+    emitted: list[dict[str, Any]] = []
     if rules.layers or rules.compose:
         layer_out, layer_used = _plan_layers(source, left, chain, like, target_format, report,
                                              emitted, rules)
@@ -156,119 +156,24 @@ def _targets(like: Graph) -> dict[GraphPath, Tensor]:
 
 def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step],
                  like: Graph | None, target_format: str | None, report: RulesReport,
-                 emitted: list[dict[str, str]], rules: RuleSet
+                 emitted: list[dict[str, Any]], rules: RuleSet
                  ) -> tuple[dict[GraphPath, Tensor], set[int]]:
     remaining = {id(t) for t in left.values()}
-    found = kinds_module.view(source, _framework(chain[0].src, source.format))
+    found = kinds_module.view(source, place.framework(chain[0].src, source.format))
     layers = [layer for layer in found.layers
               if all(id(t) in remaining for t in layer.vars.values())]
-    paths = [routes(layer.kinds, chain) for layer in layers]
-    produced: dict[GraphPath, Tensor] = {}
-    used: set[int] = set()
     if like is not None:
-        target = kinds_module.view(like, _framework(chain[-1].dst, like.format))
-        result = align(layers, paths, target.layers, usable)
+        target = kinds_module.view(like, place.framework(chain[-1].dst, like.format))
         where = {id(t): p for p, t in _targets(like).items()}
-        place = {id(layer): i for i, layer in enumerate(target.layers)}
         configured = "keras_config" in source.metadata or "keras_config" in like.metadata
-        result.pairs.sort(key=lambda pair: place[id(pair.target)])
-        for pair in result.pairs:
-            made, unused = _run_pair(pair, paths[layers.index(pair.source)], chain)
-            for var, tensor in made.items():
-                produced[where[id(pair.target.vars[var])]] = tensor
-            used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
-            report.layers.append({"source": pair.source.name, "target": pair.target.name,
-                                  "kind": pair.kind})
-            if not configured:
-                _warn_flatten(pair, result.pairs, report)
-            emitted.append({chain[0].src: "/".join(pair.source.path),
-                            chain[-1].dst: "/".join(pair.target.path), "kind": pair.kind,
-                            **{k: list(v) for k, v in {**pair.target.facts,
-                                                        **pair.source.facts}.items()}})
-        return produced, used
-    order = sorted(range(len(layers)), key=lambda i: _rule_index(rules, chain, layers[i]))
-    for layer, route in ((layers[i], paths[i]) for i in order):
-        placed = _place_by_rules(layer, route, rules, chain, found, target_format)
-        if placed is None:
-            continue
-        for path, tensor in placed.items():
-            produced[path] = tensor
-        used.update(id(t) for t in layer.vars.values())
-    return produced, used
-
-
-_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv2d_transpose", "depthwise_conv2d"}
-
-
-def _warn_flatten(pair: Pair, pairs: list[Pair], report: RulesReport) -> None:
-    """A dense layer after convolutions may read a flattened feature map, whose order only a
-    Keras config records: where neither file has one, say so rather than stay silent."""
-    if pair.kind != "dense" or not any(p.kind in _CONVOLUTIONS for p in pairs):
-        return
-    if pair.source.facts or pair.target.facts:
-        return
-    report.warnings.append(
-        f"dense layer {pair.source.name} -> {pair.target.name} follows convolutions: if it "
-        "reads a flattened feature map, its rows need the map's shape, which neither file "
-        "records (a .keras archive's config does; or write `flatten = [h, w, c]` on its "
-        "[[path]] rule, e.g. from --emit-rules)")
-
-
-def _rule_index(rules: RuleSet, chain: list[Step], layer: Layer) -> int:
-    """Layers go out in the order of the [[path]] rules that place them (the skeleton's
-    order, in a file --emit-rules wrote)."""
-    side = chain[0].src
-    return next((i for i, r in enumerate(rules.paths) if r.patterns[side].match(layer.path)
-                 is not None), len(rules.paths))
-
-
-def _framework(side: str, fmt: str | None) -> str:
-    if side in kinds_module.FRAMEWORKS:
-        return side
-    return kinds_module.framework_of_format(fmt) or side
-
-
-def _run_pair(pair: Pair, route: dict, chain: list[Step]) -> tuple[dict[str, Tensor], list[str]]:
-    return run_layer(pair.source.vars, route[pair.kind], chain, pair.target.vars,
-                     f"{pair.source.name} -> {pair.target.name}",
-                     {**pair.target.facts, **pair.source.facts})
-
-
-def _place_by_rules(layer: Layer, route: dict, rules: RuleSet, chain: list[Step],
-                    found: View, target_format: str | None) -> dict[GraphPath, Tensor] | None:
-    """A layer placed by a `[[path]]` rule, without a skeleton."""
-    src, dst = chain[0].src, chain[-1].dst
-    for rule in rules.paths:
-        values = rule.patterns[src].match(layer.path)
-        if values is None:
-            continue
-        facts = {**rule.facts, **layer.facts}
-        kinds = [k for k in ([rule.kind] if rule.kind in route else sorted(route))
-                 if usable(route[k], facts)]
-        if len(kinds) != 1:
-            raise RuleError(f"layer {layer.name} may be {' or '.join(kinds) or 'no kind'} in "
-                            f"the target; say which with `kind` in its [[path]] rule")
-        made, _ = run_layer(layer.vars, route[kinds[0]], chain, None, layer.name, facts)
-        target = rule.patterns[dst].fill(values)
-        framework = _framework(dst, target_format)
-        spec = kinds_module.specs()[framework][kinds[0]]
-        return {_target_path(framework, target, var, spec, set(made)): t
-                for var, t in made.items()}
-    if rules.layers and not rules.paths:
-        raise RuleError(f"rules {rules.name} map layers by kind; the target's layer names come "
-                        "from --like TARGET (a fresh model's file, or a `ckpt ls --json` "
-                        "listing of one), or from [[path]] rules (--emit-rules writes them)")
-    return None
-
-
-def _target_path(framework: str, layer: GraphPath, var: str, spec, present: set[str]
-                 ) -> GraphPath:
-    if framework == "keras":
-        return (*layer, *keras_index(spec, var, present))
-    if framework == "flax":
-        collection, _, rest = var.partition("/")
-        return (collection, *layer, *rest.split("/"))
-    return (*layer, *var.split("/"))
+        placed = place.with_skeleton(layers, target.layers, where, chain, rules, configured)
+    else:
+        placed = place.by_path_rules(layers, chain, rules, target_format)
+    report.layers += placed.layers
+    report.reordered += placed.reordered
+    report.warnings += placed.warnings
+    emitted += placed.emitted
+    return placed.produced, placed.used
 
 
 def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor],

@@ -29,31 +29,60 @@ class Step:
         return self.src == self.rules.sides[0]
 
 
-def routes(kinds: frozenset[str], steps: list[Step]) -> dict[str, list[LayerRule]]:
-    """Target kind → the layer rules that take a layer of one of `kinds` there."""
-    found: dict[str, list[LayerRule]] = {}
-    frontier: list[tuple[str, list[LayerRule]]] = [(k, []) for k in sorted(kinds)]
+@dataclass(frozen=True)
+class Route:
+    """One way a layer goes from the source's side to the target's: its kind on each side
+    and the layer rule of each step."""
+
+    source: str
+    target: str
+    rules: tuple[LayerRule, ...]
+
+    @property
+    def needs(self) -> set[str]:
+        """Layer facts its ops name: it applies only where a file or a rule gives them."""
+        return {n for rule in self.rules for n in rule.needs}
+
+    def signature(self, steps: list[Step]) -> tuple:
+        """What the route does to the variables: two routes with one signature give the
+        same tensors from the same layer (keras-torch's conv2d and conv2d_transpose)."""
+        return tuple(tuple((tuple(v.names[step.src]), tuple(v.names[step.dst]),
+                            repr(v.chain.ops)) for v in rule.vars)
+                     for rule, step in zip(self.rules, steps, strict=True))
+
+    def reorders(self, steps: list[Step]) -> bool:
+        """Whether it reorders a flattened map's rows (channels-last ↔ channels-first): the
+        `channels_first` ops it runs forward and back do not cancel."""
+        net = 0
+        for rule, step in zip(self.rules, steps, strict=True):
+            count = sum(op.name == "channels_first" for v in rule.vars for op in v.chain.ops)
+            net += count if step.forward else -count
+        return net != 0
+
+
+def routes(kinds: frozenset[str], steps: list[Step]) -> list[Route]:
+    """Every way a layer of one of `kinds` goes through the steps' layer rules."""
+    frontier: list[tuple[str, str, tuple[LayerRule, ...]]] = [(k, k, ()) for k in sorted(kinds)]
     for step in steps:
-        frontier = [(rule.kinds[step.dst], [*path, rule]) for kind, path in frontier
+        frontier = [(first, rule.kinds[step.dst], (*path, rule))
+                    for first, kind, path in frontier
                     for rule in step.rules.layer_rules(step.src, kind)]
-    for kind, path in frontier:
-        found.setdefault(kind, path)
-    return found
+    return [Route(first, kind, path) for first, kind, path in frontier]
 
 
-def usable(path: list[LayerRule], facts: dict) -> bool:
-    """Whether the layer facts the rules need are known."""
-    return all(rule.needs <= facts.keys() for rule in path)
+def usable(route: Route, facts: dict) -> bool:
+    """Whether the layer facts the route's rules need are known."""
+    return route.needs <= facts.keys()
 
 
-def run_layer(variables: dict[str, Tensor], path: list[LayerRule], steps: list[Step],
+def run_layer(variables: dict[str, Tensor], route: Route, steps: list[Step],
               want: dict[str, Tensor] | None, where: str,
               facts: dict | None = None) -> tuple[dict[str, Tensor], list[str]]:
     """The target layer's variables from the source layer's, and the source variables left
     unused (the target has no place for them)."""
     current = variables
     unused: list[str] = []
-    for i, (step, rule) in enumerate(zip(steps, path, strict=True)):
+    for i, (step, rule) in enumerate(zip(steps, route.rules, strict=True)):
         last = i == len(steps) - 1
         current, left = _run_rule(rule, step, current, want if last else None, where,
                                   facts or {})

@@ -1,0 +1,203 @@
+"""Placing the source's layers in the target: paired with a skeleton's layers (`--like`,
+`align.py`), or where `[[path]]` rules say (no skeleton); each layer's variables derived
+through the route its pair takes.
+
+A Dense that reads a flattened feature map is where a port goes silently wrong: its rows
+are in the order the Flatten read the map, which the weights do not record. The plan
+reorders them only where a config shows the Flatten reading a convolution's or pooling's
+map directly (`keras_config.py`), says so in the report, and refuses where a layer in
+between leaves the order open, unless a `[[path]]` rule says which it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..graph import Path as GraphPath
+from ..tensor import Tensor
+from . import kinds as kinds_module
+from .align import Pair, align, by_rules, choose
+from .kinds import Layer, keras_index, with_variants
+from .language import RuleError, RuleSet
+from .translate import Route, Step, routes, run_layer
+
+_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv2d_transpose", "depthwise_conv2d"}
+
+
+@dataclass
+class Placed:
+    produced: dict[GraphPath, Tensor] = field(default_factory=dict)
+    used: set[int] = field(default_factory=set)
+    layers: list[dict[str, str]] = field(default_factory=list)
+    emitted: list[dict[str, Any]] = field(default_factory=list)
+    reordered: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def framework(side: str, fmt: str | None) -> str:
+    if side in kinds_module.FRAMEWORKS:
+        return side
+    return kinds_module.framework_of_format(fmt) or side
+
+
+def layer_routes(layer: Layer, chain: list[Step]) -> list[Route]:
+    return routes(with_variants(layer.kinds), chain)
+
+
+def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, GraphPath],
+                  chain: list[Step], rules: RuleSet, configured: bool) -> Placed:
+    """Each source layer paired with a skeleton's layer: by `[[path]]` rules first, the rest
+    by kind and order, shapes having the last word."""
+    placed = Placed()
+    paths = [layer_routes(layer, chain) for layer in layers]
+    src, dst = chain[0].src, chain[-1].dst
+    ruled = by_rules(layers, paths, targets, rules.paths, src, dst, chain)
+    taken_s = {id(p.source) for p in ruled}
+    taken_t = {id(p.target) for p in ruled}
+    rest = [i for i, layer in enumerate(layers) if id(layer) not in taken_s]
+    result = align([layers[i] for i in rest], [paths[i] for i in rest],
+                   [t for t in targets if id(t) not in taken_t], chain, _fits(chain))
+    placed.warnings += result.notes
+    place = {id(layer): i for i, layer in enumerate(targets)}
+    pairs = sorted(ruled + result.pairs, key=lambda pair: place[id(pair.target)])
+    for pair in pairs:
+        _doubt(pair, paths[layers.index(pair.source)], chain)
+    for pair in pairs:
+        made, unused = run_layer(pair.source.vars, pair.route, chain, pair.target.vars,
+                                 f"{pair.source.name} -> {pair.target.name}", pair.facts)
+        for var, tensor in made.items():
+            placed.produced[where[id(pair.target.vars[var])]] = tensor
+        placed.used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
+        placed.layers.append({"source": pair.source.name, "target": pair.target.name,
+                              "kind": pair.kind, "paired_by": pair.how})
+        _say_reorder(pair, chain, placed)
+        if not configured:
+            _warn_flatten(pair, pairs, chain, placed)
+        placed.emitted.append({src: "/".join(pair.source.path),
+                               dst: "/".join(pair.target.path), "kind": pair.kind,
+                               **{k: list(v) for k, v in pair.facts.items()
+                                  if k in pair.route.needs}})
+    return placed
+
+
+def _fits(chain: list[Step]) -> Callable[[Layer, Route, Layer, dict], str | None]:
+    def fits(source: Layer, route: Route, target: Layer, facts: dict) -> str | None:
+        try:
+            run_layer(source.vars, route, chain, target.vars, "", facts)
+        except RuleError as exc:
+            return str(exc)
+        return None
+    return fits
+
+
+def _doubt(pair: Pair, routes_: list[Route], chain: list[Step]) -> None:
+    """Refuse a pair whose rows may need a reorder that no file or rule settles."""
+    doubt = pair.source.doubt or pair.target.doubt
+    if doubt is None or pair.ruled:
+        return
+    if not any(r.reorders(chain) for r in routes_ if r.target in
+               with_variants(pair.target.kinds)):
+        return  # both sides flatten a map alike (channels-last Keras and Flax)
+    layer = pair.source if pair.source.doubt else pair.target
+    raise RuleError(
+        f"dense layer {layer.name} reads a Flatten whose row order is open ({doubt}): the "
+        f"port may flatten either way; say which in a [[path]] rule pairing {pair.source.name}"
+        f" with {pair.target.name}: kind = \"dense\" keeps the rows as they are, kind = "
+        "\"flatten_dense\" with flatten = [h, w, c] reorders them for a channels-first "
+        "flatten (--emit-rules writes the file)")
+
+
+def _say_reorder(pair: Pair, chain: list[Step], placed: Placed) -> None:
+    if not pair.route.reorders(chain):
+        return
+    shape = pair.facts.get("flatten")
+    placed.reordered.append({"source": pair.source.name, "target": pair.target.name,
+                             "map": list(shape or []), "by": "rule" if pair.ruled else
+                             "config"})
+    placed.warnings.append(
+        f"reordered the rows of dense layer {pair.source.name} -> {pair.target.name}: it "
+        f"reads a flattened {tuple(shape or ())} channels-last map, and the target flattens "
+        "channels first" + (" (as its [[path]] rule says)" if pair.ruled else
+                            " (the config shows the Flatten reading a convolution's or "
+                            "pooling's map)"))
+
+
+def _warn_flatten(pair: Pair, pairs: list[Pair], chain: list[Step], placed: Placed) -> None:
+    """A dense layer after convolutions may read a flattened feature map, whose order only a
+    Keras config records: where neither file has one and the two sides flatten a map
+    differently, say so rather than stay silent."""
+    if pair.kind not in ("dense", "flatten_dense") or pair.ruled or pair.facts:
+        return
+    if not any(p.kind in _CONVOLUTIONS for p in pairs):
+        return
+    alternatives = routes(with_variants(pair.source.kinds), chain)
+    if not any(r.reorders(chain) for r in alternatives):
+        return
+    placed.warnings.append(
+        f"dense layer {pair.source.name} -> {pair.target.name} follows convolutions: if it "
+        "reads a flattened feature map, its rows need the map's shape, which neither file "
+        "records (a .keras archive's config does; or write `flatten = [h, w, c]` on its "
+        "[[path]] rule, e.g. from --emit-rules)")
+
+
+def by_path_rules(layers: list[Layer], chain: list[Step], rules: RuleSet,
+                  target_format: str | None) -> Placed:
+    """Layers placed by `[[path]]` rules, without a skeleton (in the rules' order)."""
+    placed = Placed()
+    src = chain[0].src
+    order = sorted(range(len(layers)), key=lambda i: _rule_index(rules, src, layers[i]))
+    for layer in (layers[i] for i in order):
+        made = _place(layer, chain, rules, target_format, placed)
+        if made is None:
+            continue
+        placed.produced.update(made)
+        placed.used.update(id(t) for t in layer.vars.values())
+    return placed
+
+
+def _rule_index(rules: RuleSet, side: str, layer: Layer) -> int:
+    """Layers go out in the order of the [[path]] rules that place them (the skeleton's
+    order, in a file --emit-rules wrote)."""
+    return next((i for i, r in enumerate(rules.paths) if r.patterns[side].match(layer.path)
+                 is not None), len(rules.paths))
+
+
+def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str | None,
+           placed: Placed) -> dict[GraphPath, Tensor] | None:
+    src, dst = chain[0].src, chain[-1].dst
+    for rule in rules.paths:
+        values = rule.patterns[src].match(layer.path)
+        if values is None:
+            continue
+        facts = {**layer.facts, **rule.facts}
+        route = choose(layer, layer_routes(layer, chain), None, facts, chain, rule.kind)
+        if layer.doubt and not (rule.kind or rule.facts) and route.reorders(chain):
+            raise RuleError(f"dense layer {layer.name} reads a Flatten whose row order is "
+                            f"open ({layer.doubt}); say kind = \"dense\" or \"flatten_dense\""
+                            " on its [[path]] rule")
+        made, _ = run_layer(layer.vars, route, chain, None, layer.name, facts)
+        target = rule.patterns[dst].fill(values)
+        fw = framework(dst, target_format)
+        spec = kinds_module.specs()[fw][route.target]
+        pair = Pair(layer, Layer(target, frozenset({route.target}), {}), route, facts,
+                    "rule", rule.kind is not None or bool(rule.facts))
+        _say_reorder(pair, chain, placed)
+        placed.layers.append({"source": layer.name, "target": "/".join(target),
+                              "kind": route.target, "paired_by": "rule"})
+        return {_target_path(fw, target, var, spec, set(made)): t for var, t in made.items()}
+    if rules.layers and not rules.paths:
+        raise RuleError(f"rules {rules.name} map layers by kind; the target's layer names come "
+                        "from --like TARGET (a fresh model's file, or a `ckpt ls --json` "
+                        "listing of one), or from [[path]] rules (--emit-rules writes them)")
+    return None
+
+
+def _target_path(fw: str, layer: GraphPath, var: str, spec, present: set[str]) -> GraphPath:
+    if fw == "keras":
+        return (*layer, *keras_index(spec, var, present))
+    if fw == "flax":
+        collection, _, rest = var.partition("/")
+        return (collection, *layer, *rest.split("/"))
+    return (*layer, *var.split("/"))
