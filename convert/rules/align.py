@@ -25,12 +25,16 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from ..tensor import Tensor
 from .kinds import Layer, with_variants
 from .language import PathRule, RuleError
-from .translate import Route, Step, usable
+from .translate import Route, Step, run_layer, usable
 
 # The most mismatched layers whose pairings are all tried (8! = 40320 orders).
 _MAX_SWAPPED = 8
+_MAX_PROBE = 1 << 22  # elements of a layer run through each candidate route to compare
 
 
 @dataclass
@@ -84,7 +88,8 @@ def choose(source: Layer, routes: list[Route], target: Layer | None, facts: dict
         fitting = [r for r in candidates if fits(source, r, target, facts) is None]
         candidates = fitting or candidates
     ways = {r.signature(steps): r for r in candidates}
-    if len(ways) == 1:
+    if len(ways) == 1 or (len(ways) > 1 and _same_effect(source, list(ways.values()), target,
+                                                          facts, steps)):
         return candidates[0]
     kinds = sorted({r.target for r in candidates} | {r.source for r in candidates})
     if not candidates:
@@ -93,6 +98,35 @@ def choose(source: Layer, routes: list[Route], target: Layer | None, facts: dict
                         f"layer to a {what or 'target'} layer")
     raise RuleError(f"layer {where} may be {' or '.join(kinds)}, which map it differently; "
                     "say which with `kind` in its [[path]] rule (--emit-rules writes one)")
+
+
+def _same_effect(source: Layer, candidates: list[Route], target: Layer | None, facts: dict,
+                 steps: list[Step]) -> bool:
+    """Whether routes that differ in their ops give the same tensors from this layer (a
+    depthwise and a plain convolution of one input channel): each is run on a probe whose
+    every element differs, of the layer's own shapes (float layers of up to 4M elements)."""
+    if any(t.dtype.kind != "f" or t.dtype.itemsize < 4 for t in source.vars.values()):
+        return False
+    if sum(t.size for t in source.vars.values()) > _MAX_PROBE:
+        return False
+    start = 0
+    probe: dict[str, Tensor] = {}
+    for name, tensor in source.vars.items():
+        values = np.arange(start, start + tensor.size, dtype=tensor.dtype).reshape(tensor.shape)
+        probe[name] = Tensor.from_array(values)
+        start += tensor.size
+    want = target.vars if target is not None else None
+    results = []
+    for route in candidates:
+        try:
+            made, _ = run_layer(probe, route, steps, want, source.name, facts)
+            results.append({k: t.read() for k, t in made.items()})
+        except RuleError:
+            return False
+    first = results[0]
+    return all(r.keys() == first.keys() and all(
+        r[k].shape == first[k].shape and np.array_equal(r[k], first[k]) for k in first)
+        for r in results[1:])
 
 
 def by_rules(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
@@ -108,8 +142,8 @@ def by_rules(sources: list[Layer], routes: list[list[Route]], targets: list[Laye
                             (None, None))
         if rule is None or values is None:
             continue
-        path = rule.patterns[dst].fill(values)
-        target = at.get(path)
+        path = rule.patterns[dst].resolve(values, at) or rule.patterns[dst].text.split("/")
+        target = at.get(tuple(path))
         if target is None:
             raise RuleError(f"a [[path]] rule places layer {layer.name} at "
                             f"{'/'.join(path) or '(root)'}, where the target has no layer "

@@ -46,6 +46,21 @@ class FlattenRead:
     shape: tuple[int, ...] | None  # the map flattened (h, w, c; no batch axis), if known
     doubt: str | None = None  # why the row order cannot be told (the layer in between)
     channels_last: bool = True  # False: the map is channels-first already, as torch's
+    channels: int | None = None  # the map's channels (a tf_keras config has no shapes)
+
+    def facts(self, rows: int) -> tuple[dict[str, list[int]], str | None]:
+        """The layer facts of a Dense whose kernel has `rows` rows, and its doubt. Only the
+        channel count and the rest matter to the reorder: (h * w, c) orders rows as
+        (h, w, c) does."""
+        if not self.channels_last:
+            return {}, None
+        if self.doubt is not None:
+            return {}, self.doubt
+        if self.shape is not None:
+            return {"flatten": list(self.shape)}, None
+        if self.channels and rows % self.channels == 0:
+            return {"flatten": [rows // self.channels, self.channels]}, None
+        return {}, "the config records neither the Flatten's input shape nor its channels"
 
 
 @dataclass
@@ -121,9 +136,7 @@ def _read(flatten: LayerConfig, by_name: dict[str, LayerConfig]) -> FlattenRead 
         return FlattenRead(shape, source)
     if not source:
         return FlattenRead(shape, None, channels_last=False)
-    if shape is None:
-        return FlattenRead(None, f"{flatten.name} (Flatten) records no input shape")
-    return FlattenRead(shape)
+    return FlattenRead(shape, channels=_channels(flatten, by_name))
 
 
 def _map_source(flatten: LayerConfig, by_name: dict[str, LayerConfig]) -> bool | str:
@@ -151,6 +164,29 @@ def _map_source(flatten: LayerConfig, by_name: dict[str, LayerConfig]) -> bool |
         what = "the model's input" if layer.cls == "InputLayer" else f"{name} ({layer.cls})"
         return f"the Flatten reads {what}, not a convolution's or pooling's map"
     return formats.pop() if len(formats) == 1 else "its maps differ in data_format"
+
+
+def _channels(layer: LayerConfig, by_name: dict[str, LayerConfig]) -> int | None:
+    """The channels of the map a layer reads: the `filters` of the convolution before it,
+    through layers that keep the channels (one input each)."""
+    seen = set()
+    while len(layer.inputs) == 1 and layer.name not in seen:
+        seen.add(layer.name)
+        found = by_name.get(layer.inputs[0])
+        if found is None:
+            return None
+        filters = _inner(found.cfg).get("filters")
+        if isinstance(filters, int) and "Conv" in found.cls:
+            return filters
+        if found.cls not in _KEEP_LAYOUT and not any(m in found.cls for m in _MAP_MAKERS):
+            return None
+        layer = found
+    return None
+
+
+def _inner(cfg: dict) -> dict:
+    inner = cfg.get("config")
+    return inner if isinstance(inner, dict) else {}
 
 
 def _input_shape(cfg: dict) -> tuple[int, ...] | None:

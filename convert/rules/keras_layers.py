@@ -33,7 +33,9 @@ def keras_view(graph: Graph) -> View:
         indices = [t.meta.get("keras_layer_index") for t in found.values()]
         ordered = all(isinstance(i, int) for i in indices)
         order = (min(indices),) if ordered and indices else (int(counter or 0),)
-        facts, doubt = flatten_facts(flattened.get(path))
+        read = flattened.get(path)
+        facts, doubt = read.facts(found["kernel"].shape[0]) if read and "kernel" in found \
+            else ({}, None)
         layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
                             facts, doubt))
         claimed.update(id(t) for t in found.values())
@@ -45,16 +47,6 @@ def keras_view(graph: Graph) -> View:
                 if id(e.tensor) not in claimed and e.slot is None
                 and not e.tensor.meta.get("keras_optimizer")]
     return View("keras", layers, leftover)
-
-
-def flatten_facts(read: keras_config.FlattenRead | None
-                  ) -> tuple[dict[str, list[int]], str | None]:
-    """A Dense's layer facts and doubt from how it reads a Flatten (see keras_config)."""
-    if read is None or not read.channels_last:
-        return {}, None
-    if read.doubt is not None or read.shape is None:
-        return {}, read.doubt or "the Flatten's input shape is not recorded"
-    return {"flatten": list(read.shape)}, None
 
 
 def _keras_vars(node: Node, spec: Spec, where: str) -> dict[str, Tensor] | None:

@@ -181,14 +181,16 @@ def framework_of(graph: Graph, path: object = None) -> str:
 
 def view(graph: Graph, framework: str | None = None) -> View:
     """The layers of `graph` by the conventions of its framework."""
+    from . import keras_config
     from .keras_layers import keras_view
     from .named_layers import keras2_path, named_view
 
     framework = framework or framework_of(graph)
     if framework == "keras" and graph.format == "keras":
         found = keras_view(graph)
-    elif framework == "keras":
-        found = named_view(graph, "keras", keras2_path)
+    elif framework == "keras":  # (a full-model .h5's config names each layer's class)
+        config = keras_config.parse(graph.metadata.get("model_config"))
+        found = named_view(graph, "keras", keras2_path, config)
         if graph.root.meta.get("tf_layout") == "names":
             _order_by_counters(found.layers)
     else:

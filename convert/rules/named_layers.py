@@ -12,6 +12,7 @@ import re
 from ..graph import Graph
 from ..graph import Path as GraphPath
 from ..tensor import Tensor
+from . import keras_config
 from .kinds import (
     _COUNTER,
     _KERAS2_NAMES,
@@ -40,12 +41,16 @@ def keras2_path(path: GraphPath) -> GraphPath | None:
     return tuple(renamed)
 
 
-def named_view(graph: Graph, framework: str, rename=None) -> View:
+def named_view(graph: Graph, framework: str, rename=None,
+               config: keras_config.ModelConfig | None = None) -> View:
     entries = [e for e in graph.entries() if e.slot is None
                and not e.tensor.meta.get("keras_optimizer")]
     collections = framework == "flax" and bool(entries) and all(
         e.path[0] in FLAX_COLLECTIONS and len(e.path) > 2 for e in entries)
     found = _Found(framework, collections)
+    if config is not None:
+        found.classes = config.classes()
+        found.reads = keras_config.flatten_reads(config)
     original: dict[GraphPath, GraphPath] = {}
     for e in entries:
         path = rename(e.path) if rename else e.path
@@ -85,6 +90,8 @@ class _Found:
         self.by_module: dict[GraphPath, list[GraphPath]] = {}
         self.modules: dict[GraphPath, None] = {}
         self.claimed: set[GraphPath] = set()
+        self.classes: dict[str, str] = {}  # layer name → class, from a model config
+        self.reads: dict[str, keras_config.FlattenRead] = {}  # Dense layers after a Flatten
 
     def add(self, path: GraphPath, tensor: Tensor) -> None:
         module, _ = _split(path, self.framework, self.collections)
@@ -124,6 +131,7 @@ def _match(module: GraphPath, found: _Found
     with the path of each of its variables."""
     direct = found.direct(module)
     cls = _flax_class(module) if found.framework == "flax" else \
+        (found.classes.get(module[-1]) if module else None) or \
         _keras_class(module, [found.tensors[p] for p in direct]) \
         if found.framework == "keras" else None
     allowed = class_kinds(found.framework, cls)
@@ -139,7 +147,11 @@ def _match(module: GraphPath, found: _Found
             held = got
     if not kinds:
         return None
-    return Layer(module, frozenset(kinds), held[0], cls=cls, parent=module[:-1]), held[1]
+    read = found.reads.get(module[-1]) if module else None
+    facts, doubt = read.facts(held[0]["kernel"].shape[0]) if read and "kernel" in held[0] \
+        else ({}, None)
+    return Layer(module, frozenset(kinds), held[0], cls=cls, parent=module[:-1], facts=facts,
+                 doubt=doubt), held[1]
 
 
 def _fits(spec: Spec, module: GraphPath, found: _Found, direct: set[GraphPath]

@@ -194,10 +194,13 @@ def _first_rule(rules: RuleSet, step: Step, path: Path, original, tensor: Tensor
         values = rule.patterns[step.src][0].match(path)
         if values is None or (step.forward and not _holds(rule, tensor)):
             continue
-        sources = [tensors.get(original(p.fill(values))) for p in rule.patterns[step.src]]
+        sources = [tensors.get(original(p.fill(values))) if not p.skips else
+                   (tensors.get(found) if (found := p.resolve(values, tensors)) else None)
+                   for p in rule.patterns[step.src]]
         if any(t is None for t in sources):
             continue
-        outputs = [p.fill(values) for p in rule.patterns[step.dst]]
+        outputs = [p.resolve(values, want or ()) or p.fill(values)
+                   for p in rule.patterns[step.dst]]
         if want is not None and dst_prefix:  # the skeleton's spelling of the prefix
             outputs = [o if o in want or _toggle(o, dst_prefix) not in want
                        else _toggle(o, dst_prefix) for o in outputs]

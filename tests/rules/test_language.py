@@ -40,10 +40,48 @@ def test_a_placeholder_keeps_one_value():
     assert p.match(("x", "y")) is None
 
 
-@pytest.mark.parametrize("text", ["a/{x*}y", "a//b", "a/{b", "{x}{x}"])
+@pytest.mark.parametrize("text", ["a//b", "a/{b", "{x}{x}", "a/{i+1:counter}", "x{i:counter}y"])
 def test_malformed_patterns(text):
     with pytest.raises(PatternError):
         Pattern(text)
+
+
+def test_a_placeholder_beside_text_matches_one_name_part():
+    p = Pattern("conv{n}/kernel")
+    assert p.match(("conv4", "kernel")) == {"n": "4"}
+    assert p.match(("conv4_1", "kernel")) is None  # not across `_`
+    assert p.match(("conv1-BN", "kernel")) is None  # nor `-`
+    assert Pattern("{name}/kernel").match(("conv4_1", "kernel")) == {"name": "conv4_1"}
+    wide = Pattern("emb/{table*}_embeddings")
+    assert wide.match(("emb", "token_type_embeddings")) == {"table": "token_type"}
+    assert wide.fill({"table": "token_type"}) == ("emb", "token_type_embeddings")
+
+
+def test_index_arithmetic_runs_both_ways():
+    keras, torch = Pattern("layers/p_re_lu{i:counter}"), Pattern("prelu{i+1}")
+    assert keras.match(("layers", "p_re_lu")) == {"i": "0"}
+    assert torch.fill({"i": "0"}) == ("prelu1",)
+    assert torch.match(("prelu3",)) == {"i": "2"}
+    assert keras.fill(torch.match(("prelu3",))) == ("layers", "p_re_lu_2")
+    assert torch.match(("prelu0",)) is None  # i would be -1
+    seq = Pattern("features/{2*i}/weight")
+    assert seq.match(("features", "4", "weight")) == {"i": "2"}
+    assert seq.match(("features", "3", "weight")) is None  # no whole i
+    assert seq.fill({"i": "3"}) == ("features", "6", "weight")
+    assert Pattern("b{2*i+1}").match(("b5",)) == {"i": "2"}
+    assert Pattern("b{i-1}").fill({"i": "1"}) == ("b0",)
+
+
+def test_a_skipped_level_keeps_no_value_and_is_found_in_a_skeleton():
+    p = Pattern("conv1/{_}/kernel")
+    assert p.match(("conv1", "conv1_3", "kernel")) == {}
+    assert p.names == frozenset()
+    with pytest.raises(PatternError, match="--like"):
+        p.fill({})
+    known = [("conv1", "conv1_3", "kernel"), ("conv2", "x", "kernel")]
+    assert p.resolve({}, known) == ("conv1", "conv1_3", "kernel")
+    assert Pattern("{n}/{_}/w").resolve({"n": "b"}, [("a", "1", "w"), ("b", "2", "w")]) == \
+        ("b", "2", "w")
 
 
 # -- ops: forward then inverse is the identity ------------------------------------------------

@@ -26,6 +26,7 @@ those identities give from whatever source it is handed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -77,10 +78,16 @@ def read(path: Path) -> Graph:
 
 
 def weight_path(layer: str, weight_name: str) -> tuple[str, ...]:
-    """Edges of a weight below its layer: the name after the layer's own scope, no `:0`."""
+    """Edges of a weight below its layer: the name after the layer's own scope, no `:0`.
+
+    The scope is the name the layer had when its weights were made: Keras numbers a name
+    taken in the session (`conv1_3/kernel:0` under layer `conv1`, from the fourth model
+    built with a layer `conv1`), and loads by position, so that scope is the layer's own."""
     parts = layout.strip_suffix(weight_name).split("/")
     if layer in parts[:-1]:
         parts = parts[parts.index(layer) + 1:]
+    elif len(parts) > 1 and re.fullmatch(re.escape(layer) + r"_\d+", parts[0]):
+        parts = parts[1:]
     return tuple(parts)
 
 
