@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..tensor import Tensor
+from . import order
 from .kinds import Layer, with_variants
 from .language import PathRule, RuleError
 from .translate import Route, Step, run_layer, usable
@@ -169,30 +170,26 @@ def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
         s_in = [(s, r) for s, r in zip(sources, routes, strict=True)
                 if {x.target for x in r} & group]
         t_in = [t for t in targets if with_variants(t.kinds) & group]
-        how, order = _order(s_in, t_in, group)
-        paired = [(s, r, t) for (s, r), t in zip(order[0], order[1], strict=False)]
-        if len(order[0]) == len(order[1]) and any(
-                _misfit(s, r, t, steps, fits) for s, r, t in paired):
-            swapped = _by_shapes(order[0], order[1], steps, fits)
+        how, pairs, left_s, left_t = order.pairing(
+            s_in, t_in, group, lambda sr, t: not _misfit(sr[0], sr[1], t, steps, fits))
+        paired = [(s, r, t) for (s, r), t in pairs]
+        if any(_misfit(s, r, t, steps, fits) for s, r, t in paired):
+            swapped = _by_shapes([(s, r) for s, r, _ in paired], [t for *_, t in paired],
+                                 steps, fits)
             if swapped is not None:
                 found.notes.append(
                     f"paired {'/'.join(sorted(group))} layers by shape, not by {how}: "
-                    + ", ".join(f"{s.name} -> {t.name}" for (s, _), t in
-                                zip(order[0], swapped, strict=True)
-                                if t is not _partner(s, paired)))
-                paired = [(s, r, t) for (s, r), t in zip(order[0], swapped, strict=True)]
+                    + ", ".join(f"{s.name} -> {t.name}" for (s, _, old), t in
+                                zip(paired, swapped, strict=True) if t is not old))
+                paired = [(s, r, t) for (s, r, _), t in zip(paired, swapped, strict=True)]
                 how = "shapes"
         for s, r, t in paired:
             facts = {**t.facts, **s.facts}
             found.pairs.append(Pair(s, t, choose(s, r, t, facts, steps, fits=fits), facts, how))
-        found.unmatched_source += [s for s, _ in order[0][len(order[1]):]]
-        found.unmatched_target += order[1][len(order[0]):]
+        found.unmatched_source += [s for s, _ in left_s]
+        found.unmatched_target += left_t
     found.unmatched_source += [s for s, r in zip(sources, routes, strict=True) if not r]
     return found
-
-
-def _partner(layer: Layer, paired: list[tuple[Layer, list[Route], Layer]]) -> Layer | None:
-    return next((t for s, _, t in paired if s is layer), None)
 
 
 def _misfit(source: Layer, routes: list[Route], target: Layer, steps: list[Step],
@@ -221,40 +218,6 @@ def _by_shapes(sources: list[tuple[Layer, list[Route]]], targets: list[Layer],
     for i, j in zip(wrong, found[0], strict=True):
         swapped[i] = targets[j]
     return swapped
-
-
-def _order(s_in: list[tuple[Layer, list[Route]]], t_in: list[Layer], group: set[str]
-           ) -> tuple[str, tuple[list[tuple[Layer, list[Route]]], list[Layer]]]:
-    """The two sides of a group in pairing order: by file order where both files give it,
-    by name where every name is on both sides, else refused."""
-    sources = [s for s, _ in s_in]
-    ordered = _ordered(sources) and _ordered(t_in)
-    names_s = {s.path[-1:]: (s, r) for s, r in s_in if s.path}
-    names_t = {t.path[-1:]: t for t in t_in if t.path}
-    same_names = len(names_s) == len(s_in) == len(names_t) == len(t_in) and \
-        names_s.keys() == names_t.keys()
-    if same_names and (not ordered or [s.path[-1:] for s in sources]
-                       != [t.path[-1:] for t in t_in]):
-        keys = list(names_s)
-        return "name", ([names_s[k] for k in keys], [names_t[k] for k in keys])
-    if not ordered:
-        unordered = sources if not _ordered(sources) else t_in
-        side = "source" if unordered is sources else "target"
-        raise RuleError(f"the {side} orders its layers only within a class, and "
-                        f"{'/'.join(sorted(group))} layers of several classes or places "
-                        f"({_names(unordered)}) could pair either way, and their names "
-                        "differ from the other side's; use a .keras archive (its config "
-                        "orders the layers) or pair them with [[path]] rules (--emit-rules "
-                        "writes a template)")
-    return "order", (s_in, t_in)
-
-
-def _ordered(layers: list[Layer]) -> bool:
-    """Whether file order pairs these layers: every one ordered, or all of one class in one
-    place (a Keras 3 file numbers a class's layers in creation order)."""
-    if all(layer.ordered for layer in layers):
-        return True
-    return len({(layer.cls, layer.parent) for layer in layers}) <= 1
 
 
 def _groups(kind_sets: list[set[str]]) -> list[set[str]]:

@@ -1,6 +1,11 @@
 """Finding the layers of a Keras 3 file: each object's group is named after its class
 (`dense_1`, `batch_normalization`), which decides the kind; the kind names the variables,
-which the file numbers in creation order (`vars/0`, ...)."""
+which the file numbers in creation order (`vars/0`, ...).
+
+A subclassed model's layers are its attributes (`conv1/vars/0`, `head/vars/1`): their
+group names say no class, so the variables' count and ranks decide the kinds, as a torch
+module's names and ranks do, and their order is unknown. A nested `Sequential` keeps its
+layers under `layers/` numbered by class, which orders each class within it."""
 
 from __future__ import annotations
 
@@ -32,14 +37,18 @@ def keras_view(graph: Graph) -> View:
             continue
         indices = [t.meta.get("keras_layer_index") for t in found.values()]
         ordered = all(isinstance(i, int) for i in indices)
-        order = (min(indices),) if ordered and indices else (int(counter or 0),)
+        # (a nested model is one legacy layer: its weights' own order tells its layers')
+        within = min((t.meta.get("keras_weight_index") or 0 for t in found.values()),
+                     default=0)
+        order = (min(indices), within) if ordered and indices else (int(counter or 0),)
         read = flattened.get(path)
         facts, doubt = read.facts(found["kernel"].shape[0]) if read and "kernel" in found \
             else ({}, None)
         layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
                             facts, doubt))
         claimed.update(id(t) for t in found.values())
-    layers.sort(key=lambda layer: (layer.cls, layer.parent, layer.order)
+    layers += _attribute_layers(graph, claimed)
+    layers.sort(key=lambda layer: (layer.cls or "", layer.parent, layer.order)
                 if not layer.ordered else (layer.order,))
     if layers and all(layer.ordered for layer in layers):
         layers.sort(key=lambda layer: layer.order)
@@ -47,6 +56,48 @@ def keras_view(graph: Graph) -> View:
                 if id(e.tensor) not in claimed and e.slot is None
                 and not e.tensor.meta.get("keras_optimizer")]
     return View("keras", layers, leftover)
+
+
+def _attribute_layers(graph: Graph, claimed: set[int]) -> list[Layer]:
+    """Layers whose group names no class: kinds from the variables' count and ranks."""
+    found: list[Layer] = []
+    for path, node in graph.nodes():
+        if not path or path[0] == "optimizer" or path[-1] in ("vars", "layers"):
+            continue
+        if len(path) > 1 and path[-2] == "layers":
+            continue  # a model's list names its layers by class: one no kind describes
+        own = node.edges.get("vars")
+        if not isinstance(own, Node) or any(id(t) in claimed for t in own.edges.values()):
+            continue
+        kinds: set[str] = set()
+        held: dict[str, Tensor] | None = None
+        for spec in specs()["keras"].values():
+            if not spec.classes:
+                continue
+            try:
+                got = _keras_vars(node, spec, "/".join(path))
+            except ConvertError:
+                continue
+            if got is None or any(len(t.shape) != spec.ranks.get(v, len(t.shape))
+                                  for v, t in got.items()):
+                continue
+            if _covers(node, got) and (held is None or got.keys() == held.keys()):
+                kinds.add(spec.kind)
+                held = got
+        if held is None:
+            continue
+        found.append(Layer(path, frozenset(kinds), held, (0,), None, False, path[:-1]))
+        claimed.update(id(t) for t in held.values())
+    return found
+
+
+def _covers(node: Node, held: dict[str, Tensor]) -> bool:
+    """Whether `held` is every variable in the object's own `vars` (a kind that accounts
+    for a part of them is not this object's)."""
+    own = node.edges.get("vars")
+    tensors = {id(t) for t in own.edges.values() if isinstance(t, Tensor)} \
+        if isinstance(own, Node) else set()
+    return tensors <= {id(t) for t in held.values()}
 
 
 def _keras_vars(node: Node, spec: Spec, where: str) -> dict[str, Tensor] | None:

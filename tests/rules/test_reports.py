@@ -141,17 +141,39 @@ def test_check_consumed_refuses_unused_source_tensors(files, tmp_path, ckpt):
     assert "2 source tensor(s) were not used: layers/dense_1/vars/0" in result.err
 
 
-def test_an_ambiguous_alignment_is_refused(tmp_path, ckpt):
+def test_an_order_the_file_lacks_is_settled_by_shapes(tmp_path, ckpt):
     """A .weights.h5 orders layers only within a class: Conv2D and DepthwiseConv2D both
-    become torch Conv2d, and which is which cannot be told."""
+    become torch Conv2d, and only one pairing fits every shape; it computes the same."""
     case = Case("mixed", (2, 6, 6, 3),
                 lambda x: keras.layers.Conv2D(3, 1)(keras.layers.DepthwiseConv2D(3)(x)),
                 lambda: ChannelsLast(torch.nn.Sequential(
                     torch.nn.Conv2d(3, 3, 3, groups=3), torch.nn.Conv2d(3, 3, 1))))
+    src_side = Side("keras", case).build(2)
+    src = src_side.save(tmp_path / "src.weights.h5")
+    dst = Side("torch", case).build()
+    skeleton = dst.save(tmp_path / "skel.pt")
+    result = ckpt("convert", src, tmp_path / "out.pt", "--like", skeleton, "--json")
+    assert result.code == 0, result.err
+    layers = json.loads(result.out)["rules"]["layers"]
+    assert {(x["source"], x["target"], x["paired_by"]) for x in layers} == {
+        ("layers/depthwise_conv2d", "inner/0", "shapes"), ("layers/conv2d", "inner/1", "shapes")}
+    dst.load(tmp_path / "out.pt")
+    x = case.input()
+    np.testing.assert_allclose(dst.run(x), src_side.run(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_ambiguous_alignment_is_refused(tmp_path, ckpt):
+    """A Conv2D reading one channel and a DepthwiseConv2D of three channels give torch
+    weights of one shape: either pairing fits, and which is which cannot be told."""
+    case = Case("mixed", (2, 6, 6, 1),
+                lambda x: keras.layers.DepthwiseConv2D(3)(keras.layers.Conv2D(3, 3)(x)),
+                lambda: ChannelsLast(torch.nn.Sequential(
+                    torch.nn.Conv2d(1, 3, 3), torch.nn.Conv2d(3, 3, 3, groups=3))))
     src = Side("keras", case).build(2).save(tmp_path / "src.weights.h5")
     skeleton = Side("torch", case).build().save(tmp_path / "skel.pt")
     result = ckpt("convert", src, tmp_path / "out.pt", "--like", skeleton)
-    assert_one_line_error(result, "orders its layers only within a class", ".keras")
+    assert_one_line_error(result, "orders its layers only within a class", ".keras",
+                          "could pair either way")
     assert not (tmp_path / "out.pt").exists()
 
 
