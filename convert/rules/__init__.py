@@ -6,7 +6,9 @@
     kinds.py      layer kinds (mappings/kinds.toml), the layers of a graph (keras_layers.py:
                   Keras 3 groups; named_layers.py: torch, Flax, Keras 2 by names and ranks)
     keras_config.py  what a .keras config says beyond the weights (a Dense after Flatten)
-    align.py      pairing the source's layers with a skeleton's, by kind and order
+    align.py      pairing the source's layers with a skeleton's: rules, names, order, shapes;
+                  and each pair's kind (order.py: the order a file gives its layers)
+    place.py      placing layers: paired with a skeleton's, or by [[path]] rules alone
     translate.py  running rules over layers and tensors into derived tensors
     derive.py     derived tensors: computed from their sources when a writer reads them
     plan.py       the planned graph and its report (consumed, unused, missing, ...)
@@ -15,8 +17,9 @@
 Writers never import this package: a plan reaches them as a graph of lazy tensors.
 """
 
+from .align import AlignmentError
 from .language import RuleError, RuleSet, builtin_names, load
 from .plan import CHECKS, Planned, RulesReport, plan
 
-__all__ = ["CHECKS", "Planned", "RuleError", "RuleSet", "RulesReport", "builtin_names", "load",
-           "plan"]
+__all__ = ["CHECKS", "AlignmentError", "Planned", "RuleError", "RuleSet", "RulesReport",
+           "builtin_names", "load", "plan"]

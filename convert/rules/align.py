@@ -30,7 +30,7 @@ import numpy as np
 from ..tensor import Tensor
 from . import order
 from .kinds import Layer, with_variants
-from .language import PathRule, RuleError
+from .language import PathRule, RuleError, RuleSet
 from .translate import Route, Step, run_layer, usable
 
 # The most mismatched layers whose pairings are all tried (8! = 40320 orders).
@@ -58,6 +58,25 @@ class Alignment:
     unmatched_source: list[Layer]
     unmatched_target: list[Layer]
     notes: list[str] = field(default_factory=list)
+    # What could not be paired, and why: the first reason is the error; the rest is a
+    # template for the user's [[path]] rules (--emit-rules).
+    problems: list[str] = field(default_factory=list)
+    open_pairs: list[tuple[Layer, Layer, str]] = field(default_factory=list)
+    open_source: list[Layer] = field(default_factory=list)
+    open_target: list[Layer] = field(default_factory=list)
+
+
+class AlignmentError(RuleError):
+    """Layers that could not be paired; it carries what was, and what was not (with each
+    layer's kinds), for `--emit-rules` to write as a template."""
+
+    def __init__(self, message: str, alignment: Alignment, emitted: list[dict],
+                 rules: RuleSet, sides: tuple[str, str]):
+        super().__init__(message)
+        self.alignment = alignment
+        self.emitted = emitted
+        self.rules = rules
+        self.sides = sides
 
 
 Fits = Callable[[Layer, Route, Layer, dict], str | None]  # → why the shapes do not fit
@@ -170,8 +189,14 @@ def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
         s_in = [(s, r) for s, r in zip(sources, routes, strict=True)
                 if {x.target for x in r} & group]
         t_in = [t for t in targets if with_variants(t.kinds) & group]
-        how, pairs, left_s, left_t = order.pairing(
-            s_in, t_in, group, lambda sr, t: not _misfit(sr[0], sr[1], t, steps, fits))
+        try:
+            how, pairs, left_s, left_t = order.pairing(
+                s_in, t_in, group, lambda sr, t: not _misfit(sr[0], sr[1], t, steps, fits))
+        except RuleError as exc:
+            found.problems.append(str(exc))
+            found.open_source += [s for s, _ in s_in]
+            found.open_target += t_in
+            continue
         paired = [(s, r, t) for (s, r), t in pairs]
         if any(_misfit(s, r, t, steps, fits) for s, r, t in paired):
             swapped = _by_shapes([(s, r) for s, r, _ in paired], [t for *_, t in paired],
@@ -185,7 +210,13 @@ def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
                 how = "shapes"
         for s, r, t in paired:
             facts = {**t.facts, **s.facts}
-            found.pairs.append(Pair(s, t, choose(s, r, t, facts, steps, fits=fits), facts, how))
+            try:
+                route = choose(s, r, t, facts, steps, fits=fits)
+            except RuleError as exc:
+                found.problems.append(str(exc))
+                found.open_pairs.append((s, t, str(exc)))
+                continue
+            found.pairs.append(Pair(s, t, route, facts, how))
         found.unmatched_source += [s for s, _ in left_s]
         found.unmatched_target += left_t
     found.unmatched_source += [s for s, r in zip(sources, routes, strict=True) if not r]

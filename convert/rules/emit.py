@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .kinds import Layer
 from .language import RuleError, RuleSet
+
+if TYPE_CHECKING:
+    from .align import AlignmentError
 
 
 def _string(text: str) -> str:
     return json.dumps(text)  # a TOML basic string is a JSON string for these characters
 
 
-def rule_file(base: RuleSet, pairs: list[dict[str, str]], source: str, like: str) -> str:
-    src, dst = base.sides
+def rule_file(base: RuleSet, pairs: list[dict[str, Any]], source: str, like: str,
+              sides: tuple[str, str] | None = None) -> str:
+    src, dst = sides or base.sides
     lines = [f"# The alignment of {source} to {like}, as `ckpt convert --emit-rules` found it:",
              "# one [[path]] rule per layer. Edit freely; `--rules THIS_FILE` alone converts.",
              f"name = {_string(base.name + '-aligned')}"]
@@ -38,6 +44,49 @@ def rule_file(base: RuleSet, pairs: list[dict[str, str]], source: str, like: str
         lines += [f"{name} = {value}" for name, value in pair.items()
                   if name not in (src, dst, "kind")]
     return "\n".join(lines) + "\n"
+
+
+def template(error: AlignmentError, source: str, like: str) -> str:
+    """The rule file for an alignment that failed: the pairs found, as rules, and each
+    layer left open as a commented [[path]] rule to fill in."""
+    src, dst = error.sides
+    text = rule_file(error.rules, error.emitted, source, like, sides=error.sides)
+    found = error.alignment
+    count = len(found.open_pairs) + len(found.open_source)
+    lines = ["", f"# Not aligned: {count} layer(s), below. "
+             + (_comment(error.reason) if not found.open_pairs else ""),
+             "# Uncomment and complete a [[path]] rule for each layer below; then convert with",
+             "# --rules THIS_FILE (with --like, which still checks every shape)."]
+    for s, t, why in found.open_pairs:
+        lines += ["", f"# {_comment(why)}", "# [[path]]", f"# {src} = {_string(_path(s))}",
+                  f"# {dst} = {_string(_path(t))}",
+                  f"# kind = {_string(sorted(t.kinds)[0])}   # may be: "
+                  + ", ".join(sorted(s.kinds | t.kinds | _flatten_kinds(s, t)))]
+    if found.open_source or found.open_target:
+        lines += ["", f"# {dst} layers left open: "
+                  + ("; ".join(_layer(t) for t in found.open_target) or "none")]
+        for s in found.open_source:
+            lines += ["", "# [[path]]", f"# {src} = {_string(_path(s))}   # {_layer(s)}",
+                      f"# {dst} = \"?\"", f"# kind = {_string(sorted(s.kinds)[0])}"]
+    return text + "\n".join(lines) + "\n"
+
+
+def _flatten_kinds(*layers: Layer) -> set[str]:
+    return {"dense", "flatten_dense"} if any("dense" in x.kinds or "flatten_dense" in x.kinds
+                                             for x in layers) else set()
+
+
+def _layer(layer: Layer) -> str:
+    shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in layer.vars.items())
+    return f"{layer.name} ({'/'.join(sorted(layer.kinds))}: {shapes})"
+
+
+def _path(layer: Layer) -> str:
+    return "/".join(layer.path) or "/"
+
+
+def _comment(text: str) -> str:
+    return " ".join(text.split())
 
 
 def write(path: str | os.PathLike, text: str) -> None:

@@ -55,7 +55,8 @@ class FlattenRead:
         if not self.channels_last:
             return {}, None
         if self.doubt is not None:
-            return {}, self.doubt
+            shape = f"; it flattens a map of shape {list(self.shape)}" if self.shape else ""
+            return {}, self.doubt + shape
         if self.shape is not None:
             return {"flatten": list(self.shape)}, None
         if self.channels and rows % self.channels == 0:

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -93,25 +96,47 @@ class View:
     collections: bool = True  # Flax: whether the tree is split into collections
 
 
-@cache
 def specs() -> dict[str, dict[str, Spec]]:
-    """framework → kind → Spec, from mappings/kinds.toml."""
+    """framework → kind → Spec: mappings/kinds.toml, and the `[[kind]]` tables of the rule
+    file in use (`declared`)."""
+    extra = _DECLARED.get()
+    if not extra:
+        return _builtin()
+    return {f: {**_builtin()[f], **extra.get(f, {})} for f in FRAMEWORKS}
+
+
+@cache
+def _builtin() -> dict[str, dict[str, Spec]]:
     found: dict[str, dict[str, Spec]] = {f: {} for f in FRAMEWORKS}
     for kind, sides in _kinds_table().items():
         for framework, table in sides.items():
-            if not isinstance(table, dict):
-                continue
-            # "kernel|depthwise_kernel?": the name, the other names files use, optional.
-            entries = [n.rstrip("?").split("|") for n in table["vars"]]
-            found[framework][kind] = Spec(
-                kind, framework, tuple(table.get("classes", ())),
-                tuple(e[0] for e in entries),
-                frozenset(n.rstrip("?").split("|")[0] for n in table["vars"]
-                          if n.endswith("?")),
+            if isinstance(table, dict):
+                found[framework][kind] = spec_of(kind, framework, table)
+    return found
+
+
+def spec_of(kind: str, framework: str, table: dict) -> Spec:
+    """A Spec from its TOML table (kinds.toml, or a rule file's `[[kind]]`)."""
+    # "kernel|depthwise_kernel?": the name, the other names files use, optional.
+    entries = [n.rstrip("?").split("|") for n in table["vars"]]
+    return Spec(kind, framework, tuple(table.get("classes", ())), tuple(e[0] for e in entries),
+                frozenset(n.rstrip("?").split("|")[0] for n in table["vars"] if n.endswith("?")),
                 dict(table.get("ranks", {})), table.get("gates"),
                 {e[0]: tuple(e) for e in entries},
                 tuple((p["name"], p["kind"], dict(p["vars"])) for p in table.get("parts", ())))
-    return found
+
+
+_DECLARED: ContextVar[dict[str, dict[str, Spec]] | None] = ContextVar("declared", default=None)
+
+
+@contextmanager
+def declared(kinds: dict[str, dict[str, Spec]]) -> Iterator[None]:
+    """The kinds a rule file declares, beside the built-in ones, while a plan is made."""
+    token = _DECLARED.set(kinds or None)
+    try:
+        yield
+    finally:
+        _DECLARED.reset(token)
 
 
 @cache
@@ -212,7 +237,6 @@ def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
 
 # -- Keras 3: classes from group names, variables by index --------------------------------
 
-@cache
 def _keras_groups() -> dict[str, tuple[str, str]]:
     """Keras 3 group base name → (class, kind)."""
     return {snake_case(cls): (cls, s.kind) for s in specs()["keras"].values()

@@ -39,14 +39,17 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path as FilePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuleError
 from .ops import Chain, parse
 from .patterns import Pattern
 
+if TYPE_CHECKING:
+    from .kinds import Spec
+
 _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "skip", "compose",
-           "serves", "formats", "prefix"}
+           "serves", "formats", "prefix", "kind"}
 # What a side called after a framework reads and writes, unless `[formats]` says otherwise.
 SIDE_FORMATS = {"keras": ("keras", "keras-h5", "tf"), "torch": ("torch", "safetensors", "sharded"),
                 "flax": ("flax",)}
@@ -100,6 +103,15 @@ class RuleSet:
     serves: str = ""
     formats: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optional, per side
+    kinds: dict[str, dict[str, Spec]] = field(default_factory=dict)  # [[kind]]: framework → …
+
+    def declared(self) -> dict[str, dict[str, Spec]]:
+        """The kinds this rule set and the sets it composes declare."""
+        found: dict[str, dict[str, Spec]] = {}
+        for rules in (*self.compose, self):
+            for framework, kinds in rules.kinds.items():
+                found.setdefault(framework, {}).update(kinds)
+        return found
 
     def side_formats(self, side: str) -> tuple[str, ...]:
         return self.formats.get(side) or SIDE_FORMATS.get(side, ())
@@ -209,8 +221,12 @@ def _ruleset(table: dict, where: str, base: FilePath | None, seen: tuple[str, ..
         rules.paths += included.paths
         rules.tensors += included.tensors
         rules.skip += included.skip
+        for framework, kinds in included.kinds.items():
+            rules.kinds.setdefault(framework, {}).update(kinds)
         rules.formats = {**included.formats, **rules.formats}
         rules.prefix = {**included.prefix, **rules.prefix}
+    for i, entry in enumerate(table.get("kind", [])):
+        _kind(entry, rules, f"{where}: kind {i + 1}")
     for i, entry in enumerate(table.get("layer", [])):
         rules.layers.append(_layer_rule(entry, rules.sides, f"{where}: layer rule {i + 1}"))
     for i, entry in enumerate(table.get("path", [])):
@@ -278,6 +294,36 @@ def _layer_rule(entry: Any, sides: tuple[str, str], where: str) -> LayerRule:
     if not maps:
         raise RuleError(f"{where}: a layer rule lists its `vars`")
     return LayerRule(kinds, maps)
+
+
+def _kind(entry: Any, rules: RuleSet, where: str) -> None:
+    """A `[[kind]]` table: a layer kind the built-in ones lack, as in mappings/kinds.toml,
+    with its `name`: per framework, `vars` (creation order; `?` optional, `a|b` other
+    names), `ranks`, and the `classes` that are that kind."""
+    from .kinds import FRAMEWORKS, spec_of
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise RuleError(f"{where}: a [[kind]] table has a `name` and a table per framework "
+                        f"({', '.join(FRAMEWORKS)})")
+    sides = {k: v for k, v in entry.items() if k != "name"}
+    for framework, table in sides.items():
+        if framework not in FRAMEWORKS or not isinstance(table, dict):
+            raise RuleError(f"{where}: {framework!r} is not a framework "
+                            f"({', '.join(FRAMEWORKS)}) with a table")
+        names = table.get("vars")
+        ranks = table.get("ranks", {})
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise RuleError(f"{where}: {framework}.vars lists the layer's variable names")
+        if not (isinstance(ranks, dict) and all(isinstance(r, int) for r in ranks.values())):
+            raise RuleError(f"{where}: {framework}.ranks gives each variable's rank")
+        classes = table.get("classes", [])
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise RuleError(f"{where}: {framework}.classes is a list of class names")
+        try:
+            spec = spec_of(entry["name"], framework, table)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuleError(f"{where}: {framework}: {exc}") from None
+        rules.kinds.setdefault(framework, {})[entry["name"]] = spec
 
 
 def _path_rule(entry: Any, sides: tuple[str, str], where: str) -> PathRule:

@@ -46,7 +46,7 @@ def named_view(graph: Graph, framework: str, rename=None,
     entries = [e for e in graph.entries() if e.slot is None
                and not e.tensor.meta.get("keras_optimizer")]
     collections = framework == "flax" and bool(entries) and all(
-        e.path[0] in FLAX_COLLECTIONS and len(e.path) > 2 for e in entries)
+        e.path[0] in FLAX_COLLECTIONS and len(e.path) >= 2 for e in entries)
     found = _Found(framework, collections)
     if config is not None:
         found.classes = config.classes()

@@ -18,7 +18,7 @@ from typing import Any
 from ..graph import Path as GraphPath
 from ..tensor import Tensor
 from . import kinds as kinds_module
-from .align import Pair, align, by_rules, choose
+from .align import AlignmentError, Pair, align, by_rules, choose
 from .kinds import Layer, keras_index, with_variants
 from .language import RuleError, RuleSet
 from .translate import Route, Step, routes, run_layer
@@ -62,23 +62,32 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
     placed.warnings += result.notes
     place = {id(layer): i for i, layer in enumerate(targets)}
     pairs = sorted(ruled + result.pairs, key=lambda pair: place[id(pair.target)])
+    good = []
     for pair in pairs:
-        _doubt(pair, paths[layers.index(pair.source)], chain)
-    for pair in pairs:
-        made, unused = run_layer(pair.source.vars, pair.route, chain, pair.target.vars,
-                                 f"{pair.source.name} -> {pair.target.name}", pair.facts)
+        try:
+            _doubt(pair, paths[layers.index(pair.source)], chain)
+            made, unused = run_layer(pair.source.vars, pair.route, chain, pair.target.vars,
+                                     f"{pair.source.name} -> {pair.target.name}", pair.facts)
+        except RuleError as exc:
+            result.problems.append(str(exc))
+            result.open_pairs.append((pair.source, pair.target, str(exc)))
+            continue
+        good.append(pair)
         for var, tensor in made.items():
             placed.produced[where[id(pair.target.vars[var])]] = tensor
         placed.used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
+    for pair in good:
         placed.layers.append({"source": pair.source.name, "target": pair.target.name,
                               "kind": pair.kind, "paired_by": pair.how})
         _say_reorder(pair, chain, placed)
         if not configured:
-            _warn_flatten(pair, pairs, chain, placed)
+            _warn_flatten(pair, good, chain, placed)
         placed.emitted.append({src: "/".join(pair.source.path),
                                dst: "/".join(pair.target.path), "kind": pair.kind,
                                **{k: list(v) for k, v in pair.facts.items()
                                   if k in pair.route.needs}})
+    if result.problems:
+        raise AlignmentError(result.problems[0], result, placed.emitted, rules, (src, dst))
     return placed
 
 

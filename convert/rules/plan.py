@@ -78,8 +78,14 @@ def steps(rules: RuleSet, source_format: str | None, target_format: str | None,
         _check_side(rules, src, source_format, "source")
         return [Step(first, src, middle), Step(second, middle, dst)]
     src = rules.side_of(source_format)
-    if rules.side_formats(rules.sides[0]) == rules.side_formats(rules.sides[1]):
+    same = rules.side_formats(rules.sides[0]) == rules.side_formats(rules.sides[1])
+    if same:
         src = rules.sides[0]  # both sides are one framework: the file's order decides
+    if reverse and not same and src is not None:
+        other = rules.sides[1] if src == rules.sides[0] else rules.sides[0]
+        raise RuleError(f"rules {rules.name}: the source is a {source_format} file, so it "
+                        f"is read as {src} and written as {other} already; drop --reverse "
+                        f"(it is for rules whose two sides are files of one format)")
     if reverse:
         src = rules.sides[1] if src != rules.sides[1] else rules.sides[0]
     if src is None:
@@ -107,6 +113,12 @@ def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
          target_format: str | None = None, check: str | None = None,
          reverse: bool = False) -> Planned:
     """Map `source` through `rules` into a graph of lazy derived tensors."""
+    with kinds_module.declared(rules.declared()):
+        return _plan(source, rules, like, target_format, check, reverse)
+
+
+def _plan(source: Graph, rules: RuleSet, like: Graph | None, target_format: str | None,
+          check: str | None, reverse: bool) -> Planned:
     check = check or ("existing" if like is not None else "consumed")
     if check not in CHECKS:
         raise RuleError(f"unknown check {check!r}; one of {', '.join(CHECKS)}")
