@@ -146,6 +146,21 @@ class LastStep(torch.nn.Module):
         return self.rnn(x)[0][:, -1]
 
 
+class BothEnds(torch.nn.Module):
+    """A bidirectional recurrent layer's answer as Keras' Bidirectional gives it (no
+    sequences): the forward direction's last step, then the backward direction's, which
+    has read the sequence from its end to its start: torch's output at step 0."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.rnn = inner
+
+    def forward(self, x):
+        out = self.rnn(x)[0]
+        half = out.shape[-1] // 2
+        return torch.cat([out[:, -1, :half], out[:, 0, half:]], dim=-1)
+
+
 class SelfAttention(torch.nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -191,6 +206,30 @@ class GruFlax(nn.Module):
         return nn.RNN(nn.GRUCell(4))(x)[:, -1]
 
 
+class SimpleRnnFlax(nn.Module):
+    """Flax's SimpleCell over the sequence, answering its last step (as Keras' SimpleRNN)."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.RNN(nn.SimpleCell(4))(x)[:, -1]
+
+
+class BidirectionalFlax(nn.Module):
+    """nn.Bidirectional built in setup(), so that its RNNs are its own (`bi/forward_rnn`,
+    `bi/backward_rnn`); answering as Keras' Bidirectional does: the forward RNN's last
+    step, then the backward one's, which Flax keeps in time order (at step 0)."""
+
+    lstm: bool = True
+
+    def setup(self):
+        cell = nn.LSTMCell if self.lstm else nn.GRUCell
+        self.bi = nn.Bidirectional(nn.RNN(cell(4)), nn.RNN(cell(4)))
+
+    def __call__(self, x):
+        out = self.bi(x)
+        return jax.numpy.concatenate([out[:, -1, :4], out[:, 0, 4:]], axis=-1)
+
+
 class SeparableFlax(nn.Module):
     """A depthwise convolution (no bias), then a 1x1 one: Keras' SeparableConv2D."""
 
@@ -212,9 +251,15 @@ CASES = [
     Case("conv3d", (2, 4, 5, 4, 3), lambda x: keras.layers.Conv3D(2, 2)(x),
          lambda: ChannelsLast(torch.nn.Conv3d(3, 2, 2)),
          _flax(lambda: nn.Conv(2, (2, 2, 2), padding="VALID"))),
+    Case("conv1d_transpose", (2, 5, 3), lambda x: keras.layers.Conv1DTranspose(4, 3, 2)(x),
+         lambda: ChannelsLast(torch.nn.ConvTranspose1d(3, 4, 3, 2)),
+         _flax(lambda: nn.ConvTranspose(4, (3,), (2,), padding="VALID"))),
     Case("conv2d_transpose", (2, 4, 3, 3), lambda x: keras.layers.Conv2DTranspose(4, 3, 2)(x),
          lambda: ChannelsLast(torch.nn.ConvTranspose2d(3, 4, 3, 2)),
          _flax(lambda: nn.ConvTranspose(4, (3, 3), (2, 2), padding="VALID"))),
+    Case("conv3d_transpose", (2, 3, 2, 3, 2), lambda x: keras.layers.Conv3DTranspose(3, 2, 2)(x),
+         lambda: ChannelsLast(torch.nn.ConvTranspose3d(2, 3, 2, 2)),
+         _flax(lambda: nn.ConvTranspose(3, (2, 2, 2), (2, 2, 2), padding="VALID"))),
     Case("depthwise_conv2d", (2, 6, 5, 3),
          lambda x: keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(x),
          lambda: ChannelsLast(torch.nn.Conv2d(3, 6, 3, groups=3)),
@@ -227,15 +272,48 @@ CASES = [
     Case("batch_norm", (2, 5), lambda x: keras.layers.BatchNormalization(epsilon=1e-5)(x),
          lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5)),
          _flax(lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5))),
+    # The statistics alone (affine=False): no scale, no shift.
+    Case("batch_norm_stats", (2, 5),
+         lambda x: keras.layers.BatchNormalization(epsilon=1e-5, center=False, scale=False)(x),
+         lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5, affine=False)),
+         _flax(lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5, use_scale=False,
+                                    use_bias=False))),
     Case("layer_norm", (2, 3, 5), lambda x: keras.layers.LayerNormalization(epsilon=1e-5)(x),
          lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, eps=1e-5)),
          _flax(lambda: nn.LayerNorm(epsilon=1e-5))),
+    # The scale alone. Keras' LayerNormalization(center=False) holds it too, but a Keras 3
+    # file does not say whether its one variable is gamma or beta (see test_layers.py).
+    Case("layer_norm_scale", (2, 3, 5), None,
+         lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, eps=1e-5, bias=False)),
+         _flax(lambda: nn.LayerNorm(epsilon=1e-5, use_bias=False))),
+    Case("group_norm", (2, 4, 3, 6),
+         lambda x: keras.layers.GroupNormalization(3, epsilon=1e-5)(x),
+         lambda: ChannelsLast(torch.nn.GroupNorm(3, 6, eps=1e-5)),
+         _flax(lambda: nn.GroupNorm(num_groups=3, epsilon=1e-5))),
+    # Keras has no InstanceNormalization: GroupNormalization with a group per channel is it.
+    Case("instance_norm", (2, 4, 3, 6),
+         lambda x: keras.layers.GroupNormalization(-1, epsilon=1e-5)(x),
+         lambda: ChannelsLast(torch.nn.InstanceNorm2d(6, eps=1e-5, affine=True)),
+         _flax(lambda: nn.InstanceNorm(epsilon=1e-5))),
+    # One slope per channel; Flax's PReLU has one slope in all.
+    Case("prelu", (2, 4, 3, 3), lambda x: keras.layers.PReLU(shared_axes=[1, 2])(x),
+         lambda: ChannelsLast(torch.nn.PReLU(3))),
     Case("embedding", (2, 3), lambda x: keras.layers.Embedding(10, 4)(x), lambda: Embedding(10, 4),
          _flax(lambda: nn.Embed(10, 4)), integer_input=10),
     Case("lstm", (2, 5, 3), lambda x: keras.layers.LSTM(4)(x),
          lambda: LastStep(torch.nn.LSTM(3, 4, batch_first=True)), LstmFlax),
+    Case("simple_rnn", (2, 5, 3), lambda x: keras.layers.SimpleRNN(4)(x),
+         lambda: LastStep(torch.nn.RNN(3, 4, batch_first=True)), SimpleRnnFlax),
     Case("gru", (2, 5, 3), lambda x: keras.layers.GRU(4)(x),
          lambda: LastStep(torch.nn.GRU(3, 4, batch_first=True)), GruFlax),
+    Case("bidirectional_lstm", (2, 5, 3),
+         lambda x: keras.layers.Bidirectional(keras.layers.LSTM(4))(x),
+         lambda: BothEnds(torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)),
+         lambda: BidirectionalFlax(lstm=True)),
+    Case("bidirectional_gru", (2, 5, 3),
+         lambda x: keras.layers.Bidirectional(keras.layers.GRU(4))(x),
+         lambda: BothEnds(torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)),
+         lambda: BidirectionalFlax(lstm=False)),
     Case("attention", (2, 4, 6), lambda x: keras.layers.MultiHeadAttention(2, 3)(x, x),
          lambda: SelfAttention(6, 2),
          _flax(lambda: nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=6,

@@ -209,19 +209,25 @@ def test_only_what_went_through_a_sum_is_inexact():
 def _first_side_shapes(kind: str, var: str, n: int, d: int, k: int) -> tuple[int, ...]:
     """A plausible shape of `var` of `kind` on a rule file's first side (Keras or Flax)."""
     name = var.rsplit("/", 1)[-1]
-    if kind in ("lstm", "gru") and var.startswith("params/"):  # Flax: a Dense per gate
-        hidden = var.startswith("params/h")
+    if kind in ("lstm", "gru", "simple_rnn", "bidirectional_lstm", "bidirectional_gru") \
+            and var.startswith("params/"):  # Flax: a Dense per gate (`hi`, `forward_rnn/cell/hi`)
+        hidden = var.rsplit("/", 2)[-2].startswith("h")
         return ((d if hidden else n), d) if name == "kernel" else (d,)
+    lstm = {"kernel": (n, 4 * d), "recurrent_kernel": (d, 4 * d), "bias": (4 * d,)}
+    gru = {"kernel": (n, 3 * d), "recurrent_kernel": (d, 3 * d), "bias": (2, 3 * d)}
     table = {
         "dense": {"kernel": (n, d), "bias": (d,)},
         "flatten_dense": {"kernel": (2 * 3 * n, d), "bias": (d,)},
         "conv1d": {"kernel": (k, n, d), "bias": (d,)},
         "conv2d": {"kernel": (k, k + 1, n, d), "bias": (d,)},
         "conv3d": {"kernel": (k, k, k + 1, n, d), "bias": (d,)},
+        "conv1d_transpose": {"kernel": (k, d, n), "bias": (d,)},
         "conv2d_transpose": {"kernel": (k, k + 1, d, n), "bias": (d,)},
+        "conv3d_transpose": {"kernel": (k, k, k + 1, d, n), "bias": (d,)},
         "depthwise_conv2d": {"kernel": (k, k + 1, n, 2), "bias": (2 * n,)},
-        "lstm": {"kernel": (n, 4 * d), "recurrent_kernel": (d, 4 * d), "bias": (4 * d,)},
-        "gru": {"kernel": (n, 3 * d), "recurrent_kernel": (d, 3 * d), "bias": (2, 3 * d)},
+        "prelu": {"alpha": (1, 1, n)},
+        "simple_rnn": {"kernel": (n, d), "recurrent_kernel": (d, d), "bias": (d,)},
+        "lstm": lstm, "gru": gru, "bidirectional_lstm": lstm, "bidirectional_gru": gru,
         "attention": {"kernel": (n * 2, 2, n) if "output" not in var and "out/" not in var
                       else (2, n, n * 2),
                       "bias": (2, n) if "output" not in var and "out/" not in var
@@ -239,8 +245,10 @@ BUILTIN = [(name, rule) for name in ("keras-torch", "flax-torch")
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 4), d=st.integers(1, 4), k=st.integers(1, 3))
 def test_builtin_rules_run_both_ways(name, rule, n, d, k):
-    first = rules.load(name).sides[0]
+    first, second = rules.load(name).sides
     kind = rule.kinds[first]
+    if kind == "bidirectional":  # Keras' one wrapper: what it wraps is the other side's kind
+        kind = rule.kinds[second]
     for var in rule.vars:
         if not var.names[first]:
             continue  # made from nothing (a constant): its reverse drops it

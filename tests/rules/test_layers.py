@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from convert import api
+from convert.errors import ConvertError
 
-from .frameworks import CASES, EXT, Side, directions
+from .frameworks import CASES, EXT, Case, Side, directions, keras
 
 PAIRS = [pytest.param(case, a, b, id=f"{case.name}-{a}-{b}")
          for case in CASES for a, b in directions(case)]
@@ -57,3 +59,18 @@ def test_gru_through_the_cli_with_named_rules(source, target, rules, tmp_path, c
     expected = src.run(x)
     np.testing.assert_allclose(dst.run(x), expected, rtol=1e-5,
                                atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize(("center", "scale"), [(False, True), (True, False)])
+def test_keras_norm_holding_gamma_or_beta_alone_is_refused(center, scale, tmp_path):
+    """Keras' LayerNormalization(center=False) holds gamma alone, (scale=False) beta alone:
+    either is `vars/0` of a .weights.h5, which does not say which, so the port refuses it
+    rather than take one for the other (torch's LayerNorm(bias=False) holds a weight)."""
+    case = Case("layer_norm_one", (2, 3, 5),
+                lambda x: keras.layers.LayerNormalization(center=center, scale=scale)(x),
+                lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, bias=False)))
+    src = Side("keras", case).build(7).save(tmp_path / "src.weights.h5")
+    skeleton = Side("torch", case).build().save(tmp_path / "skeleton.pt")
+    with pytest.raises(ConvertError, match="layers/layer_normalization"):
+        api.convert(src, tmp_path / "out.pt", like=skeleton)
+    assert not (tmp_path / "out.pt").exists()
