@@ -138,8 +138,17 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = 
         return save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
     from . import mapping
 
-    planned, fmt = mapping.plan(graph, dst, to=to, rules=rules, like=like, check=check,
-                                reverse=reverse)
+    try:
+        planned, fmt = mapping.plan(graph, dst, to=to, rules=rules, like=like, check=check,
+                                    reverse=reverse)
+    except mapping.AlignmentError as exc:
+        if emit_rules is None or like is None:
+            raise
+        mapping.emit_template(exc, emit_rules, src, like)
+        raise mapping.AlignmentError(
+            f"{exc.reason} (--emit-rules wrote the layers aligned and a template for the rest "
+            f"to {os.fspath(emit_rules)})", exc.alignment, exc.emitted, exc.rules,
+            exc.sides) from None
     if emit_rules is not None:
         mapping.emit(planned, emit_rules, src, like)
     if dry_run:

@@ -34,7 +34,8 @@ def _user_errors() -> Iterator[None]:
 # API keywords an error may name, as this command spells them (default: --name-of-it).
 _FLAGS = {"name_based": "--tf-names", "to": "--to FORMAT", "overwrite": "--overwrite",
           "max_to_keep": "--max-to-keep", "max_shard_size": "--max-shard-size",
-          "compress": "--compress", "directory": "a DST ending in '/'", "root": "--root PATH"}
+          "compress": "--compress", "directory": "a DST ending in '/'", "root": "--root PATH",
+          "like": "--like"}
 
 # (the registry's table of formats, without importing any format's module)
 _FORMAT_NAMES = ", ".join(registry.formats())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,50 @@ def plan(graph: Graph, dst: str | os.PathLike, *, to: str | None, rules: Any,
         rules_pkg.load(rules) if rules is not None else _pick(graph.format, fmt)
     planned = rules_pkg.plan(graph, ruleset, like=skeleton, target_format=fmt, check=check,
                              reverse=reverse)
+    _check_keras2_layout(planned.graph, skeleton, fmt, dst)
     return planned, fmt
+
+
+# What tf_keras reads a file of each format by, and the skeleton that gives it.
+_KERAS2 = {
+    "tf": ("tf_keras cannot restore from a TF checkpoint: it restores by the target model's "
+           "object graph (layer_with_weights-N/kernel)", "a TF checkpoint of the target "
+           "model (tf_keras model.save_weights(prefix))"),
+    "keras-h5": ("a Keras 2 .h5 cannot hold: tf_keras loads one by the target model's layer "
+                 "order and weight names", "the target model's .h5 (tf_keras "
+                 "model.save_weights)")}
+
+
+def _check_keras2_layout(graph: Graph, skeleton: Graph | None, fmt: str,
+                         dst: str | os.PathLike) -> None:
+    """Refuse Keras 3 object paths (`layers/dense/vars/0`) bound for a tf_keras format.
+
+    Layer rules place a Keras layer at its Keras 3 path, which says neither the model's
+    kind (functional or subclassed) nor its layers' order, and tf_keras finds weights by
+    these: a TF checkpoint by its object graph (`layer_with_weights-N/kernel`, numbered over
+    the model's layers in order, or a subclassed model's attribute names), a `.h5` by layer
+    order and weight names. Guessed from the rules' order, two Dense layers of one shape
+    would restore swapped without an error; written under the Keras 3 names, a TF
+    checkpoint restores into nothing while the conversion succeeds (Keras 3 reads no TF
+    checkpoint at all). A TF skeleton gives its own object graph; a Keras 2 `.h5` one gets
+    tf_keras' layout in `api.save`; a `.h5` output with a Keras 3 skeleton is the legacy
+    writer's to judge (a `.keras` config gives the order); a rules graph without Keras 3
+    paths (TF1 names from tensor rules) is the name-based checkpoint it means to be."""
+    if fmt not in _KERAS2 or not (skeleton is None or (fmt == "tf" and skeleton.format ==
+                                                       "keras")):
+        return
+    found = next((e.path for e in graph.entries() if _keras3_var(e.path)), None)
+    if found is None:
+        return
+    why, skeleton_kind = _KERAS2[fmt]
+    raise ConvertError(
+        f"the weights would go to Keras 3 object paths ({'/'.join(found)}), which {why}, "
+        f"which only a file of the model gives; pass {{like}} {skeleton_kind}, or write a "
+        "Keras 3 .weights.h5", dst, {"like": "like="})
+
+
+def _keras3_var(path: tuple[str, ...]) -> bool:
+    return any(a == "vars" and b.isdigit() for a, b in pairwise(path))
 
 
 def _framework(fmt: str | None) -> str | None:
@@ -101,6 +145,15 @@ def emit(planned: rules_pkg.Planned, path: str | os.PathLike, src: Any, like: An
                            "(--emit-rules needs --like and layer rules)", path)
     text = emit_module.rule_file(planned.ruleset, planned.emitted, os.fspath(src), os.fspath(like))
     emit_module.write(path, text)
+
+
+AlignmentError = rules_pkg.AlignmentError
+
+
+def emit_template(error: AlignmentError, path: str | os.PathLike, src: Any, like: Any) -> None:
+    from .rules import emit as emit_module
+
+    emit_module.write(path, emit_module.template(error, os.fspath(src), os.fspath(like)))
 
 
 def add_notes(report: Any, planned: rules_pkg.Planned) -> None:

@@ -21,9 +21,11 @@ their `name` attributes ride along as empty Nodes (`meta["name"]`). A `.keras` a
 config maps each variable to its Keras 2 identity too (`keras_layer`,
 `keras_layer_index`, `keras_weight_index`, `keras_weight_name`).
 
-This module reads all three (and sniffs the HDF5 form); `v3_writer.py` writes them. Apart
-because reading merges shards and checks archives and indexes against hostile input,
-while writing plans a graph into object paths: they share only the layout above.
+The HDF5 form is known by its `vars` groups (`sniff_h5`): at the root in Keras' own files,
+maybe only deeper in another tool's, which Keras loads too. This module reads all three;
+`v3_writer.py` writes them. Apart because reading merges shards and checks archives and
+indexes against hostile input, while writing plans a graph into object paths: they share
+only the layout above.
 """
 
 from __future__ import annotations
@@ -258,9 +260,48 @@ def _annotate_legacy(graph: Graph) -> None:
             index += 1
 
 
+# Bounds on the sniff's walk for a `vars` group: a damaged or hostile file may hold hard
+# links in a cycle or millions of groups, and sniffing must end (Keras' object paths are a
+# few levels deep: `layers/sequential/layers/lstm/cell/vars`).
+_SNIFF_GROUPS = 10_000
+_SNIFF_DEPTH = 32
+
+
 def sniff_h5(f: h5py.File) -> bool:
-    """A Keras 3 weights file: object groups with `vars`, no Keras 2 `layer_names`."""
+    """A Keras 3 weights file: object groups with `vars`, no Keras 2 `layer_names`.
+
+    Keras' own files have the model's `vars` at the root; a file without it (written by
+    another tool, the objects of a subclassed model at their attribute names: `fc/vars/0`)
+    is one Keras loads all the same, since its loader looks each object's `vars` up by path
+    and takes a missing one as empty: any `vars` group below the root makes it Keras 3."""
     if "layer_names" in f.attrs or "layer_names0" in f.attrs or "model_weights" in f:
         return False
-    return any(name in f for name in ("vars", "layers", "optimizer"))
+    if any(name in f for name in ("vars", "layers", "optimizer")):
+        return True
+    return _holds_vars(f)
+
+
+def _holds_vars(root: h5py.Group) -> bool:
+    """Whether a group named `vars` lies below `root` (hard links only, breadth first,
+    within the bounds above)."""
+    level, seen = [root], 0
+    for _ in range(_SNIFF_DEPTH):
+        below = []
+        for group in level:
+            for name in group:
+                if not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                    continue
+                item = group.get(name)
+                if not isinstance(item, h5py.Group):
+                    continue
+                if name == "vars":
+                    return True
+                seen += 1
+                if seen > _SNIFF_GROUPS:
+                    return False
+                below.append(item)
+        if not below:
+            return False
+        level = below
+    return False
 

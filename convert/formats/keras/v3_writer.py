@@ -31,7 +31,7 @@ KERAS_SHARD_SIZE = 5 * 1024**3  # ShardedH5IOStore's default, 5 GiB
 class _Plan:
     def __init__(self) -> None:
         self.variables: list[tuple[str, str, Tensor]] = []  # (vars group path, index, tensor)
-        self.names: dict[str, str] = {}  # vars group path → `name` attribute
+        self.names: dict[str, str | None] = {}  # vars group path → `name` attribute
         self.notes: list[str] = []
 
 
@@ -75,7 +75,26 @@ def plan(graph: Graph) -> _Plan:
         seen.add(key)
         group, _, index = key.rpartition("/")
         result.variables.append((group, index, tensor))
+    for group in _object_groups(result.variables):
+        result.names.setdefault(group, None)
     return result
+
+
+def _object_groups(variables: list[tuple[str, str, Tensor]]) -> list[str]:
+    """The `vars` groups Keras writes for objects that the weights' paths imply: the
+    model's own at the root (every Keras model has a name, so Keras always writes it), and
+    each layer's in a `layers` list and the object holding that list (a nested model), with
+    or without variables. A graph planned by `[[path]]` rules, with no skeleton, has only
+    its weights' groups; these make the file the structure Keras itself writes (the
+    objects Keras cannot be told of from the paths, an InputLayer or a Flatten, stay
+    absent: Keras' loader takes a missing `vars` group as empty)."""
+    found = ["vars"]
+    for group, _, _ in variables:
+        steps = group.split("/")[:-1]  # (the owner's path, without `vars`)
+        for i, step in enumerate(steps[:-1]):
+            if step == "layers":
+                found += ["/".join([*steps[:i], "vars"]), "/".join([*steps[: i + 2], "vars"])]
+    return list(dict.fromkeys(found))
 
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
