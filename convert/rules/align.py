@@ -89,7 +89,9 @@ def choose(source: Layer, routes: list[Route], target: Layer | None, facts: dict
     allowed = with_variants(target.kinds) if target is not None else None
     candidates = [r for r in routes if allowed is None or r.target in allowed]
     if kind is not None:
-        named = [r for r in candidates if kind in (r.source, r.target)]
+        # (a rule's kind is the target's, as --emit-rules writes it; else the source's)
+        named = [r for r in candidates if r.target == kind] or \
+            [r for r in candidates if r.source == kind]
         if not named:
             may = sorted({r.target for r in candidates}) or ["no kind the rules map"]
             raise RuleError(f"layer {where}: the rule's kind {kind!r} is not one this layer "

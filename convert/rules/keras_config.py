@@ -73,6 +73,17 @@ class LayerConfig:
     cfg: dict
 
 
+    def absent(self) -> frozenset[str]:
+        """The optional variables this layer was built without (a normalisation with
+        `scale=False` holds no gamma, `center=False` no beta): a Keras 3 file numbers the
+        ones it has, and only the config tells which those are."""
+        conf = self.cfg.get("config") if isinstance(self.cfg.get("config"), dict) else {}
+        if not self.cls.endswith("Normalization"):
+            return frozenset()
+        return frozenset({"gamma"} if conf.get("scale", True) is False else set()) | \
+            frozenset({"beta"} if conf.get("center", True) is False else set())
+
+
 @dataclass
 class ModelConfig:
     layers: list[LayerConfig]

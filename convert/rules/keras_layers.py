@@ -24,6 +24,7 @@ def keras_view(graph: Graph) -> View:
     reads = keras_config.flatten_reads(config)
     flattened = {layer.path: reads[layer.name] for layer in config.layers
                  if layer.name in reads} if config is not None else {}
+    absent = {layer.path: layer.absent() for layer in config.layers} if config else {}
     for path, node in graph.nodes():
         if not path or path[0] == "optimizer":
             continue
@@ -32,7 +33,7 @@ def keras_view(graph: Graph) -> View:
             continue
         cls, kind = groups[base]
         spec = specs()["keras"][kind]
-        found = _keras_vars(node, spec, "/".join(path))
+        found = _keras_vars(node, spec, "/".join(path), absent.get(path, frozenset()))
         if found is None:
             continue
         indices = [t.meta.get("keras_layer_index") for t in found.values()]
@@ -100,8 +101,10 @@ def _covers(node: Node, held: dict[str, Tensor]) -> bool:
     return tensors <= {id(t) for t in held.values()}
 
 
-def _keras_vars(node: Node, spec: Spec, where: str) -> dict[str, Tensor] | None:
-    """The layer's variables by name, from `vars/<i>` of it and its sub-objects."""
+def _keras_vars(node: Node, spec: Spec, where: str,
+                absent: frozenset[str] = frozenset()) -> dict[str, Tensor] | None:
+    """The layer's variables by name, from `vars/<i>` of it and its sub-objects (`absent`:
+    the optional ones its config says it was built without)."""
     found: dict[str, Tensor] = {}
     subs: dict[str, list[str]] = {}
     for var in spec.vars:
@@ -112,7 +115,7 @@ def _keras_vars(node: Node, spec: Spec, where: str) -> dict[str, Tensor] | None:
             here = here.edges.get(step) if isinstance(here, Node) else None
         tensors = [t for k, t in here.edges.items() if k.isdigit() and isinstance(t, Tensor)] \
             if isinstance(here, Node) else []
-        present = _present(names, spec, len(tensors), where)
+        present = _present([n for n in names if n not in absent], spec, len(tensors), where)
         found.update(zip(present, tensors, strict=True))
     return found or None
 

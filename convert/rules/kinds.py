@@ -42,6 +42,7 @@ _FORMAT_FRAMEWORK = {"keras": "keras", "keras-h5": "keras", "tf": "keras", "torc
 # is `lstm_cell` in a .h5 and `cell` in a TF checkpoint; attention's projections are
 # `query` or `_query_dense`.
 _KERAS2_NAMES = [(re.compile(r"(lstm|gru|simple_rnn)_cell(_\d+)?"), "cell"),
+                 (re.compile(r"(forward|backward)_(lstm|gru|simple_rnn)(_\d+)?"), r"\1_layer"),
                  (re.compile(r"_?(query|key|value)(_dense)?"), r"\1_dense"),
                  (re.compile(r"_?(attention_output|output_dense)"), "output_dense")]
 _SKIP_ROOTS = {"optimizer", "optimizer_weights", "save_counter", "keras_api"}

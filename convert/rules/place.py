@@ -23,7 +23,8 @@ from .kinds import Layer, keras_index, with_variants
 from .language import RuleError, RuleSet
 from .translate import Route, Step, routes, run_layer
 
-_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv2d_transpose", "depthwise_conv2d"}
+_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv1d_transpose", "conv2d_transpose",
+                 "conv3d_transpose", "depthwise_conv2d"}
 
 
 @dataclass
@@ -208,5 +209,7 @@ def _target_path(fw: str, layer: GraphPath, var: str, spec, present: set[str]) -
         return (*layer, *keras_index(spec, var, present))
     if fw == "flax":
         collection, _, rest = var.partition("/")
+        if layer[:1] and layer[0] in kinds_module.FLAX_COLLECTIONS:
+            layer = layer[1:]  # (a rule that spells the collection: the variable gives it)
         return (collection, *layer, *rest.split("/"))
     return (*layer, *var.split("/"))
