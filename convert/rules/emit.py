@@ -41,9 +41,15 @@ def rule_file(base: RuleSet, pairs: list[dict[str, Any]], source: str, like: str
                                 "cannot spell")
         lines += ["", "[[path]]", f"{src} = {_string(pair[src] or '/')}",
                   f"{dst} = {_string(pair[dst] or '/')}", f"kind = {_string(pair['kind'])}"]
-        lines += [f"{name} = {value}" for name, value in pair.items()
+        lines += [f"{name} = {_value(value)}" for name, value in pair.items()
                   if name not in (src, dst, "kind")]
     return "\n".join(lines) + "\n"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_string(k)} = {list(v)}" for k, v in value.items()) + " }"
+    return str(list(value))
 
 
 def template(error: AlignmentError, source: str, like: str) -> str:

@@ -244,6 +244,11 @@ def _keras_groups() -> dict[str, tuple[str, str]]:
             for cls in s.classes}
 
 
+def keras_group(name: str) -> tuple[str, str] | None:
+    """(class, kind) of a Keras 3 group name (`separable_conv2d_1`), if it names one."""
+    return _keras_groups().get(_COUNTER.match(name).group(1))
+
+
 def keras_index(spec: Spec, var: str, present: set[str] | None = None) -> GraphPath:
     """Where variable `var` of a Keras 3 layer lies below the layer: `sub/vars/<i>`."""
     sub, _, _ = var.rpartition("/")

@@ -79,6 +79,9 @@ class PathRule:
     patterns: dict[str, Pattern]
     kind: str | None = None
     facts: dict[str, list[int]] = field(default_factory=dict)  # e.g. flatten = [4, 4, 8]
+    # The target layer's variable shapes, where the ops cannot tell them from the source's
+    # (a depthwise kernel's multiplier): what a skeleton gives, written down.
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -333,12 +336,21 @@ def _path_rule(entry: Any, sides: tuple[str, str], where: str) -> PathRule:
     patterns = {s: Pattern(entry[s]) for s in sides}
     _same_names(patterns, where)
     kind = entry.get("kind")
-    facts = {k: v for k, v in entry.items() if k not in (*sides, "kind")}
+    facts = {k: v for k, v in entry.items() if k not in (*sides, "kind", "shapes")}
     for name, value in facts.items():
-        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        if not _ints(value):
             raise RuleError(f"{where}: layer fact {name!r} is a list of integers "
                             "(e.g. flatten = [4, 4, 8])")
-    return PathRule(patterns, kind if isinstance(kind, str) else None, facts)
+    shapes = entry.get("shapes", {})
+    if not isinstance(shapes, dict) or not all(_ints(v) for v in shapes.values()):
+        raise RuleError(f"{where}: `shapes` gives the target variables' shapes, e.g. "
+                        "shapes = { kernel = [3, 3, 8, 1] }")
+    return PathRule(patterns, kind if isinstance(kind, str) else None, facts,
+                    {k: tuple(v) for k, v in shapes.items()})
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) for v in value)
 
 
 def _tensor_rule(entry: Any, sides: tuple[str, str], where: str) -> TensorRule:

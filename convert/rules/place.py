@@ -86,10 +86,19 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
         placed.emitted.append({src: "/".join(pair.source.path),
                                dst: "/".join(pair.target.path), "kind": pair.kind,
                                **{k: list(v) for k, v in pair.facts.items()
-                                  if k in pair.route.needs}})
+                                  if k in pair.route.needs}, **_shapes(pair, chain)})
     if result.problems:
         raise AlignmentError(result.problems[0], result, placed.emitted, rules, (src, dst))
     return placed
+
+
+def _shapes(pair: Pair, chain: list[Step]) -> dict[str, Any]:
+    """The target's shapes, for an emitted rule, where the ops cannot tell them alone."""
+    try:
+        run_layer(pair.source.vars, pair.route, chain, None, "", pair.facts)
+    except RuleError:
+        return {"shapes": {v: list(t.shape) for v, t in pair.target.vars.items()}}
+    return {}
 
 
 def _fits(chain: list[Step]) -> Callable[[Layer, Route, Layer, dict], str | None]:
@@ -187,7 +196,9 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
             raise RuleError(f"dense layer {layer.name} reads a Flatten whose row order is "
                             f"open ({layer.doubt}); say kind = \"dense\" or \"flatten_dense\""
                             " on its [[path]] rule")
-        made, _ = run_layer(layer.vars, route, chain, None, layer.name, facts)
+        dtype = next(iter(layer.vars.values())).dtype
+        want = {v: Tensor(dtype, shape, _no_data) for v, shape in rule.shapes.items()} or None
+        made, _ = run_layer(layer.vars, route, chain, want, layer.name, facts)
         target = rule.patterns[dst].fill(values)
         fw = framework(dst, target_format)
         spec = kinds_module.specs()[fw][route.target]
@@ -204,8 +215,28 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
     return None
 
 
+def _whole(layer: GraphPath) -> tuple[kinds_module.Spec, dict[str, str]] | None:
+    """The Keras layer holding `layer` as a part, and the part's variable names in it."""
+    if len(layer) < 2:
+        return None
+    hit = kinds_module.keras_group(layer[-2])
+    spec = kinds_module.specs()["keras"].get(hit[1]) if hit else None
+    for name, _, names in spec.parts if spec is not None else ():
+        if name == layer[-1]:
+            return spec, names
+    return None
+
+
+def _no_data():
+    raise RuleError("a rule's target shape holds no data")
+
+
 def _target_path(fw: str, layer: GraphPath, var: str, spec, present: set[str]) -> GraphPath:
     if fw == "keras":
+        whole = _whole(layer)
+        if whole is not None:  # a part of a layer Keras holds as one (SeparableConv2D)
+            parent, names = whole
+            return (*layer[:-1], *keras_index(parent, names.get(var, var)))
         return (*layer, *keras_index(spec, var, present))
     if fw == "flax":
         collection, _, rest = var.partition("/")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import convert
 from convert import api
 from convert.errors import ConvertError
 
@@ -24,14 +25,25 @@ def port(case, source: str, target: str, tmp_path, seed: int = 7):
     skeleton = Side(target, case).build()
     skel_file = skeleton.save(tmp_path / f"skeleton{EXT[target]}")
     out = tmp_path / f"out{EXT[target]}"
-    report = api.convert(src_file, out, like=skel_file)
+    report = api.convert(src_file, out, like=skel_file, emit_rules=tmp_path / "emitted.toml")
     skeleton.load(out)
     return src, skeleton, report
+
+
+def tensors(path) -> dict[str, bytes]:
+    return {"/".join(e.path): e.tensor.read().tobytes() for e in convert.load(path).entries()}
 
 
 @pytest.mark.parametrize(("case", "source", "target"), PAIRS)
 def test_port_computes_the_same(case, source, target, tmp_path):
     src, dst, report = port(case, source, target, tmp_path)
+    # The alignment written back converts the same way, with the skeleton and without it.
+    out, emitted = tmp_path / f"out{EXT[target]}", tmp_path / "emitted.toml"
+    for like in (tmp_path / f"skeleton{EXT[target]}", None):
+        again = tmp_path / f"again{EXT[target]}"
+        api.convert(tmp_path / f"src{EXT[source]}", again, rules=emitted, like=like,
+                    overwrite=True)
+        assert tensors(again) == tensors(out), like
     x = case.input()
     expected, got = src.run(x), dst.run(x)
     assert expected.shape == got.shape

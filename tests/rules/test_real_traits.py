@@ -122,6 +122,10 @@ def test_a_rule_chooses_how_the_port_flattens(permuted, ckpt, tmp_path, native):
     report = json.loads(result.out)["rules"]
     assert bool(report["reordered"]) is not native
     close(torch_run(PermutedTorch(native), out, X_MAP), expected)
+    # `ckpt diff --rules` maps A into B's layout with the same rules: B is the skeleton.
+    assert ckpt("diff", base / "src.keras", out, "--rules", rules).code == 0
+    assert_one_line_error(ckpt("diff", base / "src.keras", out, "--rules", "keras-torch"),
+                          "layers/dense", "row order is open")
 
 
 def test_emitted_template_completed_converts_with_and_without_the_skeleton(permuted, ckpt,
@@ -416,3 +420,61 @@ def test_a_norm_built_without_center_is_read_by_its_config(tmp_path):
     api.convert(tmp_path / "src.keras", tmp_path / "out.pt", like=tmp_path / "fresh.pt")
     x = np.random.default_rng(7).normal(size=(2, 4)).astype("float32")
     close(torch_run(Net(), tmp_path / "out.pt", x), model(x))
+
+
+@keras.saving.register_keras_serializable("traits")
+class Scale(keras.layers.Layer):
+    """A custom layer no built-in kind describes: one weight per feature."""
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w
+
+
+class ScaleTorch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+        self.scale = torch.nn.Module()
+        self.scale.weight = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.fc(x) * self.scale.weight
+
+
+KIND_RULES = """sides = ["keras", "torch"]
+include = ["keras-torch"]
+
+[[kind]]
+name = "scale"
+keras = { classes = ["Scale"], vars = ["w"], ranks = { w = 1 } }
+torch = { vars = ["weight"], ranks = { weight = 1 } }
+
+[[layer]]
+kind = "scale"
+vars = [{ keras = "w", torch = "weight" }]
+"""
+
+
+def test_a_rule_file_declares_a_layer_kind(tmp_path, ckpt):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, Scale()(keras.layers.Dense(3)(inputs)))
+    randomise_keras(model, 16)
+    model.save_weights(tmp_path / "src.weights.h5")
+    torch.save(ScaleTorch().state_dict(), tmp_path / "fresh.pt")
+    plain = ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "plain.pt", "--like",
+                 tmp_path / "fresh.pt")
+    assert_one_line_error(plain, "target entries missing", "scale.weight")
+    rules = tmp_path / "scale.toml"
+    rules.write_text(KIND_RULES)
+    result = ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "out.pt", "--like",
+                  tmp_path / "fresh.pt", "--rules", rules)
+    assert result.code == 0, result.err
+    x = np.random.default_rng(8).normal(size=(2, 4)).astype("float32")
+    close(torch_run(ScaleTorch(), tmp_path / "out.pt", x), model(x))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(KIND_RULES.replace('vars = ["w"]', 'vars = "w"'))
+    assert_one_line_error(ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "b.pt",
+                               "--rules", bad), "kind 1", "keras.vars")
