@@ -263,26 +263,28 @@ class SubclassedKeras(keras.Model):
     def __init__(self):
         super().__init__()
         self.conv1 = keras.layers.Conv2D(4, 3)
+        self.prelu1 = keras.layers.PReLU(shared_axes=[1, 2])
         self.block1 = keras.Sequential([keras.layers.Conv2D(6, 3),
                                         keras.layers.BatchNormalization(epsilon=1e-5),
                                         keras.layers.Conv2D(5, 1)])
         self.head = keras.layers.Dense(3)
 
     def call(self, x):
-        return self.head(keras.ops.mean(self.block1(keras.ops.relu(self.conv1(x))), (1, 2)))
+        return self.head(keras.ops.mean(self.block1(self.prelu1(self.conv1(x))), (1, 2)))
 
 
 class SubclassedTorch(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 4, 3)
+        self.prelu1 = torch.nn.PReLU(4)
         self.block1 = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3),
                                           torch.nn.BatchNorm2d(6, eps=1e-5),
                                           torch.nn.Conv2d(6, 5, 1))
         self.head = torch.nn.Linear(5, 3)
 
     def forward(self, x):
-        y = self.block1(torch.relu(self.conv1(x.permute(0, 3, 1, 2))))
+        y = self.block1(self.prelu1(self.conv1(x.permute(0, 3, 1, 2))))
         return self.head(y.mean((2, 3)))
 
 
@@ -291,7 +293,8 @@ X_SUB = np.random.default_rng(6).normal(size=(2, 9, 9, 3)).astype("float32")
 
 def test_a_subclassed_keras_model_ports_both_ways(tmp_path):
     """Attribute layers (`conv1/vars/0`) get kinds from their variables; the nested
-    Sequential orders its convolutions; names and shapes pair the rest."""
+    Sequential orders its convolutions; names and shapes pair the rest; the PReLU's
+    (1, 1, c) slopes are torch's (c,)."""
     source = SubclassedKeras()
     source(X_SUB)
     randomise_keras(source, 12)
@@ -309,6 +312,20 @@ def test_a_subclassed_keras_model_ports_both_ways(tmp_path):
                 like=tmp_path / "fresh.weights.h5")
     back.load_weights(tmp_path / "back.weights.h5")
     close(back(X_SUB), source(X_SUB))
+
+
+def test_a_nested_sequential_in_a_keras_archive_is_ordered_by_its_config(tmp_path):
+    inputs = keras.Input((9, 9, 3))
+    block = keras.Sequential([keras.layers.Conv2D(6, 3),
+                              keras.layers.BatchNormalization(epsilon=1e-5),
+                              keras.layers.Conv2D(5, 1)])
+    y = block(keras.layers.PReLU(shared_axes=[1, 2])(keras.layers.Conv2D(4, 3)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(y)))
+    randomise_keras(model, 17)
+    model.save(tmp_path / "src.keras")
+    torch.save(SubclassedTorch().state_dict(), tmp_path / "fresh.pt")
+    api.convert(tmp_path / "src.keras", tmp_path / "out.pt", like=tmp_path / "fresh.pt")
+    close(torch_run(SubclassedTorch(), tmp_path / "out.pt", X_SUB), model(X_SUB))
 
 
 # -- heads named the other way round ------------------------------------------------------
