@@ -11,6 +11,7 @@ between leaves the order open, unless a `[[path]]` rule says which it is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from .kinds import Layer, keras_index, with_variants
 from .language import RuleError, RuleSet
 from .translate import Route, Step, routes, run_layer
 
+_TF_KERAS_LAYER = re.compile(r"layer(_with_weights)?-\d+")
 _CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv1d_transpose", "conv2d_transpose",
                  "conv3d_transpose", "depthwise_conv2d"}
 
@@ -35,6 +37,7 @@ class Placed:
     emitted: list[dict[str, Any]] = field(default_factory=list)
     reordered: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    objects: bool = False  # Keras layers placed as tf_keras objects (a TF object checkpoint)
 
 
 def framework(side: str, fmt: str | None) -> str:
@@ -207,6 +210,12 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
         _say_reorder(pair, chain, placed)
         placed.layers.append({"source": layer.name, "target": "/".join(target),
                               "kind": route.target, "paired_by": "rule"})
+        if fw == "keras" and target_format == "tf" and _TF_KERAS_LAYER.fullmatch(target[0]):
+            # A tf_keras model's layer in its TF object graph (what a rule file --emit-rules
+            # wrote against one says): its variables go by name (`kernel`), as it restores
+            # them. Keras 3 paths (`layers/dense`) stay, and are refused for TF (mapping.py).
+            fw = "keras2"
+            placed.objects = True
         return {_target_path(fw, target, var, spec, set(made)): t for var, t in made.items()}
     if rules.layers and not rules.paths:
         raise RuleError(f"rules {rules.name} map layers by kind; the target's layer names come "

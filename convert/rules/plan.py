@@ -44,6 +44,7 @@ class RulesReport:
     inexact: list[dict[str, Any]] = field(default_factory=list)
     layers: list[dict[str, str]] = field(default_factory=list)
     reordered: list[dict[str, Any]] = field(default_factory=list)  # rows of a flattened map
+    objects: bool = False  # layers placed as tf_keras objects (see place.py)
     plan: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -183,6 +184,7 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
         placed = place.by_path_rules(layers, chain, rules, target_format)
     report.layers += placed.layers
     report.reordered += placed.reordered
+    report.objects = report.objects or placed.objects
     report.warnings += placed.warnings
     emitted += placed.emitted
     return placed.produced, placed.used
@@ -192,8 +194,9 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
             target_format: str | None, report: RulesReport) -> Graph:
     if like is None:
         graph = Graph(format=target_format, source=source.source, files=list(source.files))
-        if target_format == "tf":  # tensors named by path: a TF1 (name-based) checkpoint
-            graph.root.meta["tf_layout"] = "names"
+        if target_format == "tf":  # tensors named by path: a TF1 (name-based) checkpoint,
+            # or Keras layers as tf_keras objects (`layer_with_weights-0/kernel`)
+            graph.root.meta["tf_layout"] = "object" if report.objects else "names"
         for path, tensor in produced.items():
             graph.add(path, tensor)
         for path, tensor in produced.items():

@@ -242,24 +242,22 @@ def test_keras3_paths_for_tf_keras_are_refused(target, skeleton, files, tmp_path
     assert listing(tmp_path) == set()
 
 
-def test_emitted_tf_keras_paths_alone_are_refused_with_like_accepted(files, tmp_path, ckpt):
-    """Rules emitted against a tf_keras checkpoint name its layers (`layer_with_weights-0`),
-    but path rules place variables the Keras 3 way (`vars/0`): with the skeleton they
-    convert; alone they are refused rather than written where nothing restores them."""
+def test_emitted_tf_keras_paths_convert_alone_and_with_like(files, tmp_path, ckpt):
+    """Rules emitted against a tf_keras checkpoint name its layers (`layer_with_weights-0`):
+    alone they place each variable by its name in that object graph (`kernel`), which
+    tf_keras restores, and with the skeleton they give the same checkpoint."""
     emitted = tmp_path / "emitted.toml"
     like = ["--like", files["root"] / "tf_ckpt" / "ckpt"]
     first = ckpt("convert", files["src"]["torch"], dest(tmp_path, "a/"), *like, "--emit-rules",
                  emitted)
     assert first.code == 0, first.err
     assert 'keras = "layer_with_weights-0"' in emitted.read_text()
-    alone = ckpt("convert", files["src"]["torch"], dest(tmp_path, "b/"), "--rules", emitted)
-    assert_one_line_error(alone, "b/", "Keras 3 object paths", "--like")
-    assert not (tmp_path / "b").exists()
-    again = ckpt("convert", files["src"]["torch"], dest(tmp_path, "c/"), "--rules", emitted,
-                 *like)
-    assert again.code == 0, again.err
-    read_back(ckpt, tmp_path / "c", tmp_path / "a")
-    assert_computes(files, tmp_path / "c", "tf")
+    for name, extra in (("b", []), ("c", like)):
+        again = ckpt("convert", files["src"]["torch"], dest(tmp_path, f"{name}/"), "--rules",
+                     emitted, *extra)
+        assert again.code == 0, again.err
+        read_back(ckpt, tmp_path / name, tmp_path / "a")
+        assert_computes(files, tmp_path / name, "tf")
 
 
 def _attribute_model() -> KerasAttributes:
