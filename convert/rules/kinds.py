@@ -68,7 +68,7 @@ class Spec:
         return [v for v in self.vars if v not in self.optional]
 
 
-@dataclass
+@dataclass(eq=False)  # (a layer is itself: two with equal fields are two layers)
 class Layer:
     """One layer of a graph: its path, its variables by name, and what it may be."""
 

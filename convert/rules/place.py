@@ -66,10 +66,11 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
     placed.warnings += result.notes
     place = {id(layer): i for i, layer in enumerate(targets)}
     pairs = sorted(ruled + result.pairs, key=lambda pair: place[id(pair.target)])
+    position = {id(layer): i for i, layer in enumerate(layers)}
     good = []
     for pair in pairs:
         try:
-            _doubt(pair, paths[layers.index(pair.source)], chain)
+            _doubt(pair, paths[position[id(pair.source)]], chain)
             made, unused = run_layer(pair.source.vars, pair.route, chain, pair.target.vars,
                                      f"{pair.source.name} -> {pair.target.name}", pair.facts)
         except RuleError as exc:
@@ -80,12 +81,13 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
         for var, tensor in made.items():
             placed.produced[where[id(pair.target.vars[var])]] = tensor
         placed.used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
+    convolutions = any(p.kind in _CONVOLUTIONS for p in good)
     for pair in good:
         placed.layers.append({"source": pair.source.name, "target": pair.target.name,
                               "kind": pair.kind, "paired_by": pair.how})
         _say_reorder(pair, chain, placed)
-        if not configured:
-            _warn_flatten(pair, good, chain, placed)
+        if not configured and convolutions:
+            _warn_flatten(pair, chain, placed)
         placed.emitted.append({src: "/".join(pair.source.path),
                                dst: "/".join(pair.target.path), "kind": pair.kind,
                                **{k: list(v) for k, v in pair.facts.items()
@@ -97,6 +99,8 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
 
 def _shapes(pair: Pair, chain: list[Step]) -> dict[str, Any]:
     """The target's shapes, for an emitted rule, where the ops cannot tell them alone."""
+    if all(step.forward for step in chain):
+        return {}  # (ops run as written tell every output's shape)
     try:
         run_layer(pair.source.vars, pair.route, chain, None, "", pair.facts)
     except RuleError:
@@ -146,13 +150,11 @@ def _say_reorder(pair: Pair, chain: list[Step], placed: Placed) -> None:
                             "pooling's map)"))
 
 
-def _warn_flatten(pair: Pair, pairs: list[Pair], chain: list[Step], placed: Placed) -> None:
+def _warn_flatten(pair: Pair, chain: list[Step], placed: Placed) -> None:
     """A dense layer after convolutions may read a flattened feature map, whose order only a
     Keras config records: where neither file has one and the two sides flatten a map
     differently, say so rather than stay silent."""
     if pair.kind not in ("dense", "flatten_dense") or pair.ruled or pair.facts:
-        return
-    if not any(p.kind in _CONVOLUTIONS for p in pairs):
         return
     alternatives = routes(with_variants(pair.source.kinds), chain)
     if not any(r.reorders(chain) for r in alternatives):
