@@ -9,6 +9,7 @@ import pytest
 import torch
 from flax import linen as nn
 
+import convert
 from convert import api
 
 from .frameworks import EXT, Case, ChannelsLast, Side, keras
@@ -78,13 +79,25 @@ def _side(framework: str, case: Case, archive: bool) -> Side:
     return (KerasArchive if archive and framework == "keras" else Side)(framework, case)
 
 
+def values(path) -> dict[str, bytes]:
+    return {"/".join(e.path): e.tensor.read().tobytes() for e in convert.load(path).entries()}
+
+
 def port(case, source, target, tmp_path, archive=False):
     src = _side(source, case, archive).build(11)
     src_file = src.save(tmp_path / f"src{EXT[source]}")
     dst = _side(target, case, archive).build()
     skel_file = dst.save(tmp_path / f"skeleton{EXT[target]}")
     out = tmp_path / f"out{skel_file.name[len('skeleton'):]}"
-    report = api.convert(src_file, out, like=skel_file)
+    report = api.convert(src_file, out, like=skel_file, emit_rules=tmp_path / "emitted.toml")
+    # The alignment written back converts the same way, with the skeleton and without it.
+    for like in (skel_file, None):
+        again = out.with_name(f"again{out.name[len('out'):]}")
+        if like is None and again.suffix == ".keras":  # (only a skeleton gives a config)
+            again = again.with_name("again.weights.h5")
+        api.convert(src_file, again, rules=tmp_path / "emitted.toml", like=like,
+                    overwrite=True)
+        assert values(again) == values(out)
     dst.load(out)
     x = case.input()
     expected = src.run(x)

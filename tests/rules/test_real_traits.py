@@ -495,3 +495,20 @@ def test_a_rule_file_declares_a_layer_kind(tmp_path, ckpt):
     bad.write_text(KIND_RULES.replace('vars = ["w"]', 'vars = "w"'))
     assert_one_line_error(ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "b.pt",
                                "--rules", bad), "kind 1", "keras.vars")
+
+
+def test_a_rule_kind_the_layer_cannot_take_is_an_error(permuted, ckpt, tmp_path):
+    base, _ = permuted
+    rules = rule_file(tmp_path / "r.toml", ("keras", "torch"), "keras-torch",
+                      {"keras": "layers/dense", "torch": "fc", "kind": "lstm"})
+    result = ckpt("convert", base / "src.keras", tmp_path / "out.pt", "--like",
+                  base / "fresh.pt", "--rules", rules)
+    assert_one_line_error(result, "layers/dense -> fc", "'lstm' is not one this layer can take",
+                          "dense or flatten_dense")
+
+
+def test_reverse_where_the_file_gives_the_direction_says_to_drop_it(permuted, ckpt, tmp_path):
+    base, _ = permuted
+    for src, dst in ((base / "src.keras", "o.pt"), (base / "fresh.pt", "o.weights.h5")):
+        result = ckpt("convert", src, tmp_path / dst, "--rules", "keras-torch", "--reverse")
+        assert_one_line_error(result, "drop --reverse")
