@@ -9,6 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from . import registry
 from . import rules as rules_pkg
 from .dtypes import from_name
 from .errors import ConvertError, FormatError
@@ -121,7 +122,7 @@ def _listing(path: Path, dst: str | os.PathLike, to: str | None) -> Graph:
     for i, row in enumerate(rows):
         try:
             steps = tuple(row["path"]) if "path" in row else tuple(row["key"].split(
-                "." if fmt in ("torch", "safetensors", "sharded") else "/"))
+                registry.separator(fmt)))
             tensor = Tensor(from_name(row["dtype"]), tuple(row["shape"]), _no_data,
                             {"key": row["key"]})
         except (KeyError, TypeError, ValueError, ConvertError):

@@ -31,6 +31,11 @@ class Format:
     module: str  # e.g. "convert.formats.safetensors"
     prefix: str = ""  # for a module serving several formats
     options: tuple[str, ...] = ()  # the writer's own keyword options (e.g. max_shard_size)
+    # Whose layer and naming conventions its files follow (a TF checkpoint's are Keras'),
+    # None where a file may hold any framework's (npz); and the character its flat keys
+    # are joined with (`encoder.layer.0.weight`, `dense/kernel`).
+    framework: str | None = None
+    separator: str = "/"
 
     def _function(self, what: str) -> Callable[..., Any]:
         return getattr(importlib.import_module(self.module), self.prefix + what)
@@ -68,6 +73,27 @@ def get(name: str) -> Format:
     except KeyError:
         raise UnsupportedError(
             f"unknown format {name!r}; known: {', '.join(sorted(_FORMATS))}") from None
+
+
+def framework_of(name: str | None) -> str | None:
+    """The framework whose conventions files of format `name` follow (None: none, or no
+    such format)."""
+    _load_builtin()
+    fmt = _FORMATS.get(name or "")
+    return fmt.framework if fmt is not None else None
+
+
+def formats_of(framework: str) -> tuple[str, ...]:
+    """The formats whose files follow `framework`'s conventions, in declared order."""
+    _load_builtin()
+    return tuple(f.name for f in _FORMATS.values() if f.framework == framework)
+
+
+def separator(name: str | None) -> str:
+    """The character format `name` joins a path's steps with in its keys."""
+    _load_builtin()
+    fmt = _FORMATS.get(name or "")
+    return fmt.separator if fmt is not None else "/"
 
 
 def by_extension(path: str | os.PathLike) -> Format | None:

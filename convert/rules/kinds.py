@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
+from .. import registry
 from ..errors import UnsupportedError
 from ..graph import Graph
 from ..graph import Path as GraphPath
@@ -35,9 +36,6 @@ from ..keras_names import snake_case
 from ..tensor import Tensor
 
 FRAMEWORKS = ("keras", "torch", "flax")
-# The format a graph was read from → the framework whose layer conventions it follows.
-_FORMAT_FRAMEWORK = {"keras": "keras", "keras-h5": "keras", "tf": "keras", "torch": "torch",
-                     "safetensors": "torch", "sharded": "torch", "flax": "flax"}
 # Keras 2 (tf_keras) names a layer's sub-objects otherwise than Keras 3 does: an RNN's cell
 # is `lstm_cell` in a .h5 and `cell` in a TF checkpoint; attention's projections are
 # `query` or `_query_dense`.
@@ -192,12 +190,13 @@ def _split_parts(layers: list[Layer], framework: str) -> list[Layer]:
 
 
 def framework_of_format(fmt: str | None) -> str | None:
-    """The framework whose layer conventions files of format `fmt` follow (None: none)."""
-    return _FORMAT_FRAMEWORK.get(fmt or "")
+    """The framework whose layer conventions files of format `fmt` follow (None: none);
+    the format's record in the registry says."""
+    return registry.framework_of(fmt)
 
 
 def framework_of(graph: Graph, path: object = None) -> str:
-    framework = _FORMAT_FRAMEWORK.get(graph.format or "")
+    framework = registry.framework_of(graph.format)
     if framework is None:
         raise UnsupportedError(
             f"layer rules read Keras 3, torch/safetensors and Flax files; a {graph.format} "

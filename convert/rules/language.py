@@ -41,7 +41,9 @@ from importlib import resources
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
+from .. import registry
 from ..errors import RuleError
+from .kinds import FRAMEWORKS
 from .ops import Chain, parse
 from .patterns import Pattern
 
@@ -50,9 +52,6 @@ if TYPE_CHECKING:
 
 _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "skip", "compose",
            "serves", "formats", "prefix", "kind"}
-# What a side called after a framework reads and writes, unless `[formats]` says otherwise.
-SIDE_FORMATS = {"keras": ("keras", "keras-h5", "tf"), "torch": ("torch", "safetensors", "sharded"),
-                "flax": ("flax",)}
 
 
 @dataclass
@@ -117,7 +116,10 @@ class RuleSet:
         return found
 
     def side_formats(self, side: str) -> tuple[str, ...]:
-        return self.formats.get(side) or SIDE_FORMATS.get(side, ())
+        """What a side reads and writes: its `formats`, else, for a side called after a
+        framework, that framework's formats (the registry's records say which)."""
+        return self.formats.get(side) or (registry.formats_of(side)
+                                          if side in FRAMEWORKS else ())
 
     def side_of(self, fmt: str | None) -> str | None:
         """The side whose files are of format `fmt`."""
@@ -135,7 +137,7 @@ def identity(framework: str) -> RuleSet:
     from .kinds import specs
     from .ops import Chain
 
-    fmts = SIDE_FORMATS.get(framework, (framework,))
+    fmts = registry.formats_of(framework) or (framework,)
     rules = RuleSet(f"{framework}-{framework}", f"{framework} layers into another {framework} "
                     "file, aligned to a skeleton", ("source", "target"),
                     formats={"source": fmts, "target": fmts}, source="(built in)")
@@ -161,7 +163,7 @@ def builtin_names() -> list[str]:
 def load(name_or_file: str | FilePath, _seen: tuple[str, ...] = ()) -> RuleSet:
     """A built-in rule set by name, or a rule file by path."""
     framework, dash, again = str(name_or_file).partition("-")
-    if dash and framework == again and framework in SIDE_FORMATS:
+    if dash and framework == again and framework in FRAMEWORKS:
         return identity(framework)  # `keras-keras`: one framework on both sides
     text, where, base = _read(name_or_file)
     if where in _seen:
@@ -303,7 +305,7 @@ def _kind(entry: Any, rules: RuleSet, where: str) -> None:
     """A `[[kind]]` table: a layer kind the built-in ones lack, as in mappings/kinds.toml,
     with its `name`: per framework, `vars` (creation order; `?` optional, `a|b` other
     names), `ranks`, and the `classes` that are that kind."""
-    from .kinds import FRAMEWORKS, spec_of
+    from .kinds import spec_of
 
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise RuleError(f"{where}: a [[kind]] table has a `name` and a table per framework "

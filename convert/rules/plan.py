@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import registry
 from ..dtypes import dtype_name
 from ..graph import Graph, Node
 from ..graph import Path as GraphPath
@@ -24,7 +25,6 @@ from .language import RuleError, RuleSet
 from .translate import Step, run_tensor_rules
 
 CHECKS = ("consumed", "existing", "nontrivial", "partial")
-_DOT_FORMATS = ("torch", "safetensors", "sharded")
 
 
 @dataclass
@@ -254,7 +254,7 @@ def _as(skeleton: Tensor, made: Tensor, memo: dict) -> Tensor:
 
 
 def _key(path: GraphPath, fmt: str | None) -> str:
-    return ("." if fmt in _DOT_FORMATS else "/").join(path)
+    return registry.separator(fmt).join(path)
 
 
 def _planned(key: str, tensor: Tensor) -> dict[str, Any]:
