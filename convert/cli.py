@@ -289,14 +289,12 @@ def rules_command(ctx: click.Context) -> None:
 @click.argument("name")
 def rules_show_command(name: str) -> None:
     """Print a built-in rule set's file."""
-    from importlib import resources
-
     from . import rules
+    from .rules.kinds import mappings
 
     with _user_errors():
         rules.load(name)  # an unknown name gets the usual one-line error
-        click.echo(resources.files("convert.mappings").joinpath(f"{name}.toml")
-                   .read_text("utf8"), nl=False)
+        click.echo(mappings().joinpath(f"{name}.toml").read_text("utf8"), nl=False)
 
 
 @main.command("formats")

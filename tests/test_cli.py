@@ -4,10 +4,13 @@ TensorFlow): reports, options that do not fit the output, the format list."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import convert
 from tests.conftest import assert_one_line_error, listing
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "regress"
@@ -131,3 +134,28 @@ def test_formats_table_is_aligned(ckpt):
     assert len(rows) == len(formats)
     columns = {row.index(fmt.description) for row, fmt in zip(rows, formats, strict=True)}
     assert len(columns) == 1, rows
+
+
+CHECKOUT = """
+import runpy, sys
+# As from a source checkout: the editable install's finder (which maps `mappings/` to
+# `convert.mappings`) removed, the repository first on the path.
+sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["convert", "rules", "show", "keras-torch"]
+runpy.run_module("convert", run_name="__main__")
+"""
+
+
+def test_python_m_convert_works_from_a_source_checkout():
+    """`convert.mappings` exists once installed; a checkout finds `mappings/` itself."""
+    root = Path(convert.__file__).parent.parent
+    probe = subprocess.run([sys.executable, "-c", "import sys\n" + CHECKOUT.replace(
+        'runpy.run_module("convert", run_name="__main__")',
+        'import importlib.util as u; print(u.find_spec("convert.mappings"))'), str(root)],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "None"  # (the test is about a checkout, or proves nothing)
+    result = subprocess.run([sys.executable, "-c", CHECKOUT, str(root)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (root / "mappings" / "keras-torch.toml").read_text()

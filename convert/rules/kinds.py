@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from .. import registry
 from ..errors import UnsupportedError
@@ -138,9 +139,18 @@ def declared(kinds: dict[str, dict[str, Spec]]) -> Iterator[None]:
         _DECLARED.reset(token)
 
 
+def mappings() -> Traversable:
+    """The built-in rule files: the package data `convert.mappings` once installed, else
+    (run from a source checkout, where `mappings/` sits beside `convert/`) that folder."""
+    try:
+        return resources.files("convert.mappings")
+    except ModuleNotFoundError:
+        return resources.files("convert").joinpath("..", "mappings")
+
+
 @cache
 def _kinds_table() -> dict:
-    text = resources.files("convert.mappings").joinpath("kinds.toml").read_text("utf8")
+    text = mappings().joinpath("kinds.toml").read_text("utf8")
     return tomllib.loads(text)
 
 

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
 from ..errors import RuleError
-from .kinds import FRAMEWORKS
+from .kinds import FRAMEWORKS, mappings
 from .ops import Chain, parse
 from .patterns import Pattern
 
@@ -155,7 +154,7 @@ def identity(framework: str) -> RuleSet:
 
 
 def builtin_names() -> list[str]:
-    root = resources.files("convert.mappings")
+    root = mappings()
     return sorted(p.name[:-5] for p in root.iterdir()
                   if p.name.endswith(".toml") and p.name != "kinds.toml")
 
@@ -182,7 +181,7 @@ def _read(name_or_file: str | FilePath) -> tuple[str, str, FilePath | None]:
         if not path.is_file():
             raise RuleError("no such rule file", path)
         return path.read_text("utf8"), str(path), path.parent
-    resource = resources.files("convert.mappings").joinpath(f"{text}.toml")
+    resource = mappings().joinpath(f"{text}.toml")
     if text == "kinds" or not resource.is_file():
         raise RuleError(f"unknown rule set {text!r}; built in: {', '.join(builtin_names())} "
                         "(or give a .toml file)")
