@@ -24,11 +24,11 @@ from . import registry
 from .errors import ConvertError, FileAccessError
 from .notes import binary_size
 
-# Convert options an item may carry, as the manifest spells them -> the API's keywords.
+# Convert options an item may carry, as the manifest spells them -> the API's keywords
+# (the writer options as the registry's records spell them).
 OPTIONS = {"to": "to", "from": "from_format", "overwrite": "overwrite", "rules": "rules",
            "reverse": "reverse", "like": "like", "check": "check",
-           "max_shard_size": "max_shard_size", "compress": "compress",
-           "tf_names": "name_based", "max_to_keep": "max_to_keep"}
+           **{o.manifest: o.name for o in registry.writer_options().values()}}
 _KEYWORDS = set(OPTIONS.values())
 EXECUTORS = ("local", "dask")
 
@@ -144,13 +144,14 @@ def _options(table: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
         if keyword is None:
             raise BatchError(f"{where}: unknown option {name!r} (options: "
                              f"{', '.join(OPTIONS)})", path)
-        if keyword == "max_shard_size":
+        option = registry.writer_options().get(keyword)
+        if option is not None and option.kind == "size":
             from .formats.sharded import parse_size
 
             try:
                 value = parse_size(value)
             except (ValueError, TypeError) as exc:
-                raise BatchError(f"{where}: max_shard_size: {exc}", path) from None
+                raise BatchError(f"{where}: {name}: {exc}", path) from None
         options[keyword] = value
     return options
 
@@ -347,7 +348,8 @@ def default_jobs() -> int:
 def _settle_format(item: Item) -> Item:
     """A TF-only option on an output whose name says no format means TensorFlow (as for
     `ckpt convert`)."""
-    tf_only = "name_based" in item.options or "max_to_keep" in item.options
+    tf_only = any(o.chooses_tf and name in item.options
+                  for name, o in registry.writer_options().items())
     if tf_only and not item.options.get("to") and registry.by_extension(item.dst) is None:
         return Item(item.src, item.dst, {**item.options, "to": "tf"})
     return item

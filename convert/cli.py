@@ -8,12 +8,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__, api, cli_jobs, registry
-from .cli_common import _FORMAT_NAMES, _human, _shard_size, _user_errors
+from .cli_common import _FORMAT_NAMES, _human, _user_errors, given_options, writer_options
 
 # numpy's OpenBLAS starts a thread per core that spins for about 0.15 s of CPU after numpy
 # is imported; no command multiplies matrices, and on two cores that spin takes the core the
@@ -170,17 +170,7 @@ def _short(value: object) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists (atomically).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--max-to-keep", type=int, default=None,
-              help="tf: write DST as a CheckpointManager directory keeping this many.")
-@click.option("--tf-names", is_flag=True,
-              help="tf: write a name-based (TF1 Saver) checkpoint without an object graph.")
-@click.option("--max-shard-size", callback=_shard_size,
-              help="torch/safetensors/keras: split DST into shards of at most this size "
-                   "(2GB, 500MB).")
-@click.option("--compress", is_flag=True, help="npz: deflate the members.")
-@click.option("--strided", is_flag=True,
-              help="torch: write transposed tensors as strided views of the source's bytes "
-                   "(as torch.save writes w.t()): no transpose; they load non-contiguous.")
+@writer_options
 @click.option("--rules", "rules", metavar="NAME|FILE",
               help="Map layers and tensors with these rules (`ckpt rules` lists them).")
 @click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
@@ -193,24 +183,15 @@ def _short(value: object) -> str:
 @click.option("--emit-rules", metavar="FILE", help="Write the alignment found as a rule file.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the report; write nothing.")
 def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
-                    overwrite: bool, quiet: bool, as_json: bool, max_to_keep: int | None,
-                    tf_names: bool, max_shard_size: int | None, compress: bool,
-                    strided: bool, rules: str | None, reverse: bool, like: str | None,
-                    check: str | None, emit_rules: str | None, dry_run: bool) -> None:
+                    overwrite: bool, quiet: bool, as_json: bool, rules: str | None,
+                    reverse: bool, like: str | None, check: str | None,
+                    emit_rules: str | None, dry_run: bool, **writer: Any) -> None:
     """Convert SRC into DST, one tensor at a time."""
-    options = {}
-    if max_to_keep is not None:
-        options["max_to_keep"] = max_to_keep
-    if tf_names:
-        options["name_based"] = True  # else the writer keeps the input's layout
-    if options and to_format is None and registry.by_extension(dst) is None:
+    options = given_options(writer)  # (no --tf-names: the writer keeps the input's layout)
+    tf_only = any(o.chooses_tf and name in options
+                  for name, o in registry.writer_options().items())
+    if tf_only and to_format is None and registry.by_extension(dst) is None:
         to_format = "tf"  # a name that says no format: these options say TensorFlow
-    if max_shard_size is not None:  # (torch/safetensors: the format still comes from DST)
-        options["max_shard_size"] = max_shard_size
-    if compress:
-        options["compress"] = True
-    if strided:
-        options["strided"] = True
     mapped = {"rules": rules, "like": like, "check": check, "reverse": reverse,
               "emit_rules": emit_rules, "dry_run": dry_run}
     with _user_errors():

@@ -8,11 +8,19 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
 from . import api, registry
-from .cli_common import _FLAGS, _FORMAT_NAMES, _human, _shard_size, _user_errors
+from .cli_common import (
+    _FLAGS,
+    _FORMAT_NAMES,
+    _human,
+    _user_errors,
+    given_options,
+    writer_options,
+)
 
 
 @click.command("migrate", short_help="Re-root, pick and graft sub-graphs of a checkpoint.")
@@ -137,16 +145,12 @@ def diff_command(a: str, b: str, rules: str | None, reverse: bool, atol: float, 
 @click.option("--like", metavar="TARGET", help="Give each output TARGET's layout.")
 @click.option("--check", type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
               help="What must match, with --rules or --like.")
-@click.option("--max-shard-size", callback=_shard_size, help="Split outputs into shards.")
-@click.option("--compress", is_flag=True, help="npz: deflate the members.")
-@click.option("--tf-names", is_flag=True, help="tf: write name-based checkpoints.")
-@click.option("--max-to-keep", type=int, default=None, help="tf: CheckpointManager outputs.")
+@writer_options
 def batch_command(sources: tuple[str, ...], out_dir: str | None, manifest: str | None,
                   to_format: str | None, from_format: str | None, jobs: int | None,
                   executor: str, scheduler: str | None, resume: bool, overwrite: bool,
                   as_json: bool, quiet: bool, rules: str | None, reverse: bool,
-                  like: str | None, check: str | None, max_shard_size: int | None,
-                  compress: bool, tf_names: bool, max_to_keep: int | None) -> None:
+                  like: str | None, check: str | None, **writer: Any) -> None:
     """Convert each SRC into --out-dir, or every item of a --manifest, in worker processes
     or on a Dask cluster. A failing item does not stop the others; exit 1 if any failed."""
     import time
@@ -154,10 +158,8 @@ def batch_command(sources: tuple[str, ...], out_dir: str | None, manifest: str |
     from . import batches
 
     given = {"to": to_format, "from_format": from_format, "rules": rules, "like": like,
-             "check": check, "max_shard_size": max_shard_size, "max_to_keep": max_to_keep,
-             "reverse": reverse or None, "compress": compress or None,
-             "name_based": tf_names or None, "overwrite": overwrite or None}
-    options = {k: v for k, v in given.items() if v is not None}
+             "check": check, "reverse": reverse or None, "overwrite": overwrite or None}
+    options = {**{k: v for k, v in given.items() if v is not None}, **given_options(writer)}
     start = time.perf_counter()
     with _user_errors():
         if bool(manifest) == bool(sources):

@@ -30,7 +30,8 @@ class Format:
     extensions: tuple[str, ...]  # e.g. (".safetensors",); matched on the end of the name
     module: str  # e.g. "convert.formats.safetensors"
     prefix: str = ""  # for a module serving several formats
-    options: tuple[str, ...] = ()  # the writer's own keyword options (e.g. max_shard_size)
+    options: tuple[str, ...] = ()  # the writer's keyword options (WriterOption names, and
+    # `directory`, which the API sets for a DST that ends in a separator)
     # Whose layer and naming conventions its files follow (a TF checkpoint's are Keras'),
     # None where a file may hold any framework's (npz); and the character its flat keys
     # are joined with (`encoder.layer.0.weight`, `dense/kernel`).
@@ -53,7 +54,33 @@ class Format:
         return self._function("write")
 
 
+@dataclass(frozen=True)
+class WriterOption:
+    """A writer option: its API keyword, how the CLI and a batch manifest spell it, and
+    what it takes. The one owner of these: `ckpt convert` and `ckpt batch` flags, the
+    manifest's keys and the errors that name an option are all made from this record."""
+
+    name: str  # the API keyword (max_shard_size)
+    flag: str  # the CLI flag (--max-shard-size)
+    manifest: str  # the key in a batch manifest (max_shard_size)
+    kind: str  # "flag" (on/off), "int", or "size" (2GB, 500MB)
+    help: str
+    chooses_tf: bool = False  # given for a name that says no format, it means tf output
+
+
 _FORMATS: dict[str, Format] = {}
+_OPTIONS: dict[str, WriterOption] = {}
+
+
+def register_option(option: WriterOption) -> WriterOption:
+    _OPTIONS[option.name] = option
+    return option
+
+
+def writer_options() -> dict[str, WriterOption]:
+    """Every user-facing writer option, by API keyword, in declared order."""
+    _load_builtin()
+    return dict(_OPTIONS)
 
 
 def register(fmt: Format) -> Format:

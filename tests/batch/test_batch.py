@@ -244,3 +244,35 @@ def test_lines_name_the_paths_as_given(sources, tmp_path):
     line = next(x for x in proc.stderr.splitlines() if x.startswith("ok"))
     assert line.startswith(f"ok       model.pt -> {os.path.join('out2', 'model.safetensors')}:")
     assert str(tmp_path) not in line and " 0.0 MiB" not in line
+
+
+def test_every_writer_option_reaches_batch_and_manifests(sources, tmp_path):
+    """The writer options are one table (the registry's): `--strided`, which `ckpt
+    convert` took and `ckpt batch` did not, is a flag and a manifest key of batch too."""
+    import torch
+
+    from convert import registry
+
+    batch_help = run_cli("batch", "--help").out
+    assert all(o.flag in batch_help for o in registry.writer_options().values())
+    skeleton = tmp_path / "skeleton.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 2)).state_dict(),
+               skeleton)
+    manifest = tmp_path / "jobs.toml"
+    manifest.write_text(f"""
+[[convert]]
+src = "{sources['flax'].path}"
+dst = "out/manifest.pt"
+like = "{skeleton}"
+strided = true
+""")
+    code, rows, err = _batch("--manifest", manifest, "--json", "-j", "1")
+    assert code == 0 and [r["status"] for r in rows] == ["ok"], err
+    code, rows, err = _batch(sources["flax"].path, "--out-dir", tmp_path / "cli", "--to",
+                             "torch", "--like", skeleton, "--strided", "--json", "-j", "1")
+    assert code == 0 and [r["status"] for r in rows] == ["ok"], err
+    kernel = sources["flax"].values["params.layers_0.kernel"]
+    for out in (tmp_path / "out" / "manifest.pt", Path(rows[0]["dst"])):
+        weight = torch.load(out, weights_only=True)["0.weight"]
+        assert not weight.is_contiguous()  # written as torch.save writes w.t()
+        np.testing.assert_array_equal(weight.numpy(), kernel.T)
