@@ -244,5 +244,8 @@ def _inbound(cfg: dict) -> list[str]:
             for item in value:
                 walk(item)
 
-    walk(cfg.get("inbound_nodes", []))
+    try:
+        walk(cfg.get("inbound_nodes", []))
+    except RecursionError:  # (nested deeper than any real config: its inputs are unknown)
+        return []
     return list(dict.fromkeys(found))
