@@ -216,7 +216,8 @@ def _write_archive(graph: Graph, result: _Plan, path: Path, out: OutputSet, prog
     config = graph.metadata.get("keras_config")
     if not isinstance(config, str):
         raise UnsupportedError("a .keras archive needs the model's config.json, which only a "
-                               ".keras source carries; write a .weights.h5 instead", path)
+                               ".keras file carries (a source, or a skeleton given to "
+                               "{like}); write a .weights.h5 instead", path, {"like": "like="})
     metadata = graph.metadata.get("keras_metadata")
     if not isinstance(metadata, str):
         metadata = json.dumps({"keras_version": graph.metadata.get("keras_version", "3")})
