@@ -119,36 +119,53 @@ def _chains(items: list, layer_of: Callable) -> list[list]:
 
 def _interleave(chains: list[list], other: list, ok: Callable) -> list | None:
     """The one merge of `chains` whose items fit `other`'s, position by position (None:
-    no merge, or more than one, or too many to try)."""
+    no merge, or more than one, or too many to try). A depth-first search kept on a list,
+    not the call stack: a group may hold thousands of layers."""
     heads = [0] * len(chains)
-    sequence: list = []
+    chosen: list[int] = []  # the chain taken at each position so far
+    tries = [0]  # per position reached: the next chain to try there
     found: list[list] = []
-    budget = [_BUDGET]
-    memo: dict[tuple[int, int], bool] = {}
+    memo: dict[tuple[int, int, int], bool] = {}
+    for _ in range(_BUDGET):
+        if not tries:
+            return _merge(chains, found[0]) if len(found) == 1 else None
+        position = len(chosen)
+        c = tries[-1]
+        if position < len(other):
+            while c < len(chains) and not (heads[c] < len(chains[c]) and _fit(
+                    memo, ok, chains, heads, c, other, position)):
+                c += 1
+        if position == len(other) or c == len(chains):
+            if position == len(other):
+                found.append(list(chosen))
+                if len(found) > 1:
+                    return None
+            tries.pop()  # back up one position
+            if chosen:
+                heads[chosen.pop()] -= 1
+            continue
+        tries[-1] = c + 1
+        chosen.append(c)
+        heads[c] += 1
+        tries.append(0)
+    return None
 
-    def fit(item, position: int) -> bool:
-        key = (id(item), position)
-        if key not in memo:
-            memo[key] = ok(item, other[position])
-        return memo[key]
 
-    def search(position: int) -> None:
-        if len(found) > 1 or budget[0] <= 0:
-            return
-        budget[0] -= 1
-        if position == len(other):
-            found.append(list(sequence))
-            return
-        for c, chain in enumerate(chains):
-            if heads[c] < len(chain) and fit(chain[heads[c]], position):
-                sequence.append(chain[heads[c]])
-                heads[c] += 1
-                search(position + 1)
-                heads[c] -= 1
-                sequence.pop()
+def _fit(memo: dict, ok: Callable, chains: list[list], heads: list[int], c: int,
+         other: list, position: int) -> bool:
+    key = (c, heads[c], position)
+    if key not in memo:
+        memo[key] = ok(chains[c][heads[c]], other[position])
+    return memo[key]
 
-    search(0)
-    return found[0] if len(found) == 1 and budget[0] > 0 else None
+
+def _merge(chains: list[list], chosen: list[int]) -> list:
+    heads = [0] * len(chains)
+    merged = []
+    for c in chosen:
+        merged.append(chains[c][heads[c]])
+        heads[c] += 1
+    return merged
 
 
 def names(layers: list[Layer]) -> str:
