@@ -77,7 +77,7 @@ class LayerConfig:
         """The optional variables this layer was built without (a normalisation with
         `scale=False` holds no gamma, `center=False` no beta): a Keras 3 file numbers the
         ones it has, and only the config tells which those are."""
-        conf = self.cfg.get("config") if isinstance(self.cfg.get("config"), dict) else {}
+        conf = _inner(self.cfg)
         if not self.cls.endswith("Normalization"):
             return frozenset()
         return frozenset({"gamma"} if conf.get("scale", True) is False else set()) | \
@@ -215,13 +215,11 @@ def _class(cfg: dict) -> str:
 
 
 def _name(cfg: dict) -> str:
-    inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
-    return str(inner.get("name", cfg.get("name", "")))
+    return str(_inner(cfg).get("name", cfg.get("name", "")))
 
 
 def _channels_last(cfg: dict) -> bool:
-    inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
-    return inner.get("data_format", "channels_last") != "channels_first"
+    return _inner(cfg).get("data_format", "channels_last") != "channels_first"
 
 
 def _inbound(cfg: dict) -> list[str]:

@@ -41,7 +41,8 @@ def keras_view(graph: Graph) -> View:
         # (a nested model is one legacy layer: its weights' own order tells its layers')
         within = min((t.meta.get("keras_weight_index") or 0 for t in found.values()),
                      default=0)
-        order = (min(indices), within) if ordered and indices else (int(counter or 0),)
+        order = (min(i for i in indices if isinstance(i, int)), within) \
+            if ordered and indices else (int(counter or 0),)
         read = flattened.get(path)
         facts, doubt = read.facts(found["kernel"].shape[0]) if read and "kernel" in found \
             else ({}, None)

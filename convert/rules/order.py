@@ -13,7 +13,7 @@ refused, naming the layers, since a guess there could be silently wrong.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from .kinds import Layer
 from .language import RuleError
@@ -63,7 +63,7 @@ def pairing(sources: list[tuple[Layer, S]], targets: list[Layer], group: set[str
     return "shapes", by_name + pairs, [], []
 
 
-def _refuse(rest_s: list, rest_t: list[Layer], group: set[str], why: str) -> None:
+def _refuse(rest_s: list, rest_t: list[Layer], group: set[str], why: str) -> NoReturn:
     unordered = [s for s, _ in rest_s] if not _ordered([s for s, _ in rest_s]) else rest_t
     side = "source" if unordered is not rest_t else "target"
     raise RuleError(f"the {side} orders its layers only within a class, and "
@@ -90,7 +90,7 @@ def _names_both(sources: list[tuple[Layer, S]], targets: list[Layer]
                 ) -> list[tuple[tuple[Layer, S], Layer]]:
     """Layers named alike on both sides, in the source's order: at the same path (Keras'
     `layers` levels aside), else by a last name that each side uses once."""
-    pairs = []
+    pairs: list[tuple[tuple[Layer, S], Layer]] = []
     for key in (_key, lambda layer: layer.path[-1:]):
         taken = {id(p[0]) for p, _ in pairs} | {id(t) for _, t in pairs}
         s_left = [p for p in sources if id(p[0]) not in taken]

@@ -232,10 +232,9 @@ def _whole(layer: GraphPath) -> tuple[kinds_module.Spec, dict[str, str]] | None:
         return None
     hit = kinds_module.keras_group(layer[-2])
     spec = kinds_module.specs()["keras"].get(hit[1]) if hit else None
-    for name, _, names in spec.parts if spec is not None else ():
-        if name == layer[-1]:
-            return spec, names
-    return None
+    if spec is None:
+        return None
+    return next(((spec, names) for name, _, names in spec.parts if name == layer[-1]), None)
 
 
 def _no_data():
