@@ -169,7 +169,7 @@ def by_rules(sources: list[Layer], routes: list[list[Route]], targets: list[Laye
         if target is None:
             raise RuleError(f"a [[path]] rule places layer {layer.name} at "
                             f"{'/'.join(path) or '(root)'}, where the target has no layer "
-                            f"(its layers: {_names(targets)})")
+                            f"(its layers: {order.names(targets)})")
         if id(target) in taken:
             raise RuleError(f"[[path]] rules place both {taken[id(target)].name} and "
                             f"{layer.name} at target layer {target.name}")
@@ -263,8 +263,3 @@ def _groups(kind_sets: list[set[str]]) -> list[set[str]]:
         merged = set(kinds).union(*touching)
         groups = [g for g in groups if not g & kinds] + [merged]
     return sorted(groups, key=lambda g: sorted(g))
-
-
-def _names(layers: list[Layer]) -> str:
-    shown = ", ".join(layer.name for layer in layers[:4])
-    return shown + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .kinds import Layer
+from .kinds import Layer, with_variants
 from .language import RuleError, RuleSet
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def template(error: AlignmentError, source: str, like: str) -> str:
         lines += ["", f"# {_comment(why)}", "# [[path]]", f"# {src} = {_string(_path(s))}",
                   f"# {dst} = {_string(_path(t))}",
                   f"# kind = {_string(sorted(t.kinds)[0])}   # may be: "
-                  + ", ".join(sorted(s.kinds | t.kinds | _flatten_kinds(s, t)))]
+                  + ", ".join(sorted(with_variants(s.kinds | t.kinds)))]
     if found.open_source or found.open_target:
         lines += ["", f"# {dst} layers left open: "
                   + ("; ".join(_layer(t) for t in found.open_target) or "none")]
@@ -75,11 +75,6 @@ def template(error: AlignmentError, source: str, like: str) -> str:
             lines += ["", "# [[path]]", f"# {src} = {_string(_path(s))}   # {_layer(s)}",
                       f"# {dst} = \"?\"", f"# kind = {_string(sorted(s.kinds)[0])}"]
     return text + "\n".join(lines) + "\n"
-
-
-def _flatten_kinds(*layers: Layer) -> set[str]:
-    return {"dense", "flatten_dense"} if any("dense" in x.kinds or "flatten_dense" in x.kinds
-                                             for x in layers) else set()
 
 
 def _layer(layer: Layer) -> str:

@@ -64,6 +64,14 @@ class FlattenRead:
         return {}, "the config records neither the Flatten's input shape nor its channels"
 
 
+def dense_facts(read: FlattenRead | None, variables: dict) -> tuple[dict[str, list[int]],
+                                                                   str | None]:
+    """A layer's facts and doubt from how it reads a Flatten (none: no Flatten before it)."""
+    if read is None or "kernel" not in variables:
+        return {}, None
+    return read.facts(variables["kernel"].shape[0])
+
+
 @dataclass
 class LayerConfig:
     name: str

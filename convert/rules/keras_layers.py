@@ -43,9 +43,7 @@ def keras_view(graph: Graph) -> View:
                      default=0)
         order = (min(i for i in indices if isinstance(i, int)), within) \
             if ordered and indices else (int(counter or 0),)
-        read = flattened.get(path)
-        facts, doubt = read.facts(found["kernel"].shape[0]) if read and "kernel" in found \
-            else ({}, None)
+        facts, doubt = keras_config.dense_facts(flattened.get(path), found)
         layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
                             facts, doubt))
         claimed.update(id(t) for t in found.values())

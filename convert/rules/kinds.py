@@ -248,9 +248,21 @@ def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
 # -- Keras 3: classes from group names, variables by index --------------------------------
 
 def _keras_groups() -> dict[str, tuple[str, str]]:
-    """Keras 3 group base name → (class, kind)."""
-    return {snake_case(cls): (cls, s.kind) for s in specs()["keras"].values()
-            for cls in s.classes}
+    """Keras 3 group base name → (class, kind) (asked per module: the built-in table is
+    made once, a rule file's kinds added on top)."""
+    extra = (_DECLARED.get() or {}).get("keras")
+    if not extra:
+        return _builtin_groups()
+    return {**_builtin_groups(), **_groups_of(extra.values())}
+
+
+@cache
+def _builtin_groups() -> dict[str, tuple[str, str]]:
+    return _groups_of(_builtin()["keras"].values())
+
+
+def _groups_of(found) -> dict[str, tuple[str, str]]:
+    return {snake_case(cls): (cls, s.kind) for s in found for cls in s.classes}
 
 
 def keras_group(name: str) -> tuple[str, str] | None:

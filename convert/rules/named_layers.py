@@ -147,9 +147,8 @@ def _match(module: GraphPath, found: _Found
             held = got
     if not kinds:
         return None
-    read = found.reads.get(module[-1]) if module else None
-    facts, doubt = read.facts(held[0]["kernel"].shape[0]) if read and "kernel" in held[0] \
-        else ({}, None)
+    facts, doubt = keras_config.dense_facts(found.reads.get(module[-1]) if module else None,
+                                            held[0])
     return Layer(module, frozenset(kinds), held[0], cls=cls, parent=module[:-1], facts=facts,
                  doubt=doubt), held[1]
 

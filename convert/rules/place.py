@@ -196,11 +196,8 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
         if values is None:
             continue
         facts = {**layer.facts, **rule.facts}
-        route = choose(layer, layer_routes(layer, chain), None, facts, chain, rule.kind)
-        if layer.doubt and not (rule.kind or rule.facts) and route.reorders(chain):
-            raise RuleError(f"dense layer {layer.name} reads a Flatten whose row order is "
-                            f"open ({layer.doubt}); say kind = \"dense\" or \"flatten_dense\""
-                            " on its [[path]] rule")
+        every = layer_routes(layer, chain)
+        route = choose(layer, every, None, facts, chain, rule.kind)
         dtype = next(iter(layer.vars.values())).dtype
         want = {v: Tensor(dtype, shape, _no_data) for v, shape in rule.shapes.items()} or None
         made, _ = run_layer(layer.vars, route, chain, want, layer.name, facts)
@@ -209,6 +206,7 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
         spec = kinds_module.specs()[fw][route.target]
         pair = Pair(layer, Layer(target, frozenset({route.target}), {}), route, facts,
                     "rule", rule.kind is not None or bool(rule.facts))
+        _doubt(pair, every, chain)
         _say_reorder(pair, chain, placed)
         placed.layers.append({"source": layer.name, "target": "/".join(target),
                               "kind": route.target, "paired_by": "rule"})

@@ -321,6 +321,13 @@ CASES = [
 ]
 
 
+def values(path) -> dict[str, bytes]:
+    """Every tensor of a file as `ckpt` reads it, by path: what two outputs are compared by."""
+    import convert
+
+    return {"/".join(e.path): e.tensor.read().tobytes() for e in convert.load(path).entries()}
+
+
 def directions(case: Case) -> list[tuple[str, str]]:
     have = [f for f in ("keras", "torch", "flax") if getattr(case, f) is not None]
     return [(a, b) for a in have for b in have if a != b]

@@ -9,10 +9,9 @@ import pytest
 import torch
 from flax import linen as nn
 
-import convert
 from convert import api
 
-from .frameworks import EXT, Case, ChannelsLast, Side, keras
+from .frameworks import EXT, Case, ChannelsLast, Side, keras, values
 
 
 def cnn_keras(x):
@@ -77,10 +76,6 @@ class KerasArchive(Side):
 
 def _side(framework: str, case: Case, archive: bool) -> Side:
     return (KerasArchive if archive and framework == "keras" else Side)(framework, case)
-
-
-def values(path) -> dict[str, bytes]:
-    return {"/".join(e.path): e.tensor.read().tobytes() for e in convert.load(path).entries()}
 
 
 def port(case, source, target, tmp_path, archive=False):

@@ -14,15 +14,10 @@ from convert import api
 from convert.rules import RuleError
 
 from ..conftest import assert_one_line_error, listing
-from .frameworks import CASES, EXT, Case, ChannelsLast, Side, keras
+from .frameworks import CASES, EXT, Case, ChannelsLast, Side, keras, values
 from .test_layers import port
 
 EXACT = [c for c in CASES]  # every built-in op chain here is exact keras/flax -> torch
-
-
-def values(path) -> dict[str, bytes]:
-    graph = convert.load(path)
-    return {"/".join(e.path): e.tensor.read().tobytes() for e in graph.entries()}
 
 
 @pytest.mark.parametrize("case", [c for c in EXACT if c.keras], ids=lambda c: c.name)

@@ -270,6 +270,14 @@ def _run(model, x) -> np.ndarray:
     return np.asarray(model(x, training=False))
 
 
+def _assert_attribute_model_computes(files, path) -> None:
+    model = _attribute_model()
+    model.load_weights(path)
+    want = expected(files, "keras")
+    np.testing.assert_allclose(_run(model, X), want, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(want).max()))
+
+
 def test_keras_attribute_paths_are_read_back(files, tmp_path, ckpt):
     """A subclassed model's layers at their attribute names, placed by path rules: the
     file has Keras' root `vars` group, so ckpt reads it; Keras loads it."""
@@ -284,11 +292,7 @@ def test_keras_attribute_paths_are_read_back(files, tmp_path, ckpt):
     with h5py.File(out) as f:
         assert "vars" in f and len(f["vars"]) == 0
     read_back(ckpt, out)
-    model = _attribute_model()
-    model.load_weights(out)
-    want = expected(files, "keras")
-    np.testing.assert_allclose(_run(model, X), want, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(want).max()))
+    _assert_attribute_model_computes(files, out)
 
 
 def test_a_keras3_file_without_the_root_vars_group_is_read(files, tmp_path, ckpt):
@@ -303,11 +307,7 @@ def test_a_keras3_file_without_the_root_vars_group_is_read(files, tmp_path, ckpt
         del f["vars"]
         assert set(f) == {"conv", "head"}
     read_back(ckpt, bare, out)
-    model = _attribute_model()
-    model.load_weights(bare)
-    want = expected(files, "keras")
-    np.testing.assert_allclose(_run(model, X), want, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(want).max()))
+    _assert_attribute_model_computes(files, bare)
 
 
 def test_nested_keras_objects_get_their_vars_groups(files, tmp_path, ckpt):
