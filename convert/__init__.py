@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import Report, convert, load, migrate, save
-from .errors import ConvertError
+from convert.api import Report, convert, load, migrate, save
+from convert.core.errors import ConvertError
 
 __all__ = ["ConvertError", "DiffReport", "Entry", "Graph", "Item", "ItemResult", "Node",
            "Report", "Slot", "Tensor", "batch", "convert", "diff", "load", "migrate", "save"]
 __version__ = "0.1.0"  # (pyproject.toml reads it from here)
 
 if TYPE_CHECKING:
-    from .batches import Item, ItemResult, batch
-    from .compare import DiffReport, diff
-    from .graph import Entry, Graph, Node, Slot
-    from .tensor import Tensor
+    from convert.batches.items import Item, ItemResult
+    from convert.batches.run import batch
+    from convert.compare import DiffReport, diff
+    from convert.core.graph import Entry, Graph, Node, Slot
+    from convert.core.tensor import Tensor
 
-_LAZY = {"Entry": "graph", "Graph": "graph", "Node": "graph", "Slot": "graph",
-         "Tensor": "tensor", "diff": "compare", "DiffReport": "compare", "batch": "batches",
-         "Item": "batches", "ItemResult": "batches"}
+_LAZY = {"Entry": "core.graph", "Graph": "core.graph", "Node": "core.graph",
+         "Slot": "core.graph", "Tensor": "core.tensor", "diff": "compare",
+         "DiffReport": "compare", "batch": "batches.run", "Item": "batches.items",
+         "ItemResult": "batches.items"}
 
 
 def __getattr__(name: str) -> Any:

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .api import load
-from .dtypes import STRING
-from .errors import ConvertError
-from .graph import Entry, Graph
+from convert.core.dtypes import STRING
+from convert.core.errors import ConvertError
+from convert.core.graph import Entry, Graph
+from convert.loadsave import load
 
 STATUSES = ("same", "differs", "only_a", "only_b", "shape", "dtype")
 _CHUNK = 1 << 20  # elements per step of the error arithmetic (8 MB of float64)
@@ -130,7 +130,7 @@ def _mapped(graph_a: Graph, graph_b: Graph, rules: Any, reverse: bool
     """A mapped into B's layout: B's tree, each tensor the one the rules derive from A.
     Entries of B the rules do not fill are left out (they show as only in B), and A's
     tensors the rules do not use are returned by key (only in A)."""
-    from . import rules as rules_pkg
+    from convert import rules as rules_pkg
 
     ruleset = rules if isinstance(rules, rules_pkg.RuleSet) else rules_pkg.load(rules)
     planned = rules_pkg.plan(graph_a, ruleset, like=graph_b, check="partial", reverse=reverse)

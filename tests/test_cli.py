@@ -127,7 +127,7 @@ def test_help_lines_are_whole_and_name_the_formats(ckpt):
 
 
 def test_formats_table_is_aligned(ckpt):
-    from convert import registry
+    from convert.core import registry
 
     rows = ckpt("formats").out.splitlines()
     formats = list(registry.formats().values())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convert.notes import count, some
+from convert.core.notes import count, some
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import convert
-from convert.errors import ConvertError, OutputExistsError
+from convert.core.errors import ConvertError, OutputExistsError
 from tests.conftest import assert_one_line_error, listing
 
 

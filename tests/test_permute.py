@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from convert import permute
+from convert.io import permute
 
 SHAPES = [(5, 7), (3, 1, 4), (2, 3, 4, 5), (1, 6, 1, 17), (33, 1, 18)]
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import convert
-from convert import rawcopy
-from convert.errors import ChecksumError
+from convert.core.errors import ChecksumError
+from convert.core.tensor import Tensor
 from convert.formats.tf.bundle import BundleReader, data_path
-from convert.tensor import Tensor
+from convert.io import rawcopy
 from tests.conftest import listing
 
 BIG = (300, 1000)  # 1.2 MB: above rawcopy.KERNEL_FROM, copied in the kernel by default

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 import numpy as np
 import convert.cli
-from convert import Graph, Tensor, api, registry
+from convert import Graph, Tensor, api
+from convert.core import registry
 work = Path(sys.argv[1])
 def keras(i, name):  # Keras' own record of a weight: a legacy .h5 is written by position
     return {{"keras_layer": "dense", "keras_layer_index": 0, "keras_weight_index": i,

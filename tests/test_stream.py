@@ -9,10 +9,10 @@ import weakref
 
 import numpy as np
 
-from convert import stream
+from convert.core.tensor import Tensor
+from convert.io import stream
 from convert.rules import ops
 from convert.rules.derive import derive
-from convert.tensor import Tensor
 
 LARGE = stream.INLINE_BYTES // 4 * 2  # float32 elements of a tensor read ahead
 

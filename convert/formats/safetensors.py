@@ -18,17 +18,17 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..dtypes import dtype_name, from_name
-from ..errors import FormatError, UnsupportedError
-from ..fileio import SourceFile, read_region
-from ..flatkeys import add_flat, join_path
-from ..graph import Entry, Graph
-from ..notes import count, dropped_values, some
-from ..outputs import OutputSet
-from ..rawcopy import Output
-from ..stream import contents
-from ..tensor import Stored, Tensor, array_from_bytes, raw_bytes
-from ..tfnames import NAMES_KEY, names_to_keep, parse_names, restore_names
+from convert.core.dtypes import dtype_name, from_name
+from convert.core.errors import FormatError, UnsupportedError
+from convert.core.graph import Entry, Graph
+from convert.core.notes import count, dropped_values, some
+from convert.core.tensor import Stored, Tensor, array_from_bytes, raw_bytes
+from convert.frameworks.flatkeys import add_flat, join_path
+from convert.frameworks.tf1_names import NAMES_KEY, names_to_keep, parse_names, restore_names
+from convert.io.outputs import OutputSet
+from convert.io.rawcopy import Output
+from convert.io.reads import SourceFile, read_region
+from convert.io.stream import contents
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -296,8 +296,8 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           **options: Any) -> None:
-    from ..api import Report
-    from ..sharding import is_index, write_sharded
+    from convert.core.report import Report
+    from convert.formats.sharding import is_index, write_sharded
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "safetensors")

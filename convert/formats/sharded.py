@@ -14,15 +14,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import registry
-from ..errors import ConvertError, FormatError
-from ..fileio import read_region
-from ..flatkeys import add_flat, join_path
-from ..graph import Graph
-from ..sharding import DEFAULT_SHARD_SIZE, INDEX_SUFFIX, is_index
-from ..sharding import parse_size as parse_size  # (the CLI's option parsing names it here)
-from ..tensor import Tensor
-from ..tfnames import LAYOUT
+from convert.core import registry
+from convert.core.errors import ConvertError, FormatError
+from convert.core.graph import Graph
+from convert.core.tensor import Tensor
+from convert.formats.sharding import DEFAULT_SHARD_SIZE, INDEX_SUFFIX, is_index
+from convert.formats.sharding import (
+    parse_size as parse_size,  # (the CLI's option parsing names it here)
+)
+from convert.frameworks.flatkeys import add_flat, join_path
+from convert.frameworks.tf1_names import LAYOUT
+from convert.io.reads import read_region
 
 MAX_INDEX_BYTES = 100 << 20
 

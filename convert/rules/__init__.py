@@ -3,9 +3,10 @@
     language.py   rule files (TOML): sides, layer rules, path and tensor rules, includes
     patterns.py   path patterns with placeholders, anchored, the same for every separator
     ops/          tensor ops: dtype and shape without data, apply, inverse, exactness
-    kinds.py      layer kinds (mappings/kinds.toml), the layers of a graph (keras_layers.py:
-                  Keras 3 groups; named_layers.py: torch, Flax, Keras 2 by names and ranks)
-    keras_config.py  what a .keras config says beyond the weights (a Dense after Flatten)
+    kinds.py      layer kinds (mappings/kinds.toml)
+    views.py      the layers of a graph (keras_layers.py: Keras 3 groups; named_layers.py:
+                  torch, Flax, Keras 2 by names and ranks; a Keras config's classes and
+                  how a Dense after a Flatten reads, from `frameworks/keras/config.py`)
     align.py      pairing the source's layers with a skeleton's: rules, names, order, shapes;
                   and each pair's kind (order.py: the order a file gives its layers)
     place.py      placing layers: paired with a skeleton's, or by [[path]] rules alone
@@ -17,9 +18,9 @@
 Writers never import this package: a plan reaches them as a graph of lazy tensors.
 """
 
-from .align import AlignmentError
-from .language import RuleError, RuleSet, builtin_names, load
-from .plan import CHECKS, Planned, RulesReport, plan
+from convert.rules.align import AlignmentError
+from convert.rules.language import RuleError, RuleSet, builtin_names, load
+from convert.rules.plan import CHECKS, Planned, RulesReport, plan
 
 __all__ = ["CHECKS", "AlignmentError", "Planned", "RuleError", "RuleSet", "RulesReport",
            "builtin_names", "load", "plan"]

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..tensor import Tensor
-from . import order
-from .kinds import Layer, with_variants
-from .language import PathRule, RuleError, RuleSet
-from .translate import Route, Step, run_layer, usable
+from convert.core.tensor import Tensor
+from convert.rules import order
+from convert.rules.kinds import Layer, with_variants
+from convert.rules.language import PathRule, RuleError, RuleSet
+from convert.rules.translate import Route, Step, run_layer, usable
 
 # The most mismatched layers whose pairings are all tried (8! = 40320 orders).
 _MAX_SWAPPED = 8

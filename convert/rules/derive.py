@@ -14,8 +14,8 @@ import threading
 
 import numpy as np
 
-from ..tensor import Tensor
-from .ops import Chain, Spec
+from convert.core.tensor import Tensor
+from convert.rules.ops import Chain, Spec
 
 
 class Computation:

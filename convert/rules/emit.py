@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .kinds import Layer, with_variants
-from .language import RuleError, RuleSet
+from convert.rules.kinds import Layer, with_variants
+from convert.rules.language import RuleError, RuleSet
 
 if TYPE_CHECKING:
-    from .align import AlignmentError
+    from convert.rules.align import AlignmentError
 
 
 def _string(text: str) -> str:

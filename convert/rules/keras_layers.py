@@ -9,15 +9,15 @@ layers under `layers/` numbered by class, which orders each class within it."""
 
 from __future__ import annotations
 
-from ..errors import ConvertError
-from ..graph import Graph, Node
-from ..tensor import Tensor
-from . import keras_config
-from .kinds import _COUNTER, Layer, Spec, View, _keras_groups, specs
+from convert.core.errors import ConvertError
+from convert.core.graph import Graph, Node
+from convert.core.tensor import Tensor
+from convert.frameworks.keras import config as keras_config
+from convert.rules.kinds import COUNTER, Layer, Spec, View, keras_groups, specs
 
 
 def keras_view(graph: Graph) -> View:
-    groups = _keras_groups()
+    groups = keras_groups()
     layers: list[Layer] = []
     claimed: set[int] = set()
     config = keras_config.parse(graph.metadata.get("keras_config"))
@@ -28,7 +28,7 @@ def keras_view(graph: Graph) -> View:
     for path, node in graph.nodes():
         if not path or path[0] == "optimizer":
             continue
-        base, counter = _COUNTER.match(path[-1]).groups()
+        base, counter = COUNTER.match(path[-1]).groups()
         if base not in groups:
             continue
         cls, kind = groups[base]

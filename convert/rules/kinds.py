@@ -29,12 +29,10 @@ from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-from .. import registry
-from ..errors import UnsupportedError
-from ..graph import Graph
-from ..graph import Path as GraphPath
-from ..keras_names import snake_case
-from ..tensor import Tensor
+from convert.core import registry
+from convert.core.graph import Path as GraphPath
+from convert.core.tensor import Tensor
+from convert.frameworks.keras.names import snake_case
 
 FRAMEWORKS = ("keras", "torch", "flax")
 # Keras 2 (tf_keras) names a layer's sub-objects otherwise than Keras 3 does: an RNN's cell
@@ -46,7 +44,7 @@ _KERAS2_NAMES = [(re.compile(r"(lstm|gru|simple_rnn)_cell(_\d+)?"), "cell"),
                  (re.compile(r"_?(attention_output|output_dense)"), "output_dense")]
 _SKIP_ROOTS = {"optimizer", "optimizer_weights", "save_counter", "keras_api"}
 FLAX_COLLECTIONS = ("params", "batch_stats")
-_COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
+COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
 
 
 @dataclass(frozen=True)
@@ -171,67 +169,10 @@ def with_variants(kinds: frozenset[str]) -> frozenset[str]:
     return kinds.union(*(variants().get(k, ()) for k in kinds))
 
 
-def _order_by_counters(layers: list[Layer]) -> None:
-    """TF1 names come sorted (`dense_10` before `dense_2`): the order is only the one Keras'
-    per-class counters give, and the alignment refuses where that is not enough."""
-    for layer in layers:
-        counter = _COUNTER.match(layer.path[-1]).group(2) if layer.path else None
-        layer.order = (int(counter or 0),)
-        layer.ordered = False
-    layers.sort(key=lambda layer: (layer.cls or "", layer.parent, layer.order))
-
-
-def _split_parts(layers: list[Layer], framework: str) -> list[Layer]:
-    """A layer that is two layers elsewhere (Keras' SeparableConv2D: a depthwise and a 1x1
-    convolution in torch and Flax) becomes its parts, each holding its own variables."""
-    out: list[Layer] = []
-    for layer in layers:
-        (kind,) = layer.kinds if len(layer.kinds) == 1 else (None,)
-        spec = specs()[framework].get(kind) if kind else None
-        if spec is None or not spec.parts:
-            out.append(layer)
-            continue
-        for i, (name, part_kind, names) in enumerate(spec.parts):
-            held = {v: layer.vars[w] for v, w in names.items() if w in layer.vars}
-            out.append(Layer((*layer.path, name), frozenset({part_kind}), held,
-                             (*layer.order, i), layer.cls, layer.ordered, layer.parent,
-                             dict(layer.facts)))
-    return out
-
-
 def framework_of_format(fmt: str | None) -> str | None:
     """The framework whose layer conventions files of format `fmt` follow (None: none);
     the format's record in the registry says."""
     return registry.framework_of(fmt)
-
-
-def framework_of(graph: Graph, path: object = None) -> str:
-    framework = registry.framework_of(graph.format)
-    if framework is None:
-        raise UnsupportedError(
-            f"layer rules read Keras 3, torch/safetensors and Flax files; a {graph.format} "
-            "file does not say which layers it holds", path or graph.source)
-    return framework
-
-
-def view(graph: Graph, framework: str | None = None) -> View:
-    """The layers of `graph` by the conventions of its framework."""
-    from . import keras_config
-    from .keras_layers import keras_view
-    from .named_layers import keras2_path, named_view
-
-    framework = framework or framework_of(graph)
-    if framework == "keras" and graph.format == "keras":
-        found = keras_view(graph)
-    elif framework == "keras":  # (a full-model .h5's config names each layer's class)
-        config = keras_config.parse(graph.metadata.get("model_config"))
-        found = named_view(graph, "keras", keras2_path, config)
-        if graph.root.meta.get("tf_layout") == "names":
-            _order_by_counters(found.layers)
-    else:
-        found = named_view(graph, framework)
-    found.layers = _split_parts(found.layers, framework)
-    return found
 
 
 def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
@@ -247,7 +188,7 @@ def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
 
 # -- Keras 3: classes from group names, variables by index --------------------------------
 
-def _keras_groups() -> dict[str, tuple[str, str]]:
+def keras_groups() -> dict[str, tuple[str, str]]:
     """Keras 3 group base name → (class, kind) (asked per module: the built-in table is
     made once, a rule file's kinds added on top)."""
     extra = (_DECLARED.get() or {}).get("keras")
@@ -267,7 +208,7 @@ def _groups_of(found) -> dict[str, tuple[str, str]]:
 
 def keras_group(name: str) -> tuple[str, str] | None:
     """(class, kind) of a Keras 3 group name (`separable_conv2d_1`), if it names one."""
-    return _keras_groups().get(_COUNTER.match(name).group(1))
+    return keras_groups().get(COUNTER.match(name).group(1))
 
 
 def keras_index(spec: Spec, var: str, present: set[str] | None = None) -> GraphPath:

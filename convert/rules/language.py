@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
-from .. import registry
-from ..errors import RuleError
-from .kinds import FRAMEWORKS, mappings
-from .ops import Chain, parse
-from .patterns import Pattern
+from convert.core import registry
+from convert.core.errors import RuleError
+from convert.rules.kinds import FRAMEWORKS, mappings
+from convert.rules.ops import Chain, parse
+from convert.rules.patterns import Pattern
 
 if TYPE_CHECKING:
-    from .kinds import Spec
+    from convert.rules.kinds import Spec
 
 _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "skip", "compose",
            "serves", "formats", "prefix", "kind"}
@@ -133,8 +133,8 @@ def identity(framework: str) -> RuleSet:
     """Rules between two files of one framework (a tf_keras checkpoint into a Keras 3
     model's file): every layer kind maps to itself, variable by variable, with no op; the
     alignment by kind and order does the rest."""
-    from .kinds import specs
-    from .ops import Chain
+    from convert.rules.kinds import specs
+    from convert.rules.ops import Chain
 
     fmts = registry.formats_of(framework) or (framework,)
     rules = RuleSet(f"{framework}-{framework}", f"{framework} layers into another {framework} "
@@ -304,7 +304,7 @@ def _kind(entry: Any, rules: RuleSet, where: str) -> None:
     """A `[[kind]]` table: a layer kind the built-in ones lack, as in mappings/kinds.toml,
     with its `name`: per framework, `vars` (creation order; `?` optional, `a|b` other
     names), `ranks`, and the `classes` that are that kind."""
-    from .kinds import spec_of
+    from convert.rules.kinds import spec_of
 
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise RuleError(f"{where}: a [[kind]] table has a `name` and a table per framework "

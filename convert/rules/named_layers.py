@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import re
 
-from ..graph import Graph
-from ..graph import Path as GraphPath
-from ..tensor import Tensor
-from . import keras_config
-from .kinds import (
-    _COUNTER,
+from convert.core.graph import Graph
+from convert.core.graph import Path as GraphPath
+from convert.core.tensor import Tensor
+from convert.frameworks.keras import config as keras_config
+from convert.rules.kinds import (
     _KERAS2_NAMES,
     _SKIP_ROOTS,
+    COUNTER,
     FLAX_COLLECTIONS,
     Layer,
     Spec,
     View,
-    _keras_groups,
     class_kinds,
+    keras_groups,
     specs,
 )
 
@@ -196,7 +196,7 @@ def _keras_class(module: GraphPath, tensors: list[Tensor]) -> str | None:
         own = tensor.meta.get("tf_full_name") or tensor.meta.get("keras_weight_name") or ""
         names += own.split("/")[:-1][-1:]
     for name in names:
-        hit = _keras_groups().get(_COUNTER.match(name).group(1))
+        hit = keras_groups().get(COUNTER.match(name).group(1))
         if hit:
             return hit[0]
     return None

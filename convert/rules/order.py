@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from .kinds import Layer
-from .language import RuleError
+from convert.rules.kinds import Layer
+from convert.rules.language import RuleError
 
 S = TypeVar("S")
 # Interleavings tried (search steps) before an unordered group is given up as ambiguous.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import ConvertError
+from convert.core.errors import ConvertError
 
 Path = tuple[str, ...]
 _PLACEHOLDER = re.compile(

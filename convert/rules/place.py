@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..graph import Path as GraphPath
-from ..tensor import Tensor
-from . import kinds as kinds_module
-from .align import AlignmentError, Pair, align, by_rules, choose
-from .kinds import Layer, keras_index, with_variants
-from .language import RuleError, RuleSet
-from .translate import Route, Step, routes, run_layer
+from convert.core.graph import Path as GraphPath
+from convert.core.tensor import Tensor
+from convert.rules import kinds as kinds_module
+from convert.rules.align import AlignmentError, Pair, align, by_rules, choose
+from convert.rules.kinds import Layer, keras_index, with_variants
+from convert.rules.language import RuleError, RuleSet
+from convert.rules.translate import Route, Step, routes, run_layer
 
 _TF_KERAS_LAYER = re.compile(r"layer(_with_weights)?-\d+")
 _CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv1d_transpose", "conv2d_transpose",
@@ -213,7 +213,7 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
         if fw == "keras" and target_format == "tf" and _TF_KERAS_LAYER.fullmatch(target[0]):
             # A tf_keras model's layer in its TF object graph (what a rule file --emit-rules
             # wrote against one says): its variables go by name (`kernel`), as it restores
-            # them. Keras 3 paths (`layers/dense`) stay, and are refused for TF (mapping.py).
+            # them. Keras 3 paths (`layers/dense`) stay, and are refused for TF (porting.py).
             fw = "keras2"
             placed.objects = True
         return {_target_path(fw, target, var, spec, set(made)): t for var, t in made.items()}

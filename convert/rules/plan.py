@@ -13,16 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import registry
-from ..dtypes import dtype_name
-from ..graph import Graph, Node
-from ..graph import Path as GraphPath
-from ..tensor import Tensor
-from . import kinds as kinds_module
-from . import place
-from .derive import VIEW_OF, sources_of
-from .language import RuleError, RuleSet
-from .translate import Step, run_tensor_rules
+from convert.core import registry
+from convert.core.dtypes import dtype_name
+from convert.core.graph import Graph, Node
+from convert.core.graph import Path as GraphPath
+from convert.core.tensor import Tensor
+from convert.rules import kinds as kinds_module
+from convert.rules import place, views
+from convert.rules.derive import VIEW_OF, sources_of
+from convert.rules.language import RuleError, RuleSet
+from convert.rules.translate import Step, run_tensor_rules
 
 CHECKS = ("consumed", "existing", "nontrivial", "partial")
 
@@ -172,11 +172,11 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
                  emitted: list[dict[str, Any]], rules: RuleSet
                  ) -> tuple[dict[GraphPath, Tensor], set[int]]:
     remaining = {id(t) for t in left.values()}
-    found = kinds_module.view(source, place.framework(chain[0].src, source.format))
+    found = views.view(source, place.framework(chain[0].src, source.format))
     layers = [layer for layer in found.layers
               if all(id(t) in remaining for t in layer.vars.values())]
     if like is not None:
-        target = kinds_module.view(like, place.framework(chain[-1].dst, like.format))
+        target = views.view(like, place.framework(chain[-1].dst, like.format))
         where = {id(t): p for p, t in _targets(like).items()}
         configured = "keras_config" in source.metadata or "keras_config" in like.metadata
         placed = place.with_skeleton(layers, target.layers, where, chain, rules, configured)

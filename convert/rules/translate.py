@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph import Path
-from ..tensor import Tensor
-from .derive import derive
-from .language import LayerRule, RuleError, RuleSet, TensorRule
-from .ops import Chain, NeedShapes, OpError
+from convert.core.graph import Path
+from convert.core.tensor import Tensor
+from convert.rules.derive import derive
+from convert.rules.language import LayerRule, RuleError, RuleSet, TensorRule
+from convert.rules.ops import Chain, NeedShapes, OpError
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def _oriented(written: Chain, step: Step, inputs: list[Tensor],
 
 
 def _specs(specs) -> str:
-    from ..dtypes import dtype_name
+    from convert.core.dtypes import dtype_name
 
     return ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
 
@@ -219,7 +219,7 @@ def _holds(rule: TensorRule, tensor: Tensor) -> bool:
 
 
 def _holds_spec(rule: TensorRule, dtype, shape: tuple[int, ...]) -> bool:
-    from ..dtypes import dtype_name
+    from convert.core.dtypes import dtype_name
 
     when = rule.when
     if "rank" in when and len(shape) != when["rank"]:

@@ -251,7 +251,7 @@ def test_every_writer_option_reaches_batch_and_manifests(sources, tmp_path):
     convert` took and `ckpt batch` did not, is a flag and a manifest key of batch too."""
     import torch
 
-    from convert import registry
+    from convert.core import registry
 
     batch_help = run_cli("batch", "--help").out
     assert all(o.flag in batch_help for o in registry.writer_options().values())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convert.fileio import OutputSet
+from convert.io.reads import OutputSet
 
 
 def test_a_folder_made_meanwhile_by_another_conversion(tmp_path, monkeypatch):

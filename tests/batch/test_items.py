@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from convert.batches import BatchError, items_for, output_name, read_manifest
+from convert.batches.items import BatchError, items_for, output_name, read_manifest
 
 
 @pytest.mark.parametrize(("src", "fmt", "name"), [

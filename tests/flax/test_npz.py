@@ -12,7 +12,7 @@ from flax import serialization
 from safetensors import safe_open
 
 import convert
-from convert.errors import ChecksumError
+from convert.core.errors import ChecksumError
 
 from ..conftest import assert_one_line_error, listing
 from .trees import assert_bit_exact, flatten_graph, flatten_tree

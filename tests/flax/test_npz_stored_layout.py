@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import convert
-from convert import Graph, Tensor, rawcopy
+from convert import Graph, Tensor
 from convert.formats.npz import writer
+from convert.io import rawcopy
 
 
 def _values() -> dict[tuple[str, ...], np.ndarray]:

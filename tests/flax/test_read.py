@@ -10,10 +10,10 @@ import pytest
 from flax import serialization
 
 import convert
+from convert.core.graph import Node
+from convert.core.tensor import Tensor
 from convert.formats import flax as flax_format
 from convert.formats.flax import layout, walk
-from convert.graph import Node
-from convert.tensor import Tensor
 
 from .trees import assert_bit_exact, flatten_graph, flatten_tree
 

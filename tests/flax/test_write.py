@@ -8,11 +8,11 @@ import pytest
 from flax import serialization
 
 import convert
-from convert.dtypes import STRING
-from convert.errors import OutputExistsError
+from convert.core.dtypes import STRING
+from convert.core.errors import OutputExistsError
+from convert.core.graph import Graph, Node
+from convert.core.tensor import Tensor
 from convert.formats.flax import writer as flax_writer
-from convert.graph import Graph, Node
-from convert.tensor import Tensor
 
 from ..conftest import listing
 from .conftest import CHUNK_LIMIT

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from convert.graph import Graph, Node
+from convert.core.graph import Graph, Node
 
 
 def flatten_tree(tree: Any, prefix: tuple[str, ...] = ()) -> tuple[dict, dict]:

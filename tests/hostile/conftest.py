@@ -1,4 +1,4 @@
-"""The hostile corpus, made once per session (scripts/make_bad_inputs, which writes its
+"""The hostile corpus, made once per session (scripts/make_bad_inputs.py, which writes its
 seeds with the real frameworks), and the harness's results on it."""
 
 from __future__ import annotations

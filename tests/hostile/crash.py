@@ -2,7 +2,7 @@
 writes a large output, in every output format. After each kill the destination must be
 absent, or, where it existed before and `--overwrite` was given, exactly as it was; and
 no temporary file may be left in its directory. `run(directory, megabytes, kills)` is what
-scripts/kill_writes and the suite call; it returns one row per output format."""
+scripts/kill_writes.py and the suite call; it returns one row per output format."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ then the reader lists the result and reads every tensor. The only exception allo
 ConvertError; anything else (a crash, a MemoryError under the address-space limit, an
 answer slower than `TIMEOUT` seconds) is a finding, saved with the damaged bytes.
 
-`run(fmt, seeds_dir, seconds, findings_dir)` is what scripts/fuzz and the suite call."""
+`run(fmt, seeds_dir, seconds, findings_dir)` is what scripts/fuzz.py and the suite call."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from convert import registry
-from convert.errors import ConvertError
+from convert.core import registry
+from convert.core.errors import ConvertError
 
 TIMEOUT = 5  # seconds an answer may take
 # The file of each seed that is damaged (the rest of its set is copied as it is).

@@ -1,4 +1,4 @@
-"""The guarantee for every case of the hostile corpus (scripts/make_bad_inputs), through
+"""The guarantee for every case of the hostile corpus (scripts/make_bad_inputs.py), through
 `ckpt ls` and `ckpt convert`: one line naming the file and exit 2 (or, only where the
 damage leaves a valid file, a normal read), no traceback, no payload run, nothing opened
 outside the input, bounded memory, no output left, the input unchanged, within 5 s."""

@@ -1,5 +1,5 @@
 """Crash safety of writes, in the suite's budget: a handful of SIGKILLs per output
-format on 32 MB (scripts/kill_writes runs 22 per format on 256 MB), and a full
+format on 32 MB (scripts/kill_writes.py runs 22 per format on 256 MB), and a full
 disk (RLIMIT_FSIZE) in every format: a one-line error, nothing left behind."""
 
 from __future__ import annotations

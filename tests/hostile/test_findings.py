@@ -14,7 +14,7 @@ DATA = Path(__file__).parent / "data"
 
 def test_a_file_on_which_libhdf5_loops_forever_is_refused_in_seconds(ckpt, tmp_path):
     # A damaged tf_keras .h5 on which libhdf5 loops forever reading an attribute (found by
-    # scripts/fuzz keras-h5): the probe's child is killed and the file refused.
+    # scripts/fuzz.py keras-h5): the probe's child is killed and the file refused.
     path = tmp_path / "loop.h5"
     shutil.copy(DATA / "hdf5_loop.h5", path)
     start = time.monotonic()

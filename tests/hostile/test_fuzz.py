@@ -1,4 +1,4 @@
-"""Each reader fuzzed for a short budget (scripts/fuzz FORMAT --minutes N runs longer):
+"""Each reader fuzzed for a short budget (scripts/fuzz.py FORMAT --minutes N runs longer):
 damaged seeds may only raise a ConvertError, never crash, hang or exhaust memory."""
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from convert import outputs
-from convert.errors import ConvertError
+from convert.core.errors import ConvertError
+from convert.io import outputs
 
 unnamed = pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE here")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import h5py
 
-from convert.keras_names import snake_case
+from convert.frameworks.keras.names import snake_case
 
 
 def test_snake_case_gives_the_groups_keras_writes(k3, tmp_path):
@@ -36,7 +36,7 @@ def test_snake_case_gives_the_groups_keras_writes(k3, tmp_path):
 def test_numbered_gives_the_groups_keras_writes_for_repeated_classes(k3, tmp_path):
     """Three Dense and two Conv2D in one model: `dense`, `dense_1`, `dense_2`, `conv2d`,
     `conv2d_1`, the names `keras_names.numbered` gives for the model's layers."""
-    from convert.keras_names import numbered
+    from convert.frameworks.keras.names import numbered
 
     layers = k3.layers
     model = k3.Sequential([k3.Input((6, 6, 2)), layers.Conv2D(3, 3), layers.Conv2D(3, 3),

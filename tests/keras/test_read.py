@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import convert
-from convert.graph import Node
+from convert.core.graph import Node
 
 
 def legacy_weights(layer):

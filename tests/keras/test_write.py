@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import convert
-from convert.errors import UnsupportedError
-from convert.graph import Graph
-from convert.tensor import Tensor
+from convert.core.errors import UnsupportedError
+from convert.core.graph import Graph
+from convert.core.tensor import Tensor
 
 from ..conftest import assert_one_line_error, listing
 from .conftest import h5_structure, predict
@@ -252,7 +252,7 @@ def test_keras3_through_a_flat_graph(goldens, tmp_path, name):
 
 
 def _writable(fmt: str) -> bool:
-    known = convert.registry.formats()
+    known = convert.core.registry.formats()
     return fmt in known and known[fmt].write is not None and known[fmt].read is not None
 
 
@@ -358,7 +358,7 @@ def test_old_keras2_file(tmp_path, tk):
 
 def test_refuses_what_keras_cannot_store(tmp_path):
     graph = Graph.from_flat({("layers", "x", "vars", "0"): Tensor.from_array(
-        np.zeros(2, dtype=convert.dtypes.from_name("float8_e4m3fn")))})
+        np.zeros(2, dtype=convert.core.dtypes.from_name("float8_e4m3fn")))})
     with pytest.raises(UnsupportedError, match="float8_e4m3fn"):
         convert.save(graph, tmp_path / "x.weights.h5")
     assert listing(tmp_path) == set()

@@ -65,7 +65,7 @@ def convert_to(src: Path, target: str, directory: Path) -> tuple[Path | None, st
     """Run the conversion; (output, "") or (None, the refusal). A refusal that wrote
     anything, or took more than one line, is wrong."""
     from convert import api
-    from convert.errors import ConvertError
+    from convert.core.errors import ConvertError
 
     directory.mkdir(parents=True, exist_ok=True)
     name, options = TARGETS[target]
@@ -266,17 +266,3 @@ def run_cell(source: Source, target: str, directory: Path, round_trip: bool = Tr
         except Wrong as exc:
             cell.back, cell.back_detail = WRONG, str(exc)
     return cell
-
-
-def table(cells: list[Cell], sources: list[str], targets: list[str], back: bool) -> str:
-    """A markdown table: sources down, targets across."""
-    by = {(c.source, c.target): c for c in cells}
-    lines = ["| source | " + " | ".join(targets) + " |",
-             "|---|" + "---|" * len(targets)]
-    for name in sources:
-        row = []
-        for target in targets:
-            cell = by.get((name, target))
-            row.append("" if cell is None else (cell.back or "-") if back else cell.status)
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
-    return "\n".join(lines)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert import migration
-from convert.errors import UnsupportedError
-from convert.graph import Graph, Node
-from convert.tensor import Tensor
+from convert.core.errors import UnsupportedError
+from convert.core.graph import Graph, Node
+from convert.core.tensor import Tensor
+from convert.passes import migrate as migration
 
 
 def _var(name: str, dtype=np.float32) -> Tensor:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convert import api
-from convert.errors import ConvertError
+from convert.core.errors import ConvertError
 
 from .frameworks import CASES, EXT, Case, Side, directions, keras, values
 

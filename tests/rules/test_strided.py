@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from convert import api
-from convert.errors import ConvertError
+from convert.core.errors import ConvertError
 
 from .frameworks import CASES, EXT, Side
 

@@ -7,7 +7,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from convert.permute import banded_transpose
+from convert.io.permute import banded_transpose
 from convert.rules import ops
 
 DTYPES = ["float32", "float16", "float64", "int8", "uint8", "bool", "int64", "complex64",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import convert
-from convert.dtypes import dtype_name
+from convert.core.dtypes import dtype_name
 
 from .conftest import tf, tf_prefix, tf_values
 
@@ -92,7 +92,7 @@ def test_accepts_index_data_and_directory(goldens, form):
 
 
 def test_reads_only_when_asked(goldens, monkeypatch):
-    from convert import fileio
+    from convert.io import reads as fileio
 
     calls = []
     real = fileio.SourceFile.read

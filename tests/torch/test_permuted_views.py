@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import convert
-from convert import permute
+from convert.io import permute
 
 from .torch_golden import assert_same_tensor
 

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 import convert
-from convert.errors import FormatError, UnsupportedError
+from convert.core.errors import FormatError, UnsupportedError
 
 from .torch_golden import Net, assert_same_object, assert_same_tensor, inputs
 

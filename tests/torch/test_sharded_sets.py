@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 
 import convert
-from convert.errors import FormatError
+from convert.core.errors import FormatError
 from convert.formats.sharded import parse_size
 
 from .torch_golden import Net, TiedNet, assert_same_tensor, inputs

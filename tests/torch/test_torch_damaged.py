@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 
 import convert
-from convert.errors import ConvertError
+from convert.core.errors import ConvertError
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import convert
-from convert import flatkeys as keys_module
-from convert.errors import ConvertError, FormatError
+from convert.core.errors import ConvertError, FormatError
+from convert.core.graph import Node
+from convert.core.tensor import Tensor
 from convert.formats.torch import records, unpickler
 from convert.formats.torch.opcodes import MARK
-from convert.graph import Node
-from convert.tensor import Tensor
+from convert.frameworks import flatkeys as keys_module
 
 from .torch_golden import assert_same_tensor
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import convert
-from convert.errors import FormatError, UnsafeInputError
+from convert.core.errors import FormatError, UnsafeInputError
 
 
 class Payload:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import convert
-from convert.errors import ChecksumError
+from convert.core.errors import ChecksumError
+from convert.core.graph import Node
+from convert.core.tensor import Tensor
 from convert.formats.torch import storage as storage_module
-from convert.graph import Node
-from convert.tensor import Tensor
 
 from .torch_golden import assert_same_object, assert_same_tensor, flatten
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import convert
-from convert.errors import OutputExistsError, UnsupportedError
-from convert.graph import Graph
-from convert.tensor import Tensor
+from convert.core.errors import OutputExistsError, UnsupportedError
+from convert.core.graph import Graph
+from convert.core.tensor import Tensor
 
 from .torch_golden import Net, TiedNet, assert_same_object, inputs
 

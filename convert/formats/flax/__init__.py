@@ -18,8 +18,8 @@ The parts, each with its reason to be apart in its docstring:
 The registry reads `sniff`, `read` and `write` from this package.
 """
 
-from .compare import compare_to_target
-from .reader import read, sniff
-from .writer import write
+from convert.formats.flax.compare import compare_to_target
+from convert.formats.flax.reader import read, sniff
+from convert.formats.flax.writer import write
 
 __all__ = ["compare_to_target", "read", "sniff", "write"]

@@ -7,10 +7,10 @@ nothing.
 
 from __future__ import annotations
 
-from ...dtypes import dtype_name
-from ...graph import Graph
-from ...graph import Path as GraphPath
-from ...tensor import Tensor
+from convert.core.dtypes import dtype_name
+from convert.core.graph import Graph
+from convert.core.graph import Path as GraphPath
+from convert.core.tensor import Tensor
 
 
 def compare_to_target(graph: Graph, target: Graph) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from ...errors import UnsupportedError
+from convert.core.errors import UnsupportedError
 
 CHUNKED_KEY = "__msgpack_chunked_array__"
 EXT_NDARRAY, EXT_COMPLEX, EXT_NPSCALAR = 1, 2, 3

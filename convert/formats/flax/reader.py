@@ -17,11 +17,10 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ...errors import FormatError
-from ...fileio import SourceFile
-from ...graph import Graph, Node
-from ...tensor import Stored, Tensor, array_from_bytes
-from .layout import (
+from convert.core.errors import FormatError
+from convert.core.graph import Graph, Node
+from convert.core.tensor import Stored, Tensor, array_from_bytes
+from convert.formats.flax.layout import (
     CHUNKED_KEY,
     EXT_NDARRAY,
     EXT_NPSCALAR,
@@ -31,7 +30,8 @@ from .layout import (
     META_ORDER,
     kind,
 )
-from .walk import ArrayRef, MsgpackWalker, place
+from convert.formats.flax.walk import ArrayRef, MsgpackWalker, place
+from convert.io.reads import SourceFile
 
 
 class _GraphBuilder:

@@ -25,10 +25,9 @@ from typing import Any, BinaryIO, NamedTuple
 import msgpack
 import numpy as np
 
-from ...dtypes import STRING, from_name
-from ...errors import FormatError
-from ...fileio import read_region
-from .layout import (
+from convert.core.dtypes import STRING, from_name
+from convert.core.errors import FormatError
+from convert.formats.flax.layout import (
     EXT_COMPLEX,
     EXT_NDARRAY,
     EXT_NPSCALAR,
@@ -36,6 +35,7 @@ from .layout import (
     parse_bin_header,
     parse_ext_header,
 )
+from convert.io.reads import read_region
 
 _READ_SIZE = 64 * 1024  # the Unpacker's read-ahead while walking the structure
 _SKIP_LIMIT = 1 << 20  # extensions up to this size are skipped by the Unpacker itself

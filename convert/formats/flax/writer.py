@@ -18,14 +18,13 @@ from typing import Any, BinaryIO
 import msgpack
 import numpy as np
 
-from ...dtypes import STRING
-from ...errors import ConvertError, UnsupportedError
-from ...fileio import OutputSet, open_output
-from ...graph import Graph, Node
-from ...graph import Path as GraphPath
-from ...notes import count, dropped_values, some
-from ...tensor import Tensor
-from .layout import (
+from convert.core.dtypes import STRING
+from convert.core.errors import ConvertError, UnsupportedError
+from convert.core.graph import Graph, Node
+from convert.core.graph import Path as GraphPath
+from convert.core.notes import count, dropped_values, some
+from convert.core.tensor import Tensor
+from convert.formats.flax.layout import (
     CHUNKED_KEY,
     EXT_COMPLEX,
     EXT_NDARRAY,
@@ -37,6 +36,7 @@ from .layout import (
     pack_bin_header,
     pack_ext_header,
 )
+from convert.io.reads import OutputSet, open_output
 
 # Flax splits arrays above this many bytes into chunks (msgpack objects stop at 2**32 - 1,
 # Flax leaves a margin). A module constant so that tests can lower it.

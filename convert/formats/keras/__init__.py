@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ...graph import Graph
+from convert.core.graph import Graph
 
 
 def _open_quietly(path: Path):
@@ -42,7 +42,7 @@ def keras3_sniff(path: Path) -> bool:
             return False
         name = path.name.lower()
         if name.endswith(".json"):
-            from .v3_reader import looks_like_index
+            from convert.formats.keras.v3_reader import looks_like_index
 
             return looks_like_index(path)
         if name.endswith(".keras"):
@@ -52,14 +52,14 @@ def keras3_sniff(path: Path) -> bool:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
             return "config.json" in names and any(n.startswith("model.weights") for n in names)
-        from .hdf5_files import signature_offset
+        from convert.formats.keras.hdf5_files import signature_offset
 
         if signature_offset(path) is None:
             return False
         handle = _open_quietly(path)
         if handle is None:  # damaged HDF5: the Keras 2 reader explains what is wrong
             return False
-        from .v3_reader import sniff_h5
+        from convert.formats.keras.v3_reader import sniff_h5
 
         with handle:
             return sniff_h5(handle)
@@ -68,31 +68,31 @@ def keras3_sniff(path: Path) -> bool:
 
 
 def keras3_read(path: Path) -> Graph:
-    from . import v3_reader
+    from convert.formats.keras import v3_reader
 
     return v3_reader.read(path)
 
 
 def keras3_write(graph: Graph, path: Path, **options: Any) -> None:
-    from . import v3_writer
+    from convert.formats.keras import v3_writer
 
     v3_writer.write(graph, path, **options)
 
 
 def legacy_read(path: Path) -> Graph:
-    from . import legacy_reader
+    from convert.formats.keras import legacy_reader
 
     return legacy_reader.read(path)
 
 
 def legacy_write(graph: Graph, path: Path, **options: Any) -> None:
-    from . import legacy_writer
+    from convert.formats.keras import legacy_writer
 
     legacy_writer.write(graph, path, **options)
 
 
 def legacy_sniff(path: Path) -> bool:
-    from .hdf5_files import signature_offset
+    from convert.formats.keras.hdf5_files import signature_offset
 
     try:
         return path.is_file() and signature_offset(path) is not None

@@ -22,8 +22,8 @@ from typing import Any
 
 import h5py
 
-from ...errors import FormatError
-from .probe import probe
+from convert.core.errors import FormatError
+from convert.formats.keras.probe import probe
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -19,11 +19,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...dtypes import from_name, is_bfloat16
-from ...errors import FormatError, UnsafeInputError
-from ...fileio import read_region
-from ...tensor import Tensor, array_from_bytes
-from .hdf5_files import Source, one_line
+from convert.core.dtypes import from_name, is_bfloat16
+from convert.core.errors import FormatError, UnsafeInputError
+from convert.core.tensor import Tensor, array_from_bytes
+from convert.formats.keras.hdf5_files import Source, one_line
+from convert.io.reads import read_region
 
 # A dataset may declare far more than it stores (compression, fill values); past this
 # size it must store at least 1/1000 of what it declares (Keras' own guard).

@@ -14,10 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ...dtypes import STRING, dtype_name, is_bfloat16
-from ...errors import UnsupportedError
-from ...tensor import Tensor
-from .hdf5_files import one_line
+from convert.core.dtypes import STRING, dtype_name, is_bfloat16
+from convert.core.errors import UnsupportedError
+from convert.core.tensor import Tensor
+from convert.formats.keras.hdf5_files import one_line
 
 # Keras splits a string-list attribute above this many bytes into `name0`, `name1`, …
 HDF5_OBJECT_HEADER_LIMIT = 64512
@@ -56,7 +56,7 @@ def check_writable(tensor: Tensor, what: str, allow_bfloat16: bool = True) -> No
 
 def create(path: Path) -> h5py.File:
     """A new HDF5 file at `path`, to write. An output's unnamed temporary (a
-    `/proc/self/fd/N` path, see fileio.OutputSet) is written through a file object:
+    `/proc/self/fd/N` path, see io.outputs.OutputSet) is written through a file object:
     libhdf5 resolves a file's name to a real path, which an unnamed file has not."""
     if os.fspath(path).startswith("/proc/self/fd/"):
         stream = open(path, "w+b")  # noqa: SIM115  (closed with the HDF5 file)

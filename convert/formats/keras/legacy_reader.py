@@ -31,13 +31,14 @@ from pathlib import Path
 
 import h5py
 
-from ...errors import FormatError
-from ...graph import VARIABLE_NAME, Graph, Node, Slot
-from ...tensor import Tensor
-from . import layout
-from .hdf5_files import Source
-from .hdf5_reader import child, dataset_tensor, has_attr, read_names, read_text
-from .layout import TOP_LEVEL
+from convert.core.errors import FormatError
+from convert.core.graph import VARIABLE_NAME, Graph, Node, Slot
+from convert.core.tensor import Tensor
+from convert.formats.keras.hdf5_files import Source
+from convert.formats.keras.hdf5_reader import child, dataset_tensor, has_attr, read_names, read_text
+from convert.frameworks.keras import config as keras_config
+from convert.frameworks.keras import layout
+from convert.frameworks.keras.layout import TOP_LEVEL
 
 OPTIMIZER = "optimizer"
 
@@ -221,7 +222,7 @@ def _slot_of(weight_name: str, variables: dict[str, Tensor]) -> tuple[Tensor, st
 
 
 def _annotate_keras3_keys(graph: Graph, layers: list[tuple[str, list[tuple[str, Tensor]]]]) -> None:
-    config = layout.parse_config(graph.metadata.get("model_config"))
+    config = keras_config.decode(graph.metadata.get("model_config"))
     if config is None:
         graph.root.meta["keras3_unmapped"] = (
             "the file holds no model config (weights-only .h5: layer order, no Keras 3 paths)")

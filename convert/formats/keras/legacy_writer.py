@@ -16,15 +16,21 @@ from typing import Any
 
 import h5py
 
-from ...dtypes import is_bfloat16
-from ...errors import UnsupportedError
-from ...fileio import OutputSet
-from ...graph import Graph
-from ...notes import dropped_values, non_tensor_values
-from ...tensor import Tensor
-from . import tfgraph
-from .hdf5_writer import check_component, check_writable, create, write_dataset, write_names
-from .layout import TOP_LEVEL
+from convert.core.dtypes import is_bfloat16
+from convert.core.errors import UnsupportedError
+from convert.core.graph import Graph
+from convert.core.notes import dropped_values, non_tensor_values
+from convert.core.tensor import Tensor
+from convert.formats.keras import tfgraph
+from convert.formats.keras.hdf5_writer import (
+    check_component,
+    check_writable,
+    create,
+    write_dataset,
+    write_names,
+)
+from convert.frameworks.keras.layout import TOP_LEVEL
+from convert.io.reads import OutputSet
 
 DEFAULT_KERAS_VERSION = "2.15.0"  # any version but "1": without one Keras assumes Keras 1
 

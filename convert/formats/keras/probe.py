@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import FormatError
+from convert.core.errors import FormatError
 
 PROBE_SECONDS = 3.0
 _probed: set[tuple] = set()

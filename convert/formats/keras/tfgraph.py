@@ -24,10 +24,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ...errors import UnsupportedError
-from ...graph import Entry, Graph, Node, Path
-from ...tensor import Tensor
-from . import layout
+from convert.core.errors import UnsupportedError
+from convert.core.graph import Entry, Graph, Node, Path
+from convert.core.tensor import Tensor
+from convert.frameworks.keras import layout
 
 WITH_WEIGHTS = re.compile(r"layer_with_weights-(\d+)")
 ANY_LAYER = re.compile(r"layer-(\d+)")

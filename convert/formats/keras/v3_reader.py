@@ -40,14 +40,15 @@ from typing import Any
 
 import h5py
 
-from ...errors import FormatError, UnsafeInputError, UnsupportedError
-from ...graph import Graph, Node
-from ...tensor import Tensor
-from ...zipcheck import lying_sizes, unsafe_name
-from . import layout
-from .hdf5_files import Source, zip_member_source
-from .hdf5_reader import dataset_tensor, members, read_text
-from .layout import WEIGHTS_MEMBER
+from convert.core.errors import FormatError, UnsafeInputError, UnsupportedError
+from convert.core.graph import Graph, Node
+from convert.core.tensor import Tensor
+from convert.formats.keras.hdf5_files import Source, zip_member_source
+from convert.formats.keras.hdf5_reader import dataset_tensor, members, read_text
+from convert.frameworks.keras import config as keras_config
+from convert.frameworks.keras import layout
+from convert.frameworks.keras.layout import WEIGHTS_MEMBER
+from convert.io.zipcheck import lying_sizes, unsafe_name
 
 _MAX_JSON = 64 << 20
 _SHARD_NAME = re.compile(r"[^/\\]+\.h5")
@@ -213,7 +214,7 @@ def _read_archive(path: Path) -> Graph:
         graph.metadata["keras_config"] = texts["config.json"]
     if "metadata.json" in texts:
         graph.metadata["keras_metadata"] = texts["metadata.json"]
-        meta = layout.parse_config(texts["metadata.json"]) or {}
+        meta = keras_config.decode(texts["metadata.json"]) or {}
         if isinstance(meta.get("keras_version"), str):
             graph.metadata["keras_version"] = meta["keras_version"]
     assets = sorted(n for n in names if n.startswith("assets/"))
@@ -239,7 +240,7 @@ def _objects(graph: Graph) -> tuple[dict[str, list[Tensor]], dict[str, str]]:
 
 def _annotate_legacy(graph: Graph) -> None:
     """Give each variable its Keras 2 identity, from the archive's config."""
-    config = layout.parse_config(graph.metadata.get("keras_config"))
+    config = keras_config.decode(graph.metadata.get("keras_config"))
     if config is None:
         graph.root.meta["keras_legacy_unmapped"] = "the archive holds no config.json"
         return

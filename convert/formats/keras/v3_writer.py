@@ -18,12 +18,12 @@ from typing import Any
 
 import h5py
 
-from ...errors import UnsupportedError
-from ...fileio import OutputSet
-from ...graph import Graph
-from ...tensor import Tensor
-from .hdf5_writer import check_component, check_writable, create, write_dataset
-from .layout import WEIGHTS_MEMBER
+from convert.core.errors import UnsupportedError
+from convert.core.graph import Graph
+from convert.core.tensor import Tensor
+from convert.formats.keras.hdf5_writer import check_component, check_writable, create, write_dataset
+from convert.frameworks.keras.layout import WEIGHTS_MEMBER
+from convert.io.reads import OutputSet
 
 KERAS_SHARD_SIZE = 5 * 1024**3  # ShardedH5IOStore's default, 5 GiB
 

@@ -29,14 +29,20 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy
 
-from ...checksums import crc32
-from ...dtypes import EXTRA_NAMES, STRING, from_name
-from ...errors import ChecksumError, ConvertError, FormatError, UnsafeInputError, UnsupportedError
-from ...fileio import SourceFile, read_region
-from ...graph import Graph
-from ...notes import count, some
-from ...tensor import Check, Stored, Tensor, array_from_bytes
-from ...zipcheck import lying_sizes, unsafe_name
+from convert.core.dtypes import EXTRA_NAMES, STRING, from_name
+from convert.core.errors import (
+    ChecksumError,
+    ConvertError,
+    FormatError,
+    UnsafeInputError,
+    UnsupportedError,
+)
+from convert.core.graph import Graph
+from convert.core.notes import count, some
+from convert.core.tensor import Check, Stored, Tensor, array_from_bytes
+from convert.io.checksums import crc32
+from convert.io.reads import SourceFile, read_region
+from convert.io.zipcheck import lying_sizes, unsafe_name
 
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip local file header, 30 bytes
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -297,6 +303,6 @@ class _Member:
 def write(graph: Graph, path: Path, **options: Any) -> None:
     """Write `graph` as an npz file (writer.py, imported when first used: listing and
     reading need none of it)."""
-    from .writer import write as write_npz
+    from convert.formats.npz.writer import write as write_npz
 
     write_npz(graph, path, **options)

@@ -17,11 +17,11 @@ import struct
 import zipfile
 from typing import TYPE_CHECKING
 
-from ...checksums import crc32, crc32_join
+from convert.io.checksums import crc32, crc32_join
 
 if TYPE_CHECKING:
-    from ...rawcopy import Output
-    from ...tensor import Stored
+    from convert.core.tensor import Stored
+    from convert.io.rawcopy import Output
 
 _UTF8_NAME = 0x800
 

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy
 
-from ...checksums import crc32_joins
-from ...dtypes import STRING
-from ...errors import ConvertError, UnsupportedError
-from ...graph import Graph
-from ...notes import count, dropped_values, non_tensor_values, some
-from ...outputs import OutputSet
-from ...rawcopy import Output
-from ...stream import contents
-from .storedzip import StoredZipWriter
+from convert.core.dtypes import STRING
+from convert.core.errors import ConvertError, UnsupportedError
+from convert.core.graph import Graph
+from convert.core.notes import count, dropped_values, non_tensor_values, some
+from convert.formats.npz.storedzip import StoredZipWriter
+from convert.io.checksums import crc32_joins
+from convert.io.outputs import OutputSet
+from convert.io.rawcopy import Output
+from convert.io.stream import contents
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: the same tensors give the same file
 

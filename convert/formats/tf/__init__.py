@@ -11,14 +11,14 @@ import glob
 import os
 from pathlib import Path
 
-from ... import stream
-from ...errors import ConvertError, FormatError, UnsupportedError
-from ...graph import Graph, Node
-from ...notes import dropped_values, non_tensor_values
-from ...outputs import OutputSet
-from ...tfnames import name_based_keys
-from . import objects, state
-from .bundle import BundleReader, BundleWriter, data_path, strip_suffix
+from convert.core.errors import ConvertError, FormatError, UnsupportedError
+from convert.core.graph import Graph, Node
+from convert.core.notes import dropped_values, non_tensor_values
+from convert.formats.tf import objects, state
+from convert.formats.tf.bundle import BundleReader, BundleWriter, data_path, strip_suffix
+from convert.frameworks.tf1_names import name_based_keys
+from convert.io import stream
+from convert.io.outputs import OutputSet
 
 
 class NotACheckpoint(ConvertError):

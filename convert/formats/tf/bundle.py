@@ -15,15 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ...checksums import crc32c
-from ...dtypes import STRING, dtype_name, from_name, is_extra
-from ...errors import ChecksumError, FormatError, UnsupportedError
-from ...fileio import SourceFile
-from ...outputs import open_output
-from ...rawcopy import Output
-from ...tensor import Check, Stored, Tensor, array_from_bytes
-from . import protos, slices
-from .table import TableReader, TableWriter, mask, read_varint, unmask, write_varint
+from convert.core.dtypes import STRING, dtype_name, from_name, is_extra
+from convert.core.errors import ChecksumError, FormatError, UnsupportedError
+from convert.core.tensor import Check, Stored, Tensor, array_from_bytes
+from convert.formats.tf import protos, slices
+from convert.formats.tf.table import (
+    TableReader,
+    TableWriter,
+    mask,
+    read_varint,
+    unmask,
+    write_varint,
+)
+from convert.io.checksums import crc32c
+from convert.io.outputs import open_output
+from convert.io.rawcopy import Output
+from convert.io.reads import SourceFile
 
 HEADER_KEY = b""
 _DTYPES: dict[int, np.dtype] = {

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from ...errors import FormatError
-from ...graph import PRIMARY_PATH, Graph, Item, Node, Slot
-from ...tensor import Tensor
-from . import protos
-from .bundle import BundleReader
+from convert.core.errors import FormatError
+from convert.core.graph import PRIMARY_PATH, Graph, Item, Node, Slot
+from convert.core.tensor import Tensor
+from convert.formats.tf import protos
+from convert.formats.tf.bundle import BundleReader
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VALUE = "VARIABLE_VALUE"

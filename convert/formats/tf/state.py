@@ -10,9 +10,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from ...errors import FormatError
-from ...outputs import OutputSet
-from . import protos
+from convert.core.errors import FormatError
+from convert.formats.tf import protos
+from convert.io.outputs import OutputSet
 
 STATE_FILE = "checkpoint"
 _NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")

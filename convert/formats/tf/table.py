@@ -12,8 +12,8 @@ import os
 import struct
 from collections.abc import Iterator
 
-from ...checksums import crc32c
-from ...errors import ChecksumError, FormatError
+from convert.core.errors import ChecksumError, FormatError
+from convert.io.checksums import crc32c
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

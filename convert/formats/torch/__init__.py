@@ -18,9 +18,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ...errors import FormatError
-from ...graph import Graph
-from ...outputs import OutputSet
+from convert.core.errors import FormatError
+from convert.core.graph import Graph
+from convert.io.outputs import OutputSet
 
 # The reader and writer modules are imported where used: safetensors imports this
 # package for its key rules only.
@@ -41,8 +41,8 @@ def _looks_like_torch(path: Path) -> bool:
 
 
 def sniff(path: Path) -> bool:
-    from .legacy import is_legacy
-    from .zipreader import is_torch_zip
+    from convert.formats.torch.legacy import is_legacy
+    from convert.formats.torch.zipreader import is_torch_zip
 
     try:
         return path.is_file() and (is_legacy(path) or is_torch_zip(path)
@@ -52,10 +52,10 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Graph:
-    from ...tfnames import NAMES_KEY, parse_names, restore_names
-    from .legacy import read_legacy
-    from .tree import ATTRIBUTES
-    from .zipreader import read_zip
+    from convert.formats.torch.legacy import read_legacy
+    from convert.formats.torch.tree import ATTRIBUTES
+    from convert.formats.torch.zipreader import read_zip
+    from convert.frameworks.tf1_names import NAMES_KEY, parse_names, restore_names
 
     try:
         if _head(path)[:2] == b"PK":
@@ -80,11 +80,11 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Any = None, report: Any = None, max_shard_size: int | None = None,
           strided: bool = False, **options: Any) -> None:
     """`strided`: permuted tensors as strided views of their sources' bytes (writer.py)."""
-    from ...api import Report
-    from ...flatkeys import join_path
-    from ...sharding import is_index, write_sharded
-    from ...tfnames import NAMES_KEY, names_to_keep
-    from .writer import write_entries, write_graph
+    from convert.core.report import Report
+    from convert.formats.sharding import is_index, write_sharded
+    from convert.formats.torch.writer import write_entries, write_graph
+    from convert.frameworks.flatkeys import join_path
+    from convert.frameworks.tf1_names import NAMES_KEY, names_to_keep
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import _compat_pickle
 from typing import Any
 
-from ...errors import FormatError, UnsafeInputError, UnsupportedError
-from .records import (
+from convert.core.errors import FormatError, UnsafeInputError, UnsupportedError
+from convert.formats.torch.records import (
     STORAGE_CLASSES,
     TORCH_DTYPES,
     Global,

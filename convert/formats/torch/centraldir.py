@@ -16,8 +16,8 @@ import os
 import struct
 from typing import NamedTuple
 
-from ...errors import FormatError
-from ...zipcheck import unsafe_name
+from convert.core.errors import FormatError
+from convert.io.zipcheck import unsafe_name
 
 _END = struct.Struct("<4sHHHHIIH")  # end of central directory record
 _END64_LOCATOR = struct.Struct("<4sIQI")

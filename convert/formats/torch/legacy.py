@@ -14,13 +14,13 @@ import os
 import struct
 from pathlib import Path
 
-from ...errors import FormatError
-from ...fileio import SourceFile
-from ...graph import Graph
-from .records import StorageRef, storage_from_pid
-from .storage import Record, TensorFactory
-from .tree import to_graph
-from .unpickler import Unpickler
+from convert.core.errors import FormatError
+from convert.core.graph import Graph
+from convert.formats.torch.records import StorageRef, storage_from_pid
+from convert.formats.torch.storage import Record, TensorFactory
+from convert.formats.torch.tree import to_graph
+from convert.formats.torch.unpickler import Unpickler
+from convert.io.reads import SourceFile
 
 MAGIC = 0x1950A86A20F9469CFC6C
 PROTOCOL = 1001

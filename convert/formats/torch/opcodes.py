@@ -13,14 +13,30 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ...errors import UnsafeInputError
-from .allowlist import setitem
-from .records import Global, PickledOrderedDict, TensorRef, short
+from convert.core.errors import FormatError, UnsafeInputError
+from convert.formats.torch.allowlist import setitem
+from convert.formats.torch.records import Global, PickledOrderedDict, TensorRef, short
 
-if TYPE_CHECKING:
-    from .unpickler import Unpickler
+
+class Unpickler(Protocol):
+    """What an opcode sees of the machine running it (`unpickler.Unpickler`): declared
+    here, so that the instruction set does not import the loop that dispatches to it."""
+
+    stack: list[Any]
+    memo: dict[int, Any]
+    where: str
+    persistent_load: Callable[[Any], Any] | None
+
+    def read(self, n: int) -> bytes: ...
+    def readline(self) -> bytes: ...
+    def error(self, message: str) -> FormatError: ...
+    def pop_mark(self) -> list[Any]: ...
+    def pop(self) -> Any: ...
+    def top(self) -> Any: ...
+    def push_global(self, module: str, name: str) -> None: ...
+    def text(self, data: bytes) -> str: ...
 
 
 class _Mark:

@@ -17,9 +17,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ...errors import UnsupportedError
-from ...tensor import Tensor
-from .records import STORAGE_CLASSES, TORCH_DTYPES, PickledOrderedDict, TorchDtype
+from convert.core.errors import UnsupportedError
+from convert.core.tensor import Tensor
+from convert.formats.torch.records import (
+    STORAGE_CLASSES,
+    TORCH_DTYPES,
+    PickledOrderedDict,
+    TorchDtype,
+)
 
 # numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
 _STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items()

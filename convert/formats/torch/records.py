@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ...dtypes import from_name
-from ...errors import FormatError, UnsafeInputError, UnsupportedError
+from convert.core.dtypes import from_name
+from convert.core.errors import FormatError, UnsafeInputError, UnsupportedError
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from collections.abc import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ...checksums import crc32
-from ...errors import ChecksumError, FormatError
-from ...fileio import SourceFile
-from ...permute import permuted, view_layout
-from ...tensor import Check, Stored, Tensor
-from .records import StorageRef, TensorRef, view_extent
+from convert.core.errors import ChecksumError, FormatError
+from convert.core.tensor import Check, Stored, Tensor
+from convert.formats.torch.records import StorageRef, TensorRef, view_extent
+from convert.io.checksums import crc32
+from convert.io.permute import permuted, view_layout
+from convert.io.reads import SourceFile
 
 # An expanded view (stride 0) may claim more elements than its storage holds, as torch
 # allows; beyond this many bytes such a claim is treated as a lie rather than allocated.

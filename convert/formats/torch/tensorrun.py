@@ -14,8 +14,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from .opcodes import MARK
-from .records import Global
+from convert.formats.torch.opcodes import MARK
+from convert.formats.torch.records import Global
 
 # torch writes every tensor with one run of opcodes, its globals and constant strings
 # fetched from the memo once they are there (a BINGET of the rebuild function starts it):

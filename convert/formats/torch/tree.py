@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import FormatError, UnsupportedError
-from ...flatkeys import add_keyed, join_path
-from ...graph import Graph, Node
-from ...notes import count, dropped_values
-from ...tensor import Tensor
-from ...tfnames import NAMES_KEY, names_to_keep
-from .records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
+from convert.core.errors import FormatError, UnsupportedError
+from convert.core.graph import Graph, Node
+from convert.core.notes import count, dropped_values
+from convert.core.tensor import Tensor
+from convert.formats.torch.records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
+from convert.frameworks.flatkeys import add_keyed, join_path
+from convert.frameworks.tf1_names import NAMES_KEY, names_to_keep
 
 CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
 KEYS = "torch.keys"  # original keys, in order (ints stay ints)

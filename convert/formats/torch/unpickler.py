@@ -34,11 +34,11 @@ import struct
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ...errors import FormatError, UnsafeInputError, UnsupportedError
-from .allowlist import ALLOWED, UNSUPPORTED, python3_name
-from .opcodes import MARK, OPS, stop
-from .records import Global
-from .tensorrun import TensorRuns
+from convert.core.errors import FormatError, UnsafeInputError, UnsupportedError
+from convert.formats.torch.allowlist import ALLOWED, UNSUPPORTED, python3_name
+from convert.formats.torch.opcodes import MARK, OPS, stop
+from convert.formats.torch.records import Global
+from convert.formats.torch.tensorrun import TensorRuns
 
 PersistentLoad = Callable[[tuple], Any]
 _U32 = struct.Struct("<I")

@@ -18,15 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...flatkeys import join_path
-from ...graph import Entry, Graph
-from ...rawcopy import Output
-from ...stream import contents
-from ...tensor import raw_bytes
-from .pickler import Pickler
-from .records import PickledOrderedDict
-from .tree import from_graph
-from .ziparchive import AlignedZipWriter
+from convert.core.graph import Entry, Graph
+from convert.core.tensor import raw_bytes
+from convert.formats.torch.pickler import Pickler
+from convert.formats.torch.records import PickledOrderedDict
+from convert.formats.torch.tree import from_graph
+from convert.formats.torch.ziparchive import AlignedZipWriter
+from convert.frameworks.flatkeys import join_path
+from convert.io.rawcopy import Output
+from convert.io.stream import contents
 
 
 def archive_name(path: Path) -> str:

@@ -13,10 +13,10 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from ...checksums import crc32
+from convert.io.checksums import crc32
 
 if TYPE_CHECKING:
-    from ...tensor import Stored
+    from convert.core.tensor import Stored
 
 ALIGNMENT = 64
 _U32 = 0xFFFFFFFF

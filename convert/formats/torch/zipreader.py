@@ -16,15 +16,15 @@ import struct
 import zipfile
 from pathlib import Path
 
-from ...checksums import crc32
-from ...errors import ChecksumError, FormatError, UnsupportedError
-from ...fileio import SourceFile
-from ...graph import Graph
-from .centraldir import CentralDirectory, ZipEntry
-from .records import StorageRef, storage_from_pid
-from .storage import Record, TensorFactory
-from .tree import to_graph
-from .unpickler import Unpickler
+from convert.core.errors import ChecksumError, FormatError, UnsupportedError
+from convert.core.graph import Graph
+from convert.formats.torch.centraldir import CentralDirectory, ZipEntry
+from convert.formats.torch.records import StorageRef, storage_from_pid
+from convert.formats.torch.storage import Record, TensorFactory
+from convert.formats.torch.tree import to_graph
+from convert.formats.torch.unpickler import Unpickler
+from convert.io.checksums import crc32
+from convert.io.reads import SourceFile
 
 MAX_PICKLE_BYTES = 256 << 20  # ~4M tensors' worth; a larger data.pkl is not weights
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ...dtypes import from_name
-from .base import NeedShapes, Op, OpError, Spec
-from .element import (
+from convert.core.dtypes import from_name
+from convert.rules.ops.base import NeedShapes, Op, OpError, Spec
+from convert.rules.ops.element import (
     Cast,
     ChannelsFirst,
     Expand,
@@ -36,7 +36,7 @@ from .element import (
     Squeeze,
     Transpose,
 )
-from .lists import (
+from convert.rules.ops.lists import (
     Concat,
     Constant,
     Drop,

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import RuleError
+from convert.core.errors import RuleError
 
 Spec = tuple[np.dtype, tuple[int, ...]]
 

@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...dtypes import dtype_name, from_name
-from ...permute import permuted
-from .base import NeedShapes, Op, OpError, Spec, _check_axis
+from convert.core.dtypes import dtype_name, from_name
+from convert.io.permute import permuted
+from convert.rules.ops.base import NeedShapes, Op, OpError, Spec, _check_axis
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...dtypes import dtype_name, from_name
-from .base import NeedShapes, Op, OpError, Spec, _check_axis
+from convert.core.dtypes import dtype_name, from_name
+from convert.rules.ops.base import NeedShapes, Op, OpError, Spec, _check_axis
 
 
 @dataclass(frozen=True)

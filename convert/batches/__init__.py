@@ -1,0 +1,1 @@
+"""Many conversions at once (`ckpt batch`): items, worker processes, a Dask cluster."""

@@ -1,0 +1,40 @@
+"""`ckpt rules`: the built-in rule sets, and one printed whole."""
+
+from __future__ import annotations
+
+import click
+
+from convert.cli.common import user_errors
+
+
+@click.group("rules", invoke_without_command=True)
+@click.pass_context
+def rules_command(ctx: click.Context) -> None:
+    """List the built-in rule sets (`ckpt rules show NAME` prints one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from convert import rules
+
+    with user_errors():
+        for name in rules.builtin_names():
+            ruleset = rules.load(name)
+            click.echo(f"{name:<14} {' <-> '.join(ruleset.sides):<16} {ruleset.summary}")
+            if ruleset.serves:
+                click.echo(f"{'':<14} serves: {ruleset.serves}")
+        click.echo(f"{'keras-keras':<14} {'(and torch-torch, flax-flax)':<16} one framework's "
+                   "layers into another file of it (tf_keras .h5 or checkpoint into a Keras 3 "
+                   "model's file), aligned by kind and order; what --like picks")
+
+
+@rules_command.command("show")
+@click.argument("name")
+def rules_show_command(name: str) -> None:
+    """Print a built-in rule set's file."""
+    from convert import rules
+    from convert.rules.kinds import mappings
+
+    with user_errors():
+        rules.load(name)  # an unknown name gets the usual one-line error
+        click.echo(mappings().joinpath(f"{name}.toml").read_text("utf8"), nl=False)
+
+

@@ -1,0 +1,229 @@
+"""The format registry: every format's name, extensions and module, declared in
+the table at the end of this module. A format's module (and what it imports: h5py, protobuf,
+the unpickler) is imported only when that format is sniffed, read or written, so that
+listing one file loads one format. Content sniffing wins over the file name."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convert.core.errors import ConvertError, FormatError, UnsupportedError
+
+if TYPE_CHECKING:  # (the graph imports numpy: `ckpt --version` and `formats` need neither)
+    from convert.core.graph import Graph
+
+
+@dataclass(frozen=True)
+class Format:
+    """A format and the module that implements it, with module-level functions
+    `{prefix}sniff(path) -> bool` (cheap; raises only a ConvertError saying why a path
+    meant for this format cannot be read), `{prefix}read(path) -> Graph`
+    (lazy) and `{prefix}write(graph, path, *, overwrite, inputs, progress, report, **opts)`."""
+
+    name: str
+    description: str
+    extensions: tuple[str, ...]  # e.g. (".safetensors",); matched on the end of the name
+    module: str  # e.g. "convert.formats.safetensors"
+    prefix: str = ""  # for a module serving several formats
+    options: tuple[str, ...] = ()  # the writer's keyword options (WriterOption names, and
+    # `directory`, which the API sets for a DST that ends in a separator)
+    # Whose layer and naming conventions its files follow (a TF checkpoint's are Keras'),
+    # None where a file may hold any framework's (npz); and the character its flat keys
+    # are joined with (`encoder.layer.0.weight`, `dense/kernel`).
+    framework: str | None = None
+    separator: str = "/"
+
+    def _function(self, what: str) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module), self.prefix + what)
+
+    @property
+    def sniff(self) -> Callable[[Path], bool]:
+        return self._function("sniff")
+
+    @property
+    def read(self) -> Callable[[Path], Graph]:
+        return self._function("read")
+
+    @property
+    def write(self) -> Callable[..., Any]:
+        return self._function("write")
+
+
+@dataclass(frozen=True)
+class WriterOption:
+    """A writer option: its API keyword, how the CLI and a batch manifest spell it, and
+    what it takes. The one owner of these: `ckpt convert` and `ckpt batch` flags, the
+    manifest's keys and the errors that name an option are all made from this record."""
+
+    name: str  # the API keyword (max_shard_size)
+    flag: str  # the CLI flag (--max-shard-size)
+    manifest: str  # the key in a batch manifest (max_shard_size)
+    kind: str  # "flag" (on/off), "int", or "size" (2GB, 500MB)
+    help: str
+    chooses_tf: bool = False  # given for a name that says no format, it means tf output
+
+
+_FORMATS: dict[str, Format] = {}
+_OPTIONS: dict[str, WriterOption] = {}
+
+
+def register_option(option: WriterOption) -> WriterOption:
+    _OPTIONS[option.name] = option
+    return option
+
+
+def writer_options() -> dict[str, WriterOption]:
+    """Every user-facing writer option, by API keyword, in declared order."""
+    return dict(_OPTIONS)
+
+
+def register(fmt: Format) -> Format:
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> dict[str, Format]:
+    return dict(_FORMATS)
+
+
+def get(name: str) -> Format:
+    try:
+        return _FORMATS[name]
+    except KeyError:
+        raise UnsupportedError(
+            f"unknown format {name!r}; known: {', '.join(sorted(_FORMATS))}") from None
+
+
+def framework_of(name: str | None) -> str | None:
+    """The framework whose conventions files of format `name` follow (None: none, or no
+    such format)."""
+    fmt = _FORMATS.get(name or "")
+    return fmt.framework if fmt is not None else None
+
+
+def formats_of(framework: str) -> tuple[str, ...]:
+    """The formats whose files follow `framework`'s conventions, in declared order."""
+    return tuple(f.name for f in _FORMATS.values() if f.framework == framework)
+
+
+def separator(name: str | None) -> str:
+    """The character format `name` joins a path's steps with in its keys."""
+    fmt = _FORMATS.get(name or "")
+    return fmt.separator if fmt is not None else "/"
+
+
+def by_extension(path: str | os.PathLike) -> Format | None:
+    """The format whose longest registered extension ends the name."""
+    name = os.fspath(path).lower()
+    best: tuple[int, Format] | None = None
+    for fmt in _FORMATS.values():
+        for ext in fmt.extensions:
+            if name.endswith(ext) and (best is None or len(ext) > best[0]):
+                best = (len(ext), fmt)
+    return best[1] if best else None
+
+
+# Files people try that no format here reads, by extension: what they are instead.
+_FOREIGN = {
+    ".onnx": "is an ONNX model (a graph with its weights), which this tool does not read; "
+             "export the weights from the framework that made it",
+}
+
+
+def detect(path: str | os.PathLike) -> Format:
+    """The format of an existing input, by content first, then by name. A sniff may
+    raise a ConvertError that says why a path meant for its format cannot be read (a
+    directory of several TF checkpoints): if no format claims the path, the first such
+    message is the error, as it says more than "is not a checkpoint"."""
+    path = Path(path)
+    named = by_extension(path)
+    if path.is_file() and path.stat().st_size == 0:
+        kind = f" (its name says {named.name})" if named else ""
+        raise FormatError(f"is 0 bytes: an empty file, not a checkpoint{kind}", path)
+    # The module the name points at first, so usually only that module loads; its
+    # formats keep their declared order (a Keras 3 file may be called `x.h5`).
+    first = named.module if named else None
+    ordered = sorted(_FORMATS.values(), key=lambda fmt: fmt.module != first)
+    reason: ConvertError | None = None
+    for fmt in ordered:
+        try:
+            if fmt.sniff(path):
+                return fmt
+        except ConvertError as exc:
+            reason = reason or exc
+    if reason is not None:
+        raise reason
+    if not path.exists() and not _has_siblings(path):
+        raise ConvertError("no such file or directory", path)
+    foreign = _FOREIGN.get(path.suffix.lower())
+    if foreign:
+        raise UnsupportedError(foreign, path)
+    raise ConvertError(
+        "is not a checkpoint this tool reads (expected a TensorFlow checkpoint prefix, "
+        ".index or .data file or directory, or a file of: "
+        + ", ".join(sorted({e for f in _FORMATS.values() for e in f.extensions})) + ")",
+        path)
+
+
+def _has_siblings(path: Path) -> bool:
+    """A TF prefix names no file itself; its `.index` is what exists."""
+    return path.parent.is_dir() and any(path.parent.glob(path.name + ".*"))
+
+
+# The built-in formats: one module or package each under convert/formats, declared here
+# by name, extensions and module (imported only when used), with the framework whose
+# conventions their files follow and the separator of their flat keys (the one owner of
+# both facts); and the writer options, which the CLI's flags and a batch manifest's keys
+# are made from.
+#
+# Order is sniffing order after the format the file name points at: TensorFlow first (a
+# prefix names no file, so only its sniff can claim it), then the formats with magic
+# numbers or strict headers, and the Keras 2 sniff last, since it claims any HDF5 file
+# (so that a foreign HDF5 file gets an error that says so).
+
+for _option in (
+    WriterOption("max_to_keep", "--max-to-keep", "max_to_keep", "int",
+                 "tf: write DST as a CheckpointManager directory keeping this many.",
+                 chooses_tf=True),
+    WriterOption("name_based", "--tf-names", "tf_names", "flag",
+                 "tf: write a name-based (TF1 Saver) checkpoint without an object graph.",
+                 chooses_tf=True),
+    WriterOption("max_shard_size", "--max-shard-size", "max_shard_size", "size",
+                 "torch/safetensors/keras: split DST into shards of at most this size "
+                 "(2GB, 500MB)."),
+    WriterOption("compress", "--compress", "compress", "flag", "npz: deflate the members."),
+    WriterOption("strided", "--strided", "strided", "flag",
+                 "torch: write transposed tensors as strided views of the source's bytes (as "
+                 "torch.save writes w.t()): no transpose; they load non-contiguous."),
+):
+    register_option(_option)
+
+for _format in (
+    Format("tf", "TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
+           (".index", ".ckpt"), "convert.formats.tf",
+           options=("name_based", "max_to_keep", "directory"), framework="keras"),
+    Format("safetensors", "safetensors (Hugging Face), single files", (".safetensors",),
+           "convert.formats.safetensors", options=("max_shard_size",), framework="torch",
+           separator="."),
+    Format("sharded", "Hugging Face sharded set: *.index.json with a weight_map "
+           "(safetensors or torch shards)", (".index.json",), "convert.formats.sharded",
+           options=("max_shard_size",), framework="torch", separator="."),
+    Format("torch", "PyTorch torch.save (zip and legacy), state dicts and nested checkpoints",
+           (".pt", ".pth", ".bin"), "convert.formats.torch",
+           options=("max_shard_size", "strided"), framework="torch", separator="."),
+    Format("npz", "NumPy .npz archive of arrays, keys joined with '/'", (".npz",),
+           "convert.formats.npz", options=("compress",)),
+    Format("flax", "Flax msgpack state dict (flax.serialization.to_bytes)", (".msgpack",),
+           "convert.formats.flax", framework="flax"),
+    Format("keras", "Keras 3 .weights.h5, sharded .weights.json, .keras archive",
+           (".weights.h5", ".weights.json", ".keras"), "convert.formats.keras", "keras3_",
+           options=("max_shard_size",), framework="keras"),
+    Format("keras-h5", "Keras 2 legacy HDF5 weights and full-model .h5 (tf.keras, tf_keras)",
+           (".h5", ".hdf5"), "convert.formats.keras", "legacy_", framework="keras"),
+):
+    register(_format)
