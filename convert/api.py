@@ -33,7 +33,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = 
     from convert import porting
 
     try:
-        planned, fmt = porting.plan(graph, dst, to=to, rules=rules, like=like, check=check,
+        planned, fmt = porting.prepare(graph, dst, to=to, rules=rules, like=like, check=check,
                                     reverse=reverse)
     except porting.AlignmentError as exc:
         if emit_rules is None or like is None:
@@ -82,7 +82,7 @@ def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None
 
         graph, done = migration.migrate(graph, root=root, pick=picks,
                                         no_optimizer=no_optimizer)
-        planned, _ = porting.plan(graph, dst, to=fmt.name, rules=None, like=like, check=None,
+        planned, _ = porting.prepare(graph, dst, to=fmt.name, rules=None, like=like, check=None,
                                   reverse=False)
         out, placed = migration.migrate(planned.graph, under=under, checkpoint_root=objects,
                                         new_root=bool(picks))

@@ -20,7 +20,7 @@ from convert.loadsave import load, target_format
 _MAX_LISTING = 64 << 20
 
 
-def plan(graph: Graph, dst: str | os.PathLike, *, to: str | None, rules: Any,
+def prepare(graph: Graph, dst: str | os.PathLike, *, to: str | None, rules: Any,
          like: str | os.PathLike | None, check: str | None,
          reverse: bool) -> tuple[rules_pkg.Planned, str]:
     """The planned graph for `graph` → `dst`, and the output format's name."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from convert.core.tensor import Tensor
 
-Path = tuple[str, ...]
+GraphPath = tuple[str, ...]
 
 # Tensor.meta key: the path a source format itself names a tensor by (TF: the object path
 # of its checkpoint key). Where several paths reach one tensor, it is the one written to a
@@ -28,7 +28,7 @@ PRIMARY_PATH = "primary_path"
 VARIABLE_NAME = "tf_full_name"
 
 
-def slot_path(optimizer: Path, name: str, variable: Path) -> Path:
+def slot_path(optimizer: GraphPath, name: str, variable: GraphPath) -> GraphPath:
     """Where a flat format puts a slot: under its optimizer, by slot name, then the
     variable's path (`optimizer/m/dense/kernel`), so it never nests under a tensor."""
     return optimizer + (name,) + variable
@@ -57,7 +57,7 @@ class Node:
         return f"Node({list(self.edges)})"
 
 
-Item = Node | Tensor
+EdgeTarget = Node | Tensor
 
 
 @dataclass
@@ -75,12 +75,12 @@ class Entry:
     """One tensor of a graph, once, with every path that reaches it: first its
     `PRIMARY_PATH` when it has one, then in depth-first order."""
 
-    paths: list[Path]
+    paths: list[GraphPath]
     tensor: Tensor
     slot: Slot | None = None
 
     @property
-    def path(self) -> Path:
+    def path(self) -> GraphPath:
         return self.paths[0]
 
 
@@ -95,7 +95,7 @@ class Graph:
     notes: list[str] = field(default_factory=list)  # what a reader could not carry over
 
     # -- building ---------------------------------------------------------------
-    def add(self, path: Path, item: Item) -> Item:
+    def add(self, path: GraphPath, item: EdgeTarget) -> EdgeTarget:
         """Put `item` at `path`, creating the Nodes on the way; returns `item`."""
         node = self.root
         for i, name in enumerate(path[:-1]):
@@ -108,8 +108,8 @@ class Graph:
         node.edges[path[-1]] = item
         return item
 
-    def get(self, path: Path) -> Item:
-        item: Item = self.root
+    def get(self, path: GraphPath) -> EdgeTarget:
+        item: EdgeTarget = self.root
         for name in path:
             if not isinstance(item, Node):
                 raise KeyError(path)
@@ -117,7 +117,7 @@ class Graph:
         return item
 
     # -- walking ----------------------------------------------------------------
-    def walk(self) -> Iterator[tuple[Path, Item]]:
+    def walk(self) -> Iterator[tuple[GraphPath, EdgeTarget]]:
         """Depth-first, in edge order, every path to every item (aliases included).
 
         A Node reached again is reported but not descended into twice, so cycles end."""
@@ -135,7 +135,7 @@ class Graph:
             else:
                 stack.pop()
 
-    def nodes(self) -> Iterator[tuple[Path, Node]]:
+    def nodes(self) -> Iterator[tuple[GraphPath, Node]]:
         """The root, then every Node as `walk` reports it (at each path that reaches it),
         without making a path for every tensor on the way."""
         yield (), self.root
@@ -154,7 +154,7 @@ class Graph:
             else:
                 stack.pop()
 
-    def value_paths(self) -> list[Path]:
+    def value_paths(self) -> list[GraphPath]:
         """The path of every non-tensor value the Nodes hold (`Node.metadata`), for writers
         that have nowhere to put them and say what they dropped."""
         # (`nodes` inlined, as in `entries`: a generator's resumption per Node is most of
@@ -219,14 +219,14 @@ class Graph:
             found.append(Entry([slot_path(opt_path, slot.name, var_path)], slot.value, slot))
         return found
 
-    def node_paths(self) -> dict[int, Path]:
+    def node_paths(self) -> dict[int, GraphPath]:
         """First depth-first path of every Node (the root's is ())."""
-        paths: dict[int, Path] = {}
+        paths: dict[int, GraphPath] = {}
         for path, node in self.nodes():
             paths.setdefault(id(node), path)
         return paths
 
-    def tensors(self) -> Iterator[tuple[Path, Tensor]]:
+    def tensors(self) -> Iterator[tuple[GraphPath, Tensor]]:
         for entry in self.entries():
             yield entry.path, entry.tensor
 
@@ -234,7 +234,7 @@ class Graph:
         return len(self.entries())
 
     @classmethod
-    def from_flat(cls, items: dict[Path, Tensor], **kwargs: Any) -> Graph:
+    def from_flat(cls, items: dict[GraphPath, Tensor], **kwargs: Any) -> Graph:
         graph = cls(**kwargs)
         for path, tensor in items.items():
             graph.add(path, tensor)

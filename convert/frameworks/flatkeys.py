@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from convert.core.graph import Node, Path
+from convert.core.graph import GraphPath, Node
 from convert.core.tensor import Tensor
 
 
-def split_keys(keys: Iterable[str]) -> dict[str, Path]:
+def split_keys(keys: Iterable[str]) -> dict[str, GraphPath]:
     """The path of each key (see the module doc)."""
     parts = {key: tuple(key.split(".")) for key in keys}
     whole = set(parts.values())
@@ -23,11 +23,11 @@ def split_keys(keys: Iterable[str]) -> dict[str, Path]:
             for key, p in parts.items()}
 
 
-def join_path(path: Path) -> str:
+def join_path(path: GraphPath) -> str:
     return ".".join(path)
 
 
-def add_path(node: Node, path: Path, item: Node | Tensor) -> None:
+def add_path(node: Node, path: GraphPath, item: Node | Tensor) -> None:
     """Put `item` under `node` at `path`, creating plain intermediate Nodes."""
     for name in path[:-1]:
         nxt = node.edges.get(name)

@@ -26,7 +26,7 @@ from convert.core.tensor import Stored, Tensor
 INLINE_BYTES = 1 << 18  # below this a read is cheaper than a thread hand-off
 
 # (tensor, where its bytes lie unchanged, its value): exactly one of the last two is set
-Item = tuple[Tensor, Stored | None, np.ndarray | None]
+Prefetched = tuple[Tensor, Stored | None, np.ndarray | None]
 
 
 def values(tensors: Iterable[Tensor]) -> Iterator[tuple[Tensor, np.ndarray]]:
@@ -36,13 +36,13 @@ def values(tensors: Iterable[Tensor]) -> Iterator[tuple[Tensor, np.ndarray]]:
         yield tensor, value
 
 
-def contents(tensors: Iterable[Tensor]) -> Iterator[Item]:
+def contents(tensors: Iterable[Tensor]) -> Iterator[Prefetched]:
     """Each tensor with where its bytes lie unchanged (`Tensor.stored()`), or else its
     value (read as `values` reads: large ones one ahead); exactly one is not None."""
     return _stream(tensors, copies=True)
 
 
-def _stream(tensors: Iterable[Tensor], copies: bool) -> Iterator[Item]:
+def _stream(tensors: Iterable[Tensor], copies: bool) -> Iterator[Prefetched]:
     pool: ThreadPoolExecutor | None = None
     # What waits for its turn behind a large tensor being read: that one first (with its
     # read under way), then the small or copied ones after it (read when handed out).
@@ -73,11 +73,11 @@ def _stream(tensors: Iterable[Tensor], copies: bool) -> Iterator[Item]:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _now(tensor: Tensor, stored: Stored | None) -> Item:
+def _now(tensor: Tensor, stored: Stored | None) -> Prefetched:
     return (tensor, stored, None) if stored is not None else (tensor, None, tensor.read())
 
 
-def _take(waiting: deque[tuple[Tensor, Stored | None, Future | None]]) -> Item:
+def _take(waiting: deque[tuple[Tensor, Stored | None, Future | None]]) -> Prefetched:
     tensor, stored, future = waiting.popleft()
     if future is not None:
         return tensor, None, future.result()

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from convert.core.errors import UnsupportedError
-from convert.core.graph import PRIMARY_PATH, Graph, Item, Node, Path, Slot
+from convert.core.graph import PRIMARY_PATH, EdgeTarget, Graph, GraphPath, Node, Slot
 from convert.core.tensor import Tensor
 from convert.passes import optimizers
 
@@ -54,11 +54,11 @@ class Migration:
 
 @dataclass(frozen=True)
 class Pick:
-    path: Path
-    new_path: Path
+    path: GraphPath
+    new_path: GraphPath
 
 
-def parse_path(text: str, what: str) -> Path:
+def parse_path(text: str, what: str) -> GraphPath:
     """`a/b/c` as steps; a TF checkpoint key's `.ATTRIBUTES/NAME` is one edge, and a
     variable's own `/.ATTRIBUTES/VARIABLE_VALUE` is the variable itself."""
     parts = [p for p in text.strip("/").split("/")]
@@ -136,7 +136,7 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
 # -- the steps ---------------------------------------------------------------------------
 
 def _check_picks(picks: list[Pick]) -> None:
-    targets: dict[Path, Pick] = {}
+    targets: dict[GraphPath, Pick] = {}
     for p in picks:
         if p.new_path in targets:
             raise UnsupportedError(f"two picks go to {'/'.join(p.new_path)!r} "
@@ -151,8 +151,8 @@ def _check_picks(picks: list[Pick]) -> None:
                                        "give a NEWPATH outside it")
 
 
-def _get(graph: Graph, path: Path, what: str) -> Item:
-    item: Item = graph.root
+def _get(graph: Graph, path: GraphPath, what: str) -> EdgeTarget:
+    item: EdgeTarget = graph.root
     for i, name in enumerate(path):
         if not isinstance(item, Node) or name not in item.edges:
             here = "/".join(path[:i]) or "the root"
@@ -168,7 +168,7 @@ def _get(graph: Graph, path: Path, what: str) -> Item:
     return item
 
 
-def _reroot(graph: Graph, path: Path) -> Graph:
+def _reroot(graph: Graph, path: GraphPath) -> Graph:
     item = _get(graph, path, "--root")
     if not isinstance(item, Node):
         raise UnsupportedError(f"--root {'/'.join(path)!r} is a variable, not an object; "
@@ -205,7 +205,7 @@ def _save_counter(source: Graph) -> Tensor:
 
 def _copy(graph: Graph) -> Graph:
     """Nodes and Tensors copied (loaders shared), aliases still shared, slots remapped."""
-    memo: dict[int, Item] = {}
+    memo: dict[int, EdgeTarget] = {}
 
     def tensor(t: Tensor) -> Tensor:
         if id(t) not in memo:
@@ -264,7 +264,7 @@ def _primary_paths(graph: Graph) -> None:
     """Each tensor's first breadth-first path: the one TF names its key by and writers
     without aliases write (the source's own is stale once it moved)."""
     seen = {id(graph.root)}
-    queue: deque[tuple[Path, Node]] = deque([((), graph.root)])
+    queue: deque[tuple[GraphPath, Node]] = deque([((), graph.root)])
     while queue:
         prefix, node = queue.popleft()
         for name, item in node.edges.items():

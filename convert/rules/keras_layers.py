@@ -13,7 +13,7 @@ from convert.core.errors import ConvertError
 from convert.core.graph import Graph, Node
 from convert.core.tensor import Tensor
 from convert.frameworks.keras import config as keras_config
-from convert.rules.kinds import COUNTER, Layer, Spec, View, keras_groups, specs
+from convert.rules.kinds import COUNTER, KindSpec, Layer, View, keras_groups, specs
 
 
 def keras_view(graph: Graph) -> View:
@@ -100,7 +100,7 @@ def _covers(node: Node, held: dict[str, Tensor]) -> bool:
     return tensors <= {id(t) for t in held.values()}
 
 
-def _keras_vars(node: Node, spec: Spec, where: str,
+def _keras_vars(node: Node, spec: KindSpec, where: str,
                 absent: frozenset[str] = frozenset()) -> dict[str, Tensor] | None:
     """The layer's variables by name, from `vars/<i>` of it and its sub-objects (`absent`:
     the optional ones its config says it was built without)."""
@@ -119,7 +119,7 @@ def _keras_vars(node: Node, spec: Spec, where: str,
     return found or None
 
 
-def _present(names: list[str], spec: Spec, count: int, where: str) -> list[str]:
+def _present(names: list[str], spec: KindSpec, count: int, where: str) -> list[str]:
     """Which of `names` a sub-object holding `count` variables has."""
     required = [n for n in names if n not in spec.optional]
     if count == len(names):

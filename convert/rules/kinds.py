@@ -30,7 +30,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from convert.core import registry
-from convert.core.graph import Path as GraphPath
+from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.frameworks.keras.names import snake_case
 
@@ -48,7 +48,7 @@ COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
 
 
 @dataclass(frozen=True)
-class Spec:
+class KindSpec:
     """How one framework holds a layer of one kind."""
 
     kind: str
@@ -94,8 +94,8 @@ class View:
     collections: bool = True  # Flax: whether the tree is split into collections
 
 
-def specs() -> dict[str, dict[str, Spec]]:
-    """framework → kind → Spec: mappings/kinds.toml, and the `[[kind]]` tables of the rule
+def specs() -> dict[str, dict[str, KindSpec]]:
+    """framework → kind → KindSpec: mappings/kinds.toml, and the `[[kind]]` tables of the rule
     file in use (`declared`)."""
     extra = _DECLARED.get()
     if not extra:
@@ -104,8 +104,8 @@ def specs() -> dict[str, dict[str, Spec]]:
 
 
 @cache
-def _builtin() -> dict[str, dict[str, Spec]]:
-    found: dict[str, dict[str, Spec]] = {f: {} for f in FRAMEWORKS}
+def _builtin() -> dict[str, dict[str, KindSpec]]:
+    found: dict[str, dict[str, KindSpec]] = {f: {} for f in FRAMEWORKS}
     for kind, sides in _kinds_table().items():
         for framework, table in sides.items():
             if isinstance(table, dict):
@@ -113,22 +113,22 @@ def _builtin() -> dict[str, dict[str, Spec]]:
     return found
 
 
-def spec_of(kind: str, framework: str, table: dict) -> Spec:
-    """A Spec from its TOML table (kinds.toml, or a rule file's `[[kind]]`)."""
+def spec_of(kind: str, framework: str, table: dict) -> KindSpec:
+    """A KindSpec from its TOML table (kinds.toml, or a rule file's `[[kind]]`)."""
     # "kernel|depthwise_kernel?": the name, the other names files use, optional.
     entries = [n.rstrip("?").split("|") for n in table["vars"]]
-    return Spec(kind, framework, tuple(table.get("classes", ())), tuple(e[0] for e in entries),
+    return KindSpec(kind, framework, tuple(table.get("classes", ())), tuple(e[0] for e in entries),
                 frozenset(n.rstrip("?").split("|")[0] for n in table["vars"] if n.endswith("?")),
                 dict(table.get("ranks", {})), table.get("gates"),
                 {e[0]: tuple(e) for e in entries},
                 tuple((p["name"], p["kind"], dict(p["vars"])) for p in table.get("parts", ())))
 
 
-_DECLARED: ContextVar[dict[str, dict[str, Spec]] | None] = ContextVar("declared", default=None)
+_DECLARED: ContextVar[dict[str, dict[str, KindSpec]] | None] = ContextVar("declared", default=None)
 
 
 @contextmanager
-def declared(kinds: dict[str, dict[str, Spec]]) -> Iterator[None]:
+def declared(kinds: dict[str, dict[str, KindSpec]]) -> Iterator[None]:
     """The kinds a rule file declares, beside the built-in ones, while a plan is made."""
     token = _DECLARED.set(kinds or None)
     try:
@@ -211,7 +211,7 @@ def keras_group(name: str) -> tuple[str, str] | None:
     return keras_groups().get(COUNTER.match(name).group(1))
 
 
-def keras_index(spec: Spec, var: str, present: set[str] | None = None) -> GraphPath:
+def keras_index(spec: KindSpec, var: str, present: set[str] | None = None) -> GraphPath:
     """Where variable `var` of a Keras 3 layer lies below the layer: `sub/vars/<i>`."""
     sub, _, _ = var.rpartition("/")
     names = [v for v in spec.vars if v.rpartition("/")[0] == sub

@@ -47,7 +47,7 @@ from convert.rules.ops import Chain, parse
 from convert.rules.patterns import Pattern
 
 if TYPE_CHECKING:
-    from convert.rules.kinds import Spec
+    from convert.rules.kinds import KindSpec
 
 _TABLES = {"name", "summary", "sides", "include", "layer", "path", "tensor", "skip", "compose",
            "serves", "formats", "prefix", "kind"}
@@ -104,11 +104,11 @@ class RuleSet:
     serves: str = ""
     formats: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optional, per side
-    kinds: dict[str, dict[str, Spec]] = field(default_factory=dict)  # [[kind]]: framework → …
+    kinds: dict[str, dict[str, KindSpec]] = field(default_factory=dict)  # [[kind]]: framework → …
 
-    def declared(self) -> dict[str, dict[str, Spec]]:
+    def declared(self) -> dict[str, dict[str, KindSpec]]:
         """The kinds this rule set and the sets it composes declare."""
-        found: dict[str, dict[str, Spec]] = {}
+        found: dict[str, dict[str, KindSpec]] = {}
         for rules in (*self.compose, self):
             for framework, kinds in rules.kinds.items():
                 found.setdefault(framework, {}).update(kinds)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 
-from convert.core.graph import Graph
-from convert.core.graph import Path as GraphPath
+from convert.core.graph import Graph, GraphPath
 from convert.core.tensor import Tensor
 from convert.frameworks.keras import config as keras_config
 from convert.rules.kinds import (
@@ -18,8 +17,8 @@ from convert.rules.kinds import (
     _SKIP_ROOTS,
     COUNTER,
     FLAX_COLLECTIONS,
+    KindSpec,
     Layer,
-    Spec,
     View,
     class_kinds,
     keras_groups,
@@ -153,7 +152,7 @@ def _match(module: GraphPath, found: _Found
                  doubt=doubt), held[1]
 
 
-def _fits(spec: Spec, module: GraphPath, found: _Found, direct: set[GraphPath]
+def _fits(spec: KindSpec, module: GraphPath, found: _Found, direct: set[GraphPath]
           ) -> tuple[dict[str, Tensor], dict[str, GraphPath]] | None:
     held: dict[str, Tensor] = {}
     where: dict[str, GraphPath] = {}
@@ -181,7 +180,7 @@ def _fits(spec: Spec, module: GraphPath, found: _Found, direct: set[GraphPath]
     return held, where
 
 
-def _gates_fit(spec: Spec, found: dict[str, Tensor]) -> bool:
+def _gates_fit(spec: KindSpec, found: dict[str, Tensor]) -> bool:
     recurrent = found.get(spec.vars[1])
     return recurrent is not None and recurrent.shape[0] == spec.gates * recurrent.shape[1]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from convert.core.graph import Path as GraphPath
+from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.rules import kinds as kinds_module
 from convert.rules.align import AlignmentError, Pair, align, by_rules, choose
@@ -224,7 +224,7 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
     return None
 
 
-def _whole(layer: GraphPath) -> tuple[kinds_module.Spec, dict[str, str]] | None:
+def _whole(layer: GraphPath) -> tuple[kinds_module.KindSpec, dict[str, str]] | None:
     """The Keras layer holding `layer` as a part, and the part's variable names in it."""
     if len(layer) < 2:
         return None

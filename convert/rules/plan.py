@@ -15,8 +15,7 @@ from typing import Any
 
 from convert.core import registry
 from convert.core.dtypes import dtype_name
-from convert.core.graph import Graph, Node
-from convert.core.graph import Path as GraphPath
+from convert.core.graph import Graph, GraphPath, Node
 from convert.core.tensor import Tensor
 from convert.rules import kinds as kinds_module
 from convert.rules import place, views

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convert.core.graph import Path
+from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.rules.derive import derive
 from convert.rules.language import LayerRule, RuleError, RuleSet, TensorRule
@@ -149,11 +149,12 @@ def _specs(specs) -> str:
     return ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
 
 
-def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[Path, Tensor],
-                     want: dict[Path, Tensor] | None) -> tuple[dict[Path, Tensor], set[int]]:
+def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[GraphPath, Tensor],
+                     want: dict[GraphPath, Tensor] | None
+                     ) -> tuple[dict[GraphPath, Tensor], set[int]]:
     """Target path → tensor for every source tensor a `[[tensor]]` rule matches (the first
     rule that matches wins), and the ids of the source tensors used."""
-    produced: dict[Path, Tensor] = {}
+    produced: dict[GraphPath, Tensor] = {}
     used: set[int] = set()
     src_prefix, dst_prefix = rules.prefix.get(step.src), rules.prefix.get(step.dst)
     for path, tensor in tensors.items():
@@ -174,11 +175,11 @@ def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[Path, Tensor],
     return produced, used
 
 
-def _toggle(path: Path, prefix: Path) -> Path:
+def _toggle(path: GraphPath, prefix: GraphPath) -> GraphPath:
     return path[len(prefix):] if path[:len(prefix)] == prefix else (*prefix, *path)
 
 
-def _spellings(path: Path, prefix: Path | None):
+def _spellings(path: GraphPath, prefix: GraphPath | None):
     """A path as it is, then (where the side has an optional prefix, like Hugging Face's
     `bert.`) with the prefix put in or taken out; each with the way back."""
     yield path, lambda p: p
@@ -186,10 +187,10 @@ def _spellings(path: Path, prefix: Path | None):
         yield _toggle(path, prefix), lambda p: _toggle(p, prefix)
 
 
-def _first_rule(rules: RuleSet, step: Step, path: Path, original, tensor: Tensor,
-                tensors: dict[Path, Tensor], want: dict[Path, Tensor] | None,
-                dst_prefix: Path | None
-                ) -> tuple[dict[Path, Tensor], list[Tensor]] | None:
+def _first_rule(rules: RuleSet, step: Step, path: GraphPath, original, tensor: Tensor,
+                tensors: dict[GraphPath, Tensor], want: dict[GraphPath, Tensor] | None,
+                dst_prefix: GraphPath | None
+                ) -> tuple[dict[GraphPath, Tensor], list[Tensor]] | None:
     for rule in rules.tensors:
         values = rule.patterns[step.src][0].match(path)
         if values is None or (step.forward and not _holds(rule, tensor)):

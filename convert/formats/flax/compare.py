@@ -8,8 +8,7 @@ nothing.
 from __future__ import annotations
 
 from convert.core.dtypes import dtype_name
-from convert.core.graph import Graph
-from convert.core.graph import Path as GraphPath
+from convert.core.graph import Graph, GraphPath
 from convert.core.tensor import Tensor
 
 

@@ -20,8 +20,7 @@ import numpy as np
 
 from convert.core.dtypes import STRING
 from convert.core.errors import ConvertError, UnsupportedError
-from convert.core.graph import Graph, Node
-from convert.core.graph import Path as GraphPath
+from convert.core.graph import Graph, GraphPath, Node
 from convert.core.notes import count, dropped_values, some
 from convert.core.tensor import Tensor
 from convert.formats.flax.layout import (

@@ -44,7 +44,7 @@ class _Plan:
         self.notes: list[str] = []
 
 
-def plan(graph: Graph) -> _Plan:
+def placement(graph: Graph) -> _Plan:
     """Which layer group and weight name each tensor of `graph` goes to, in order.
 
     The order is the file's meaning (Keras loads by position), so it comes from the
@@ -147,7 +147,7 @@ def _first_meta(weights: list[tuple[str, Tensor]], key: str) -> float:
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
           progress: Callable[[int], None] | None = None, report: Any = None,
           **options: Any) -> None:
-    result = plan(graph)
+    result = placement(graph)
     full = isinstance(graph.metadata.get("model_config"), str)
     version = graph.metadata.get("keras_version")
     if not isinstance(version, str) or not version or version == "1":

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from convert.core.errors import UnsupportedError
-from convert.core.graph import Entry, Graph, Node, Path
+from convert.core.graph import Entry, Graph, GraphPath, Node
 from convert.core.tensor import Tensor
 from convert.frameworks.keras import layout
 
@@ -39,7 +39,7 @@ MIGRATE = "ckpt migrate --root PATH"
 class KerasModel:
     """What a `.h5` needs: every layer name in order, and each weighted layer's weights."""
 
-    path: Path  # where the model object sits in the graph
+    path: GraphPath  # where the model object sits in the graph
     layer_names: list[str] = field(default_factory=list)
     layers: dict[str, list[tuple[str, Tensor]]] = field(default_factory=dict)
 
@@ -99,8 +99,8 @@ def model_of(graph: Graph) -> KerasModel:
     return model
 
 
-def _the_model(graph: Graph) -> tuple[Path, Node]:
-    found: dict[int, tuple[Path, Node]] = {}
+def _the_model(graph: Graph) -> tuple[GraphPath, Node]:
+    found: dict[int, tuple[GraphPath, Node]] = {}
     for path, node in graph.nodes():
         if id(node) not in found and any(WITH_WEIGHTS.fullmatch(e) for e in node.edges):
             found[id(node)] = (path, node)
@@ -158,7 +158,7 @@ def _listed(node: Node, *path: str) -> list[Tensor] | None:
     return [t for _, t in sorted(item.edges.items(), key=lambda kv: int(kv[0]))]
 
 
-def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[Path, Tensor]] | None:
+def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[GraphPath, Tensor]] | None:
     """`layer.weights` of a SavedModel layer: its `trainable_variables`, then
     `keras_api/non_trainable_variables` (Keras' `variables` list is in another order for
     a nested model); None when the layer is not a SavedModel's."""
@@ -174,7 +174,7 @@ def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[Path, Te
         [(("non_trainable_variables", str(i)), t) for i, t in enumerate(frozen)]
 
 
-def _layer_weights(layer: Node, where: str, source) -> list[tuple[Path, Tensor]]:
+def _layer_weights(layer: Node, where: str, source) -> list[tuple[GraphPath, Tensor]]:
     listed = _saved_model_weights(layer, where, source)
     if listed:
         return listed
@@ -183,7 +183,7 @@ def _layer_weights(layer: Node, where: str, source) -> list[tuple[Path, Tensor]]
             f"{where} is a nested model: a .h5 lists its weights trainable ones first, which "
             "depends on flags a checkpoint does not record; convert a full-model .h5 or a "
             ".keras archive, or the model's SavedModel", source)
-    owners: list[tuple[Path, list[tuple[str, Tensor]]]] = []
+    owners: list[tuple[GraphPath, list[tuple[str, Tensor]]]] = []
     _gather(layer, (), owners, set())
     weights = []
     for sub, own in owners:
@@ -209,7 +209,7 @@ def _layer_weights(layer: Node, where: str, source) -> list[tuple[Path, Tensor]]
     return weights
 
 
-def _gather(node: Node, sub: Path, owners: list, seen: set[int]) -> None:
+def _gather(node: Node, sub: GraphPath, owners: list, seen: set[int]) -> None:
     """Each object below a layer that holds variables: its own first, then its children's,
     in edge (tracking) order, as tf_keras' `layer.weights` gathers them."""
     own = [(name, item) for name, item in node.edges.items()
@@ -224,7 +224,7 @@ def _gather(node: Node, sub: Path, owners: list, seen: set[int]) -> None:
             _gather(item, sub + (name,), owners, seen)
 
 
-def _layer_name(weights: list[tuple[Path, Tensor]], edge: str) -> str:
+def _layer_name(weights: list[tuple[GraphPath, Tensor]], edge: str) -> str:
     """The first part of the variables' TF names (`lstm` of `lstm/lstm_cell/kernel`) when
     they all have one and agree, as Keras names variables in its layer's scope."""
     heads = set()
@@ -246,7 +246,7 @@ def _unique(names: dict[int, str], weighted: list[Node]) -> None:
             names[id(node)] = f"layer_with_weights-{i}"
 
 
-def _named(layer: str, weights: list[tuple[Path, Tensor]]) -> list[tuple[str, Tensor]]:
+def _named(layer: str, weights: list[tuple[GraphPath, Tensor]]) -> list[tuple[str, Tensor]]:
     """Keras weight names: each variable's TF name plus `:0`, as tf_keras writes them;
     where one is missing or two clash, the layer's name and the path below it."""
     full = [t.meta.get("tf_full_name") for _, t in weights]

@@ -39,7 +39,7 @@ def _keras3_path(path: tuple[str, ...]) -> bool:
     return len(path) >= 2 and path[-2] == "vars" and path[-1].isdigit()
 
 
-def plan(graph: Graph) -> _Plan:
+def placement(graph: Graph) -> _Plan:
     result = _Plan()
     entries = graph.entries()
     slots = [e for e in entries if e.slot is not None]
@@ -101,7 +101,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Callable[[int], None] | None = None, report: Any = None,
           max_shard_size: float | None = None, **options: Any) -> None:
     name = path.name.lower()
-    result = plan(graph)
+    result = placement(graph)
     with OutputSet(overwrite, inputs) as out:
         if name.endswith(".json"):
             limit = KERAS_SHARD_SIZE if max_shard_size is None else max_shard_size

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from convert.core.errors import FormatError
-from convert.core.graph import PRIMARY_PATH, Graph, Item, Node, Slot
+from convert.core.graph import PRIMARY_PATH, EdgeTarget, Graph, Node, Slot
 from convert.core.tensor import Tensor
 from convert.formats.tf import protos
 from convert.formats.tf.bundle import BundleReader
@@ -56,7 +56,7 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
         return node_id
 
     first_paths = _first_paths(nodes, check_id)
-    items: list[Item] = []
+    items: list[EdgeTarget] = []
     for node, path in zip(nodes, first_paths, strict=True):
         attrs = list(node.attributes)
         if not node.children and not node.slot_variables and len(attrs) == 1 \
@@ -121,7 +121,7 @@ def build_object_graph(graph: Graph) -> tuple[bytes, list[tuple[str, Tensor]]]:
     """The serialised object graph for `graph` and its (checkpoint key, tensor) pairs,
     with nodes numbered breadth-first as TensorFlow numbers them."""
     ids: dict[int, int] = {id(graph.root): 0}
-    order: list[Item] = [graph.root]
+    order: list[EdgeTarget] = [graph.root]
     paths: list[tuple[str, ...]] = [()]
     proto = protos.TrackableObjectGraph()
     proto.nodes.add()
