@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from convert.core import registry
+from convert.core.meta import TF_LAYOUT
 from convert.loadsave import Progress, Report, load, save, target_format
 
 __all__ = ["Progress", "Report", "convert", "load", "migrate", "save", "target_format"]
@@ -75,7 +76,7 @@ def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None
     source_format = graph.format
     fmt = target_format(dst, to, graph.format)
     objects = fmt.name == "tf" and not options.get("name_based") \
-        and graph.root.meta.get("tf_layout") != "names"  # (a name-based input stays so)
+        and graph.root.meta.get(TF_LAYOUT) != "names"  # (a name-based input stays so)
     notes: list[str] = []
     if like is not None:  # select, align to the skeleton, then place under the new root
         from convert import porting

@@ -22,6 +22,7 @@ import numpy as np
 from convert.core.dtypes import STRING
 from convert.core.errors import ConvertError
 from convert.core.graph import Entry, Graph
+from convert.core.meta import SOURCE_KEY
 from convert.loadsave import load
 
 STATUSES = ("same", "differs", "only_a", "only_b", "shape", "dtype")
@@ -176,7 +177,7 @@ def _pairs(graph_a: Graph, graph_b: Graph
 
 def _key(entry: Entry) -> str:
     """The file's own key where the reader kept it (as `ckpt ls` shows it)."""
-    return str(entry.tensor.meta.get("key") or "/".join(entry.path))
+    return str(entry.tensor.meta.get(SOURCE_KEY) or "/".join(entry.path))
 
 
 def _rows(graph_a: Graph, graph_b: Graph, atol: float, rtol: float,
@@ -208,7 +209,9 @@ def _rows(graph_a: Graph, graph_b: Graph, atol: float, rtol: float,
 
 
 def _one_sided(key: str, entry_a: Entry | None, entry_b: Entry | None) -> DiffRow:
-    tensor = (entry_a or entry_b).tensor
+    entry = entry_a or entry_b
+    assert entry is not None  # (a key is on one side at least)
+    tensor = entry.tensor
     row = DiffRow(key, "only_a" if entry_a is not None else "only_b", size=tensor.size)
     if entry_a is not None:
         row.dtype_a, row.shape_a = tensor.dtype_name, list(tensor.shape)

@@ -14,6 +14,7 @@ from convert.core import registry
 from convert.core.dtypes import from_name
 from convert.core.errors import ConvertError, FormatError
 from convert.core.graph import Graph
+from convert.core.meta import SOURCE_KEY
 from convert.core.tensor import Tensor
 from convert.loadsave import load, target_format
 
@@ -94,7 +95,9 @@ def _pick(source_format: str | None, target: str) -> rules_pkg.RuleSet:
     if len(pair) == 1:
         from convert.rules.language import identity
 
-        return identity(pair.pop())
+        framework = pair.pop()
+        assert framework is not None  # (the target's: `_framework` of a str is never None)
+        return identity(framework)
     for name in rules_pkg.builtin_names():
         ruleset = rules_pkg.load(name)
         if set(ruleset.sides) == pair:
@@ -121,7 +124,7 @@ def _listing(path: Path, dst: str | os.PathLike, to: str | None) -> Graph:
             steps = tuple(row["path"]) if "path" in row else tuple(row["key"].split(
                 registry.separator(fmt)))
             tensor = Tensor(from_name(row["dtype"]), tuple(row["shape"]), _no_data,
-                            {"key": row["key"]})
+                            {SOURCE_KEY: row["key"]})
         except (KeyError, TypeError, ValueError, ConvertError):
             raise FormatError(f"row {i + 1} is not a tensor listing (key, dtype, shape)",
                               path) from None

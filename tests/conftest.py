@@ -56,7 +56,8 @@ def listing(directory: Path) -> set[str]:
 # `scripts/test --fast` (pytest --fast): only the tests that need no framework, as the core
 # install has it. A test needs a framework when its module, a test helper module it
 # imports, or the module of a fixture it uses imports one (anywhere, inside functions too)
-# or asks pytest.importorskip for one; a folder whose conftest.py imports one when it loads
+# or asks pytest.importorskip for one, or it is marked `frameworks` (a framework run in a
+# subprocess of another environment); a folder whose conftest.py imports one when it loads
 # is left out whole.
 
 FRAMEWORKS = frozenset({"tensorflow", "tf_keras", "keras", "keras_hub", "torch", "jax", "flax",
@@ -145,7 +146,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         modules = {inspect.getsourcefile(d.func)
                    for name in getattr(item, "fixturenames", ())
                    for d in (defs.name2fixturedefs.get(name, ()) if defs else ())}
-        if any(m and needs_frameworks(Path(m)) for m in modules):
+        if item.get_closest_marker("frameworks") is not None \
+                or any(m and needs_frameworks(Path(m)) for m in modules):
             left.append(item)
         else:
             kept.append(item)

@@ -120,6 +120,7 @@ def read_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = 
             raise BatchError(f"{where} needs src and dst (strings)", path)
         options = {**common, **_options(entry, path, where)}
         if dst is None:
+            assert out_dir is not None  # (an item without dst is refused above but for it)
             fmt = registry.get(options.get("to") or "safetensors")
             dst = os.path.join(out_dir, output_name(src, fmt.name))
             options["to"] = fmt.name

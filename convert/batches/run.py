@@ -35,21 +35,21 @@ def batch(items: Iterable[Item | Mapping[str, Any]], *, jobs: int | None = None,
     (default: the cores this process may use); `executor="dask"` sends the items to the
     `dask.distributed` scheduler at `scheduler` (`"local:N"`: a LocalCluster of N
     processes). `resume` skips items whose output is complete from an earlier run."""
-    items = [settle_format(to_item(i)) for i in items]
+    todo = [settle_format(to_item(i)) for i in items]
     if executor not in EXECUTORS:
         raise BatchError(f"unknown executor {executor!r}; one of {', '.join(EXECUTORS)}")
     if scheduler is not None and executor != "dask":
         raise BatchError("a scheduler goes with the dask executor")
-    check_items(items)
+    check_items(todo)
     if jobs is not None and jobs < 1:
         raise BatchError("jobs must be at least 1")
-    given = {(a.src, a.dst): (i.src, i.dst) for i, a in ((i, absolute(i)) for i in items)}
-    items = [absolute(i) for i in items]
-    if not items:
+    given = {(a.src, a.dst): (i.src, i.dst) for i, a in ((i, absolute(i)) for i in todo)}
+    todo = [absolute(i) for i in todo]
+    if not todo:
         return []
     if resume:
-        remove_stale_temporaries(items)
-    _make_folders(items)
+        remove_stale_temporaries(todo)
+    _make_folders(todo)
 
     def as_given(result: ItemResult) -> ItemResult:
         # Workers get absolute paths (their working folder may differ); people read theirs.
@@ -60,12 +60,12 @@ def batch(items: Iterable[Item | Mapping[str, Any]], *, jobs: int | None = None,
     if executor == "dask":
         from convert.batches import on_dask
 
-        results = on_dask.run(items, scheduler, resume, told, spellings)
+        results = on_dask.run(todo, scheduler, resume, told, spellings)
     else:
         from convert.batches import workers
 
         count = jobs if jobs is not None else default_jobs()
-        results = workers.run(items, count, resume, told, spellings)
+        results = workers.run(todo, count, resume, told, spellings)
     return [as_given(r) for r in results]
 
 

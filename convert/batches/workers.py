@@ -75,6 +75,7 @@ class _Worker:
     def collect(self) -> tuple[int, ItemResult]:
         """The result of this worker's item, or its failure if the worker died."""
         index, item = self.index, self.item
+        assert index is not None and item is not None  # (asked only of a busy worker)
         try:
             if self.conn.poll():
                 return index, self.conn.recv()

@@ -50,7 +50,7 @@ def convert_command(src: str, dst: str, to_format: str | None, from_format: str 
                   for name, o in registry.writer_options().items())
     if tf_only and to_format is None and registry.by_extension(dst) is None:
         to_format = "tf"  # a name that says no format: these options say TensorFlow
-    mapped = {"rules": rules, "like": like, "check": check, "reverse": reverse,
+    mapped: dict[str, Any] = {"rules": rules, "like": like, "check": check, "reverse": reverse,
               "emit_rules": emit_rules, "dry_run": dry_run}
     with user_errors():
         if rules or like or any(mapped.values()):

@@ -10,6 +10,7 @@ import click
 
 from convert import api
 from convert.cli.common import FORMAT_NAMES, human, user_errors
+from convert.core.meta import SOURCE_KEY
 
 if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --version`)
     from convert.core.graph import Graph, Node
@@ -61,7 +62,7 @@ def _listing(entries: list) -> tuple[list[str], int]:
 
 
 def _key(entry) -> str:
-    return entry.tensor.meta.get("key") or "/".join(entry.path)
+    return entry.tensor.meta.get(SOURCE_KEY) or "/".join(entry.path)
 
 
 def _row(entry) -> dict:
@@ -104,7 +105,7 @@ def _print_tree(graph: Graph) -> None:
         shape = "[" + ", ".join(map(str, value.shape)) + "]"
         click.echo(f"  slot {slot.name!r} of {seen.get(id(slot.variable), '?')} "
                    f"kept by {seen.get(id(slot.optimizer), '?')}: {value.dtype_name}{shape}")
-    for name, value in graph.metadata.items():
+    for name, value in graph.values.items():
         click.echo(f"  [metadata] {name}: {_short(value)}")
     for note in graph.notes:
         click.echo(f"note: {note}")

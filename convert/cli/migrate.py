@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -43,7 +44,7 @@ def migrate_command(src: str, dst: str, under: str | None, root: str | None,
     """Rewrite SRC's object graph into DST (a TensorFlow object checkpoint unless DST's
     name or --to says otherwise); optimizer slots follow their variables."""
     from pathlib import Path
-    options = {"name_based": True} if tf_names else {}
+    options: dict[str, Any] = {"name_based": True} if tf_names else {}
     if to_format is None and registry.by_extension(dst) is None and not Path(dst).suffix:
         to_format = "tf"  # a prefix: a TensorFlow checkpoint, whatever SRC was
     with user_errors():
@@ -55,6 +56,7 @@ def migrate_command(src: str, dst: str, under: str | None, root: str | None,
     elif dry_run:
         _print_migration(report)
     elif not quiet:
+        assert report.migration is not None  # (`api.migrate` always sets it)
         click.echo(f"{report.source} ({report.source_format}) -> {report.destination} "
                    f"({report.target_format}): {report.tensors} tensors, "
                    f"{human(report.bytes)}; {report.migration['summary']}", err=True)

@@ -40,7 +40,7 @@ EXTRA_NAMES = frozenset((
 def _extra(name: str) -> np.dtype:
     import ml_dtypes  # (here, not at the top: see the module doc)
 
-    kind = getattr(ml_dtypes, name, None)
+    kind: type | None = getattr(ml_dtypes, name, None)
     if kind is None:
         raise KeyError(name)
     return np.dtype(kind)

@@ -21,7 +21,7 @@ class ConvertError(Exception):
     placeholders: `str()` spells each as the Python API takes it (`overwrite=True`), and
     `spelled()` as another front end does (the CLI: `--overwrite`)."""
 
-    def __init__(self, message: str, path: str | os.PathLike | None = None,
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None,
                  keywords: Mapping[str, str] | None = None):
         self.path = os.fspath(path) if path is not None else None
         self.reason = message
@@ -67,7 +67,7 @@ class FileAccessError(ConvertError):
     """A file could not be opened, read or written (missing, permissions, a full disk)."""
 
     @classmethod
-    def from_os_error(cls, exc: OSError, path: str | os.PathLike | None = None
+    def from_os_error(cls, exc: OSError, path: str | os.PathLike[str] | None = None
                       ) -> FileAccessError:
         where = path if path is not None else exc.filename
         return cls(exc.strerror or str(exc), where)

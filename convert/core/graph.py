@@ -4,28 +4,20 @@ An object graph with ordered, named edges (as TensorFlow checkpoints already are
 Nodes hold edges to Nodes or Tensors; one Node or Tensor may be reached by several
 paths (TF's `layer-0` and `layer_with_weights-0`, tied embeddings). Optimizer slots are
 kept as Slots (state attached to a variable), not as anonymous tensors. Non-tensor
-values (an epoch counter, a Keras config) ride along in `metadata` dicts.
+values (an epoch counter, a Keras config) ride along in `values` dicts; format facts in
+`meta` dicts (their keys: `convert.core.meta`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from convert.core.meta import PRIMARY_PATH
 from convert.core.tensor import Tensor
 
 GraphPath = tuple[str, ...]
-
-# Tensor.meta key: the path a source format itself names a tensor by (TF: the object path
-# of its checkpoint key). Where several paths reach one tensor, it is the one written to a
-# format without aliases, since it is the one the framework restores by (`kernel`, not the
-# positional `variables/0` that a SavedModel also records).
-PRIMARY_PATH = "primary_path"
-# Tensor.meta key: the variable's own name, as the framework that made it names it (a TF
-# variable's `full_name`; a Keras `.h5` weight name without `:0`, which is the same name).
-# A name-based TF checkpoint is keyed by it.
-VARIABLE_NAME = "tf_full_name"
 
 
 def slot_path(optimizer: GraphPath, name: str, variable: GraphPath) -> GraphPath:
@@ -35,13 +27,13 @@ def slot_path(optimizer: GraphPath, name: str, variable: GraphPath) -> GraphPath
 
 
 class Node:
-    """An object: ordered named edges to Nodes or Tensors, plus non-tensor metadata."""
+    """An object: ordered named edges to Nodes or Tensors, plus non-tensor values."""
 
-    __slots__ = ("edges", "metadata", "meta")
+    __slots__ = ("edges", "values", "meta")
 
     def __init__(self, meta: dict[str, Any] | None = None):
         self.edges: dict[str, Node | Tensor] = {}
-        self.metadata: dict[str, Any] = {}  # non-tensor values by name (epoch, config, ...)
+        self.values: dict[str, Any] = {}  # non-tensor values by name (epoch, config, ...)
         self.meta: dict[str, Any] = meta if meta is not None else {}  # format facts
 
     def __getitem__(self, name: str) -> Node | Tensor:
@@ -58,6 +50,9 @@ class Node:
 
 
 EdgeTarget = Node | Tensor
+_Target = TypeVar("_Target", bound=EdgeTarget)
+# The graph walks' stack: each Node's path, with its edges not yet visited.
+_Stack = list[tuple[GraphPath, Iterator[tuple[str, EdgeTarget]]]]
 
 
 @dataclass
@@ -88,14 +83,14 @@ class Entry:
 class Graph:
     root: Node = field(default_factory=Node)
     slots: list[Slot] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)  # file-level values
+    values: dict[str, Any] = field(default_factory=dict)  # file-level values
     format: str | None = None  # the format it was read from
     source: str | None = None  # the path it was read from
     files: list[str] = field(default_factory=list)  # every file it reads (never overwritten)
     notes: list[str] = field(default_factory=list)  # what a reader could not carry over
 
     # -- building ---------------------------------------------------------------
-    def add(self, path: GraphPath, item: EdgeTarget) -> EdgeTarget:
+    def add(self, path: GraphPath, item: _Target) -> _Target:
         """Put `item` at `path`, creating the Nodes on the way; returns `item`."""
         node = self.root
         for i, name in enumerate(path[:-1]):
@@ -122,7 +117,7 @@ class Graph:
 
         A Node reached again is reported but not descended into twice, so cycles end."""
         seen = {id(self.root)}
-        stack = [((), iter(self.root.edges.items()))]
+        stack: _Stack = [((), iter(self.root.edges.items()))]
         while stack:  # iterative: deep graphs must not hit the recursion limit
             prefix, edges = stack[-1]
             for name, item in edges:
@@ -140,7 +135,7 @@ class Graph:
         without making a path for every tensor on the way."""
         yield (), self.root
         seen = {id(self.root)}
-        stack = [((), iter(self.root.edges.items()))]
+        stack: _Stack = [((), iter(self.root.edges.items()))]
         while stack:
             prefix, edges = stack[-1]
             for name, item in edges:
@@ -155,20 +150,20 @@ class Graph:
                 stack.pop()
 
     def value_paths(self) -> list[GraphPath]:
-        """The path of every non-tensor value the Nodes hold (`Node.metadata`), for writers
+        """The path of every non-tensor value the Nodes hold (`Node.values`), for writers
         that have nowhere to put them and say what they dropped."""
         # (`nodes` inlined, as in `entries`: a generator's resumption per Node is most of
         # this walk's cost when every tensor has a Node of its own)
-        found = [(name,) for name in self.root.metadata]
+        found: list[GraphPath] = [(name,) for name in self.root.values]
         seen = {id(self.root)}
-        stack = [((), iter(self.root.edges.items()))]
+        stack: _Stack = [((), iter(self.root.edges.items()))]
         while stack:
             prefix, edges = stack[-1]
             for name, item in edges:
                 if type(item) is Node:
-                    if item.metadata:
+                    if item.values:
                         path = prefix + (name,)
-                        found.extend(path + (key,) for key in item.metadata)
+                        found.extend(path + (key,) for key in item.values)
                     if id(item) not in seen:
                         seen.add(id(item))
                         stack.append((prefix + (name,), iter(item.edges.items())))
@@ -185,11 +180,11 @@ class Graph:
         by_id: dict[int, Entry] = {}
         shared: list[Entry] = []
         seen = {id(self.root)}
-        stack = [((), iter(self.root.edges.items()))]
+        stack: _Stack = [((), iter(self.root.edges.items()))]
         while stack:
             prefix, edges = stack[-1]
             for name, item in edges:
-                if type(item) is Node:
+                if isinstance(item, Node):  # (else a Tensor: edges hold nothing else)
                     if id(item) not in seen:
                         seen.add(id(item))
                         stack.append((prefix + (name,), iter(item.edges.items())))

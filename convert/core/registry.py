@@ -10,20 +10,45 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from convert.core.errors import ConvertError, FormatError, UnsupportedError
 
 if TYPE_CHECKING:  # (the graph imports numpy: `ckpt --version` and `formats` need neither)
     from convert.core.graph import Graph
+    from convert.core.report import Report
+
+
+class Sniff(Protocol):
+    """Whether `path` is a file of the format: cheap, by content where it can (the name
+    only to give a damaged file the format's precise error). Raises only a ConvertError
+    that says why a path meant for this format cannot be read."""
+
+    def __call__(self, path: Path) -> bool: ...
+
+
+class Read(Protocol):
+    """The file at `path` as a lazy Graph: structure, dtypes and shapes, no tensor data."""
+
+    def __call__(self, path: Path) -> Graph: ...
+
+
+class Write(Protocol):
+    """Write `graph` at `path`, one tensor at a time, whole or not at all (`io.outputs`):
+    `overwrite` replaces an existing output, `inputs` are the files the graph reads (never
+    to be overwritten), `progress` is called with each tensor's bytes, `report` takes the
+    counts, files and notes; `options` are the writer options the format's record names."""
+
+    def __call__(self, graph: Graph, path: Path, *, overwrite: bool = False,
+                 inputs: tuple[str, ...] = (), progress: Callable[[int], None] | None = None,
+                 report: Report | None = None, **options: Any) -> None: ...
 
 
 @dataclass(frozen=True)
 class Format:
-    """A format and the module that implements it, with module-level functions
-    `{prefix}sniff(path) -> bool` (cheap; raises only a ConvertError saying why a path
-    meant for this format cannot be read), `{prefix}read(path) -> Graph`
-    (lazy) and `{prefix}write(graph, path, *, overwrite, inputs, progress, report, **opts)`."""
+    """A format and the module that implements it, with three module-level functions:
+    `{prefix}sniff` (a `Sniff`), `{prefix}read` (a `Read`) and `{prefix}write` (a `Write`);
+    tests/test_registry.py checks every record's against these protocols."""
 
     name: str
     description: str
@@ -39,18 +64,20 @@ class Format:
     separator: str = "/"
 
     def _function(self, what: str) -> Callable[..., Any]:
-        return getattr(importlib.import_module(self.module), self.prefix + what)
+        function: Callable[..., Any] = getattr(importlib.import_module(self.module),
+                                               self.prefix + what)
+        return function
 
     @property
-    def sniff(self) -> Callable[[Path], bool]:
+    def sniff(self) -> Sniff:
         return self._function("sniff")
 
     @property
-    def read(self) -> Callable[[Path], Graph]:
+    def read(self) -> Read:
         return self._function("read")
 
     @property
-    def write(self) -> Callable[..., Any]:
+    def write(self) -> Write:
         return self._function("write")
 
 
@@ -117,7 +144,7 @@ def separator(name: str | None) -> str:
     return fmt.separator if fmt is not None else "/"
 
 
-def by_extension(path: str | os.PathLike) -> Format | None:
+def by_extension(path: str | os.PathLike[str]) -> Format | None:
     """The format whose longest registered extension ends the name."""
     name = os.fspath(path).lower()
     best: tuple[int, Format] | None = None
@@ -135,7 +162,7 @@ _FOREIGN = {
 }
 
 
-def detect(path: str | os.PathLike) -> Format:
+def detect(path: str | os.PathLike[str]) -> Format:
     """The format of an existing input, by content first, then by name. A sniff may
     raise a ConvertError that says why a path meant for its format cannot be read (a
     directory of several TF checkpoints): if no format claims the path, the first such

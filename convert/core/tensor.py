@@ -23,13 +23,14 @@ import numpy as np
 
 from convert.core.dtypes import STRING, dtype_name, itemsize
 from convert.core.errors import FormatError
+from convert.core.meta import SOURCE_KEY
 
 
 class SourceFile(Protocol):
     """A file tensors are read from (`io.reads.SourceFile`), as the core sees it: declared
     here, so that the core does not import the layer above it."""
 
-    path: str | os.PathLike
+    path: str | os.PathLike[str]
 
     def fileno(self) -> int: ...
     def read(self, offset: int, size: int, what: str = "data") -> bytearray | memoryview: ...
@@ -71,7 +72,8 @@ class Tensor:
     """A leaf: dtype, shape, a loader, and format-specific facts in `meta`.
 
     `meta` holds what a format knows about the tensor beyond its value, e.g. `key`
-    (the source file's own key), a TF `full_name`, a Keras weight name and position.
+    (the source file's own key), a TF `full_name`, a Keras weight name and position (its
+    keys: `convert.core.meta`).
     """
 
     __slots__ = ("dtype", "shape", "_load", "meta")
@@ -111,7 +113,7 @@ class Tensor:
         array = self._load()
         if array.dtype != self.dtype or array.shape != self.shape:
             raise FormatError(
-                f"tensor {self.meta.get('key', '?')!r} declared "
+                f"tensor {self.meta.get(SOURCE_KEY, '?')!r} declared "
                 f"{self.dtype_name}{list(self.shape)} "
                 f"but holds {dtype_name(array.dtype)}{list(array.shape)}"
             )
@@ -124,7 +126,7 @@ class Tensor:
         where = getattr(self._load, "where_stored", None)
         if where is None:
             return None
-        found = where()
+        found: Stored | None = where()
         if found is None or found.dtype != self.dtype or found.shape != self.shape:
             return None  # (a loader reused under another dtype or shape: read and check)
         return found

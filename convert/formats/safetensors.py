@@ -21,10 +21,11 @@ from typing import Any
 from convert.core.dtypes import dtype_name, from_name
 from convert.core.errors import FormatError, UnsupportedError
 from convert.core.graph import Entry, Graph
+from convert.core.meta import SAFETENSORS_FORMAT, SOURCE_KEY, TF1_NAMES
 from convert.core.notes import count, dropped_values, some
 from convert.core.tensor import Stored, Tensor, array_from_bytes, raw_bytes
 from convert.frameworks.flatkeys import add_flat, join_path
-from convert.frameworks.tf1_names import NAMES_KEY, names_to_keep, parse_names, restore_names
+from convert.frameworks.tf1_names import names_to_keep, parse_names, restore_names
 from convert.io.outputs import OutputSet
 from convert.io.rawcopy import Output
 from convert.io.reads import SourceFile, read_region
@@ -83,8 +84,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)  # (in C: this runs for every tensor's own object too)
     if len(result) != len(pairs):
         seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise FormatError(f"header names {key!r} twice")
+        for key, _ in pairs:
+            if key in seen:
+                raise FormatError(f"header names {key!r} twice")
+            seen.add(key)
     return result
 
 
@@ -169,12 +172,12 @@ def read(path: Path) -> Graph:
         begin, end = info["data_offsets"]
         pairs.append((name, Tensor(dtype, shape, _Region(source, data_start + begin,
                                                          end - begin, dtype, shape, name),
-                                   {"key": name})))
+                                   {SOURCE_KEY: name})))
     metadata = dict(metadata)
-    names = _kept_names(metadata.get(NAMES_KEY))
+    names = _kept_names(metadata.get(TF1_NAMES))
     if names is not None:  # a format fact (a TF1 checkpoint's keys), not a value
-        del metadata[NAMES_KEY]
-    graph = Graph(metadata=metadata, format="safetensors", source=str(path),
+        del metadata[TF1_NAMES]
+    graph = Graph(values=metadata, format="safetensors", source=str(path),
                   files=[str(path)])
     add_flat(graph.root, pairs)
     if names is not None:
@@ -217,14 +220,14 @@ class _Region:
 def header_metadata(graph: Graph, notes: list[str], entries: list[Entry] | None = None
                     ) -> dict[str, str]:
     """`__metadata__`: the graph's string values, with `format: pt` as transformers wants,
-    and a TF1 checkpoint's names (`tfnames`; from `entries` when the caller has them)."""
-    metadata = {k: v for k, v in graph.metadata.items()
+    and a TF1 checkpoint's names (`TF1_NAMES`; from `entries` when the caller has them)."""
+    metadata = {k: v for k, v in graph.values.items()
                 if isinstance(k, str) and isinstance(v, str)}
-    metadata.setdefault("format", "pt")
+    metadata.setdefault(SAFETENSORS_FORMAT, "pt")
     names = names_to_keep(graph, entries, ".", join_path)
     if names is not None:
-        metadata[NAMES_KEY] = json.dumps(names, separators=(",", ":"), ensure_ascii=False)
-    dropped = [str(k) for k in graph.metadata if k not in metadata]
+        metadata[TF1_NAMES] = json.dumps(names, separators=(",", ":"), ensure_ascii=False)
+    dropped = [str(k) for k in graph.values if k not in metadata]
     dropped.extend(map(join_path, graph.value_paths()))
     note = dropped_values(dropped, "safetensors holds tensors and string metadata only")
     if note:
@@ -265,7 +268,7 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
         end = position + tensors[i].nbytes
         offsets[i] = [position, end]
         position = end
-    header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
+    header: dict[str, Any] = {"__metadata__": metadata or {SAFETENSORS_FORMAT: "pt"}}
     for name, tensor, span in zip(names, tensors, offsets, strict=True):
         header[name] = {"dtype": codes[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": span}
@@ -278,6 +281,7 @@ def write_entries(entries: list[Entry], path: Path, progress: Any, report: Any,
             if stored is not None:  # (unchanged bytes: copied file to file, checked)
                 f.copy(stored)
             else:
+                assert array is not None  # (`contents`: no stored bytes, so the value)
                 f.write(raw_bytes(array))
             del array
             if progress is not None:

@@ -17,13 +17,13 @@ from typing import Any
 from convert.core import registry
 from convert.core.errors import ConvertError, FormatError
 from convert.core.graph import Graph
+from convert.core.meta import SHARDED_INDEX, TF_LAYOUT, TOTAL_SIZE
 from convert.core.tensor import Tensor
 from convert.formats.sharding import DEFAULT_SHARD_SIZE, INDEX_SUFFIX, is_index
 from convert.formats.sharding import (
     parse_size as parse_size,  # (the CLI's option parsing names it here)
 )
 from convert.frameworks.flatkeys import add_flat, join_path
-from convert.frameworks.tf1_names import LAYOUT
 from convert.io.reads import read_region
 
 MAX_INDEX_BYTES = 100 << 20
@@ -73,10 +73,10 @@ def read(path: Path) -> Graph:
         formats.add(fmt.name)
         shard_graph = fmt.read(shard_path)
         graph.files.append(str(shard_path))
-        for key, value in shard_graph.metadata.items():
-            graph.metadata.setdefault(key, value)
-        if shard_graph.root.meta.get(LAYOUT) == "names":  # shards of a TF1 checkpoint
-            graph.root.meta[LAYOUT] = "names"
+        for key, value in shard_graph.values.items():
+            graph.values.setdefault(key, value)
+        if shard_graph.root.meta.get(TF_LAYOUT) == "names":  # shards of a TF1 checkpoint
+            graph.root.meta[TF_LAYOUT] = "names"
         for entry in shard_graph.entries():
             for p in entry.paths:
                 key = join_path(p)
@@ -93,9 +93,9 @@ def read(path: Path) -> Graph:
     add_flat(graph.root, pairs)
     metadata = index.get("metadata")
     if isinstance(metadata, dict):
-        graph.metadata.update({k: v for k, v in metadata.items() if k != "total_size"})
+        graph.values.update({k: v for k, v in metadata.items() if k != TOTAL_SIZE})
     graph.format = formats.pop() if formats else "safetensors"
-    graph.root.meta["sharded.index"] = path.name
+    graph.root.meta[SHARDED_INDEX] = path.name
     return graph
 
 

@@ -5,7 +5,7 @@ variable's name and the slot's (`dense/kernel/Adam`). A flat format writes a slo
 its optimizer instead (`Adam/dense/kernel`: `graph.slot_path`), so the TF1 key is gone
 unless the file keeps it beside the tensors. Formats with a place for such facts keep,
 for a name-based graph, each key's TF1 name where it is not the key itself with `/` for
-the format's separator (`NAMES_KEY`: safetensors in `__metadata__`, a torch state dict in
+the format's separator (`TF1_NAMES`: safetensors in `__metadata__`, a torch state dict in
 an attribute beside torch's own `_metadata`). Reading such a file back gives each tensor
 its TF1 name (`VARIABLE_NAME`) and the graph the name-based layout, so a TF checkpoint
 written from it has the keys the first one had. npz and Flax msgpack files have no place
@@ -15,12 +15,11 @@ that a reader of theirs would not see (docs/decisions.md).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from convert.core.graph import VARIABLE_NAME, Entry, Graph
+from convert.core.graph import Entry, Graph
+from convert.core.meta import TF_LAYOUT, VARIABLE_NAME
 from convert.core.tensor import Tensor
-
-NAMES_KEY = "tf1_names"  # where a flat file keeps its TF1 names (a JSON object, key → name)
-LAYOUT = "tf_layout"  # Graph.root.meta: "names" for a TF1 (name-based) checkpoint's graph
 
 
 def name_based_keys(graph: Graph, entries: list[Entry] | None = None
@@ -30,7 +29,7 @@ def name_based_keys(graph: Graph, entries: list[Entry] | None = None
     a slot is `<variable name>/<slot name>`."""
     entries = graph.entries() if entries is None else entries
     plain = [e for e in entries if e.slot is None]
-    full = [e.tensor.meta.get(VARIABLE_NAME) for e in plain]
+    full: list[Any] = [e.tensor.meta.get(VARIABLE_NAME) for e in plain]  # (None: unknown)
     use_full = all(full) and len(set(full)) == len(full)
     names = {id(e.tensor): (f if use_full else "/".join(e.path))
              for e, f in zip(plain, full, strict=True)}
@@ -43,7 +42,7 @@ def names_to_keep(graph: Graph, entries: list[Entry] | None, sep: str,
     """For a name-based graph, the TF1 name of each flat key (`key_of` an entry's path)
     that reading back would not give by itself; None for any other graph (without a walk
     of its entries)."""
-    if graph.root.meta.get(LAYOUT) != "names":
+    if graph.root.meta.get(TF_LAYOUT) != "names":
         return None
     entries = graph.entries() if entries is None else entries
     kept = {}
@@ -60,7 +59,7 @@ def restore_names(graph: Graph, names: dict[str, str], sep: str) -> None:
     for entry in graph.entries():
         key = sep.join(entry.path)  # (the flat readers' paths join back to their keys)
         entry.tensor.meta[VARIABLE_NAME] = names.get(key, key.replace(sep, "/"))
-    graph.root.meta[LAYOUT] = "names"
+    graph.root.meta[TF_LAYOUT] = "names"
 
 
 def parse_names(value: object) -> dict[str, str] | None:

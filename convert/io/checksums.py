@@ -12,6 +12,10 @@ import importlib.machinery
 import importlib.util
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _load_crc32c() -> Callable:
@@ -24,6 +28,8 @@ def _load_crc32c() -> Callable:
             location = os.path.join(folder, "_crc32c" + suffix)
             if os.path.isfile(location):
                 module_spec = importlib.util.spec_from_file_location("crc32c._crc32c", location)
+                # (an extension module's path always has a loader: ExtensionFileLoader)
+                assert module_spec is not None and module_spec.loader is not None
                 module = importlib.util.module_from_spec(module_spec)
                 module_spec.loader.exec_module(module)
                 return module.crc32c
@@ -34,6 +40,7 @@ def _load_crc32c() -> Callable:
 
 _crc32c_c = _load_crc32c()
 
+_crc32_combine: Callable[[int, int, int], int] | None
 try:
     from zlib_ng.zlib_ng import crc32 as _crc32
     from zlib_ng.zlib_ng import crc32_combine as _crc32_combine
@@ -44,12 +51,12 @@ except ImportError:  # a platform without a zlib-ng wheel: same values, slower
 Buffer = bytes | bytearray | memoryview
 
 
-def crc32c(data: Buffer, value: int = 0) -> int:
+def crc32c(data: Buffer | np.ndarray, value: int = 0) -> int:
     """CRC-32C (Castagnoli) of `data`, continuing from `value`."""
     return _crc32c_c(data, value)
 
 
-def crc32(data: Buffer, value: int = 0) -> int:
+def crc32(data: Buffer | np.ndarray, value: int = 0) -> int:
     """CRC-32 (the zip and zlib polynomial) of `data`, continuing from `value`."""
     return _crc32(data, value)
 
@@ -61,4 +68,5 @@ def crc32_joins() -> bool:
 
 def crc32_join(first: int, second: int, second_length: int) -> int:
     """The CRC-32 of two byte strings one after the other, from the CRC-32 of each."""
+    assert _crc32_combine is not None  # (callers ask `crc32_joins` first)
     return _crc32_combine(first, second, second_length)

@@ -39,11 +39,15 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, overload
 
 from convert.core.errors import ChecksumError, FormatError
 from convert.core.tensor import Stored
 from convert.io.checksums import crc32, crc32c
 from convert.io.outputs import open_output
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BUFFER = 1 << 20  # the output buffer, and the chunk of a checksum pass
 KERNEL_FROM = 1 << 18  # below this a copy through the buffer costs fewer system calls
@@ -96,9 +100,10 @@ class Output:
         self._reserving = _fallocate() is not None  # (off once the filesystem refuses)
 
     # -- own bytes -----------------------------------------------------------------
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         if type(data) is not bytes:  # (headers are bytes: written as they are, per tensor)
-            data = memoryview(data).cast("B")
+            # (an ndarray is a buffer: numpy's stubs say so only for Python >= 3.12)
+            data = memoryview(data).cast("B")  # type: ignore[arg-type]
         n = len(data)
         if self._fill + n > BUFFER:
             self.flush()
@@ -145,6 +150,11 @@ class Output:
         self.close()
 
     # -- stored bytes --------------------------------------------------------------
+    @overload
+    def copy(self, stored: Stored, want: str, what: str = ...) -> int: ...
+    @overload
+    def copy(self, stored: Stored, want: None = None, what: str = ...) -> int | None: ...
+
     def copy(self, stored: Stored, want: str | None = None, what: str = "tensor"
              ) -> int | None:
         """Append `stored`'s bytes, verified against its source's checksum; returns their
@@ -216,7 +226,9 @@ class Output:
         (blocks reserved past the end stay the file's until it is truncated)."""
         if not self._reserving or nbytes <= 0:
             return
-        if _fallocate()(self.fd, _KEEP_SIZE, self.position, nbytes) == 0:
+        fallocate = _fallocate()
+        assert fallocate is not None  # (`_reserving` starts True only where there is one)
+        if fallocate(self.fd, _KEEP_SIZE, self.position, nbytes) == 0:
             return
         code = _errno()
         if code in _FULL:  # (what writing would meet: said before the copy, not inside)

@@ -33,6 +33,7 @@ def values(tensors: Iterable[Tensor]) -> Iterator[tuple[Tensor, np.ndarray]]:
     """Each tensor with its value, in order; large ones are read one ahead, in the
     background."""
     for tensor, _, value in _stream(tensors, copies=False):
+        assert value is not None  # (no stored bytes asked for: every value is read)
         yield tensor, value
 
 

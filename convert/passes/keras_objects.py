@@ -24,6 +24,15 @@ from dataclasses import dataclass, field
 
 from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph, Node
+from convert.core.meta import (
+    KERAS_LAYER,
+    KERAS_LAYER_NAMES,
+    KERAS_OPTIMIZER,
+    KERAS_WEIGHT_INDEX,
+    KERAS_WEIGHT_NAME,
+    MODEL_CONFIG,
+    TF_LAYOUT,
+)
 from convert.core.tensor import Tensor
 
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
@@ -38,26 +47,26 @@ class _Layer:
 
 
 def is_keras_h5(graph: Graph) -> bool:
-    return graph.format == "keras-h5" and "keras_layer_names" in graph.root.meta
+    return graph.format == "keras-h5" and KERAS_LAYER_NAMES in graph.root.meta
 
 
 def to_tf_layout(graph: Graph) -> tuple[Graph, list[str]]:
     """The same weights in tf_keras' TF checkpoint layout, and notes on what was left out.
     UnsupportedError where the `.h5` does not say the layout."""
-    if all(_TF_LAYER.fullmatch(n) for n in graph.root.meta["keras_layer_names"]):
+    if all(_TF_LAYER.fullmatch(n) for n in graph.root.meta[KERAS_LAYER_NAMES]):
         return graph, []  # a .h5 written from a tf_keras checkpoint: its paths are the layout
     layers = _layers(graph)
     config = _model_config(graph)
     out = Graph(format="tf", source=graph.source, files=list(graph.files),
                 notes=list(graph.notes))
-    out.root.meta["tf_layout"] = "object"
-    _fill(out.root, [_Layer(n) for n in graph.root.meta["keras_layer_names"]], layers,
+    out.root.meta[TF_LAYOUT] = "object"
+    _fill(out.root, [_Layer(n) for n in graph.root.meta[KERAS_LAYER_NAMES]], layers,
           _children(config) if config else None, graph.source, top=True)
     notes = ["written rooted at the model, as its save_weights(prefix) writes it: "
              "model.load_weights restores it (a .h5 records no edge such as "
              "tf.train.Checkpoint(model=...) puts a model under)"]
     dropped = [e for e in graph.entries() if e.slot is not None
-               or e.tensor.meta.get("keras_optimizer")]
+               or e.tensor.meta.get(KERAS_OPTIMIZER)]
     if dropped:
         notes.append(f"{len(dropped)} optimizer weight(s) were not written: tf_keras' "
                      "checkpoint layout for them is not known from a .h5")
@@ -69,24 +78,24 @@ def _layers(graph: Graph) -> dict[str, list[tuple[str, Tensor]]]:
     found: dict[str, list[tuple[int, str, Tensor]]] = {}
     for entry in graph.entries():
         meta = entry.tensor.meta
-        if entry.slot is not None or meta.get("keras_optimizer"):
+        if entry.slot is not None or meta.get(KERAS_OPTIMIZER):
             continue
-        layer = meta.get("keras_layer")
-        if layer is None or "keras_weight_name" not in meta:
+        layer = meta.get(KERAS_LAYER)
+        if layer is None or KERAS_WEIGHT_NAME not in meta:
             raise UnsupportedError(f"{'/'.join(entry.path)} is not a weight of a Keras layer; "
                                    "the .h5 layout cannot be rebuilt" + HINT, graph.source)
         if layer == "top_level_model_weights":
             raise UnsupportedError("the model has weights of its own (a subclassed model): "
                                    "its TF checkpoint layout follows attribute names, which a "
                                    ".h5 does not record" + HINT, graph.source)
-        found.setdefault(layer, []).append((meta.get("keras_weight_index", 0),
-                                            meta["keras_weight_name"], entry.tensor))
+        found.setdefault(layer, []).append((meta.get(KERAS_WEIGHT_INDEX, 0),
+                                            meta[KERAS_WEIGHT_NAME], entry.tensor))
     return {name: [(w, t) for _, w, t in sorted(items, key=lambda i: i[0])]
             for name, items in found.items()}
 
 
 def _model_config(graph: Graph) -> dict | None:
-    text = graph.metadata.get("model_config")
+    text = graph.values.get(MODEL_CONFIG)
     try:
         value = json.loads(text) if isinstance(text, str) else None
     except ValueError:

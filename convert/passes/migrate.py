@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from convert.core.errors import UnsupportedError
-from convert.core.graph import PRIMARY_PATH, EdgeTarget, Graph, GraphPath, Node, Slot
+from convert.core.graph import EdgeTarget, Graph, GraphPath, Node, Slot
+from convert.core.meta import PRIMARY_PATH, TF_LAYOUT, VARIABLE_NAME
 from convert.core.tensor import Tensor
 from convert.passes import optimizers
 
@@ -102,7 +103,8 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
     # that a tensor made on the way (the save counter) cannot take a dropped one's id.
     alive = ([e.tensor for e in source.entries()], list(source.slots))
     known = optimizers.variables(source, optimizers.find(source))
-    out, why = source, {}
+    out = source
+    why: dict[int, str] = {}  # (each dropped tensor's reason, by id)
     # TF1 names: the checkpoint itself keeps the slots (their optimizer is the root), so they
     # follow their variables to whatever becomes the root
     held = {id(s) for s in source.slots if s.optimizer is source.root}
@@ -187,9 +189,9 @@ def _picked(graph: Graph, picks: list[Pick]) -> Graph:
 def _like(new: Graph, old: Graph) -> Graph:
     """`new` with `old`'s file facts (format, source, notes; the TF layout on the root)."""
     new.format, new.source, new.files = old.format, old.source, old.files
-    new.notes, new.metadata = list(old.notes), dict(old.metadata)
-    if "tf_layout" in old.root.meta:
-        new.root.meta.setdefault("tf_layout", old.root.meta["tf_layout"])
+    new.notes, new.values = list(old.notes), dict(old.values)
+    if TF_LAYOUT in old.root.meta:
+        new.root.meta.setdefault(TF_LAYOUT, old.root.meta[TF_LAYOUT])
     return new
 
 
@@ -198,7 +200,7 @@ def _save_counter(source: Graph) -> Tensor:
     old = source.root.edges.get(SAVE_COUNTER)
     if isinstance(old, Tensor) and old.shape == () and old.dtype == np.int64:
         return old
-    return Tensor.from_array(np.array(1, np.int64), {"tf_full_name": SAVE_COUNTER})
+    return Tensor.from_array(np.array(1, np.int64), {VARIABLE_NAME: SAVE_COUNTER})
 
 
 # -- copies, paths, the report ----------------------------------------------------------
@@ -216,7 +218,7 @@ def _copy(graph: Graph) -> Graph:
         if id(n) in memo:
             return memo[id(n)]  # type: ignore[return-value]
         new = memo[id(n)] = Node(dict(n.meta))
-        new.metadata = dict(n.metadata)
+        new.values = dict(n.values)
         pending = [(n, new)]
         while pending:  # iterative: deep graphs must not hit the recursion limit
             old, copy = pending.pop()
@@ -227,7 +229,7 @@ def _copy(graph: Graph) -> Graph:
                     copy.edges[name] = memo[id(item)]
                 else:
                     child = memo[id(item)] = Node(dict(item.meta))
-                    child.metadata = dict(item.metadata)
+                    child.values = dict(item.values)
                     copy.edges[name] = child
                     pending.append((item, child))
         return new
@@ -290,8 +292,8 @@ def _describe(report: Migration, before: dict[int, str], out: Graph,
     report.dropped = [{"path": path, "why": why.get(key, "not reachable")}
                       for key, path in before.items() if key not in after]
     first: dict[int, str] = {id(out.root): "(root)"}
-    for path, item in out.walk():
-        text = "/".join(path)
+    for where, item in out.walk():
+        text = "/".join(where)
         if id(item) in first:
             report.aliased.append({"path": text, "of": first[id(item)]})
         else:

@@ -12,8 +12,11 @@ is refused once variables are dropped, rather than guessed.
 
 from __future__ import annotations
 
+from typing import cast
+
 from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph, Node
+from convert.core.meta import VARIABLE_NAME
 from convert.core.tensor import Tensor
 
 LISTS = ("_variables", "_trainable_variables")  # the Keras optimizer lists that are not slots
@@ -69,7 +72,7 @@ def follow_slots(graph: Graph, known: dict[int, Tensor], notes: list[str]) -> No
                    reached]
     by_name: dict[str, list[Tensor]] = {}
     for tensor in known.values():
-        name = tensor.meta.get("tf_full_name")
+        name = tensor.meta.get(VARIABLE_NAME)
         if isinstance(name, str) and name:
             by_name.setdefault(name, []).append(tensor)
     dropped_any = any(i not in kept for i in known)
@@ -91,7 +94,8 @@ def _lists(opt: Node) -> dict[str, Node]:
 
 
 def _in_order(node: Node) -> list[Tensor]:
-    return [t for _, t in sorted(node.edges.items(), key=lambda kv: int(kv[0]))]
+    ordered = sorted(node.edges.items(), key=lambda kv: int(kv[0]))
+    return cast("list[Tensor]", [t for _, t in ordered])  # (a list of `_lists`: Tensors)
 
 
 def _prune_lists(opt: Node, kept: dict[int, Tensor], by_name: dict[str, list[Tensor]],
@@ -157,4 +161,4 @@ def _owners(lists: dict[str, Node], entries: list[Tensor],
 
 
 def _name(tensor: Tensor) -> str:
-    return str(tensor.meta.get("tf_full_name") or "")
+    return str(tensor.meta.get(VARIABLE_NAME) or "")

@@ -14,8 +14,9 @@ import threading
 
 import numpy as np
 
+from convert.core.meta import RULE_EXACT, RULE_KEY, RULE_OPS, RULE_SOURCES, SOURCE_KEY, VIEW_OF
 from convert.core.tensor import Tensor
-from convert.rules.ops import Chain, Spec
+from convert.rules.ops import Chain, Spec, Transpose
 
 
 class Computation:
@@ -58,7 +59,12 @@ class _Output:
 
 def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     """The tensors `chain` makes of `inputs`, lazily, each with its provenance in `meta`:
-    `rule_sources` (source keys), `rule_ops` (what was done), `rule_exact`."""
+    `RULE_SOURCES` (source keys), `RULE_OPS` (what was done), `RULE_EXACT`.
+
+    A permutation of one tensor also gets `meta[VIEW_OF] = (source, axes)`: it is `source`
+    with its axes permuted, the value `np.transpose(source.read(), axes)`. A writer that can
+    store a strided view (torch's `--strided`) writes the source's bytes as they are
+    instead of computing the value."""
     specs = chain.specs([(t.dtype, t.shape) for t in inputs])
     if not chain.ops and len(inputs) == len(specs):
         return list(inputs)  # a plain rename: the source tensor itself
@@ -68,12 +74,12 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
         return list(inputs[:1])
     computation = Computation(inputs, chain, specs)
     sources = [key for t in inputs for key in sources_of(t)]
-    done = list(dict.fromkeys(t.meta["rule_ops"] for t in inputs if t.meta.get("rule_ops")))
+    done = list(dict.fromkeys(t.meta[RULE_OPS] for t in inputs if t.meta.get(RULE_OPS)))
     ops = "; ".join([*done, chain.describe()])
     inexact = chain.inexact([(t.dtype, t.shape) for t in inputs],
-                            [not t.meta.get("rule_exact", True) for t in inputs])
+                            [not t.meta.get(RULE_EXACT, True) for t in inputs])
     made = [Tensor(dtype, shape, _Output(computation, i),
-                   {"rule_sources": sources, "rule_ops": ops, "rule_exact": not inexact[i]})
+                   {RULE_SOURCES: sources, RULE_OPS: ops, RULE_EXACT: not inexact[i]})
             for i, (dtype, shape) in enumerate(specs)]
     axes = _permutation(chain)
     if axes is not None and len(inputs) == 1 and len(made) == 1:
@@ -85,17 +91,11 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     return made
 
 
-# `meta[VIEW_OF] = (source, axes)`: the tensor is `source` with its axes permuted, the
-# value `np.transpose(source.read(), axes)`. A writer that can store a strided view (torch's
-# `--strided`) writes the source's bytes as they are instead of computing the value.
-VIEW_OF = "view_of"
-
-
 def _permutation(chain: Chain) -> tuple[int, ...] | None:
     """The axes of the one permutation that `chain` is, if it is nothing else."""
     axes: tuple[int, ...] | None = None
     for op in chain.ops:
-        if op.name != "transpose":
+        if not isinstance(op, Transpose):  # (the one op named "transpose")
             return None
         step = tuple(op.axes)
         axes = step if axes is None else tuple(axes[a] for a in step)
@@ -104,7 +104,7 @@ def _permutation(chain: Chain) -> tuple[int, ...] | None:
 
 def sources_of(tensor: Tensor) -> list[str]:
     """The source keys a tensor comes from (itself, if it was read from a file)."""
-    found = tensor.meta.get("rule_sources")
+    found = tensor.meta.get(RULE_SOURCES)
     if found is not None:
         return list(found)
-    return [str(tensor.meta.get("key") or tensor.meta.get("rule_key") or "?")]
+    return [str(tensor.meta.get(SOURCE_KEY) or tensor.meta.get(RULE_KEY) or "?")]

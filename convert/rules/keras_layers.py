@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from convert.core.errors import ConvertError
 from convert.core.graph import Graph, Node
+from convert.core.meta import KERAS_CONFIG, KERAS_LAYER_INDEX, KERAS_OPTIMIZER, KERAS_WEIGHT_INDEX
 from convert.core.tensor import Tensor
 from convert.frameworks.keras import config as keras_config
-from convert.rules.kinds import COUNTER, KindSpec, Layer, View, keras_groups, specs
+from convert.rules.kinds import KindSpec, Layer, View, counted, keras_groups, specs
 
 
 def keras_view(graph: Graph) -> View:
     groups = keras_groups()
     layers: list[Layer] = []
     claimed: set[int] = set()
-    config = keras_config.parse(graph.metadata.get("keras_config"))
+    config = keras_config.parse(graph.values.get(KERAS_CONFIG))
     reads = keras_config.flatten_reads(config)
     flattened = {layer.path: reads[layer.name] for layer in config.layers
                  if layer.name in reads} if config is not None else {}
@@ -28,7 +29,7 @@ def keras_view(graph: Graph) -> View:
     for path, node in graph.nodes():
         if not path or path[0] == "optimizer":
             continue
-        base, counter = COUNTER.match(path[-1]).groups()
+        base, counter = counted(path[-1])
         if base not in groups:
             continue
         cls, kind = groups[base]
@@ -36,10 +37,10 @@ def keras_view(graph: Graph) -> View:
         found = _keras_vars(node, spec, "/".join(path), absent.get(path, frozenset()))
         if found is None:
             continue
-        indices = [t.meta.get("keras_layer_index") for t in found.values()]
+        indices = [t.meta.get(KERAS_LAYER_INDEX) for t in found.values()]
         ordered = all(isinstance(i, int) for i in indices)
         # (a nested model is one legacy layer: its weights' own order tells its layers')
-        within = min((t.meta.get("keras_weight_index") or 0 for t in found.values()),
+        within = min((t.meta.get(KERAS_WEIGHT_INDEX) or 0 for t in found.values()),
                      default=0)
         order = (min(i for i in indices if isinstance(i, int)), within) \
             if ordered and indices else (int(counter or 0),)
@@ -54,7 +55,7 @@ def keras_view(graph: Graph) -> View:
         layers.sort(key=lambda layer: layer.order)
     leftover = [(e.path, e.tensor) for e in graph.entries()
                 if id(e.tensor) not in claimed and e.slot is None
-                and not e.tensor.meta.get("keras_optimizer")]
+                and not e.tensor.meta.get(KERAS_OPTIMIZER)]
     return View("keras", layers, leftover)
 
 

@@ -47,6 +47,13 @@ FLAX_COLLECTIONS = ("params", "batch_stats")
 COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
 
 
+def counted(name: str) -> tuple[str, str | None]:
+    """A name's base and Keras counter: `dense_2` → ("dense", "2"), `dense` → ("dense", None)."""
+    found = COUNTER.match(name)
+    assert found is not None  # (COUNTER matches every name but "", which no layer has)
+    return found.group(1), found.group(2)
+
+
 @dataclass(frozen=True)
 class KindSpec:
     """How one framework holds a layer of one kind."""
@@ -208,7 +215,7 @@ def _groups_of(found) -> dict[str, tuple[str, str]]:
 
 def keras_group(name: str) -> tuple[str, str] | None:
     """(class, kind) of a Keras 3 group name (`separable_conv2d_1`), if it names one."""
-    return keras_groups().get(COUNTER.match(name).group(1))
+    return keras_groups().get(counted(name)[0])
 
 
 def keras_index(spec: KindSpec, var: str, present: set[str] | None = None) -> GraphPath:

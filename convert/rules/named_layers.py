@@ -10,17 +10,18 @@ from __future__ import annotations
 import re
 
 from convert.core.graph import Graph, GraphPath
+from convert.core.meta import KERAS_OPTIMIZER, KERAS_WEIGHT_NAME, VARIABLE_NAME
 from convert.core.tensor import Tensor
 from convert.frameworks.keras import config as keras_config
 from convert.rules.kinds import (
     _KERAS2_NAMES,
     _SKIP_ROOTS,
-    COUNTER,
     FLAX_COLLECTIONS,
     KindSpec,
     Layer,
     View,
     class_kinds,
+    counted,
     keras_groups,
     specs,
 )
@@ -43,7 +44,7 @@ def keras2_path(path: GraphPath) -> GraphPath | None:
 def named_view(graph: Graph, framework: str, rename=None,
                config: keras_config.ModelConfig | None = None) -> View:
     entries = [e for e in graph.entries() if e.slot is None
-               and not e.tensor.meta.get("keras_optimizer")]
+               and not e.tensor.meta.get(KERAS_OPTIMIZER)]
     collections = framework == "flax" and bool(entries) and all(
         e.path[0] in FLAX_COLLECTIONS and len(e.path) >= 2 for e in entries)
     found = _Found(framework, collections)
@@ -146,6 +147,7 @@ def _match(module: GraphPath, found: _Found
             held = got
     if not kinds:
         return None
+    assert held is not None  # (set with the first kind that fits)
     facts, doubt = keras_config.dense_facts(found.reads.get(module[-1]) if module else None,
                                             held[0])
     return Layer(module, frozenset(kinds), held[0], cls=cls, parent=module[:-1], facts=facts,
@@ -160,7 +162,7 @@ def _fits(spec: KindSpec, module: GraphPath, found: _Found, direct: set[GraphPat
         path = next((p for p in (found.locate(module, n) for n in spec.names.get(var, (var,)))
                      if p in found.tensors and p not in found.claimed), None)
         tensor = found.tensors.get(path) if path is not None else None
-        if tensor is None:
+        if path is None or tensor is None:
             if var in spec.optional:
                 continue
             return None
@@ -181,6 +183,7 @@ def _fits(spec: KindSpec, module: GraphPath, found: _Found, direct: set[GraphPat
 
 
 def _gates_fit(spec: KindSpec, found: dict[str, Tensor]) -> bool:
+    assert spec.gates is not None  # (asked only of a kind with gates)
     recurrent = found.get(spec.vars[1])
     return recurrent is not None and recurrent.shape[0] == spec.gates * recurrent.shape[1]
 
@@ -192,10 +195,10 @@ def _keras_class(module: GraphPath, tensors: list[Tensor]) -> str | None:
     nothing, and then names and ranks decide."""
     names = [module[-1]] if module else []
     for tensor in tensors:
-        own = tensor.meta.get("tf_full_name") or tensor.meta.get("keras_weight_name") or ""
+        own = tensor.meta.get(VARIABLE_NAME) or tensor.meta.get(KERAS_WEIGHT_NAME) or ""
         names += own.split("/")[:-1][-1:]
     for name in names:
-        hit = keras_groups().get(COUNTER.match(name).group(1))
+        hit = keras_groups().get(counted(name)[0])
         if hit:
             return hit[0]
     return None

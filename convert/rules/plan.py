@@ -2,7 +2,7 @@
 the report of what it consumed, left unused, missed and made up.
 
 With a skeleton (`--like`), the output is the skeleton itself (its keys, shapes, dtypes,
-containers and metadata) with each tensor replaced by the one the rules derive for it;
+containers and values) with each tensor replaced by the one the rules derive for it;
 the source's layers are aligned to the skeleton's by kind and order (`align.py`). Without
 one, `[[path]]` rules say where each layer goes and `[[tensor]]` rules name each tensor.
 Writers take the plan as they take any graph: they never see a rule.
@@ -16,10 +16,21 @@ from typing import Any
 from convert.core import registry
 from convert.core.dtypes import dtype_name
 from convert.core.graph import Graph, GraphPath, Node
+from convert.core.meta import (
+    KERAS_CONFIG,
+    RULE_EXACT,
+    RULE_KEY,
+    RULE_OPS,
+    RULE_PREFIX,
+    RULE_SOURCES,
+    SOURCE_KEY,
+    TF_LAYOUT,
+    VIEW_OF,
+)
 from convert.core.tensor import Tensor
 from convert.rules import kinds as kinds_module
 from convert.rules import place, views
-from convert.rules.derive import VIEW_OF, sources_of
+from convert.rules.derive import sources_of
 from convert.rules.language import RuleError, RuleSet
 from convert.rules.translate import Step, run_tensor_rules
 
@@ -68,6 +79,7 @@ class Planned:
 def steps(rules: RuleSet, source_format: str | None, target_format: str | None,
           reverse: bool) -> list[Step]:
     """The rule sets to run, each in its direction, from the source's side to the target's."""
+    src: str | None  # (None: the source's format is on no side, or on both)
     if rules.compose:
         first, second = rules.compose
         middle = (set(first.sides) & set(second.sides)).pop()
@@ -154,12 +166,12 @@ def _plan(source: Graph, rules: RuleSet, like: Graph | None, target_format: str 
 
 def _name_sources(entries: list) -> None:
     for entry in entries:
-        if "key" not in entry.tensor.meta:
-            entry.tensor.meta["rule_key"] = "/".join(entry.path)
+        if SOURCE_KEY not in entry.tensor.meta:
+            entry.tensor.meta[RULE_KEY] = "/".join(entry.path)
 
 
 def _source_key(tensor: Tensor) -> str:
-    return str(tensor.meta.get("key") or tensor.meta.get("rule_key") or "?")
+    return str(tensor.meta.get(SOURCE_KEY) or tensor.meta.get(RULE_KEY) or "?")
 
 
 def _targets(like: Graph) -> dict[GraphPath, Tensor]:
@@ -177,7 +189,7 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
     if like is not None:
         target = views.view(like, place.framework(chain[-1].dst, like.format))
         where = {id(t): p for p, t in _targets(like).items()}
-        configured = "keras_config" in source.metadata or "keras_config" in like.metadata
+        configured = KERAS_CONFIG in source.values or KERAS_CONFIG in like.values
         placed = place.with_skeleton(layers, target.layers, where, chain, rules, configured)
     else:
         placed = place.by_path_rules(layers, chain, rules, target_format)
@@ -195,7 +207,7 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
         graph = Graph(format=target_format, source=source.source, files=list(source.files))
         if target_format == "tf":  # tensors named by path: a TF1 (name-based) checkpoint,
             # or Keras layers as tf_keras objects (`layer_with_weights-0/kernel`)
-            graph.root.meta["tf_layout"] = "object" if report.objects else "names"
+            graph.root.meta[TF_LAYOUT] = "object" if report.objects else "names"
         for path, tensor in produced.items():
             graph.add(path, tensor)
         for path, tensor in produced.items():
@@ -207,7 +219,7 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
         if entry.slot is not None:
             continue
         made = next((produced[p] for p in entry.paths if p in produced), None)
-        key = str(entry.tensor.meta.get("key") or _key(entry.path, like.format))
+        key = str(entry.tensor.meta.get(SOURCE_KEY) or _key(entry.path, like.format))
         if made is None:
             report.missing.append(key)
             continue
@@ -218,7 +230,7 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
     # What the target has no place for (a BertModel has no pre-training heads) is unused.
     report.unused = sorted({*report.unused, *(s for p, t in produced.items() if p not in known
                                              for s in sources_of(t))})
-    graph = Graph(root=_copy(like.root, fill, {}), metadata=dict(like.metadata),
+    graph = Graph(root=_copy(like.root, fill, {}), values=dict(like.values),
                   format=like.format, source=source.source,
                   files=[*source.files, *like.files])
     return graph
@@ -229,7 +241,7 @@ def _copy(node: Node, fill: dict[int, Tensor], memo: dict[int, Node]) -> Node:
     if id(node) in memo:
         return memo[id(node)]
     new = memo[id(node)] = Node(dict(node.meta))
-    new.metadata = dict(node.metadata)
+    new.values = dict(node.values)
     for name, item in node.edges.items():
         if isinstance(item, Node):
             new.edges[name] = _copy(item, fill, memo)
@@ -246,9 +258,8 @@ def _as(skeleton: Tensor, made: Tensor, memo: dict) -> Tensor:
     if key not in memo:
         memo[key] = Tensor(made.dtype, made.shape, made.read,
                            {**skeleton.meta, **{k: v for k, v in made.meta.items()
-                                                if k.startswith("rule_") or k == VIEW_OF},
-                            "rule_sources": made.meta.get("rule_sources",
-                                                          [_source_key(made)])})
+                                                if k.startswith(RULE_PREFIX) or k == VIEW_OF},
+                            RULE_SOURCES: made.meta.get(RULE_SOURCES, [_source_key(made)])})
     return memo[key]
 
 
@@ -258,8 +269,8 @@ def _key(path: GraphPath, fmt: str | None) -> str:
 
 def _planned(key: str, tensor: Tensor) -> dict[str, Any]:
     return {"key": key, "dtype": dtype_name(tensor.dtype), "shape": list(tensor.shape),
-            "sources": sources_of(tensor), "ops": tensor.meta.get("rule_ops", "copy"),
-            "exact": tensor.meta.get("rule_exact", True)}
+            "sources": sources_of(tensor), "ops": tensor.meta.get(RULE_OPS, "copy"),
+            "exact": tensor.meta.get(RULE_EXACT, True)}
 
 
 def _check(report: RulesReport, check: str, rules: RuleSet) -> None:

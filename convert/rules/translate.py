@@ -10,6 +10,7 @@ from the source's shapes alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
@@ -100,7 +101,7 @@ def _run_rule(rule: LayerRule, step: Step, current: dict[str, Tensor],
         inputs = [current.get(n) for n in src]
         if src and all(t is None for t in inputs):
             continue  # a variable this layer does not have (a bias it was built without)
-        if any(t is None for t in inputs):
+        if not _all_present(inputs):
             missing = [n for n, t in zip(src, inputs, strict=True) if t is None]
             raise RuleError(f"layer {where}: has {', '.join(n for n in src if n not in missing)}"
                             f" but not {', '.join(missing)}, which the rule maps together")
@@ -198,21 +199,24 @@ def _first_rule(rules: RuleSet, step: Step, path: GraphPath, original, tensor: T
         sources = [tensors.get(original(p.fill(values))) if not p.skips else
                    (tensors.get(found) if (found := p.resolve(values, tensors)) else None)
                    for p in rule.patterns[step.src]]
-        if any(t is None for t in sources):
+        if not _all_present(sources):
             continue
         outputs = [p.resolve(values, want or ()) or p.fill(values)
                    for p in rule.patterns[step.dst]]
         if want is not None and dst_prefix:  # the skeleton's spelling of the prefix
             outputs = [o if o in want or _toggle(o, dst_prefix) not in want
                        else _toggle(o, dst_prefix) for o in outputs]
-        targets = [want.get(o) for o in outputs] if want is not None else None
-        if targets is not None and any(t is None for t in targets):
-            targets = None
+        wanted = [want.get(o) for o in outputs] if want is not None else None
+        targets = wanted if wanted is not None and _all_present(wanted) else None
         if not step.forward and not _holds_back(rule, sources, targets):
             continue  # the conditions are on the first side's tensor: here, the target's
         chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
         return dict(zip(outputs, derive(sources, chain), strict=True)), sources
     return None
+
+
+def _all_present(tensors: list[Tensor | None]) -> TypeGuard[list[Tensor]]:
+    return all(t is not None for t in tensors)
 
 
 def _holds(rule: TensorRule, tensor: Tensor) -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from convert.core import registry
 from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph
+from convert.core.meta import MODEL_CONFIG, TF_LAYOUT
 from convert.frameworks.keras import config as keras_config
 from convert.rules.keras_layers import keras_view
-from convert.rules.kinds import COUNTER, Layer, View, specs
+from convert.rules.kinds import Layer, View, counted, specs
 from convert.rules.named_layers import keras2_path, named_view
 
 
-def framework_of(graph: Graph, path: object = None) -> str:
+def framework_of(graph: Graph, path: str | None = None) -> str:
     framework = registry.framework_of(graph.format)
     if framework is None:
         raise UnsupportedError(
@@ -30,9 +31,9 @@ def view(graph: Graph, framework: str | None = None) -> View:
     if framework == "keras" and graph.format == "keras":
         found = keras_view(graph)
     elif framework == "keras":  # (a full-model .h5's config names each layer's class)
-        config = keras_config.parse(graph.metadata.get("model_config"))
+        config = keras_config.parse(graph.values.get(MODEL_CONFIG))
         found = named_view(graph, "keras", keras2_path, config)
-        if graph.root.meta.get("tf_layout") == "names":
+        if graph.root.meta.get(TF_LAYOUT) == "names":
             _order_by_counters(found.layers)
     else:
         found = named_view(graph, framework)
@@ -44,7 +45,7 @@ def _order_by_counters(layers: list[Layer]) -> None:
     """TF1 names come sorted (`dense_10` before `dense_2`): the order is only the one Keras'
     per-class counters give, and the alignment refuses where that is not enough."""
     for layer in layers:
-        counter = COUNTER.match(layer.path[-1]).group(2) if layer.path else None
+        counter = counted(layer.path[-1])[1] if layer.path else None
         layer.order = (int(counter or 0),)
         layer.ordered = False
     layers.sort(key=lambda layer: (layer.cls or "", layer.parent, layer.order))

@@ -17,6 +17,8 @@ from convert import api
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMM_PYTHON = ROOT / ".venv-timm" / "bin" / "python"
+# (timm and torch run in .venv-timm, in a subprocess: no import here shows it)
+pytestmark = pytest.mark.frameworks
 D, HEADS, MLP, CLASSES, PATCH, IMAGE, DEPTH = 8, 2, 16, 3, 8, 16, 2
 
 TIMM = f"""

@@ -58,8 +58,8 @@ def test_leaf_kinds_are_kept(misc):
     graph = convert.load(misc.path)
     scalar = graph.get(("scalar",))
     assert scalar.shape == () and scalar.meta[layout.META_EXT] == "npscalar"
-    assert graph.root.metadata["c"] == complex(1.5, -2.0)
-    assert graph.root.metadata["name"] == "run-1" and graph.root.metadata["step"] == 7
+    assert graph.root.values["c"] == complex(1.5, -2.0)
+    assert graph.root.values["name"] == "run-1" and graph.root.values["step"] == 7
     assert graph.get(("params", "bf")).dtype_name == "bfloat16"
     assert graph.get(("params", "f8")).dtype_name == "float8_e4m3fn"
     assert isinstance(graph.get(("nothing",)), Node)
@@ -69,7 +69,7 @@ def test_raw_msgpack_arrays_are_indexed_nodes(raw_lists):
     graph = convert.load(raw_lists.path)
     layers = graph.get(("layers",))
     assert layers.meta[layout.META_ARRAY] is True
-    assert list(layers.edges) == ["0", "1"] and layers.metadata == {"2": 4}
+    assert list(layers.edges) == ["0", "1"] and layers.values == {"2": 4}
 
 
 def test_chunked_array_is_one_tensor(chunked):

@@ -78,8 +78,8 @@ def _foreign_graph() -> Graph:
     graph.add(("decoder", "bias"), Tensor.from_array(np.array([1, 2], np.int64)))
     graph.add(("names",), Tensor(STRING, (1,), lambda: np.array([b"a"], object)))
     graph.add(("act",), Node())  # an object without weights
-    graph.get(("decoder",)).metadata["version"] = 1
-    graph.metadata["framework"] = "torch"
+    graph.get(("decoder",)).values["version"] = 1
+    graph.values["framework"] = "torch"
     return graph
 
 

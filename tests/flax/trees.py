@@ -35,7 +35,7 @@ def flatten_graph(graph: Graph) -> tuple[dict, dict]:
     values = {}
     nodes = [((), graph.root)] + [(p, n) for p, n in graph.walk() if isinstance(n, Node)]
     for path, node in nodes:
-        for name, value in node.metadata.items():
+        for name, value in node.values.items():
             values[path + (name,)] = value
     return arrays, values
 

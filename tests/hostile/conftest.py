@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hostile") / "corpus"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_bad_inputs"), str(out)],
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_bad_inputs.py"), str(out)],
                    check=True, capture_output=True, timeout=600)
     return out
 

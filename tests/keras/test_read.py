@@ -56,8 +56,8 @@ def test_legacy_weights_file(goldens, name):
     gold = goldens[name]
     graph = convert.load(gold.files["h5"])
     assert graph.format == "keras-h5"
-    assert graph.metadata["backend"] == "tensorflow"
-    assert graph.metadata["keras_version"].startswith("2.")
+    assert graph.values["backend"] == "tensorflow"
+    assert graph.values["keras_version"].startswith("2.")
     assert_legacy_identity(graph, gold.model)
     # Root edges: every layer of `layer_names`, weightless ones as empty Nodes, in order.
     top = ["top_level_model_weights"] if name == "tk_sub" else []
@@ -101,8 +101,8 @@ def test_legacy_full_model_file(goldens):
     graph = convert.load(gold.files["full"])
     assert graph.format == "keras-h5"
     assert_legacy_identity(graph, gold.model)
-    assert json.loads(graph.metadata["model_config"])["class_name"] == "Functional"
-    assert json.loads(graph.metadata["training_config"])["loss"] == "mse"
+    assert json.loads(graph.values["model_config"])["class_name"] == "Functional"
+    assert json.loads(graph.values["training_config"])["loss"] == "mse"
     assert graph.root.meta["keras_h5_full_model"] is True
     # Optimizer state: every optimizer variable in its file order; slots where the
     # variable is named, attached to that variable.
@@ -228,8 +228,8 @@ def test_keras_archive_knows_both_identities(goldens):
     """A .keras config gives each Keras 3 variable its Keras 2 layer, position and name."""
     gold = goldens["k3_all"]
     graph = convert.load(gold.files["keras"])
-    assert json.loads(graph.metadata["keras_config"])["class_name"] == "Functional"
-    assert graph.metadata["keras_version"].startswith("3.")
+    assert json.loads(graph.values["keras_config"])["class_name"] == "Functional"
+    assert graph.values["keras_version"].startswith("3.")
     assert_legacy_identity(graph, gold.model, weight_name=lambda w: w.path)
     assert graph.root.meta["keras_layer_names"] == [layer.name for layer in gold.model.layers]
 

@@ -344,7 +344,7 @@ def test_old_keras2_file(tmp_path, tk):
         group["dense_1/kernel:0"] = kernel
         group["dense_1/bias:0"] = bias
     graph = convert.load(old)
-    assert graph.format == "keras-h5" and graph.metadata["keras_version"] == "2.1.6"
+    assert graph.format == "keras-h5" and graph.values["keras_version"] == "2.1.6"
     np.testing.assert_array_equal(graph.get(("dense_1", "kernel")).read(), kernel)
     out = tmp_path / "new.h5"
     convert.save(graph, out)

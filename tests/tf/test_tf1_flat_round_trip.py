@@ -95,5 +95,5 @@ def test_a_foreign_value_under_the_key_stays_a_value(tmp_path):
     save_file({"a.b": np.ones(2, np.float32)}, tmp_path / "x.safetensors",
               metadata={"tf1_names": "[[[not ours"})
     graph = convert.load(tmp_path / "x.safetensors")
-    assert graph.metadata["tf1_names"] == "[[[not ours"
+    assert graph.values["tf1_names"] == "[[[not ours"
     assert graph.root.meta.get("tf_layout") is None

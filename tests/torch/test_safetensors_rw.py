@@ -34,7 +34,7 @@ def package_files(golden, tmp_path_factory):
 def test_reads_package_files_bit_exact(package_files):
     d, dtypes, arrays = package_files
     graph = convert.load(d / "dtypes.safetensors")
-    assert graph.format == "safetensors" and graph.metadata == {"source": "t"}
+    assert graph.format == "safetensors" and graph.values == {"source": "t"}
     ours = {e.tensor.meta["key"]: e.tensor for e in graph.entries()}
     assert set(ours) == set(dtypes)
     for key, value in dtypes.items():

@@ -72,7 +72,7 @@ def test_nested_checkpoint_becomes_nested_nodes(golden):
     graph = convert.load(golden["checkpoint"])
     saved = torch.load(golden["checkpoint"], weights_only=True)
     root = graph.root
-    assert root.metadata == {"epoch": 3, "best_loss": 0.25, "name": "run-1",
+    assert root.values == {"epoch": 3, "best_loss": 0.25, "name": "run-1",
                              "history": [1.5, 0.5], "flags": {"amp": False, "tag": None}}
     model, optimizer = root["model"], root["optimizer"]
     assert isinstance(model, Node) and model.meta["torch.container"] == "OrderedDict"
@@ -80,7 +80,7 @@ def test_nested_checkpoint_becomes_nested_nodes(golden):
     assert graph.get(("model", "bn", "num_batches_tracked")).read() == 2
     state = optimizer["state"]
     assert state.meta["torch.keys"] == list(saved["optimizer"]["state"])  # int keys kept
-    assert optimizer.metadata["param_groups"] == saved["optimizer"]["param_groups"]
+    assert optimizer.values["param_groups"] == saved["optimizer"]["param_groups"]
     exp_avg = graph.get(("optimizer", "state", "0", "exp_avg"))
     assert_same_tensor(exp_avg.read(), saved["optimizer"]["state"][0]["exp_avg"])
     assert model.meta["torch.attributes"]["_metadata"] == saved["model"]._metadata
@@ -191,7 +191,7 @@ def test_other_pickle_protocols_and_roots(tmp_path):
     bare = convert.load(tmp_path / "bare.pt")
     assert_same_tensor(bare.get(("value",)).read(), torch.arange(5))
     listed = convert.load(tmp_path / "list.pt")
-    assert listed.root.meta["torch.container"] == "list" and listed.root.metadata == {"2": 7}
+    assert listed.root.meta["torch.container"] == "list" and listed.root.values == {"2": 7}
     assert_same_tensor(listed.get(("1", "a")).read(), torch.ones(1))
     for name in ("p4", "bare", "list"):  # and each is written back as what it was
         convert.convert(tmp_path / f"{name}.pt", tmp_path / f"{name}_again.pt")

@@ -117,7 +117,7 @@ def test_graph_from_numpy_is_a_flat_state_dict(tmp_path):
         ("scalar",): np.array(3, dtype=np.int16),
     }
     graph = Graph.from_flat({k: Tensor.from_array(v) for k, v in arrays.items()})
-    graph.root.metadata["note"] = "dropped"
+    graph.root.values["note"] = "dropped"
     out = tmp_path / "flat.pt"
     report = convert.save(graph, out)
     assert any("dropped 1 non-tensor" in n for n in report.notes)

@@ -17,11 +17,13 @@ from convert.core.errors import UnsupportedError
 CHUNKED_KEY = "__msgpack_chunked_array__"
 EXT_NDARRAY, EXT_COMPLEX, EXT_NPSCALAR = 1, 2, 3
 
-# Node.meta / Tensor.meta keys that let a Flax -> Flax round trip give the same bytes.
+# Node.meta / Tensor.meta keys that let a Flax -> Flax round trip give the same bytes (Flax's
+# own: only this package writes and reads them; listed in convert/core/meta.py).
 META_ARRAY = "msgpack_array"  # the map was a raw msgpack array, not a {"0": ...} map
 META_ORDER = "msgpack_order"  # key order when tensors and non-tensor values interleave
 META_INT_KEYS = "msgpack_int_keys"  # keys that were integers in the file
 META_EXT = "flax_ext"  # "npscalar" for extension 3
+META_CHUNKS = "chunks"  # how many chunks a chunked array was stored in
 
 
 # -- msgpack facts the library does not expose: where things lie ------------------------

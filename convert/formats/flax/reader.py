@@ -1,6 +1,6 @@
 """Reading a Flax msgpack checkpoint: the walked tree (`walk.py`) into a Graph, maps as
-Nodes, arrays as lazy Tensors (chunked arrays joined on read), other values as metadata;
-and the sniff.
+Nodes, arrays as lazy Tensors (chunked arrays joined on read), other values as the Nodes'
+values; and the sniff.
 
 Apart from the walk because this is the tool's side of the format: how Flax's tree maps
 onto Nodes, and the meta (`layout.py`) a Flax -> Flax round trip needs to give the same
@@ -19,12 +19,14 @@ import numpy as np
 
 from convert.core.errors import FormatError
 from convert.core.graph import Graph, Node
+from convert.core.meta import SOURCE_KEY
 from convert.core.tensor import Stored, Tensor, array_from_bytes
 from convert.formats.flax.layout import (
     CHUNKED_KEY,
     EXT_NDARRAY,
     EXT_NPSCALAR,
     META_ARRAY,
+    META_CHUNKS,
     META_EXT,
     META_INT_KEYS,
     META_ORDER,
@@ -48,7 +50,7 @@ class _GraphBuilder:
         if isinstance(tree, list):
             node.meta[META_ARRAY] = True
         int_keys = []
-        is_map, edges, metadata = isinstance(tree, dict), node.edges, node.metadata
+        is_map, edges, values = isinstance(tree, dict), node.edges, node.values
         for key, value in items:
             if type(key) is str:
                 name = key
@@ -56,7 +58,7 @@ class _GraphBuilder:
                 name = str(key)
                 if is_map:
                     int_keys.append(name)
-            if name in edges or name in metadata:
+            if name in edges or name in values:
                 raise FormatError(f"key {name!r} appears twice in {place('/'.join(where))}",
                                   self.path)
             if type(value) is ArrayRef:  # (most items: tested first)
@@ -66,10 +68,10 @@ class _GraphBuilder:
             elif isinstance(value, dict | list):
                 edges[name] = self.node(value, where + (name,))
             else:
-                metadata[name] = value
+                values[name] = value
         if int_keys:
             node.meta[META_INT_KEYS] = int_keys
-        if node.metadata and node.edges:
+        if node.values and node.edges:
             node.meta[META_ORDER] = [str(k) for k in (tree if isinstance(tree, dict)
                                                       else range(len(tree)))]
         return node
@@ -77,13 +79,13 @@ class _GraphBuilder:
     def tensor(self, parts: list[ArrayRef], shape: tuple[int, ...],
                where: tuple[str, ...]) -> Tensor:
         self.tensors += 1
-        meta: dict[str, Any] = {"key": "/".join(where)}
+        meta: dict[str, Any] = {SOURCE_KEY: "/".join(where)}
         if parts[0].code == EXT_NPSCALAR:
             meta[META_EXT] = "npscalar"
         if len(parts) > 1 or parts[0].shape != shape:
-            meta["chunks"] = len(parts)
+            meta[META_CHUNKS] = len(parts)
         return Tensor(parts[0].dtype, shape,
-                      _Payload(self.source, parts, shape, meta["key"]), meta)
+                      _Payload(self.source, parts, shape, meta[SOURCE_KEY]), meta)
 
     def chunked(self, value: dict, where: tuple[str, ...]) -> Tensor:
         key = "/".join(where)
@@ -166,7 +168,7 @@ def sniff(path: Path) -> bool:
 
 
 def read(path: Path) -> Graph:
-    """The state dict as a Graph: maps are Nodes, arrays lazy Tensors, others metadata."""
+    """The state dict as a Graph: maps are Nodes, arrays lazy Tensors, others values."""
     path = Path(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

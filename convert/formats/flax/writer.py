@@ -81,7 +81,7 @@ class _Planner:
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.keep_values = graph.format == "flax"  # foreign metadata would pollute the tree
+        self.keep_values = graph.format == "flax"  # foreign values would pollute the tree
         self.first_path = {id(e.tensor): e.path for e in graph.entries()}
         self.packer = _packer()
         self.dropped_values: list[str] = []
@@ -100,9 +100,9 @@ class _Planner:
     def node(self, node: Node, where: GraphPath) -> _MapPlan | None:
         int_keys = set(node.meta.get(META_INT_KEYS, ()))
         names = [n for n in node.meta.get(META_ORDER, ())
-                 if n in node.edges or n in node.metadata]
+                 if n in node.edges or n in node.values]
         names += [n for n in node.edges if n not in names]
-        names += [n for n in node.metadata if n not in names]
+        names += [n for n in node.values if n not in names]
         items: dict[str | int, Any] = {}
         for name in names:
             value = self.item(node, name, where + (name,))
@@ -130,7 +130,7 @@ class _Planner:
                 return None
             self.seen_nodes.add(id(item))
             return self.node(item, here)
-        value = node.metadata[name]
+        value = node.values[name]
         if not self.keep_values:
             self.dropped_values.append("/".join(here))
             return None
@@ -158,7 +158,7 @@ class _Planner:
         if self.dropped_strings:
             notes.append(f"dropped {count(len(self.dropped_strings), 'string tensor')} (Flax "
                          f"stores numeric arrays only): {some(self.dropped_strings)}")
-        note = dropped_values([*self.dropped_values, *map(str, self.graph.metadata)],
+        note = dropped_values([*self.dropped_values, *map(str, self.graph.values)],
                               "a Flax state dict holds arrays only")
         if note:
             notes.append(note)
@@ -222,7 +222,8 @@ class _StreamWriter:
         head = (b"\x93" + self.packer.pack(list(array.shape)) + self.packer.pack(array.dtype.name)
                 + pack_bin_header(array.nbytes))
         self.file.write(pack_ext_header(code, len(head) + array.nbytes) + head)
-        self.file.write(array.reshape(-1).view(np.uint8))
+        # (an ndarray is a buffer: numpy's stubs say so only for Python >= 3.12)
+        self.file.write(array.reshape(-1).view(np.uint8))  # type: ignore[call-overload]
 
 
 def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),

@@ -32,7 +32,25 @@ from pathlib import Path
 import h5py
 
 from convert.core.errors import FormatError
-from convert.core.graph import VARIABLE_NAME, Graph, Node, Slot
+from convert.core.graph import Graph, Node, Slot
+from convert.core.meta import (
+    BACKEND,
+    KERAS3_KEY,
+    KERAS3_UNMAPPED,
+    KERAS_H5_FULL_MODEL,
+    KERAS_LAYER,
+    KERAS_LAYER_INDEX,
+    KERAS_LAYER_NAMES,
+    KERAS_LAYER_POSITION,
+    KERAS_OPTIMIZER,
+    KERAS_VERSION,
+    KERAS_WEIGHT_INDEX,
+    KERAS_WEIGHT_NAME,
+    MODEL_CONFIG,
+    SOURCE_KEY,
+    TRAINING_CONFIG,
+    VARIABLE_NAME,
+)
 from convert.core.tensor import Tensor
 from convert.formats.keras.hdf5_files import Source
 from convert.formats.keras.hdf5_reader import child, dataset_tensor, has_attr, read_names, read_text
@@ -60,20 +78,20 @@ def read(path: Path) -> Graph:
     graph = Graph(format="keras-h5", source=os.fspath(path), files=[os.fspath(path)])
     with where.open() as f:
         group, full = weights_group(f, where)
-        for name in ("keras_version", "backend"):
+        for name in (KERAS_VERSION, BACKEND):  # (values named as the file's attributes)
             value = read_text(group, name, where) or read_text(f, name, where)
             if value is not None:
-                graph.metadata[name] = value
+                graph.values[name] = value
         if full:
-            for name in ("model_config", "training_config"):
+            for name in (MODEL_CONFIG, TRAINING_CONFIG):
                 value = read_text(f, name, where)
                 if value is not None:
-                    graph.metadata[name] = value
+                    graph.values[name] = value
         layers = _read_layers(graph, group, where)
         optimizer = child(f, "optimizer_weights", where) if full else None
         if isinstance(optimizer, h5py.Group):
             _read_optimizer(graph, optimizer, where, layers)
-    graph.root.meta["keras_h5_full_model"] = full
+    graph.root.meta[KERAS_H5_FULL_MODEL] = full
     _annotate_keras3_keys(graph, layers)
     return graph
 
@@ -115,7 +133,7 @@ def _read_layers(graph: Graph, group: h5py.Group,
                  where: Source) -> list[tuple[str, list[tuple[str, Tensor]]]]:
     prefix = group.name.strip("/")
     layer_names = read_names(group, "layer_names", where)
-    graph.root.meta["keras_layer_names"] = list(layer_names)
+    graph.root.meta[KERAS_LAYER_NAMES] = list(layer_names)
     layers: list[tuple[str, list[tuple[str, Tensor]]]] = []
     index = 0
     names = list(layer_names)
@@ -131,8 +149,8 @@ def _read_layers(graph: Graph, group: h5py.Group,
         weight_names = read_names(layer_group, "weight_names", where)
         top = name == TOP_LEVEL
         layer_index = None if top or not weight_names else index
-        node = Node({"keras_layer": name, "keras_layer_index": layer_index,
-                     "keras_layer_position": None if top else position})
+        node = Node({KERAS_LAYER: name, KERAS_LAYER_INDEX: layer_index,
+                     KERAS_LAYER_POSITION: None if top else position})
         if top and not weight_names:
             continue
         graph.root.edges[name] = node
@@ -143,9 +161,9 @@ def _read_layers(graph: Graph, group: h5py.Group,
                 raise FormatError(f"layer {name!r}: `weight_names` lists {weight_name!r} but "
                                   f"{layer_group.name.lstrip('/')}/{weight_name} is not a "
                                   "dataset", where.label)
-            meta = {"key": ds.name.lstrip("/"), "keras_layer": name,
-                    "keras_layer_index": layer_index, "keras_weight_index": j,
-                    "keras_weight_name": weight_name,
+            meta = {SOURCE_KEY: ds.name.lstrip("/"), KERAS_LAYER: name,
+                    KERAS_LAYER_INDEX: layer_index, KERAS_WEIGHT_INDEX: j,
+                    KERAS_WEIGHT_NAME: weight_name,
                     VARIABLE_NAME: layout.strip_suffix(weight_name)}
             tensor = dataset_tensor(ds, where, meta)
             _place(node, weight_path(name, weight_name), weight_name, tensor)
@@ -168,15 +186,15 @@ def _read_optimizer(graph: Graph, group: h5py.Group, where: Source,
     if not weight_names:
         return
     edge = OPTIMIZER if OPTIMIZER not in graph.root.edges else "optimizer_weights"
-    node = graph.root.edges[edge] = Node({"keras_optimizer": True})
+    node = graph.root.edges[edge] = Node({KERAS_OPTIMIZER: True})
     variables = _variables_by_name(layers)
     for j, weight_name in enumerate(weight_names):
         ds = child(group, weight_name, where)
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"optimizer: `weight_names` lists {weight_name!r} but "
                               f"optimizer_weights/{weight_name} is not a dataset", where.label)
-        meta = {"key": ds.name.lstrip("/"), "keras_optimizer": True, "keras_weight_index": j,
-                "keras_weight_name": weight_name, VARIABLE_NAME: layout.strip_suffix(weight_name)}
+        meta = {SOURCE_KEY: ds.name.lstrip("/"), KERAS_OPTIMIZER: True, KERAS_WEIGHT_INDEX: j,
+                KERAS_WEIGHT_NAME: weight_name, VARIABLE_NAME: layout.strip_suffix(weight_name)}
         tensor = dataset_tensor(ds, where, meta)
         slot = _slot_of(weight_name, variables)
         if slot is not None and slot[0].shape == tensor.shape:
@@ -222,19 +240,19 @@ def _slot_of(weight_name: str, variables: dict[str, Tensor]) -> tuple[Tensor, st
 
 
 def _annotate_keras3_keys(graph: Graph, layers: list[tuple[str, list[tuple[str, Tensor]]]]) -> None:
-    config = keras_config.decode(graph.metadata.get("model_config"))
+    config = keras_config.decode(graph.values.get(MODEL_CONFIG))
     if config is None:
-        graph.root.meta["keras3_unmapped"] = (
+        graph.root.meta[KERAS3_UNMAPPED] = (
             "the file holds no model config (weights-only .h5: layer order, no Keras 3 paths)")
         return
     try:
         keys = layout.legacy_to_keras3(config, [(n, w) for n, w in layers if n != TOP_LEVEL])
     except layout.Unmappable as exc:
-        graph.root.meta["keras3_unmapped"] = str(exc)
+        graph.root.meta[KERAS3_UNMAPPED] = str(exc)
         return
     if any(n == TOP_LEVEL and w for n, w in layers):
-        graph.root.meta["keras3_unmapped"] = "the model has top-level weights of its own"
+        graph.root.meta[KERAS3_UNMAPPED] = "the model has top-level weights of its own"
         return
     for _, weights in layers:
         for _, tensor in weights:
-            tensor.meta["keras3_key"] = keys[id(tensor)]
+            tensor.meta[KERAS3_KEY] = keys[id(tensor)]

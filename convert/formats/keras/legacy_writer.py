@@ -19,6 +19,21 @@ import h5py
 from convert.core.dtypes import is_bfloat16
 from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph
+from convert.core.meta import (
+    BACKEND,
+    KERAS3_KEY,
+    KERAS3_OPTIMIZER,
+    KERAS_LAYER,
+    KERAS_LAYER_INDEX,
+    KERAS_LAYER_NAMES,
+    KERAS_LEGACY_UNMAPPED,
+    KERAS_OPTIMIZER,
+    KERAS_VERSION,
+    KERAS_WEIGHT_INDEX,
+    KERAS_WEIGHT_NAME,
+    MODEL_CONFIG,
+    TRAINING_CONFIG,
+)
 from convert.core.notes import dropped_values, non_tensor_values
 from convert.core.tensor import Tensor
 from convert.formats.keras import tfgraph
@@ -52,9 +67,9 @@ def placement(graph: Graph) -> _Plan:
     file read here), or a tf_keras model's TF object checkpoint (`tfgraph`)."""
     result = _Plan()
     entries = graph.entries()
-    optimizer = [e for e in entries if e.tensor.meta.get("keras_optimizer")]
-    model = [e for e in entries if not e.tensor.meta.get("keras_optimizer") and e.slot is None]
-    if model and all("keras_layer" in e.tensor.meta and "keras_weight_name" in e.tensor.meta
+    optimizer = [e for e in entries if e.tensor.meta.get(KERAS_OPTIMIZER)]
+    model = [e for e in entries if not e.tensor.meta.get(KERAS_OPTIMIZER) and e.slot is None]
+    if model and all(KERAS_LAYER in e.tensor.meta and KERAS_WEIGHT_NAME in e.tensor.meta
                      for e in model):
         _plan_from_meta(graph, model, result)
     elif tfgraph.is_object_graph(graph):
@@ -62,14 +77,14 @@ def placement(graph: Graph) -> _Plan:
         return result
     else:
         raise UnsupportedError(_order_unknown(graph, model), graph.source)
-    slots = [e for e in entries if e.slot is not None and not e.tensor.meta.get("keras_optimizer")]
+    slots = [e for e in entries if e.slot is not None and not e.tensor.meta.get(KERAS_OPTIMIZER)]
     if slots:
         result.notes.append(f"{len(slots)} optimizer slot(s) from another format were not "
                             "written: Keras 2 files keep only a Keras optimizer's own weights")
-    full = isinstance(graph.metadata.get("model_config"), str)
+    full = isinstance(graph.values.get(MODEL_CONFIG), str)
     if optimizer and full and _is_legacy_optimizer(optimizer):
-        optimizer.sort(key=lambda e: e.tensor.meta.get("keras_weight_index", 1 << 62))
-        result.optimizer = [(e.tensor.meta["keras_weight_name"], e.tensor) for e in optimizer]
+        optimizer.sort(key=lambda e: e.tensor.meta.get(KERAS_WEIGHT_INDEX, 1 << 62))
+        result.optimizer = [(e.tensor.meta[KERAS_WEIGHT_NAME], e.tensor) for e in optimizer]
     elif optimizer:
         result.notes.append(f"{len(optimizer)} optimizer weight(s) were not written: only a "
                             "full-model .h5 read from a Keras 2 file carries them over")
@@ -82,7 +97,7 @@ def _order_unknown(graph: Graph, model: list) -> str:
             "tf_keras model's own TF checkpoint (save_weights, tf.train.Checkpoint); or give "
             "the model's own .h5 as --like SKELETON.h5 to map layers into it")
     if model and all(_keras3_shaped(e.path) for e in model):
-        reason = graph.root.meta.get("keras_legacy_unmapped")
+        reason = graph.root.meta.get(KERAS_LEGACY_UNMAPPED)
         return ("these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
                 "model's layer order and weight lists that a Keras 2 .h5 needs"
                 + (f" ({reason})" if reason else "") + "; convert from a .keras archive")
@@ -114,28 +129,28 @@ def _keras3_shaped(path: tuple[str, ...]) -> bool:
 
 
 def _is_legacy_optimizer(entries: list) -> bool:
-    return all("keras_weight_name" in e.tensor.meta and "keras3_key" not in e.tensor.meta
-               and not e.tensor.meta.get("keras3_optimizer") for e in entries)
+    return all(KERAS_WEIGHT_NAME in e.tensor.meta and KERAS3_KEY not in e.tensor.meta
+               and not e.tensor.meta.get(KERAS3_OPTIMIZER) for e in entries)
 
 
 def _plan_from_meta(graph: Graph, model: list, result: _Plan) -> None:
     order: dict[str, int] = {}
     for entry in model:
-        layer = entry.tensor.meta["keras_layer"]
+        layer = entry.tensor.meta[KERAS_LAYER]
         if layer == TOP_LEVEL:
-            result.top.append((entry.tensor.meta["keras_weight_name"], entry.tensor))
+            result.top.append((entry.tensor.meta[KERAS_WEIGHT_NAME], entry.tensor))
             continue
         order.setdefault(layer, len(order))
         result.layers.setdefault(layer, []).append(
-            (entry.tensor.meta["keras_weight_name"], entry.tensor))
+            (entry.tensor.meta[KERAS_WEIGHT_NAME], entry.tensor))
     for weights in [*result.layers.values(), result.top]:
-        weights.sort(key=lambda w: w[1].meta.get("keras_weight_index", 1 << 62))
-    known = graph.root.meta.get("keras_layer_names")
+        weights.sort(key=lambda w: w[1].meta.get(KERAS_WEIGHT_INDEX, 1 << 62))
+    known = graph.root.meta.get(KERAS_LAYER_NAMES)
     if isinstance(known, list) and set(result.layers) <= set(known):
         result.layer_names = [str(n) for n in known]
     else:
         by_index = sorted(order, key=lambda n: (
-            _first_meta(result.layers[n], "keras_layer_index"), order[n]))
+            _first_meta(result.layers[n], KERAS_LAYER_INDEX), order[n]))
         result.layer_names = by_index
 
 
@@ -148,15 +163,15 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
           progress: Callable[[int], None] | None = None, report: Any = None,
           **options: Any) -> None:
     result = placement(graph)
-    full = isinstance(graph.metadata.get("model_config"), str)
-    version = graph.metadata.get("keras_version")
+    full = isinstance(graph.values.get(MODEL_CONFIG), str)
+    version = graph.values.get(KERAS_VERSION)
     if not isinstance(version, str) or not version or version == "1":
         if graph.format == "keras-h5" and version is None:
             result.notes.append("the source had no keras_version (a Keras 1 file); "
                                 f"written as {DEFAULT_KERAS_VERSION}, so Keras will not "
                                 "convert Keras 1 kernels on loading")
         version = DEFAULT_KERAS_VERSION
-    backend = graph.metadata.get("backend")
+    backend = graph.values.get(BACKEND)
     backend = backend if isinstance(backend, str) and backend else "tensorflow"
     for name in [*result.layer_names, *result.layers]:
         check_component(name, "layer name")
@@ -173,8 +188,8 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
             if full:
                 f.attrs["backend"] = backend.encode("utf8")
                 f.attrs["keras_version"] = version.encode("utf8")
-                f.attrs["model_config"] = graph.metadata["model_config"].encode("utf8")
-                training = graph.metadata.get("training_config")
+                f.attrs["model_config"] = graph.values[MODEL_CONFIG].encode("utf8")
+                training = graph.values.get(TRAINING_CONFIG)
                 if isinstance(training, str):
                     f.attrs["training_config"] = training.encode("utf8")
                 group = f.create_group("model_weights")
@@ -187,7 +202,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     if report is not None:
         report.files.append(os.fspath(path))
         report.notes.extend(result.notes)
-        kept = {"keras_version", "backend", *(("model_config", "training_config") if full else ())}
+        kept = {KERAS_VERSION, BACKEND, *((MODEL_CONFIG, TRAINING_CONFIG) if full else ())}
         note = dropped_values(non_tensor_values(graph, kept),
                               "a Keras 2 .h5 holds weights and its model's config only")
         if note:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from convert.core.errors import UnsupportedError
 from convert.core.graph import Entry, Graph, GraphPath, Node
+from convert.core.meta import TF_LAYOUT, VARIABLE_NAME
 from convert.core.tensor import Tensor
 from convert.frameworks.keras import layout
 
@@ -59,7 +61,7 @@ class KerasModel:
 
 
 def is_object_graph(graph: Graph) -> bool:
-    return graph.format == "tf" and graph.root.meta.get("tf_layout") == "object"
+    return graph.format == "tf" and graph.root.meta.get(TF_LAYOUT) == "object"
 
 
 def model_of(graph: Graph) -> KerasModel:
@@ -82,19 +84,20 @@ def model_of(graph: Graph) -> KerasModel:
                                "does not tell", graph.source)
     model = KerasModel(path)
     names: dict[int, str] = {}
+    by_edge: dict[str, list[tuple[GraphPath, Tensor]]] = {}
     for i, layer in enumerate(weighted):
         edge = f"layer_with_weights-{i}"
         weights = _layer_weights(layer, f"{where}/{edge}" if path else edge, graph.source)
         names[id(layer)] = _layer_name(weights, edge)
-        model.layers[edge] = weights
+        by_edge[edge] = weights
     _unique(names, weighted)
-    model.layers = {names[id(n)]: model.layers[f"layer_with_weights-{i}"]
-                    for i, n in enumerate(weighted)}
+    by_name = {names[id(n)]: by_edge[f"layer_with_weights-{i}"]
+               for i, n in enumerate(weighted)}
     model.layer_names = [names.get(id(n), f"layer-{i}") for i, n in enumerate(listed)]
     if len(set(model.layer_names)) != len(model.layer_names):
         raise UnsupportedError(f"the model at {where} has two layers of one name",
                                graph.source)
-    for name, weights in list(model.layers.items()):
+    for name, weights in by_name.items():
         model.layers[name] = _named(name, weights)
     return model
 
@@ -155,7 +158,8 @@ def _listed(node: Node, *path: str) -> list[Tensor] | None:
     if type(item) is not Node or not all(k.isdigit() and isinstance(t, Tensor)
                                          for k, t in item.edges.items()):
         return None
-    return [t for _, t in sorted(item.edges.items(), key=lambda kv: int(kv[0]))]
+    ordered = sorted(item.edges.items(), key=lambda kv: int(kv[0]))
+    return cast("list[Tensor]", [t for _, t in ordered])  # (all Tensors: checked above)
 
 
 def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[GraphPath, Tensor]] | None:
@@ -170,8 +174,9 @@ def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[GraphPat
     if every is None or trainable is None or frozen is None or \
             sorted(map(id, every)) != sorted(map(id, trainable + frozen)):
         raise UnsupportedError(f"{where}: its SavedModel variable lists disagree", source)
-    return [(("trainable_variables", str(i)), t) for i, t in enumerate(trainable)] + \
-        [(("non_trainable_variables", str(i)), t) for i, t in enumerate(frozen)]
+    weights: list[tuple[GraphPath, Tensor]] = [
+        (("trainable_variables", str(i)), t) for i, t in enumerate(trainable)]
+    return weights + [(("non_trainable_variables", str(i)), t) for i, t in enumerate(frozen)]
 
 
 def _layer_weights(layer: Node, where: str, source) -> list[tuple[GraphPath, Tensor]]:
@@ -229,7 +234,7 @@ def _layer_name(weights: list[tuple[GraphPath, Tensor]], edge: str) -> str:
     they all have one and agree, as Keras names variables in its layer's scope."""
     heads = set()
     for _, tensor in weights:
-        full = tensor.meta.get("tf_full_name")
+        full = tensor.meta.get(VARIABLE_NAME)
         if not isinstance(full, str) or "/" not in full:
             return edge
         heads.add(full.split("/", 1)[0])
@@ -249,7 +254,7 @@ def _unique(names: dict[int, str], weighted: list[Node]) -> None:
 def _named(layer: str, weights: list[tuple[GraphPath, Tensor]]) -> list[tuple[str, Tensor]]:
     """Keras weight names: each variable's TF name plus `:0`, as tf_keras writes them;
     where one is missing or two clash, the layer's name and the path below it."""
-    full = [t.meta.get("tf_full_name") for _, t in weights]
+    full = [t.meta.get(VARIABLE_NAME) for _, t in weights]
     if all(isinstance(f, str) and f for f in full) and len(set(full)) == len(full):
         return [(f"{f}:0", t) for f, (_, t) in zip(full, weights, strict=True)]
     return [("/".join((layer, *p)) + ":0", t) for p, t in weights]

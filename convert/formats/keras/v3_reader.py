@@ -17,7 +17,7 @@ by a shard boundary continues, without its `name` attribute, in the next shard.
 
 Graph: the group path split on `/`, `vars/<i>` kept (`layers/dense/vars/0`), so a graph
 that went through a flat format comes back to the same layout; empty `vars` groups and
-their `name` attributes ride along as empty Nodes (`meta["name"]`). A `.keras` archive's
+their `name` attributes ride along as empty Nodes (`meta[VARS_NAME]`). A `.keras` archive's
 config maps each variable to its Keras 2 identity too (`keras_layer`,
 `keras_layer_index`, `keras_weight_index`, `keras_weight_name`).
 
@@ -42,6 +42,27 @@ import h5py
 
 from convert.core.errors import FormatError, UnsafeInputError, UnsupportedError
 from convert.core.graph import Graph, Node
+from convert.core.meta import (
+    KERAS3_KEY,
+    KERAS3_OPTIMIZER,
+    KERAS_ASSETS,
+    KERAS_CONFIG,
+    KERAS_LAYER,
+    KERAS_LAYER_INDEX,
+    KERAS_LAYER_NAMES,
+    KERAS_LEGACY_UNMAPPED,
+    KERAS_METADATA,
+    KERAS_OBJECT,
+    KERAS_OPTIMIZER,
+    KERAS_VAR_INDEX,
+    KERAS_VERSION,
+    KERAS_WEIGHT_INDEX,
+    KERAS_WEIGHT_NAME,
+    SHARD,
+    SOURCE_KEY,
+    TOTAL_SIZE,
+    VARS_NAME,
+)
 from convert.core.tensor import Tensor
 from convert.formats.keras.hdf5_files import Source, zip_member_source
 from convert.formats.keras.hdf5_reader import dataset_tensor, members, read_text
@@ -102,22 +123,22 @@ def _walk(group: h5py.Group, prefix: str, where: Source, nodes: dict[str, Node],
             if name == "vars":
                 label = read_text(item, "name", where)
                 if label is not None:
-                    node.meta["name"] = label
+                    node.meta[VARS_NAME] = label
             _walk(item, path, where, nodes, variables, shard)
         elif isinstance(item, h5py.Dataset):
             found = variables.setdefault(prefix, {})
             if name in found:
                 raise FormatError(f"dataset {path} is stored in two shards", where.label)
-            meta: dict[str, Any] = {"key": path, "keras3_key": path}
+            meta: dict[str, Any] = {SOURCE_KEY: path, KERAS3_KEY: path}
             if (prefix == "vars" or prefix.endswith("/vars")) and name.isdigit():
                 owner = prefix[: -len("vars")].rstrip("/")
-                meta["keras_object"] = owner
-                meta["keras_var_index"] = int(name)
+                meta[KERAS_OBJECT] = owner
+                meta[KERAS_VAR_INDEX] = int(name)
                 if owner == "optimizer" or owner.startswith("optimizer/"):
-                    meta["keras_optimizer"] = True
-                    meta["keras3_optimizer"] = True
+                    meta[KERAS_OPTIMIZER] = True
+                    meta[KERAS3_OPTIMIZER] = True
             if shard:
-                meta["shard"] = Path(where.path).name
+                meta[SHARD] = Path(where.path).name
             found[name] = dataset_tensor(item, where, meta)
 
 
@@ -137,7 +158,7 @@ def _read_sharded(path: Path) -> Graph:
         sources.append(Source(os.fspath(shard)))
     graph = Graph(format="keras", source=os.fspath(path),
                   files=[os.fspath(path), *(s.path for s in sources)])
-    graph.metadata["total_size"] = index.get("metadata", {}).get("total_size")
+    graph.values[TOTAL_SIZE] = index.get("metadata", {}).get("total_size")
     _read_sources(path, sources, graph)
     return graph
 
@@ -211,15 +232,15 @@ def _read_archive(path: Path) -> Graph:
                                path)
     graph = _read_sources(path, [zip_member_source(path, WEIGHTS_MEMBER)])
     if "config.json" in texts:
-        graph.metadata["keras_config"] = texts["config.json"]
+        graph.values[KERAS_CONFIG] = texts["config.json"]
     if "metadata.json" in texts:
-        graph.metadata["keras_metadata"] = texts["metadata.json"]
-        meta = keras_config.decode(texts["metadata.json"]) or {}
-        if isinstance(meta.get("keras_version"), str):
-            graph.metadata["keras_version"] = meta["keras_version"]
+        graph.values[KERAS_METADATA] = texts["metadata.json"]
+        fields = keras_config.decode(texts["metadata.json"]) or {}
+        if isinstance(fields.get("keras_version"), str):
+            graph.values[KERAS_VERSION] = fields["keras_version"]
     assets = sorted(n for n in names if n.startswith("assets/"))
     if assets:
-        graph.root.meta["keras_assets"] = assets
+        graph.root.meta[KERAS_ASSETS] = assets
     _annotate_legacy(graph)
     return graph
 
@@ -231,8 +252,8 @@ def _objects(graph: Graph) -> tuple[dict[str, list[Tensor]], dict[str, str]]:
     for path, item in graph.nodes():
         if path and path[-1] == "vars":
             owner = "/".join(path[:-1])
-            if "name" in item.meta:
-                names[owner] = item.meta["name"]
+            if VARS_NAME in item.meta:
+                names[owner] = item.meta[VARS_NAME]
             objects[owner] = [t for k, t in item.edges.items()
                               if isinstance(t, Tensor) and k.isdigit()]
     return objects, names
@@ -240,23 +261,23 @@ def _objects(graph: Graph) -> tuple[dict[str, list[Tensor]], dict[str, str]]:
 
 def _annotate_legacy(graph: Graph) -> None:
     """Give each variable its Keras 2 identity, from the archive's config."""
-    config = keras_config.decode(graph.metadata.get("keras_config"))
+    config = keras_config.decode(graph.values.get(KERAS_CONFIG))
     if config is None:
-        graph.root.meta["keras_legacy_unmapped"] = "the archive holds no config.json"
+        graph.root.meta[KERAS_LEGACY_UNMAPPED] = "the archive holds no config.json"
         return
     objects, names = _objects(graph)
     try:
         layer_names, layers = layout.keras3_to_legacy(config, objects, names)
     except layout.Unmappable as exc:
-        graph.root.meta["keras_legacy_unmapped"] = str(exc)
+        graph.root.meta[KERAS_LEGACY_UNMAPPED] = str(exc)
         return
-    graph.root.meta["keras_layer_names"] = layer_names
+    graph.root.meta[KERAS_LAYER_NAMES] = layer_names
     index = 0
     for weights in layers:
         for j, weight in enumerate(weights):
             weight.tensor.meta.update({
-                "keras_layer": weight.layer, "keras_layer_index": index,
-                "keras_weight_index": j, "keras_weight_name": weight.name})
+                KERAS_LAYER: weight.layer, KERAS_LAYER_INDEX: index,
+                KERAS_WEIGHT_INDEX: j, KERAS_WEIGHT_NAME: weight.name})
         if weights:
             index += 1
 

@@ -1,5 +1,5 @@
 """Writing Keras 3 weight files: a graph planned into object paths
-(`layers/<name>/vars/<i>`, from the graph's own paths or the `keras3_key` a Keras 2 file's
+(`layers/<name>/vars/<i>`, from the graph's own paths or the `KERAS3_KEY` a Keras 2 file's
 config gave each weight), then written as a `.weights.h5`, a sharded `.weights.json` cut
 the way Keras cuts it, or a `.keras` archive around the source's config.
 
@@ -20,6 +20,16 @@ import h5py
 
 from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph
+from convert.core.meta import (
+    KERAS3_KEY,
+    KERAS3_UNMAPPED,
+    KERAS_ASSETS,
+    KERAS_CONFIG,
+    KERAS_METADATA,
+    KERAS_OPTIMIZER,
+    KERAS_VERSION,
+    VARS_NAME,
+)
 from convert.core.tensor import Tensor
 from convert.formats.keras.hdf5_writer import check_component, check_writable, create, write_dataset
 from convert.frameworks.keras.layout import WEIGHTS_MEMBER
@@ -47,19 +57,19 @@ def placement(graph: Graph) -> _Plan:
     if plain and all(_keras3_path(e.path) for e in plain):
         keys = [("/".join(e.path), e.tensor) for e in plain]
         for path, item in graph.nodes():
-            if path and path[-1] == "vars" and "name" in item.meta:
-                result.names["/".join(path)] = str(item.meta["name"])
+            if path and path[-1] == "vars" and VARS_NAME in item.meta:
+                result.names["/".join(path)] = str(item.meta[VARS_NAME])
     else:
-        model = [e for e in plain if not e.tensor.meta.get("keras_optimizer")]
+        model = [e for e in plain if not e.tensor.meta.get(KERAS_OPTIMIZER)]
         dropped = len(plain) - len(model)
-        if not model or not all("keras3_key" in e.tensor.meta for e in model):
-            reason = graph.root.meta.get("keras3_unmapped")
+        if not model or not all(KERAS3_KEY in e.tensor.meta for e in model):
+            reason = graph.root.meta.get(KERAS3_UNMAPPED)
             raise UnsupportedError(
                 "the Keras 3 object paths of these weights (layers/<name>/vars/<i>) are not "
                 "known" + (f": {reason}" if reason else "") + "; a Keras 3 file needs the target "
                 "model's structure: convert from a full-model .h5 or a .keras archive",
                 graph.source)
-        keys = [(e.tensor.meta["keras3_key"], e.tensor) for e in model]
+        keys = [(e.tensor.meta[KERAS3_KEY], e.tensor) for e in model]
         if dropped:
             result.notes.append(f"{dropped} optimizer weight(s) were not written: optimizer "
                                 "state is not carried between Keras 2 and Keras 3 layouts")
@@ -213,15 +223,15 @@ def _write_sharded(result: _Plan, path: Path, out: OutputSet, limit: float, prog
 
 def _write_archive(graph: Graph, result: _Plan, path: Path, out: OutputSet, progress,
                    report) -> list[Path]:
-    config = graph.metadata.get("keras_config")
+    config = graph.values.get(KERAS_CONFIG)
     if not isinstance(config, str):
         raise UnsupportedError("a .keras archive needs the model's config.json, which only a "
                                ".keras file carries (a source, or a skeleton given to "
                                "{like}); write a .weights.h5 instead", path, {"like": "like="})
-    metadata = graph.metadata.get("keras_metadata")
+    metadata = graph.values.get(KERAS_METADATA)
     if not isinstance(metadata, str):
-        metadata = json.dumps({"keras_version": graph.metadata.get("keras_version", "3")})
-    if graph.root.meta.get("keras_assets"):
+        metadata = json.dumps({"keras_version": graph.values.get(KERAS_VERSION, "3")})
+    if graph.root.meta.get(KERAS_ASSETS):
         result.notes.append("the source archive's assets/ were not copied")
     archive_tmp = out.path(path)
     weights_tmp = out.scratch(path.parent, f"{path.name}.weights.h5")

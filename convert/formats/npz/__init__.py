@@ -38,6 +38,7 @@ from convert.core.errors import (
     UnsupportedError,
 )
 from convert.core.graph import Graph
+from convert.core.meta import SOURCE_KEY
 from convert.core.notes import count, some
 from convert.core.tensor import Check, Stored, Tensor, array_from_bytes
 from convert.io.checksums import crc32
@@ -49,6 +50,9 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 _MAX_TRAILING = 4096  # bytes a member may hold after its array (np.save writes none)
 _READ_CHUNK = 1 << 20
 _VOID_AS = {1: "uint8", 2: "bfloat16", 4: "uint32", 8: "uint64"}  # by itemsize
+# Tensor.meta keys of npz's own (this reader writes them; listed in convert/core/meta.py):
+NPZ_DESCR = "npz_descr"  # a void member's descr, as the header gives it
+FORTRAN_ORDER = "fortran_order"  # True for a member stored in Fortran order
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -152,11 +156,11 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     if extra < 0 or extra > _MAX_TRAILING:
         raise FormatError(f"member {info.filename!r} declares {stored.str}{list(shape)} = "
                           f"{nbytes} bytes but holds {info.file_size - header}", path)
-    meta: dict[str, Any] = {"key": key}
+    meta: dict[str, Any] = {SOURCE_KEY: key}
     if stored.type is np.void:
-        meta["npz_descr"] = stored.str
+        meta[NPZ_DESCR] = stored.str
     if fortran:
-        meta["fortran_order"] = True
+        meta[FORTRAN_ORDER] = True
     member = _Member(path, info, header, stored, tuple(shape), fortran, dtype)
     return Tensor(dtype, tuple(shape), member, meta)
 
@@ -262,7 +266,7 @@ class _Member:
         return Stored(self._source, start + self.header, math.prod(self.shape)
                       * stored.itemsize, self.dtype, self.shape, check)
 
-    def _member_bytes(self) -> bytearray:
+    def _member_bytes(self) -> bytearray | memoryview:
         info = self.info
         if info.compress_type == zipfile.ZIP_STORED:
             raw = read_region(self.path, self._data_start(), info.file_size, info.filename)

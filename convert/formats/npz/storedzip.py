@@ -17,9 +17,23 @@ import struct
 import zipfile
 from typing import TYPE_CHECKING
 
+# (zipfile's record layouts: module constants that typeshed leaves out, as not public API)
+from zipfile import (  # type: ignore[attr-defined]
+    stringCentralDir,
+    stringEndArchive,
+    stringEndArchive64,
+    stringEndArchive64Locator,
+    structCentralDir,
+    structEndArchive,
+    structEndArchive64,
+    structEndArchive64Locator,
+)
+
 from convert.io.checksums import crc32, crc32_join
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from convert.core.tensor import Stored
     from convert.io.rawcopy import Output
 
@@ -33,8 +47,8 @@ class StoredZipWriter:
         self.out = out
         self.members: list[zipfile.ZipInfo] = []
 
-    def add(self, info: zipfile.ZipInfo, head: bytes, data: memoryview | None = None,
-            stored: Stored | None = None) -> None:
+    def add(self, info: zipfile.ZipInfo, head: bytes,
+            data: memoryview | np.ndarray | None = None, stored: Stored | None = None) -> None:
         """A member of `head` (its .npy header) and then `data`, or `stored`'s bytes
         copied file to file."""
         out = self.out
@@ -87,7 +101,7 @@ def _central_record(info: zipfile.ZipInfo) -> bytes:
     date = (dt[0] - 1980) << 9 | dt[1] << 5 | dt[2]
     time = dt[3] << 11 | dt[4] << 5 | (dt[5] // 2)
     return struct.pack(
-        zipfile.structCentralDir, zipfile.stringCentralDir,
+        structCentralDir, stringCentralDir,
         max(min_version, info.create_version), info.create_system,
         max(min_version, info.extract_version), info.reserved, flags, info.compress_type,
         time, date, info.CRC, compress_size, file_size, len(name), len(extra),
@@ -100,13 +114,13 @@ def _end_records(count: int, start: int, size: int) -> bytes:
     records = b""
     if (count > zipfile.ZIP_FILECOUNT_LIMIT or start > zipfile.ZIP64_LIMIT
             or size > zipfile.ZIP64_LIMIT):
-        records = struct.pack(zipfile.structEndArchive64, zipfile.stringEndArchive64, 44,
+        records = struct.pack(structEndArchive64, stringEndArchive64, 44,
                               45, 45, 0, 0, count, count, size, start)
-        records += struct.pack(zipfile.structEndArchive64Locator,
-                               zipfile.stringEndArchive64Locator, 0, start + size, 1)
+        records += struct.pack(structEndArchive64Locator,
+                               stringEndArchive64Locator, 0, start + size, 1)
         count, size, start = min(count, 0xFFFF), min(size, 0xFFFFFFFF), min(start,
                                                                             0xFFFFFFFF)
-    return records + struct.pack(zipfile.structEndArchive, zipfile.stringEndArchive, 0, 0,
+    return records + struct.pack(structEndArchive, stringEndArchive, 0, 0,
                                  count, count, size, start, 0)
 
 

@@ -12,7 +12,7 @@ import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.lib import format as npy
@@ -32,7 +32,8 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: the same tensors give the 
 
 def _descr(dtype: np.dtype) -> str:
     """The .npy header descr: numpy's own, or the ml_dtypes name (see the module doc)."""
-    return npy.dtype_to_descr(dtype) if _is_numpy_native(dtype) else dtype.name
+    # (numpy's descr is a list only for a structured dtype: not one of these kinds)
+    return cast(str, npy.dtype_to_descr(dtype)) if _is_numpy_native(dtype) else dtype.name
 
 
 def _is_numpy_native(dtype: np.dtype) -> bool:
@@ -106,7 +107,8 @@ def _write_stored(entries: list, tmp: Path, progress: Callable[[int], None] | No
             info = _member(entry)
             if stored is not None and tensor.dtype.byteorder != ">":
                 archive.add(info, _header_bytes(tensor.dtype, tensor.shape), stored=stored)
-            else:
+            else:  # (stored bytes are little-endian: only a tensor without them gets here)
+                assert array is not None  # (`contents`: no stored bytes, so the value)
                 array = _little_endian(array)
                 archive.add(info, _header_bytes(array.dtype, array.shape),
                             data=array.reshape(-1).view(np.uint8))
@@ -131,7 +133,8 @@ def _write_through_zipfile(entries: list, tmp: Path, compress: bool,
             info.compress_type = method
             with archive.open(info, "w", force_zip64=True) as f:
                 f.write(_header_bytes(array.dtype, array.shape))
-                f.write(array.reshape(-1).view(np.uint8))
+                # (an ndarray is a buffer: numpy's stubs say so only for Python >= 3.12)
+                f.write(array.reshape(-1).view(np.uint8))  # type: ignore[call-overload]
             written += array.nbytes
             if progress is not None:
                 progress(array.nbytes)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from convert.core.errors import ConvertError, FormatError, UnsupportedError
 from convert.core.graph import Graph, Node
+from convert.core.meta import TF_LAYOUT
 from convert.core.notes import dropped_values, non_tensor_values
 from convert.formats.tf import objects, state
 from convert.formats.tf.bundle import BundleReader, BundleWriter, data_path, strip_suffix
@@ -90,14 +91,14 @@ def read(path: Path) -> Graph:
     keys = [k.decode("utf-8", "surrogateescape") for k in reader.tensor_keys()]
     if objects.OBJECT_GRAPH_KEY in keys:
         used = objects.read_object_graph(reader, graph)
-        graph.root.meta["tf_layout"] = "object"
+        graph.root.meta[TF_LAYOUT] = "object"
         rest = [k for k in keys if k not in used and k != objects.OBJECT_GRAPH_KEY]
         if rest:  # values no object claims: keep them, by name
             unowned = Graph(root=graph.add(("(unowned)",), Node()))
             objects.read_name_based(reader, unowned, rest)
             graph.slots.extend(unowned.slots)
     else:
-        graph.root.meta["tf_layout"] = "names"
+        graph.root.meta[TF_LAYOUT] = "names"
         objects.read_name_based(reader, graph, keys)
     return graph
 
@@ -112,7 +113,7 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     `name_based` writes TF1 names without an object graph; by default a name-based input
     stays name-based and everything else gets an object graph."""
     if name_based is None:
-        name_based = graph.root.meta.get("tf_layout") == "names"
+        name_based = graph.root.meta.get(TF_LAYOUT) == "names"
     text = os.fspath(path)
     managed = max_to_keep is not None or directory or Path(text).is_dir()
     prefix = Path(strip_suffix(text) or text)
@@ -131,8 +132,11 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
             keys = [key for key, _ in entries]
             for key, (_, stored, array) in zip(keys, stream.contents(t for _, t in entries),
                                                strict=True):
-                size = writer.add(key, array) if stored is None else writer.add_stored(key,
-                                                                                      stored)
+                if stored is not None:  # (unchanged bytes: copied file to file, checked)
+                    size = writer.add_stored(key, stored)
+                else:
+                    assert array is not None  # (`contents`: no stored bytes, so the value)
+                    size = writer.add(key, array)
                 del array
                 if progress:
                     progress(size)

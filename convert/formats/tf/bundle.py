@@ -328,6 +328,7 @@ class BundleWriter:
 
     def add(self, key: str, array: np.ndarray) -> int:
         raw_key, entry = self._entry(key, array.dtype, array.shape)
+        data: bytes | np.ndarray
         if array.dtype == STRING:
             data, entry.crc32c = encode_strings(array)
         else:  # the array's own bytes, not a copy: tensors can be large

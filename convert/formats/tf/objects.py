@@ -9,9 +9,17 @@ slot variables become Slots on their optimizer node.
 from __future__ import annotations
 
 from collections import deque
+from typing import cast
 
 from convert.core.errors import FormatError
-from convert.core.graph import PRIMARY_PATH, EdgeTarget, Graph, Node, Slot
+from convert.core.graph import EdgeTarget, Graph, Node, Slot
+from convert.core.meta import (
+    PRIMARY_PATH,
+    SOURCE_KEY,
+    TF_REGISTERED_SAVER,
+    TF_REGISTERED_SAVERS,
+    VARIABLE_NAME,
+)
 from convert.core.tensor import Tensor
 from convert.formats.tf import protos
 from convert.formats.tf.bundle import BundleReader
@@ -30,7 +38,7 @@ def tensor_for(reader: BundleReader, key: str, full_name: str = "") -> Tensor:
     if raw not in reader.entries:
         raise FormatError(f"object graph names key {key!r}, which is not in the checkpoint",
                           reader.index_path)
-    meta = {"key": key, "tf_full_name": full_name} if full_name else {"key": key}
+    meta = {SOURCE_KEY: key, VARIABLE_NAME: full_name} if full_name else {SOURCE_KEY: key}
     return reader.tensor(raw, meta)
 
 
@@ -75,24 +83,27 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
             obj.edges[ATTRIBUTE_EDGE + attr.name] = tensor
             used.add(attr.checkpoint_key)
         if node.HasField("registered_saver") and node.registered_saver.name:
-            obj.meta["tf_registered_saver"] = node.registered_saver.name
+            obj.meta[TF_REGISTERED_SAVER] = node.registered_saver.name
         items.append(obj)
     if not isinstance(items[0], Node):
         raise FormatError("the object graph's root is a variable", reader.index_path)
     graph.root = items[0]
     for node, item in zip(nodes, items, strict=True):
+        if not isinstance(item, Node):  # (a variable: it has no children, no slots)
+            continue
         for ref in node.children:
             item.edges[ref.local_name] = items[check_id(ref.node_id)]
         for ref in node.slot_variables:
             value = items[check_id(ref.slot_variable_node_id)]
             if not isinstance(value, Tensor):
                 raise FormatError(f"slot {ref.slot_name!r} is not a variable", reader.index_path)
-            graph.slots.append(Slot(items[check_id(ref.original_variable_node_id)], item,
-                                    ref.slot_name, value))
-    savers = [(path, node.meta["tf_registered_saver"]) for path, node in graph.nodes()
-              if "tf_registered_saver" in node.meta]
+            # (not checked here, as before: `Graph.entries` refuses a Node as a variable)
+            variable = cast(Tensor, items[check_id(ref.original_variable_node_id)])
+            graph.slots.append(Slot(variable, item, ref.slot_name, value))
+    savers = [(path, node.meta[TF_REGISTERED_SAVER]) for path, node in graph.nodes()
+              if TF_REGISTERED_SAVER in node.meta]
     if savers:
-        graph.root.meta["tf_registered_savers"] = {"/".join(p): name for p, name in savers}
+        graph.root.meta[TF_REGISTERED_SAVERS] = {"/".join(p): name for p, name in savers}
         for path, name in savers:
             graph.notes.append(f"object {'/'.join(path)} is saved by TensorFlow's registered "
                                f"saver {name!r} into files of its own, which only TensorFlow "
@@ -147,7 +158,7 @@ def build_object_graph(graph: Graph) -> tuple[bytes, list[tuple[str, Tensor]]]:
 
     def attribute(node_id: int, name: str, tensor: Tensor, key_path: str) -> None:
         key = f"{key_path}/.ATTRIBUTES/{escape(name)}" if key_path else f".ATTRIBUTES/{name}"
-        full_name = tensor.meta.get("tf_full_name") or "/".join(paths[node_id])
+        full_name = tensor.meta.get(VARIABLE_NAME) or "/".join(paths[node_id])
         proto.nodes[node_id].attributes.add(name=name, full_name=full_name, checkpoint_key=key)
         values.append((key, tensor))
 

@@ -9,6 +9,8 @@ trackable_object_graph.proto and checkpoint_state.proto.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 try:
@@ -61,7 +63,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
 _PACKAGE = "convert_tf"  # our own package name: never collides with TF's `tensorflow.*`
 
 
-def _build() -> dict[str, type]:
+def _build() -> dict[str, Any]:  # (classes made at run time: their fields are unknown to mypy)
     file = descriptor_pb2.FileDescriptorProto(name="convert_tf.proto", package=_PACKAGE,
                                               syntax="proto3")
     top: dict[str, descriptor_pb2.DescriptorProto] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from convert.core.errors import ChecksumError, FormatError
 from convert.io.checksums import crc32c
@@ -30,7 +31,7 @@ def unmask(masked: int) -> int:
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
 
-def read_varint(buf: bytes | memoryview, pos: int, limit: int, max_bytes: int = 10
+def read_varint(buf: bytes | bytearray | memoryview, pos: int, limit: int, max_bytes: int = 10
                 ) -> tuple[int, int]:
     """Decode a little-endian base-128 varint at `pos`; returns (value, next position)."""
     result = shift = 0
@@ -156,7 +157,7 @@ class TableWriter:
     BLOCK_SIZE = 256 * 1024
     RESTART_INTERVAL = 16
 
-    def __init__(self, file):
+    def __init__(self, file: BinaryIO) -> None:
         self.file = file
         self.offset = 0
         self.index: list[tuple[bytes, bytes]] = []
@@ -175,6 +176,7 @@ class TableWriter:
         if self.block.empty():
             return
         handle = self._write_block(self.block.finish())
+        assert self.last_key is not None  # (a block is not empty until a key is added)
         self.index.append((self.last_key, handle))
         self.block = _BlockBuilder(self.RESTART_INTERVAL)
 

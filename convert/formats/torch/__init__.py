@@ -6,7 +6,7 @@
   imported or called; see its docstring), with records.py (what it builds), allowlist.py
   (what a file may name), opcodes.py (one checked function per opcode), tensorrun.py (the
   per-tensor fast path);
-- tree.py: the unpickled object <-> graph Nodes (nested checkpoints, metadata);
+- tree.py: the unpickled object <-> graph Nodes (nested checkpoints, values);
 - storage.py: tensors as strided views of storage bytes;
 - writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch
   pickles it; records laid out as torch lays them out).
@@ -20,6 +20,7 @@ from typing import Any
 
 from convert.core.errors import FormatError
 from convert.core.graph import Graph
+from convert.core.meta import TF1_NAMES, TORCH_ATTRIBUTES
 from convert.io.outputs import OutputSet
 
 # The reader and writer modules are imported where used: safetensors imports this
@@ -53,9 +54,8 @@ def sniff(path: Path) -> bool:
 
 def read(path: Path) -> Graph:
     from convert.formats.torch.legacy import read_legacy
-    from convert.formats.torch.tree import ATTRIBUTES
     from convert.formats.torch.zipreader import read_zip
-    from convert.frameworks.tf1_names import NAMES_KEY, parse_names, restore_names
+    from convert.frameworks.tf1_names import parse_names, restore_names
 
     try:
         if _head(path)[:2] == b"PK":
@@ -70,7 +70,7 @@ def read(path: Path) -> Graph:
             raise
         raise type(exc)(exc.reason, path, exc.keywords) from None
     graph.format, graph.source, graph.files = "torch", str(path), [str(path)]
-    names = parse_names(graph.root.meta.get(ATTRIBUTES, {}).get(NAMES_KEY))
+    names = parse_names(graph.root.meta.get(TORCH_ATTRIBUTES, {}).get(TF1_NAMES))
     if names is not None:  # (kept there, so that torch to torch keeps it too)
         restore_names(graph, names, ".")
     return graph
@@ -84,14 +84,14 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
     from convert.formats.sharding import is_index, write_sharded
     from convert.formats.torch.writer import write_entries, write_graph
     from convert.frameworks.flatkeys import join_path
-    from convert.frameworks.tf1_names import NAMES_KEY, names_to_keep
+    from convert.frameworks.tf1_names import names_to_keep
 
     if report is None:
         report = Report(graph.source, str(path), graph.format, "torch")
     sharded = max_shard_size is not None or is_index(path)
     names = names_to_keep(graph, None, ".", join_path) if sharded else None
     shard = partial(write_entries, strided=strided) if names is None else partial(
-        write_entries, attributes={NAMES_KEY: names}, strided=strided)
+        write_entries, attributes={TF1_NAMES: names}, strided=strided)
     if sharded and write_sharded(
             graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
             inputs=inputs, progress=progress, report=report):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from convert.core.errors import FormatError
 from convert.core.graph import Graph
+from convert.core.meta import TORCH_FORMAT
 from convert.formats.torch.records import StorageRef, storage_from_pid
 from convert.formats.torch.storage import Record, TensorFactory
 from convert.formats.torch.tree import to_graph
@@ -87,7 +88,7 @@ def read_legacy(path: Path) -> Graph:
         return record, base, limit
 
     graph = to_graph(obj, TensorFactory(where, locate))
-    graph.root.meta["torch.format"] = "legacy"
+    graph.root.meta[TORCH_FORMAT] = "legacy"
     return graph
 
 

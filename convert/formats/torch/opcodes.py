@@ -244,28 +244,30 @@ def _stack_global(m: Unpickler) -> None:
     m.push_global(module, name)
 
 
-def _callable(m: Unpickler, value: Any, use: str) -> Global:
-    if not isinstance(value, Global) or getattr(value, use) is None:
+def _callable(m: Unpickler, value: Any, use: str) -> tuple[Global, Callable[[tuple], Any]]:
+    """`value`, an allowlisted Global, with its `use` handler ("call" or "new")."""
+    handler = getattr(value, use) if isinstance(value, Global) else None
+    if handler is None:
         raise UnsafeInputError(f"{m.where}: refuses to call {short(value)} (only the "
                                "allowlisted rebuild functions and containers may be called); "
                                "nothing was run")
-    return value
+    return value, handler
 
 
 def _reduce(m: Unpickler) -> None:
     args = m.pop()
-    func = _callable(m, m.pop(), "call")
+    func, call = _callable(m, m.pop(), "call")
     if not isinstance(args, tuple):
         raise m.error(f"calls {func.name} with {short(args)} instead of a tuple")
-    m.stack.append(func.call(args))
+    m.stack.append(call(args))
 
 
 def _newobj(m: Unpickler) -> None:
     args = m.pop()
-    cls = _callable(m, m.pop(), "new")
+    cls, new = _callable(m, m.pop(), "new")
     if not isinstance(args, tuple):
         raise m.error(f"creates {cls.name} with {short(args)} instead of a tuple")
-    m.stack.append(cls.new(args))
+    m.stack.append(new(args))
 
 
 def _build(m: Unpickler) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from convert.core.errors import UnsupportedError
+from convert.core.meta import TORCH_PARAMETER, TORCH_REQUIRES_GRAD, VIEW_OF
 from convert.core.tensor import Tensor
 from convert.formats.torch.records import (
     STORAGE_CLASSES,
@@ -75,9 +76,6 @@ class _KindRefs(NamedTuple):
     hooks: bytes  # OrderedDict() for the backward hooks
     dtype: bytes  # the torch dtype global (_rebuild_tensor_v3 only)
     legacy: bool  # a typed storage class, sized in elements (else bytes)
-
-
-_VIEW_OF = "view_of"  # (source Tensor, axes): see convert/rules/derive.py
 
 
 class Pickler:
@@ -286,7 +284,7 @@ class Pickler:
         if storage_key is None:
             storage_key = self.storage_keys[id(stored)] = str(len(self.storages))
             self.storages.append((storage_key, stored))
-        parameter = tensor.meta.get("torch.parameter", False)
+        parameter = tensor.meta.get(TORCH_PARAMETER, False)
         kind = (tensor.dtype, parameter)
         # The first tensor of its kind writes the globals and strings it names in full
         # (memoizing them in torch's order); later ones refer back with cached fragments.
@@ -316,7 +314,7 @@ class Pickler:
             put(),
         ]
         if parameter:
-            requires_grad = b"\x88" if tensor.meta.get("torch.requires_grad", True) else b"\x89"
+            requires_grad = b"\x88" if tensor.meta.get(TORCH_REQUIRES_GRAD, True) else b"\x89"
             parts += [requires_grad, hooks or glob("collections", "OrderedDict") + b")R", put(),
                       b"\x87", put(), b"R", put()]
         self.out.write(b"".join(parts))
@@ -325,10 +323,10 @@ class Pickler:
 
     def _storage_of(self, tensor: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """The tensor whose bytes are `tensor`'s storage, and `tensor`'s strides in it: with
-        `strided`, a permutation of another tensor's axes (`meta["view_of"]`, set by the
+        `strided`, a permutation of another tensor's axes (`meta[VIEW_OF]`, set by the
         rules for a kernel transposed into a torch weight) is stored as torch stores
         `w.t()`, the other's bytes untouched with permuted strides."""
-        view = tensor.meta.get(_VIEW_OF) if self.strided else None
+        view = tensor.meta.get(VIEW_OF) if self.strided else None
         if view is not None:
             source, axes = view
             if source.dtype == tensor.dtype and len(axes) == len(source.shape) and \

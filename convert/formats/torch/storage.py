@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from convert.core.errors import ChecksumError, FormatError
+from convert.core.meta import SOURCE_KEY, TORCH_PARAMETER, TORCH_REQUIRES_GRAD, TORCH_STORAGE
 from convert.core.tensor import Check, Stored, Tensor
 from convert.formats.torch.records import StorageRef, TensorRef, view_extent
 from convert.io.checksums import crc32
@@ -121,10 +123,10 @@ class TensorFactory:
         identity = (record.name, start, ref.dtype.name, shape, stride)
         tensor = self.by_view.get(identity)
         if tensor is None:
-            meta = {"key": key, "torch.storage": record.name}
+            meta: dict[str, Any] = {SOURCE_KEY: key, TORCH_STORAGE: record.name}
             if ref.parameter:
-                meta["torch.parameter"] = True
-                meta["torch.requires_grad"] = ref.requires_grad
+                meta[TORCH_PARAMETER] = True
+                meta[TORCH_REQUIRES_GRAD] = ref.requires_grad
             loader = _View(record, start, span, dtype, shape, stride, key, plain)
             tensor = self.by_view[identity] = Tensor(dtype, shape, loader, meta)
         return tensor

@@ -101,7 +101,7 @@ class TensorRuns:
         func, word, kind, location, hooks = _slots(func, word, kind, location, hooks)
         if size_put and stride_put:  # (torch's own: both tuples memoized; one decode)
             puts = _slots(key_put, pid_put, size_put, stride_put, hooks_put, args_put, put)
-            size_put, stride_put, puts = puts[2], puts[3], puts[:2] + puts[4:]
+            size_put, stride_put, puts = puts[2], puts[3], (puts[0], puts[1], *puts[4:])
         else:
             puts = _slots(key_put, pid_put, hooks_put, args_put, put)
             size_put = _slot(size_put) if size_put else None

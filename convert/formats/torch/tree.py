@@ -1,10 +1,10 @@
 """A `torch.save` object tree <-> graph Nodes.
 
 Reading: dicts, lists and tuples that hold tensors become Nodes marked with their
-container kind (`node.meta["torch.container"]`), their keys split on "." into paths;
-values without tensors (epoch, param_groups, ...) go to the Node's `metadata` whole.
+container kind (`node.meta[TORCH_CONTAINER]`), their keys split on "." into paths;
+values without tensors (epoch, param_groups, ...) go to the Node's `values` whole.
 Writing: marked Nodes become those containers again (original key types and order from
-`node.meta["torch.keys"]`, a state dict's `_metadata` from `node.meta["torch.attributes"]`);
+`node.meta[TORCH_KEYS]`, a state dict's `_metadata` from `node.meta[TORCH_ATTRIBUTES]`);
 a graph from another format becomes one flat OrderedDict of dotted keys.
 """
 
@@ -15,23 +15,27 @@ from typing import Any
 
 from convert.core.errors import FormatError, UnsupportedError
 from convert.core.graph import Graph, Node
+from convert.core.meta import (
+    SAFETENSORS_FORMAT,
+    TF1_NAMES,
+    TORCH_ATTRIBUTES,
+    TORCH_CONTAINER,
+    TORCH_KEYS,
+)
 from convert.core.notes import count, dropped_values
 from convert.core.tensor import Tensor
 from convert.formats.torch.records import PickledOrderedDict, StorageRef, TensorRef, TorchDtype
 from convert.frameworks.flatkeys import add_keyed, join_path
-from convert.frameworks.tf1_names import NAMES_KEY, names_to_keep
+from convert.frameworks.tf1_names import names_to_keep
 
-CONTAINER = "torch.container"  # "OrderedDict" | "dict" | "list" | "tuple" | "value"
-KEYS = "torch.keys"  # original keys, in order (ints stay ints)
-ATTRIBUTES = "torch.attributes"  # BUILD state of an OrderedDict, e.g. {"_metadata": ...}
 MAX_DEPTH = 200
 
 MakeTensor = Callable[[TensorRef, str], Tensor]
 
 
 def key_name(key: Any) -> str:
-    """The edge or metadata name of a dict key: ints as decimal text, others as repr
-    (the original key comes back from `torch.keys` when written)."""
+    """The edge or value name of a dict key: ints as decimal text, others as repr
+    (the original key comes back from `TORCH_KEYS` when written)."""
     if isinstance(key, str):
         return key
     if isinstance(key, int) and not isinstance(key, bool):
@@ -76,14 +80,14 @@ class _Reader:
             raise FormatError(f"containers nested more than {MAX_DEPTH} deep")
         kind = ("OrderedDict" if isinstance(value, PickledOrderedDict) else
                 type(value).__name__ if type(value) in (dict, list, tuple) else "dict")
-        node = Node({CONTAINER: kind})
+        node = Node({TORCH_CONTAINER: kind})
         self.nodes[id(value)] = node
         self.alive.append(value)
         keys = list(value) if isinstance(value, dict) else list(range(len(value)))
         items = list(value.values()) if isinstance(value, dict) else value
-        node.meta[KEYS] = keys
+        node.meta[TORCH_KEYS] = keys
         if isinstance(value, PickledOrderedDict) and value.attributes:
-            node.meta[ATTRIBUTES] = dict(value.attributes)
+            node.meta[TORCH_ATTRIBUTES] = dict(value.attributes)
         names = [key if type(key) is str else key_name(key) for key in keys]
         if len(set(names)) != len(names):
             raise UnsupportedError("a dict holding tensors has keys of different types "
@@ -97,7 +101,7 @@ class _Reader:
                 key = f"{prefix}.{name}" if prefix else name
                 edges.append((name, self.node(item, key, depth + 1)))
             else:
-                node.metadata[name] = item
+                node.values[name] = item
         add_keyed(node, edges)
         return node
 
@@ -108,11 +112,11 @@ def to_graph(obj: Any, make_tensor: MakeTensor) -> Graph:
     if isinstance(obj, (dict, list, tuple)):
         reader.holds_tensor(obj)
         return Graph(root=reader.node(obj, "", 0))
-    root = Node({CONTAINER: "value"})
+    root = Node({TORCH_CONTAINER: "value"})
     if reader.holds_tensor(obj):
         root.edges["value"] = make_tensor(obj, "value")
     else:
-        root.metadata["value"] = obj
+        root.values["value"] = obj
     return Graph(root=root)
 
 
@@ -143,15 +147,15 @@ class _Writer:
     def container(self, node: Node, where: str) -> Any:
         if id(node) in self.built:
             return self.built[id(node)]
-        kind = node.meta[CONTAINER]
+        kind = node.meta[TORCH_CONTAINER]
         pairs: list[tuple[str, Any]] = []
         self.collect(node, None, pairs, where, set())
-        for name, value in node.metadata.items():
+        for name, value in node.values.items():
             if is_plain(value):
                 pairs.append((name, value))
             else:
                 self.dropped.append(_join(where, name))
-        original = {key_name(k): k for k in node.meta.get(KEYS, [])}
+        original = {key_name(k): k for k in node.meta.get(TORCH_KEYS, [])}
         order = {name: i for i, name in enumerate(original)}
         pairs.sort(key=lambda p: order.get(p[0], len(order)))
         keyed = [(original.get(name, name), value) for name, value in pairs]
@@ -163,8 +167,8 @@ class _Writer:
         else:
             result = PickledOrderedDict() if kind == "OrderedDict" else {}
             result.update(keyed)
-            if kind == "OrderedDict":
-                result.attributes.update(node.meta.get(ATTRIBUTES, {}))
+            if isinstance(result, PickledOrderedDict):  # (kind == "OrderedDict")
+                result.attributes.update(node.meta.get(TORCH_ATTRIBUTES, {}))
         self.built[id(node)] = result
         return result
 
@@ -175,11 +179,11 @@ class _Writer:
             key = f"{prefix}.{name}" if prefix is not None else name
             if isinstance(item, Tensor):
                 pairs.append((key, item))
-            elif CONTAINER in item.meta:
+            elif TORCH_CONTAINER in item.meta:
                 pairs.append((key, self.container(item, _join(where, key))))
             elif id(item) not in seen:
                 seen.add(id(item))
-                self.dropped.extend(_join(where, f"{key}.{m}") for m in item.metadata)
+                self.dropped.extend(_join(where, f"{key}.{m}") for m in item.values)
                 self.collect(item, key, pairs, where, seen)
 
 
@@ -189,10 +193,10 @@ def _join(where: str, name: str) -> str:
 
 def from_graph(graph: Graph, notes: list[str]) -> Any:
     """The object to pickle for `graph`, with Tensors at the leaves; fills `notes`."""
-    if CONTAINER in graph.root.meta:
+    if TORCH_CONTAINER in graph.root.meta:
         writer = _Writer(notes)
         obj = writer.container(graph.root, "")
-        writer.dropped.extend(f"(file) {name}" for name in graph.metadata)
+        writer.dropped.extend(f"(file) {name}" for name in graph.values)
         note = dropped_values(writer.dropped, "not plain data torch.load(weights_only=True) "
                               "accepts")
         if note:
@@ -208,7 +212,7 @@ def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
     entries = graph.entries()
     names = names_to_keep(graph, entries, ".", join_path)
     if names is not None:  # a TF1 checkpoint's keys, beside torch's own `_metadata`
-        state.attributes[NAMES_KEY] = names
+        state.attributes[TF1_NAMES] = names
     for entry in entries:
         slots += entry.slot is not None
         for path in entry.paths:
@@ -220,7 +224,8 @@ def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
         notes.append(f"wrote {count(slots, 'optimizer slot tensor')} as plain keys under "
                      "their optimizer's path")
     # (safetensors' own `format` marker describes that container, not the model)
-    dropped = [k for k in graph.metadata if not (graph.format == "safetensors" and k == "format")]
+    dropped = [k for k in graph.values
+               if not (graph.format == "safetensors" and k == SAFETENSORS_FORMAT)]
     dropped.extend(map(join_path, graph.value_paths()))
     note = dropped_values([str(k) for k in dropped], "a state dict holds tensors only")
     if note:

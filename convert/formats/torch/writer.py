@@ -53,6 +53,7 @@ def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], Non
             if stored is not None:  # (unchanged bytes: copied file to file, checked)
                 archive.add_stored(f"{name}/data/{key}", stored)
             else:
+                assert array is not None  # (`contents`: no stored bytes, so the value)
                 archive.add(f"{name}/data/{key}", raw_bytes(array))
             del array
             if progress is not None:

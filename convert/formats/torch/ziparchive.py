@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from convert.io.checksums import crc32
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from convert.core.tensor import Stored
+    from convert.io.rawcopy import Output
 
 ALIGNMENT = 64
 _U32 = 0xFFFFFFFF
@@ -41,10 +44,10 @@ _PADDING = [b"FB" + struct.pack("<H", n) + b"Z" * n for n in range(ALIGNMENT)]
 
 
 class AlignedZipWriter:
-    """Append stored records to `stream` (a rawcopy.Output, for `add_stored`: anything
-    with `write` otherwise); `close()` writes the central directory."""
+    """Append stored records to `stream` (a rawcopy.Output: `add_stored` copies into it
+    file to file); `close()` writes the central directory."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: Output):
         self.stream = stream
         self.position = 0
         self.entries: list[_Entry] = []
@@ -70,9 +73,10 @@ class AlignedZipWriter:
                              len(extra)) + encoded + extra
         return header, big
 
-    def add(self, name: str, data: bytes | memoryview) -> None:
+    def add(self, name: str, data: bytes | memoryview | np.ndarray) -> None:
         encoded = name.encode("utf-8")
-        data = memoryview(data).cast("B")
+        # (an ndarray is a buffer: numpy's stubs say so only for Python >= 3.12)
+        data = memoryview(data).cast("B")  # type: ignore[arg-type]
         size, offset = len(data), self.position
         header, big = self._header(encoded, size)
         if size <= _INLINE_CRC:  # one write of header, data and descriptor

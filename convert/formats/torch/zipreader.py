@@ -18,6 +18,7 @@ from pathlib import Path
 
 from convert.core.errors import ChecksumError, FormatError, UnsupportedError
 from convert.core.graph import Graph
+from convert.core.meta import TORCH_ARCHIVE, TORCH_FORMAT
 from convert.formats.torch.centraldir import CentralDirectory, ZipEntry
 from convert.formats.torch.records import StorageRef, storage_from_pid
 from convert.formats.torch.storage import Record, TensorFactory
@@ -93,7 +94,7 @@ def read_zip(path: Path) -> Graph:
         return record, 0, ref.nbytes
 
     graph = to_graph(obj, TensorFactory(where, locate))
-    graph.root.meta.update({"torch.format": "zip", "torch.archive": prefix[:-1]})
+    graph.root.meta.update({TORCH_FORMAT: "zip", TORCH_ARCHIVE: prefix[:-1]})
     return graph
 
 
@@ -183,9 +184,9 @@ class _Window:
     def __init__(self, source: SourceFile, size: int):
         self.source, self.size = source, size
         self.start = self.end = 0
-        self.data = bytearray()
+        self.data: bytearray | memoryview = bytearray()
 
-    def read(self, offset: int, size: int, what: str) -> tuple[bytearray, int]:
+    def read(self, offset: int, size: int, what: str) -> tuple[bytearray | memoryview, int]:
         """A buffer holding `size` bytes at `offset` of the file, and where they start in it."""
         if self.start <= offset and offset + size <= self.end:
             return self.data, offset - self.start

@@ -106,7 +106,7 @@ def parse(text: Any) -> ModelConfig | None:
     a layer list)."""
     config = decode(text)
     layers = inner(config).get("layers") if config is not None else None
-    if not isinstance(layers, list):
+    if config is None or not isinstance(layers, list):
         return None
     cfgs = [cfg for cfg in layers if isinstance(cfg, dict)]
     sequential = config.get("class_name") == "Sequential"
