@@ -7,8 +7,24 @@ from typing import TYPE_CHECKING, Any
 from convert.api import Report, convert, load, migrate, save
 from convert.core.errors import ConvertError
 
-__all__ = ["ConvertError", "DiffReport", "Entry", "Graph", "Item", "ItemResult", "Node",
-           "Report", "Slot", "Tensor", "batch", "convert", "diff", "load", "migrate", "save"]
+__all__ = [
+    "ConvertError",
+    "DiffReport",
+    "Entry",
+    "Graph",
+    "Item",
+    "ItemResult",
+    "Node",
+    "Report",
+    "Slot",
+    "Tensor",
+    "batch",
+    "convert",
+    "diff",
+    "load",
+    "migrate",
+    "save",
+]
 __version__ = "0.1.0"  # (pyproject.toml reads it from here)
 
 if TYPE_CHECKING:
@@ -18,10 +34,18 @@ if TYPE_CHECKING:
     from convert.core.graph import Entry, Graph, Node, Slot
     from convert.core.tensor import Tensor
 
-_LAZY = {"Entry": "core.graph", "Graph": "core.graph", "Node": "core.graph",
-         "Slot": "core.graph", "Tensor": "core.tensor", "diff": "compare",
-         "DiffReport": "compare", "batch": "batches.run", "Item": "batches.items",
-         "ItemResult": "batches.items"}
+_LAZY = {
+    "Entry": "core.graph",
+    "Graph": "core.graph",
+    "Node": "core.graph",
+    "Slot": "core.graph",
+    "Tensor": "core.tensor",
+    "diff": "compare",
+    "DiffReport": "compare",
+    "batch": "batches.run",
+    "Item": "batches.items",
+    "ItemResult": "batches.items",
+}
 
 
 def __getattr__(name: str) -> Any:

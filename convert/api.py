@@ -13,12 +13,22 @@ from convert.loadsave import Progress, Report, load, save, target_format
 __all__ = ["Progress", "Report", "convert", "load", "migrate", "save", "target_format"]
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = None,
-            from_format: str | None = None, overwrite: bool = False,
-            progress: Progress | None = None, rules: Any = None,
-            like: str | os.PathLike | None = None, check: str | None = None,
-            reverse: bool = False, emit_rules: str | os.PathLike | None = None,
-            dry_run: bool = False, **options: Any) -> Report:
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    to: str | None = None,
+    from_format: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    rules: Any = None,
+    like: str | os.PathLike | None = None,
+    check: str | None = None,
+    reverse: bool = False,
+    emit_rules: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    **options: Any,
+) -> Report:
     """Read `src` and write it to `dst`, one tensor at a time.
 
     `rules` (a built-in rule set's name, a rule file, or a loaded RuleSet) maps the source's
@@ -28,40 +38,55 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = 
     graph = load(src, from_format)
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
-            raise registry.UnsupportedError("dry_run, emit_rules, check and reverse go with "
-                                            "rules or like")
+            raise registry.UnsupportedError(
+                "dry_run, emit_rules, check and reverse go with rules or like"
+            )
         return save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
     from convert import porting
 
     try:
-        planned, fmt = porting.prepare(graph, dst, to=to, rules=rules, like=like, check=check,
-                                    reverse=reverse)
+        planned, fmt = porting.prepare(
+            graph, dst, to=to, rules=rules, like=like, check=check, reverse=reverse
+        )
     except porting.AlignmentError as exc:
         if emit_rules is None or like is None:
             raise
         porting.emit_template(exc, emit_rules, src, like)
         raise porting.AlignmentError(
             f"{exc.reason} (--emit-rules wrote the layers aligned and a template for the rest "
-            f"to {os.fspath(emit_rules)})", exc.alignment, exc.emitted, exc.rules,
-            exc.sides) from None
+            f"to {os.fspath(emit_rules)})",
+            exc.alignment,
+            exc.emitted,
+            exc.rules,
+            exc.sides,
+        ) from None
     if emit_rules is not None:
         porting.emit(planned, emit_rules, src, like)
     if dry_run:
         report = Report(graph.source, os.fspath(dst), graph.format, fmt, written=False)
     else:
-        report = save(planned.graph, dst, fmt, overwrite=overwrite, progress=progress,
-                      **options)
+        report = save(planned.graph, dst, fmt, overwrite=overwrite, progress=progress, **options)
         report.source_format = graph.format
     porting.add_notes(report, planned)
     return report
 
 
-def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None = None,
-            root: str | None = None, pick: list[str] | tuple[str, ...] = (),
-            no_optimizer: bool = False, to: str | None = None, from_format: str | None = None,
-            like: str | os.PathLike | None = None, overwrite: bool = False,
-            dry_run: bool = False, progress: Progress | None = None,
-            **options: Any) -> Report:
+def migrate(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    under: str | None = None,
+    root: str | None = None,
+    pick: list[str] | tuple[str, ...] = (),
+    no_optimizer: bool = False,
+    to: str | None = None,
+    from_format: str | None = None,
+    like: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Report:
     """Read `src`, rewrite its object graph, write `dst` (a TF object checkpoint unless its
     name or `to` says otherwise). `root` makes the object at that path the root; `pick`
     (`PATH` or `PATH=NEWPATH`) keeps only those sub-graphs; `no_optimizer` drops optimizer
@@ -75,31 +100,50 @@ def migrate(src: str | os.PathLike, dst: str | os.PathLike, *, under: str | None
     graph = load(src, from_format)
     source_format = graph.format
     fmt = target_format(dst, to, graph.format)
-    objects = fmt.name == "tf" and not options.get("name_based") \
-        and graph.root.meta.get(TF_LAYOUT) != "names"  # (a name-based input stays so)
+    objects = (
+        fmt.name == "tf"
+        and not options.get("name_based")
+        and graph.root.meta.get(TF_LAYOUT) != "names"
+    )  # (a name-based input stays so)
     notes: list[str] = []
     if like is not None:  # select, align to the skeleton, then place under the new root
         from convert import porting
 
-        graph, done = migration.migrate(graph, root=root, pick=picks,
-                                        no_optimizer=no_optimizer)
-        planned, _ = porting.prepare(graph, dst, to=fmt.name, rules=None, like=like, check=None,
-                                  reverse=False)
-        out, placed = migration.migrate(planned.graph, under=under, checkpoint_root=objects,
-                                        new_root=bool(picks))
-        done.aliased, done.added, done.notes = placed.aliased, placed.added, \
-            done.notes + placed.notes
+        graph, done = migration.migrate(graph, root=root, pick=picks, no_optimizer=no_optimizer)
+        planned, _ = porting.prepare(
+            graph, dst, to=fmt.name, rules=None, like=like, check=None, reverse=False
+        )
+        out, placed = migration.migrate(
+            planned.graph, under=under, checkpoint_root=objects, new_root=bool(picks)
+        )
+        done.aliased, done.added, done.notes = (
+            placed.aliased,
+            placed.added,
+            done.notes + placed.notes,
+        )
     else:
         if objects and graph.format == "keras-h5":
             from convert.passes import keras_objects
 
             if keras_objects.is_keras_h5(graph):
                 graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' object layout
-        out, done = migration.migrate(graph, under=under, root=root, pick=picks,
-                                      no_optimizer=no_optimizer, checkpoint_root=objects)
+        out, done = migration.migrate(
+            graph,
+            under=under,
+            root=root,
+            pick=picks,
+            no_optimizer=no_optimizer,
+            checkpoint_root=objects,
+        )
     if dry_run:
-        report = Report(graph.source, os.fspath(dst), source_format, fmt.name, written=False,
-                        notes=list(out.notes))
+        report = Report(
+            graph.source,
+            os.fspath(dst),
+            source_format,
+            fmt.name,
+            written=False,
+            notes=list(out.notes),
+        )
     else:
         report = save(out, dst, fmt.name, overwrite=overwrite, progress=progress, **options)
     report.source_format = source_format

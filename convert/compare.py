@@ -59,8 +59,10 @@ class DiffRow:
         if self.status == "dtype":
             text += f": {self.dtype_a} vs {self.dtype_b}"
         if self.max_abs is not None:
-            text += (f"  max abs {self.max_abs:.3g}  max rel {self.max_rel:.3g}"
-                     f"  {self.mismatched} of {self.size} elements")
+            text += (
+                f"  max abs {self.max_abs:.3g}  max rel {self.max_rel:.3g}"
+                f"  {self.mismatched} of {self.size} elements"
+            )
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,15 +99,25 @@ class DiffReport:
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in self.counts().items())
-        tolerance = "bit for bit" if not (self.atol or self.rtol) else \
-            f"atol {self.atol:g}, rtol {self.rtol:g}"
+        tolerance = (
+            "bit for bit"
+            if not (self.atol or self.rtol)
+            else f"atol {self.atol:g}, rtol {self.rtol:g}"
+        )
         verdict = "equal" if self.equal else "different"
         return f"{len(self.rows)} tensors ({counts or 'none'}): {verdict}, {tolerance}"
 
 
-def diff(a: str | os.PathLike, b: str | os.PathLike, *, rules: Any = None,
-         reverse: bool = False, atol: float = 0.0, rtol: float = 0.0,
-         on_row: Callable[[DiffRow], None] | None = None) -> DiffReport:
+def diff(
+    a: str | os.PathLike,
+    b: str | os.PathLike,
+    *,
+    rules: Any = None,
+    reverse: bool = False,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    on_row: Callable[[DiffRow], None] | None = None,
+) -> DiffReport:
     """Compare checkpoint `a` with `b`, tensor by tensor. Equal means bit for bit unless
     `atol`/`rtol` are given: then |a - b| <= atol + rtol * max(|a|, |b|) for every element.
     `rules` maps `a` into `b`'s layout first (`b` is the skeleton). `on_row` sees each row
@@ -126,8 +138,9 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, rules: Any = None,
     return report
 
 
-def _mapped(graph_a: Graph, graph_b: Graph, rules: Any, reverse: bool
-            ) -> tuple[Graph, list[str], str]:
+def _mapped(
+    graph_a: Graph, graph_b: Graph, rules: Any, reverse: bool
+) -> tuple[Graph, list[str], str]:
     """A mapped into B's layout: B's tree, each tensor the one the rules derive from A.
     Entries of B the rules do not fill are left out (they show as only in B), and A's
     tensors the rules do not use are returned by key (only in A)."""
@@ -153,18 +166,24 @@ def _index(entries: list[Entry], canonical: bool) -> dict[tuple[str, ...], Entry
     return index
 
 
-def _pairs(graph_a: Graph, graph_b: Graph
-           ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+def _pairs(graph_a: Graph, graph_b: Graph) -> Iterator[tuple[str, Entry | None, Entry | None]]:
     """(key, entry of A, entry of B) for every tensor of either side, A's order first."""
     entries_a, entries_b = graph_a.entries(), graph_b.entries()
     # (two paths of one side that differ only by separators: then paths match exactly)
-    canonical = all(len({_canonical(e.path) for e in side}) == len(side)
-                    for side in (entries_a, entries_b))
+    canonical = all(
+        len({_canonical(e.path) for e in side}) == len(side) for side in (entries_a, entries_b)
+    )
     index_b = _index(entries_b, canonical)
     matched: set[int] = set()
     for entry in entries_a:
-        found = next((index_b[k] for k in (_canonical(p) if canonical else p
-                                           for p in entry.paths) if k in index_b), None)
+        found = next(
+            (
+                index_b[k]
+                for k in (_canonical(p) if canonical else p for p in entry.paths)
+                if k in index_b
+            ),
+            None,
+        )
         if found is not None and id(found) in matched:
             found = None  # (B has one tensor where A has two: the second is only in A)
         if found is not None:
@@ -180,8 +199,9 @@ def _key(entry: Entry) -> str:
     return str(entry.tensor.meta.get(SOURCE_KEY) or "/".join(entry.path))
 
 
-def _rows(graph_a: Graph, graph_b: Graph, atol: float, rtol: float,
-          unused: list[str]) -> Iterator[DiffRow]:
+def _rows(
+    graph_a: Graph, graph_b: Graph, atol: float, rtol: float, unused: list[str]
+) -> Iterator[DiffRow]:
     """Each pair's row; values are read one pair at a time (B's in a thread while A's
     is read: reads release the GIL)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diff-read") as pool:
@@ -190,8 +210,15 @@ def _rows(graph_a: Graph, graph_b: Graph, atol: float, rtol: float,
                 yield _one_sided(key, entry_a, entry_b)
                 continue
             ta, tb = entry_a.tensor, entry_b.tensor
-            row = DiffRow(key, "same", size=ta.size, dtype_a=ta.dtype_name,
-                          dtype_b=tb.dtype_name, shape_a=list(ta.shape), shape_b=list(tb.shape))
+            row = DiffRow(
+                key,
+                "same",
+                size=ta.size,
+                dtype_a=ta.dtype_name,
+                dtype_b=tb.dtype_name,
+                shape_a=list(ta.shape),
+                shape_b=list(tb.shape),
+            )
             if ta.shape != tb.shape:
                 row.status = "shape"
                 yield row
@@ -234,13 +261,12 @@ def _compare(row: DiffRow, a: np.ndarray, b: np.ndarray, atol: float, rtol: floa
     max_abs = max_rel = 0.0
     mismatched = 0
     for start in range(0, flat_a.size, _CHUNK):
-        part_a, part_b = flat_a[start:start + _CHUNK], flat_b[start:start + _CHUNK]
+        part_a, part_b = flat_a[start : start + _CHUNK], flat_b[start : start + _CHUNK]
         x, y = _as_float(part_a), _as_float(part_b)
         error = _abs_error(x, y)
         scale = np.maximum(np.abs(x), np.abs(y))
         with np.errstate(invalid="ignore", divide="ignore"):
-            relative = np.where(error == 0, 0.0, np.where(np.isinf(error), np.inf,
-                                                          error / scale))
+            relative = np.where(error == 0, 0.0, np.where(np.isinf(error), np.inf, error / scale))
         max_abs = max(max_abs, float(np.max(error)))
         max_rel = max(max_rel, float(np.max(relative)))
         if bitwise and (bits := _bits(part_a)) is not None:

@@ -32,8 +32,9 @@ def load(path: str | os.PathLike, format: str | None = None) -> Graph:
     return graph
 
 
-def target_format(path: str | os.PathLike, format: str | None = None,
-                  source_format: str | None = None) -> registry.Format:
+def target_format(
+    path: str | os.PathLike, format: str | None = None, source_format: str | None = None
+) -> registry.Format:
     """The format asked for; else the one the name says; else a directory means a TF
     checkpoint directory; else, for a name without an extension, the source's own format
     (a rewrite). An extension no format owns is refused: it is a typo or a format this
@@ -51,12 +52,16 @@ def target_format(path: str | os.PathLike, format: str | None = None,
     if suffix:
         raise registry.UnsupportedError(
             f"no format writes {suffix!r} files; pass {{to}} ({known}) to write one anyway",
-            path, {"to": "format="})
+            path,
+            {"to": "format="},
+        )
     if source_format:
         return registry.get(source_format)
     raise registry.UnsupportedError(
-        f"cannot tell the output format from the name; pass {{to}} ({known})", path,
-        {"to": "format="})
+        f"cannot tell the output format from the name; pass {{to}} ({known})",
+        path,
+        {"to": "format="},
+    )
 
 
 def _names_directory(path: str | os.PathLike) -> bool:
@@ -64,20 +69,28 @@ def _names_directory(path: str | os.PathLike) -> bool:
     return os.fspath(path).endswith((os.sep, "/"))
 
 
-def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
-         overwrite: bool = False, progress: Progress | None = None, **options: Any) -> Report:
+def save(
+    graph: Graph,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Report:
     """Write `graph` to `path`; the format comes from `format` or the file name."""
     fmt = target_format(path, format, graph.format)
     if _names_directory(path):  # (a Path drops the trailing `/`: the writer is told)
         if fmt.name != "tf":
             raise registry.UnsupportedError(
                 f"names a directory (it ends in {os.sep!r}), but {fmt.name} output is a file: "
-                "name the file", path)
+                "name the file",
+                path,
+            )
         options = {**options, "directory": True}
     _check_options(fmt, options, path)
     inputs = tuple(graph.files)
-    report = Report(graph.source, os.fspath(path), graph.format, fmt.name,
-                    notes=list(graph.notes))
+    report = Report(graph.source, os.fspath(path), graph.format, fmt.name, notes=list(graph.notes))
     if fmt.name == "tf" and not options.get("name_based") and graph.format == "keras-h5":
         from convert.passes import keras_objects  # (imports numpy: only when it is needed)
 
@@ -85,8 +98,15 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
             graph, notes = keras_objects.to_tf_layout(graph)  # tf_keras' own object layout
             report.notes += notes
     try:
-        fmt.write(graph, Path(path), overwrite=overwrite, inputs=inputs,
-                  progress=progress, report=report, **options)
+        fmt.write(
+            graph,
+            Path(path),
+            overwrite=overwrite,
+            inputs=inputs,
+            progress=progress,
+            report=report,
+            **options,
+        )
     except OSError as exc:
         raise FileAccessError.from_os_error(exc) from None
     return report
@@ -97,4 +117,5 @@ def _check_options(fmt: registry.Format, options: dict[str, Any], path) -> None:
     for name in options:
         if name not in fmt.options:
             raise registry.UnsupportedError(
-                f"{fmt.name} output does not take the option {{{name}}}", path, {name: name})
+                f"{fmt.name} output does not take the option {{{name}}}", path, {name: name}
+            )

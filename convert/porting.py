@@ -21,38 +21,60 @@ from convert.loadsave import load, target_format
 _MAX_LISTING = 64 << 20
 
 
-def prepare(graph: Graph, dst: str | os.PathLike, *, to: str | None, rules: Any,
-         like: str | os.PathLike | None, check: str | None,
-         reverse: bool) -> tuple[rules_pkg.Planned, str]:
+def prepare(
+    graph: Graph,
+    dst: str | os.PathLike,
+    *,
+    to: str | None,
+    rules: Any,
+    like: str | os.PathLike | None,
+    check: str | None,
+    reverse: bool,
+) -> tuple[rules_pkg.Planned, str]:
     """The planned graph for `graph` → `dst`, and the output format's name."""
     skeleton = None
     if like is not None:
-        skeleton = _listing(Path(like), dst, to) if os.fspath(like).endswith(".json") \
-            else load(like)
+        skeleton = (
+            _listing(Path(like), dst, to) if os.fspath(like).endswith(".json") else load(like)
+        )
     fmt = target_format(dst, to, skeleton.format if skeleton is not None else None).name
     if skeleton is not None and _framework(skeleton.format) != _framework(fmt):
-        raise ConvertError(f"the skeleton is a {skeleton.format} file, and {fmt} output cannot "
-                           "take its layout", dst)
-    ruleset = rules if isinstance(rules, rules_pkg.RuleSet) else \
-        rules_pkg.load(rules) if rules is not None else _pick(graph.format, fmt)
-    planned = rules_pkg.plan(graph, ruleset, like=skeleton, target_format=fmt, check=check,
-                             reverse=reverse)
+        raise ConvertError(
+            f"the skeleton is a {skeleton.format} file, and {fmt} output cannot take its layout",
+            dst,
+        )
+    ruleset = (
+        rules
+        if isinstance(rules, rules_pkg.RuleSet)
+        else rules_pkg.load(rules)
+        if rules is not None
+        else _pick(graph.format, fmt)
+    )
+    planned = rules_pkg.plan(
+        graph, ruleset, like=skeleton, target_format=fmt, check=check, reverse=reverse
+    )
     _check_keras2_layout(planned.graph, skeleton, fmt, dst)
     return planned, fmt
 
 
 # What tf_keras reads a file of each format by, and the skeleton that gives it.
 _KERAS2 = {
-    "tf": ("tf_keras cannot restore from a TF checkpoint: it restores by the target model's "
-           "object graph (layer_with_weights-N/kernel)", "a TF checkpoint of the target "
-           "model (tf_keras model.save_weights(prefix))"),
-    "keras-h5": ("a Keras 2 .h5 cannot hold: tf_keras loads one by the target model's layer "
-                 "order and weight names", "the target model's .h5 (tf_keras "
-                 "model.save_weights)")}
+    "tf": (
+        "tf_keras cannot restore from a TF checkpoint: it restores by the target model's "
+        "object graph (layer_with_weights-N/kernel)",
+        "a TF checkpoint of the target model (tf_keras model.save_weights(prefix))",
+    ),
+    "keras-h5": (
+        "a Keras 2 .h5 cannot hold: tf_keras loads one by the target model's layer "
+        "order and weight names",
+        "the target model's .h5 (tf_keras model.save_weights)",
+    ),
+}
 
 
-def _check_keras2_layout(graph: Graph, skeleton: Graph | None, fmt: str,
-                         dst: str | os.PathLike) -> None:
+def _check_keras2_layout(
+    graph: Graph, skeleton: Graph | None, fmt: str, dst: str | os.PathLike
+) -> None:
     """Refuse Keras 3 object paths (`layers/dense/vars/0`) bound for a tf_keras format.
 
     Layer rules place a Keras layer at its Keras 3 path, which says neither the model's
@@ -66,8 +88,7 @@ def _check_keras2_layout(graph: Graph, skeleton: Graph | None, fmt: str,
     tf_keras' layout in `api.save`; a `.h5` output with a Keras 3 skeleton is the legacy
     writer's to judge (a `.keras` config gives the order); a rules graph without Keras 3
     paths (TF1 names from tensor rules) is the name-based checkpoint it means to be."""
-    if fmt not in _KERAS2 or not (skeleton is None or (fmt == "tf" and skeleton.format ==
-                                                       "keras")):
+    if fmt not in _KERAS2 or not (skeleton is None or (fmt == "tf" and skeleton.format == "keras")):
         return
     found = next((e.path for e in graph.entries() if _keras3_var(e.path)), None)
     if found is None:
@@ -76,7 +97,10 @@ def _check_keras2_layout(graph: Graph, skeleton: Graph | None, fmt: str,
     raise ConvertError(
         f"the weights would go to Keras 3 object paths ({'/'.join(found)}), which {why}, "
         f"which only a file of the model gives; pass {{like}} {skeleton_kind}, or write a "
-        "Keras 3 .weights.h5", dst, {"like": "like="})
+        "Keras 3 .weights.h5",
+        dst,
+        {"like": "like="},
+    )
 
 
 def _keras3_var(path: tuple[str, ...]) -> bool:
@@ -102,8 +126,10 @@ def _pick(source_format: str | None, target: str) -> rules_pkg.RuleSet:
         ruleset = rules_pkg.load(name)
         if set(ruleset.sides) == pair:
             return ruleset
-    raise ConvertError(f"no built-in rules map {' to '.join(sorted(map(str, pair)))}; "
-                       "give --rules NAME|FILE (`ckpt rules` lists them)")
+    raise ConvertError(
+        f"no built-in rules map {' to '.join(sorted(map(str, pair)))}; "
+        "give --rules NAME|FILE (`ckpt rules` lists them)"
+    )
 
 
 def _listing(path: Path, dst: str | os.PathLike, to: str | None) -> Graph:
@@ -116,18 +142,25 @@ def _listing(path: Path, dst: str | os.PathLike, to: str | None) -> Graph:
         raise FormatError(f"is not a `ckpt ls --json` listing ({exc})", path) from None
     if not isinstance(rows, list):
         raise FormatError("is not a `ckpt ls --json` listing: not a JSON array", path)
-    fmt = next((r.get("format") for r in rows if isinstance(r, dict) and r.get("format")),
-               None) or target_format(dst, to).name
+    fmt = (
+        next((r.get("format") for r in rows if isinstance(r, dict) and r.get("format")), None)
+        or target_format(dst, to).name
+    )
     graph = Graph(format=fmt, source=os.fspath(path), files=[os.fspath(path)])
     for i, row in enumerate(rows):
         try:
-            steps = tuple(row["path"]) if "path" in row else tuple(row["key"].split(
-                registry.separator(fmt)))
-            tensor = Tensor(from_name(row["dtype"]), tuple(row["shape"]), _no_data,
-                            {SOURCE_KEY: row["key"]})
+            steps = (
+                tuple(row["path"])
+                if "path" in row
+                else tuple(row["key"].split(registry.separator(fmt)))
+            )
+            tensor = Tensor(
+                from_name(row["dtype"]), tuple(row["shape"]), _no_data, {SOURCE_KEY: row["key"]}
+            )
         except (KeyError, TypeError, ValueError, ConvertError):
-            raise FormatError(f"row {i + 1} is not a tensor listing (key, dtype, shape)",
-                              path) from None
+            raise FormatError(
+                f"row {i + 1} is not a tensor listing (key, dtype, shape)", path
+            ) from None
         if row.get("slot"):
             continue
         graph.add(steps, tensor)
@@ -142,8 +175,11 @@ def emit(planned: rules_pkg.Planned, path: str | os.PathLike, src: Any, like: An
     from convert.rules import emit as emit_module
 
     if not planned.emitted:
-        raise ConvertError("no layers were aligned, so there is no alignment to write "
-                           "(--emit-rules needs --like and layer rules)", path)
+        raise ConvertError(
+            "no layers were aligned, so there is no alignment to write "
+            "(--emit-rules needs --like and layer rules)",
+            path,
+        )
     text = emit_module.rule_file(planned.ruleset, planned.emitted, os.fspath(src), os.fspath(like))
     emit_module.write(path, text)
 
@@ -167,23 +203,38 @@ def add_notes(report: Any, planned: rules_pkg.Planned) -> None:
     if rules.skipped:
         report.notes.append(_some(rules.skipped, "source tensor(s) were left out by the rules"))
     if rules.dropped:
-        report.notes.append(_some(rules.dropped, "source tensor(s) were dropped by the rules "
-                                  "(the target keeps no such value)"))
+        report.notes.append(
+            _some(
+                rules.dropped,
+                "source tensor(s) were dropped by the rules (the target keeps no such value)",
+            )
+        )
     if rules.made:
-        report.notes.append(_some(rules.made, "tensor(s) were made by the rules, from no "
-                                  "source (e.g. torch's num_batches_tracked = 0)"))
+        report.notes.append(
+            _some(
+                rules.made,
+                "tensor(s) were made by the rules, from no "
+                "source (e.g. torch's num_batches_tracked = 0)",
+            )
+        )
     if rules.unexpected:
-        report.notes.append(_some(rules.unexpected, "mapped tensor(s) have no place in the "
-                                  "target and were left out"))
+        report.notes.append(
+            _some(
+                rules.unexpected, "mapped tensor(s) have no place in the target and were left out"
+            )
+        )
     if rules.missing:
         report.notes.append(_some(rules.missing, "target entries were not filled"))
     if rules.inexact:
-        report.notes.append(_some([i["key"] for i in rules.inexact],
-                                  "tensor(s) went through ops without an exact inverse "
-                                  "(a reverse conversion will not give the same bits)"))
+        report.notes.append(
+            _some(
+                [i["key"] for i in rules.inexact],
+                "tensor(s) went through ops without an exact inverse "
+                "(a reverse conversion will not give the same bits)",
+            )
+        )
 
 
 def _some(keys: list[str], what: str) -> str:
     shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
     return f"{len(keys)} {what}: {shown}"
-

@@ -56,14 +56,17 @@ CKPT_ENV = ENV  # (for an installed package: without this tree on PYTHONPATH)
 
 # -- synthetic checkpoints ----------------------------------------------------------------
 
+
 def bert_shapes(layers: int, width: int = 1024) -> dict[str, tuple[int, ...]]:
     """BERT's TF1 variable names and shapes (BERT-large at 24 layers: 1.34 GB)."""
     ff = 4 * width
-    shapes = {"bert/embeddings/word_embeddings": (30522, width),
-              "bert/embeddings/position_embeddings": (512, width),
-              "bert/embeddings/token_type_embeddings": (2, width),
-              "bert/embeddings/LayerNorm/gamma": (width,),
-              "bert/embeddings/LayerNorm/beta": (width,)}
+    shapes = {
+        "bert/embeddings/word_embeddings": (30522, width),
+        "bert/embeddings/position_embeddings": (512, width),
+        "bert/embeddings/token_type_embeddings": (2, width),
+        "bert/embeddings/LayerNorm/gamma": (width,),
+        "bert/embeddings/LayerNorm/beta": (width,),
+    }
     for i in range(layers):
         p = f"bert/encoder/layer_{i}"
         for part in ("query", "key", "value"):
@@ -87,8 +90,11 @@ def many_small_shapes(count: int = 20000) -> dict[str, tuple[int, ...]]:
     return {f"model/block_{i // 10}/layer_{i % 10}/kernel": (8, 8) for i in range(count)}
 
 
-SETS = {"bert-large": lambda: bert_shapes(24), "4gb": lambda: bert_shapes(72),
-        "many-small": many_small_shapes}
+SETS = {
+    "bert-large": lambda: bert_shapes(24),
+    "4gb": lambda: bert_shapes(72),
+    "many-small": many_small_shapes,
+}
 LARGEST_MIB = {"keras-dense": 64}  # the largest tensor, for the memory goal of a port
 
 
@@ -102,7 +108,8 @@ BUILD_TF = """
 import ast, sys
 import numpy as np
 from pathlib import Path
-from convert.formats.tf.bundle import BundleWriter, data_path
+from convert.formats.tf.bundle import data_path
+from convert.formats.tf.bundle_writer import BundleWriter
 prefix, shapes = Path(sys.argv[1]), ast.literal_eval(open(sys.argv[2]).read())
 rng = np.random.default_rng(0)
 writer = BundleWriter(Path(f"{prefix}.index"), data_path(prefix, 0, 1))
@@ -227,20 +234,25 @@ def model(width, layers):
     return keras.Sequential([keras.Input((width,))]
                             + [keras.layers.Dense(width) for _ in range(layers)])
 """
-BUILD_KERAS = KERAS_MODEL + """
+BUILD_KERAS = (
+    KERAS_MODEL
+    + """
 m = model(int(sys.argv[2]), int(sys.argv[3]))
 rng = np.random.default_rng(0)
 for v in m.weights:
     v.assign(rng.standard_normal(v.shape, dtype=np.float32))
 m.save_weights(sys.argv[1])
 """
+)
 BUILD_LINEAR_SKELETON = """
 import sys, torch
 width, layers = int(sys.argv[2]), int(sys.argv[3])
 torch.save(torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
            .state_dict(), sys.argv[1])
 """
-KERAS_TO_TORCH = KERAS_MODEL + """
+KERAS_TO_TORCH = (
+    KERAS_MODEL
+    + """
 import torch
 m = model(int(sys.argv[3]), int(sys.argv[4]))
 m.load_weights(sys.argv[1])
@@ -251,6 +263,7 @@ for i, layer in enumerate(m.layers):
     state[f'{i}.bias'] = torch.from_numpy(bias)
 torch.save(state, sys.argv[2])
 """
+)
 CHECK_PORT = """
 import sys, numpy as np, torch
 sys.path.insert(0, sys.argv[3])
@@ -265,6 +278,7 @@ for i in (0, int(sys.argv[4]) - 1):
 
 
 # -- measuring ----------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -302,7 +316,7 @@ def _run_once(cmd: list[str], output: Path | None) -> Run:
         output.unlink(missing_ok=True)
     os.sync()
     start = time.perf_counter()
-    env = CKPT_ENV if cmd[:len(CKPT)] == CKPT else ENV
+    env = CKPT_ENV if cmd[: len(CKPT)] == CKPT else ENV
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
@@ -330,21 +344,27 @@ print(f"Python {platform.python_version()}, numpy {m.version('numpy')}, ml_dtype
 
 def ckpt_versions() -> str:
     """What `ckpt` ran with: Python, numpy, ml_dtypes, and where the package came from."""
-    return subprocess.run([CKPT_PY, "-c", VERSIONS], env=CKPT_ENV, check=True, cwd="/",
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [CKPT_PY, "-c", VERSIONS], env=CKPT_ENV, check=True, cwd="/", capture_output=True, text=True
+    ).stdout.strip()
 
 
 def install_kind(ckpt_command: Path | None) -> str:
     """Whether `ckpt` ran from a fresh install (a venv of its own, made by `pip install`,
     as a user gets it) or from this source tree: start-up differs between the two."""
     if ckpt_command is None:
-        return ("NOT a fresh install: ckpt ran from this source tree (PYTHONPATH) in the "
-                "bench's environment; pass --ckpt VENV/bin/ckpt after `python -m venv VENV "
-                "&& VENV/bin/pip install .` to time one")
+        return (
+            "NOT a fresh install: ckpt ran from this source tree (PYTHONPATH) in the "
+            "bench's environment; pass --ckpt VENV/bin/ckpt after `python -m venv VENV "
+            "&& VENV/bin/pip install .` to time one"
+        )
     venv = ckpt_command.resolve().parent.parent
     made = venv / "pyvenv.cfg"
-    age = (f"made {(time.time() - made.stat().st_mtime) / 3600:.1f} h before this run"
-           if made.exists() else "no pyvenv.cfg: not a venv")
+    age = (
+        f"made {(time.time() - made.stat().st_mtime) / 3600:.1f} h before this run"
+        if made.exists()
+        else "no pyvenv.cfg: not a venv"
+    )
     return f"an installed ckpt, {ckpt_command} (venv {venv}: {age})"
 
 
@@ -372,11 +392,16 @@ print(len(keys))
 
 
 def check(source: Path, output: Path, fmt: str) -> None:
-    subprocess.run([PY, "-c", CHECK, str(source), str(output), fmt, str(ROOT)], env=ENV,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [PY, "-c", CHECK, str(source), str(output), fmt, str(ROOT)],
+        env=ENV,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 # -- the run ------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -388,15 +413,21 @@ class Row:
     alternative_name: str
 
 
-def ls_rows(name: str, tf_prefix: Path, others: list[tuple[str, Path]], repeat: int
-            ) -> list[Row]:
+def ls_rows(name: str, tf_prefix: Path, others: list[tuple[str, Path]], repeat: int) -> list[Row]:
     print(f"  {name}: ls", flush=True)
-    rows = [Row(name, "ckpt --version", measure(ckpt("--version"), repeat), None, None, ""),
-            Row(name, "ls (TF)", measure(ckpt("ls", tf_prefix), repeat), None,
-                measure(python(TF_LIST, tf_prefix), 1), "tf.train.list_variables")]
+    rows = [
+        Row(name, "ckpt --version", measure(ckpt("--version"), repeat), None, None, ""),
+        Row(
+            name,
+            "ls (TF)",
+            measure(ckpt("ls", tf_prefix), repeat),
+            None,
+            measure(python(TF_LIST, tf_prefix), 1),
+            "tf.train.list_variables",
+        ),
+    ]
     for label, path in others:
-        rows.append(Row(name, f"ls ({label})", measure(ckpt("ls", path), repeat), None,
-                        None, ""))
+        rows.append(Row(name, f"ls ({label})", measure(ckpt("ls", path), repeat), None, None, ""))
     return rows
 
 
@@ -413,42 +444,61 @@ def run_rules_set(name: str, work: Path, repeat: int) -> list[Row]:
     out = base / "out"
     out.mkdir(exist_ok=True)
     print(f"  {name}: Keras -> torch (rules; default and --strided)", flush=True)
+
     def port(dst: Path, *extra: str) -> list[str]:
-        return ckpt("convert", source, dst, "--rules", "keras-torch", "--like", skeleton,
-                    "--quiet", *extra)
+        return ckpt(
+            "convert", source, dst, "--rules", "keras-torch", "--like", skeleton, "--quiet", *extra
+        )
 
     floor_run, ours, strided = measure_side_by_side(
-        [(python(COPY, source, out / "copy"), out / "copy"), (port(out / "x.pt"), out / "x.pt"),
-         (port(out / "xs.pt", "--strided"), out / "xs.pt")], repeat)
+        [
+            (python(COPY, source, out / "copy"), out / "copy"),
+            (port(out / "x.pt"), out / "x.pt"),
+            (port(out / "xs.pt", "--strided"), out / "xs.pt"),
+        ],
+        repeat,
+    )
     for output in ("x.pt", "xs.pt"):
-        subprocess.run([PY, "-c", CHECK_PORT, str(source), str(out / output), str(ROOT),
-                        str(KERAS_LAYERS)], env=ENV, check=True)
+        subprocess.run(
+            [PY, "-c", CHECK_PORT, str(source), str(out / output), str(ROOT), str(KERAS_LAYERS)],
+            env=ENV,
+            check=True,
+        )
     theirs = measure(python(KERAS_TO_TORCH, source, out / "alt.pt", *dims), 1, out / "alt.pt")
     shutil.rmtree(out)
     alt_name = "Keras load_weights + NumPy .T + torch.save"
-    return [Row(name, "Keras -> torch (rules, --like)", ours, floor_run, theirs, alt_name),
-            Row(name, "Keras -> torch (rules, --like, --strided)", strided, floor_run, theirs,
-                alt_name)]
+    return [
+        Row(name, "Keras -> torch (rules, --like)", ours, floor_run, theirs, alt_name),
+        Row(
+            name, "Keras -> torch (rules, --like, --strided)", strided, floor_run, theirs, alt_name
+        ),
+    ]
 
 
 def bert_port_rows(name: str, prefix: Path, out: Path, raw: Path, repeat: int) -> list[Row]:
     """Google's TF1 BERT names into Hugging Face's, next to what the HF script does: the
     default output, and `--strided` (kernels stored untouched, with swapped strides)."""
     print(f"  {name}: TF1 BERT -> HF (rules; default and --strided)", flush=True)
+
     def port(dst: Path, *extra: str) -> list[str]:
         return ckpt("convert", prefix, dst, "--rules", "bert-tf1-hf", "--quiet", *extra)
 
     floor_run, ours, strided = measure_side_by_side(
-        [(python(COPY, raw, out / "copy"), out / "copy"), (port(out / "hf.bin"), out / "hf.bin"),
-         (port(out / "hfs.bin", "--strided"), out / "hfs.bin")], repeat)
+        [
+            (python(COPY, raw, out / "copy"), out / "copy"),
+            (port(out / "hf.bin"), out / "hf.bin"),
+            (port(out / "hfs.bin", "--strided"), out / "hfs.bin"),
+        ],
+        repeat,
+    )
     for output in ("hf.bin", "hfs.bin"):
-        subprocess.run([PY, "-c", CHECK_BERT, str(prefix), str(out / output)], env=ENV,
-                       check=True)
+        subprocess.run([PY, "-c", CHECK_BERT, str(prefix), str(out / output)], env=ENV, check=True)
     theirs = measure(python(BERT_TF1_TO_HF, prefix, out / "alt-hf.bin"), 1, out / "alt-hf.bin")
     alt_name = "TF reader + NumPy .T + torch.save"
-    return [Row(name, "TF1 BERT -> HF (rules)", ours, floor_run, theirs, alt_name),
-            Row(name, "TF1 BERT -> HF (rules, --strided)", strided, floor_run, theirs,
-                alt_name)]
+    return [
+        Row(name, "TF1 BERT -> HF (rules)", ours, floor_run, theirs, alt_name),
+        Row(name, "TF1 BERT -> HF (rules, --strided)", strided, floor_run, theirs, alt_name),
+    ]
 
 
 # The batch set: BATCH_COUNT TF checkpoints of 25 x 4 MiB float32 tensors (105 MB each).
@@ -498,23 +548,27 @@ def run_batch_set(name: str, work: Path, repeat: int) -> list[Row]:
     copies = [x for i, d in enumerate(data) for x in (d, out / f"copy{i}")]
 
     def batch(*extra: str) -> list[str]:
-        return ckpt("batch", *sources, "--out-dir", out, "--to", "safetensors",
-                    *extra)
-
+        return ckpt("batch", *sources, "--out-dir", out, "--to", "safetensors", *extra)
 
     print(f"  {name}: {BATCH_COUNT} x TF -> safetensors, -j 1, -j 2, Dask", flush=True)
-    cluster = subprocess.Popen([PY, "-c", DASK_CLUSTER], env=ENV, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    cluster = subprocess.Popen(
+        [PY, "-c", DASK_CLUSTER], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         address = cluster.stdout.readline().strip()
         # the floor: the same bytes copied by one process
         floor_run = measure(python(COPY_ALL, *copies), repeat, out)
         one, two, dask, dask_local, turns, side_by_side = measure_side_by_side(
-            [(batch("-j", "1"), out), (batch("-j", "2"), out),
-             (batch("--executor", "dask", "--scheduler", address), out),
-             (batch("--executor", "dask", "--scheduler", "local:2"), out),
-             ([PY, "-c", HEADROOM, "turns"], None), ([PY, "-c", HEADROOM, "parallel"], None)],
-            repeat)
+            [
+                (batch("-j", "1"), out),
+                (batch("-j", "2"), out),
+                (batch("--executor", "dask", "--scheduler", address), out),
+                (batch("--executor", "dask", "--scheduler", "local:2"), out),
+                ([PY, "-c", HEADROOM, "turns"], None),
+                ([PY, "-c", HEADROOM, "parallel"], None),
+            ],
+            repeat,
+        )
     finally:
         cluster.stdin.close()
         cluster.wait(60)
@@ -522,14 +576,34 @@ def run_batch_set(name: str, work: Path, repeat: int) -> list[Row]:
         check(prefix, out / f"{prefix.name}.safetensors", "safetensors")
     shutil.rmtree(out)
     task = f"{BATCH_COUNT} x TF -> safetensors"
-    return [Row(name, f"{task}, batch -j 1", one, floor_run, None, ""),
-            Row(name, f"{task}, batch -j 2", two, floor_run, one, "ckpt batch -j 1"),
-            Row(name, f"{task}, Dask LocalCluster(2) by address", dask, floor_run, two,
-                "ckpt batch -j 2"),
-            Row(name, f"{task}, Dask --scheduler local:2 (starts it)", dask_local,
-                floor_run, two, "ckpt batch -j 2"),
-            Row(name, "control: 2 CPU-bound Python processes side by side", side_by_side,
-                None, turns, "the same two in turn")]
+    return [
+        Row(name, f"{task}, batch -j 1", one, floor_run, None, ""),
+        Row(name, f"{task}, batch -j 2", two, floor_run, one, "ckpt batch -j 1"),
+        Row(
+            name,
+            f"{task}, Dask LocalCluster(2) by address",
+            dask,
+            floor_run,
+            two,
+            "ckpt batch -j 2",
+        ),
+        Row(
+            name,
+            f"{task}, Dask --scheduler local:2 (starts it)",
+            dask_local,
+            floor_run,
+            two,
+            "ckpt batch -j 2",
+        ),
+        Row(
+            name,
+            "control: 2 CPU-bound Python processes side by side",
+            side_by_side,
+            None,
+            turns,
+            "the same two in turn",
+        ),
+    ]
 
 
 def run_set(name: str, work: Path, repeat: int, ls_only: bool = False) -> list[Row]:
@@ -543,8 +617,11 @@ def run_set(name: str, work: Path, repeat: int, ls_only: bool = False) -> list[R
     build_tf(tf_prefix, shapes)
     if ls_only:
         return ls_rows(name, tf_prefix, [], repeat)
-    torch_file, st_file, flax_file = base / "model.pt", base / "model.safetensors", \
-        base / "model.msgpack"
+    torch_file, st_file, flax_file = (
+        base / "model.pt",
+        base / "model.safetensors",
+        base / "model.msgpack",
+    )
     if not torch_file.exists():
         subprocess.run(python(BUILD_TORCH, tf_prefix, torch_file), env=ENV, check=True)
     if not st_file.exists():
@@ -557,36 +634,73 @@ def run_set(name: str, work: Path, repeat: int, ls_only: bool = False) -> list[R
     rows: list[Row] = []
 
     tasks = [
-        ("TF -> torch", tf_prefix, "x.pt", "torch", TF_TO_TORCH, "TF reader + torch.save",
-         tf_data),
-        ("TF -> safetensors", tf_prefix, "x.safetensors", "safetensors", TF_TO_SAFETENSORS,
-         "TF reader + safetensors", tf_data),
-        ("torch -> safetensors", torch_file, "x.safetensors", "safetensors",
-         TORCH_TO_SAFETENSORS, "torch.load(mmap) + save_file", torch_file),
-        ("safetensors -> torch", st_file, "x.pt", "torch", SAFETENSORS_TO_TORCH,
-         "load_file + torch.save", st_file),
-        ("Flax -> torch", flax_file, "x.pt", "torch", FLAX_TO_TORCH,
-         "msgpack_restore + torch.save", flax_file),
+        ("TF -> torch", tf_prefix, "x.pt", "torch", TF_TO_TORCH, "TF reader + torch.save", tf_data),
+        (
+            "TF -> safetensors",
+            tf_prefix,
+            "x.safetensors",
+            "safetensors",
+            TF_TO_SAFETENSORS,
+            "TF reader + safetensors",
+            tf_data,
+        ),
+        (
+            "torch -> safetensors",
+            torch_file,
+            "x.safetensors",
+            "safetensors",
+            TORCH_TO_SAFETENSORS,
+            "torch.load(mmap) + save_file",
+            torch_file,
+        ),
+        (
+            "safetensors -> torch",
+            st_file,
+            "x.pt",
+            "torch",
+            SAFETENSORS_TO_TORCH,
+            "load_file + torch.save",
+            st_file,
+        ),
+        (
+            "Flax -> torch",
+            flax_file,
+            "x.pt",
+            "torch",
+            FLAX_TO_TORCH,
+            "msgpack_restore + torch.save",
+            flax_file,
+        ),
     ]
     if name == "bert-large":
         rows += bert_port_rows(name, tf_prefix, out, tf_data, repeat)
     for task, src, dst, fmt, alternative, alt_name, raw in tasks:
         print(f"  {name}: {task}", flush=True)
         floor_run, ours = measure_side_by_side(
-            [(python(COPY, raw, out / "copy"), out / "copy"),
-             (ckpt("convert", src, out / dst, "--quiet"), out / dst)], repeat)
+            [
+                (python(COPY, raw, out / "copy"), out / "copy"),
+                (ckpt("convert", src, out / dst, "--quiet"), out / dst),
+            ],
+            repeat,
+        )
         check(src, out / dst, fmt)
         theirs = measure(python(alternative, src, out / f"alt-{dst}"), 1, out / f"alt-{dst}")
         rows.append(Row(name, task, ours, floor_run, theirs, alt_name))
-    rows += ls_rows(name, tf_prefix, [("torch", torch_file), ("safetensors", st_file),
-                                      ("Flax", flax_file)], repeat)
+    rows += ls_rows(
+        name,
+        tf_prefix,
+        [("torch", torch_file), ("safetensors", st_file), ("Flax", flax_file)],
+        repeat,
+    )
     shutil.rmtree(out)
     return rows
 
 
 def table(rows: list[Row], sizes: dict[str, float]) -> str:
-    head = ("| checkpoint | task | ckpt (s) | ckpt user + sys (s) | x floor | floor user + "
-            "sys (s) | alternative | alt (s) | x faster | ckpt peak RSS | alt peak RSS |")
+    head = (
+        "| checkpoint | task | ckpt (s) | ckpt user + sys (s) | x floor | floor user + "
+        "sys (s) | alternative | alt (s) | x faster | ckpt peak RSS | alt peak RSS |"
+    )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         floor = f"{r.ours.seconds / r.floor.seconds:.2f}" if r.floor else "-"
@@ -597,16 +711,19 @@ def table(rows: list[Row], sizes: dict[str, float]) -> str:
             f"{r.ours.user:.2f} + {r.ours.sys:.2f} | {floor} | {floor_cpu} | "
             f"{r.alternative_name or '-'} | {f'{alt.seconds:.2f}' if alt else '-'} | "
             f"{f'{alt.seconds / r.ours.seconds:.1f}' if alt else '-'} | "
-            f"{r.ours.peak_mib:.0f} MiB | {f'{alt.peak_mib:.0f} MiB' if alt else '-'} |")
+            f"{r.ours.peak_mib:.0f} MiB | {f'{alt.peak_mib:.0f} MiB' if alt else '-'} |"
+        )
     return "\n".join(lines)
 
 
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = os.getloadavg()[0]
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, kernel "
-            f"{platform.release()}, Python {platform.python_version()}, load {load:.1f} at "
-            f"start, {time.strftime('%Y-%m-%d')}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, kernel "
+        f"{platform.release()}, Python {platform.python_version()}, load {load:.1f} at "
+        f"start, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def use_repo_venv() -> None:
@@ -625,12 +742,15 @@ def main() -> None:
     # (10: on a VM that pages out idle memory and hands freed pages back to its host, one
     # copy's kernel time varies up to 2x from run to run, and the best of 4 often missed
     # the quiet moments; the alternatives, which run once, cost most of the time anyway)
-    parser.add_argument("--repeat", type=int, default=10,
-                        help="runs of each ckpt command and of the floor")
-    parser.add_argument("--ls-only", action="store_true",
-                        help="only `ckpt ls` next to tf.train.list_variables")
-    parser.add_argument("--ckpt", type=Path,
-                        help="time this installed ckpt command (VENV/bin/ckpt) instead")
+    parser.add_argument(
+        "--repeat", type=int, default=10, help="runs of each ckpt command and of the floor"
+    )
+    parser.add_argument(
+        "--ls-only", action="store_true", help="only `ckpt ls` next to tf.train.list_variables"
+    )
+    parser.add_argument(
+        "--ckpt", type=Path, help="time this installed ckpt command (VENV/bin/ckpt) instead"
+    )
     args = parser.parse_args()
     if args.ckpt:
         CKPT, CKPT_PY = [str(args.ckpt)], str(args.ckpt.parent / "python")
@@ -643,20 +763,23 @@ def main() -> None:
     for name in args.sets.split(","):
         rows += run_set(name, args.work, args.repeat, args.ls_only)
         prefix = args.work / name / "model.ckpt"
-        source = data_path(prefix) if name != "keras-dense" else \
-            args.work / name / "model.weights.h5"
+        source = (
+            data_path(prefix) if name != "keras-dense" else args.work / name / "model.weights.h5"
+        )
         if name == "batch":
             sizes[name] = sum(data_path(p).stat().st_size for p in batch_sources(args.work)) / 1e9
         elif source.exists():
             sizes[name] = source.stat().st_size / 1e9
-    text = (f"Machine: {machine()}\nckpt ran with: {ckpt_versions()}\n"
-            f"Install: {install_kind(args.ckpt)}\n\n"
-            f"{table(rows, sizes)}\n\n"
-            "Wall time of a fresh process (best of the ckpt runs; one run of each "
-            "alternative), with the CPU time of that run in user space and in the kernel, "
-            "warm page cache, each writing a new file after a sync; floor = copying the "
-            "source's data file (shutil.copyfile: sendfile, in the kernel); peak RSS of that "
-            "process.\n")
+    text = (
+        f"Machine: {machine()}\nckpt ran with: {ckpt_versions()}\n"
+        f"Install: {install_kind(args.ckpt)}\n\n"
+        f"{table(rows, sizes)}\n\n"
+        "Wall time of a fresh process (best of the ckpt runs; one run of each "
+        "alternative), with the CPU time of that run in user space and in the kernel, "
+        "warm page cache, each writing a new file after a sync; floor = copying the "
+        "source's data file (shutil.copyfile: sendfile, in the kernel); peak RSS of that "
+        "process.\n"
+    )
     many = [r for r in rows if r.dataset == "many-small" and r.task != "ckpt --version"]
     for r in many:
         count = len(many_small_shapes())

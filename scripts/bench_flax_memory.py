@@ -36,8 +36,7 @@ def build(path: Path, mib: int) -> None:
     packer = msgpack.Packer(use_bin_type=True)
 
     def ext(array: np.ndarray) -> bytes:
-        payload = msgpack.packb((array.shape, array.dtype.name, array.tobytes()),
-                                use_bin_type=True)
+        payload = msgpack.packb((array.shape, array.dtype.name, array.tobytes()), use_bin_type=True)
         return packer.pack(msgpack.ExtType(1, payload))
 
     with open(path, "wb") as f:
@@ -89,42 +88,55 @@ def main() -> None:
         src, npz, back = folder / "big.msgpack", folder / "big.npz", folder / "back.msgpack"
         for stale in (npz, back):
             stale.unlink(missing_ok=True)
-        subprocess.run([py, __file__, "--mib", str(opts.mib), "--build-only", str(src)],
-                       check=True)
+        subprocess.run([py, __file__, "--mib", str(opts.mib), "--build-only", str(src)], check=True)
         size = src.stat().st_size
-        read_all = ("import sys, convert\n"
-                    "for entry in convert.load(sys.argv[1]).entries():\n"
-                    "    array = entry.tensor.read()\n"
-                    "    del array\n")
+        read_all = (
+            "import sys, convert\n"
+            "for entry in convert.load(sys.argv[1]).entries():\n"
+            "    array = entry.tensor.read()\n"
+            "    del array\n"
+        )
         tasks = [
             ("baseline: import convert", [py, "-c", "import convert.cli, convert.formats"]),
             ("(a) ckpt ls", [py, "-m", "convert", "ls", str(src)]),
             ("(b) read every tensor", [py, "-c", read_all, str(src)]),
-            ("(c) convert msgpack -> npz", [py, "-m", "convert", "convert", "-q", str(src),
-                                            str(npz)]),
-            ("(c) convert npz -> msgpack", [py, "-m", "convert", "convert", "-q", str(npz),
-                                            str(back)]),
+            (
+                "(c) convert msgpack -> npz",
+                [py, "-m", "convert", "convert", "-q", str(src), str(npz)],
+            ),
+            (
+                "(c) convert npz -> msgpack",
+                [py, "-m", "convert", "convert", "-q", str(npz), str(back)],
+            ),
         ]
         if has_flax:
-            restore = ("import sys\nfrom flax import serialization\n"
-                       "with open(sys.argv[1], 'rb') as f:\n"
-                       "    tree = serialization.msgpack_restore(f.read())\n")
+            restore = (
+                "import sys\nfrom flax import serialization\n"
+                "with open(sys.argv[1], 'rb') as f:\n"
+                "    tree = serialization.msgpack_restore(f.read())\n"
+            )
             tasks += [
                 ("baseline: import flax", [py, "-c", "from flax import serialization"]),
                 ("(d) flax msgpack_restore", [py, "-c", restore, str(src)]),
             ]
-        print(f"file: {size / 2**20:.1f} MiB, largest tensor 8.0 MiB, "
-              f"{round(opts.mib / 8) * 2} tensors")
-        print(f"{'task':<30} {'peak RSS':>10} {'- baseline':>11} {'peak/file':>10} "
-              f"{'(peak-base)/file':>17} {'time':>7}")
+        print(
+            f"file: {size / 2**20:.1f} MiB, largest tensor 8.0 MiB, "
+            f"{round(opts.mib / 8) * 2} tensors"
+        )
+        print(
+            f"{'task':<30} {'peak RSS':>10} {'- baseline':>11} {'peak/file':>10} "
+            f"{'(peak-base)/file':>17} {'time':>7}"
+        )
         baseline = 0
         for name, args in tasks:
             rss, seconds = peak_rss(args)
             if name.startswith("baseline"):
                 baseline = rss
             extra = rss - baseline
-            print(f"{name:<30} {rss / 2**20:>7.0f} MiB {extra / 2**20:>7.0f} MiB "
-                  f"{rss / size:>10.2f} {extra / size:>17.2f} {seconds:>6.1f}s")
+            print(
+                f"{name:<30} {rss / 2**20:>7.0f} MiB {extra / 2**20:>7.0f} MiB "
+                f"{rss / size:>10.2f} {extra / size:>17.2f} {seconds:>6.1f}s"
+            )
         same = filecmp.cmp(src, back, shallow=False)
         print(f"msgpack -> npz -> msgpack gives the same bytes: {'yes' if same else 'NO'}")
         if not has_flax:

@@ -37,9 +37,19 @@ def main() -> int:
         start = time.monotonic()
         stats = fuzz.run(fmt, seeds, args.minutes * 60 / len(formats), args.findings)
         took = time.monotonic() - start
-        print(json.dumps({"format": fmt, "seconds": round(took), "executions": stats.executions,
-                          "refused": stats.refused, "still_valid": stats.accepted,
-                          "findings": stats.findings}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "format": fmt,
+                    "seconds": round(took),
+                    "executions": stats.executions,
+                    "refused": stats.refused,
+                    "still_valid": stats.accepted,
+                    "findings": stats.findings,
+                }
+            ),
+            flush=True,
+        )
         failed |= bool(stats.findings)
     return 1 if failed else 0
 

@@ -31,8 +31,9 @@ def main() -> int:
         sources = crash.make_sources(Path(tmp) / "disk_sources", 8)
         for target in args.format or crash.TARGETS:
             kind, name, options = crash.TARGETS[target]
-            code, err, left = crash.full_disk(Path(tmp) / "disk" / target.replace(" ", "_"),
-                                              sources[kind], name, options, 1 << 20)
+            code, err, left = crash.full_disk(
+                Path(tmp) / "disk" / target.replace(" ", "_"), sources[kind], name, options, 1 << 20
+            )
             ok = code == 2 and len(err.strip().splitlines()) == 1 and not left
             print(f"full disk, {target:<14} exit {code}, left {left}: {err.strip()}")
             if not ok:

@@ -34,8 +34,11 @@ def main() -> int:
     if not args.check:
         return 0
     results = args.directory / "results.json"
-    subprocess.run([sys.executable, "-m", "tests.hostile.harness", str(args.directory),
-                    str(results)], check=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "tests.hostile.harness", str(args.directory), str(results)],
+        check=True,
+        cwd=ROOT,
+    )
     from tests.hostile.report import misses, table
 
     rows = json.loads(results.read_text())

@@ -30,9 +30,12 @@ def main() -> int:
     parser.add_argument("--targets", help="comma-separated target names (default: all)")
     parser.add_argument("--no-round-trip", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
-    parser.add_argument("--write", metavar="PAGE",
-                        help="rewrite the tables of this page (docs/reports/matrix.md); "
-                             "needs every source, every target and the round trips")
+    parser.add_argument(
+        "--write",
+        metavar="PAGE",
+        help="rewrite the tables of this page (docs/reports/matrix.md); "
+        "needs every source, every target and the round trips",
+    )
     args = parser.parse_args()
 
     import logging
@@ -51,13 +54,19 @@ def main() -> int:
         cells = []
         for source in built.values():
             for target in targets:
-                cell = harness.run_cell(source, target, Path(tmp) / "cells" / source.name / target,
-                                        round_trip=not args.no_round_trip)
+                cell = harness.run_cell(
+                    source,
+                    target,
+                    Path(tmp) / "cells" / source.name / target,
+                    round_trip=not args.no_round_trip,
+                )
                 cells.append(cell)
                 if args.verbose or cell.worst == harness.WRONG:
-                    print(f"{cell.source} -> {cell.target}: {cell.status} ({cell.detail})"
-                          + (f"; back: {cell.back} ({cell.back_detail})" if cell.back else ""),
-                          file=sys.stderr)
+                    print(
+                        f"{cell.source} -> {cell.target}: {cell.status} ({cell.detail})"
+                        + (f"; back: {cell.back} ({cell.back_detail})" if cell.back else ""),
+                        file=sys.stderr,
+                    )
     names = list(built)
     results = {(c.source, c.target): (c.status, c.back or page.NOT_RUN) for c in cells}
     print("Conversions (source -> target):\n")
@@ -67,13 +76,18 @@ def main() -> int:
         print(page.table(results, names, targets, back=True))
     if args.write:
         path = Path(args.write)
-        path.write_text(page.rewrite(path.read_text(encoding="utf8"), results, names, targets),
-                        encoding="utf8")
+        path.write_text(
+            page.rewrite(path.read_text(encoding="utf8"), results, names, targets), encoding="utf8"
+        )
         print(f"\nwrote the tables into {path}")
-    counts = {s: sum(c.worst == s for c in cells) for s in (harness.RIGHT, harness.REFUSED,
-                                                             harness.WRONG)}
-    print(f"\n{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f" ({time.monotonic() - start:.0f} s)")
+    counts = {
+        s: sum(c.worst == s for c in cells) for s in (harness.RIGHT, harness.REFUSED, harness.WRONG)
+    }
+    print(
+        f"\n{len(cells)} cells: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f" ({time.monotonic() - start:.0f} s)"
+    )
     return 1 if counts[harness.WRONG] else 0
 
 

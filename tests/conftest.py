@@ -27,8 +27,12 @@ class CliResult:
 
 def run_cli(*args: str | os.PathLike) -> CliResult:
     """Run `ckpt` in a fresh process, as a user would."""
-    proc = subprocess.run([sys.executable, "-m", "convert", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "convert", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -60,15 +64,33 @@ def listing(directory: Path) -> set[str]:
 # subprocess of another environment); a folder whose conftest.py imports one when it loads
 # is left out whole.
 
-FRAMEWORKS = frozenset({"tensorflow", "tf_keras", "keras", "keras_hub", "torch", "jax", "flax",
-                        "transformers", "safetensors", "timm", "distributed", "dask",
-                        "hypothesis", "psutil"})
+FRAMEWORKS = frozenset(
+    {
+        "tensorflow",
+        "tf_keras",
+        "keras",
+        "keras_hub",
+        "torch",
+        "jax",
+        "flax",
+        "transformers",
+        "safetensors",
+        "timm",
+        "distributed",
+        "dask",
+        "hypothesis",
+        "psutil",
+    }
+)
 TESTS = Path(__file__).parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--fast", action="store_true",
-                     help="Run only the tests that need no framework (the core install).")
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="Run only the tests that need no framework (the core install).",
+    )
 
 
 def _imports(path: Path, top_level_only: bool = False) -> tuple[set[str], set[Path]]:
@@ -99,8 +121,12 @@ def _imports(path: Path, top_level_only: bool = False) -> tuple[set[str], set[Pa
                 names.add((node.module or "").split(".")[0])
         if top_level_only and isinstance(node, ast.Assign):
             node = node.value
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip" \
-                and node.args and isinstance(node.args[0], ast.Constant):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "importorskip"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             names.add(str(node.args[0].value).split(".")[0])
     return names, helpers
 
@@ -131,8 +157,11 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         if conftest.exists() and needs_frameworks(conftest, when_loaded=True):
             return True
         return None
-    if collection_path.suffix == ".py" and collection_path.name != "conftest.py" \
-            and needs_frameworks(collection_path):
+    if (
+        collection_path.suffix == ".py"
+        and collection_path.name != "conftest.py"
+        and needs_frameworks(collection_path)
+    ):
         return True
     return None
 
@@ -143,11 +172,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, left = [], []
     for item in items:
         defs = getattr(item, "_fixtureinfo", None)
-        modules = {inspect.getsourcefile(d.func)
-                   for name in getattr(item, "fixturenames", ())
-                   for d in (defs.name2fixturedefs.get(name, ()) if defs else ())}
-        if item.get_closest_marker("frameworks") is not None \
-                or any(m and needs_frameworks(Path(m)) for m in modules):
+        modules = {
+            inspect.getsourcefile(d.func)
+            for name in getattr(item, "fixturenames", ())
+            for d in (defs.name2fixturedefs.get(name, ()) if defs else ())
+        }
+        if item.get_closest_marker("frameworks") is not None or any(
+            m and needs_frameworks(Path(m)) for m in modules
+        ):
             left.append(item)
         else:
             kept.append(item)

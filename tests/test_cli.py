@@ -26,8 +26,9 @@ def test_convert_reports_json(tmp_path, ckpt):
     assert report["bytes"] == sum(row["nbytes"] for row in listed)
 
 
-@pytest.mark.parametrize("target, option", [("r.msgpack", "--max-shard-size=1GB"),
-                                            ("r.pt", "--compress")])
+@pytest.mark.parametrize(
+    "target, option", [("r.msgpack", "--max-shard-size=1GB"), ("r.pt", "--compress")]
+)
 def test_option_the_output_does_not_take(tmp_path, ckpt, target, option):
     before = listing(tmp_path)
     result = ckpt("convert", EXAMPLE, tmp_path / target, option)
@@ -36,14 +37,14 @@ def test_option_the_output_does_not_take(tmp_path, ckpt, target, option):
 
 
 def test_missing_source_is_named(tmp_path, ckpt):
-    assert_one_line_error(ckpt("convert", tmp_path / "r.safetensors", tmp_path / "x"),
-                          "no such file")
+    assert_one_line_error(
+        ckpt("convert", tmp_path / "r.safetensors", tmp_path / "x"), "no such file"
+    )
 
 
 def test_formats_lists_every_format(ckpt):
     names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
-    assert names == {"tf", "safetensors", "sharded", "torch", "npz", "flax", "keras",
-                     "keras-h5"}
+    assert names == {"tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5"}
 
 
 def _stderr_on_a_terminal(*args) -> str:
@@ -58,8 +59,11 @@ def _stderr_on_a_terminal(*args) -> str:
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "convert", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=follower)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convert", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -89,7 +93,8 @@ def long_listing(tmp_path_factory) -> Path:
     """A checkpoint whose listing is far larger than a pipe's buffer (64 KiB)."""
     import numpy as np
 
-    from convert.formats.tf.bundle import BundleWriter, data_path
+    from convert.formats.tf.bundle import data_path
+    from convert.formats.tf.bundle_writer import BundleWriter
 
     prefix = tmp_path_factory.mktemp("long") / "many"
     writer = BundleWriter(Path(f"{prefix}.index"), data_path(prefix, 0, 1))
@@ -106,9 +111,11 @@ def test_a_pipe_closed_early_ends_quietly(long_listing, args, stderr_too):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "convert", "ls", long_listing, *args],
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convert", "ls", long_listing, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE,
+    )
     first = proc.stdout.readline()
     proc.stdout.close()
     err = b"" if stderr_too else proc.stderr.read()
@@ -119,11 +126,13 @@ def test_a_pipe_closed_early_ends_quietly(long_listing, args, stderr_too):
 def test_help_lines_are_whole_and_name_the_formats(ckpt):
     top = ckpt("--help").out
     assert "ls       List every tensor: key, dtype, shape, size." in top
-    commands = top[top.index("Commands:"):].splitlines()[1:]
+    commands = top[top.index("Commands:") :].splitlines()[1:]
     assert commands and not any(line.endswith("...") for line in commands), commands
     options = " ".join(ckpt("convert", "--help").out.split())
-    assert "--to FORMAT Output format: tf, safetensors, sharded, torch, npz, flax, keras, " \
+    assert (
+        "--to FORMAT Output format: tf, safetensors, sharded, torch, npz, flax, keras, "
         "keras-h5" in options
+    )
 
 
 def test_formats_table_is_aligned(ckpt):
@@ -150,12 +159,24 @@ runpy.run_module("convert", run_name="__main__")
 def test_python_m_convert_works_from_a_source_checkout():
     """`convert.mappings` exists once installed; a checkout finds `mappings/` itself."""
     root = Path(convert.__file__).parent.parent
-    probe = subprocess.run([sys.executable, "-c", "import sys\n" + CHECKOUT.replace(
-        'runpy.run_module("convert", run_name="__main__")',
-        'import importlib.util as u; print(u.find_spec("convert.mappings"))'), str(root)],
-        capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            + CHECKOUT.replace(
+                'runpy.run_module("convert", run_name="__main__")',
+                'import importlib.util as u; print(u.find_spec("convert.mappings"))',
+            ),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "None"  # (the test is about a checkout, or proves nothing)
-    result = subprocess.run([sys.executable, "-c", CHECKOUT, str(root)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHECKOUT, str(root)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (root / "mappings" / "keras-torch.toml").read_text()

@@ -39,10 +39,19 @@ def examples() -> ModuleType:
 def demo(tmp_path_factory) -> Path:
     """The demo's own commands, into a folder of the session's."""
     out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "DEMO_CKPT": f"{sys.executable} -m convert", "DEMO_OUT": str(out),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo")], env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = {
+        **os.environ,
+        "DEMO_CKPT": f"{sys.executable} -m convert",
+        "DEMO_OUT": str(out),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -121,16 +130,24 @@ def _keras_values(archive: Path) -> dict[str, np.ndarray]:
 
     out: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(archive) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
-        f.visititems(lambda name, item: out.__setitem__(name.replace("/", "."), item[()])
-                     if isinstance(item, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, item: (
+                out.__setitem__(name.replace("/", "."), item[()])
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+        )
     return out
 
 
-@pytest.mark.parametrize("output, values", [
-    ("regress.safetensors", lambda: _tf_values(EXAMPLES / "regress" / "ckpt-1")),
-    ("easy_checkpoint.safetensors", lambda: _tf_values(GUIDE)),
-    ("model.safetensors", lambda: _keras_values(EXAMPLES / "keras-torch" / "model.keras")),
-])
+@pytest.mark.parametrize(
+    "output, values",
+    [
+        ("regress.safetensors", lambda: _tf_values(EXAMPLES / "regress" / "ckpt-1")),
+        ("easy_checkpoint.safetensors", lambda: _tf_values(GUIDE)),
+        ("model.safetensors", lambda: _keras_values(EXAMPLES / "keras-torch" / "model.keras")),
+    ],
+)
 def test_the_batch_outputs_load_with_the_sources_values(demo, output, values):
     from safetensors.numpy import load_file
 
@@ -148,8 +165,9 @@ def test_the_guide_files_self_edge_is_listed_as_an_alias_of_the_root():
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(tf.train.load_checkpoint(str(GUIDE))
-                          .get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    graph.ParseFromString(
+        tf.train.load_checkpoint(str(GUIDE)).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+    )
     assert {(c.local_name, c.node_id) for c in graph.nodes[0].children} >= {("root", 0)}
     tree = run_cli("ls", "--tree", GUIDE)
     assert tree.code == 0, tree.err
@@ -158,7 +176,10 @@ def test_the_guide_files_self_edge_is_listed_as_an_alias_of_the_root():
 
 
 def test_the_examples_are_small():
-    sizes = {p.relative_to(EXAMPLES): p.stat().st_size for p in EXAMPLES.rglob("*")
-             if p.is_file() and "__pycache__" not in p.parts}
+    sizes = {
+        p.relative_to(EXAMPLES): p.stat().st_size
+        for p in EXAMPLES.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert sizes and max(sizes.values()) < 64 * 1024, sizes
     assert sum(sizes.values()) < 128 * 1024, sizes

@@ -21,15 +21,16 @@ def training_checkpoint(tmp_path_factory) -> Path:
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     path = tmp_path_factory.mktemp("train") / "train.pt"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 7,
-                "epoch": 2}, path)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 7, "epoch": 2},
+        path,
+    )
     return path
 
 
 # (A .h5 is refused from a torch file: it does not record Keras' layer order.)
 @pytest.mark.parametrize("target", ["t.ckpt", "t.safetensors", "t.npz", "t.msgpack"])
-def test_every_writer_says_which_values_it_dropped(training_checkpoint, tmp_path, ckpt,
-                                                   target):
+def test_every_writer_says_which_values_it_dropped(training_checkpoint, tmp_path, ckpt, target):
     result = ckpt("convert", training_checkpoint, tmp_path / target, "--json")
     assert result.code == 0, result.err
     notes = [n for n in json.loads(result.out)["notes"] if "non-tensor" in n]
@@ -70,8 +71,14 @@ def test_shard_note_is_true_when_a_tensor_is_larger_than_the_limit(tmp_path, ckp
     from safetensors.torch import load_file
 
     torch.save({"big": torch.ones(10_000), "small": torch.ones(10)}, tmp_path / "s.pt")
-    result = ckpt("convert", tmp_path / "s.pt", tmp_path / "o.safetensors", "--json",
-                  "--max-shard-size", "10KB")
+    result = ckpt(
+        "convert",
+        tmp_path / "s.pt",
+        tmp_path / "o.safetensors",
+        "--json",
+        "--max-shard-size",
+        "10KB",
+    )
     assert result.code == 0, result.err
     (note,) = json.loads(result.out)["notes"]
     assert "at most 10 KB (10,000 bytes) each, but for 1 tensor larger than that" in note

@@ -24,20 +24,22 @@ def torch_file(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("src") / "x.pt"
-    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).state_dict(),
-               path)
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).state_dict(), path)
     return path
 
 
-def test_dir_slash_writes_a_managed_directory_that_does_not_exist_yet(torch_file, tmp_path,
-                                                                      ckpt):
+def test_dir_slash_writes_a_managed_directory_that_does_not_exist_yet(torch_file, tmp_path, ckpt):
     from tests.tf.conftest import tf
 
     result = ckpt("convert", torch_file, f"{tmp_path / 'out' / 'newdir'}{os.sep}")
     assert result.code == 0, result.err
-    assert listing(tmp_path) == {"out", "out/newdir", "out/newdir/checkpoint",
-                                 "out/newdir/ckpt-1.index",
-                                 "out/newdir/ckpt-1.data-00000-of-00001"}
+    assert listing(tmp_path) == {
+        "out",
+        "out/newdir",
+        "out/newdir/checkpoint",
+        "out/newdir/ckpt-1.index",
+        "out/newdir/ckpt-1.data-00000-of-00001",
+    }
     prefix = tf.train.latest_checkpoint(str(tmp_path / "out" / "newdir"))
     assert prefix == str(tmp_path / "out" / "newdir" / "ckpt-1")
 
@@ -62,8 +64,7 @@ def test_tf_options_still_choose_tf_for_a_name_without_extension(torch_file, tmp
 
 
 def test_an_extension_no_format_owns_is_refused(torch_file, tmp_path, ckpt):
-    assert_one_line_error(ckpt("convert", torch_file, tmp_path / "o.xyz"), "'.xyz'",
-                          "--to FORMAT")
+    assert_one_line_error(ckpt("convert", torch_file, tmp_path / "o.xyz"), "'.xyz'", "--to FORMAT")
     assert listing(tmp_path) == set()
     forced = ckpt("convert", torch_file, tmp_path / "o.xyz", "--to", "torch")
     assert forced.code == 0, forced.err
@@ -81,11 +82,14 @@ def _modes(directory: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_outputs_get_the_mode_of_a_normal_write(torch_file, tmp_path, umask):
-    script = ("import os, sys, convert; os.umask(int(sys.argv[3], 8)); "
-              "convert.convert(sys.argv[1], sys.argv[2], to='tf', directory=True); "
-              "convert.convert(sys.argv[1], sys.argv[2] + '.npz')")
-    subprocess.run([sys.executable, "-c", script, torch_file, tmp_path / "d", oct(umask)],
-                   check=True)
+    script = (
+        "import os, sys, convert; os.umask(int(sys.argv[3], 8)); "
+        "convert.convert(sys.argv[1], sys.argv[2], to='tf', directory=True); "
+        "convert.convert(sys.argv[1], sys.argv[2] + '.npz')"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, torch_file, tmp_path / "d", oct(umask)], check=True
+    )
     expected = 0o666 & ~umask
     assert set(_modes(tmp_path / "d").values()) == {expected}, _modes(tmp_path / "d")
     assert _modes(tmp_path)["d.npz"] == expected

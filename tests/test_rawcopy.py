@@ -21,18 +21,25 @@ from convert.io import rawcopy
 from tests.conftest import listing
 
 BIG = (300, 1000)  # 1.2 MB: above rawcopy.KERNEL_FROM, copied in the kernel by default
-TARGETS = {"safetensors": "out.safetensors", "torch": "out.pt", "tf": "out", "npz": "out.npz",
-           "flax": "out.msgpack"}
+TARGETS = {
+    "safetensors": "out.safetensors",
+    "torch": "out.pt",
+    "tf": "out",
+    "npz": "out.npz",
+    "flax": "out.msgpack",
+}
 FROM_ARRAYS = ("flax",)  # the writer that writes arrays (msgpack): no kernel copy
 
 
 def _values() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
-    return {"big": rng.standard_normal(BIG, dtype=np.float32),
-            "small": rng.standard_normal((3, 4), dtype=np.float32),
-            "half": rng.standard_normal((7,)).astype(np.float16),
-            "count": np.array(41, np.int64),
-            "ints": rng.integers(-9, 9, (600, 200), dtype=np.int32)}
+    return {
+        "big": rng.standard_normal(BIG, dtype=np.float32),
+        "small": rng.standard_normal((3, 4), dtype=np.float32),
+        "half": rng.standard_normal((7,)).astype(np.float16),
+        "count": np.array(41, np.int64),
+        "ints": rng.integers(-9, 9, (600, 200), dtype=np.int32),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +56,25 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     tensors = {k: torch.from_numpy(v.copy()) for k, v in values.items()}
     tensors["transposed"] = tensors["ints"].t()  # a strided view: read, not copied
     torch.save(tensors, base / "model.pt")
-    safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()},
-                                base / "model.safetensors")
+    safetensors.torch.save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, base / "model.safetensors"
+    )
     np.savez(base / "model.npz", **values)
     from flax.serialization import msgpack_serialize
 
     (base / "model.msgpack").write_bytes(msgpack_serialize(dict(values)))
-    return {"tf": Path(tf_prefix), "torch": base / "model.pt",
-            "safetensors": base / "model.safetensors", "npz": base / "model.npz",
-            "flax": base / "model.msgpack"}
+    return {
+        "tf": Path(tf_prefix),
+        "torch": base / "model.pt",
+        "safetensors": base / "model.safetensors",
+        "npz": base / "model.npz",
+        "flax": base / "model.msgpack",
+    }
 
 
 def _output_files(directory: Path) -> dict[str, bytes]:
     """Every file's bytes (a TF state file's timestamps left out: they are the clock's)."""
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())
-            if p.name != "checkpoint"}
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "checkpoint"}
 
 
 def _count_kernel_copies(m) -> list[str]:
@@ -80,8 +91,9 @@ def _count_kernel_copies(m) -> list[str]:
     return calls
 
 
-def _convert(source: Path, target: str, directory: Path, monkeypatch, mode: str
-             ) -> tuple[dict[str, bytes], int]:
+def _convert(
+    source: Path, target: str, directory: Path, monkeypatch, mode: str
+) -> tuple[dict[str, bytes], int]:
     """The output's files as `mode` writes them, and how many kernel copies were made."""
     with monkeypatch.context() as m:
         calls = _count_kernel_copies(m)
@@ -99,11 +111,13 @@ def _convert(source: Path, target: str, directory: Path, monkeypatch, mode: str
 @pytest.mark.parametrize("target", sorted(TARGETS))
 @pytest.mark.parametrize("source", ["tf", "torch", "safetensors", "npz", "flax"])
 def test_the_kernel_copy_the_fallback_and_reading_write_the_same_bytes(
-        sources, source, target, tmp_path, monkeypatch):
+    sources, source, target, tmp_path, monkeypatch
+):
     outputs = {}
     for mode in ("read", "default", "kernel", "buffered"):
-        outputs[mode], kernel_copies = _convert(sources[source], target, tmp_path / mode,
-                                                monkeypatch, mode)
+        outputs[mode], kernel_copies = _convert(
+            sources[source], target, tmp_path / mode, monkeypatch, mode
+        )
         if mode in ("buffered", "read"):
             assert kernel_copies == 0
         elif target not in FROM_ARRAYS:
@@ -115,8 +129,10 @@ def test_the_kernel_copy_the_fallback_and_reading_write_the_same_bytes(
 
 
 def _digests(arrays) -> set[tuple[str, tuple[int, ...], str]]:
-    return {(str(a.dtype), tuple(a.shape), hashlib.sha1(np.ascontiguousarray(a).tobytes())
-             .hexdigest()) for a in arrays}
+    return {
+        (str(a.dtype), tuple(a.shape), hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest())
+        for a in arrays
+    }
 
 
 def _assert_frameworks_load(path: Path, target: str) -> None:
@@ -133,8 +149,11 @@ def _assert_frameworks_load(path: Path, target: str) -> None:
         import tensorflow as tf
 
         reader = tf.train.load_checkpoint(str(path))
-        loaded = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-                  if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+        loaded = [
+            reader.get_tensor(k)
+            for k in reader.get_variable_to_shape_map()
+            if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
+        ]
     elif target == "flax":
         from flax.serialization import msgpack_restore
         from flax.traverse_util import flatten_dict
@@ -157,7 +176,8 @@ def _flip_byte(shard: Path, offset: int) -> None:
 @pytest.mark.parametrize("tensor, threshold", [("big", None), ("small", 0), ("small", None)])
 @pytest.mark.parametrize("target", ["safetensors", "torch", "tf"])
 def test_a_flipped_byte_in_a_tf_shard_is_refused_with_nothing_left(
-        sources, tmp_path, monkeypatch, tensor, threshold, target):
+    sources, tmp_path, monkeypatch, tensor, threshold, target
+):
     """Through the kernel copy (the big tensor; the small one with every copy made in the
     kernel) and the small-tensor path: the checksum error, and no output file."""
     import shutil
@@ -182,7 +202,8 @@ def test_a_flipped_byte_in_a_tf_shard_is_refused_with_nothing_left(
 
 
 def test_a_flipped_byte_in_a_torch_storage_is_refused_through_the_kernel_copy(
-        sources, tmp_path, monkeypatch):
+    sources, tmp_path, monkeypatch
+):
     import zipfile
 
     damaged = tmp_path / "model.pt"
@@ -207,15 +228,20 @@ def _refuse_pipe():
     raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
 
 
-@pytest.mark.parametrize("refused, used", [
-    (["splice"], "_copy_file_range"),
-    (["splice", "_copy_file_range"], "_sendfile"),
-    (["splice", "_copy_file_range", "_sendfile"], None),
-    (["pipe"], "_copy_file_range"),
-    (["into the output"], "_copy_file_range")])
+@pytest.mark.parametrize(
+    "refused, used",
+    [
+        (["splice"], "_copy_file_range"),
+        (["splice", "_copy_file_range"], "_sendfile"),
+        (["splice", "_copy_file_range", "_sendfile"], None),
+        (["pipe"], "_copy_file_range"),
+        (["into the output"], "_copy_file_range"),
+    ],
+)
 @pytest.mark.parametrize("target", ["safetensors", "torch"])
 def test_a_refusing_kernel_falls_back_with_the_same_bytes(
-        sources, tmp_path, monkeypatch, refused, used, target):
+    sources, tmp_path, monkeypatch, refused, used, target
+):
     """Where splice, then copy_file_range, then sendfile are refused (a filesystem without
     them), or no 1 MiB pipe can be had, or the output refuses what the pipe holds, the
     next way copies the same bytes; with every kernel way refused, the buffer does."""
@@ -226,8 +252,11 @@ def test_a_refusing_kernel_falls_back_with_the_same_bytes(
         monkeypatch.setattr(rawcopy.fcntl, "fcntl", lambda *args: _refuse_pipe())
     if "into the output" in refused:
         real = os.splice
-        monkeypatch.setattr(os, "splice", lambda src, dst, count, **kw: _refuse()
-                            if not kw else real(src, dst, count, **kw))
+        monkeypatch.setattr(
+            os,
+            "splice",
+            lambda src, dst, count, **kw: _refuse() if not kw else real(src, dst, count, **kw),
+        )
     for name in ("_copy_file_range", "_sendfile"):
         if name in refused:
             monkeypatch.setattr(rawcopy, name, _refuse)
@@ -255,21 +284,30 @@ def test_a_big_tensor_goes_through_the_pipe_in_pieces(tmp_path, monkeypatch):
 
     loaded = torch.load(tmp_path / "out.pt", weights_only=True)
     assert {k: v.numpy().tobytes() for k, v in loaded.items()} == {
-        k: v.tobytes() for k, v in values.items()}
+        k: v.tobytes() for k, v in values.items()
+    }
     assert calls.count("splice") >= 700_001 * 4 // (1 << 16)
 
 
 @pytest.mark.parametrize("target", ["safetensors", "torch", "tf", "npz"])
-def test_the_writers_reserve_their_tensors_blocks_and_no_more(sources, tmp_path, monkeypatch,
-                                                              target):
+def test_the_writers_reserve_their_tensors_blocks_and_no_more(
+    sources, tmp_path, monkeypatch, target
+):
     """One reservation before the tensors, covering them; the file is what was written,
     with no blocks held past its end."""
     reserved = []
     real = rawcopy._fallocate()
     if real is None:
         pytest.skip("no fallocate(2) here")
-    monkeypatch.setattr(rawcopy, "_fallocate", lambda: lambda fd, mode, offset, n: (
-        reserved.append((mode, offset, n)) or real(fd, mode, offset, n)))
+    monkeypatch.setattr(
+        rawcopy,
+        "_fallocate",
+        lambda: (
+            lambda fd, mode, offset, n: (
+                reserved.append((mode, offset, n)) or real(fd, mode, offset, n)
+            )
+        ),
+    )
     out = tmp_path / "out"
     out.mkdir()
     convert.convert(sources["tf"], out / TARGETS[target], to=target)
@@ -284,7 +322,8 @@ def test_the_writers_reserve_their_tensors_blocks_and_no_more(sources, tmp_path,
 
 
 def test_a_disk_too_full_for_the_reservation_is_said_with_nothing_left(
-        sources, tmp_path, monkeypatch):
+    sources, tmp_path, monkeypatch
+):
     from click.testing import CliRunner
 
     from convert.cli import main
@@ -293,11 +332,15 @@ def test_a_disk_too_full_for_the_reservation_is_said_with_nothing_left(
     monkeypatch.setattr(rawcopy, "_errno", lambda: errno.ENOSPC)
     out = tmp_path / "out"
     out.mkdir()
-    result = CliRunner().invoke(main, ["convert", str(sources["torch"]),
-                                       str(out / "x.safetensors")])
+    result = CliRunner().invoke(
+        main, ["convert", str(sources["torch"]), str(out / "x.safetensors")]
+    )
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].endswith(
-        f"{out / 'x.safetensors'}: cannot be written: No space left on device")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(f"{out / 'x.safetensors'}: cannot be written: No space left on device")
+    )
     assert listing(out) == set()
 
 

@@ -21,7 +21,7 @@ def test_small_and_mapped_regions_hold_the_file_bytes(data_file):
     small = source.read(7, 100)
     large = source.read(_MAP_FROM + 5, 2 * _MAP_FROM)  # mapped, at an unaligned offset
     assert bytes(small) == raw[7:107]
-    assert bytes(large) == raw[_MAP_FROM + 5:3 * _MAP_FROM + 5]
+    assert bytes(large) == raw[_MAP_FROM + 5 : 3 * _MAP_FROM + 5]
     with pytest.raises(TypeError):  # read-only: the file cannot change through it
         large[0] ^= 0xFF
     assert data_file.read_bytes() == raw
@@ -33,7 +33,7 @@ def test_a_mapped_region_outlives_its_closed_file(data_file):
     source = SourceFile(data_file)
     large = source.read(0, _MAP_FROM)
     source.close()
-    assert bytes(large[-3:]) == raw[_MAP_FROM - 3:_MAP_FROM]
+    assert bytes(large[-3:]) == raw[_MAP_FROM - 3 : _MAP_FROM]
     assert bytes(source.read(1, 2)) == raw[1:3]  # a read after close opens it again
 
 

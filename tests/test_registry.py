@@ -22,8 +22,11 @@ def _parameters(function) -> dict[str, inspect.Parameter]:
 def test_sniff_and_read_take_a_path(name):
     fmt = FORMATS[name]
     for function in (fmt.sniff, fmt.read):
-        positional = [p for p in _parameters(function).values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p
+            for p in _parameters(function).values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         assert len(positional) == 1, (name, function.__qualname__)
 
 
@@ -31,8 +34,11 @@ def test_sniff_and_read_take_a_path(name):
 def test_write_takes_the_protocols_keywords_and_the_records_options(name):
     fmt = FORMATS[name]
     parameters = _parameters(fmt.write)
-    positional = [p.name for p in parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p.name
+        for p in parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     assert positional[:2] == ["graph", "path"], (name, positional)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     assert takes_any or set(WRITE_KEYWORDS) <= set(parameters), name

@@ -55,8 +55,7 @@ def imported(path: Path) -> set[str]:
             else:
                 module = node.module or ""
             for alias in node.names:
-                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in NAMES
-                          else module)
+                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in NAMES else module)
     return {n for n in found if n in NAMES}
 
 
@@ -91,8 +90,11 @@ def test_the_scanner_sees_nested_and_typing_imports():
 
 @pytest.mark.parametrize("room", sorted(BELOW))
 def test_each_floor_imports_only_the_floors_below(room):
-    offenders = {name: sorted(n for n in found if floor(n) not in BELOW[room])
-                 for name, found in IMPORTS.items() if floor(name) == room}
+    offenders = {
+        name: sorted(n for n in found if floor(n) not in BELOW[room])
+        for name, found in IMPORTS.items()
+        if floor(name) == room
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -158,6 +160,9 @@ def test_no_import_circles():
 
 
 def test_every_module_is_under_400_lines():
-    long = {module_name(p): n for p in MODULES
-            if (n := len(p.read_text(encoding="utf8").splitlines())) > 400}
+    long = {
+        module_name(p): n
+        for p in MODULES
+        if (n := len(p.read_text(encoding="utf8").splitlines())) > 400
+    }
     assert long == {}

@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 # (destination, format): every writer and reader, on float32 tensors.
-TARGETS = [("t/ckpt", "tf"), ("t.safetensors", None), ("t.pt", None), ("t.npz", None),
-           ("t.msgpack", None), ("t.h5", None)]
+TARGETS = [
+    ("t/ckpt", "tf"),
+    ("t.safetensors", None),
+    ("t.pt", None),
+    ("t.npz", None),
+    ("t.msgpack", None),
+    ("t.h5", None),
+]
 
 FLOAT32_EVERYWHERE = """
 import sys
@@ -49,8 +55,9 @@ print("ml_dtypes" in sys.modules, file=sys.stderr)
 
 
 def _python(script: str, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script, *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_float32_checkpoints_never_import_ml_dtypes(tmp_path):
@@ -60,8 +67,9 @@ def test_float32_checkpoints_never_import_ml_dtypes(tmp_path):
 
 
 def test_import_cli_alone_imports_neither_ml_dtypes_nor_numpy():
-    result = _python("import sys, convert.cli; print(sorted({'ml_dtypes', 'numpy'} & "
-                     "set(sys.modules)))")
+    result = _python(
+        "import sys, convert.cli; print(sorted({'ml_dtypes', 'numpy'} & set(sys.modules)))"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -82,8 +90,9 @@ def test_the_cli_starts_numpy_with_one_blas_thread_unless_told(setting, expected
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if setting is not None:
         env["OPENBLAS_NUM_THREADS"] = setting
-    result = subprocess.run([sys.executable, "-c", BLAS_THREADS], capture_output=True,
-                            text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", BLAS_THREADS], capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
 

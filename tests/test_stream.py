@@ -38,6 +38,7 @@ class _Log:
                     self.most_alive = max(self.most_alive, self.alive)
                 weakref.finalize(value, self._gone)
             return value
+
         return Tensor(np.float32, (size,), load, {"key": name})
 
     def _gone(self) -> None:
@@ -82,8 +83,7 @@ def test_small_tensors_alone_are_read_in_place():
 
     Tensor.read = read
     try:
-        assert [t.meta["key"] for t, _ in stream.values(tensors)] == [f"t{i}" for i in
-                                                                      range(50)]
+        assert [t.meta["key"] for t, _ in stream.values(tensors)] == [f"t{i}" for i in range(50)]
     finally:
         Tensor.read = original
     assert all(r is main for r in readers)
@@ -101,8 +101,10 @@ def test_a_computation_read_from_two_threads_is_computed_once():
     tensor = Tensor(np.float32, source.shape, load, {"key": "fused"})
     big, small = derive([tensor], ops.Chain([ops.Split(0, (LARGE, 6))]))
     results = {}
-    threads = [threading.Thread(target=lambda t=t, n=n: results.__setitem__(n, t.read()))
-               for n, t in (("big", big), ("small", small))]
+    threads = [
+        threading.Thread(target=lambda t=t, n=n: results.__setitem__(n, t.read()))
+        for n, t in (("big", big), ("small", small))
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -22,9 +22,16 @@ from convert.core.errors import ConvertError, FileAccessError
 
 # Convert options an item may carry, as the manifest spells them -> the API's keywords
 # (the writer options as the registry's records spell them).
-OPTIONS = {"to": "to", "from": "from_format", "overwrite": "overwrite", "rules": "rules",
-           "reverse": "reverse", "like": "like", "check": "check",
-           **{o.manifest: o.name for o in registry.writer_options().values()}}
+OPTIONS = {
+    "to": "to",
+    "from": "from_format",
+    "overwrite": "overwrite",
+    "rules": "rules",
+    "reverse": "reverse",
+    "like": "like",
+    "check": "check",
+    **{o.manifest: o.name for o in registry.writer_options().values()},
+}
 _KEYWORDS = set(OPTIONS.values())
 
 
@@ -61,35 +68,51 @@ OnItemDone = Callable[[ItemResult], None]  # called as each item ends
 
 # -- items --------------------------------------------------------------------------------
 
-def items_for(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
-              to: str | None = None, **options: Any) -> list[Item]:
+
+def items_for(
+    sources: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    to: str | None = None,
+    **options: Any,
+) -> list[Item]:
     """One item per source, each written into `out_dir` under its source's name with the
     target format's extension (`runs/a/ckpt-3` -> `DIR/ckpt-3.safetensors`); the format
     is `to`, else safetensors."""
     fmt = registry.get(to or "safetensors")
-    return [Item(os.fspath(src), os.fspath(Path(out_dir) / output_name(src, fmt.name)),
-                 {**options, "to": fmt.name}) for src in sources]
+    return [
+        Item(
+            os.fspath(src),
+            os.fspath(Path(out_dir) / output_name(src, fmt.name)),
+            {**options, "to": fmt.name},
+        )
+        for src in sources
+    ]
 
 
 def output_name(src: str | os.PathLike, fmt: str) -> str:
     """The source's name without its format's extensions, with the target's."""
     text = os.fspath(src).rstrip("/" + os.sep)
     name = re.sub(r"\.(index|data-\d+-of-\d+)$", "", os.path.basename(text) or text)
-    extensions = sorted({e for f in registry.formats().values() for e in f.extensions},
-                        key=len, reverse=True)
+    extensions = sorted(
+        {e for f in registry.formats().values() for e in f.extensions}, key=len, reverse=True
+    )
     for _ in range(2):  # (model.safetensors.index.json: two extensions)
-        ext = next((e for e in extensions if name.lower().endswith(e) and len(name) > len(e)),
-                   None)
+        ext = next((e for e in extensions if name.lower().endswith(e) and len(name) > len(e)), None)
         if ext is None:
             break
-        name = name[:-len(ext)]
+        name = name[: -len(ext)]
     suffix = {"tf": "", "sharded": ".safetensors.index.json"}.get(
-        fmt, registry.get(fmt).extensions[0])
+        fmt, registry.get(fmt).extensions[0]
+    )
     return name + suffix
 
 
-def read_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = None,
-                  out_dir: str | os.PathLike | None = None) -> list[Item]:
+def read_manifest(
+    path: str | os.PathLike,
+    defaults: Mapping[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> list[Item]:
     """The `[[convert]]` tables of a TOML manifest. Each has `src`, `dst` (or a top-level
     `out_dir` to name it from) and any convert option; top-level options are every item's
     defaults, and `defaults` (the command line's) come under those; `out_dir` is taken
@@ -105,8 +128,11 @@ def read_manifest(path: str | os.PathLike, defaults: Mapping[str, Any] | None = 
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BatchError(f"is not a TOML manifest: {exc}", path) from None
     entries = table.pop("convert", None)
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict)
-                                                               for e in entries):
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(isinstance(e, dict) for e in entries)
+    ):
         raise BatchError("needs [[convert]] tables, each with src and dst", path)
     base = path.parent
     out_dir = table.pop("out_dir", None) or (os.fspath(out_dir) if out_dir else None)
@@ -138,8 +164,9 @@ def _options(table: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
     for name, value in table.items():
         keyword = OPTIONS.get(name.replace("-", "_"))
         if keyword is None:
-            raise BatchError(f"{where}: unknown option {name!r} (options: "
-                             f"{', '.join(OPTIONS)})", path)
+            raise BatchError(
+                f"{where}: unknown option {name!r} (options: {', '.join(OPTIONS)})", path
+            )
         option = registry.writer_options().get(keyword)
         if option is not None and option.kind == "size":
             from convert.formats.sharded import parse_size
@@ -159,20 +186,24 @@ def check_items(items: list[Item]) -> None:
     for number, item in enumerate(items, 1):
         unknown = set(item.options) - _KEYWORDS
         if unknown:
-            raise BatchError(f"item {number} ({item.src}): unknown option(s) "
-                             f"{', '.join(sorted(unknown))}")
+            raise BatchError(
+                f"item {number} ({item.src}): unknown option(s) {', '.join(sorted(unknown))}"
+            )
         for key in ("to", "from_format"):
             if item.options.get(key):
                 registry.get(item.options[key])
         where = _identity(item.dst)
         if where in outputs:
-            raise BatchError(f"items {outputs[where]} and {number} both write {item.dst}; "
-                             "give them different outputs")
+            raise BatchError(
+                f"items {outputs[where]} and {number} both write {item.dst}; "
+                "give them different outputs"
+            )
         outputs[where] = number
     for number, item in enumerate(items, 1):
         if _identity(item.src) in outputs and outputs[_identity(item.src)] != number:
-            raise BatchError(f"item {outputs[_identity(item.src)]} writes {item.src}, which "
-                             f"item {number} reads")
+            raise BatchError(
+                f"item {outputs[_identity(item.src)]} writes {item.src}, which item {number} reads"
+            )
 
 
 def _identity(path: str) -> str:
@@ -195,8 +226,10 @@ def absolute(item: Item) -> Item:
 
 # -- running one item (in a worker) ------------------------------------------------------
 
-def run_item(item: Item, resume: bool = False, spellings: Mapping[str, str] | None = None
-             ) -> ItemResult:
+
+def run_item(
+    item: Item, resume: bool = False, spellings: Mapping[str, str] | None = None
+) -> ItemResult:
     """Convert one item; every error is its result (one line), never raised."""
     start = time.perf_counter()
     result = ItemResult(item.src, item.dst, "ok", worker=worker_name())
@@ -285,8 +318,9 @@ def remove_stale_temporaries(items: list[Item]) -> int:
 def settle_format(item: Item) -> Item:
     """A TF-only option on an output whose name says no format means TensorFlow (as for
     `ckpt convert`)."""
-    tf_only = any(o.chooses_tf and name in item.options
-                  for name, o in registry.writer_options().items())
+    tf_only = any(
+        o.chooses_tf and name in item.options for name, o in registry.writer_options().items()
+    )
     if tf_only and not item.options.get("to") and registry.by_extension(item.dst) is None:
         return Item(item.src, item.dst, {**item.options, "to": "tf"})
     return item

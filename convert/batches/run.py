@@ -27,10 +27,16 @@ from convert.core.notes import binary_size
 EXECUTORS = ("local", "dask")
 
 
-def batch(items: Iterable[Item | Mapping[str, Any]], *, jobs: int | None = None,
-          executor: str = "local", scheduler: str | None = None, resume: bool = False,
-          progress: OnItemDone | None = None,
-          spellings: Mapping[str, str] | None = None) -> list[ItemResult]:
+def batch(
+    items: Iterable[Item | Mapping[str, Any]],
+    *,
+    jobs: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    resume: bool = False,
+    progress: OnItemDone | None = None,
+    spellings: Mapping[str, str] | None = None,
+) -> list[ItemResult]:
     """Run every item; the results are in the items' order. `jobs` worker processes
     (default: the cores this process may use); `executor="dask"` sends the items to the
     `dask.distributed` scheduler at `scheduler` (`"local:N"`: a LocalCluster of N
@@ -90,13 +96,16 @@ def line(result: ItemResult) -> str:
         return f"failed   {result.error}"
     if result.status == "skipped":
         return f"skipped  {result.src} -> {result.dst} (complete from an earlier run)"
-    return (f"ok       {result.src} -> {result.dst}: {result.tensors} tensors, "
-            f"{binary_size(result.bytes)}, {result.seconds:.1f} s")
+    return (
+        f"ok       {result.src} -> {result.dst}: {result.tensors} tensors, "
+        f"{binary_size(result.bytes)}, {result.seconds:.1f} s"
+    )
 
 
 def summary(results: list[ItemResult], seconds: float) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "skipped")}
-    return (f"{len(results)} items: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-            + f" in {seconds:.1f} s")
-
-
+    return (
+        f"{len(results)} items: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f" in {seconds:.1f} s"
+    )

@@ -22,8 +22,13 @@ from typing import Any
 from convert.batches.items import Item, ItemResult, OnItemDone, run_item
 
 
-def run(items: list[Item], jobs: int, resume: bool, progress: OnItemDone | None,
-        spellings: Mapping[str, str] | None) -> list[ItemResult]:
+def run(
+    items: list[Item],
+    jobs: int,
+    resume: bool,
+    progress: OnItemDone | None,
+    spellings: Mapping[str, str] | None,
+) -> list[ItemResult]:
     context = multiprocessing.get_context("spawn")
     queue = deque(enumerate(items))
     results: list[ItemResult | None] = [None] * len(items)
@@ -54,8 +59,9 @@ def run(items: list[Item], jobs: int, resume: bool, progress: OnItemDone | None,
 class _Worker:
     def __init__(self, context: Any):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, os.getpid()), daemon=True,
-                                       name="ckpt-batch-worker")
+        self.process = context.Process(
+            target=_serve, args=(child, os.getpid()), daemon=True, name="ckpt-batch-worker"
+        )
         self.process.start()
         child.close()
         self.index: int | None = None
@@ -84,11 +90,14 @@ class _Worker:
         self.process.join(5)
         why = _death(self.process.exitcode)
         if _stamp(item.dst) != self.before:  # died between its commit and its report
-            why = why.replace("while converting this item",
-                              "after writing this item's output (whole: outputs appear at "
-                              "once), before reporting it")
-        return index, ItemResult(item.src, item.dst, "failed", why,
-                                 worker=f"local:{self.process.pid}")
+            why = why.replace(
+                "while converting this item",
+                "after writing this item's output (whole: outputs appear at "
+                "once), before reporting it",
+            )
+        return index, ItemResult(
+            item.src, item.dst, "failed", why, worker=f"local:{self.process.pid}"
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):

@@ -57,9 +57,13 @@ def main() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-
-
-for _command in (ls.ls_command, conversion.convert_command, migrate.migrate_command,
-                 diff.diff_command, batch.batch_command, rules.rules_command,
-                 formats.formats_command):
+for _command in (
+    ls.ls_command,
+    conversion.convert_command,
+    migrate.migrate_command,
+    diff.diff_command,
+    batch.batch_command,
+    rules.rules_command,
+    formats.formats_command,
+):
     main.add_command(_command)

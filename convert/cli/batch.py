@@ -17,17 +17,34 @@ from convert.cli.common import FLAGS, FORMAT_NAMES, given_options, user_errors, 
 @click.command("batch", short_help="Convert many checkpoints, in parallel, resumably.")
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("--out-dir", type=click.Path(), help="Write each SRC here, named from SRC.")
-@click.option("--manifest", type=click.Path(), metavar="FILE.toml",
-              help="Run the [[convert]] tables of this manifest (src, dst, options).")
-@click.option("--to", "to_format", metavar="FORMAT",
-              help=f"Output format: {FORMAT_NAMES} (with --out-dir, default safetensors).")
+@click.option(
+    "--manifest",
+    type=click.Path(),
+    metavar="FILE.toml",
+    help="Run the [[convert]] tables of this manifest (src, dst, options).",
+)
+@click.option(
+    "--to",
+    "to_format",
+    metavar="FORMAT",
+    help=f"Output format: {FORMAT_NAMES} (with --out-dir, default safetensors).",
+)
 @click.option("--from", "from_format", metavar="FORMAT", help="Read sources as this format.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1),
-              help="Worker processes (default: the cores).")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
-              show_default=True, help="Run in local processes or on a Dask cluster.")
-@click.option("--scheduler", metavar="ADDRESS|local:N",
-              help="dask: the scheduler's address, or local:N for a LocalCluster of N.")
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: the cores)."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Run in local processes or on a Dask cluster.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS|local:N",
+    help="dask: the scheduler's address, or local:N for a LocalCluster of N.",
+)
 @click.option("--resume", is_flag=True, help="Skip items whose output is complete already.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the items' rows.")
@@ -35,22 +52,46 @@ from convert.cli.common import FLAGS, FORMAT_NAMES, given_options, user_errors, 
 @click.option("--rules", "rules", metavar="NAME|FILE", help="Convert through these rules.")
 @click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
 @click.option("--like", metavar="TARGET", help="Give each output TARGET's layout.")
-@click.option("--check", type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
-              help="What must match, with --rules or --like.")
+@click.option(
+    "--check",
+    type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
+    help="What must match, with --rules or --like.",
+)
 @writer_options
-def batch_command(sources: tuple[str, ...], out_dir: str | None, manifest: str | None,
-                  to_format: str | None, from_format: str | None, jobs: int | None,
-                  executor: str, scheduler: str | None, resume: bool, overwrite: bool,
-                  as_json: bool, quiet: bool, rules: str | None, reverse: bool,
-                  like: str | None, check: str | None, **writer: Any) -> None:
+def batch_command(
+    sources: tuple[str, ...],
+    out_dir: str | None,
+    manifest: str | None,
+    to_format: str | None,
+    from_format: str | None,
+    jobs: int | None,
+    executor: str,
+    scheduler: str | None,
+    resume: bool,
+    overwrite: bool,
+    as_json: bool,
+    quiet: bool,
+    rules: str | None,
+    reverse: bool,
+    like: str | None,
+    check: str | None,
+    **writer: Any,
+) -> None:
     """Convert each SRC into --out-dir, or every item of a --manifest, in worker processes
     or on a Dask cluster. A failing item does not stop the others; exit 1 if any failed."""
     import time
 
     from convert.batches import items, run
 
-    given = {"to": to_format, "from_format": from_format, "rules": rules, "like": like,
-             "check": check, "reverse": reverse or None, "overwrite": overwrite or None}
+    given = {
+        "to": to_format,
+        "from_format": from_format,
+        "rules": rules,
+        "like": like,
+        "check": check,
+        "reverse": reverse or None,
+        "overwrite": overwrite or None,
+    }
     options = {**{k: v for k, v in given.items() if v is not None}, **given_options(writer)}
     start = time.perf_counter()
     with user_errors():
@@ -63,8 +104,15 @@ def batch_command(sources: tuple[str, ...], out_dir: str | None, manifest: str |
         else:
             todo = items.items_for(sources, out_dir, **options)
         with _batch_progress(quiet, len(todo)) as progress:
-            results = run.batch(todo, jobs=jobs, executor=executor, scheduler=scheduler,
-                                    resume=resume, progress=progress, spellings=FLAGS)
+            results = run.batch(
+                todo,
+                jobs=jobs,
+                executor=executor,
+                scheduler=scheduler,
+                resume=resume,
+                progress=progress,
+                spellings=FLAGS,
+            )
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=1))
     if not quiet:
@@ -86,6 +134,7 @@ def _batch_progress(quiet: bool, total: int) -> Iterator:
     from tqdm import tqdm
 
     with tqdm(total=total, unit="item", file=sys.stderr, leave=False) as bar:
+
         def update(result) -> None:
             bar.write(run.line(result), file=sys.stderr)
             bar.update(1)

@@ -33,9 +33,14 @@ def user_errors() -> Iterator[None]:
 
 
 # API keywords an error may name, as this command spells them (default: --name-of-it).
-FLAGS = {"to": "--to FORMAT", "overwrite": "--overwrite", "directory": "a DST ending in '/'",
-          "root": "--root PATH", "like": "--like",
-          **{o.name: o.flag for o in registry.writer_options().values()}}
+FLAGS = {
+    "to": "--to FORMAT",
+    "overwrite": "--overwrite",
+    "directory": "a DST ending in '/'",
+    "root": "--root PATH",
+    "like": "--like",
+    **{o.name: o.flag for o in registry.writer_options().values()},
+}
 
 # (the registry's table of formats, without importing any format's module)
 FORMAT_NAMES = ", ".join(registry.formats())
@@ -46,14 +51,17 @@ def writer_options(command: Callable) -> Callable:
     passed as its API keyword; `given_options` takes the ones the user gave."""
     for option in reversed(registry.writer_options().values()):
         if option.kind == "flag":
-            command = click.option(option.flag, option.name, is_flag=True,
-                                   help=option.help)(command)
+            command = click.option(option.flag, option.name, is_flag=True, help=option.help)(
+                command
+            )
         elif option.kind == "size":
-            command = click.option(option.flag, option.name, callback=_shard_size,
-                                   help=option.help)(command)
+            command = click.option(
+                option.flag, option.name, callback=_shard_size, help=option.help
+            )(command)
         else:
-            command = click.option(option.flag, option.name, type=int, default=None,
-                                   help=option.help)(command)
+            command = click.option(
+                option.flag, option.name, type=int, default=None, help=option.help
+            )(command)
     return command
 
 

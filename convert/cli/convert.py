@@ -21,55 +21,99 @@ if TYPE_CHECKING:
 @click.command("convert")
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-@click.option("--to", "to_format", metavar="FORMAT",
-              help=f"Output format: {FORMAT_NAMES} (default: from the DST name).")
-@click.option("--from", "from_format", metavar="FORMAT",
-              help="Read SRC as this format instead of detecting it.")
+@click.option(
+    "--to",
+    "to_format",
+    metavar="FORMAT",
+    help=f"Output format: {FORMAT_NAMES} (default: from the DST name).",
+)
+@click.option(
+    "--from",
+    "from_format",
+    metavar="FORMAT",
+    help="Read SRC as this format instead of detecting it.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists (atomically).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @writer_options
-@click.option("--rules", "rules", metavar="NAME|FILE",
-              help="Map layers and tensors with these rules (`ckpt rules` lists them).")
+@click.option(
+    "--rules",
+    "rules",
+    metavar="NAME|FILE",
+    help="Map layers and tensors with these rules (`ckpt rules` lists them).",
+)
 @click.option("--reverse", is_flag=True, help="Run the rules from their second side.")
-@click.option("--like", metavar="TARGET",
-              help="Give DST exactly TARGET's keys, shapes and dtypes (a fresh model's file, "
-                   "or a `ckpt ls --json` listing).")
-@click.option("--check", type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
-              help="What must match (as TF's restore status); default: existing with --like, "
-                   "else consumed.")
+@click.option(
+    "--like",
+    metavar="TARGET",
+    help="Give DST exactly TARGET's keys, shapes and dtypes (a fresh model's file, "
+    "or a `ckpt ls --json` listing).",
+)
+@click.option(
+    "--check",
+    type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
+    help="What must match (as TF's restore status); default: existing with --like, else consumed.",
+)
 @click.option("--emit-rules", metavar="FILE", help="Write the alignment found as a rule file.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the report; write nothing.")
-def convert_command(src: str, dst: str, to_format: str | None, from_format: str | None,
-                    overwrite: bool, quiet: bool, as_json: bool, rules: str | None,
-                    reverse: bool, like: str | None, check: str | None,
-                    emit_rules: str | None, dry_run: bool, **writer: Any) -> None:
+def convert_command(
+    src: str,
+    dst: str,
+    to_format: str | None,
+    from_format: str | None,
+    overwrite: bool,
+    quiet: bool,
+    as_json: bool,
+    rules: str | None,
+    reverse: bool,
+    like: str | None,
+    check: str | None,
+    emit_rules: str | None,
+    dry_run: bool,
+    **writer: Any,
+) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = given_options(writer)  # (no --tf-names: the writer keeps the input's layout)
-    tf_only = any(o.chooses_tf and name in options
-                  for name, o in registry.writer_options().items())
+    tf_only = any(o.chooses_tf and name in options for name, o in registry.writer_options().items())
     if tf_only and to_format is None and registry.by_extension(dst) is None:
         to_format = "tf"  # a name that says no format: these options say TensorFlow
-    mapped: dict[str, Any] = {"rules": rules, "like": like, "check": check, "reverse": reverse,
-              "emit_rules": emit_rules, "dry_run": dry_run}
+    mapped: dict[str, Any] = {
+        "rules": rules,
+        "like": like,
+        "check": check,
+        "reverse": reverse,
+        "emit_rules": emit_rules,
+        "dry_run": dry_run,
+    }
     with user_errors():
         if rules or like or any(mapped.values()):
-            report = api.convert(src, dst, to=to_format, from_format=from_format,
-                                 overwrite=overwrite, **mapped, **options)
+            report = api.convert(
+                src,
+                dst,
+                to=to_format,
+                from_format=from_format,
+                overwrite=overwrite,
+                **mapped,
+                **options,
+            )
         else:
             graph = api.load(src, from_format)
             with _progress(quiet, graph) as progress:
-                report = api.save(graph, dst, to_format, overwrite=overwrite,
-                                  progress=progress, **options)
+                report = api.save(
+                    graph, dst, to_format, overwrite=overwrite, progress=progress, **options
+                )
     if dry_run and not as_json:
         _print_plan(report)
         return
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
     elif not quiet:
-        click.echo(f"{report.source} ({report.source_format}) -> {report.destination} "
-                   f"({report.target_format}): {report.tensors} tensors, {human(report.bytes)}",
-                   err=True)
+        click.echo(
+            f"{report.source} ({report.source_format}) -> {report.destination} "
+            f"({report.target_format}): {report.tensors} tensors, {human(report.bytes)}",
+            err=True,
+        )
         if report.rules:
             click.echo(f"  {report.rules['summary']}", err=True)
         for note in report.notes:
@@ -82,8 +126,10 @@ def _print_plan(report: api.Report) -> None:
     for item in rules.get("plan", []):
         shape = "[" + ", ".join(map(str, item["shape"])) + "]"
         sources = " + ".join(item["sources"]) or "(made by the rules)"
-        click.echo(f"{item['key']}  {item['dtype']}{shape}  <- {sources}"
-                   + (f"  ({item['ops']})" if item["ops"] != "copy" else ""))
+        click.echo(
+            f"{item['key']}  {item['dtype']}{shape}  <- {sources}"
+            + (f"  ({item['ops']})" if item["ops"] != "copy" else "")
+        )
     for layer in rules.get("layers", []):
         click.echo(f"layer {layer['source']} -> {layer['target']} ({layer['kind']})", err=True)
     click.echo(f"dry run, nothing written: {rules.get('summary', '')}", err=True)
@@ -100,8 +146,13 @@ def _progress(quiet: bool, graph: Graph) -> Iterator[api.Progress | None]:
     from tqdm import tqdm
 
     total = sum(entry.tensor.nbytes for entry in graph.entries())
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-              leave=False, mininterval=0.2) as bar:
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+        mininterval=0.2,
+    ) as bar:
         yield bar.update
-
-

@@ -10,10 +10,9 @@ from convert.core import registry
 @click.command("formats")
 def formats_command() -> None:
     """List the formats this tool reads and writes."""
-    rows = [(fmt.name, " ".join(fmt.extensions), fmt.description)
-            for fmt in registry.formats().values()]
+    rows = [
+        (fmt.name, " ".join(fmt.extensions), fmt.description) for fmt in registry.formats().values()
+    ]
     name_width, ext_width = (max(len(row[i]) for row in rows) for i in (0, 1))
     for name, extensions, description in rows:
         click.echo(f"{name:<{name_width}}  rw  {extensions:<{ext_width}}  {description}")
-
-

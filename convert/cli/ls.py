@@ -18,8 +18,12 @@ if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --v
 
 @click.command("ls", short_help="List every tensor: key, dtype, shape, size.")
 @click.argument("path", type=click.Path())
-@click.option("--from", "from_format", metavar="FORMAT",
-              help=f"Read as this format instead of detecting it: {FORMAT_NAMES}.")
+@click.option(
+    "--from",
+    "from_format",
+    metavar="FORMAT",
+    help=f"Read as this format instead of detecting it: {FORMAT_NAMES}.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tensors.")
 @click.option("--tree", is_flag=True, help="Show the object graph: edges, slots, aliases.")
 def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) -> None:
@@ -67,8 +71,13 @@ def _key(entry) -> str:
 
 def _row(entry) -> dict:
     t = entry.tensor
-    row = {"key": _key(entry), "dtype": t.dtype_name, "shape": list(t.shape), "nbytes": t.nbytes,
-           "path": list(entry.path)}
+    row = {
+        "key": _key(entry),
+        "dtype": t.dtype_name,
+        "shape": list(t.shape),
+        "nbytes": t.nbytes,
+        "path": list(entry.path),
+    }
     if len(entry.paths) > 1:
         row["aliases"] = [list(p) for p in entry.paths[1:]]
     if entry.slot is not None:
@@ -103,8 +112,10 @@ def _print_tree(graph: Graph) -> None:
     for slot in graph.slots:
         value = slot.value
         shape = "[" + ", ".join(map(str, value.shape)) + "]"
-        click.echo(f"  slot {slot.name!r} of {seen.get(id(slot.variable), '?')} "
-                   f"kept by {seen.get(id(slot.optimizer), '?')}: {value.dtype_name}{shape}")
+        click.echo(
+            f"  slot {slot.name!r} of {seen.get(id(slot.variable), '?')} "
+            f"kept by {seen.get(id(slot.optimizer), '?')}: {value.dtype_name}{shape}"
+        )
     for name, value in graph.values.items():
         click.echo(f"  [metadata] {name}: {_short(value)}")
     for note in graph.notes:
@@ -114,5 +125,3 @@ def _print_tree(graph: Graph) -> None:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) < 80 else text[:77] + "..."
-
-

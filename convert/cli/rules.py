@@ -21,9 +21,11 @@ def rules_command(ctx: click.Context) -> None:
             click.echo(f"{name:<14} {' <-> '.join(ruleset.sides):<16} {ruleset.summary}")
             if ruleset.serves:
                 click.echo(f"{'':<14} serves: {ruleset.serves}")
-        click.echo(f"{'keras-keras':<14} {'(and torch-torch, flax-flax)':<16} one framework's "
-                   "layers into another file of it (tf_keras .h5 or checkpoint into a Keras 3 "
-                   "model's file), aligned by kind and order; what --like picks")
+        click.echo(
+            f"{'keras-keras':<14} {'(and torch-torch, flax-flax)':<16} one framework's "
+            "layers into another file of it (tf_keras .h5 or checkpoint into a Keras 3 "
+            "model's file), aligned by kind and order; what --like picks"
+        )
 
 
 @rules_command.command("show")
@@ -36,5 +38,3 @@ def rules_show_command(name: str) -> None:
     with user_errors():
         rules.load(name)  # an unknown name gets the usual one-line error
         click.echo(mappings().joinpath(f"{name}.toml").read_text("utf8"), nl=False)
-
-

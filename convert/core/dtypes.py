@@ -18,22 +18,24 @@ import numpy as np
 STRING = np.dtype(object)
 
 # The ml_dtypes types this package knows, by name (an older ml_dtypes lacks some).
-EXTRA_NAMES = frozenset((
-    "bfloat16",
-    "float8_e4m3fn",
-    "float8_e5m2",
-    "float8_e4m3fnuz",
-    "float8_e4m3b11fnuz",
-    "float8_e5m2fnuz",
-    "float8_e4m3",
-    "float8_e3m4",
-    "float8_e8m0fnu",
-    "float4_e2m1fn",
-    "int4",
-    "uint4",
-    "int2",
-    "uint2",
-))
+EXTRA_NAMES = frozenset(
+    (
+        "bfloat16",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e4m3fnuz",
+        "float8_e4m3b11fnuz",
+        "float8_e5m2fnuz",
+        "float8_e4m3",
+        "float8_e3m4",
+        "float8_e8m0fnu",
+        "float4_e2m1fn",
+        "int4",
+        "uint4",
+        "int2",
+        "uint2",
+    )
+)
 
 
 @functools.cache

@@ -21,8 +21,12 @@ class ConvertError(Exception):
     placeholders: `str()` spells each as the Python API takes it (`overwrite=True`), and
     `spelled()` as another front end does (the CLI: `--overwrite`)."""
 
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None,
-                 keywords: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        path: str | os.PathLike[str] | None = None,
+        keywords: Mapping[str, str] | None = None,
+    ):
         self.path = os.fspath(path) if path is not None else None
         self.reason = message
         self.keywords = dict(keywords or {})
@@ -33,8 +37,9 @@ class ConvertError(Exception):
         the Python API takes it)."""
         reason = self.reason
         if self.keywords:
-            reason = reason.format_map({k: spellings.get(k, api)
-                                        for k, api in self.keywords.items()})
+            reason = reason.format_map(
+                {k: spellings.get(k, api) for k, api in self.keywords.items()}
+            )
         text = f"{self.path}: {reason}" if self.path else reason
         return printable(text)
 
@@ -67,7 +72,8 @@ class FileAccessError(ConvertError):
     """A file could not be opened, read or written (missing, permissions, a full disk)."""
 
     @classmethod
-    def from_os_error(cls, exc: OSError, path: str | os.PathLike[str] | None = None
-                      ) -> FileAccessError:
+    def from_os_error(
+        cls, exc: OSError, path: str | os.PathLike[str] | None = None
+    ) -> FileAccessError:
         where = path if path is not None else exc.filename
         return cls(exc.strerror or str(exc), where)

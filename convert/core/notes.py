@@ -32,8 +32,10 @@ def dropped_values(names: list[str], why: str) -> str | None:
 def non_tensor_values(graph: Graph, kept: Container[str] = ()) -> list[str]:
     """Every non-tensor value of `graph` by name: the file-level ones (except `kept`),
     then the Nodes' (paths joined by `/`)."""
-    return [*(str(k) for k in graph.values if k not in kept),
-            *("/".join(p) for p in graph.value_paths())]
+    return [
+        *(str(k) for k in graph.values if k not in kept),
+        *("/".join(p) for p in graph.value_paths()),
+    ]
 
 
 def size(n: int) -> str:

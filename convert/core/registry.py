@@ -39,9 +39,17 @@ class Write(Protocol):
     to be overwritten), `progress` is called with each tensor's bytes, `report` takes the
     counts, files and notes; `options` are the writer options the format's record names."""
 
-    def __call__(self, graph: Graph, path: Path, *, overwrite: bool = False,
-                 inputs: tuple[str, ...] = (), progress: Callable[[int], None] | None = None,
-                 report: Report | None = None, **options: Any) -> None: ...
+    def __call__(
+        self,
+        graph: Graph,
+        path: Path,
+        *,
+        overwrite: bool = False,
+        inputs: tuple[str, ...] = (),
+        progress: Callable[[int], None] | None = None,
+        report: Report | None = None,
+        **options: Any,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,9 @@ class Format:
     separator: str = "/"
 
     def _function(self, what: str) -> Callable[..., Any]:
-        function: Callable[..., Any] = getattr(importlib.import_module(self.module),
-                                               self.prefix + what)
+        function: Callable[..., Any] = getattr(
+            importlib.import_module(self.module), self.prefix + what
+        )
         return function
 
     @property
@@ -123,7 +132,8 @@ def get(name: str) -> Format:
         return _FORMATS[name]
     except KeyError:
         raise UnsupportedError(
-            f"unknown format {name!r}; known: {', '.join(sorted(_FORMATS))}") from None
+            f"unknown format {name!r}; known: {', '.join(sorted(_FORMATS))}"
+        ) from None
 
 
 def framework_of(name: str | None) -> str | None:
@@ -158,7 +168,7 @@ def by_extension(path: str | os.PathLike[str]) -> Format | None:
 # Files people try that no format here reads, by extension: what they are instead.
 _FOREIGN = {
     ".onnx": "is an ONNX model (a graph with its weights), which this tool does not read; "
-             "export the weights from the framework that made it",
+    "export the weights from the framework that made it",
 }
 
 
@@ -193,8 +203,10 @@ def detect(path: str | os.PathLike[str]) -> Format:
     raise ConvertError(
         "is not a checkpoint this tool reads (expected a TensorFlow checkpoint prefix, "
         ".index or .data file or directory, or a file of: "
-        + ", ".join(sorted({e for f in _FORMATS.values() for e in f.extensions})) + ")",
-        path)
+        + ", ".join(sorted({e for f in _FORMATS.values() for e in f.extensions}))
+        + ")",
+        path,
+    )
 
 
 def _has_siblings(path: Path) -> bool:
@@ -214,43 +226,107 @@ def _has_siblings(path: Path) -> bool:
 # (so that a foreign HDF5 file gets an error that says so).
 
 for _option in (
-    WriterOption("max_to_keep", "--max-to-keep", "max_to_keep", "int",
-                 "tf: write DST as a CheckpointManager directory keeping this many.",
-                 chooses_tf=True),
-    WriterOption("name_based", "--tf-names", "tf_names", "flag",
-                 "tf: write a name-based (TF1 Saver) checkpoint without an object graph.",
-                 chooses_tf=True),
-    WriterOption("max_shard_size", "--max-shard-size", "max_shard_size", "size",
-                 "torch/safetensors/keras: split DST into shards of at most this size "
-                 "(2GB, 500MB)."),
+    WriterOption(
+        "max_to_keep",
+        "--max-to-keep",
+        "max_to_keep",
+        "int",
+        "tf: write DST as a CheckpointManager directory keeping this many.",
+        chooses_tf=True,
+    ),
+    WriterOption(
+        "name_based",
+        "--tf-names",
+        "tf_names",
+        "flag",
+        "tf: write a name-based (TF1 Saver) checkpoint without an object graph.",
+        chooses_tf=True,
+    ),
+    WriterOption(
+        "max_shard_size",
+        "--max-shard-size",
+        "max_shard_size",
+        "size",
+        "torch/safetensors/keras: split DST into shards of at most this size (2GB, 500MB).",
+    ),
     WriterOption("compress", "--compress", "compress", "flag", "npz: deflate the members."),
-    WriterOption("strided", "--strided", "strided", "flag",
-                 "torch: write transposed tensors as strided views of the source's bytes (as "
-                 "torch.save writes w.t()): no transpose; they load non-contiguous."),
+    WriterOption(
+        "strided",
+        "--strided",
+        "strided",
+        "flag",
+        "torch: write transposed tensors as strided views of the source's bytes (as "
+        "torch.save writes w.t()): no transpose; they load non-contiguous.",
+    ),
 ):
     register_option(_option)
 
 for _format in (
-    Format("tf", "TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
-           (".index", ".ckpt"), "convert.formats.tf",
-           options=("name_based", "max_to_keep", "directory"), framework="keras"),
-    Format("safetensors", "safetensors (Hugging Face), single files", (".safetensors",),
-           "convert.formats.safetensors", options=("max_shard_size",), framework="torch",
-           separator="."),
-    Format("sharded", "Hugging Face sharded set: *.index.json with a weight_map "
-           "(safetensors or torch shards)", (".index.json",), "convert.formats.sharded",
-           options=("max_shard_size",), framework="torch", separator="."),
-    Format("torch", "PyTorch torch.save (zip and legacy), state dicts and nested checkpoints",
-           (".pt", ".pth", ".bin"), "convert.formats.torch",
-           options=("max_shard_size", "strided"), framework="torch", separator="."),
-    Format("npz", "NumPy .npz archive of arrays, keys joined with '/'", (".npz",),
-           "convert.formats.npz", options=("compress",)),
-    Format("flax", "Flax msgpack state dict (flax.serialization.to_bytes)", (".msgpack",),
-           "convert.formats.flax", framework="flax"),
-    Format("keras", "Keras 3 .weights.h5, sharded .weights.json, .keras archive",
-           (".weights.h5", ".weights.json", ".keras"), "convert.formats.keras", "keras3_",
-           options=("max_shard_size",), framework="keras"),
-    Format("keras-h5", "Keras 2 legacy HDF5 weights and full-model .h5 (tf.keras, tf_keras)",
-           (".h5", ".hdf5"), "convert.formats.keras", "legacy_", framework="keras"),
+    Format(
+        "tf",
+        "TensorFlow checkpoint (TensorBundle; object- or name-based; SavedModel)",
+        (".index", ".ckpt"),
+        "convert.formats.tf",
+        options=("name_based", "max_to_keep", "directory"),
+        framework="keras",
+    ),
+    Format(
+        "safetensors",
+        "safetensors (Hugging Face), single files",
+        (".safetensors",),
+        "convert.formats.safetensors",
+        options=("max_shard_size",),
+        framework="torch",
+        separator=".",
+    ),
+    Format(
+        "sharded",
+        "Hugging Face sharded set: *.index.json with a weight_map (safetensors or torch shards)",
+        (".index.json",),
+        "convert.formats.sharded",
+        options=("max_shard_size",),
+        framework="torch",
+        separator=".",
+    ),
+    Format(
+        "torch",
+        "PyTorch torch.save (zip and legacy), state dicts and nested checkpoints",
+        (".pt", ".pth", ".bin"),
+        "convert.formats.torch",
+        options=("max_shard_size", "strided"),
+        framework="torch",
+        separator=".",
+    ),
+    Format(
+        "npz",
+        "NumPy .npz archive of arrays, keys joined with '/'",
+        (".npz",),
+        "convert.formats.npz",
+        options=("compress",),
+    ),
+    Format(
+        "flax",
+        "Flax msgpack state dict (flax.serialization.to_bytes)",
+        (".msgpack",),
+        "convert.formats.flax",
+        framework="flax",
+    ),
+    Format(
+        "keras",
+        "Keras 3 .weights.h5, sharded .weights.json, .keras archive",
+        (".weights.h5", ".weights.json", ".keras"),
+        "convert.formats.keras",
+        "keras3_",
+        options=("max_shard_size",),
+        framework="keras",
+    ),
+    Format(
+        "keras-h5",
+        "Keras 2 legacy HDF5 weights and full-model .h5 (tf.keras, tf_keras)",
+        (".h5", ".hdf5"),
+        "convert.formats.keras",
+        "legacy_",
+        framework="keras",
+    ),
 ):
     register(_format)

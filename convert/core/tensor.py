@@ -35,6 +35,7 @@ class SourceFile(Protocol):
     def fileno(self) -> int: ...
     def read(self, offset: int, size: int, what: str = "data") -> bytearray | memoryview: ...
 
+
 Loader = Callable[[], np.ndarray]
 
 
@@ -135,16 +136,22 @@ class Tensor:
         return f"Tensor({self.dtype_name}, {list(self.shape)})"
 
 
-def array_from_bytes(data: bytes | bytearray | memoryview, dtype: np.dtype, shape: tuple[int, ...],
-                     what: str = "tensor") -> np.ndarray:
+def array_from_bytes(
+    data: bytes | bytearray | memoryview,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    what: str = "tensor",
+) -> np.ndarray:
     """View raw little-endian C-order bytes as an array, checking the byte count first."""
     dtype = np.dtype(dtype)
     if dtype == STRING:
         raise TypeError("strings have no fixed-size byte layout")
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise FormatError(f"{what}: {len(data)} bytes stored, {expected} expected for "
-                          f"{dtype_name(dtype)}{list(shape)}")
+        raise FormatError(
+            f"{what}: {len(data)} bytes stored, {expected} expected for "
+            f"{dtype_name(dtype)}{list(shape)}"
+        )
     # Every supported host is little-endian, like the files, so this is a view, not a copy.
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 

@@ -58,7 +58,8 @@ def read(path: Path) -> Graph:
     index = _load_index(path)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
         raise FormatError("has no weight_map of tensor names to shard files", path)
     shards = list(dict.fromkeys(weight_map.values()))
     pairs: list[tuple[str, Tensor]] = []
@@ -81,8 +82,9 @@ def read(path: Path) -> Graph:
             for p in entry.paths:
                 key = join_path(p)
                 if key in found:
-                    raise FormatError(f"tensor {key!r} is in two shards ({found[key]} and "
-                                      f"{shard})", path)
+                    raise FormatError(
+                        f"tensor {key!r} is in two shards ({found[key]} and {shard})", path
+                    )
                 found[key] = shard
                 pairs.append((key, entry.tensor))
     for key, shard in weight_map.items():
@@ -101,23 +103,49 @@ def read(path: Path) -> Graph:
 
 def _shard_path(index: Path, name: str) -> Path:
     """A shard named by the index: a plain file name beside it, never a path elsewhere."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-            or os.path.isabs(name)):
-        raise FormatError(f"names shard {name[:80]!r}, which is not a file name beside the "
-                          "index", index)
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or os.path.isabs(name)
+    ):
+        raise FormatError(
+            f"names shard {name[:80]!r}, which is not a file name beside the index", index
+        )
     shard = index.parent / name
     if not shard.is_file():
         raise FormatError(f"shard {name} named by the index is missing", index)
     return shard
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Any = None, report: Any = None, max_shard_size: int | None = None,
-          **options: Any) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Any = None,
+    report: Any = None,
+    max_shard_size: int | None = None,
+    **options: Any,
+) -> None:
     """`X.safetensors.index.json` / `X.bin.index.json`: shards in X's own format."""
-    inner = registry.by_extension(path.name[:-len(INDEX_SUFFIX)])
+    inner = registry.by_extension(path.name[: -len(INDEX_SUFFIX)])
     if inner is None or inner.name not in ("safetensors", "torch") or inner.write is None:
-        raise ConvertError("a sharded set is named like model.safetensors.index.json or "
-                           "pytorch_model.bin.index.json", path)
-    inner.write(graph, path, overwrite=overwrite, inputs=inputs, progress=progress,
-                report=report, max_shard_size=max_shard_size or DEFAULT_SHARD_SIZE, **options)
+        raise ConvertError(
+            "a sharded set is named like model.safetensors.index.json or "
+            "pytorch_model.bin.index.json",
+            path,
+        )
+    inner.write(
+        graph,
+        path,
+        overwrite=overwrite,
+        inputs=inputs,
+        progress=progress,
+        report=report,
+        max_shard_size=max_shard_size or DEFAULT_SHARD_SIZE,
+        **options,
+    )

@@ -19,8 +19,18 @@ from convert.io.outputs import OutputSet
 
 INDEX_SUFFIX = ".index.json"
 DEFAULT_SHARD_SIZE = 5 * 10**9  # transformers' historical default, "5GB"
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(text: str | int) -> int:
@@ -44,9 +54,17 @@ def is_index(path: Path) -> bool:
 WriteEntries = Callable[[list[Entry], Path, Path, Any, Any], list[str]]
 
 
-def write_sharded(graph: Graph, path: Path, write_entries: WriteEntries, *,
-                  max_shard_size: int | None, overwrite: bool, inputs: tuple,
-                  progress: Any, report: Any) -> bool:
+def write_sharded(
+    graph: Graph,
+    path: Path,
+    write_entries: WriteEntries,
+    *,
+    max_shard_size: int | None,
+    overwrite: bool,
+    inputs: tuple,
+    progress: Any,
+    report: Any,
+) -> bool:
     """Write `graph` as shards + index if it must be; False when one file is enough."""
     entries = graph.entries()
     limit = max_shard_size or DEFAULT_SHARD_SIZE
@@ -54,7 +72,7 @@ def write_sharded(graph: Graph, path: Path, write_entries: WriteEntries, *,
     forced = is_index(path)
     if not forced and total <= limit:
         return False
-    base = path.name[:-len(INDEX_SUFFIX)] if forced else path.name
+    base = path.name[: -len(INDEX_SUFFIX)] if forced else path.name
     index_path = path if forced else path.with_name(path.name + INDEX_SUFFIX)
     stem, dot, ext = base.rpartition(".")
     stem, ext = (stem, dot + ext) if stem else (base, "")
@@ -64,12 +82,10 @@ def write_sharded(graph: Graph, path: Path, write_entries: WriteEntries, *,
     with OutputSet(overwrite, inputs) as out:
         for group, name in zip(groups, names, strict=True):
             destination = path.parent / name
-            for key in write_entries(group, out.path(destination), destination, progress,
-                                     report):
+            for key in write_entries(group, out.path(destination), destination, progress, report):
                 weight_map[key] = name
             report.files.append(str(path.parent / name))
-        index = {"metadata": {"total_size": total},
-                 "weight_map": dict(sorted(weight_map.items()))}
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         out.path(index_path).write_text(json.dumps(index, indent=2) + "\n")
         report.files.append(str(index_path))
     report.notes.append(_shards_note(groups, limit, index_path.name))
@@ -82,9 +98,11 @@ def _shards_note(groups: list[list[Entry]], limit: int, index_name: str) -> str:
     note = f"wrote {count(len(groups), 'shard')} of at most {size(limit)} and {index_name}"
     larger = [join_path(e.path) for group in groups for e in group if e.tensor.nbytes > limit]
     if larger:
-        note = (f"wrote {count(len(groups), 'shard')} and {index_name}: at most {size(limit)} "
-                f"each, but for {count(len(larger), 'tensor')} larger than that, each a shard "
-                f"of its own: {some(larger)}")
+        note = (
+            f"wrote {count(len(groups), 'shard')} and {index_name}: at most {size(limit)} "
+            f"each, but for {count(len(larger), 'tensor')} larger than that, each a shard "
+            f"of its own: {some(larger)}"
+        )
     return note
 
 

@@ -19,8 +19,10 @@ def split_keys(keys: Iterable[str]) -> dict[str, GraphPath]:
     """The path of each key (see the module doc)."""
     parts = {key: tuple(key.split(".")) for key in keys}
     whole = set(parts.values())
-    return {key: (key,) if any(p[:i] in whole for i in range(1, len(p))) else p
-            for key, p in parts.items()}
+    return {
+        key: (key,) if any(p[:i] in whole for i in range(1, len(p))) else p
+        for key, p in parts.items()
+    }
 
 
 def join_path(path: GraphPath) -> str:

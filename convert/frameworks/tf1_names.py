@@ -22,8 +22,7 @@ from convert.core.meta import TF_LAYOUT, VARIABLE_NAME
 from convert.core.tensor import Tensor
 
 
-def name_based_keys(graph: Graph, entries: list[Entry] | None = None
-                    ) -> list[tuple[str, Tensor]]:
+def name_based_keys(graph: Graph, entries: list[Entry] | None = None) -> list[tuple[str, Tensor]]:
     """TF1 keys: each variable's own name (`VARIABLE_NAME`: a TF2 `full_name`, a Keras
     `.h5` weight name, where every one is known and unique), else its path joined by `/`;
     a slot is `<variable name>/<slot name>`."""
@@ -31,14 +30,19 @@ def name_based_keys(graph: Graph, entries: list[Entry] | None = None
     plain = [e for e in entries if e.slot is None]
     full: list[Any] = [e.tensor.meta.get(VARIABLE_NAME) for e in plain]  # (None: unknown)
     use_full = all(full) and len(set(full)) == len(full)
-    names = {id(e.tensor): (f if use_full else "/".join(e.path))
-             for e, f in zip(plain, full, strict=True)}
-    return [(f"{names[id(e.slot.variable)]}/{e.slot.name}" if e.slot else names[id(e.tensor)],
-             e.tensor) for e in entries]
+    names = {
+        id(e.tensor): (f if use_full else "/".join(e.path))
+        for e, f in zip(plain, full, strict=True)
+    }
+    return [
+        (f"{names[id(e.slot.variable)]}/{e.slot.name}" if e.slot else names[id(e.tensor)], e.tensor)
+        for e in entries
+    ]
 
 
-def names_to_keep(graph: Graph, entries: list[Entry] | None, sep: str,
-                  key_of: Callable[[tuple[str, ...]], str]) -> dict[str, str] | None:
+def names_to_keep(
+    graph: Graph, entries: list[Entry] | None, sep: str, key_of: Callable[[tuple[str, ...]], str]
+) -> dict[str, str] | None:
     """For a name-based graph, the TF1 name of each flat key (`key_of` an entry's path)
     that reading back would not give by itself; None for any other graph (without a walk
     of its entries)."""
@@ -65,7 +69,8 @@ def restore_names(graph: Graph, names: dict[str, str], sep: str) -> None:
 def parse_names(value: object) -> dict[str, str] | None:
     """The names a file kept, if they are what `names_to_keep` writes (else None: a file
     from elsewhere that happens to use the key is read as it is)."""
-    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                       for k, v in value.items()):
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         return value
     return None

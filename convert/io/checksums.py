@@ -46,6 +46,7 @@ try:
     from zlib_ng.zlib_ng import crc32_combine as _crc32_combine
 except ImportError:  # a platform without a zlib-ng wheel: same values, slower
     from zlib import crc32 as _crc32
+
     _crc32_combine = None
 
 Buffer = bytes | bytearray | memoryview

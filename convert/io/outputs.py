@@ -103,8 +103,9 @@ class OutputSet:
         fd = _unnamed_file(directory, mode) if len(self._pending) < _MAX_UNNAMED else None
         if fd is not None:
             return Path(f"/proc/self/fd/{fd}"), fd
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}{_OWN_TAG}{os.getpid()}-", suffix=".tmp",
-                                   dir=directory)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{name}{_OWN_TAG}{os.getpid()}-", suffix=".tmp", dir=directory
+        )
         try:
             os.fchmod(fd, mode)
         finally:
@@ -114,11 +115,15 @@ class OutputSet:
     def check(self, destination: Path, replace: bool = False) -> None:
         for src in self.inputs:
             if src.exists() and destination.exists() and os.path.samefile(src, destination):
-                raise OutputExistsError("is an input of this conversion; refusing to write over it",
-                                        destination)
+                raise OutputExistsError(
+                    "is an input of this conversion; refusing to write over it", destination
+                )
         if destination.exists() and not (self.overwrite or replace):
-            raise OutputExistsError("exists already (pass {overwrite} to replace it)",
-                                    destination, {"overwrite": "overwrite=True"})
+            raise OutputExistsError(
+                "exists already (pass {overwrite} to replace it)",
+                destination,
+                {"overwrite": "overwrite=True"},
+            )
         if destination.is_dir():
             raise OutputExistsError("is a directory", destination)
 
@@ -128,8 +133,9 @@ class OutputSet:
             missing.append(directory)
             directory = directory.parent
         if not directory.is_dir():
-            raise FileAccessError(f"cannot be written: {directory} is a file, not a directory",
-                                  destination)
+            raise FileAccessError(
+                f"cannot be written: {directory} is a file, not a directory", destination
+            )
         for d in reversed(missing):
             try:
                 d.mkdir()
@@ -191,8 +197,9 @@ class OutputSet:
             if isinstance(exc, OSError) and written and not isinstance(exc, BrokenPipeError):
                 # A write failed (a full disk, a file size limit): name the output being
                 # written, never its temporary (an unnamed file's /proc/self/fd path).
-                raise FileAccessError(f"cannot be written: {exc.strerror or exc}",
-                                      written[-1]) from None
+                raise FileAccessError(
+                    f"cannot be written: {exc.strerror or exc}", written[-1]
+                ) from None
 
 
 _OWN_TAG = ".ckpt-"  # in the name of this package's named temporaries, before the pid
@@ -298,7 +305,7 @@ def _remove_stale(destination: Path) -> None:
         prefix = next((p for p in prefixes if name.startswith(p)), None)
         if prefix is None or not name.endswith(".tmp"):
             continue
-        pid_text = name[len(prefix):].split("-", 1)[0].removesuffix(".tmp")
+        pid_text = name[len(prefix) :].split("-", 1)[0].removesuffix(".tmp")
         if pid_text.isdigit() and not _running(int(pid_text)):
             with contextlib.suppress(OSError):
                 (destination.parent / name).unlink()

@@ -37,7 +37,7 @@ def banded_transpose(array: np.ndarray, out: np.ndarray | None = None) -> np.nda
         return out
     source, target = array.view(unsigned), out.view(unsigned)
     for start in range(0, rows, _BAND):
-        target[:, start:start + _BAND] = source[start:start + _BAND].T
+        target[:, start : start + _BAND] = source[start : start + _BAND].T
     return out
 
 
@@ -59,13 +59,14 @@ def permuted(array: np.ndarray, axes: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(array, axes))  # (a same-dtype copy: bytes kept)
 
 
-def view_layout(shape: Sequence[int], stride: Sequence[int]
-                ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+def view_layout(
+    shape: Sequence[int], stride: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """For a strided view (strides in elements) whose elements are a whole C-contiguous
     array in another axis order: that array's shape, and the axes that permute it into
     the view. None for views with gaps, overlaps or broadcast axes."""
     moving = [i for i, size in enumerate(shape) if size != 1]  # (a size-1 axis's stride
-    order = sorted(moving, key=lambda i: -stride[i])           # is anything)
+    order = sorted(moving, key=lambda i: -stride[i])  # is anything)
     step = 1
     for i in reversed(order):
         if stride[i] != step:

@@ -56,8 +56,16 @@ PIPE = 1 << 20  # the splice pipe: the default limit (fs/pipe-max-size) for any 
 _CAN_SPLICE = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")  # (Linux)
 _CHECKSUMS = {"crc32": crc32, "crc32c": crc32c}
 # errnos by which a filesystem (or a kernel) refuses an in-kernel copy: fall back
-_REFUSED = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF,
-            errno.ETXTBSY, errno.EPERM, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+_REFUSED = {
+    errno.EXDEV,
+    errno.EOPNOTSUPP,
+    errno.ENOSYS,
+    errno.EINVAL,
+    errno.EBADF,
+    errno.ETXTBSY,
+    errno.EPERM,
+    getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+}
 _POOL: ThreadPoolExecutor | None = None  # the checksum passes' thread, made when first used
 
 
@@ -110,13 +118,13 @@ class Output:
         if n > BUFFER:
             self._write_all(data)
         else:
-            self._view[self._fill:self._fill + n] = data
+            self._view[self._fill : self._fill + n] = data
             self._fill += n
         self.position += n
 
     def flush(self) -> None:
         if self._fill:
-            self._write_all(self._view[:self._fill])
+            self._write_all(self._view[: self._fill])
             self._fill = 0
 
     def patch(self, offset: int, data: bytes) -> None:
@@ -124,7 +132,7 @@ class Output:
         are known only after the data it heads)."""
         buffered = self.position - self._fill  # (the first byte not yet in the file)
         if offset >= buffered:
-            self._view[offset - buffered:offset - buffered + len(data)] = data
+            self._view[offset - buffered : offset - buffered + len(data)] = data
             return
         if offset + len(data) > buffered:  # (partly flushed: all of it into the file)
             self.flush()
@@ -134,7 +142,7 @@ class Output:
     def _write_all(self, data: bytes | memoryview) -> None:
         data = memoryview(data)
         while data:
-            data = data[os.write(self.fd, data):]
+            data = data[os.write(self.fd, data) :]
 
     def close(self) -> None:
         try:
@@ -155,13 +163,11 @@ class Output:
     @overload
     def copy(self, stored: Stored, want: None = None, what: str = ...) -> int | None: ...
 
-    def copy(self, stored: Stored, want: str | None = None, what: str = "tensor"
-             ) -> int | None:
+    def copy(self, stored: Stored, want: str | None = None, what: str = "tensor") -> int | None:
         """Append `stored`'s bytes, verified against its source's checksum; returns their
         `want` checksum ("crc32", "crc32c"), or None when none is wanted."""
         check = stored.check
-        start, size = (check.offset, check.nbytes) if check else (stored.offset,
-                                                                  stored.nbytes)
+        start, size = (check.offset, check.nbytes) if check else (stored.offset, stored.nbytes)
         if size <= KERNEL_FROM and size <= BUFFER:
             return self._copy_small(stored, start, size, want, what)
         self.flush()
@@ -178,11 +184,12 @@ class Output:
         self.position += stored.nbytes
         return result
 
-    def _copy_small(self, stored: Stored, start: int, size: int, want: str | None,
-                    what: str) -> int | None:
+    def _copy_small(
+        self, stored: Stored, start: int, size: int, want: str | None, what: str
+    ) -> int | None:
         if self._fill + size > BUFFER:
             self.flush()
-        place = self._view[self._fill:self._fill + size]
+        place = self._view[self._fill : self._fill + size]
         if stored.data is not None and len(stored.data) == size:  # (read with a header)
             place[:] = stored.data
         elif os.preadv(stored.source.fileno(), [place], start) != size:  # (one, nearly always)
@@ -191,10 +198,10 @@ class Output:
         if check is not None and _CHECKSUMS[check.kind](place) != check.value:
             raise ChecksumError(check.message(), check.path)
         lead = stored.offset - start
-        data = place[lead:lead + stored.nbytes]
+        data = place[lead : lead + stored.nbytes]
         result = _wanted(want, check, data, lead == 0 and size == stored.nbytes)
         if lead:  # (the region began with bytes not copied: move the tensor's down)
-            place[:stored.nbytes] = bytes(data)
+            place[: stored.nbytes] = bytes(data)
         self._fill += stored.nbytes
         self.position += stored.nbytes
         return result
@@ -248,8 +255,7 @@ class Output:
             self._close_pipe()  # (it may hold bytes that would land in the next copy)
             if left == n:  # (nothing written: the output refuses, the caller falls back)
                 raise
-            raise OSError(errno.EIO, f"the output took {n - left} of {n} bytes: {exc}"
-                          ) from exc
+            raise OSError(errno.EIO, f"the output took {n - left} of {n} bytes: {exc}") from exc
         return n
 
     def _open_pipe(self) -> tuple[int, int]:
@@ -270,21 +276,24 @@ class Output:
                 os.close(end)
             self._pipe = None
 
-    def _checksums(self, stored: Stored, start: int, size: int, want: str | None,
-                   what: str) -> int | None:
+    def _checksums(
+        self, stored: Stored, start: int, size: int, want: str | None, what: str
+    ) -> int | None:
         """Beside a kernel copy: read the checked region (or the tensor's bytes) once,
         verify it, and compute the `want` checksum of the tensor's bytes."""
         if stored.check is None and want is None:
             return None
         return self._pass(stored, start, size, want, what, write=False)
 
-    def _copy_buffered(self, stored: Stored, start: int, size: int, want: str | None,
-                       what: str) -> int | None:
+    def _copy_buffered(
+        self, stored: Stored, start: int, size: int, want: str | None, what: str
+    ) -> int | None:
         """The fallback: the region read in chunks into one buffer, checked and written."""
         return self._pass(stored, start, size, want, what, write=True)
 
-    def _pass(self, stored: Stored, start: int, size: int, want: str | None, what: str,
-              write: bool) -> int | None:
+    def _pass(
+        self, stored: Stored, start: int, size: int, want: str | None, what: str, write: bool
+    ) -> int | None:
         """One pass over the region in chunks: verified against its source's checksum,
         the tensor's own bytes checksummed as `want` and, if `write`, appended."""
         check = stored.check
@@ -305,7 +314,7 @@ class Output:
                 value = verify(chunk, value)
             lo, hi = max(position, stored.offset), min(position + n, end)
             if lo < hi and (make is not None or write):
-                part = chunk[lo - position:hi - position]
+                part = chunk[lo - position : hi - position]
                 if make is not None:
                     result = make(part, result)
                 if write:
@@ -337,6 +346,8 @@ def _pread_into(stored: Stored, place: memoryview, offset: int, what: str) -> No
 
 _KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE: blocks allocated past the end, the size unchanged
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 @functools.cache  # (looked up when first asked)
 def _fallocate() -> Callable[[int, int, int, int], int] | None:
     """libc's fallocate(2), not posix_fallocate: glibc emulates that one, where a
@@ -370,9 +381,11 @@ def _sendfile(source_fd: int, fd: int, count: int, offset: int) -> int:
 
 def _past_end(stored: Stored, what: str) -> FormatError:
     path = Path(stored.source.path)
-    return FormatError(f"{what} at bytes {stored.offset}..{stored.offset + stored.nbytes} "
-                       "lies past the end of the file: it was truncated while being read",
-                       path)
+    return FormatError(
+        f"{what} at bytes {stored.offset}..{stored.offset + stored.nbytes} "
+        "lies past the end of the file: it was truncated while being read",
+        path,
+    )
 
 
 if not hasattr(os, "copy_file_range"):  # (not Linux: sendfile, else the buffer)

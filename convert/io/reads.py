@@ -20,8 +20,9 @@ from convert.io.outputs import open_output as open_output
 _MAP_FROM = 1 << 20
 
 
-def read_region(path: str | os.PathLike, offset: int, size: int, what: str = "data"
-                ) -> bytearray | memoryview:
+def read_region(
+    path: str | os.PathLike, offset: int, size: int, what: str = "data"
+) -> bytearray | memoryview:
     """Exactly `size` bytes at `offset`; a short file is a FormatError, not a short read.
 
     Returns a bytearray, or for large regions a read-only memoryview of a shared mapping
@@ -93,14 +94,17 @@ class SourceFile:
         try:
             # (Populating it at once, MAP_POPULATE, made writing it out unchanged take 1.8x
             # as long: paired runs, TF -> safetensors, 1.34 GB.)
-            mapped = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_SHARED,
-                               prot=mmap.PROT_READ, offset=start)
+            mapped = mmap.mmap(
+                fd, offset + size - start, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=start
+            )
         except (OSError, ValueError):  # not mappable (a pipe, some network mounts)
             return self._pread(fd, offset, size, what)
-        return memoryview(mapped)[offset - start:offset - start + size]
+        return memoryview(mapped)[offset - start : offset - start + size]
 
     def _past_end(self, fd: int, offset: int, size: int, what: str) -> FormatError:
         end = os.fstat(fd).st_size
         return FormatError(
             f"{what} at bytes {offset}..{offset + size} lies past the end of the file "
-            f"({end} bytes): the file is truncated or the index is wrong", self.path)
+            f"({end} bytes): the file is truncated or the index is wrong",
+            self.path,
+        )

@@ -57,19 +57,29 @@ def to_tf_layout(graph: Graph) -> tuple[Graph, list[str]]:
         return graph, []  # a .h5 written from a tf_keras checkpoint: its paths are the layout
     layers = _layers(graph)
     config = _model_config(graph)
-    out = Graph(format="tf", source=graph.source, files=list(graph.files),
-                notes=list(graph.notes))
+    out = Graph(format="tf", source=graph.source, files=list(graph.files), notes=list(graph.notes))
     out.root.meta[TF_LAYOUT] = "object"
-    _fill(out.root, [_Layer(n) for n in graph.root.meta[KERAS_LAYER_NAMES]], layers,
-          _children(config) if config else None, graph.source, top=True)
-    notes = ["written rooted at the model, as its save_weights(prefix) writes it: "
-             "model.load_weights restores it (a .h5 records no edge such as "
-             "tf.train.Checkpoint(model=...) puts a model under)"]
-    dropped = [e for e in graph.entries() if e.slot is not None
-               or e.tensor.meta.get(KERAS_OPTIMIZER)]
+    _fill(
+        out.root,
+        [_Layer(n) for n in graph.root.meta[KERAS_LAYER_NAMES]],
+        layers,
+        _children(config) if config else None,
+        graph.source,
+        top=True,
+    )
+    notes = [
+        "written rooted at the model, as its save_weights(prefix) writes it: "
+        "model.load_weights restores it (a .h5 records no edge such as "
+        "tf.train.Checkpoint(model=...) puts a model under)"
+    ]
+    dropped = [
+        e for e in graph.entries() if e.slot is not None or e.tensor.meta.get(KERAS_OPTIMIZER)
+    ]
     if dropped:
-        notes.append(f"{len(dropped)} optimizer weight(s) were not written: tf_keras' "
-                     "checkpoint layout for them is not known from a .h5")
+        notes.append(
+            f"{len(dropped)} optimizer weight(s) were not written: tf_keras' "
+            "checkpoint layout for them is not known from a .h5"
+        )
     return out, notes
 
 
@@ -82,16 +92,25 @@ def _layers(graph: Graph) -> dict[str, list[tuple[str, Tensor]]]:
             continue
         layer = meta.get(KERAS_LAYER)
         if layer is None or KERAS_WEIGHT_NAME not in meta:
-            raise UnsupportedError(f"{'/'.join(entry.path)} is not a weight of a Keras layer; "
-                                   "the .h5 layout cannot be rebuilt" + HINT, graph.source)
+            raise UnsupportedError(
+                f"{'/'.join(entry.path)} is not a weight of a Keras layer; "
+                "the .h5 layout cannot be rebuilt" + HINT,
+                graph.source,
+            )
         if layer == "top_level_model_weights":
-            raise UnsupportedError("the model has weights of its own (a subclassed model): "
-                                   "its TF checkpoint layout follows attribute names, which a "
-                                   ".h5 does not record" + HINT, graph.source)
-        found.setdefault(layer, []).append((meta.get(KERAS_WEIGHT_INDEX, 0),
-                                            meta[KERAS_WEIGHT_NAME], entry.tensor))
-    return {name: [(w, t) for _, w, t in sorted(items, key=lambda i: i[0])]
-            for name, items in found.items()}
+            raise UnsupportedError(
+                "the model has weights of its own (a subclassed model): "
+                "its TF checkpoint layout follows attribute names, which a "
+                ".h5 does not record" + HINT,
+                graph.source,
+            )
+        found.setdefault(layer, []).append(
+            (meta.get(KERAS_WEIGHT_INDEX, 0), meta[KERAS_WEIGHT_NAME], entry.tensor)
+        )
+    return {
+        name: [(w, t) for _, w, t in sorted(items, key=lambda i: i[0])]
+        for name, items in found.items()
+    }
 
 
 def _model_config(graph: Graph) -> dict | None:
@@ -132,8 +151,14 @@ def _subtree(cfg: dict) -> set[str]:
     return names
 
 
-def _fill(node: Node, order: list[_Layer], weights: dict[str, list[tuple[str, Tensor]]],
-          configs: list[dict] | None, source, top: bool) -> None:
+def _fill(
+    node: Node,
+    order: list[_Layer],
+    weights: dict[str, list[tuple[str, Tensor]]],
+    configs: list[dict] | None,
+    source,
+    top: bool,
+) -> None:
     """Put `order`'s layers under `node` as tf_keras does: `layer_with_weights-i` (then the
     `layer-j` alias) for a layer with weights, `layer-j` alone for one without."""
     by_name = {_name(c): c for c in configs or []}
@@ -151,8 +176,9 @@ def _fill(node: Node, order: list[_Layer], weights: dict[str, list[tuple[str, Te
         node.edges["root"] = node  # tf_keras' model tracks itself as `root`
 
 
-def _fill_layer(node: Node, layer: str, own: list[tuple[str, Tensor]], cfg: dict | None,
-                source) -> None:
+def _fill_layer(
+    node: Node, layer: str, own: list[tuple[str, Tensor]], cfg: dict | None, source
+) -> None:
     scopes = [w.rsplit(":", 1)[0].split("/") for w, _ in own]
     if all(len(s) == 2 and s[0] == layer for s in scopes):
         for (_, tensor), scope in zip(own, scopes, strict=True):
@@ -162,17 +188,24 @@ def _fill_layer(node: Node, layer: str, own: list[tuple[str, Tensor]], cfg: dict
         what = "/".join(next(s for s in scopes if s[0] != layer or len(s) != 2))
         raise UnsupportedError(
             f"layer {layer!r} keeps weight {what!r} in a sub-object or under a subclassed "
-            "model's scope, whose attribute names a .h5 does not record" + HINT, source)
+            "model's scope, whose attribute names a .h5 does not record" + HINT,
+            source,
+        )
     kids = _children(cfg) if cfg is not None else None
     if kids is None:
         raise UnsupportedError(
             f"layer {layer!r} is a nested model: a weights-only .h5 does not say the order "
-            "of its layers; convert a full-model .h5 (model.save) instead", source)
+            "of its layers; convert a full-model .h5 (model.save) instead",
+            source,
+        )
     inner: dict[str, list[tuple[str, Tensor]]] = {}
     for (weight, tensor), scope in zip(own, scopes, strict=True):
         hits = [_name(k) for k in kids if _subtree(k) & set(scope[:-1])]
         if len(hits) != 1:
-            raise UnsupportedError(f"weight {weight!r} of nested model {layer!r} names "
-                                   f"{'no' if not hits else 'several'} of its layers", source)
+            raise UnsupportedError(
+                f"weight {weight!r} of nested model {layer!r} names "
+                f"{'no' if not hits else 'several'} of its layers",
+                source,
+            )
         inner.setdefault(hits[0], []).append((weight, tensor))
     _fill(node, [_Layer(_name(k)) for k in kids], inner, kids, source, top=False)

@@ -48,9 +48,11 @@ class Migration:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"{len(self.moved)} moved, {len(self.kept)} kept, {len(self.dropped)} dropped, "
-                f"{len(self.aliased)} aliases" + (f", added {', '.join(self.added)}"
-                                                  if self.added else ""))
+        return (
+            f"{len(self.moved)} moved, {len(self.kept)} kept, {len(self.dropped)} dropped, "
+            f"{len(self.aliased)} aliases"
+            + (f", added {', '.join(self.added)}" if self.added else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,24 @@ def parse_pick(text: str) -> Pick:
     """`PATH` or `PATH=NEWPATH`."""
     path, equals, new = text.partition("=")
     if equals and not new.strip("/"):
-        raise UnsupportedError(f"--pick {text!r} gives no NEWPATH; {{root}} makes an object "
-                               "the root", keywords={"root": "root="})
+        raise UnsupportedError(
+            f"--pick {text!r} gives no NEWPATH; {{root}} makes an object the root",
+            keywords={"root": "root="},
+        )
     steps = parse_path(path, "--pick")
     return Pick(steps, parse_path(new, "--pick NEWPATH") if equals else steps)
 
 
-def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
-            pick: Iterable[str | Pick] = (), no_optimizer: bool = False,
-            checkpoint_root: bool = False, new_root: bool = False) -> tuple[Graph, Migration]:
+def migrate(
+    graph: Graph,
+    *,
+    under: str | None = None,
+    root: str | None = None,
+    pick: Iterable[str | Pick] = (),
+    no_optimizer: bool = False,
+    checkpoint_root: bool = False,
+    new_root: bool = False,
+) -> tuple[Graph, Migration]:
     """The rewritten graph and what was done. `checkpoint_root`: the output is a TF object
     checkpoint, so a new root (`under`, `pick`, or `new_root`: made by an earlier step) is a
     `tf.train.Checkpoint` and gets the `save_counter` its `restore().assert_consumed()`
@@ -137,20 +148,25 @@ def migrate(graph: Graph, *, under: str | None = None, root: str | None = None,
 
 # -- the steps ---------------------------------------------------------------------------
 
+
 def _check_picks(picks: list[Pick]) -> None:
     targets: dict[GraphPath, Pick] = {}
     for p in picks:
         if p.new_path in targets:
-            raise UnsupportedError(f"two picks go to {'/'.join(p.new_path)!r} "
-                                   f"({'/'.join(targets[p.new_path].path)} and "
-                                   f"{'/'.join(p.path)}); give each its own NEWPATH")
+            raise UnsupportedError(
+                f"two picks go to {'/'.join(p.new_path)!r} "
+                f"({'/'.join(targets[p.new_path].path)} and "
+                f"{'/'.join(p.path)}); give each its own NEWPATH"
+            )
         targets[p.new_path] = p
     for new in targets:
         for other in targets:
-            if other != new and new[:len(other)] == other:
-                raise UnsupportedError(f"pick {'/'.join(new)!r} lands inside pick "
-                                       f"{'/'.join(other)!r}; pick the enclosing object, or "
-                                       "give a NEWPATH outside it")
+            if other != new and new[: len(other)] == other:
+                raise UnsupportedError(
+                    f"pick {'/'.join(new)!r} lands inside pick "
+                    f"{'/'.join(other)!r}; pick the enclosing object, or "
+                    "give a NEWPATH outside it"
+                )
 
 
 def _get(graph: Graph, path: GraphPath, what: str) -> EdgeTarget:
@@ -159,13 +175,17 @@ def _get(graph: Graph, path: GraphPath, what: str) -> EdgeTarget:
         if not isinstance(item, Node) or name not in item.edges:
             here = "/".join(path[:i]) or "the root"
             if not isinstance(item, Node):
-                raise UnsupportedError(f"{what} {'/'.join(path)!r}: {here} is a variable, "
-                                       "not an object", graph.source)
+                raise UnsupportedError(
+                    f"{what} {'/'.join(path)!r}: {here} is a variable, not an object", graph.source
+                )
             names = [n for n in item.edges if not n.startswith(ATTRIBUTE)]
             shown = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
-            raise UnsupportedError(f"{what} {'/'.join(path)!r}: {here} has no {name!r} "
-                                   f"(it has: {shown or 'nothing'}); `ckpt ls --tree` shows "
-                                   "the paths", graph.source)
+            raise UnsupportedError(
+                f"{what} {'/'.join(path)!r}: {here} has no {name!r} "
+                f"(it has: {shown or 'nothing'}); `ckpt ls --tree` shows "
+                "the paths",
+                graph.source,
+            )
         item = item.edges[name]
     return item
 
@@ -173,9 +193,11 @@ def _get(graph: Graph, path: GraphPath, what: str) -> EdgeTarget:
 def _reroot(graph: Graph, path: GraphPath) -> Graph:
     item = _get(graph, path, "--root")
     if not isinstance(item, Node):
-        raise UnsupportedError(f"--root {'/'.join(path)!r} is a variable, not an object; "
-                               f"--pick {'/'.join(path)}=NAME puts it under a new root",
-                               graph.source)
+        raise UnsupportedError(
+            f"--root {'/'.join(path)!r} is a variable, not an object; "
+            f"--pick {'/'.join(path)}=NAME puts it under a new root",
+            graph.source,
+        )
     return _like(Graph(root=item, slots=graph.slots), graph)
 
 
@@ -204,6 +226,7 @@ def _save_counter(source: Graph) -> Tensor:
 
 
 # -- copies, paths, the report ----------------------------------------------------------
+
 
 def _copy(graph: Graph) -> Graph:
     """Nodes and Tensors copied (loaders shared), aliases still shared, slots remapped."""
@@ -236,8 +259,9 @@ def _copy(graph: Graph) -> Graph:
 
     out = _like(Graph(root=node(graph.root)), graph)
     out.root.meta = dict(graph.root.meta)
-    out.slots = [Slot(tensor(s.variable), node(s.optimizer), s.name, tensor(s.value))
-                 for s in graph.slots]
+    out.slots = [
+        Slot(tensor(s.variable), node(s.optimizer), s.name, tensor(s.value)) for s in graph.slots
+    ]
     return out
 
 
@@ -246,16 +270,18 @@ def _paths(graph: Graph) -> dict[int, str]:
     return {id(e.tensor): "/".join(e.path) for e in graph.entries()}
 
 
-def _mark(why: dict[int, str], before: dict[int, str], graph: Graph, held: set[int],
-          reason: str) -> None:
+def _mark(
+    why: dict[int, str], before: dict[int, str], graph: Graph, held: set[int], reason: str
+) -> None:
     """Give each tensor `graph` no longer reaches the reason, if it has none yet (slots
     hanging on what is gone go with it; those the root holds, `held`, move to the new one)."""
     for s in graph.slots:
         if id(s) in held:
             s.optimizer = graph.root
     reached = {id(item) for _, item in graph.walk()} | {id(graph.root)}
-    graph.slots = [s for s in graph.slots
-                   if id(s.variable) in reached and id(s.optimizer) in reached]
+    graph.slots = [
+        s for s in graph.slots if id(s.variable) in reached and id(s.optimizer) in reached
+    ]
     here = _paths(graph)
     for key in before:
         if key not in here:
@@ -279,8 +305,7 @@ def _primary_paths(graph: Graph) -> None:
                 queue.append((prefix + (name,), item))
 
 
-def _describe(report: Migration, before: dict[int, str], out: Graph,
-              why: dict[int, str]) -> None:
+def _describe(report: Migration, before: dict[int, str], out: Graph, why: dict[int, str]) -> None:
     after = _paths(out)
     for key, path in after.items():
         if key not in before:
@@ -289,8 +314,11 @@ def _describe(report: Migration, before: dict[int, str], out: Graph,
             report.kept.append(path)
         else:
             report.moved.append({"from": before[key], "to": path})
-    report.dropped = [{"path": path, "why": why.get(key, "not reachable")}
-                      for key, path in before.items() if key not in after]
+    report.dropped = [
+        {"path": path, "why": why.get(key, "not reachable")}
+        for key, path in before.items()
+        if key not in after
+    ]
     first: dict[int, str] = {id(out.root): "(root)"}
     for where, item in out.walk():
         text = "/".join(where)

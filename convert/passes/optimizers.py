@@ -30,7 +30,8 @@ def _is_optimizer(node: Node) -> bool:
     if not isinstance(counter, Tensor) or counter.shape != () or counter.dtype.kind not in "iu":
         return False
     return type(node.edges.get("_variables")) is Node or any(
-        n in node.edges for n in ("learning_rate", "_learning_rate"))
+        n in node.edges for n in ("learning_rate", "_learning_rate")
+    )
 
 
 def find(graph: Graph) -> set[int]:
@@ -68,8 +69,7 @@ def follow_slots(graph: Graph, known: dict[int, Tensor], notes: list[str]) -> No
     optimizers = find(graph)
     kept = variables(graph, optimizers)
     reached = {id(n) for _, n in graph.nodes()}
-    graph.slots = [s for s in graph.slots if id(s.variable) in kept and id(s.optimizer) in
-                   reached]
+    graph.slots = [s for s in graph.slots if id(s.variable) in kept and id(s.optimizer) in reached]
     by_name: dict[str, list[Tensor]] = {}
     for tensor in known.values():
         name = tensor.meta.get(VARIABLE_NAME)
@@ -85,12 +85,18 @@ def follow_slots(graph: Graph, known: dict[int, Tensor], notes: list[str]) -> No
             notes.append(
                 f"the Keras optimizer at {'/'.join(path) or '(root)'} keeps the state of the "
                 "kept variables only, renumbered: Keras restores it by position, into the "
-                "variables an optimizer is built over, in their order")
+                "variables an optimizer is built over, in their order"
+            )
 
 
 def _lists(opt: Node) -> dict[str, Node]:
-    return {name: item for name, item in opt.edges.items() if type(item) is Node and item.edges
-            and all(k.isdigit() and isinstance(t, Tensor) for k, t in item.edges.items())}
+    return {
+        name: item
+        for name, item in opt.edges.items()
+        if type(item) is Node
+        and item.edges
+        and all(k.isdigit() and isinstance(t, Tensor) for k, t in item.edges.items())
+    }
 
 
 def _in_order(node: Node) -> list[Tensor]:
@@ -98,8 +104,14 @@ def _in_order(node: Node) -> list[Tensor]:
     return cast("list[Tensor]", [t for _, t in ordered])  # (a list of `_lists`: Tensors)
 
 
-def _prune_lists(opt: Node, kept: dict[int, Tensor], by_name: dict[str, list[Tensor]],
-                 dropped_any: bool, where: str, source) -> bool:
+def _prune_lists(
+    opt: Node,
+    kept: dict[int, Tensor],
+    by_name: dict[str, list[Tensor]],
+    dropped_any: bool,
+    where: str,
+    source,
+) -> bool:
     """Drop the list entries of variables that are not kept; renumber. True if any went."""
     lists = _lists(opt)
     entries = _in_order(lists.get("_variables", Node()))
@@ -111,42 +123,55 @@ def _prune_lists(opt: Node, kept: dict[int, Tensor], by_name: dict[str, list[Ten
             continue
         status = {id(v) in kept for v in claim}
         if len(status) > 1:
-            raise UnsupportedError(f"{where}/_variables: {_name(tensor)!r} is the state of "
-                                   "one of several variables of that name, of which some are "
-                                   "kept; pass --no-optimizer", source)
+            raise UnsupportedError(
+                f"{where}/_variables: {_name(tensor)!r} is the state of "
+                "one of several variables of that name, of which some are "
+                "kept; pass --no-optimizer",
+                source,
+            )
         if not status.pop():
             drop.add(id(tensor))
     if dropped_any:
-        slots = {id(t) for name, lst in lists.items() if name not in LISTS
-                 for t in lst.edges.values()}
+        slots = {
+            id(t) for name, lst in lists.items() if name not in LISTS for t in lst.edges.values()
+        }
         stray = [t for t in entries if id(t) in slots and id(t) not in owners]
         if stray:
-            raise UnsupportedError(f"{where}/_variables: no variable here is named by "
-                                   f"{_name(stray[0])!r}, so whether it goes with the kept "
-                                   "variables is not known; pass --no-optimizer", source)
+            raise UnsupportedError(
+                f"{where}/_variables: no variable here is named by "
+                f"{_name(stray[0])!r}, so whether it goes with the kept "
+                "variables is not known; pass --no-optimizer",
+                source,
+            )
     changed = False
     for name, lst in lists.items():
         tensors = _in_order(lst)
-        keep = [t for t in tensors if id(t) not in drop
-                and (name != "_trainable_variables" or id(t) in kept)]
+        keep = [
+            t
+            for t in tensors
+            if id(t) not in drop and (name != "_trainable_variables" or id(t) in kept)
+        ]
         if len(keep) != len(tensors):
             lst.edges = {str(i): t for i, t in enumerate(keep)}
             changed = True
     return changed
 
 
-def _owners(lists: dict[str, Node], entries: list[Tensor],
-            by_name: dict[str, list[Tensor]]) -> dict[int, list[Tensor]]:
+def _owners(
+    lists: dict[str, Node], entries: list[Tensor], by_name: dict[str, list[Tensor]]
+) -> dict[int, list[Tensor]]:
     """Which variable(s) each `_variables` entry is the state of: Keras 3's lists of slots
     run beside `_trainable_variables`; tf_keras names a slot `<optimizer>/<slot>/<variable>`."""
     owners: dict[int, list[Tensor]] = {}
-    variables = _in_order(lists["_trainable_variables"]) if "_trainable_variables" in lists \
-        else []
+    variables = _in_order(lists["_trainable_variables"]) if "_trainable_variables" in lists else []
     in_entries = {id(t) for t in entries}
     for name, lst in lists.items():
         slots = _in_order(lst)
-        if name in LISTS or len(slots) != len(variables) or \
-                not all(id(t) in in_entries for t in slots):
+        if (
+            name in LISTS
+            or len(slots) != len(variables)
+            or not all(id(t) in in_entries for t in slots)
+        ):
             continue
         for slot, variable in zip(slots, variables, strict=True):
             owners[id(slot)] = [variable]

@@ -22,5 +22,14 @@ from convert.rules.align import AlignmentError
 from convert.rules.language import RuleError, RuleSet, builtin_names, load
 from convert.rules.plan import CHECKS, Planned, RulesReport, plan
 
-__all__ = ["CHECKS", "AlignmentError", "Planned", "RuleError", "RuleSet", "RulesReport",
-           "builtin_names", "load", "plan"]
+__all__ = [
+    "CHECKS",
+    "AlignmentError",
+    "Planned",
+    "RuleError",
+    "RuleSet",
+    "RulesReport",
+    "builtin_names",
+    "load",
+    "plan",
+]

@@ -29,8 +29,9 @@ import numpy as np
 
 from convert.core.tensor import Tensor
 from convert.rules import order
+from convert.rules.entries import PathRule
 from convert.rules.kinds import Layer, with_variants
-from convert.rules.language import PathRule, RuleError, RuleSet
+from convert.rules.language import RuleError, RuleSet
 from convert.rules.translate import Route, Step, run_layer, usable
 
 # The most mismatched layers whose pairings are all tried (8! = 40320 orders).
@@ -70,8 +71,14 @@ class AlignmentError(RuleError):
     """Layers that could not be paired; it carries what was, and what was not (with each
     layer's kinds), for `--emit-rules` to write as a template."""
 
-    def __init__(self, message: str, alignment: Alignment, emitted: list[dict],
-                 rules: RuleSet, sides: tuple[str, str]):
+    def __init__(
+        self,
+        message: str,
+        alignment: Alignment,
+        emitted: list[dict],
+        rules: RuleSet,
+        sides: tuple[str, str],
+    ):
         super().__init__(message)
         self.alignment = alignment
         self.emitted = emitted
@@ -82,25 +89,37 @@ class AlignmentError(RuleError):
 Fits = Callable[[Layer, Route, Layer, dict], str | None]  # → why the shapes do not fit
 
 
-def choose(source: Layer, routes: list[Route], target: Layer | None, facts: dict,
-           steps: list[Step], kind: str | None = None, fits: Fits | None = None) -> Route:
+def choose(
+    source: Layer,
+    routes: list[Route],
+    target: Layer | None,
+    facts: dict,
+    steps: list[Step],
+    kind: str | None = None,
+    fits: Fits | None = None,
+) -> Route:
     """The route a pair takes (see the module docstring); `kind` is a rule's choice."""
     where = source.name if target is None else f"{source.name} -> {target.name}"
     allowed = with_variants(target.kinds) if target is not None else None
     candidates = [r for r in routes if allowed is None or r.target in allowed]
     if kind is not None:
         # (a rule's kind is the target's, as --emit-rules writes it; else the source's)
-        named = [r for r in candidates if r.target == kind] or \
-            [r for r in candidates if r.source == kind]
+        named = [r for r in candidates if r.target == kind] or [
+            r for r in candidates if r.source == kind
+        ]
         if not named:
             may = sorted({r.target for r in candidates}) or ["no kind the rules map"]
-            raise RuleError(f"layer {where}: the rule's kind {kind!r} is not one this layer "
-                            f"can take (it may be {' or '.join(may)})")
+            raise RuleError(
+                f"layer {where}: the rule's kind {kind!r} is not one this layer "
+                f"can take (it may be {' or '.join(may)})"
+            )
         ready = [r for r in named if usable(r, facts)]
         if not ready:
             need = sorted(set().union(*(r.needs for r in named)) - facts.keys())
-            raise RuleError(f"layer {where}: kind {kind!r} needs the layer fact(s) "
-                            f"{', '.join(need)} (e.g. flatten = [h, w, c] on its [[path]] rule)")
+            raise RuleError(
+                f"layer {where}: kind {kind!r} needs the layer fact(s) "
+                f"{', '.join(need)} (e.g. flatten = [h, w, c] on its [[path]] rule)"
+            )
         candidates = ready
     else:
         candidates = [r for r in candidates if usable(r, facts)]
@@ -110,20 +129,26 @@ def choose(source: Layer, routes: list[Route], target: Layer | None, facts: dict
         fitting = [r for r in candidates if fits(source, r, target, facts) is None]
         candidates = fitting or candidates
     ways = {r.signature(steps): r for r in candidates}
-    if len(ways) == 1 or (len(ways) > 1 and _same_effect(source, list(ways.values()), target,
-                                                          facts, steps)):
+    if len(ways) == 1 or (
+        len(ways) > 1 and _same_effect(source, list(ways.values()), target, facts, steps)
+    ):
         return candidates[0]
     kinds = sorted({r.target for r in candidates} | {r.source for r in candidates})
     if not candidates:
         what = f"({'/'.join(sorted(target.kinds))})" if target is not None else ""
-        raise RuleError(f"layer {where}: no rule maps a {'/'.join(sorted(source.kinds))} "
-                        f"layer to a {what or 'target'} layer")
-    raise RuleError(f"layer {where} may be {' or '.join(kinds)}, which map it differently; "
-                    "say which with `kind` in its [[path]] rule (--emit-rules writes one)")
+        raise RuleError(
+            f"layer {where}: no rule maps a {'/'.join(sorted(source.kinds))} "
+            f"layer to a {what or 'target'} layer"
+        )
+    raise RuleError(
+        f"layer {where} may be {' or '.join(kinds)}, which map it differently; "
+        "say which with `kind` in its [[path]] rule (--emit-rules writes one)"
+    )
 
 
-def _same_effect(source: Layer, candidates: list[Route], target: Layer | None, facts: dict,
-                 steps: list[Step]) -> bool:
+def _same_effect(
+    source: Layer, candidates: list[Route], target: Layer | None, facts: dict, steps: list[Step]
+) -> bool:
     """Whether routes that differ in their ops give the same tensors from this layer (a
     depthwise and a plain convolution of one input channel): each is run on a probe whose
     every element differs, of the layer's own shapes (float layers of up to 4M elements)."""
@@ -146,54 +171,77 @@ def _same_effect(source: Layer, candidates: list[Route], target: Layer | None, f
         except RuleError:
             return False
     first = results[0]
-    return all(r.keys() == first.keys() and all(
-        r[k].shape == first[k].shape and np.array_equal(r[k], first[k]) for k in first)
-        for r in results[1:])
+    return all(
+        r.keys() == first.keys()
+        and all(r[k].shape == first[k].shape and np.array_equal(r[k], first[k]) for k in first)
+        for r in results[1:]
+    )
 
 
-def by_rules(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
-             rules: list[PathRule], src: str, dst: str, steps: list[Step]) -> list[Pair]:
+def by_rules(
+    sources: list[Layer],
+    routes: list[list[Route]],
+    targets: list[Layer],
+    rules: list[PathRule],
+    src: str,
+    dst: str,
+    steps: list[Step],
+) -> list[Pair]:
     """The pairs `[[path]]` rules make: each source layer a rule's pattern matches, with the
     skeleton's layer at the path the rule fills in."""
     at = {t.path: t for t in targets}
     pairs = []
     taken: dict[int, Layer] = {}
     for layer, route in zip(sources, routes, strict=True):
-        rule, values = next(((r, v) for r in rules
-                             if (v := r.patterns[src].match(layer.path)) is not None),
-                            (None, None))
+        rule, values = next(
+            ((r, v) for r in rules if (v := r.patterns[src].match(layer.path)) is not None),
+            (None, None),
+        )
         if rule is None or values is None:
             continue
         path = rule.patterns[dst].resolve(values, at) or rule.patterns[dst].text.split("/")
         target = at.get(tuple(path))
         if target is None:
-            raise RuleError(f"a [[path]] rule places layer {layer.name} at "
-                            f"{'/'.join(path) or '(root)'}, where the target has no layer "
-                            f"(its layers: {order.names(targets)})")
+            raise RuleError(
+                f"a [[path]] rule places layer {layer.name} at "
+                f"{'/'.join(path) or '(root)'}, where the target has no layer "
+                f"(its layers: {order.names(targets)})"
+            )
         if id(target) in taken:
-            raise RuleError(f"[[path]] rules place both {taken[id(target)].name} and "
-                            f"{layer.name} at target layer {target.name}")
+            raise RuleError(
+                f"[[path]] rules place both {taken[id(target)].name} and "
+                f"{layer.name} at target layer {target.name}"
+            )
         taken[id(target)] = layer
         facts = {**target.facts, **layer.facts, **rule.facts}
         chosen = choose(layer, route, target, facts, steps, rule.kind)
-        pairs.append(Pair(layer, target, chosen, facts, "rule", rule.kind is not None
-                          or bool(rule.facts)))
+        pairs.append(
+            Pair(layer, target, chosen, facts, "rule", rule.kind is not None or bool(rule.facts))
+        )
     return pairs
 
 
-def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
-          steps: list[Step], fits: Fits) -> Alignment:
+def align(
+    sources: list[Layer],
+    routes: list[list[Route]],
+    targets: list[Layer],
+    steps: list[Step],
+    fits: Fits,
+) -> Alignment:
     """Pair `sources` (with `routes[i]`, the ways each may go) to `targets`."""
-    groups = _groups([{r.target for r in rs} for rs in routes]
-                     + [set(with_variants(t.kinds)) for t in targets])
+    groups = _groups(
+        [{r.target for r in rs} for rs in routes] + [set(with_variants(t.kinds)) for t in targets]
+    )
     found = Alignment([], [], [])
     for group in groups:
-        s_in = [(s, r) for s, r in zip(sources, routes, strict=True)
-                if {x.target for x in r} & group]
+        s_in = [
+            (s, r) for s, r in zip(sources, routes, strict=True) if {x.target for x in r} & group
+        ]
         t_in = [t for t in targets if with_variants(t.kinds) & group]
         try:
             how, pairs, left_s, left_t = order.pairing(
-                s_in, t_in, group, lambda sr, t: not _misfit(sr[0], sr[1], t, steps, fits))
+                s_in, t_in, group, lambda sr, t: not _misfit(sr[0], sr[1], t, steps, fits)
+            )
         except RuleError as exc:
             found.problems.append(str(exc))
             found.open_source += [s for s, _ in s_in]
@@ -201,13 +249,18 @@ def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
             continue
         paired = [(s, r, t) for (s, r), t in pairs]
         if any(_misfit(s, r, t, steps, fits) for s, r, t in paired):
-            swapped = _by_shapes([(s, r) for s, r, _ in paired], [t for *_, t in paired],
-                                 steps, fits)
+            swapped = _by_shapes(
+                [(s, r) for s, r, _ in paired], [t for *_, t in paired], steps, fits
+            )
             if swapped is not None:
                 found.notes.append(
                     f"paired {'/'.join(sorted(group))} layers by shape, not by {how}: "
-                    + ", ".join(f"{s.name} -> {t.name}" for (s, _, old), t in
-                                zip(paired, swapped, strict=True) if t is not old))
+                    + ", ".join(
+                        f"{s.name} -> {t.name}"
+                        for (s, _, old), t in zip(paired, swapped, strict=True)
+                        if t is not old
+                    )
+                )
                 paired = [(s, r, t) for (s, r, _), t in zip(paired, swapped, strict=True)]
                 how = "shapes"
         for s, r, t in paired:
@@ -225,26 +278,36 @@ def align(sources: list[Layer], routes: list[list[Route]], targets: list[Layer],
     return found
 
 
-def _misfit(source: Layer, routes: list[Route], target: Layer, steps: list[Step],
-            fits: Fits) -> bool:
+def _misfit(
+    source: Layer, routes: list[Route], target: Layer, steps: list[Step], fits: Fits
+) -> bool:
     """Whether no route of `source` fits `target`'s kinds and shapes."""
     facts = {**target.facts, **source.facts}
     allowed = with_variants(target.kinds)
-    return not any(r.target in allowed and usable(r, facts)
-                   and fits(source, r, target, facts) is None for r in routes)
+    return not any(
+        r.target in allowed and usable(r, facts) and fits(source, r, target, facts) is None
+        for r in routes
+    )
 
 
-def _by_shapes(sources: list[tuple[Layer, list[Route]]], targets: list[Layer],
-               steps: list[Step], fits: Fits) -> list[Layer] | None:
+def _by_shapes(
+    sources: list[tuple[Layer, list[Route]]], targets: list[Layer], steps: list[Step], fits: Fits
+) -> list[Layer] | None:
     """Where the order pairs layers whose shapes disagree: the one way of pairing those
     layers among themselves in which every one fits its partner, if exactly one does."""
-    wrong = [i for i, ((s, r), t) in enumerate(zip(sources, targets, strict=True))
-             if _misfit(s, r, t, steps, fits)]
+    wrong = [
+        i
+        for i, ((s, r), t) in enumerate(zip(sources, targets, strict=True))
+        if _misfit(s, r, t, steps, fits)
+    ]
     if len(wrong) > _MAX_SWAPPED:
         return None
     ok = {(i, j): not _misfit(*sources[i], targets[j], steps, fits) for i in wrong for j in wrong}
-    found = [order for order in itertools.permutations(wrong)
-             if all(ok[i, j] for i, j in zip(wrong, order, strict=True))]
+    found = [
+        order
+        for order in itertools.permutations(wrong)
+        if all(ok[i, j] for i, j in zip(wrong, order, strict=True))
+    ]
     if len(found) != 1:
         return None
     swapped = list(targets)

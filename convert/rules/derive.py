@@ -76,11 +76,18 @@ def derive(inputs: list[Tensor], chain: Chain) -> list[Tensor]:
     sources = [key for t in inputs for key in sources_of(t)]
     done = list(dict.fromkeys(t.meta[RULE_OPS] for t in inputs if t.meta.get(RULE_OPS)))
     ops = "; ".join([*done, chain.describe()])
-    inexact = chain.inexact([(t.dtype, t.shape) for t in inputs],
-                            [not t.meta.get(RULE_EXACT, True) for t in inputs])
-    made = [Tensor(dtype, shape, _Output(computation, i),
-                   {RULE_SOURCES: sources, RULE_OPS: ops, RULE_EXACT: not inexact[i]})
-            for i, (dtype, shape) in enumerate(specs)]
+    inexact = chain.inexact(
+        [(t.dtype, t.shape) for t in inputs], [not t.meta.get(RULE_EXACT, True) for t in inputs]
+    )
+    made = [
+        Tensor(
+            dtype,
+            shape,
+            _Output(computation, i),
+            {RULE_SOURCES: sources, RULE_OPS: ops, RULE_EXACT: not inexact[i]},
+        )
+        for i, (dtype, shape) in enumerate(specs)
+    ]
     axes = _permutation(chain)
     if axes is not None and len(inputs) == 1 and len(made) == 1:
         source = inputs[0]

@@ -20,29 +20,50 @@ def _string(text: str) -> str:
     return json.dumps(text)  # a TOML basic string is a JSON string for these characters
 
 
-def rule_file(base: RuleSet, pairs: list[dict[str, Any]], source: str, like: str,
-              sides: tuple[str, str] | None = None) -> str:
+def rule_file(
+    base: RuleSet,
+    pairs: list[dict[str, Any]],
+    source: str,
+    like: str,
+    sides: tuple[str, str] | None = None,
+) -> str:
     src, dst = sides or base.sides
-    lines = [f"# The alignment of {source} to {like}, as `ckpt convert --emit-rules` found it:",
-             "# one [[path]] rule per layer. Edit freely; `--rules THIS_FILE` alone converts.",
-             f"name = {_string(base.name + '-aligned')}"]
+    lines = [
+        f"# The alignment of {source} to {like}, as `ckpt convert --emit-rules` found it:",
+        "# one [[path]] rule per layer. Edit freely; `--rules THIS_FILE` alone converts.",
+        f"name = {_string(base.name + '-aligned')}",
+    ]
     reference = base.name if base.source.endswith("(built in)") else os.path.abspath(base.source)
     if base.compose:
-        lines.append("compose = [" + ", ".join(_string(c.name if c.source.endswith("(built in)")
-                                                       else os.path.abspath(c.source))
-                                               for c in base.compose) + "]")
+        lines.append(
+            "compose = ["
+            + ", ".join(
+                _string(c.name if c.source.endswith("(built in)") else os.path.abspath(c.source))
+                for c in base.compose
+            )
+            + "]"
+        )
     else:
         lines.append(f"sides = [{_string(src)}, {_string(dst)}]")
         lines.append(f"include = [{_string(reference)}]")
     for pair in pairs:
         for side in (src, dst):
             if "{" in pair[side] or "}" in pair[side]:
-                raise RuleError(f"layer path {pair[side]!r} holds a brace, which a rule file "
-                                "cannot spell")
-        lines += ["", "[[path]]", f"{src} = {_string(pair[src] or '/')}",
-                  f"{dst} = {_string(pair[dst] or '/')}", f"kind = {_string(pair['kind'])}"]
-        lines += [f"{name} = {_value(value)}" for name, value in pair.items()
-                  if name not in (src, dst, "kind")]
+                raise RuleError(
+                    f"layer path {pair[side]!r} holds a brace, which a rule file cannot spell"
+                )
+        lines += [
+            "",
+            "[[path]]",
+            f"{src} = {_string(pair[src] or '/')}",
+            f"{dst} = {_string(pair[dst] or '/')}",
+            f"kind = {_string(pair['kind'])}",
+        ]
+        lines += [
+            f"{name} = {_value(value)}"
+            for name, value in pair.items()
+            if name not in (src, dst, "kind")
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -59,21 +80,37 @@ def template(error: AlignmentError, source: str, like: str) -> str:
     text = rule_file(error.rules, error.emitted, source, like, sides=error.sides)
     found = error.alignment
     count = len(found.open_pairs) + len(found.open_source)
-    lines = ["", f"# Not aligned: {count} layer(s), below. "
-             + (_comment(error.reason) if not found.open_pairs else ""),
-             "# Uncomment and complete a [[path]] rule for each layer below; then convert with",
-             "# --rules THIS_FILE (with --like, which still checks every shape)."]
+    lines = [
+        "",
+        f"# Not aligned: {count} layer(s), below. "
+        + (_comment(error.reason) if not found.open_pairs else ""),
+        "# Uncomment and complete a [[path]] rule for each layer below; then convert with",
+        "# --rules THIS_FILE (with --like, which still checks every shape).",
+    ]
     for s, t, why in found.open_pairs:
-        lines += ["", f"# {_comment(why)}", "# [[path]]", f"# {src} = {_string(_path(s))}",
-                  f"# {dst} = {_string(_path(t))}",
-                  f"# kind = {_string(sorted(t.kinds)[0])}   # may be: "
-                  + ", ".join(sorted(with_variants(s.kinds | t.kinds)))]
+        lines += [
+            "",
+            f"# {_comment(why)}",
+            "# [[path]]",
+            f"# {src} = {_string(_path(s))}",
+            f"# {dst} = {_string(_path(t))}",
+            f"# kind = {_string(sorted(t.kinds)[0])}   # may be: "
+            + ", ".join(sorted(with_variants(s.kinds | t.kinds))),
+        ]
     if found.open_source or found.open_target:
-        lines += ["", f"# {dst} layers left open: "
-                  + ("; ".join(_layer(t) for t in found.open_target) or "none")]
+        lines += [
+            "",
+            f"# {dst} layers left open: "
+            + ("; ".join(_layer(t) for t in found.open_target) or "none"),
+        ]
         for s in found.open_source:
-            lines += ["", "# [[path]]", f"# {src} = {_string(_path(s))}   # {_layer(s)}",
-                      f"# {dst} = \"?\"", f"# kind = {_string(sorted(s.kinds)[0])}"]
+            lines += [
+                "",
+                "# [[path]]",
+                f"# {src} = {_string(_path(s))}   # {_layer(s)}",
+                f'# {dst} = "?"',
+                f"# kind = {_string(sorted(s.kinds)[0])}",
+            ]
     return text + "\n".join(lines) + "\n"
 
 

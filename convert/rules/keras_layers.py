@@ -23,8 +23,11 @@ def keras_view(graph: Graph) -> View:
     claimed: set[int] = set()
     config = keras_config.parse(graph.values.get(KERAS_CONFIG))
     reads = keras_config.flatten_reads(config)
-    flattened = {layer.path: reads[layer.name] for layer in config.layers
-                 if layer.name in reads} if config is not None else {}
+    flattened = (
+        {layer.path: reads[layer.name] for layer in config.layers if layer.name in reads}
+        if config is not None
+        else {}
+    )
     absent = {layer.path: layer.absent() for layer in config.layers} if config else {}
     for path, node in graph.nodes():
         if not path or path[0] == "optimizer":
@@ -40,22 +43,30 @@ def keras_view(graph: Graph) -> View:
         indices = [t.meta.get(KERAS_LAYER_INDEX) for t in found.values()]
         ordered = all(isinstance(i, int) for i in indices)
         # (a nested model is one legacy layer: its weights' own order tells its layers')
-        within = min((t.meta.get(KERAS_WEIGHT_INDEX) or 0 for t in found.values()),
-                     default=0)
-        order = (min(i for i in indices if isinstance(i, int)), within) \
-            if ordered and indices else (int(counter or 0),)
+        within = min((t.meta.get(KERAS_WEIGHT_INDEX) or 0 for t in found.values()), default=0)
+        order = (
+            (min(i for i in indices if isinstance(i, int)), within)
+            if ordered and indices
+            else (int(counter or 0),)
+        )
         facts, doubt = keras_config.dense_facts(flattened.get(path), found)
-        layers.append(Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1],
-                            facts, doubt))
+        layers.append(
+            Layer(path, frozenset({kind}), found, order, cls, ordered, path[:-1], facts, doubt)
+        )
         claimed.update(id(t) for t in found.values())
     layers += _attribute_layers(graph, claimed)
-    layers.sort(key=lambda layer: (layer.cls or "", layer.parent, layer.order)
-                if not layer.ordered else (layer.order,))
+    layers.sort(
+        key=lambda layer: (
+            (layer.cls or "", layer.parent, layer.order) if not layer.ordered else (layer.order,)
+        )
+    )
     if layers and all(layer.ordered for layer in layers):
         layers.sort(key=lambda layer: layer.order)
-    leftover = [(e.path, e.tensor) for e in graph.entries()
-                if id(e.tensor) not in claimed and e.slot is None
-                and not e.tensor.meta.get(KERAS_OPTIMIZER)]
+    leftover = [
+        (e.path, e.tensor)
+        for e in graph.entries()
+        if id(e.tensor) not in claimed and e.slot is None and not e.tensor.meta.get(KERAS_OPTIMIZER)
+    ]
     return View("keras", layers, leftover)
 
 
@@ -79,8 +90,9 @@ def _attribute_layers(graph: Graph, claimed: set[int]) -> list[Layer]:
                 got = _keras_vars(node, spec, "/".join(path))
             except ConvertError:
                 continue
-            if got is None or any(len(t.shape) != spec.ranks.get(v, len(t.shape))
-                                  for v, t in got.items()):
+            if got is None or any(
+                len(t.shape) != spec.ranks.get(v, len(t.shape)) for v, t in got.items()
+            ):
                 continue
             if _covers(node, got) and (held is None or got.keys() == held.keys()):
                 kinds.add(spec.kind)
@@ -96,13 +108,17 @@ def _covers(node: Node, held: dict[str, Tensor]) -> bool:
     """Whether `held` is every variable in the object's own `vars` (a kind that accounts
     for a part of them is not this object's)."""
     own = node.edges.get("vars")
-    tensors = {id(t) for t in own.edges.values() if isinstance(t, Tensor)} \
-        if isinstance(own, Node) else set()
+    tensors = (
+        {id(t) for t in own.edges.values() if isinstance(t, Tensor)}
+        if isinstance(own, Node)
+        else set()
+    )
     return tensors <= {id(t) for t in held.values()}
 
 
-def _keras_vars(node: Node, spec: KindSpec, where: str,
-                absent: frozenset[str] = frozenset()) -> dict[str, Tensor] | None:
+def _keras_vars(
+    node: Node, spec: KindSpec, where: str, absent: frozenset[str] = frozenset()
+) -> dict[str, Tensor] | None:
     """The layer's variables by name, from `vars/<i>` of it and its sub-objects (`absent`:
     the optional ones its config says it was built without)."""
     found: dict[str, Tensor] = {}
@@ -113,8 +129,11 @@ def _keras_vars(node: Node, spec: KindSpec, where: str,
         here: Node | Tensor | None = node
         for step in ([*sub.split("/")] if sub else []) + ["vars"]:
             here = here.edges.get(step) if isinstance(here, Node) else None
-        tensors = [t for k, t in here.edges.items() if k.isdigit() and isinstance(t, Tensor)] \
-            if isinstance(here, Node) else []
+        tensors = (
+            [t for k, t in here.edges.items() if k.isdigit() and isinstance(t, Tensor)]
+            if isinstance(here, Node)
+            else []
+        )
         present = _present([n for n in names if n not in absent], spec, len(tensors), where)
         found.update(zip(present, tensors, strict=True))
     return found or None
@@ -127,9 +146,11 @@ def _present(names: list[str], spec: KindSpec, count: int, where: str) -> list[s
         return names
     if count == len(required):
         return required
-    raise ConvertError(f"layer {where} ({spec.kind}) holds {count} variables where "
-                       f"{len(required)} or {len(names)} are expected; which ones it holds "
-                       "is not recorded (a .keras archive's config says)")
+    raise ConvertError(
+        f"layer {where} ({spec.kind}) holds {count} variables where "
+        f"{len(required)} or {len(names)} are expected; which ones it holds "
+        "is not recorded (a .keras archive's config says)"
+    )
 
 
 # -- torch and Flax: kinds from variable names and ranks ----------------------------------

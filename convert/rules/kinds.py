@@ -38,10 +38,12 @@ FRAMEWORKS = ("keras", "torch", "flax")
 # Keras 2 (tf_keras) names a layer's sub-objects otherwise than Keras 3 does: an RNN's cell
 # is `lstm_cell` in a .h5 and `cell` in a TF checkpoint; attention's projections are
 # `query` or `_query_dense`.
-_KERAS2_NAMES = [(re.compile(r"(lstm|gru|simple_rnn)_cell(_\d+)?"), "cell"),
-                 (re.compile(r"(forward|backward)_(lstm|gru|simple_rnn)(_\d+)?"), r"\1_layer"),
-                 (re.compile(r"_?(query|key|value)(_dense)?"), r"\1_dense"),
-                 (re.compile(r"_?(attention_output|output_dense)"), "output_dense")]
+_KERAS2_NAMES = [
+    (re.compile(r"(lstm|gru|simple_rnn)_cell(_\d+)?"), "cell"),
+    (re.compile(r"(forward|backward)_(lstm|gru|simple_rnn)(_\d+)?"), r"\1_layer"),
+    (re.compile(r"_?(query|key|value)(_dense)?"), r"\1_dense"),
+    (re.compile(r"_?(attention_output|output_dense)"), "output_dense"),
+]
 _SKIP_ROOTS = {"optimizer", "optimizer_weights", "save_counter", "keras_api"}
 FLAX_COLLECTIONS = ("params", "batch_stats")
 COUNTER = re.compile(r"(.+?)(?:_(\d+))?\Z")
@@ -124,11 +126,17 @@ def spec_of(kind: str, framework: str, table: dict) -> KindSpec:
     """A KindSpec from its TOML table (kinds.toml, or a rule file's `[[kind]]`)."""
     # "kernel|depthwise_kernel?": the name, the other names files use, optional.
     entries = [n.rstrip("?").split("|") for n in table["vars"]]
-    return KindSpec(kind, framework, tuple(table.get("classes", ())), tuple(e[0] for e in entries),
-                frozenset(n.rstrip("?").split("|")[0] for n in table["vars"] if n.endswith("?")),
-                dict(table.get("ranks", {})), table.get("gates"),
-                {e[0]: tuple(e) for e in entries},
-                tuple((p["name"], p["kind"], dict(p["vars"])) for p in table.get("parts", ())))
+    return KindSpec(
+        kind,
+        framework,
+        tuple(table.get("classes", ())),
+        tuple(e[0] for e in entries),
+        frozenset(n.rstrip("?").split("|")[0] for n in table["vars"] if n.endswith("?")),
+        dict(table.get("ranks", {})),
+        table.get("gates"),
+        {e[0]: tuple(e) for e in entries},
+        tuple((p["name"], p["kind"], dict(p["vars"])) for p in table.get("parts", ())),
+    )
 
 
 _DECLARED: ContextVar[dict[str, dict[str, KindSpec]] | None] = ContextVar("declared", default=None)
@@ -195,6 +203,7 @@ def class_kinds(framework: str, cls: str | None) -> frozenset[str] | None:
 
 # -- Keras 3: classes from group names, variables by index --------------------------------
 
+
 def keras_groups() -> dict[str, tuple[str, str]]:
     """Keras 3 group base name → (class, kind) (asked per module: the built-in table is
     made once, a rule file's kinds added on top)."""
@@ -221,6 +230,7 @@ def keras_group(name: str) -> tuple[str, str] | None:
 def keras_index(spec: KindSpec, var: str, present: set[str] | None = None) -> GraphPath:
     """Where variable `var` of a Keras 3 layer lies below the layer: `sub/vars/<i>`."""
     sub, _, _ = var.rpartition("/")
-    names = [v for v in spec.vars if v.rpartition("/")[0] == sub
-             and (present is None or v in present)]
+    names = [
+        v for v in spec.vars if v.rpartition("/")[0] == sub and (present is None or v in present)
+    ]
     return (*(sub.split("/") if sub else ()), "vars", str(names.index(var)))

@@ -41,12 +41,17 @@ def keras2_path(path: GraphPath) -> GraphPath | None:
     return tuple(renamed)
 
 
-def named_view(graph: Graph, framework: str, rename=None,
-               config: keras_config.ModelConfig | None = None) -> View:
-    entries = [e for e in graph.entries() if e.slot is None
-               and not e.tensor.meta.get(KERAS_OPTIMIZER)]
-    collections = framework == "flax" and bool(entries) and all(
-        e.path[0] in FLAX_COLLECTIONS and len(e.path) >= 2 for e in entries)
+def named_view(
+    graph: Graph, framework: str, rename=None, config: keras_config.ModelConfig | None = None
+) -> View:
+    entries = [
+        e for e in graph.entries() if e.slot is None and not e.tensor.meta.get(KERAS_OPTIMIZER)
+    ]
+    collections = (
+        framework == "flax"
+        and bool(entries)
+        and all(e.path[0] in FLAX_COLLECTIONS and len(e.path) >= 2 for e in entries)
+    )
     found = _Found(framework, collections)
     if config is not None:
         found.classes = config.classes()
@@ -73,9 +78,8 @@ def named_view(graph: Graph, framework: str, rename=None,
     if rename:  # report layers at the file's own paths
         for layer in layers:
             first = min((original[p] for p in first_paths[id(layer)]), key=len)
-            layer.path = first[:len(layer.path)]
-    leftover = [(original.get(p, p), t) for p, t in found.tensors.items()
-                if p not in found.claimed]
+            layer.path = first[: len(layer.path)]
+    leftover = [(original.get(p, p), t) for p, t in found.tensors.items() if p not in found.claimed]
     return View(framework, layers, leftover, collections)
 
 
@@ -125,15 +129,18 @@ def _locate(module: GraphPath, var: str, framework: str, collections: bool) -> G
     return (*module, *var.split("/"))
 
 
-def _match(module: GraphPath, found: _Found
-           ) -> tuple[Layer, dict[str, GraphPath]] | None:
+def _match(module: GraphPath, found: _Found) -> tuple[Layer, dict[str, GraphPath]] | None:
     """The layer at `module` if some kinds account for every tensor directly under it,
     with the path of each of its variables."""
     direct = found.direct(module)
-    cls = _flax_class(module) if found.framework == "flax" else \
-        (found.classes.get(module[-1]) if module else None) or \
-        _keras_class(module, [found.tensors[p] for p in direct]) \
-        if found.framework == "keras" else None
+    cls = (
+        _flax_class(module)
+        if found.framework == "flax"
+        else (found.classes.get(module[-1]) if module else None)
+        or _keras_class(module, [found.tensors[p] for p in direct])
+        if found.framework == "keras"
+        else None
+    )
     allowed = class_kinds(found.framework, cls)
     kinds, held = set(), None
     for spec in specs()[found.framework].values():
@@ -148,19 +155,28 @@ def _match(module: GraphPath, found: _Found
     if not kinds:
         return None
     assert held is not None  # (set with the first kind that fits)
-    facts, doubt = keras_config.dense_facts(found.reads.get(module[-1]) if module else None,
-                                            held[0])
-    return Layer(module, frozenset(kinds), held[0], cls=cls, parent=module[:-1], facts=facts,
-                 doubt=doubt), held[1]
+    facts, doubt = keras_config.dense_facts(
+        found.reads.get(module[-1]) if module else None, held[0]
+    )
+    return Layer(
+        module, frozenset(kinds), held[0], cls=cls, parent=module[:-1], facts=facts, doubt=doubt
+    ), held[1]
 
 
-def _fits(spec: KindSpec, module: GraphPath, found: _Found, direct: set[GraphPath]
-          ) -> tuple[dict[str, Tensor], dict[str, GraphPath]] | None:
+def _fits(
+    spec: KindSpec, module: GraphPath, found: _Found, direct: set[GraphPath]
+) -> tuple[dict[str, Tensor], dict[str, GraphPath]] | None:
     held: dict[str, Tensor] = {}
     where: dict[str, GraphPath] = {}
     for var in spec.vars:
-        path = next((p for p in (found.locate(module, n) for n in spec.names.get(var, (var,)))
-                     if p in found.tensors and p not in found.claimed), None)
+        path = next(
+            (
+                p
+                for p in (found.locate(module, n) for n in spec.names.get(var, (var,)))
+                if p in found.tensors and p not in found.claimed
+            ),
+            None,
+        )
         tensor = found.tensors.get(path) if path is not None else None
         if path is None or tensor is None:
             if var in spec.optional:

@@ -24,36 +24,40 @@ _BUDGET = 200_000
 _SEQUENCE_LEVELS = ("layers",)  # Keras' list of a model's layers: no level in torch or Flax
 
 
-def pairing(sources: list[tuple[Layer, S]], targets: list[Layer], group: set[str],
-            fits: Callable[[tuple[Layer, S], Layer], bool]
-            ) -> tuple[str, list[tuple[tuple[Layer, S], Layer]], list[tuple[Layer, S]],
-                       list[Layer]]:
+def pairing(
+    sources: list[tuple[Layer, S]],
+    targets: list[Layer],
+    group: set[str],
+    fits: Callable[[tuple[Layer, S], Layer], bool],
+) -> tuple[str, list[tuple[tuple[Layer, S], Layer]], list[tuple[Layer, S]], list[Layer]]:
     """How the group pairs ("order", "name", "shapes"), the pairs, and what is left on each
     side (only where both sides are fully ordered and one has more layers)."""
     s_ordered, t_ordered = _ordered([s for s, _ in sources]), _ordered(targets)
     by_name = _names_both(sources, targets)
     if s_ordered and t_ordered:
-        if len(by_name) == len(sources) == len(targets) and \
-                [t for _, t in by_name] != targets:
+        if len(by_name) == len(sources) == len(targets) and [t for _, t in by_name] != targets:
             return "name", by_name, [], []  # every name on both sides, in another order
         n = min(len(sources), len(targets))
-        return "order", list(zip(sources[:n], targets[:n], strict=True)), sources[n:], \
-            targets[n:]
+        return "order", list(zip(sources[:n], targets[:n], strict=True)), sources[n:], targets[n:]
     named_s = {id(p[0]) for p, _ in by_name}
     named_t = {id(t) for _, t in by_name}
     rest_s = [p for p in sources if id(p[0]) not in named_s]
     rest_t = [t for t in targets if id(t) not in named_t]
     if not rest_s or not rest_t:
         return "name", by_name, rest_s, rest_t  # (what one side alone has is left over)
-    if len(rest_s) != len(rest_t) or (not _ordered([s for s, _ in rest_s])
-                                      and not _ordered(rest_t)):
+    if len(rest_s) != len(rest_t) or (
+        not _ordered([s for s, _ in rest_s]) and not _ordered(rest_t)
+    ):
         _refuse(rest_s, rest_t, group, "their names differ from the other side's")
     if _ordered([s for s, _ in rest_s]) and _ordered(rest_t):
-        return "name" if by_name else "order", \
-            by_name + list(zip(rest_s, rest_t, strict=True)), [], []
+        return (
+            "name" if by_name else "order",
+            by_name + list(zip(rest_s, rest_t, strict=True)),
+            [],
+            [],
+        )
     if _ordered(rest_t):
-        found = _interleave(_chains(rest_s, lambda p: p[0]), rest_t,
-                            lambda s, t: fits(s, t))
+        found = _interleave(_chains(rest_s, lambda p: p[0]), rest_t, lambda s, t: fits(s, t))
         pairs = [(s, t) for s, t in zip(found, rest_t, strict=True)] if found else None
     else:
         found_t = _interleave(_chains(rest_t, lambda t: t), rest_s, lambda t, s: fits(s, t))
@@ -66,11 +70,13 @@ def pairing(sources: list[tuple[Layer, S]], targets: list[Layer], group: set[str
 def _refuse(rest_s: list, rest_t: list[Layer], group: set[str], why: str) -> NoReturn:
     unordered = [s for s, _ in rest_s] if not _ordered([s for s, _ in rest_s]) else rest_t
     side = "source" if unordered is not rest_t else "target"
-    raise RuleError(f"the {side} orders its layers only within a class, and "
-                    f"{'/'.join(sorted(group))} layers of several classes or places "
-                    f"({names(unordered)}) could pair either way ({why}); use a .keras "
-                    "archive (its config orders the layers) or pair them with [[path]] "
-                    "rules (--emit-rules writes a template)")
+    raise RuleError(
+        f"the {side} orders its layers only within a class, and "
+        f"{'/'.join(sorted(group))} layers of several classes or places "
+        f"({names(unordered)}) could pair either way ({why}); use a .keras "
+        "archive (its config orders the layers) or pair them with [[path]] "
+        "rules (--emit-rules writes a template)"
+    )
 
 
 def _ordered(layers: list[Layer]) -> bool:
@@ -78,16 +84,18 @@ def _ordered(layers: list[Layer]) -> bool:
     place (a Keras 3 file numbers a class's layers in creation order)."""
     if all(layer.ordered for layer in layers):
         return True
-    return len({(layer.cls, layer.parent) for layer in layers}) <= 1 and \
-        all(layer.cls is not None for layer in layers)
+    return len({(layer.cls, layer.parent) for layer in layers}) <= 1 and all(
+        layer.cls is not None for layer in layers
+    )
 
 
 def _key(layer: Layer) -> tuple[str, ...]:
     return tuple(p for p in layer.path if p not in _SEQUENCE_LEVELS)
 
 
-def _names_both(sources: list[tuple[Layer, S]], targets: list[Layer]
-                ) -> list[tuple[tuple[Layer, S], Layer]]:
+def _names_both(
+    sources: list[tuple[Layer, S]], targets: list[Layer]
+) -> list[tuple[tuple[Layer, S], Layer]]:
     """Layers named alike on both sides, in the source's order: at the same path (Keras'
     `layers` levels aside), else by a last name that each side uses once."""
     pairs: list[tuple[tuple[Layer, S], Layer]] = []
@@ -101,8 +109,11 @@ def _names_both(sources: list[tuple[Layer, S]], targets: list[Layer]
         counts: dict[tuple[str, ...], int] = {}
         for p in s_left:
             counts[key(p[0])] = counts.get(key(p[0]), 0) + 1
-        pairs += [(p, at[key(p[0])][0]) for p in s_left if key(p[0])
-                  and len(at.get(key(p[0]), ())) == 1 and counts[key(p[0])] == 1]
+        pairs += [
+            (p, at[key(p[0])][0])
+            for p in s_left
+            if key(p[0]) and len(at.get(key(p[0]), ())) == 1 and counts[key(p[0])] == 1
+        ]
     order = {id(p[0]): i for i, p in enumerate(sources)}
     return sorted(pairs, key=lambda pair: order[id(pair[0][0])])
 
@@ -132,8 +143,9 @@ def _interleave(chains: list[list], other: list, ok: Callable) -> list | None:
         position = len(chosen)
         c = tries[-1]
         if position < len(other):
-            while c < len(chains) and not (heads[c] < len(chains[c]) and _fit(
-                    memo, ok, chains, heads, c, other, position)):
+            while c < len(chains) and not (
+                heads[c] < len(chains[c]) and _fit(memo, ok, chains, heads, c, other, position)
+            ):
                 c += 1
         if position == len(other) or c == len(chains):
             if position == len(other):
@@ -151,8 +163,15 @@ def _interleave(chains: list[list], other: list, ok: Callable) -> list | None:
     return None
 
 
-def _fit(memo: dict, ok: Callable, chains: list[list], heads: list[int], c: int,
-         other: list, position: int) -> bool:
+def _fit(
+    memo: dict,
+    ok: Callable,
+    chains: list[list],
+    heads: list[int],
+    c: int,
+    other: list,
+    position: int,
+) -> bool:
     key = (c, heads[c], position)
     if key not in memo:
         memo[key] = ok(chains[c][heads[c]], other[position])

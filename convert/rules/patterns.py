@@ -32,7 +32,8 @@ from convert.core.errors import ConvertError
 Path = tuple[str, ...]
 _PLACEHOLDER = re.compile(
     r"\{(?:(?P<mul>\d+)\*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<sign>[+-])(?P<add>\d+))?"
-    r"(?P<tail>\*|:counter)?\}")
+    r"(?P<tail>\*|:counter)?\}"
+)
 SKIP = "_"  # the anonymous placeholder
 
 
@@ -68,8 +69,10 @@ class _Slot:
         if not self.arithmetic:
             return value
         if not value.isdigit():
-            raise PatternError(f"placeholder {{{self.name}}} has the value {value!r}, which is "
-                               "no number for its arithmetic")
+            raise PatternError(
+                f"placeholder {{{self.name}}} has the value {value!r}, which is "
+                "no number for its arithmetic"
+            )
         return str(int(value) * self.mul + self.add)
 
 
@@ -93,16 +96,15 @@ def _segment(text: str, pattern: str) -> _Segment:
         return _Segment(text, found[0]["name"], None, (found[0]["name"],))
     parts, last, slots = [], 0, []
     for k, m in enumerate(found):
-        if "{" in text[last:m.start()] or "}" in text[last:m.start()]:
+        if "{" in text[last : m.start()] or "}" in text[last : m.start()]:
             raise PatternError(f"pattern {pattern!r}: stray brace in segment {text!r}")
-        parts.append(re.escape(text[last:m.start()]))
+        parts.append(re.escape(text[last : m.start()]))
         name, tail = m["name"], m["tail"]
         mul = int(m["mul"] or 1)
         add = int(m["add"] or 0) * (-1 if m["sign"] == "-" else 1)
         slot = _Slot(f"g{k}", name, mul, add, tail == ":counter")
         if (mul != 1 or add) and tail:
-            raise PatternError(f"pattern {pattern!r}: {m.group(0)} mixes arithmetic with "
-                               f"{tail!r}")
+            raise PatternError(f"pattern {pattern!r}: {m.group(0)} mixes arithmetic with {tail!r}")
         if tail == ":counter":
             if m.end() != len(text):
                 raise PatternError(f"pattern {pattern!r}: a {{name:counter}} ends its segment")
@@ -121,8 +123,7 @@ def _segment(text: str, pattern: str) -> _Segment:
     names = [s.name for s in slots if s.name != SKIP]
     if len(set(names)) != len(names):
         raise PatternError(f"pattern {pattern!r}: a placeholder appears twice in one segment")
-    return _Segment(text, None, re.compile("".join(parts) + r"\Z"), tuple(names),
-                    tuple(slots))
+    return _Segment(text, None, re.compile("".join(parts) + r"\Z"), tuple(names), tuple(slots))
 
 
 class Pattern:
@@ -151,10 +152,11 @@ class Pattern:
                 out.extend(value if isinstance(value, tuple) else (value,))
             elif seg.slots:
                 if any(slot.name == SKIP for slot in seg.slots):
-                    raise PatternError(f"pattern {self.text!r}: {{_}} names a level only the "
-                                       "skeleton knows; give --like TARGET")
-                out.append(_put(seg, [slot.text(_one(values[slot.name]))
-                                      for slot in seg.slots]))
+                    raise PatternError(
+                        f"pattern {self.text!r}: {{_}} names a level only the "
+                        "skeleton knows; give --like TARGET"
+                    )
+                out.append(_put(seg, [slot.text(_one(values[slot.name])) for slot in seg.slots]))
             else:
                 out.append(seg.text)
         return tuple(out)
@@ -165,8 +167,12 @@ class Pattern:
         such path, or more than one)."""
         if not self.skips:
             return self.fill(values)
-        hits = [p for p in known if (found := self.match(p)) is not None
-                and all(found.get(k) == v for k, v in values.items() if k in self.names)]
+        hits = [
+            p
+            for p in known
+            if (found := self.match(p)) is not None
+            and all(found.get(k) == v for k, v in values.items() if k in self.names)
+        ]
         return hits[0] if len(hits) == 1 else None
 
     @property
@@ -194,8 +200,7 @@ def _bind(values: dict, name: str, value: str | Path) -> dict | None:
     return {**values, name: value}
 
 
-def _match(segments: tuple[_Segment, ...], i: int, path: Path, j: int,
-           values: dict) -> dict | None:
+def _match(segments: tuple[_Segment, ...], i: int, path: Path, j: int, values: dict) -> dict | None:
     if i == len(segments):
         return values if j == len(path) else None
     seg = segments[i]

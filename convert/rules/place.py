@@ -25,8 +25,15 @@ from convert.rules.language import RuleError, RuleSet
 from convert.rules.translate import Route, Step, routes, run_layer
 
 _TF_KERAS_LAYER = re.compile(r"layer(_with_weights)?-\d+")
-_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "conv1d_transpose", "conv2d_transpose",
-                 "conv3d_transpose", "depthwise_conv2d"}
+_CONVOLUTIONS = {
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv1d_transpose",
+    "conv2d_transpose",
+    "conv3d_transpose",
+    "depthwise_conv2d",
+}
 
 
 @dataclass
@@ -50,8 +57,14 @@ def layer_routes(layer: Layer, chain: list[Step]) -> list[Route]:
     return routes(with_variants(layer.kinds), chain)
 
 
-def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, GraphPath],
-                  chain: list[Step], rules: RuleSet, configured: bool) -> Placed:
+def with_skeleton(
+    layers: list[Layer],
+    targets: list[Layer],
+    where: dict[int, GraphPath],
+    chain: list[Step],
+    rules: RuleSet,
+    configured: bool,
+) -> Placed:
     """Each source layer paired with a skeleton's layer: by `[[path]]` rules first, the rest
     by kind and order, shapes having the last word."""
     placed = Placed()
@@ -61,8 +74,13 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
     taken_s = {id(p.source) for p in ruled}
     taken_t = {id(p.target) for p in ruled}
     rest = [i for i, layer in enumerate(layers) if id(layer) not in taken_s]
-    result = align([layers[i] for i in rest], [paths[i] for i in rest],
-                   [t for t in targets if id(t) not in taken_t], chain, _fits(chain))
+    result = align(
+        [layers[i] for i in rest],
+        [paths[i] for i in rest],
+        [t for t in targets if id(t) not in taken_t],
+        chain,
+        _fits(chain),
+    )
     placed.warnings += result.notes
     place = {id(layer): i for i, layer in enumerate(targets)}
     pairs = sorted(ruled + result.pairs, key=lambda pair: place[id(pair.target)])
@@ -71,8 +89,14 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
     for pair in pairs:
         try:
             _doubt(pair, paths[position[id(pair.source)]], chain)
-            made, unused = run_layer(pair.source.vars, pair.route, chain, pair.target.vars,
-                                     f"{pair.source.name} -> {pair.target.name}", pair.facts)
+            made, unused = run_layer(
+                pair.source.vars,
+                pair.route,
+                chain,
+                pair.target.vars,
+                f"{pair.source.name} -> {pair.target.name}",
+                pair.facts,
+            )
         except RuleError as exc:
             result.problems.append(str(exc))
             result.open_pairs.append((pair.source, pair.target, str(exc)))
@@ -83,15 +107,26 @@ def with_skeleton(layers: list[Layer], targets: list[Layer], where: dict[int, Gr
         placed.used.update(id(t) for n, t in pair.source.vars.items() if n not in unused)
     convolutions = any(p.kind in _CONVOLUTIONS for p in good)
     for pair in good:
-        placed.layers.append({"source": pair.source.name, "target": pair.target.name,
-                              "kind": pair.kind, "paired_by": pair.how})
+        placed.layers.append(
+            {
+                "source": pair.source.name,
+                "target": pair.target.name,
+                "kind": pair.kind,
+                "paired_by": pair.how,
+            }
+        )
         _say_reorder(pair, chain, placed)
         if not configured and convolutions:
             _warn_flatten(pair, chain, placed)
-        placed.emitted.append({src: "/".join(pair.source.path),
-                               dst: "/".join(pair.target.path), "kind": pair.kind,
-                               **{k: list(v) for k, v in pair.facts.items()
-                                  if k in pair.route.needs}, **_shapes(pair, chain)})
+        placed.emitted.append(
+            {
+                src: "/".join(pair.source.path),
+                dst: "/".join(pair.target.path),
+                "kind": pair.kind,
+                **{k: list(v) for k, v in pair.facts.items() if k in pair.route.needs},
+                **_shapes(pair, chain),
+            }
+        )
     if result.problems:
         raise AlignmentError(result.problems[0], result, placed.emitted, rules, (src, dst))
     return placed
@@ -115,6 +150,7 @@ def _fits(chain: list[Step]) -> Callable[[Layer, Route, Layer, dict], str | None
         except RuleError as exc:
             return str(exc)
         return None
+
     return fits
 
 
@@ -123,31 +159,40 @@ def _doubt(pair: Pair, routes_: list[Route], chain: list[Step]) -> None:
     doubt = pair.source.doubt or pair.target.doubt
     if doubt is None or pair.ruled:
         return
-    if not any(r.reorders(chain) for r in routes_ if r.target in
-               with_variants(pair.target.kinds)):
+    if not any(r.reorders(chain) for r in routes_ if r.target in with_variants(pair.target.kinds)):
         return  # both sides flatten a map alike (channels-last Keras and Flax)
     layer = pair.source if pair.source.doubt else pair.target
     raise RuleError(
         f"dense layer {layer.name} reads a Flatten whose row order is open ({doubt}): the "
         f"port may flatten either way; say which in a [[path]] rule pairing {pair.source.name}"
-        f" with {pair.target.name}: kind = \"dense\" keeps the rows as they are, kind = "
-        "\"flatten_dense\" with flatten = [h, w, c] reorders them for a channels-first "
-        "flatten (--emit-rules writes the file)")
+        f' with {pair.target.name}: kind = "dense" keeps the rows as they are, kind = '
+        '"flatten_dense" with flatten = [h, w, c] reorders them for a channels-first '
+        "flatten (--emit-rules writes the file)"
+    )
 
 
 def _say_reorder(pair: Pair, chain: list[Step], placed: Placed) -> None:
     if not pair.route.reorders(chain):
         return
     shape = pair.facts.get("flatten")
-    placed.reordered.append({"source": pair.source.name, "target": pair.target.name,
-                             "map": list(shape or []), "by": "rule" if pair.ruled else
-                             "config"})
+    placed.reordered.append(
+        {
+            "source": pair.source.name,
+            "target": pair.target.name,
+            "map": list(shape or []),
+            "by": "rule" if pair.ruled else "config",
+        }
+    )
     placed.warnings.append(
         f"reordered the rows of dense layer {pair.source.name} -> {pair.target.name}: it "
         f"reads a flattened {tuple(shape or ())} channels-last map, and the target flattens "
-        "channels first" + (" (as its [[path]] rule says)" if pair.ruled else
-                            " (the config shows the Flatten reading a convolution's or "
-                            "pooling's map)"))
+        "channels first"
+        + (
+            " (as its [[path]] rule says)"
+            if pair.ruled
+            else " (the config shows the Flatten reading a convolution's or pooling's map)"
+        )
+    )
 
 
 def _warn_flatten(pair: Pair, chain: list[Step], placed: Placed) -> None:
@@ -163,11 +208,13 @@ def _warn_flatten(pair: Pair, chain: list[Step], placed: Placed) -> None:
         f"dense layer {pair.source.name} -> {pair.target.name} follows convolutions: if it "
         "reads a flattened feature map, its rows need the map's shape, which neither file "
         "records (a .keras archive's config does; or write `flatten = [h, w, c]` on its "
-        "[[path]] rule, e.g. from --emit-rules)")
+        "[[path]] rule, e.g. from --emit-rules)"
+    )
 
 
-def by_path_rules(layers: list[Layer], chain: list[Step], rules: RuleSet,
-                  target_format: str | None) -> Placed:
+def by_path_rules(
+    layers: list[Layer], chain: list[Step], rules: RuleSet, target_format: str | None
+) -> Placed:
     """Layers placed by `[[path]]` rules, without a skeleton (in the rules' order)."""
     placed = Placed()
     src = chain[0].src
@@ -184,12 +231,15 @@ def by_path_rules(layers: list[Layer], chain: list[Step], rules: RuleSet,
 def _rule_index(rules: RuleSet, side: str, layer: Layer) -> int:
     """Layers go out in the order of the [[path]] rules that place them (the skeleton's
     order, in a file --emit-rules wrote)."""
-    return next((i for i, r in enumerate(rules.paths) if r.patterns[side].match(layer.path)
-                 is not None), len(rules.paths))
+    return next(
+        (i for i, r in enumerate(rules.paths) if r.patterns[side].match(layer.path) is not None),
+        len(rules.paths),
+    )
 
 
-def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str | None,
-           placed: Placed) -> dict[GraphPath, Tensor] | None:
+def _place(
+    layer: Layer, chain: list[Step], rules: RuleSet, target_format: str | None, placed: Placed
+) -> dict[GraphPath, Tensor] | None:
     src, dst = chain[0].src, chain[-1].dst
     for rule in rules.paths:
         values = rule.patterns[src].match(layer.path)
@@ -204,12 +254,24 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
         target = rule.patterns[dst].fill(values)
         fw = framework(dst, target_format)
         spec = kinds_module.specs()[fw][route.target]
-        pair = Pair(layer, Layer(target, frozenset({route.target}), {}), route, facts,
-                    "rule", rule.kind is not None or bool(rule.facts))
+        pair = Pair(
+            layer,
+            Layer(target, frozenset({route.target}), {}),
+            route,
+            facts,
+            "rule",
+            rule.kind is not None or bool(rule.facts),
+        )
         _doubt(pair, every, chain)
         _say_reorder(pair, chain, placed)
-        placed.layers.append({"source": layer.name, "target": "/".join(target),
-                              "kind": route.target, "paired_by": "rule"})
+        placed.layers.append(
+            {
+                "source": layer.name,
+                "target": "/".join(target),
+                "kind": route.target,
+                "paired_by": "rule",
+            }
+        )
         if fw == "keras" and target_format == "tf" and _TF_KERAS_LAYER.fullmatch(target[0]):
             # A tf_keras model's layer in its TF object graph (what a rule file --emit-rules
             # wrote against one says): its variables go by name (`kernel`), as it restores
@@ -218,9 +280,11 @@ def _place(layer: Layer, chain: list[Step], rules: RuleSet, target_format: str |
             placed.objects = True
         return {_target_path(fw, target, var, spec, set(made)): t for var, t in made.items()}
     if rules.layers and not rules.paths:
-        raise RuleError(f"rules {rules.name} map layers by kind; the target's layer names come "
-                        "from --like TARGET (a fresh model's file, or a `ckpt ls --json` "
-                        "listing of one), or from [[path]] rules (--emit-rules writes them)")
+        raise RuleError(
+            f"rules {rules.name} map layers by kind; the target's layer names come "
+            "from --like TARGET (a fresh model's file, or a `ckpt ls --json` "
+            "listing of one), or from [[path]] rules (--emit-rules writes them)"
+        )
     return None
 
 

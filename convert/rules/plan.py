@@ -59,13 +59,18 @@ class RulesReport:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        counts = [(len(self.unused), "unused"), (len(self.skipped), "skipped by the rules"),
-                  (len(self.dropped), "dropped by the rules"),
-                  (len(self.made), "made by the rules"),
-                  (len(self.missing), "target entries missing")]
-        return (f"rules {self.rules} ({self.direction}): {len(self.plan)} planned from "
-                f"{len(self.consumed)} source tensors"
-                + "".join(f", {n} {what}" for n, what in counts if n))
+        counts = [
+            (len(self.unused), "unused"),
+            (len(self.skipped), "skipped by the rules"),
+            (len(self.dropped), "dropped by the rules"),
+            (len(self.made), "made by the rules"),
+            (len(self.missing), "target entries missing"),
+        ]
+        return (
+            f"rules {self.rules} ({self.direction}): {len(self.plan)} planned from "
+            f"{len(self.consumed)} source tensors"
+            + "".join(f", {n} {what}" for n, what in counts if n)
+        )
 
 
 @dataclass
@@ -76,8 +81,9 @@ class Planned:
     ruleset: RuleSet
 
 
-def steps(rules: RuleSet, source_format: str | None, target_format: str | None,
-          reverse: bool) -> list[Step]:
+def steps(
+    rules: RuleSet, source_format: str | None, target_format: str | None, reverse: bool
+) -> list[Step]:
     """The rule sets to run, each in its direction, from the source's side to the target's."""
     src: str | None  # (None: the source's format is on no side, or on both)
     if rules.compose:
@@ -95,42 +101,62 @@ def steps(rules: RuleSet, source_format: str | None, target_format: str | None,
         src = rules.sides[0]  # both sides are one framework: the file's order decides
     if reverse and not same and src is not None:
         other = rules.sides[1] if src == rules.sides[0] else rules.sides[0]
-        raise RuleError(f"rules {rules.name}: the source is a {source_format} file, so it "
-                        f"is read as {src} and written as {other} already; drop --reverse "
-                        f"(it is for rules whose two sides are files of one format)")
+        raise RuleError(
+            f"rules {rules.name}: the source is a {source_format} file, so it "
+            f"is read as {src} and written as {other} already; drop --reverse "
+            f"(it is for rules whose two sides are files of one format)"
+        )
     if reverse:
         src = rules.sides[1] if src != rules.sides[1] else rules.sides[0]
     if src is None:
-        raise RuleError(f"rules {rules.name} map {' and '.join(rules.sides)} files "
-                        f"({', '.join(_formats(rules))}); the source is a {source_format} "
-                        "file (--reverse picks the direction)")
+        raise RuleError(
+            f"rules {rules.name} map {' and '.join(rules.sides)} files "
+            f"({', '.join(_formats(rules))}); the source is a {source_format} "
+            "file (--reverse picks the direction)"
+        )
     dst = rules.sides[1] if src == rules.sides[0] else rules.sides[0]
     if target_format and target_format not in rules.side_formats(dst):
-        raise RuleError(f"rules {rules.name} write {dst} ({', '.join(rules.side_formats(dst))}"
-                        f"), not a {target_format} file")
+        raise RuleError(
+            f"rules {rules.name} write {dst} ({', '.join(rules.side_formats(dst))}"
+            f"), not a {target_format} file"
+        )
     return [Step(rules, src, dst)]
 
 
 def _check_side(rules: RuleSet, side: str, fmt: str | None, what: str) -> None:
     if fmt not in rules.side_formats(side):
-        raise RuleError(f"rules {rules.name}: the {what} is a {fmt} file, not {side} "
-                        f"({', '.join(rules.side_formats(side))})")
+        raise RuleError(
+            f"rules {rules.name}: the {what} is a {fmt} file, not {side} "
+            f"({', '.join(rules.side_formats(side))})"
+        )
 
 
 def _formats(rules: RuleSet) -> list[str]:
     return [f for s in rules.sides for f in rules.side_formats(s)]
 
 
-def plan(source: Graph, rules: RuleSet, *, like: Graph | None = None,
-         target_format: str | None = None, check: str | None = None,
-         reverse: bool = False) -> Planned:
+def plan(
+    source: Graph,
+    rules: RuleSet,
+    *,
+    like: Graph | None = None,
+    target_format: str | None = None,
+    check: str | None = None,
+    reverse: bool = False,
+) -> Planned:
     """Map `source` through `rules` into a graph of lazy derived tensors."""
     with kinds_module.declared(rules.declared()):
         return _plan(source, rules, like, target_format, check, reverse)
 
 
-def _plan(source: Graph, rules: RuleSet, like: Graph | None, target_format: str | None,
-          check: str | None, reverse: bool) -> Planned:
+def _plan(
+    source: Graph,
+    rules: RuleSet,
+    like: Graph | None,
+    target_format: str | None,
+    check: str | None,
+    reverse: bool,
+) -> Planned:
     check = check or ("existing" if like is not None else "consumed")
     if check not in CHECKS:
         raise RuleError(f"unknown check {check!r}; one of {', '.join(CHECKS)}")
@@ -146,21 +172,23 @@ def _plan(source: Graph, rules: RuleSet, like: Graph | None, target_format: str 
     left_out = {id(e.tensor) for e in skipped}
     left = {path: e.tensor for e in entries if id(e.tensor) not in left_out for path in e.paths}
     want = _targets(like) if like is not None else None
-    produced, used = ({}, set()) if rules.compose else \
-        run_tensor_rules(rules, chain[0], left, want)
+    produced, used = ({}, set()) if rules.compose else run_tensor_rules(rules, chain[0], left, want)
     left = {p: t for p, t in left.items() if id(t) not in used}
     emitted: list[dict[str, Any]] = []
     if rules.layers or rules.compose:
-        layer_out, layer_used = _plan_layers(source, left, chain, like, target_format, report,
-                                             emitted, rules)
+        layer_out, layer_used = _plan_layers(
+            source, left, chain, like, target_format, report, emitted, rules
+        )
         produced.update(layer_out)
         used |= layer_used
-    report.unused = sorted({_source_key(t) for t in left.values() if id(t) not in used}
-                           | set(report.unused))
+    report.unused = sorted(
+        {_source_key(t) for t in left.values() if id(t) not in used} | set(report.unused)
+    )
     graph = _output(source, like, produced, target_format, report)
     _check(report, check, rules)
-    report.dropped = sorted({_source_key(t) for t in left.values() if id(t) in used}
-                            - set(report.consumed))
+    report.dropped = sorted(
+        {_source_key(t) for t in left.values() if id(t) in used} - set(report.consumed)
+    )
     return Planned(graph, report, emitted, rules)
 
 
@@ -178,14 +206,21 @@ def _targets(like: Graph) -> dict[GraphPath, Tensor]:
     return {path: e.tensor for e in like.entries() if e.slot is None for path in e.paths}
 
 
-def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step],
-                 like: Graph | None, target_format: str | None, report: RulesReport,
-                 emitted: list[dict[str, Any]], rules: RuleSet
-                 ) -> tuple[dict[GraphPath, Tensor], set[int]]:
+def _plan_layers(
+    source: Graph,
+    left: dict[GraphPath, Tensor],
+    chain: list[Step],
+    like: Graph | None,
+    target_format: str | None,
+    report: RulesReport,
+    emitted: list[dict[str, Any]],
+    rules: RuleSet,
+) -> tuple[dict[GraphPath, Tensor], set[int]]:
     remaining = {id(t) for t in left.values()}
     found = views.view(source, place.framework(chain[0].src, source.format))
-    layers = [layer for layer in found.layers
-              if all(id(t) in remaining for t in layer.vars.values())]
+    layers = [
+        layer for layer in found.layers if all(id(t) in remaining for t in layer.vars.values())
+    ]
     if like is not None:
         target = views.view(like, place.framework(chain[-1].dst, like.format))
         where = {id(t): p for p, t in _targets(like).items()}
@@ -201,8 +236,13 @@ def _plan_layers(source: Graph, left: dict[GraphPath, Tensor], chain: list[Step]
     return placed.produced, placed.used
 
 
-def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor],
-            target_format: str | None, report: RulesReport) -> Graph:
+def _output(
+    source: Graph,
+    like: Graph | None,
+    produced: dict[GraphPath, Tensor],
+    target_format: str | None,
+    report: RulesReport,
+) -> Graph:
     if like is None:
         graph = Graph(format=target_format, source=source.source, files=list(source.files))
         if target_format == "tf":  # tensors named by path: a TF1 (name-based) checkpoint,
@@ -228,11 +268,16 @@ def _output(source: Graph, like: Graph | None, produced: dict[GraphPath, Tensor]
     known = {p for e in like_entries for p in e.paths}
     report.unexpected = [_key(p, like.format) for p in produced if p not in known]
     # What the target has no place for (a BertModel has no pre-training heads) is unused.
-    report.unused = sorted({*report.unused, *(s for p, t in produced.items() if p not in known
-                                             for s in sources_of(t))})
-    graph = Graph(root=_copy(like.root, fill, {}), values=dict(like.values),
-                  format=like.format, source=source.source,
-                  files=[*source.files, *like.files])
+    report.unused = sorted(
+        {*report.unused, *(s for p, t in produced.items() if p not in known for s in sources_of(t))}
+    )
+    graph = Graph(
+        root=_copy(like.root, fill, {}),
+        values=dict(like.values),
+        format=like.format,
+        source=source.source,
+        files=[*source.files, *like.files],
+    )
     return graph
 
 
@@ -256,10 +301,16 @@ def _as(skeleton: Tensor, made: Tensor, memo: dict) -> Tensor:
     lays it out as the skeleton's own (an alias of the skeleton tensor gets the same one)."""
     key = ("tensor", id(skeleton))
     if key not in memo:
-        memo[key] = Tensor(made.dtype, made.shape, made.read,
-                           {**skeleton.meta, **{k: v for k, v in made.meta.items()
-                                                if k.startswith(RULE_PREFIX) or k == VIEW_OF},
-                            RULE_SOURCES: made.meta.get(RULE_SOURCES, [_source_key(made)])})
+        memo[key] = Tensor(
+            made.dtype,
+            made.shape,
+            made.read,
+            {
+                **skeleton.meta,
+                **{k: v for k, v in made.meta.items() if k.startswith(RULE_PREFIX) or k == VIEW_OF},
+                RULE_SOURCES: made.meta.get(RULE_SOURCES, [_source_key(made)]),
+            },
+        )
     return memo[key]
 
 
@@ -268,17 +319,23 @@ def _key(path: GraphPath, fmt: str | None) -> str:
 
 
 def _planned(key: str, tensor: Tensor) -> dict[str, Any]:
-    return {"key": key, "dtype": dtype_name(tensor.dtype), "shape": list(tensor.shape),
-            "sources": sources_of(tensor), "ops": tensor.meta.get(RULE_OPS, "copy"),
-            "exact": tensor.meta.get(RULE_EXACT, True)}
+    return {
+        "key": key,
+        "dtype": dtype_name(tensor.dtype),
+        "shape": list(tensor.shape),
+        "sources": sources_of(tensor),
+        "ops": tensor.meta.get(RULE_OPS, "copy"),
+        "exact": tensor.meta.get(RULE_EXACT, True),
+    }
 
 
 def _check(report: RulesReport, check: str, rules: RuleSet) -> None:
     consumed = {s for item in report.plan for s in item["sources"]}
     report.consumed = sorted(consumed - {"?"})
     report.unused = sorted(set(report.unused) - consumed)
-    report.inexact = [{"key": p["key"], "ops": p["ops"]} for p in report.plan
-                      if not p["exact"] and p["sources"]]
+    report.inexact = [
+        {"key": p["key"], "ops": p["ops"]} for p in report.plan if not p["exact"] and p["sources"]
+    ]
     report.made = [p["key"] for p in report.plan if not p["sources"]]
     problems = []
     if check in ("consumed", "existing") and report.missing:
@@ -292,8 +349,11 @@ def _check(report: RulesReport, check: str, rules: RuleSet) -> None:
     if not report.plan and check != "partial":
         problems.append(f"rules {rules.name} matched nothing in the source")
     if problems:
-        raise RuleError(f"check {check!r} failed: " + "; ".join(dict.fromkeys(problems))
-                        + " (--check partial writes what matched)")
+        raise RuleError(
+            f"check {check!r} failed: "
+            + "; ".join(dict.fromkeys(problems))
+            + " (--check partial writes what matched)"
+        )
 
 
 def _some(keys: list[str], what: str) -> str:

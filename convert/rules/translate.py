@@ -15,7 +15,8 @@ from typing import TypeGuard
 from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.rules.derive import derive
-from convert.rules.language import LayerRule, RuleError, RuleSet, TensorRule
+from convert.rules.entries import LayerRule, TensorRule
+from convert.rules.language import RuleError, RuleSet
 from convert.rules.ops import Chain, NeedShapes, OpError
 
 
@@ -47,9 +48,13 @@ class Route:
     def signature(self, steps: list[Step]) -> tuple:
         """What the route does to the variables: two routes with one signature give the
         same tensors from the same layer (keras-torch's conv2d and conv2d_transpose)."""
-        return tuple(tuple((tuple(v.names[step.src]), tuple(v.names[step.dst]),
-                            repr(v.chain.ops)) for v in rule.vars)
-                     for rule, step in zip(self.rules, steps, strict=True))
+        return tuple(
+            tuple(
+                (tuple(v.names[step.src]), tuple(v.names[step.dst]), repr(v.chain.ops))
+                for v in rule.vars
+            )
+            for rule, step in zip(self.rules, steps, strict=True)
+        )
 
     def reorders(self, steps: list[Step]) -> bool:
         """Whether it reorders a flattened map's rows (channels-last ↔ channels-first): the
@@ -65,9 +70,11 @@ def routes(kinds: frozenset[str], steps: list[Step]) -> list[Route]:
     """Every way a layer of one of `kinds` goes through the steps' layer rules."""
     frontier: list[tuple[str, str, tuple[LayerRule, ...]]] = [(k, k, ()) for k in sorted(kinds)]
     for step in steps:
-        frontier = [(first, rule.kinds[step.dst], (*path, rule))
-                    for first, kind, path in frontier
-                    for rule in step.rules.layer_rules(step.src, kind)]
+        frontier = [
+            (first, rule.kinds[step.dst], (*path, rule))
+            for first, kind, path in frontier
+            for rule in step.rules.layer_rules(step.src, kind)
+        ]
     return [Route(first, kind, path) for first, kind, path in frontier]
 
 
@@ -76,24 +83,33 @@ def usable(route: Route, facts: dict) -> bool:
     return route.needs <= facts.keys()
 
 
-def run_layer(variables: dict[str, Tensor], route: Route, steps: list[Step],
-              want: dict[str, Tensor] | None, where: str,
-              facts: dict | None = None) -> tuple[dict[str, Tensor], list[str]]:
+def run_layer(
+    variables: dict[str, Tensor],
+    route: Route,
+    steps: list[Step],
+    want: dict[str, Tensor] | None,
+    where: str,
+    facts: dict | None = None,
+) -> tuple[dict[str, Tensor], list[str]]:
     """The target layer's variables from the source layer's, and the source variables left
     unused (the target has no place for them)."""
     current = variables
     unused: list[str] = []
     for i, (step, rule) in enumerate(zip(steps, route.rules, strict=True)):
         last = i == len(steps) - 1
-        current, left = _run_rule(rule, step, current, want if last else None, where,
-                                  facts or {})
+        current, left = _run_rule(rule, step, current, want if last else None, where, facts or {})
         unused += left
     return current, unused
 
 
-def _run_rule(rule: LayerRule, step: Step, current: dict[str, Tensor],
-              want: dict[str, Tensor] | None, where: str,
-              facts: dict) -> tuple[dict[str, Tensor], list[str]]:
+def _run_rule(
+    rule: LayerRule,
+    step: Step,
+    current: dict[str, Tensor],
+    want: dict[str, Tensor] | None,
+    where: str,
+    facts: dict,
+) -> tuple[dict[str, Tensor], list[str]]:
     out: dict[str, Tensor] = {}
     unused: list[str] = []
     for var in rule.vars:
@@ -103,21 +119,26 @@ def _run_rule(rule: LayerRule, step: Step, current: dict[str, Tensor],
             continue  # a variable this layer does not have (a bias it was built without)
         if not _all_present(inputs):
             missing = [n for n, t in zip(src, inputs, strict=True) if t is None]
-            raise RuleError(f"layer {where}: has {', '.join(n for n in src if n not in missing)}"
-                            f" but not {', '.join(missing)}, which the rule maps together")
+            raise RuleError(
+                f"layer {where}: has {', '.join(n for n in src if n not in missing)}"
+                f" but not {', '.join(missing)}, which the rule maps together"
+            )
         if want is not None and dst and not any(n in want for n in dst):
             unused += src  # the target layer has no such variable (built without a bias)
             continue
-        targets = [want[n] for n in dst] if want is not None and all(n in want for n in dst) \
-            else None
-        chain = _oriented(var.chain.bind(facts), step, inputs, targets,
-                          f"layer {where}: {' + '.join(src)}")
+        targets = (
+            [want[n] for n in dst] if want is not None and all(n in want for n in dst) else None
+        )
+        chain = _oriented(
+            var.chain.bind(facts), step, inputs, targets, f"layer {where}: {' + '.join(src)}"
+        )
         out.update(zip(dst, derive(inputs, chain), strict=True))
     return out, unused
 
 
-def _oriented(written: Chain, step: Step, inputs: list[Tensor],
-              targets: list[Tensor] | None, where: str) -> Chain:
+def _oriented(
+    written: Chain, step: Step, inputs: list[Tensor], targets: list[Tensor] | None, where: str
+) -> Chain:
     """The chain from `inputs` to the step's side (`written` runs from the rule file's first
     side to its second), checked against `targets` if known."""
     specs = [(t.dtype, t.shape) for t in inputs]
@@ -126,12 +147,17 @@ def _oriented(written: Chain, step: Step, inputs: list[Tensor],
             chain = written
             got = chain.specs(specs)
         else:
-            wanted = [(t.dtype, t.shape) for t in targets] if targets is not None \
+            wanted = (
+                [(t.dtype, t.shape) for t in targets]
+                if targets is not None
                 else written.back(specs)
+            )
             if written.specs(wanted) != specs:
-                raise RuleError(f"{where}: the target holds {_specs(wanted)}, which the source "
-                                f"would hold as {_specs(written.specs(wanted))}; it holds "
-                                f"{_specs(specs)}")
+                raise RuleError(
+                    f"{where}: the target holds {_specs(wanted)}, which the source "
+                    f"would hold as {_specs(written.specs(wanted))}; it holds "
+                    f"{_specs(specs)}"
+                )
             chain = written.inverse(wanted)
             got = wanted
     except NeedShapes as exc:
@@ -139,8 +165,10 @@ def _oriented(written: Chain, step: Step, inputs: list[Tensor],
     except OpError as exc:
         raise RuleError(f"{where}: {exc.reason}") from None
     if targets is not None and got != [(t.dtype, t.shape) for t in targets]:
-        raise RuleError(f"{where}: the rule makes {_specs(got)}, the target holds "
-                        f"{_specs([(t.dtype, t.shape) for t in targets])}")
+        raise RuleError(
+            f"{where}: the rule makes {_specs(got)}, the target holds "
+            f"{_specs([(t.dtype, t.shape) for t in targets])}"
+        )
     return chain
 
 
@@ -150,9 +178,12 @@ def _specs(specs) -> str:
     return ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
 
 
-def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[GraphPath, Tensor],
-                     want: dict[GraphPath, Tensor] | None
-                     ) -> tuple[dict[GraphPath, Tensor], set[int]]:
+def run_tensor_rules(
+    rules: RuleSet,
+    step: Step,
+    tensors: dict[GraphPath, Tensor],
+    want: dict[GraphPath, Tensor] | None,
+) -> tuple[dict[GraphPath, Tensor], set[int]]:
     """Target path → tensor for every source tensor a `[[tensor]]` rule matches (the first
     rule that matches wins), and the ids of the source tensors used."""
     produced: dict[GraphPath, Tensor] = {}
@@ -162,14 +193,14 @@ def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[GraphPath, Tensor
         if id(tensor) in used:
             continue
         for spelled, original in _spellings(path, src_prefix):
-            hit = _first_rule(rules, step, spelled, original, tensor, tensors, want,
-                              dst_prefix)
+            hit = _first_rule(rules, step, spelled, original, tensor, tensors, want, dst_prefix)
             if hit is not None:
                 made, sources = hit
                 for out, value in made.items():
                     if out in produced:
-                        raise RuleError(f"two rules write {'/'.join(out)} (the second from "
-                                        f"{'/'.join(path)})")
+                        raise RuleError(
+                            f"two rules write {'/'.join(out)} (the second from {'/'.join(path)})"
+                        )
                     produced[out] = value
                 used.update(id(t) for t in sources)
                 break
@@ -177,7 +208,7 @@ def run_tensor_rules(rules: RuleSet, step: Step, tensors: dict[GraphPath, Tensor
 
 
 def _toggle(path: GraphPath, prefix: GraphPath) -> GraphPath:
-    return path[len(prefix):] if path[:len(prefix)] == prefix else (*prefix, *path)
+    return path[len(prefix) :] if path[: len(prefix)] == prefix else (*prefix, *path)
 
 
 def _spellings(path: GraphPath, prefix: GraphPath | None):
@@ -188,24 +219,34 @@ def _spellings(path: GraphPath, prefix: GraphPath | None):
         yield _toggle(path, prefix), lambda p: _toggle(p, prefix)
 
 
-def _first_rule(rules: RuleSet, step: Step, path: GraphPath, original, tensor: Tensor,
-                tensors: dict[GraphPath, Tensor], want: dict[GraphPath, Tensor] | None,
-                dst_prefix: GraphPath | None
-                ) -> tuple[dict[GraphPath, Tensor], list[Tensor]] | None:
+def _first_rule(
+    rules: RuleSet,
+    step: Step,
+    path: GraphPath,
+    original,
+    tensor: Tensor,
+    tensors: dict[GraphPath, Tensor],
+    want: dict[GraphPath, Tensor] | None,
+    dst_prefix: GraphPath | None,
+) -> tuple[dict[GraphPath, Tensor], list[Tensor]] | None:
     for rule in rules.tensors:
         values = rule.patterns[step.src][0].match(path)
         if values is None or (step.forward and not _holds(rule, tensor)):
             continue
-        sources = [tensors.get(original(p.fill(values))) if not p.skips else
-                   (tensors.get(found) if (found := p.resolve(values, tensors)) else None)
-                   for p in rule.patterns[step.src]]
+        sources = [
+            tensors.get(original(p.fill(values)))
+            if not p.skips
+            else (tensors.get(found) if (found := p.resolve(values, tensors)) else None)
+            for p in rule.patterns[step.src]
+        ]
         if not _all_present(sources):
             continue
-        outputs = [p.resolve(values, want or ()) or p.fill(values)
-                   for p in rule.patterns[step.dst]]
+        outputs = [p.resolve(values, want or ()) or p.fill(values) for p in rule.patterns[step.dst]]
         if want is not None and dst_prefix:  # the skeleton's spelling of the prefix
-            outputs = [o if o in want or _toggle(o, dst_prefix) not in want
-                       else _toggle(o, dst_prefix) for o in outputs]
+            outputs = [
+                o if o in want or _toggle(o, dst_prefix) not in want else _toggle(o, dst_prefix)
+                for o in outputs
+            ]
         wanted = [want.get(o) for o in outputs] if want is not None else None
         targets = wanted if wanted is not None and _all_present(wanted) else None
         if not step.forward and not _holds_back(rule, sources, targets):

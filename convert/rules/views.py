@@ -21,7 +21,9 @@ def framework_of(graph: Graph, path: str | None = None) -> str:
     if framework is None:
         raise UnsupportedError(
             f"layer rules read Keras 3, torch/safetensors and Flax files; a {graph.format} "
-            "file does not say which layers it holds", path or graph.source)
+            "file does not say which layers it holds",
+            path or graph.source,
+        )
     return framework
 
 
@@ -63,9 +65,16 @@ def _split_parts(layers: list[Layer], framework: str) -> list[Layer]:
             continue
         for i, (name, part_kind, names) in enumerate(spec.parts):
             held = {v: layer.vars[w] for v, w in names.items() if w in layer.vars}
-            out.append(Layer((*layer.path, name), frozenset({part_kind}), held,
-                             (*layer.order, i), layer.cls, layer.ordered, layer.parent,
-                             dict(layer.facts)))
+            out.append(
+                Layer(
+                    (*layer.path, name),
+                    frozenset({part_kind}),
+                    held,
+                    (*layer.order, i),
+                    layer.cls,
+                    layer.ordered,
+                    layer.parent,
+                    dict(layer.facts),
+                )
+            )
     return out
-
-

@@ -21,8 +21,9 @@ def torch_source(path: Path, seed: int = 0, width: int = 6) -> Source:
     import torch
 
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(),
-                                torch.nn.Linear(width, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 3)
+    )
     torch.save(model.state_dict(), path)
     loaded = torch.load(path, weights_only=True)
     return Source(path, {k: v.numpy() for k, v in loaded.items()})
@@ -50,8 +51,11 @@ def tf_source(prefix: Path) -> Source:
     written = tf.train.Checkpoint(dense=layer).write(str(prefix))
     reader = tf.train.load_checkpoint(written)
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
-    values = {k[:-len(suffix)].replace("/", "."): reader.get_tensor(k)
-              for k in reader.get_variable_to_shape_map() if k.endswith(suffix)}
+    values = {
+        k[: -len(suffix)].replace("/", "."): reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if k.endswith(suffix)
+    }
     return Source(Path(written), values)
 
 
@@ -59,9 +63,11 @@ def tf_source(prefix: Path) -> Source:
 def sources(tmp_path_factory) -> dict[str, Source]:
     base = tmp_path_factory.mktemp("batch-sources")
     (base / "tf").mkdir()
-    made = {"torch": torch_source(base / "model.pt"),
-            "flax": flax_source(base / "params.msgpack"),
-            "tf": tf_source(base / "tf" / "ckpt-1")}
+    made = {
+        "torch": torch_source(base / "model.pt"),
+        "flax": flax_source(base / "params.msgpack"),
+        "tf": tf_source(base / "tf" / "ckpt-1"),
+    }
     broken = base / "broken.pt"
     broken.write_bytes((base / "model.pt").read_bytes()[:200])  # truncated
     made["broken"] = Source(broken, {})

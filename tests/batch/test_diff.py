@@ -70,17 +70,21 @@ def test_json_rows_name_every_status(torch_pair, tmp_path):
     values = read_safetensors(torch_pair[1])
     values["0.weight"] = values["0.weight"].copy()
     values["0.weight"][1, 2] = -values["0.weight"][1, 2] * 3
-    values["0.bias"] = values["0.bias"].astype(np.float64)   # dtype
-    values["2.bias"] = np.zeros((4,), np.float32)              # shape
-    del values["2.weight"]                                     # only in A
-    values["extra"] = np.ones(2, np.float32)                   # only in B
+    values["0.bias"] = values["0.bias"].astype(np.float64)  # dtype
+    values["2.bias"] = np.zeros((4,), np.float32)  # shape
+    del values["2.weight"]  # only in A
+    values["extra"] = np.ones(2, np.float32)  # only in B
     save_file(values, str(tmp_path / "b.safetensors"))
     result = run_cli("diff", torch_pair[0], tmp_path / "b.safetensors", "--json")
     assert result.code == 1, result.err
     rows = {row["key"]: row for row in json.loads(result.out)}
     assert {k: r["status"] for k, r in rows.items()} == {
-        "0.weight": "differs", "0.bias": "dtype", "2.weight": "only_a", "2.bias": "shape",
-        "extra": "only_b"}
+        "0.weight": "differs",
+        "0.bias": "dtype",
+        "2.weight": "only_a",
+        "2.bias": "shape",
+        "extra": "only_b",
+    }
     original = read_safetensors(torch_pair[1])["0.weight"][1, 2]
     assert rows["0.weight"]["max_abs"] == pytest.approx(abs(4 * float(original)))
     assert rows["0.weight"]["max_rel"] == pytest.approx(4 / 3)
@@ -100,10 +104,8 @@ def test_same_rows_are_in_the_json(torch_pair):
 
 
 def test_user_errors_exit_2(torch_pair, tmp_path):
-    assert_one_line_error(run_cli("diff", torch_pair[0], tmp_path / "missing.pt"),
-                          "missing.pt")
-    assert_one_line_error(run_cli("diff", *torch_pair, "--rules", "no-such-rules"),
-                          "no-such-rules")
+    assert_one_line_error(run_cli("diff", torch_pair[0], tmp_path / "missing.pt"), "missing.pt")
+    assert_one_line_error(run_cli("diff", *torch_pair, "--rules", "no-such-rules"), "no-such-rules")
 
 
 def test_python_api(torch_pair, tmp_path):
@@ -126,29 +128,39 @@ def test_rules_map_a_keras_model_onto_its_torch_twin(tmp_path):
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
     torch.save(net.state_dict(), tmp_path / "net.pt")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(2)]
+    )
     for layer, linear in zip(model.layers, (net[0], net[2]), strict=True):
         layer.set_weights([linear.weight.detach().numpy().T, linear.bias.detach().numpy()])
     model.save_weights(tmp_path / "model.weights.h5")
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    assert np.allclose(model.predict(x, verbose=0), net(torch.from_numpy(x)).detach().numpy(),
-                       atol=1e-6)
-    result = run_cli("diff", tmp_path / "model.weights.h5", tmp_path / "net.pt",
-                     "--rules", "keras-torch")
+    assert np.allclose(
+        model.predict(x, verbose=0), net(torch.from_numpy(x)).detach().numpy(), atol=1e-6
+    )
+    result = run_cli(
+        "diff", tmp_path / "model.weights.h5", tmp_path / "net.pt", "--rules", "keras-torch"
+    )
     assert result.code == 0, (result.out, result.err)
     with torch.no_grad():
         net[2].bias[1] += 1
     torch.save(net.state_dict(), tmp_path / "net2.pt")
-    result = run_cli("diff", tmp_path / "model.weights.h5", tmp_path / "net2.pt",
-                     "--rules", "keras-torch", "--json")
+    result = run_cli(
+        "diff",
+        tmp_path / "model.weights.h5",
+        tmp_path / "net2.pt",
+        "--rules",
+        "keras-torch",
+        "--json",
+    )
     assert result.code == 1
     rows = [r for r in json.loads(result.out) if r["status"] != "same"]
     assert [(r["key"], r["status"]) for r in rows] == [("2.bias", "differs")]
     assert rows[0]["max_abs"] == pytest.approx(1.0)
     # the other way round (the rules' direction comes from A's side)
-    result = run_cli("diff", tmp_path / "net.pt", tmp_path / "model.weights.h5",
-                     "--rules", "keras-torch")
+    result = run_cli(
+        "diff", tmp_path / "net.pt", tmp_path / "model.weights.h5", "--rules", "keras-torch"
+    )
     assert result.code == 0, (result.out, result.err)
 
 
@@ -169,9 +181,18 @@ def test_diff_streams_in_bounded_memory(tmp_path):
     values["t7"][5, 5] += 1
     save_file(values, str(tmp_path / "b.safetensors"))
     del values
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path / "a.safetensors"),
-                             str(tmp_path / "b.safetensors")], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURE,
+            str(tmp_path / "a.safetensors"),
+            str(tmp_path / "b.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     *rows, last = result.stdout.strip().splitlines()
     code, peak_mib = map(int, last.split())
     assert code == 1, result.stderr

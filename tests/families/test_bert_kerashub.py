@@ -17,16 +17,26 @@ keras_hub = pytest.importorskip("keras_hub")
 
 from convert import api  # noqa: E402
 
-CONFIG = dict(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-              intermediate_size=16, max_position_embeddings=16, type_vocab_size=2)
+CONFIG = dict(
+    vocab_size=40,
+    hidden_size=8,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=16,
+    max_position_embeddings=16,
+    type_vocab_size=2,
+)
 
 
 def backbone():
     return keras_hub.models.BertBackbone(
-        vocabulary_size=CONFIG["vocab_size"], num_layers=CONFIG["num_hidden_layers"],
-        num_heads=CONFIG["num_attention_heads"], hidden_dim=CONFIG["hidden_size"],
+        vocabulary_size=CONFIG["vocab_size"],
+        num_layers=CONFIG["num_hidden_layers"],
+        num_heads=CONFIG["num_attention_heads"],
+        hidden_dim=CONFIG["hidden_size"],
         intermediate_dim=CONFIG["intermediate_size"],
-        max_sequence_length=CONFIG["max_position_embeddings"])
+        max_sequence_length=CONFIG["max_position_embeddings"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +57,9 @@ def hf(tmp_path_factory):
 def test_hugging_face_into_kerashub_equals_kerashubs_own_loader(hf, tmp_path):
     _, directory, reference, skeleton = hf
     out = tmp_path / "bert.weights.h5"
-    report = api.convert(directory / "model.safetensors", out, rules="bert-hf-kerashub",
-                         like=skeleton)
+    report = api.convert(
+        directory / "model.safetensors", out, rules="bert-hf-kerashub", like=skeleton
+    )
     ported = backbone()
     ported.load_weights(out)
     assert len(ported.weights) == len(reference.weights)
@@ -73,14 +84,16 @@ def test_bert_prefix_is_optional_on_input(hf, tmp_path):
 def test_kerashub_back_to_hugging_face(hf, tmp_path):
     model, directory, _, skeleton = hf
     keras_file = tmp_path / "bert.weights.h5"
-    api.convert(directory / "model.safetensors", keras_file, rules="bert-hf-kerashub",
-                like=skeleton)
+    api.convert(
+        directory / "model.safetensors", keras_file, rules="bert-hf-kerashub", like=skeleton
+    )
     out = tmp_path / "back.safetensors"
     api.convert(keras_file, out, rules="bert-hf-kerashub")
     from safetensors.torch import load_file
 
     fresh = transformers.BertModel(transformers.BertConfig(**CONFIG)).eval()
     fresh.load_state_dict(load_file(str(out)), strict=True)
-    for (name, mine), theirs in zip(fresh.state_dict().items(),
-                                    model.state_dict().values(), strict=True):
+    for (name, mine), theirs in zip(
+        fresh.state_dict().items(), model.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0, msg=name)

@@ -18,17 +18,26 @@ tf = pytest.importorskip("tensorflow")
 
 from convert import api  # noqa: E402
 
-CONFIG = dict(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-              intermediate_size=16, max_position_embeddings=16, type_vocab_size=2)
+CONFIG = dict(
+    vocab_size=40,
+    hidden_size=8,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=16,
+    max_position_embeddings=16,
+    type_vocab_size=2,
+)
 
 
 def google_name(key: str) -> tuple[str, bool] | None:
     """The TF1 variable name of a Hugging Face key, and whether it is transposed."""
     if key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
         return None  # tied: Google's checkpoint holds them once
-    special = {"cls.predictions.bias": "cls/predictions/output_bias",
-               "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
-               "cls.seq_relationship.bias": "cls/seq_relationship/output_bias"}
+    special = {
+        "cls.predictions.bias": "cls/predictions/output_bias",
+        "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
+        "cls.seq_relationship.bias": "cls/seq_relationship/output_bias",
+    }
     if key in special:
         return special[key], False
     name = re.sub(r"layer\.(\d+)", r"layer_\1", key).replace(".", "/")
@@ -59,8 +68,11 @@ def bert(tmp_path_factory):
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf.compat.v1.Variable(v, name=k) for k, v in google.items()]
-        slots = [tf.compat.v1.Variable(np.full_like(v, 0.5), name=f"{k}/adam_{s}")
-                 for k, v in google.items() for s in ("m", "v")]
+        slots = [
+            tf.compat.v1.Variable(np.full_like(v, 0.5), name=f"{k}/adam_{s}")
+            for k, v in google.items()
+            for s in ("m", "v")
+        ]
         step = tf.compat.v1.Variable(np.int64(1000), name="global_step")
         saver = tf.compat.v1.train.Saver([*variables, *slots, step])
         with tf.compat.v1.Session() as session:
@@ -71,8 +83,11 @@ def bert(tmp_path_factory):
 
 def _inputs():
     ids = torch.tensor([[1, 5, 7, 2, 9, 3], [4, 8, 6, 2, 0, 1]])
-    return {"input_ids": ids, "token_type_ids": torch.tensor([[0, 0, 0, 1, 1, 1]] * 2),
-            "attention_mask": torch.ones_like(ids)}
+    return {
+        "input_ids": ids,
+        "token_type_ids": torch.tensor([[0, 0, 0, 1, 1, 1]] * 2),
+        "attention_mask": torch.ones_like(ids),
+    }
 
 
 def test_google_checkpoint_into_bert_for_pretraining(bert, tmp_path):
@@ -82,8 +97,10 @@ def test_google_checkpoint_into_bert_for_pretraining(bert, tmp_path):
     fresh = transformers.BertForPreTraining(config).eval()
     state = torch.load(out, weights_only=True)
     fresh.load_state_dict(state, strict=True)  # the tied decoder comes tied
-    assert state["cls.predictions.decoder.weight"].data_ptr() == \
-        state["bert.embeddings.word_embeddings.weight"].data_ptr()
+    assert (
+        state["cls.predictions.decoder.weight"].data_ptr()
+        == state["bert.embeddings.word_embeddings.weight"].data_ptr()
+    )
     fresh.tie_weights()
     with torch.no_grad():
         want, got = model(**_inputs()), fresh(**_inputs())
@@ -120,8 +137,7 @@ def test_hugging_face_back_to_google_names(bert, tmp_path):
     api.convert(source, prefix, rules="bert-tf1-hf", to="tf")
     graph = tf.Graph()
     with graph.as_default():
-        variables = {k: tf.compat.v1.Variable(np.zeros_like(v), name=k)
-                     for k, v in google.items()}
+        variables = {k: tf.compat.v1.Variable(np.zeros_like(v), name=k) for k, v in google.items()}
         saver = tf.compat.v1.train.Saver(list(variables.values()))
         with tf.compat.v1.Session() as session:
             saver.restore(session, str(prefix))

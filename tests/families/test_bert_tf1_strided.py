@@ -40,5 +40,4 @@ def test_strided_bert_loads_with_from_pretrained_and_load_state_dict(bert, tmp_p
         want = model(**_inputs())
         for got in (fresh(**_inputs()), loaded(**_inputs())):
             torch.testing.assert_close(got.prediction_logits, want.prediction_logits)
-            torch.testing.assert_close(got.seq_relationship_logits,
-                                       want.seq_relationship_logits)
+            torch.testing.assert_close(got.seq_relationship_logits, want.seq_relationship_logits)

@@ -32,7 +32,9 @@ def model():
 x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, {IMAGE}, {IMAGE}))
                      .astype('float32'))
 """
-REFERENCE = TIMM + """
+REFERENCE = (
+    TIMM
+    + """
 npz, out = sys.argv[1], sys.argv[2]
 torch.save(model().state_dict(), f'{out}/skeleton.pt')   # a fresh model: the skeleton
 reference = model()
@@ -41,7 +43,10 @@ torch.save(reference.state_dict(), f'{out}/reference.pt')
 with torch.no_grad():
     np.save(f'{out}/reference.npy', reference(x).numpy())
 """
-CHECK_TORCH = TIMM + """
+)
+CHECK_TORCH = (
+    TIMM
+    + """
 ported, reference = sys.argv[1], sys.argv[2]
 m = model()
 m.load_state_dict(torch.load(ported, weights_only=True), strict=True)
@@ -52,7 +57,10 @@ with torch.no_grad():
     np.testing.assert_array_equal(m(x).numpy(), np.load(sys.argv[3]))
 print('ok')
 """
-CHECK_NPZ = TIMM + """
+)
+CHECK_NPZ = (
+    TIMM
+    + """
 m = model()
 _load_weights(m, sys.argv[1])
 want = torch.load(sys.argv[2], weights_only=True)
@@ -60,15 +68,22 @@ for key, value in m.state_dict().items():
     assert torch.equal(value, want[key]), key
 print('ok')
 """
+)
 
 
 def google_vit(path: Path) -> None:
     """A Google-layout ViT checkpoint with random arrays, as vision_transformer saves it."""
     rng = np.random.default_rng(3)
-    arrays = {"cls": (1, 1, D), "embedding/kernel": (PATCH, PATCH, 3, D), "embedding/bias": (D,),
-              "Transformer/posembed_input/pos_embedding": (1, 1 + (IMAGE // PATCH) ** 2, D),
-              "Transformer/encoder_norm/scale": (D,), "Transformer/encoder_norm/bias": (D,),
-              "head/kernel": (D, CLASSES), "head/bias": (CLASSES,)}
+    arrays = {
+        "cls": (1, 1, D),
+        "embedding/kernel": (PATCH, PATCH, 3, D),
+        "embedding/bias": (D,),
+        "Transformer/posembed_input/pos_embedding": (1, 1 + (IMAGE // PATCH) ** 2, D),
+        "Transformer/encoder_norm/scale": (D,),
+        "Transformer/encoder_norm/bias": (D,),
+        "head/kernel": (D, CLASSES),
+        "head/bias": (CLASSES,),
+    }
     for i in range(DEPTH):
         block = f"Transformer/encoderblock_{i}"
         for norm in ("LayerNorm_0", "LayerNorm_2"):
@@ -88,8 +103,12 @@ def google_vit(path: Path) -> None:
 
 def timm(script: str, *args) -> str:
     assert TIMM_PYTHON.exists(), "scripts/test makes .venv-timm (timm and its torchvision)"
-    result = subprocess.run([str(TIMM_PYTHON), "-c", script, *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(TIMM_PYTHON), "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

@@ -33,6 +33,7 @@ class Golden:
 
 # -- models -------------------------------------------------------------------------------
 
+
 class LinenCNN(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -50,8 +51,9 @@ class LinenBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = nn.LayerNorm(param_dtype=self.dtype, dtype=self.dtype)(x)
-        x = x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8,
-                                                param_dtype=self.dtype, dtype=self.dtype)(h)
+        x = x + nn.MultiHeadDotProductAttention(
+            num_heads=2, qkv_features=8, param_dtype=self.dtype, dtype=self.dtype
+        )(h)
         h = nn.LayerNorm(param_dtype=self.dtype, dtype=self.dtype)(x)
         h = nn.Dense(16, param_dtype=self.dtype, dtype=self.dtype)(h)
         return x + nn.Dense(8, param_dtype=self.dtype, dtype=self.dtype)(nn.gelu(h))
@@ -90,8 +92,12 @@ def linen_cnn(flax_dir) -> Golden:
     _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
     variables = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
     template = init(jax.random.key(2), x)
-    return Golden(_save(flax_dir / "cnn.msgpack", variables), template,
-                  lambda v: np.asarray(apply(v, x)), np.asarray(apply(variables, x)))
+    return Golden(
+        _save(flax_dir / "cnn.msgpack", variables),
+        template,
+        lambda v: np.asarray(apply(v, x)),
+        np.asarray(apply(variables, x)),
+    )
 
 
 def _linen_block(flax_dir: Path, name: str, dtype: Any) -> Golden:
@@ -100,8 +106,12 @@ def _linen_block(flax_dir: Path, name: str, dtype: Any) -> Golden:
     init, apply = jax.jit(model.init), jax.jit(model.apply)
     variables = init(jax.random.key(4), x)
     template = init(jax.random.key(5), x)
-    return Golden(_save(flax_dir / name, variables), template,
-                  lambda v: np.asarray(apply(v, x)), np.asarray(apply(variables, x)))
+    return Golden(
+        _save(flax_dir / name, variables),
+        template,
+        lambda v: np.asarray(apply(v, x)),
+        np.asarray(apply(variables, x)),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -140,12 +150,17 @@ def misc_tree() -> dict:
     floats, None, bytes, special floats, ml_dtypes, lists (maps keyed "0", "1")."""
     special = np.array([np.nan, -np.inf, np.inf, -0.0, 1e-40], np.float32)
     return {
-        "params": {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "special": special,
-                   "f8": np.arange(-4, 4).astype(ml_dtypes.float8_e4m3fn),
-                   "bf": np.linspace(-2, 2, 6).astype(ml_dtypes.bfloat16).reshape(2, 3),
-                   "i8": np.arange(-3, 3, dtype=np.int8), "u16": np.arange(4, dtype=np.uint16),
-                   "mask": np.array([[True, False]]),
-                   "z": np.array([1 + 2j, -3j], np.complex64), "empty": np.zeros((0, 3))},
+        "params": {
+            "w": np.arange(12, dtype=np.float32).reshape(3, 4),
+            "special": special,
+            "f8": np.arange(-4, 4).astype(ml_dtypes.float8_e4m3fn),
+            "bf": np.linspace(-2, 2, 6).astype(ml_dtypes.bfloat16).reshape(2, 3),
+            "i8": np.arange(-3, 3, dtype=np.int8),
+            "u16": np.arange(4, dtype=np.uint16),
+            "mask": np.array([[True, False]]),
+            "z": np.array([1 + 2j, -3j], np.complex64),
+            "empty": np.zeros((0, 3)),
+        },
         "scalar": np.float32(1.5),
         "count": np.int64(-7),
         "step": 7,
@@ -179,10 +194,14 @@ CHUNK_LIMIT = 256  # bytes; a tiny MAX_CHUNK_SIZE makes a cheap chunked golden f
 @pytest.fixture(scope="session")
 def chunked(flax_dir) -> Golden:
     rng = np.random.default_rng(0)
-    tree = {"params": {"embedding": rng.standard_normal((40, 8)).astype(np.float32),
-                       "odd": np.arange(101, dtype=np.float64),
-                       "bf": np.arange(300).astype(ml_dtypes.bfloat16).reshape(3, 100),
-                       "bias": np.ones(3, np.float32)}}
+    tree = {
+        "params": {
+            "embedding": rng.standard_normal((40, 8)).astype(np.float32),
+            "odd": np.arange(101, dtype=np.float64),
+            "bf": np.arange(300).astype(ml_dtypes.bfloat16).reshape(3, 100),
+            "bias": np.ones(3, np.float32),
+        }
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(serialization, "MAX_CHUNK_SIZE", CHUNK_LIMIT)
         path = _save(flax_dir / "chunked.msgpack", tree)
@@ -193,5 +212,12 @@ def chunked(flax_dir) -> Golden:
 
 @pytest.fixture(scope="session")
 def goldens(linen_cnn, linen_block, linen_bf16, nnx_net, misc, raw_lists, chunked):
-    return {"cnn": linen_cnn, "block": linen_block, "bf16": linen_bf16, "nnx": nnx_net,
-            "misc": misc, "raw": raw_lists, "chunked": chunked}
+    return {
+        "cnn": linen_cnn,
+        "block": linen_block,
+        "bf16": linen_bf16,
+        "nnx": nnx_net,
+        "misc": misc,
+        "raw": raw_lists,
+        "chunked": chunked,
+    }

@@ -22,17 +22,21 @@ def test_shape_and_dtype_mismatches_flax_would_accept(linen_block, linen_bf16, t
     assert restored["params"]["Dense_0"]["kernel"].dtype != np.float32
     problems = compare_to_target(convert.load(linen_bf16.path), convert.load(linen_block.path))
     kernel = linen_block.template["params"]["Dense_0"]["kernel"]
-    assert "params/Dense_0/kernel: dtype bfloat16 in the checkpoint, float32 in the target" \
-        in problems
+    assert (
+        "params/Dense_0/kernel: dtype bfloat16 in the checkpoint, float32 in the target" in problems
+    )
     # one line per tensor (every parameter is bfloat16), nothing else
     assert len(problems) == len(jax.tree_util.tree_leaves(linen_block.template))
     # ... and a checkpoint of another width: shape lines
     wide = {"params": {"Dense_0": {"kernel": np.zeros((kernel.shape[0], 9), np.float32)}}}
     (tmp_path / "wide.msgpack").write_bytes(serialization.to_bytes(wide))
-    problems = compare_to_target(convert.load(tmp_path / "wide.msgpack"),
-                                 convert.load(linen_block.path))
-    assert (f"params/Dense_0/kernel: shape [{kernel.shape[0]}, 9] in the checkpoint, "
-            f"{list(kernel.shape)} in the target") in problems
+    problems = compare_to_target(
+        convert.load(tmp_path / "wide.msgpack"), convert.load(linen_block.path)
+    )
+    assert (
+        f"params/Dense_0/kernel: shape [{kernel.shape[0]}, 9] in the checkpoint, "
+        f"{list(kernel.shape)} in the target"
+    ) in problems
     assert any(p.startswith("params/Dense_1/kernel: missing") for p in problems)
 
 
@@ -40,6 +44,7 @@ def test_extra_tensors_are_reported(linen_cnn, tmp_path):
     tree = serialization.msgpack_restore(linen_cnn.path.read_bytes())
     tree["params"]["extra"] = np.ones(2, np.float32)
     (tmp_path / "more.msgpack").write_bytes(serialization.to_bytes(tree))
-    problems = compare_to_target(convert.load(tmp_path / "more.msgpack"),
-                                 convert.load(linen_cnn.path))
+    problems = compare_to_target(
+        convert.load(tmp_path / "more.msgpack"), convert.load(linen_cnn.path)
+    )
     assert problems == ["params/extra: not in the target (float32[2]; from_bytes would ignore it)"]

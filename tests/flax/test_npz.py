@@ -50,8 +50,9 @@ def numpy_npz(tmp_path_factory):
     folder = tmp_path_factory.mktemp("npz_golden")
     rng = np.random.default_rng(1)
     arrays = {
-        "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel":
-            rng.standard_normal((4, 6)).astype(np.float32),
+        "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel": rng.standard_normal((4, 6)).astype(
+            np.float32
+        ),
         "fortran": np.asfortranarray(rng.standard_normal((3, 5))),
         "big_endian": np.arange(7, dtype=">i4"),
         "bf16": rng.standard_normal((2, 3)).astype(ml_dtypes.bfloat16),  # saved as <V2
@@ -145,13 +146,18 @@ def test_members_that_are_no_tensor_are_named_in_the_report(tmp_path, ckpt):
     """np.savez of strings or a record array: the numeric members convert, the others are
     named in a note (by `ckpt ls` and `ckpt convert`), not carried as an opaque value."""
     source = tmp_path / "mixed.npz"
-    np.savez(source, w=np.arange(6, dtype=np.float32).reshape(2, 3),
-             labels=np.array(["cat", "dog"]),
-             rec=np.zeros(2, dtype=[("x", "<f4"), ("y", "<i4")]))
+    np.savez(
+        source,
+        w=np.arange(6, dtype=np.float32).reshape(2, 3),
+        labels=np.array(["cat", "dog"]),
+        rec=np.zeros(2, dtype=[("x", "<f4"), ("y", "<i4")]),
+    )
     with zipfile.ZipFile(source, "a") as archive:
         archive.writestr("README.txt", "not an array")
-    note = ("left out 3 members with no numeric array: labels.npy (<U3 strings), "
-            "rec.npy (structured: x, y), README.txt (not a .npy member)")
+    note = (
+        "left out 3 members with no numeric array: labels.npy (<U3 strings), "
+        "rec.npy (structured: x, y), README.txt (not a .npy member)"
+    )
     listed = ckpt("ls", source)
     assert listed.code == 0 and note in listed.err, listed.err
     out = tmp_path / "out.safetensors"
@@ -161,5 +167,6 @@ def test_members_that_are_no_tensor_are_named_in_the_report(tmp_path, ckpt):
     with safe_open(out, "np") as written:
         assert list(written.keys()) == ["w"]
         assert "npz_skipped" not in (written.metadata() or {})
-        np.testing.assert_array_equal(written.get_tensor("w"),
-                                      np.arange(6, dtype=np.float32).reshape(2, 3))
+        np.testing.assert_array_equal(
+            written.get_tensor("w"), np.arange(6, dtype=np.float32).reshape(2, 3)
+        )

@@ -19,12 +19,14 @@ from convert.io import rawcopy
 
 def _values() -> dict[tuple[str, ...], np.ndarray]:
     rng = np.random.default_rng(3)
-    return {("params", "dense", "kernel"): rng.standard_normal((300, 1000), np.float32),
-            ("params", "dense", "bias"): rng.standard_normal(7, np.float32),
-            ("params", "größe"): np.arange(5, dtype=np.int16),  # a name zipfile flags UTF-8
-            ("scalar",): np.array(2.5, np.float64),
-            ("empty",): np.zeros((0, 3), np.float32),
-            ("half",): np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16)}
+    return {
+        ("params", "dense", "kernel"): rng.standard_normal((300, 1000), np.float32),
+        ("params", "dense", "bias"): rng.standard_normal(7, np.float32),
+        ("params", "größe"): np.arange(5, dtype=np.int16),  # a name zipfile flags UTF-8
+        ("scalar",): np.array(2.5, np.float64),
+        ("empty",): np.zeros((0, 3), np.float32),
+        ("half",): np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,9 @@ def _write(graph_or_path, out, monkeypatch, through_zipfile: bool):
         if through_zipfile:  # (the writer's way before: zipfile, from the arrays)
             m.setattr(writer, "crc32_joins", lambda: False)
         m.setattr(rawcopy, "KERNEL_FROM", 0)  # (every stored tensor copied in the kernel)
-        convert.convert(graph_or_path, out) if not isinstance(graph_or_path, Graph) \
-            else convert.save(graph_or_path, out)
+        convert.convert(graph_or_path, out) if not isinstance(
+            graph_or_path, Graph
+        ) else convert.save(graph_or_path, out)
     return out.read_bytes()
 
 
@@ -57,8 +60,9 @@ def test_stored_members_are_what_zipfile_writes(source, tmp_path, monkeypatch, l
         monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", limits[1])
     copies = []
     real = rawcopy.Output.copy
-    monkeypatch.setattr(rawcopy.Output, "copy", lambda self, *a, **k: copies.append(1)
-                        or real(self, *a, **k))
+    monkeypatch.setattr(
+        rawcopy.Output, "copy", lambda self, *a, **k: copies.append(1) or real(self, *a, **k)
+    )
     ours = _write(source, tmp_path / "ours.npz", monkeypatch, through_zipfile=False)
     assert len(copies) == 5  # (every tensor copied from the source's bytes)
     theirs = _write(source, tmp_path / "theirs.npz", monkeypatch, through_zipfile=True)
@@ -83,5 +87,7 @@ def test_values_from_arrays_and_bfloat16_are_what_zipfile_writes(tmp_path, monke
     with np.load(tmp_path / "ours.npz") as npz:
         assert npz["half"].dtype == ml_dtypes.bfloat16
         assert npz["params/größe"].tolist() == [0, 1, 2, 3, 4]
-        assert npz["params/dense/kernel"].tobytes() == \
-            _values()[("params", "dense", "kernel")].tobytes()
+        assert (
+            npz["params/dense/kernel"].tobytes()
+            == _values()[("params", "dense", "kernel")].tobytes()
+        )

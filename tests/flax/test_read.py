@@ -89,8 +89,7 @@ def test_load_returns_a_fresh_array_each_time(linen_cnn):
 
 def test_reading_the_structure_reads_no_tensor_data(linen_block, monkeypatch):
     calls = []
-    monkeypatch.setattr(walk, "read_region",
-                        lambda *a, **k: calls.append(a) or bytearray())
+    monkeypatch.setattr(walk, "read_region", lambda *a, **k: calls.append(a) or bytearray())
     graph = convert.load(linen_block.path)
     assert len(graph) > 0 and calls == []
 

@@ -87,8 +87,9 @@ def test_foreign_graph_writes_each_tensor_once_with_notes(tmp_path):
     report = convert.save(_foreign_graph(), tmp_path / "f.msgpack")
     restored = serialization.msgpack_restore((tmp_path / "f.msgpack").read_bytes())
     assert set(restored) == {"encoder", "decoder"}  # no empty "act", no string tensor
-    np.testing.assert_array_equal(restored["encoder"]["embed"]["weight"],
-                                  np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(
+        restored["encoder"]["embed"]["weight"], np.arange(6, dtype=np.float32).reshape(2, 3)
+    )
     assert set(restored["decoder"]) == {"bias"}
     assert report.tensors == 2
     notes = " ".join(report.notes)

@@ -22,8 +22,17 @@ from . import corpus_formats
 from .seeds import write_seeds
 
 CONTROL = "control"  # a seed as the framework wrote it: must be read (exit 0)
-KINDS = (CONTROL, "truncation", "bit flip", "lying header", "nesting", "malicious", "zip trick",
-         "hdf5 link", "path escape")
+KINDS = (
+    CONTROL,
+    "truncation",
+    "bit flip",
+    "lying header",
+    "nesting",
+    "malicious",
+    "zip trick",
+    "hdf5 link",
+    "path escape",
+)
 
 
 @dataclass
@@ -53,8 +62,16 @@ class Corpus:
     def seed_bytes(self, seed: str, rel: str | None = None) -> bytes:
         return (self.seed_dir / (rel or self.seeds[seed][1])).read_bytes()
 
-    def add(self, seed: str, kind: str, what: str, changes: dict[str, bytes | None],
-            ls: str = "refuse", convert: str | None = None, input: str | None = None) -> Path:
+    def add(
+        self,
+        seed: str,
+        kind: str,
+        what: str,
+        changes: dict[str, bytes | None],
+        ls: str = "refuse",
+        convert: str | None = None,
+        input: str | None = None,
+    ) -> Path:
         """A case from `seed` with `changes` ({path: new bytes, or None to delete}, paths
         as in the seeds directory). Returns the case's directory."""
         assert kind in KINDS, kind
@@ -76,8 +93,7 @@ class Corpus:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-        self.cases.append(Case(case_id, fmt, kind, what, input or seed_input, ls,
-                               convert or ls))
+        self.cases.append(Case(case_id, fmt, kind, what, input or seed_input, ls, convert or ls))
         return case_dir
 
 
@@ -92,7 +108,14 @@ def write_corpus(out: Path) -> list[Case]:
         corpus.add(seed, CONTROL, "the valid file", {}, ls="accept")
     for make in corpus_formats.MAKERS:
         make(corpus)
-    (out / "manifest.json").write_text(json.dumps(
-        {"marker": str(corpus.marker), "outside": str(corpus.secret.parent),
-         "cases": [asdict(c) for c in corpus.cases]}, indent=1))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "marker": str(corpus.marker),
+                "outside": str(corpus.secret.parent),
+                "cases": [asdict(c) for c in corpus.cases],
+            },
+            indent=1,
+        )
+    )
     return corpus.cases

@@ -33,10 +33,20 @@ def _st(header: dict | bytes, data: bytes, length: int | None = None) -> bytes:
 def safetensors(c) -> None:
     data = c.seed_bytes("safetensors")
     n = struct.unpack_from("<Q", data)[0]
-    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
     add = lambda kind, what, blob, **kw: c.add("safetensors", kind, what, {ST: blob}, **kw)  # noqa: E731
-    for at in [0, 4, 7, 8, 9, 8 + n // 2, 8 + n - 1, 8 + n, 8 + n + len(body) // 2,
-               len(data) - 1] + random_cuts(data, c.rng, 3):
+    for at in [
+        0,
+        4,
+        7,
+        8,
+        9,
+        8 + n // 2,
+        8 + n - 1,
+        8 + n,
+        8 + n + len(body) // 2,
+        len(data) - 1,
+    ] + random_cuts(data, c.rng, 3):
         add("truncation", f"cut at byte {at}", cut(data, at))
     for pos in (0, 3, 7):
         add("bit flip", f"length field byte {pos}", flip(data, pos, 6))
@@ -73,11 +83,17 @@ def safetensors(c) -> None:
     add("lying header", "header length 0", _st(b"", body, 0))
     add("lying header", "header is a JSON list", _st(b"[1, 2]", body))
     add("lying header", "header is not UTF-8", _st(b'{"\xff\xfe": 1}', body))
-    add("lying header", "metadata values not strings",
-        _st({**header, "__metadata__": {"format": [1, 2]}}, body))
+    add(
+        "lying header",
+        "metadata values not strings",
+        _st({**header, "__metadata__": {"format": [1, 2]}}, body),
+    )
     add("nesting", "header nested 100000 lists deep", _st(b"[" * 100000 + b"]" * 100000, body))
-    add("nesting", "header nested 50000 objects deep",
-        _st(b'{"a":' * 50000 + b"1" + b"}" * 50000, body))
+    add(
+        "nesting",
+        "header nested 50000 objects deep",
+        _st(b'{"a":' * 50000 + b"1" + b"}" * 50000, body),
+    )
     add("nesting", "header of 2**32-1 bytes declared", _st(b"{}", body, (1 << 32) - 1))
 
 
@@ -111,25 +127,48 @@ def sharded(c) -> None:
     for at in (0, 1, len(raw) // 2, len(raw) - 2):
         c.add("sharded-safetensors", "truncation", f"index cut at byte {at}", {SH: cut(raw, at)})
     shard = c.seed_bytes("sharded-safetensors", SHARD2)
-    c.add("sharded-safetensors", "truncation", "second shard cut in half",
-          {SHARD2: cut(shard, len(shard) // 2)})
-    c.add("sharded-safetensors", "lying header", "weight_map is a list",
-          {SH: json.dumps({"weight_map": list(index["weight_map"])}).encode()})
-    c.add("sharded-safetensors", "lying header", "index is not UTF-8",
-          {SH: b'{"weight_map": {"\xff": "x"}}'})
-    c.add("sharded-safetensors", "lying header", "a number of 10**100000 digits",
-          {SH: b'{"metadata": {"total_size": 1' + b"0" * 100000 + b'}, "weight_map": {}}'})
-    c.add("sharded-safetensors", "nesting", "index nested 100000 deep",
-          {SH: b'{"weight_map": ' + b"[" * 100000 + b"]" * 100000 + b"}"})
-    c.add("sharded-safetensors", "bit flip", "flipped byte in the index",
-          {SH: flip(raw, 3, 1)})
+    c.add(
+        "sharded-safetensors",
+        "truncation",
+        "second shard cut in half",
+        {SHARD2: cut(shard, len(shard) // 2)},
+    )
+    c.add(
+        "sharded-safetensors",
+        "lying header",
+        "weight_map is a list",
+        {SH: json.dumps({"weight_map": list(index["weight_map"])}).encode()},
+    )
+    c.add(
+        "sharded-safetensors",
+        "lying header",
+        "index is not UTF-8",
+        {SH: b'{"weight_map": {"\xff": "x"}}'},
+    )
+    c.add(
+        "sharded-safetensors",
+        "lying header",
+        "a number of 10**100000 digits",
+        {SH: b'{"metadata": {"total_size": 1' + b"0" * 100000 + b'}, "weight_map": {}}'},
+    )
+    c.add(
+        "sharded-safetensors",
+        "nesting",
+        "index nested 100000 deep",
+        {SH: b'{"weight_map": ' + b"[" * 100000 + b"]" * 100000 + b"}"},
+    )
+    c.add("sharded-safetensors", "bit flip", "flipped byte in the index", {SH: flip(raw, 3, 1)})
 
 
 NPZ = "arrays.npz"
 
 
-def _npy(header: str | bytes, payload: bytes, version: tuple[int, int] = (1, 0),
-         header_len: int | None = None) -> bytes:
+def _npy(
+    header: str | bytes,
+    payload: bytes,
+    version: tuple[int, int] = (1, 0),
+    header_len: int | None = None,
+) -> bytes:
     raw = header.encode("latin1") if isinstance(header, str) else header
     pad = -(10 + len(raw) + 1) % 64
     raw = raw + b" " * pad + b"\n"
@@ -147,45 +186,65 @@ def npz(c) -> None:
     comp = c.seed_bytes("npz-compressed")
     for name in ("data0", "mid1", "cd"):
         at = zip_boundaries(comp)[name]
-        c.add("npz-compressed", "truncation", f"deflated, cut at {name}",
-              {"compressed.npz": cut(comp, at)})
+        c.add(
+            "npz-compressed",
+            "truncation",
+            f"deflated, cut at {name}",
+            {"compressed.npz": cut(comp, at)},
+        )
     for pos in (marks["data0"] + 12, marks["data1"] + 30):
         add("bit flip", f"npy header byte {pos}", flip(data, pos, 2), ls="either")
     add("bit flip", "data byte", flip(data, marks["data0"] + 130, 1), ls="either")
     add("bit flip", "central directory byte", flip(data, marks["cd"] + 10, 4), ls="either")
     members = zip_members(data)
     name0, npy0 = members[0]
-    body = npy0[npy0.index(b"\n") + 1:]
+    body = npy0[npy0.index(b"\n") + 1 :]
 
     def member(kind, what, npy, name=name0, method=zipfile.ZIP_STORED, **kw):
         add(kind, what, rezip([(name, npy)] + members[1:], method), **kw)
 
     h = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }"
     member("lying header", "shape larger than the data", _npy(h % "(7000, 13000)", body))
-    member("lying header", "element count overflows", _npy(h % "(4294967296, 4294967296, 16)",
-                                                            body))
+    member(
+        "lying header", "element count overflows", _npy(h % "(4294967296, 4294967296, 16)", body)
+    )
     member("lying header", "negative dimension", _npy(h % "(-1, 13)", body))
     member("lying header", "shape not a tuple", _npy(h % "'seven'", body))
     member("lying header", "unknown dtype", _npy(h.replace("<f4", "<f99") % "(7, 13)", body))
-    member("lying header", "structured dtype (skipped, with a note)", _npy(
-        "{'descr': [('a', '<f4'), ('b', '<i8')], 'fortran_order': False, 'shape': (7,), }",
-        body), ls="either")
-    member("lying header", "header length past the member", _npy(h % "(7, 13)", body,
-                                                                 header_len=60000))
+    member(
+        "lying header",
+        "structured dtype (skipped, with a note)",
+        _npy(
+            "{'descr': [('a', '<f4'), ('b', '<i8')], 'fortran_order': False, 'shape': (7,), }", body
+        ),
+        ls="either",
+    )
+    member(
+        "lying header", "header length past the member", _npy(h % "(7, 13)", body, header_len=60000)
+    )
     member("lying header", "format version 9.0", _npy(h % "(7, 13)", body, (9, 0)))
     member("lying header", "header is not a dict", _npy("[1, 2, 3]", body))
     member("lying header", "header calls a function", _npy("__import__('os').system('x')", body))
-    member("nesting", "shape nested 100000 tuples deep", _npy(
-        "{'descr': '<f4', 'fortran_order': False, 'shape': " + "(" * 100000 + ")" * 100000
-        + "}", body, (2, 0)))
+    member(
+        "nesting",
+        "shape nested 100000 tuples deep",
+        _npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': "
+            + "(" * 100000
+            + ")" * 100000
+            + "}",
+            body,
+            (2, 0),
+        ),
+    )
     member("zip trick", "a member named ../../x.npy", npy0, name="../../x.npy")
     member("zip trick", "a member named /abs/x.npy", npy0, name="/tmp/x.npy")
     add("zip trick", "a member held twice", rezip(members + [members[0]]))
     big = rezip([(name0, npy0 + b"\x00" * 200000)] + members[1:], zipfile.ZIP_DEFLATED)
-    add("zip trick", "deflated member declaring 4 GiB",
-        set_declared_size(big, name0, (1 << 32) - 2))
-    add("zip trick", "local header names another member",
-        put(data, marks["local0"] + 30, b"X"))
+    add(
+        "zip trick", "deflated member declaring 4 GiB", set_declared_size(big, name0, (1 << 32) - 2)
+    )
+    add("zip trick", "local header names another member", put(data, marks["local0"] + 30, b"X"))
     corpus_pickles.npz_pickles(c, members, h)
 
 
@@ -243,8 +302,15 @@ def tf(c) -> None:
 
     index, data = c.seed_bytes("tf", TF_INDEX), c.seed_bytes("tf", TF_DATA)
     add = lambda kind, what, ch, **kw: c.add("tf", kind, what, ch, **kw)  # noqa: E731
-    for at in [0, 8, len(index) - 48, len(index) - 40, len(index) - 8, len(index) - 1,
-               len(index) // 2] + random_cuts(index, c.rng, 2):
+    for at in [
+        0,
+        8,
+        len(index) - 48,
+        len(index) - 40,
+        len(index) - 8,
+        len(index) - 1,
+        len(index) // 2,
+    ] + random_cuts(index, c.rng, 2):
         add("truncation", f"index cut at byte {at}", {TF_INDEX: cut(index, at)})
     for at in (0, len(data) // 2, len(data) - 1):
         add("truncation", f"data cut at byte {at}", {TF_DATA: cut(data, at)})
@@ -254,11 +320,15 @@ def tf(c) -> None:
     for pos in (1, len(index) // 3, after_meta, len(index) - 3):
         add("bit flip", f"index byte {pos}", {TF_INDEX: flip(index, pos, 0)})
     # (the footer's padding: TensorFlow does not read it either)
-    add("bit flip", "footer padding byte", {TF_INDEX: flip(index, len(index) - 12, 0)},
-        ls="either")
+    add("bit flip", "footer padding byte", {TF_INDEX: flip(index, len(index) - 12, 0)}, ls="either")
     for pos in (3, len(data) // 2, len(data) - 2):
-        add("bit flip", f"data byte {pos}", {TF_DATA: flip(data, pos, 0)}, ls="either",
-            convert="refuse")
+        add(
+            "bit flip",
+            f"data byte {pos}",
+            {TF_DATA: flip(data, pos, 0)},
+            ls="either",
+            convert="refuse",
+        )
     items = list(TableReader(c.seed_dir / TF_INDEX).items())
 
     def rewrite(what, edit, kind="lying header"):
@@ -291,6 +361,7 @@ def tf(c) -> None:
             del m.shape.dim[:]
             for s in sizes:
                 m.shape.dim.add(size=s)
+
         return f
 
     rewrite("offset past the data file", entry(lambda m: setattr(m, "offset", 1 << 40)))
@@ -305,14 +376,32 @@ def tf(c) -> None:
     rewrite("entry is not a protobuf", entry(lambda m: b"\xff\xff\xff\xff\xff"))
     rewrite("2**31-1 shards declared", header(lambda m: setattr(m, "num_shards", 2**31 - 1)))
     rewrite("big-endian bundle", header(lambda m: setattr(m, "endianness", 1)))
-    rewrite("a bundle version from the future",
-            header(lambda m: setattr(m.version, "producer", 1 << 30) or
-                   setattr(m.version, "min_consumer", 1 << 30)))
-    rewrite("entry nested 100000 messages deep",
-            entry(lambda m: b"\x12\x02" * 1 + (b"\x12\x80\x80\x04" * 20000)), kind="nesting")
+    rewrite(
+        "a bundle version from the future",
+        header(
+            lambda m: (
+                setattr(m.version, "producer", 1 << 30)
+                or setattr(m.version, "min_consumer", 1 << 30)
+            )
+        ),
+    )
+    rewrite(
+        "entry nested 100000 messages deep",
+        entry(lambda m: b"\x12\x02" * 1 + (b"\x12\x80\x80\x04" * 20000)),
+        kind="nesting",
+    )
 
 
-MAKERS = [safetensors, sharded, npz, flax, tf, corpus_pickles.torch_zip,
-          corpus_pickles.torch_legacy, corpus_hdf5.keras_h5, corpus_hdf5.keras_v3,
-          corpus_hdf5.keras_archive]
+MAKERS = [
+    safetensors,
+    sharded,
+    npz,
+    flax,
+    tf,
+    corpus_pickles.torch_zip,
+    corpus_pickles.torch_legacy,
+    corpus_hdf5.keras_h5,
+    corpus_hdf5.keras_v3,
+    corpus_hdf5.keras_archive,
+]
 write_secret_h5 = corpus_hdf5.write_secret_h5

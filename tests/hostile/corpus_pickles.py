@@ -45,8 +45,10 @@ def payloads(c) -> list[tuple[str, object]]:
         ("builtins.getattr chain to os.system", Payload(AttrOf("os", "system"), touch)),
         ("getattr chain to builtins.exec", Payload(AttrOf("builtins", "exec"), code)),
         ("__reduce__ to subprocess.Popen", Payload(subprocess.Popen, ["touch", marker])),
-        ("os.system smuggled through _rebuild_from_type_v2",
-         Payload(torch._tensor._rebuild_from_type_v2, os.system, torch.Tensor, (touch,), {})),
+        (
+            "os.system smuggled through _rebuild_from_type_v2",
+            Payload(torch._tensor._rebuild_from_type_v2, os.system, torch.Tensor, (touch,), {}),
+        ),
         ("functools.partial of os.system", Payload(functools.partial(os.system, touch))),
         ("builtins.open for writing", Payload(open, marker, "w")),
         ("shutil.copyfile of a file outside", Payload(shutil.copyfile, secret, marker)),
@@ -54,16 +56,38 @@ def payloads(c) -> list[tuple[str, object]]:
     ]
 
 
-def _tensor_pickle(storage=("torch", "FloatStorage"), key="0", numel=91, shape=(7, 13),
-                   stride=(13, 1), offset=0, persid: bytes | None = None,
-                   legacy: bool = False) -> bytes:
+def _tensor_pickle(
+    storage=("torch", "FloatStorage"),
+    key="0",
+    numel=91,
+    shape=(7, 13),
+    stride=(13, 1),
+    offset=0,
+    persid: bytes | None = None,
+    legacy: bool = False,
+) -> bytes:
     if persid is None:
-        fields = [pk_str("storage"), pk_global(*storage), pk_str(key), pk_str("cpu"),
-                  pk_int(numel)] + ([b"N"] if legacy else [])
+        fields = [
+            pk_str("storage"),
+            pk_global(*storage),
+            pk_str(key),
+            pk_str("cpu"),
+            pk_int(numel),
+        ] + ([b"N"] if legacy else [])
         persid = pk_tuple(*fields)
-    rebuild = (pk_global("torch._utils", "_rebuild_tensor_v2") + b"(" + persid + b"Q"
-               + pk_int(offset) + pk_tuple(*map(pk_int, shape)) + pk_tuple(*map(pk_int, stride))
-               + b"\x89" + pk_global("collections", "OrderedDict") + b")R" + b"tR")
+    rebuild = (
+        pk_global("torch._utils", "_rebuild_tensor_v2")
+        + b"("
+        + persid
+        + b"Q"
+        + pk_int(offset)
+        + pk_tuple(*map(pk_int, shape))
+        + pk_tuple(*map(pk_int, stride))
+        + b"\x89"
+        + pk_global("collections", "OrderedDict")
+        + b")R"
+        + b"tR"
+    )
     return pk(b"}" + pk_str("dense/kernel") + rebuild + b"s")
 
 
@@ -74,8 +98,11 @@ def _tricks(legacy: bool) -> list[tuple[str, str, bytes]]:
         ("malicious", "storage type is posix.system", t(storage=("posix", "system"))),
         ("malicious", "storage type is builtins.eval", t(storage=("builtins", "eval"))),
         ("malicious", "persistent id is a string", t(persid=pk_str("touch x"))),
-        ("malicious", "persistent id names a module", pk(pk_tuple(
-            pk_str("module"), pk_global("os", "system")) + b"Q")),
+        (
+            "malicious",
+            "persistent id names a module",
+            pk(pk_tuple(pk_str("module"), pk_global("os", "system")) + b"Q"),
+        ),
         ("path escape", "storage key ../../x", t(key="../../x")),
         ("lying header", "storage of 2**62 elements", t(numel=1 << 62)),
         ("lying header", "storage larger than its bytes", t(numel=91 * 1000)),
@@ -85,8 +112,11 @@ def _tricks(legacy: bool) -> list[tuple[str, str, bytes]]:
         ("lying header", "element count overflows", t(shape=(1 << 40, 1 << 40), stride=(1, 1))),
         ("nesting", "lists nested 100000 deep", pk(b"]" * 100000 + b"a" * 99999)),
         ("nesting", "100000 marks", pk(b"(" * 100000 + b"N")),
-        ("nesting", "dicts nested 50000 deep", pk((b"}" + pk_str("a")) * 50000 + b"N"
-                                                  + b"s" * 50000)),
+        (
+            "nesting",
+            "dicts nested 50000 deep",
+            pk((b"}" + pk_str("a")) * 50000 + b"N" + b"s" * 50000),
+        ),
         ("lying header", "a string declaring 4 GiB", b"\x80\x02X\xff\xff\xff\xff" + b"a" * 8),
         ("lying header", "bytes declaring 2**62", b"\x80\x04\x8e" + struct.pack("<Q", 1 << 62)),
         ("lying header", "a long declaring 2 GiB", b"\x80\x02\x8b\xff\xff\xff\x7f" + b"\x01" * 8),
@@ -120,19 +150,32 @@ def torch_zip(c) -> None:
     add("bit flip", "data.pkl byte", flip(data, marks["data0"] + 30, 2), ls="either")
     add("bit flip", "tensor data byte", flip(data, marks["data4"] + 5, 2), ls="either")
     add("bit flip", "central directory byte", flip(data, marks["cd"] + 20, 3), ls="either")
-    add("zip trick", "data.pkl held twice", rezip(members + [(pkl, _tensor_pickle(
-        storage=("posix", "system")))]))
+    add(
+        "zip trick",
+        "data.pkl held twice",
+        rezip(members + [(pkl, _tensor_pickle(storage=("posix", "system")))]),
+    )
     add("zip trick", "a member named model/../../x", rezip(members + [("model/../../x", b"x")]))
     add("zip trick", "a member named /abs/x", rezip(members + [("/tmp/x", b"x")]))
-    add("zip trick", "local header names another member",
-        rename_local(data, pkl, pkl[:-1] + "X"))
-    add("zip trick", "data.pkl deflated, declaring 4 GiB", set_declared_size(
-        rezip(members, zipfile.ZIP_DEFLATED), pkl, (1 << 32) - 2))
-    add("zip trick", "tensor data deflated", rezip(members, zipfile.ZIP_DEFLATED), ls="either",
-        convert="either")
+    add("zip trick", "local header names another member", rename_local(data, pkl, pkl[:-1] + "X"))
+    add(
+        "zip trick",
+        "data.pkl deflated, declaring 4 GiB",
+        set_declared_size(rezip(members, zipfile.ZIP_DEFLATED), pkl, (1 << 32) - 2),
+    )
+    add(
+        "zip trick",
+        "tensor data deflated",
+        rezip(members, zipfile.ZIP_DEFLATED),
+        ls="either",
+        convert="either",
+    )
     data0 = next(n for n, _ in members if n.endswith("/data/0"))
-    add("zip trick", "a data member declaring more than it holds",
-        set_declared_size(data, data0, 1 << 20))
+    add(
+        "zip trick",
+        "a data member declaring more than it holds",
+        set_declared_size(data, data0, 1 << 20),
+    )
 
 
 def _pickle_ends(data: bytes) -> list[int]:
@@ -163,12 +206,18 @@ def torch_legacy(c) -> None:
         add("truncation", f"cut at boundary {i} (byte {at})", cut(data, at))
     add("bit flip", "object pickle byte", flip(data, ends[2] + 30, 1), ls="either")
     add("bit flip", "storage data byte", flip(data, len(data) - 3, 1), ls="either")
-    add("lying header", "storage size of 2**62",
-        data[:ends[4]] + struct.pack("<q", 1 << 62) + data[ends[4] + 8:])
-    add("lying header", "negative storage size",
-        data[:ends[4]] + struct.pack("<q", -5) + data[ends[4] + 8:])
+    add(
+        "lying header",
+        "storage size of 2**62",
+        data[: ends[4]] + struct.pack("<q", 1 << 62) + data[ends[4] + 8 :],
+    )
+    add(
+        "lying header",
+        "negative storage size",
+        data[: ends[4]] + struct.pack("<q", -5) + data[ends[4] + 8 :],
+    )
     for kind, what, pickle in _tricks(legacy=True)[:6]:
-        add(kind, what, data[:ends[2]] + pickle + data[ends[3]:])
+        add(kind, what, data[: ends[2]] + pickle + data[ends[3] :])
 
 
 def npz_pickles(c, members, header) -> None:
@@ -182,5 +231,9 @@ def npz_pickles(c, members, header) -> None:
         c.add("npz", "malicious", f"object array pickling {what}", {NPZ: buf.getvalue()})
     evil = pk(pk_global("posix", "system") + pk_tuple(pk_str(f"touch {c.marker}")) + b"R")
     npy = _npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", evil)
-    c.add("npz", "malicious", "object .npy member holding posix.system",
-          {NPZ: rezip([(members[0][0], npy)] + members[1:])})
+    c.add(
+        "npz",
+        "malicious",
+        "object .npy member holding posix.system",
+        {NPZ: rezip([(members[0][0], npy)] + members[1:])},
+    )

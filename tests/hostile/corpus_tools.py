@@ -10,8 +10,9 @@ import zipfile
 
 # -- bytes ------------------------------------------------------------------------------
 
+
 def cut(data: bytes, at: int) -> bytes:
-    return data[:max(0, min(at, len(data)))]
+    return data[: max(0, min(at, len(data)))]
 
 
 def flip(data: bytes, pos: int, bit: int = 0) -> bytes:
@@ -21,7 +22,7 @@ def flip(data: bytes, pos: int, bit: int = 0) -> bytes:
 
 
 def put(data: bytes, pos: int, raw: bytes) -> bytes:
-    return data[:pos] + raw + data[pos + len(raw):]
+    return data[:pos] + raw + data[pos + len(raw) :]
 
 
 def random_cuts(data: bytes, rng: random.Random, n: int) -> list[int]:
@@ -29,6 +30,7 @@ def random_cuts(data: bytes, rng: random.Random, n: int) -> list[int]:
 
 
 # -- zip --------------------------------------------------------------------------------
+
 
 def zip_boundaries(data: bytes) -> dict[str, int]:
     """Offsets of each member's local header, data and end, the central directory and
@@ -71,7 +73,7 @@ def set_declared_size(data: bytes, member: str, size: int) -> bytes:
     pos = data.find(b"PK\x01\x02")
     while pos != -1:
         n = struct.unpack_from("<H", data, pos + 28)[0]
-        if data[pos + 46:pos + 46 + n] == member.encode():
+        if data[pos + 46 : pos + 46 + n] == member.encode():
             data = put(data, pos + 24, raw)
         pos = data.find(b"PK\x01\x02", pos + 4)
     return data
@@ -86,6 +88,7 @@ def rename_local(data: bytes, member: str, new: str) -> bytes:
 
 
 # -- msgpack ----------------------------------------------------------------------------
+
 
 def msgpack_starts(data: bytes) -> list[int]:
     """The offset where each msgpack object of `data` starts, containers included."""
@@ -102,22 +105,32 @@ def msgpack_starts(data: bytes) -> list[int]:
             return items(p + 1, b & 0x0F)
         if 0xA0 <= b <= 0xBF:
             return p + 1 + (b & 0x1F)
-        fixed = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8,
-                 0xCA: 4, 0xCB: 8}
+        fixed = {
+            0xCC: 1,
+            0xCD: 2,
+            0xCE: 4,
+            0xCF: 8,
+            0xD0: 1,
+            0xD1: 2,
+            0xD2: 4,
+            0xD3: 8,
+            0xCA: 4,
+            0xCB: 8,
+        }
         if b in fixed:
             return p + 1 + fixed[b]
         sized = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}
         if b in sized:
             w = sized[b]
-            return p + 1 + w + int.from_bytes(data[p + 1:p + 1 + w], "big")
+            return p + 1 + w + int.from_bytes(data[p + 1 : p + 1 + w], "big")
         if b in (0xC7, 0xC8, 0xC9):
             w = {0xC7: 1, 0xC8: 2, 0xC9: 4}[b]
-            return p + 2 + w + int.from_bytes(data[p + 1:p + 1 + w], "big")
+            return p + 2 + w + int.from_bytes(data[p + 1 : p + 1 + w], "big")
         if 0xD4 <= b <= 0xD8:
             return p + 2 + (1 << (b - 0xD4))
         if b in (0xDC, 0xDD, 0xDE, 0xDF):
             w = 2 if b in (0xDC, 0xDE) else 4
-            n = int.from_bytes(data[p + 1:p + 1 + w], "big")
+            n = int.from_bytes(data[p + 1 : p + 1 + w], "big")
             return items(p + 1 + w, n * (2 if b >= 0xDE else 1))
         raise ValueError(f"msgpack byte {b:#x}")
 
@@ -131,6 +144,7 @@ def msgpack_starts(data: bytes) -> list[int]:
 
 
 # -- pickles ----------------------------------------------------------------------------
+
 
 def pk_global(module: str, name: str) -> bytes:
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"

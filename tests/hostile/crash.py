@@ -56,30 +56,50 @@ def make_sources(directory: Path, megabytes: float) -> dict[str, Path]:
     width = 512
     layers = max(2, int(megabytes * 2**20 / (width * width * 4)))
     flat = directory / "flat.safetensors"
-    save_file({f"layer{i}/kernel": rng.standard_normal((width, width), np.float32)
-               for i in range(layers)}, flat)
+    save_file(
+        {
+            f"layer{i}/kernel": rng.standard_normal((width, width), np.float32)
+            for i in range(layers)
+        },
+        flat,
+    )
     code = (
         "import os, sys; os.environ.setdefault('KERAS_BACKEND', 'tensorflow');"
         "import keras; w, n, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3];"
         "m = keras.Sequential([keras.Input((w,))] + [keras.layers.Dense(w) for _ in range(n)]);"
-        "m.save(out)")
+        "m.save(out)"
+    )
     archive = directory / "model.keras"
-    subprocess.run([sys.executable, "-c", code, str(width), str(layers), str(archive)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-c", code, str(width), str(layers), str(archive)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return {"flat": flat, "keras": archive}
 
 
 def _state(directory: Path) -> dict[str, tuple[int, str]]:
-    return {p.name: (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(directory.iterdir())}
+    return {
+        p.name: (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(directory.iterdir())
+    }
 
 
-def _command(source: Path, destination: Path, options: list[str], overwrite: bool,
-             megabytes: float) -> list[str]:
+def _command(
+    source: Path, destination: Path, options: list[str], overwrite: bool, megabytes: float
+) -> list[str]:
     shard = f"{max(1, int(megabytes / 4))}MB"
-    return [sys.executable, "-m", "convert", "convert", str(source), str(destination), "-q",
-            *[o.replace("{shard}", shard) for o in options]] + (["--overwrite"] if overwrite
-                                                                 else [])
+    return [
+        sys.executable,
+        "-m",
+        "convert",
+        "convert",
+        str(source),
+        str(destination),
+        "-q",
+        *[o.replace("{shard}", shard) for o in options],
+    ] + (["--overwrite"] if overwrite else [])
 
 
 def _same_output(after: dict, full: dict, before: dict) -> bool:
@@ -114,8 +134,7 @@ def _wait_for_output(pid: int, out: Path, seconds: float) -> bool:
     return False
 
 
-def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int = 14
-        ) -> list[Row]:
+def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int = 14) -> list[Row]:
     sources = make_sources(directory / "sources", megabytes)
     old_sources = make_sources(directory / "old_sources", 0.5)  # what --overwrite replaces
     rng = random.Random(seed)
@@ -125,14 +144,22 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
         slug = target.replace(" ", "_")
         old = directory / f"{slug}.old"
         old.mkdir()
-        subprocess.run(_command(old_sources[kind], old / name, options, False, 0.5),
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            _command(old_sources[kind], old / name, options, False, 0.5),
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         old_full = _state(old)
         out = directory / slug
         out.mkdir()
         start = time.monotonic()
-        subprocess.run(_command(sources[kind], out / name, options, False, megabytes),
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            _command(sources[kind], out / name, options, False, megabytes),
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         row = Row(target, megabytes, time.monotonic() - start)
         new_full = _state(out)
         for i in range(kills):
@@ -143,9 +170,11 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
             else:
                 out.mkdir()
             before = old_full if overwrite else {}
-            proc = subprocess.Popen(_command(sources[kind], out / name, options, overwrite,
-                                             megabytes), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                _command(sources[kind], out / name, options, overwrite, megabytes),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             began = time.monotonic()
             writing = _wait_for_output(proc.pid, out, row.seconds * 2)
             left = row.seconds - (time.monotonic() - began)
@@ -169,9 +198,11 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
                 continue
             extra = sorted(set(after) - set(before))
             changed = sorted(k for k in before if after.get(k) != before[k])
-            row.problems.append(f"run {i} ({'overwrite' if overwrite else 'new'}, "
-                                f"{'killed' if alive else 'ended'}): left {extra}, "
-                                f"changed {changed}")
+            row.problems.append(
+                f"run {i} ({'overwrite' if overwrite else 'new'}, "
+                f"{'killed' if alive else 'ended'}): left {extra}, "
+                f"changed {changed}"
+            )
         rows.append(row)
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -179,17 +210,22 @@ def run(directory: Path, megabytes: float, kills: int, targets=None, seed: int =
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'output':<14}{'MB':>6}{'run s':>7}{'killed':>8}{'while writing':>15}"
-             f"{'after commit':>14}{'ended first':>13}{'problems':>10}"]
+    lines = [
+        f"{'output':<14}{'MB':>6}{'run s':>7}{'killed':>8}{'while writing':>15}"
+        f"{'after commit':>14}{'ended first':>13}{'problems':>10}"
+    ]
     for r in rows:
-        lines.append(f"{r.target:<14}{r.megabytes:>6.0f}{r.seconds:>7.2f}{r.kills:>8}"
-                     f"{r.while_writing:>15}{r.committed:>14}{r.finished_first:>13}"
-                     f"{len(r.problems):>10}")
+        lines.append(
+            f"{r.target:<14}{r.megabytes:>6.0f}{r.seconds:>7.2f}{r.kills:>8}"
+            f"{r.while_writing:>15}{r.committed:>14}{r.finished_first:>13}"
+            f"{len(r.problems):>10}"
+        )
     return "\n".join(lines)
 
 
-def full_disk(directory: Path, source: Path, name: str, options: list[str],
-              limit_bytes: int) -> tuple[int, str, list[str]]:
+def full_disk(
+    directory: Path, source: Path, name: str, options: list[str], limit_bytes: int
+) -> tuple[int, str, list[str]]:
     """Convert into `directory` under a file size limit (RLIMIT_FSIZE, with SIGXFSZ
     ignored so that the write fails with EFBIG as on a full disk): (exit status, stderr,
     what is left in `directory`)."""
@@ -200,6 +236,11 @@ def full_disk(directory: Path, source: Path, name: str, options: list[str],
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(_command(source, directory / name, options, False, 64),
-                          capture_output=True, text=True, preexec_fn=limit, timeout=600)
+    proc = subprocess.run(
+        _command(source, directory / name, options, False, 64),
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=600,
+    )
     return proc.returncode, proc.stderr, sorted(os.listdir(directory))

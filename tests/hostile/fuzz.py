@@ -31,10 +31,15 @@ TIMEOUT = 5  # seconds an answer may take
 TARGETS = {
     "tf": [("tf", "tf/ckpt.index", "tf/ckpt"), ("tf", "tf/ckpt.data-00000-of-00001", "tf/ckpt")],
     "safetensors": [("safetensors", "model.safetensors", None)],
-    "sharded": [("sharded", "sharded/model.safetensors.index.json", None),
-                ("sharded", "sharded/model-00002-of-00002.safetensors",
-                 "sharded/model.safetensors.index.json"),
-                ("sharded_bin", "sharded_bin/pytorch_model.bin.index.json", None)],
+    "sharded": [
+        ("sharded", "sharded/model.safetensors.index.json", None),
+        (
+            "sharded",
+            "sharded/model-00002-of-00002.safetensors",
+            "sharded/model.safetensors.index.json",
+        ),
+        ("sharded_bin", "sharded_bin/pytorch_model.bin.index.json", None),
+    ],
     "torch": [("torch", "model.pt", None), ("torch", "legacy.pt", None)],
     "npz": [("npz", "arrays.npz", None), ("npz", "compressed.npz", None)],
     "flax": [("flax", "model.msgpack", None)],
@@ -42,8 +47,21 @@ TARGETS = {
     "keras-h5": [("keras-h5", "legacy_weights.h5", None), ("keras-h5", "legacy_full.h5", None)],
 }
 FORMATS = tuple(TARGETS)
-_INTS = [0, 1, 7, 13, 255, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1, 2**40, 2**62, 2**63 - 1,
-         2**64 - 1]
+_INTS = [
+    0,
+    1,
+    7,
+    13,
+    255,
+    2**16 - 1,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**40,
+    2**62,
+    2**63 - 1,
+    2**64 - 1,
+]
 
 
 class Timeout(Exception):
@@ -61,8 +79,9 @@ class Stats:
 _op = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 2**20), st.integers(0, 7)),
     st.tuples(st.just("byte"), st.integers(0, 2**20), st.integers(0, 255)),
-    st.tuples(st.just("int"), st.integers(0, 2**20), st.sampled_from([1, 2, 4, 8]),
-              st.sampled_from(_INTS)),
+    st.tuples(
+        st.just("int"), st.integers(0, 2**20), st.sampled_from([1, 2, 4, 8]), st.sampled_from(_INTS)
+    ),
     st.tuples(st.just("cut"), st.integers(0, 2**20)),
     st.tuples(st.just("insert"), st.integers(0, 2**20), st.binary(min_size=1, max_size=64)),
     st.tuples(st.just("delete"), st.integers(0, 2**20), st.integers(1, 256)),
@@ -81,13 +100,13 @@ def mutate(data: bytes, ops: list[tuple]) -> bytes:
             buf[pos] = op[2]
         elif op[0] == "int":
             width, value = op[2], op[3] % (1 << (8 * op[2]))
-            buf[pos:pos + width] = value.to_bytes(width, "little")
+            buf[pos : pos + width] = value.to_bytes(width, "little")
         elif op[0] == "cut":
             del buf[pos:]
         elif op[0] == "insert":
             buf[pos:pos] = op[2]
         elif op[0] == "delete":
-            del buf[pos:pos + op[2]]
+            del buf[pos : pos + op[2]]
     return bytes(buf)
 
 
@@ -116,8 +135,13 @@ def _limit_memory(extra: int = 2 << 30) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def run(fmt: str, seeds_dir: Path, seconds: float, findings_dir: Path | None = None,
-        examples_per_round: int = 200) -> Stats:
+def run(
+    fmt: str,
+    seeds_dir: Path,
+    seconds: float,
+    findings_dir: Path | None = None,
+    examples_per_round: int = 200,
+) -> Stats:
     stats = Stats()
     work = Path(tempfile.mkdtemp(prefix=f"fuzz-{fmt}-"))
     old = signal.signal(signal.SIGALRM, _on_alarm)
@@ -128,8 +152,18 @@ def run(fmt: str, seeds_dir: Path, seconds: float, findings_dir: Path | None = N
         round_no = 0
         while time.monotonic() < deadline:
             for seed_dir, target, read_as in TARGETS[fmt]:
-                _round(fmt, seeds_dir, seed_dir, target, read_as, work / str(round_no), stats,
-                       findings_dir, examples_per_round, deadline)
+                _round(
+                    fmt,
+                    seeds_dir,
+                    seed_dir,
+                    target,
+                    read_as,
+                    work / str(round_no),
+                    stats,
+                    findings_dir,
+                    examples_per_round,
+                    deadline,
+                )
                 round_no += 1
                 if time.monotonic() >= deadline:
                     break
@@ -150,8 +184,13 @@ def _round(fmt, seeds_dir, seed_dir, target, read_as, work, stats, findings_dir,
     damaged_path = work / target
     input_path = work / (read_as or target)
 
-    @settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(_op, min_size=1, max_size=6))
     def one(ops):
         if time.monotonic() >= deadline:
@@ -177,12 +216,17 @@ def _round(fmt, seeds_dir, seed_dir, target, read_as, work, stats, findings_dir,
     one()
 
 
-def _record(stats: Stats, findings_dir: Path | None, fmt: str, target: str, data: bytes,
-            exc: BaseException) -> None:
+def _record(
+    stats: Stats, findings_dir: Path | None, fmt: str, target: str, data: bytes, exc: BaseException
+) -> None:
     where = traceback.extract_tb(exc.__traceback__)[-1]
     signature = f"{type(exc).__name__} at {Path(where.filename).name}:{where.lineno}"
-    finding = {"format": fmt, "file": target, "signature": signature,
-               "error": f"{type(exc).__name__}: {exc}"[:300]}
+    finding = {
+        "format": fmt,
+        "file": target,
+        "signature": signature,
+        "error": f"{type(exc).__name__}: {exc}"[:300],
+    }
     if any(f["signature"] == signature for f in stats.findings):
         return
     stats.findings.append(finding)
@@ -190,8 +234,9 @@ def _record(stats: Stats, findings_dir: Path | None, fmt: str, target: str, data
         findings_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{fmt}-{len(stats.findings)}"
         (findings_dir / f"{stem}{''.join(Path(target).suffixes) or '.bin'}").write_bytes(data)
-        (findings_dir / f"{stem}.json").write_text(json.dumps(
-            {**finding, "traceback": traceback.format_exception(exc)}, indent=1))
+        (findings_dir / f"{stem}.json").write_text(
+            json.dumps({**finding, "traceback": traceback.format_exception(exc)}, indent=1)
+        )
 
 
 def pack_int(value: int, width: int) -> bytes:

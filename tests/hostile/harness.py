@@ -29,8 +29,15 @@ import time
 from pathlib import Path
 
 TIMEOUT = 5.0
-_SPAWN_EVENTS = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn",
-                 "ctypes.dlopen", "os.startfile")
+_SPAWN_EVENTS = (
+    "os.system",
+    "subprocess.Popen",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "ctypes.dlopen",
+    "os.startfile",
+)
 IN_OPEN, IN_ACCESS = 0x20, 0x01
 
 
@@ -68,16 +75,22 @@ class Inotify:
             pos = 0
             while pos < len(buf):
                 wd, _mask, _cookie, size = struct.unpack_from("iIII", buf, pos)
-                name = buf[pos + 16:pos + 16 + size].rstrip(b"\0")
+                name = buf[pos + 16 : pos + 16 + size].rstrip(b"\0")
                 pos += 16 + size
                 if name and wd in self.names:
                     found.append(self.names[wd] / os.fsdecode(name))
 
 
 def _snapshot(directory: Path) -> dict[str, tuple]:
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns,
-                                            hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): (
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+        )
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _child(args: list[str], run_dir: Path, budget: int, forbidden: list[str]) -> None:
@@ -124,8 +137,9 @@ def _child(args: list[str], run_dir: Path, budget: int, forbidden: list[str]) ->
         os._exit(code)
 
 
-def run_one(args: list[str], run_dir: Path, budget: int, forbidden: list[str]
-            ) -> tuple[int | None, float, int]:
+def run_one(
+    args: list[str], run_dir: Path, budget: int, forbidden: list[str]
+) -> tuple[int | None, float, int]:
     """(exit status or None on a timeout or signal, seconds, peak RSS in KiB)."""
     start = time.monotonic()
     pid = os.fork()
@@ -147,15 +161,17 @@ def run_one(args: list[str], run_dir: Path, budget: int, forbidden: list[str]
     return (code if code >= 0 else None), time.monotonic() - start, usage.ru_maxrss
 
 
-def check_case(case: dict, corpus: Path, marker: Path, inotify: Inotify,
-               forbidden: list[str]) -> list[dict]:
+def check_case(
+    case: dict, corpus: Path, marker: Path, inotify: Inotify, forbidden: list[str]
+) -> list[dict]:
     case_dir = corpus / "cases" / case["id"]
     source = case_dir / case["input"]
     allowed = {p for p in case_dir.rglob("*") if p.is_file() and p.name != "secret"}
     size = sum(p.stat().st_size for p in allowed)
     budget = (256 << 20) + 8 * size
-    watches = [inotify.watch(d) for d in [case_dir, *(p for p in case_dir.rglob("*")
-                                                      if p.is_dir())]]
+    watches = [
+        inotify.watch(d) for d in [case_dir, *(p for p in case_dir.rglob("*") if p.is_dir())]
+    ]
     before = _snapshot(case_dir)
     target = "out.safetensors" if case["format"] == "npz" else "out.npz"
     results = []
@@ -163,8 +179,11 @@ def check_case(case: dict, corpus: Path, marker: Path, inotify: Inotify,
         run_dir = Path(tempfile.mkdtemp(prefix="hostile-run-"))
         out_dir = run_dir / "out"
         out_dir.mkdir()
-        args = ["ls", str(source)] if command == "ls" else [
-            "convert", str(source), str(out_dir / target), "--quiet"]
+        args = (
+            ["ls", str(source)]
+            if command == "ls"
+            else ["convert", str(source), str(out_dir / target), "--quiet"]
+        )
         inotify.opened()  # (drop events from before this run)
         code, seconds, rss = run_one(args, run_dir, budget, forbidden)
         err = (run_dir / "stderr").read_text(errors="replace")
@@ -196,11 +215,21 @@ def check_case(case: dict, corpus: Path, marker: Path, inotify: Inotify,
             problems.append(f"left output: {sorted(p.name for p in out_dir.iterdir())}")
         if command == "convert" and code == 0:
             problems = [p for p in problems if not p.startswith("left output")]
-        results.append({"id": case["id"], "format": case["format"], "kind": case["kind"],
-                        "what": case["what"], "command": command, "expect": expect,
-                        "code": code, "error": lines[0] if lines else "",
-                        "seconds": round(seconds, 3), "max_rss_kib": rss,
-                        "problems": problems})
+        results.append(
+            {
+                "id": case["id"],
+                "format": case["format"],
+                "kind": case["kind"],
+                "what": case["what"],
+                "command": command,
+                "expect": expect,
+                "code": code,
+                "error": lines[0] if lines else "",
+                "seconds": round(seconds, 3),
+                "max_rss_kib": rss,
+                "problems": problems,
+            }
+        )
         shutil.rmtree(run_dir, ignore_errors=True)
     if _snapshot(case_dir) != before:
         results[-1]["problems"].append("the input changed")
@@ -233,8 +262,9 @@ def main(corpus: Path, results_path: Path) -> int:
     results = []
     for case in manifest["cases"]:
         case_dir = corpus / "cases" / case["id"]
-        results += check_case(case, corpus, Path(manifest["marker"]), inotify,
-                              forbidden + [str(case_dir / "secret")])
+        results += check_case(
+            case, corpus, Path(manifest["marker"]), inotify, forbidden + [str(case_dir / "secret")]
+        )
     results_path.write_text(json.dumps(results, indent=1))
     return 0
 

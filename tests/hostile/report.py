@@ -35,14 +35,19 @@ def table(rows: list[dict]) -> str:
                 lines.append(f"{fmt:<12}{kind:<14}{c[0]:>6}{c[1]:>9}{c[2]:>7}{c[3]:>8}")
                 if kind != CONTROL:
                     totals = [t + n for t, n in zip(totals, c, strict=True)]
-    lines.append(f"{'all':<12}{'(bad inputs)':<14}{totals[0]:>6}{totals[1]:>9}{totals[2]:>7}"
-                 f"{totals[3]:>8}")
+    lines.append(
+        f"{'all':<12}{'(bad inputs)':<14}{totals[0]:>6}{totals[1]:>9}{totals[2]:>7}{totals[3]:>8}"
+    )
     return "\n".join(lines)
 
 
 def misses(rows: list[dict]) -> list[str]:
-    return [f"{r['id']} ({r['what']}), ckpt {r['command']}: {'; '.join(r['problems'])} "
-            f"[{r['error'][:200]}]" for r in rows if r["problems"]]
+    return [
+        f"{r['id']} ({r['what']}), ckpt {r['command']}: {'; '.join(r['problems'])} "
+        f"[{r['error'][:200]}]"
+        for r in rows
+        if r["problems"]
+    ]
 
 
 def bad_cases(rows: list[dict]) -> int:

@@ -20,9 +20,11 @@ SHAPE = (7, 13)
 
 def _arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(14)
-    return {"dense/kernel": rng.standard_normal(SHAPE).astype(np.float32),
-            "dense/bias": rng.standard_normal(SHAPE[1]).astype(np.float32),
-            "embed": rng.standard_normal((5, 3)).astype(np.float16)}
+    return {
+        "dense/kernel": rng.standard_normal(SHAPE).astype(np.float32),
+        "dense/bias": rng.standard_normal(SHAPE[1]).astype(np.float32),
+        "embed": rng.standard_normal((5, 3)).astype(np.float16),
+    }
 
 
 def _torch(directory: Path) -> dict[str, tuple[str, str]]:
@@ -42,22 +44,35 @@ def _torch(directory: Path) -> dict[str, tuple[str, str]]:
         for k in part:
             weight_map[k] = name
             total += state[k].numel() * state[k].element_size()
-    (sharded / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
     bins = directory / "sharded_bin"
     bins.mkdir()
     torch.save({"dense/kernel": state["dense/kernel"]}, bins / "pytorch_model-00001-of-00002.bin")
-    torch.save({k: state[k] for k in ("dense/bias", "embed")},
-               bins / "pytorch_model-00002-of-00002.bin")
-    (bins / "pytorch_model.bin.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total},
-         "weight_map": {"dense/kernel": "pytorch_model-00001-of-00002.bin",
-                        "dense/bias": "pytorch_model-00002-of-00002.bin",
-                        "embed": "pytorch_model-00002-of-00002.bin"}}, indent=2))
-    return {"torch-zip": ("torch", "model.pt"), "torch-legacy": ("torch", "legacy.pt"),
-            "safetensors": ("safetensors", "model.safetensors"),
-            "sharded-safetensors": ("sharded", "sharded/model.safetensors.index.json"),
-            "sharded-bin": ("sharded", "sharded_bin/pytorch_model.bin.index.json")}
+    torch.save(
+        {k: state[k] for k in ("dense/bias", "embed")}, bins / "pytorch_model-00002-of-00002.bin"
+    )
+    (bins / "pytorch_model.bin.index.json").write_text(
+        json.dumps(
+            {
+                "metadata": {"total_size": total},
+                "weight_map": {
+                    "dense/kernel": "pytorch_model-00001-of-00002.bin",
+                    "dense/bias": "pytorch_model-00002-of-00002.bin",
+                    "embed": "pytorch_model-00002-of-00002.bin",
+                },
+            },
+            indent=2,
+        )
+    )
+    return {
+        "torch-zip": ("torch", "model.pt"),
+        "torch-legacy": ("torch", "legacy.pt"),
+        "safetensors": ("safetensors", "model.safetensors"),
+        "sharded-safetensors": ("sharded", "sharded/model.safetensors.index.json"),
+        "sharded-bin": ("sharded", "sharded_bin/pytorch_model.bin.index.json"),
+    }
 
 
 def _numpy(directory: Path) -> dict[str, tuple[str, str]]:
@@ -71,9 +86,11 @@ def _tf(directory: Path) -> dict[str, tuple[str, str]]:
     import tensorflow as tf
 
     a = _arrays()
-    ckpt = tf.train.Checkpoint(kernel=tf.Variable(a["dense/kernel"]),
-                               bias=tf.Variable(a["dense/bias"]),
-                               embed=tf.Variable(a["embed"]))
+    ckpt = tf.train.Checkpoint(
+        kernel=tf.Variable(a["dense/kernel"]),
+        bias=tf.Variable(a["dense/bias"]),
+        embed=tf.Variable(a["embed"]),
+    )
     (directory / "tf").mkdir()
     ckpt.write(str(directory / "tf" / "ckpt"))
     return {"tf": ("tf", "tf/ckpt")}
@@ -96,10 +113,12 @@ def _keras(directory: Path) -> dict[str, tuple[str, str]]:
     model = _keras_model(keras)
     model.save_weights(directory / "model.weights.h5")
     model.save(directory / "model.keras")
-    return {"keras-h5-weights": ("keras-h5", "legacy_weights.h5"),
-            "keras-h5-full": ("keras-h5", "legacy_full.h5"),
-            "keras-weights-h5": ("keras", "model.weights.h5"),
-            "keras-archive": ("keras", "model.keras")}
+    return {
+        "keras-h5-weights": ("keras-h5", "legacy_weights.h5"),
+        "keras-h5-full": ("keras-h5", "legacy_full.h5"),
+        "keras-weights-h5": ("keras", "model.weights.h5"),
+        "keras-archive": ("keras", "model.keras"),
+    }
 
 
 def _flax(directory: Path) -> dict[str, tuple[str, str]]:

@@ -41,15 +41,30 @@ def test_a_full_tmpfs_gives_one_line_and_leaves_nothing(sources, tmp_path):
 
     mount = tmp_path / "small"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
-                                            str(mount)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        proc = subprocess.run([sys.executable, "-m", "convert", "convert", str(sources["flat"]),
-                               str(mount / "out.safetensors")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convert",
+                "convert",
+                str(sources["flat"]),
+                str(mount / "out.safetensors"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip() == (f"ckpt: error: {mount / 'out.safetensors'}: cannot be "
-                                       "written: No space left on device")
+        assert proc.stderr.strip() == (
+            f"ckpt: error: {mount / 'out.safetensors'}: cannot be written: No space left on device"
+        )
         assert os.listdir(mount) == []
     finally:
         subprocess.run(["umount", str(mount)], check=True)

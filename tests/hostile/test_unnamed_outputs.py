@@ -49,8 +49,12 @@ def test_without_unnamed_files_temporaries_carry_the_pid(tmp_path, monkeypatch):
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     stale = tmp_path / f".a.bin.ckpt-{dead}-x1y2.tmp"
     alive = tmp_path / f".a.bin.ckpt-{os.getppid()}-x1y2.tmp"  # (a running process)
     other = tmp_path / f".b.bin.ckpt-{dead}-x1y2.tmp"  # another destination's

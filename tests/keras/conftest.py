@@ -78,8 +78,14 @@ def _all_layers(K):
     c = L.Conv2D(3, 3, name="conv")(image)
     c = L.BatchNormalization(name="norm")(c)
     c = L.Flatten(name="flat_image")(c)
-    inner = K.Sequential([L.Dense(3, name="inner_dense"), L.BatchNormalization(name="inner_bn"),
-                          L.Dense(2, name="inner_out")], name="inner")
+    inner = K.Sequential(
+        [
+            L.Dense(3, name="inner_dense"),
+            L.BatchNormalization(name="inner_bn"),
+            L.Dense(2, name="inner_out"),
+        ],
+        name="inner",
+    )
     c = inner(c)
     out = L.Concatenate(name="concat")([L.Flatten(name="flat_seq")(a), c])
     out = L.Dense(2, name="head")(out)
@@ -88,14 +94,22 @@ def _all_layers(K):
 
 def _all_inputs():
     rng = np.random.default_rng(7)
-    return [rng.integers(0, 7, size=(2, 5)).astype("int32"),
-            rng.standard_normal((2, 4, 4, 2)).astype("float32")]
+    return [
+        rng.integers(0, 7, size=(2, 5)).astype("int32"),
+        rng.standard_normal((2, 4, 4, 2)).astype("float32"),
+    ]
 
 
 def _sequential(K):
     L = K.layers
-    return K.Sequential([K.Input((4,)), L.Dense(3, name="first"), L.BatchNormalization(name="bn"),
-                         L.Dense(2, name="last")])
+    return K.Sequential(
+        [
+            K.Input((4,)),
+            L.Dense(3, name="first"),
+            L.BatchNormalization(name="bn"),
+            L.Dense(2, name="last"),
+        ]
+    )
 
 
 def _seq_input():
@@ -144,8 +158,14 @@ def _subclassed_k3(K):
 
 def _bfloat16(K):
     L = K.layers
-    return K.Sequential([K.Input((4,)), L.Dense(3, dtype="bfloat16"),
-                         L.BatchNormalization(dtype="bfloat16"), L.Dense(2, dtype="bfloat16")])
+    return K.Sequential(
+        [
+            K.Input((4,)),
+            L.Dense(3, dtype="bfloat16"),
+            L.BatchNormalization(dtype="bfloat16"),
+            L.Dense(2, dtype="bfloat16"),
+        ]
+    )
 
 
 def _make(build, x, seed: int) -> Golden:
@@ -222,8 +242,11 @@ def h5_structure(path: Path) -> dict[str, tuple]:
         out = {}
         for k, v in obj.attrs.items():
             v = np.asarray(v)
-            out[k] = (v.dtype.kind, v.shape, [x.decode() if isinstance(x, bytes) else x
-                                              for x in v.reshape(-1).tolist()])
+            out[k] = (
+                v.dtype.kind,
+                v.shape,
+                [x.decode() if isinstance(x, bytes) else x for x in v.reshape(-1).tolist()],
+            )
         return out
 
     def visit(name, obj):

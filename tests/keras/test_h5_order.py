@@ -51,8 +51,9 @@ def _wide(K):
 
 
 def _sequential(K):
-    return K.Sequential([K.Input((4,)), K.layers.Dense(3), K.layers.BatchNormalization(),
-                         K.layers.Dense(2)])
+    return K.Sequential(
+        [K.Input((4,)), K.layers.Dense(3), K.layers.BatchNormalization(), K.layers.Dense(2)]
+    )
 
 
 def _inputs(name: str) -> np.ndarray:
@@ -63,8 +64,12 @@ def _inputs(name: str) -> np.ndarray:
     return rng.standard_normal(shape).astype("float32")
 
 
-BUILDERS = {"dense_bn": _dense_bn_dense, "conv_lstm": _conv_bn_lstm_dense, "wide": _wide,
-            "fitted": _sequential}
+BUILDERS = {
+    "dense_bn": _dense_bn_dense,
+    "conv_lstm": _conv_bn_lstm_dense,
+    "wide": _wide,
+    "fitted": _sequential,
+}
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +90,11 @@ def models(tk, tmp_path_factory) -> dict[str, Golden]:
             model.fit(x, np.ones((2, 2), "float32"), epochs=1, verbose=0)
         randomize(model, 100 + seed)
         gold = Golden(model, lambda b=builder: b(tk), x, predict(model, x))
-        gold.files = {"checkpoint": d / f"{name}-ckpt", "prefix": d / f"{name}-weights",
-                      "reference": d / f"{name}-reference.h5"}
+        gold.files = {
+            "checkpoint": d / f"{name}-ckpt",
+            "prefix": d / f"{name}-weights",
+            "reference": d / f"{name}-reference.h5",
+        }
         tf.train.Checkpoint(model=model).write(str(gold.files["checkpoint"]))
         model.save_weights(str(gold.files["prefix"]))
         model.save_weights(str(gold.files["reference"]))
@@ -158,8 +166,12 @@ def test_sources_without_the_order_are_refused(models, ckpt, tmp_path, name, mid
     result = ckpt("convert", gold.files["checkpoint"], between, *extra)
     assert result.code == 0, result.err
     before = listing(tmp_path)
-    assert_one_line_error(ckpt("convert", between, tmp_path / "out.h5"), str(between),
-                          "does not record that order", ".keras")
+    assert_one_line_error(
+        ckpt("convert", between, tmp_path / "out.h5"),
+        str(between),
+        "does not record that order",
+        ".keras",
+    )
     assert listing(tmp_path) == before
 
 
@@ -185,15 +197,17 @@ def test_full_h5_with_optimizer_through_another_format(models, ckpt, tmp_path, m
     direct = tmp_path / "direct.h5"
     assert ckpt("convert", gold.files["full"], direct).code == 0
     with h5py.File(direct) as f:
-        assert text_list(f["model_weights"], "layer_names") == \
-            text_list(h5py.File(gold.files["full"])["model_weights"], "layer_names")
+        assert text_list(f["model_weights"], "layer_names") == text_list(
+            h5py.File(gold.files["full"])["model_weights"], "layer_names"
+        )
         assert "optimizer_weights" in f
     assert_same_model(gold, direct)
     between = tmp_path / middle
     assert ckpt("convert", gold.files["full"], between).code == 0
     before = listing(tmp_path)
-    assert_one_line_error(ckpt("convert", between, tmp_path / "out.h5"), str(between),
-                          "does not record that order")
+    assert_one_line_error(
+        ckpt("convert", between, tmp_path / "out.h5"), str(between), "does not record that order"
+    )
     assert listing(tmp_path) == before
 
 
@@ -203,8 +217,13 @@ def test_several_models_are_refused_by_name(tk, ckpt, tmp_path):
     prefix = tmp_path / "two"
     tf.train.Checkpoint(generator=_dense_bn_dense(tk), critic=_sequential(tk)).write(str(prefix))
     before = listing(tmp_path)
-    assert_one_line_error(ckpt("convert", prefix, tmp_path / "out.h5"), "2 Keras models",
-                          "generator", "critic", "ckpt migrate --root")
+    assert_one_line_error(
+        ckpt("convert", prefix, tmp_path / "out.h5"),
+        "2 Keras models",
+        "generator",
+        "critic",
+        "ckpt migrate --root",
+    )
     assert listing(tmp_path) == before
 
 
@@ -216,8 +235,11 @@ def test_checkpoint_without_a_keras_model_is_refused(ckpt, tmp_path):
     module.w = tf.Variable(np.ones((2, 2), "float32"))
     module.b = tf.Variable(np.zeros(2, "float32"))
     tf.train.Checkpoint(net=module).write(str(prefix))
-    assert_one_line_error(ckpt("convert", prefix, tmp_path / "out.h5"),
-                          "no tf_keras Sequential or functional model", ".keras")
+    assert_one_line_error(
+        ckpt("convert", prefix, tmp_path / "out.h5"),
+        "no tf_keras Sequential or functional model",
+        ".keras",
+    )
     assert listing(tmp_path) == {"plain.index", "plain.data-00000-of-00001"}
 
 
@@ -228,8 +250,9 @@ def test_nested_model_checkpoint_is_refused(tk, ckpt, tmp_path):
     outer = tk.Model(inputs, tk.layers.Dense(1)(inner(inputs)))
     prefix = tmp_path / "nested"
     outer.save_weights(str(prefix))
-    assert_one_line_error(ckpt("convert", prefix, tmp_path / "out.h5"), "nested model",
-                          "layer_with_weights-0")
+    assert_one_line_error(
+        ckpt("convert", prefix, tmp_path / "out.h5"), "nested model", "layer_with_weights-0"
+    )
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -256,16 +279,21 @@ def test_nested_model_saved_model(tk, ckpt, tmp_path, frozen):
     assert_same_model(gold, out)
     with h5py.File(out) as mine, h5py.File(reference) as theirs:
         nested = text_list(theirs, "layer_names")[1]
-        assert text_list(mine["layer_with_weights-0"], "weight_names") == \
-            text_list(theirs[nested], "weight_names")
+        assert text_list(mine["layer_with_weights-0"], "weight_names") == text_list(
+            theirs[nested], "weight_names"
+        )
 
 
 def test_keras3_weights_from_a_checkpoint_is_refused(models, ckpt, tmp_path):
     """A `.weights.h5` assigns `vars/N` by position too; a TF checkpoint gives no Keras 3
     object paths."""
     source = models["dense_bn"].files["prefix"]
-    assert_one_line_error(ckpt("convert", source, tmp_path / "x.weights.h5"), str(source),
-                          "Keras 3 object paths", "not known")
+    assert_one_line_error(
+        ckpt("convert", source, tmp_path / "x.weights.h5"),
+        str(source),
+        "Keras 3 object paths",
+        "not known",
+    )
     assert listing(tmp_path) == set()
 
 
@@ -284,6 +312,7 @@ def test_layer_of_unknown_kind_is_refused(tk, ckpt, tmp_path):
     inputs = tk.Input((3,))
     prefix = tmp_path / "custom"
     tk.Model(inputs, Affine(name="affine")(inputs)).save_weights(str(prefix))
-    assert_one_line_error(ckpt("convert", prefix, tmp_path / "out.h5"),
-                          "layer_with_weights-0 holds variables w, b")
+    assert_one_line_error(
+        ckpt("convert", prefix, tmp_path / "out.h5"), "layer_with_weights-0 holds variables w, b"
+    )
     assert not (tmp_path / "out.h5").exists()

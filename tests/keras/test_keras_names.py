@@ -39,9 +39,17 @@ def test_numbered_gives_the_groups_keras_writes_for_repeated_classes(k3, tmp_pat
     from convert.frameworks.keras.names import numbered
 
     layers = k3.layers
-    model = k3.Sequential([k3.Input((6, 6, 2)), layers.Conv2D(3, 3), layers.Conv2D(3, 3),
-                           layers.Flatten(), layers.Dense(4), layers.Dense(4),
-                           layers.Dense(2)])
+    model = k3.Sequential(
+        [
+            k3.Input((6, 6, 2)),
+            layers.Conv2D(3, 3),
+            layers.Conv2D(3, 3),
+            layers.Flatten(),
+            layers.Dense(4),
+            layers.Dense(4),
+            layers.Dense(2),
+        ]
+    )
     model.save_weights(tmp_path / "m.weights.h5")
     with h5py.File(tmp_path / "m.weights.h5", "r") as f:
         groups = {name for name in f["layers"] if len(f["layers"][name]["vars"])}

@@ -23,8 +23,10 @@ def legacy_weights(layer):
 def by_layer(graph):
     found: dict[str, list] = {}
     for entry in graph.entries():
-        if entry.tensor.meta.get("keras_layer", "top_level_model_weights") != \
-                "top_level_model_weights":
+        if (
+            entry.tensor.meta.get("keras_layer", "top_level_model_weights")
+            != "top_level_model_weights"
+        ):
             found.setdefault(entry.tensor.meta["keras_layer"], []).append(entry.tensor)
     for tensors in found.values():
         tensors.sort(key=lambda t: t.meta["keras_weight_index"])
@@ -78,22 +80,29 @@ def test_legacy_paths_are_short_weight_names(goldens):
     graph = convert.load(gold.files["h5"])
     model = gold.model
     lstm = model.get_layer("lstm")
-    np.testing.assert_array_equal(graph.get(("lstm", "lstm_cell", "recurrent_kernel")).read(),
-                                  np.asarray(lstm.cell.recurrent_kernel))
-    np.testing.assert_array_equal(graph.get(("attention", "key", "bias")).read(),
-                                  np.asarray(model.get_layer("attention")._key_dense.bias))
+    np.testing.assert_array_equal(
+        graph.get(("lstm", "lstm_cell", "recurrent_kernel")).read(),
+        np.asarray(lstm.cell.recurrent_kernel),
+    )
+    np.testing.assert_array_equal(
+        graph.get(("attention", "key", "bias")).read(),
+        np.asarray(model.get_layer("attention")._key_dense.bias),
+    )
     head = graph.get(("head", "kernel"))
     assert head.meta["key"] == "head/head/kernel:0"
     assert head.meta["keras_weight_name"] == "head/kernel:0"
     inner = model.get_layer("inner")
-    np.testing.assert_array_equal(graph.get(("inner", "inner_bn", "moving_variance")).read(),
-                                  np.asarray(inner.layers[1].moving_variance))
+    np.testing.assert_array_equal(
+        graph.get(("inner", "inner_bn", "moving_variance")).read(),
+        np.asarray(inner.layers[1].moving_variance),
+    )
     # Subclassed models scope weight names by the model: the layer's own name starts the path.
     sub = goldens["tk_sub"]
     graph = convert.load(sub.files["h5"])
     dense = sub.model.blocks[1]
-    np.testing.assert_array_equal(graph.get((dense.name, "kernel")).read(),
-                                  np.asarray(dense.kernel))
+    np.testing.assert_array_equal(
+        graph.get((dense.name, "kernel")).read(), np.asarray(dense.kernel)
+    )
 
 
 def test_legacy_full_model_file(goldens):
@@ -109,7 +118,8 @@ def test_legacy_full_model_file(goldens):
     variables = gold.model.optimizer.variables
     optimizer_tensors = sorted(
         (e for e in graph.entries() if e.tensor.meta.get("keras_optimizer")),
-        key=lambda e: e.tensor.meta["keras_weight_index"])
+        key=lambda e: e.tensor.meta["keras_weight_index"],
+    )
     assert len(optimizer_tensors) == len(variables)
     for entry, variable in zip(optimizer_tensors, variables, strict=True):
         assert entry.tensor.meta["keras_weight_name"] == variable.name
@@ -120,7 +130,8 @@ def test_legacy_full_model_file(goldens):
     for slot in graph.slots:
         assert slot.name in ("m", "v")
         assert slot.value.meta["keras_weight_name"] == (
-            f"Adam/{slot.name}/{names[id(slot.variable)]}")
+            f"Adam/{slot.name}/{names[id(slot.variable)]}"
+        )
     assert graph.get(("optimizer", "iteration")).read() == 1
 
 
@@ -128,8 +139,11 @@ def test_legacy_full_model_maps_to_keras3_paths(goldens):
     """The config gives each legacy weight its Keras 3 object path and index."""
     gold = goldens["tk_full"]
     graph = convert.load(gold.files["full"])
-    keys = {(t.meta["keras_layer"], t.meta["keras_weight_index"]): t.meta["keras3_key"]
-            for _, t in graph.tensors() if "keras_layer" in t.meta}
+    keys = {
+        (t.meta["keras_layer"], t.meta["keras_weight_index"]): t.meta["keras3_key"]
+        for _, t in graph.tensors()
+        if "keras_layer" in t.meta
+    }
     assert keys[("lstm", 2)] == "layers/lstm/cell/vars/2"
     assert keys[("attention", 2)] == "layers/multi_head_attention/key_dense/vars/0"
     assert keys[("head", 0)] == "layers/dense/vars/0"
@@ -148,16 +162,26 @@ def model_values(model) -> list[np.ndarray]:
 
 def assert_same_values(graph, values: list[np.ndarray]) -> None:
     """The graph holds exactly these arrays (matched one to one by dtype, shape, bytes)."""
+
     def key(a):
         return (str(a.dtype), a.shape, np.ascontiguousarray(a).tobytes())
+
     got = sorted(key(t.read()) for _, t in graph.tensors())
     assert got == sorted(key(v) for v in values)
 
 
-@pytest.mark.parametrize("name,kind", [("k3_seq", "weights"), ("k3_sub", "weights"),
-                                       ("k3_bf16", "weights"), ("k3_all", "weights"),
-                                       ("k3_all", "keras"), ("k3_all", "sharded"),
-                                       ("k3_seq", "keras")])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("k3_seq", "weights"),
+        ("k3_sub", "weights"),
+        ("k3_bf16", "weights"),
+        ("k3_all", "weights"),
+        ("k3_all", "keras"),
+        ("k3_all", "sharded"),
+        ("k3_seq", "keras"),
+    ],
+)
 def test_keras3_files(goldens, name, kind):
     gold = goldens[name]
     graph = convert.load(gold.files[kind])
@@ -175,17 +199,23 @@ def test_keras3_object_paths(goldens):
     def value(*path):
         return graph.get(path).read()
 
-    np.testing.assert_array_equal(value("layers", "dense", "vars", "0"),
-                                  np.asarray(model.get_layer("head").kernel))
-    np.testing.assert_array_equal(value("layers", "lstm", "cell", "vars", "1"),
-                                  np.asarray(model.get_layer("lstm").cell.recurrent_kernel))
+    np.testing.assert_array_equal(
+        value("layers", "dense", "vars", "0"), np.asarray(model.get_layer("head").kernel)
+    )
+    np.testing.assert_array_equal(
+        value("layers", "lstm", "cell", "vars", "1"),
+        np.asarray(model.get_layer("lstm").cell.recurrent_kernel),
+    )
     mha = model.get_layer("attention")
-    np.testing.assert_array_equal(value("layers", "multi_head_attention", "value_dense", "vars",
-                                        "1"), np.asarray(mha.value_dense.bias))
+    np.testing.assert_array_equal(
+        value("layers", "multi_head_attention", "value_dense", "vars", "1"),
+        np.asarray(mha.value_dense.bias),
+    )
     inner = model.get_layer("inner")
     np.testing.assert_array_equal(
         value("layers", "sequential", "layers", "batch_normalization", "vars", "3"),
-        np.asarray(inner.layers[1].moving_variance))
+        np.asarray(inner.layers[1].moving_variance),
+    )
     assert value("optimizer", "vars", "0") == int(model.optimizer.iterations)
     # Variables in index order (not HDF5's name order: 10 after 9), and the vars names.
     assert list(graph.get(("optimizer", "vars")).edges)[:12] == [str(i) for i in range(12)]
@@ -195,14 +225,14 @@ def test_keras3_object_paths(goldens):
     sub = goldens["k3_sub"]
     graph = convert.load(sub.files["weights"])
     m = sub.model
-    for path, variable in [(("a", "vars", "0"), m.a.kernel),
-                           (("blocks", "dense", "vars", "0"), m.blocks[0].kernel),
-                           (("blocks", "container", "dense", "vars", "1"), m.blocks[1][0].bias),
-                           (("blocks", "container_1", "dense", "vars", "0"),
-                            m.blocks[2]["x"].kernel),
-                           # `layers` (all tracked layers) sorts before `norm`: it claims it.
-                           (("layers", "batch_normalization", "vars", "2"),
-                            m.norm.moving_mean)]:
+    for path, variable in [
+        (("a", "vars", "0"), m.a.kernel),
+        (("blocks", "dense", "vars", "0"), m.blocks[0].kernel),
+        (("blocks", "container", "dense", "vars", "1"), m.blocks[1][0].bias),
+        (("blocks", "container_1", "dense", "vars", "0"), m.blocks[2]["x"].kernel),
+        # `layers` (all tracked layers) sorts before `norm`: it claims it.
+        (("layers", "batch_normalization", "vars", "2"), m.norm.moving_mean),
+    ]:
         np.testing.assert_array_equal(graph.get(path).read(), np.asarray(variable))
 
 
@@ -262,13 +292,17 @@ def test_deflated_archive_and_hdf5_user_block(goldens, tmp_path):
     user block (offset 512, 1024, …) is still found."""
     source = goldens["k3_seq"].files["keras"]
     deflated = tmp_path / "deflated.keras"
-    with zipfile.ZipFile(source) as src, \
-            zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(source) as src,
+        zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for name in src.namelist():
             dst.writestr(name, src.read(name))
     shifted = tmp_path / "shifted.h5"
-    with h5py.File(goldens["tk_seq"].files["h5"]) as f, \
-            h5py.File(shifted, "w", userblock_size=1024) as g:
+    with (
+        h5py.File(goldens["tk_seq"].files["h5"]) as f,
+        h5py.File(shifted, "w", userblock_size=1024) as g,
+    ):
         for key, value in f.attrs.items():
             g.attrs[key] = value
         for key in f:

@@ -52,8 +52,11 @@ def test_h5_to_name_based_checkpoint_keeps_variable_names(h5_files, kind, tmp_pa
     import h5py
 
     with h5py.File(path) as f:
-        recorded = {_text(w).rsplit(":", 1)[0] for layer in f.attrs["layer_names"]
-                    for w in f[_text(layer)].attrs["weight_names"]}
+        recorded = {
+            _text(w).rsplit(":", 1)[0]
+            for layer in f.attrs["layer_names"]
+            for w in f[_text(layer)].attrs["weight_names"]
+        }
     assert names == recorded
     _assert_restored(kind, out, weights, lambda m, p: m.load_weights(p))
 
@@ -74,18 +77,25 @@ def _object_graph(prefix):
             if ref.node_id not in paths:
                 paths[ref.node_id] = paths[node_id] + (ref.local_name,)
                 queue.append(ref.node_id)
-        empty = {ref.local_name for ref in node.children
-                 if not proto.nodes[ref.node_id].children
-                 and not proto.nodes[ref.node_id].attributes}
+        empty = {
+            ref.local_name
+            for ref in node.children
+            if not proto.nodes[ref.node_id].children and not proto.nodes[ref.node_id].attributes
+        }
         out[paths[node_id]] = (
-            sorted((ref.local_name, paths.get(ref.node_id)) for ref in node.children
-                   if ref.local_name not in empty or ref.local_name.startswith("layer")),
-            sorted((a.name, a.full_name, a.checkpoint_key) for a in node.attributes))
+            sorted(
+                (ref.local_name, paths.get(ref.node_id))
+                for ref in node.children
+                if ref.local_name not in empty or ref.local_name.startswith("layer")
+            ),
+            sorted((a.name, a.full_name, a.checkpoint_key) for a in node.attributes),
+        )
     return {path: value for path, value in out.items() if path[-1:] != ("axis",)}
 
 
-@pytest.mark.parametrize(("kind", "full"), [("sequential", False), ("sequential", True),
-                                            ("nested", True)])
+@pytest.mark.parametrize(
+    ("kind", "full"), [("sequential", False), ("sequential", True), ("nested", True)]
+)
 def test_h5_to_object_checkpoint_is_tf_keras_layout(kind, full, tmp_path, ckpt):
     """The object graph tf_keras' own save_weights(prefix) writes for the same model, and
     a fresh model's load_weights restores every weight."""
@@ -97,16 +107,22 @@ def test_h5_to_object_checkpoint_is_tf_keras_layout(kind, full, tmp_path, ckpt):
     model.save_weights(str(tmp_path / "theirs" / "w"))
     assert ckpt("convert", source, tmp_path / "ours" / "w", "--to", "tf").code == 0
     assert _object_graph(tmp_path / "ours" / "w") == _object_graph(tmp_path / "theirs" / "w")
-    _assert_restored(kind, tmp_path / "ours" / "w", [np.asarray(w) for w in model.weights],
-                     lambda m, p: m.load_weights(p))
+    _assert_restored(
+        kind,
+        tmp_path / "ours" / "w",
+        [np.asarray(w) for w in model.weights],
+        lambda m, p: m.load_weights(p),
+    )
 
 
-@pytest.mark.parametrize(("kind", "fragment"), [
-    ("nested", "layer 'block' is a nested model"),
-    ("subclassed", "subclassed model"),
-])
-def test_h5_to_object_checkpoint_refuses_unknown_layouts(h5_files, kind, fragment, tmp_path,
-                                                         ckpt):
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("nested", "layer 'block' is a nested model"),
+        ("subclassed", "subclassed model"),
+    ],
+)
+def test_h5_to_object_checkpoint_refuses_unknown_layouts(h5_files, kind, fragment, tmp_path, ckpt):
     from tests.conftest import assert_one_line_error
 
     result = ckpt("convert", h5_files[kind][0], tmp_path / "out", "--to", "tf")
@@ -124,8 +140,12 @@ def test_h5_written_from_a_tf_keras_checkpoint_goes_back_to_tf(tmp_path, ckpt, k
     model.save_weights(str(tmp_path / "w"))
     assert ckpt("convert", tmp_path / "w", tmp_path / "x.h5").code == 0
     assert ckpt("convert", tmp_path / "x.h5", tmp_path / "back" / "w", "--to", "tf").code == 0
-    _assert_restored(kind, tmp_path / "back" / "w", [np.asarray(w) for w in model.weights],
-                     lambda m, p: m.load_weights(p))
+    _assert_restored(
+        kind,
+        tmp_path / "back" / "w",
+        [np.asarray(w) for w in model.weights],
+        lambda m, p: m.load_weights(p),
+    )
 
 
 def test_a_nested_model_checkpoint_is_refused_for_h5(tmp_path, ckpt):

@@ -33,6 +33,7 @@ def assert_loads(gold, path, **kwargs):
 
 # -- Keras 2 legacy → Keras 2 legacy -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["tk_seq", "tk_all", "tk_sub"])
 def test_legacy_to_legacy(goldens, tmp_path, name):
     gold = goldens[name]
@@ -53,8 +54,7 @@ def test_legacy_full_model_to_legacy(goldens, tk, tmp_path, ckpt):
     assert h5_structure(out) == h5_structure(gold.files["full"])
     model = tk.models.load_model(out)
     np.testing.assert_array_equal(predict(model, gold.x), gold.y)
-    for mine, theirs in zip(model.optimizer.variables, gold.model.optimizer.variables,
-                            strict=True):
+    for mine, theirs in zip(model.optimizer.variables, gold.model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
     assert_loads(gold, out)
 
@@ -77,6 +77,7 @@ def test_legacy_loads_into_keras3(goldens, k3_reference_of_tk_full, tmp_path):
 
 # -- Keras 3 → Keras 3 ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["k3_seq", "k3_sub", "k3_bf16", "k3_all"])
 def test_weights_h5_to_weights_h5(goldens, tmp_path, name):
     gold = goldens[name]
@@ -95,8 +96,7 @@ def test_optimizer_state_survives(goldens, k3, tmp_path):
     model.optimizer.build(model.trainable_variables)
     model.load_weights(out)
     np.testing.assert_array_equal(predict(model, gold.x), gold.y)
-    for mine, theirs in zip(model.optimizer.variables, gold.model.optimizer.variables,
-                            strict=True):
+    for mine, theirs in zip(model.optimizer.variables, gold.model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
 
 
@@ -157,6 +157,7 @@ def test_sharded_read_and_write(goldens, tmp_path, ckpt):
 
 # -- between the two Keras formats --------------------------------------------------------------
 
+
 def test_full_model_h5_to_weights_h5(goldens, k3_reference_of_tk_full, tmp_path, ckpt):
     """tf_keras full model → Keras 3 .weights.h5: the config says where each weight goes."""
     out = tmp_path / "converted.weights.h5"
@@ -202,8 +203,9 @@ def test_keras_archive_to_legacy(goldens, tk, tmp_path):
     # Layer for layer, the weight lists Keras 3 itself writes to a legacy file.
     with h5py.File(out) as mine, h5py.File(gold.files["full"]) as theirs:
         for name in theirs["model_weights"].attrs["layer_names"]:
-            assert list(mine[name].attrs["weight_names"]) == \
-                list(theirs["model_weights"][name].attrs["weight_names"])
+            assert list(mine[name].attrs["weight_names"]) == list(
+                theirs["model_weights"][name].attrs["weight_names"]
+            )
     # tf_keras loads it like Keras 3's own legacy file.
     reference = goldens["tk_all"].build()
     reference.load_weights(gold.files["full"])
@@ -212,8 +214,10 @@ def test_keras_archive_to_legacy(goldens, tk, tmp_path):
     np.testing.assert_array_equal(predict(model, gold.x), predict(reference, gold.x))
 
 
-@pytest.mark.parametrize("source,target,fragment", [("tk_seq:h5", "x.weights.h5", "structure"),
-                                                    ("k3_seq:weights", "x.h5", "layer order")])
+@pytest.mark.parametrize(
+    "source,target,fragment",
+    [("tk_seq:h5", "x.weights.h5", "structure"), ("k3_seq:weights", "x.h5", "layer order")],
+)
 def test_refuses_to_guess_the_other_layout(goldens, tmp_path, ckpt, source, target, fragment):
     name, kind = source.split(":")
     result = ckpt("convert", goldens[name].files[kind], tmp_path / target)
@@ -224,10 +228,16 @@ def test_refuses_to_guess_the_other_layout(goldens, tmp_path, ckpt, source, targ
 
 # -- through flat graphs and back ----------------------------------------------------------------
 
+
 def flat_copy(graph: Graph) -> Graph:
     """What a flat format keeps: paths and values, no Keras meta, no metadata."""
-    return Graph.from_flat({e.path: Tensor.from_array(np.array(e.tensor.read()))
-                            for e in graph.entries() if e.slot is None})
+    return Graph.from_flat(
+        {
+            e.path: Tensor.from_array(np.array(e.tensor.read()))
+            for e in graph.entries()
+            if e.slot is None
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["tk_seq", "tk_all"])
@@ -277,12 +287,16 @@ def test_through_flat_formats_with_the_cli(goldens, tmp_path, ckpt, flat):
     middle = tmp_path / f"tk_seq.{flat}"
     assert ckpt("convert", goldens["tk_seq"].files["h5"], middle).code == 0
     before = listing(tmp_path)
-    assert_one_line_error(ckpt("convert", middle, tmp_path / "tk_seq-back.h5"), str(middle),
-                          f"a {flat} file does not record that order")
+    assert_one_line_error(
+        ckpt("convert", middle, tmp_path / "tk_seq-back.h5"),
+        str(middle),
+        f"a {flat} file does not record that order",
+    )
     assert listing(tmp_path) == before
 
 
 # -- the writers' own rules ----------------------------------------------------------------------
+
 
 def tf_shaped(layers: dict[str, dict[str, np.ndarray]]) -> Graph:
     """A graph shaped like a tf_keras model's TF object checkpoint (`save_weights`): one
@@ -291,8 +305,10 @@ def tf_shaped(layers: dict[str, dict[str, np.ndarray]]) -> Graph:
     graph.root.meta["tf_layout"] = "object"
     for i, (layer, weights) in enumerate(layers.items()):
         for name, value in weights.items():
-            graph.add((f"layer_with_weights-{i}", name),
-                      Tensor.from_array(value, {"tf_full_name": f"{layer}/{name}"}))
+            graph.add(
+                (f"layer_with_weights-{i}", name),
+                Tensor.from_array(value, {"tf_full_name": f"{layer}/{name}"}),
+            )
     return graph
 
 
@@ -324,8 +340,9 @@ def test_long_name_lists_are_split_like_keras(tmp_path, tk):
     # Attribute for attribute what tf_keras writes for the same list.
     theirs = tmp_path / "theirs.h5"
     with h5py.File(theirs, "w") as f:
-        hdf5_format.save_attributes_to_hdf5_group(f, "layer_names",
-                                                  [n.encode("utf8") for n in names])
+        hdf5_format.save_attributes_to_hdf5_group(
+            f, "layer_names", [n.encode("utf8") for n in names]
+        )
     assert h5_structure(theirs)[""][1]["layer_names0"] == h5_structure(out)[""][1]["layer_names0"]
 
 
@@ -357,8 +374,13 @@ def test_old_keras2_file(tmp_path, tk):
 
 
 def test_refuses_what_keras_cannot_store(tmp_path):
-    graph = Graph.from_flat({("layers", "x", "vars", "0"): Tensor.from_array(
-        np.zeros(2, dtype=convert.core.dtypes.from_name("float8_e4m3fn")))})
+    graph = Graph.from_flat(
+        {
+            ("layers", "x", "vars", "0"): Tensor.from_array(
+                np.zeros(2, dtype=convert.core.dtypes.from_name("float8_e4m3fn"))
+            )
+        }
+    )
     with pytest.raises(UnsupportedError, match="float8_e4m3fn"):
         convert.save(graph, tmp_path / "x.weights.h5")
     assert listing(tmp_path) == set()

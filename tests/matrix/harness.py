@@ -91,6 +91,7 @@ def digest(value: np.ndarray) -> tuple:
 
 # -- loading as the target's users do -----------------------------------------------------
 
+
 def check(source: Source, target: str, out: Path, via: str | None = None) -> str:
     """Raise Wrong unless `out` loads right; returns how it was checked. `via`: the format
     a round trip went through."""
@@ -131,8 +132,7 @@ def _tf_keras(source: Source, target: str, out: Path, via: str | None = None):
         else:
             fresh.load_weights(str(out))
     except Exception as exc:  # what a user would see
-        raise Wrong(f"tf_keras cannot load it: {type(exc).__name__}: {_first_line(exc)}") \
-            from None
+        raise Wrong(f"tf_keras cannot load it: {type(exc).__name__}: {_first_line(exc)}") from None
     _same_weights(source, [np.asarray(w) for w in fresh.weights], models.keras_predict(fresh))
 
 
@@ -148,8 +148,7 @@ def _keras3(source: Source, target: str, out: Path, via: str | None = None):
             fresh = models.keras_model(keras, source.model, seed=999)
             fresh.load_weights(str(out))
     except Exception as exc:
-        raise Wrong(f"Keras 3 cannot load it: {type(exc).__name__}: {_first_line(exc)}") \
-            from None
+        raise Wrong(f"Keras 3 cannot load it: {type(exc).__name__}: {_first_line(exc)}") from None
     _same_weights(source, [np.asarray(w) for w in fresh.weights], models.keras_predict(fresh))
 
 
@@ -158,8 +157,9 @@ def _torch(source: Source, target: str, out: Path, via: str | None = None):
     a nested checkpoint, those losses are said and the rest is checked by key."""
     import torch
 
-    fresh = models.torch_model(source.model, seed=999,
-                               dtype=torch.bfloat16 if source.name.endswith("bf16") else None)
+    fresh = models.torch_model(
+        source.model, seed=999, dtype=torch.bfloat16 if source.name.endswith("bf16") else None
+    )
     try:
         obj = torch.load(out, weights_only=True)
     except Exception as exc:
@@ -179,12 +179,17 @@ def _torch(source: Source, target: str, out: Path, via: str | None = None):
     if result.missing_keys:
         present = {digest(readers.torch_array(v)) for v in state.values()}
         prefix = (nested,) if nested else ()
-        if any(digest(source.values[prefix + tuple(k.split("."))]) not in present
-               for k in result.missing_keys):
+        if any(
+            digest(source.values[prefix + tuple(k.split("."))]) not in present
+            for k in result.missing_keys
+        ):
             raise Wrong(f"load_state_dict(strict=True): missing {result.missing_keys}")
         lost = f" (lost: tied aliases {result.missing_keys}, strict=True fails)"
-    _same_weights(source, [readers.torch_array(t) for t in fresh.state_dict().values()],
-                  models.torch_predict(fresh))
+    _same_weights(
+        source,
+        [readers.torch_array(t) for t in fresh.state_dict().values()],
+        models.torch_predict(fresh),
+    )
     if nested:  # the rest of the checkpoint: by key
         check_values(source, target, out, keys=True)
     return "loaded" + lost
@@ -230,8 +235,7 @@ def check_values(source: Source, target: str, out: Path, keys: bool) -> None:
     for key, value in got.items():
         if digest(value) not in known:
             raise Wrong(f"{'/'.join(key)} holds a value the source does not have")
-        if keys and (key not in source.values
-                     or digest(source.values[key]) != digest(value)):
+        if keys and (key not in source.values or digest(source.values[key]) != digest(value)):
             raise Wrong(f"{'/'.join(key)}: not the source's key for this value")
 
 
@@ -241,6 +245,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- cells ----------------------------------------------------------------------------------
+
 
 def run_cell(source: Source, target: str, directory: Path, round_trip: bool = True) -> Cell:
     shutil.rmtree(directory, ignore_errors=True)

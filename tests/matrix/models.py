@@ -29,18 +29,28 @@ def randomize_keras(model, seed: int) -> None:
 
 # -- tf_keras (Keras 2) and Keras 3: the same layers ----------------------------------------
 
+
 def sequential(K):
     L = K.layers
-    return K.Sequential([K.Input((WIDTH,)), L.Dense(5, name="d1"),
-                         L.BatchNormalization(name="bn"), L.Dense(3, name="d2")], name="seq")
+    return K.Sequential(
+        [
+            K.Input((WIDTH,)),
+            L.Dense(5, name="d1"),
+            L.BatchNormalization(name="bn"),
+            L.Dense(3, name="d2"),
+        ],
+        name="seq",
+    )
 
 
 def nested(K):
     """A functional model holding a Sequential sub-model (one `.h5` layer group)."""
     L = K.layers
     inp = K.Input((WIDTH,), name="x")
-    block = K.Sequential([K.Input((WIDTH,)), L.Dense(4, name="dense_2"),
-                          L.BatchNormalization(name="bn_in")], name="block")
+    block = K.Sequential(
+        [K.Input((WIDTH,)), L.Dense(4, name="dense_2"), L.BatchNormalization(name="bn_in")],
+        name="block",
+    )
     out = L.Dense(3, name="head")(block(inp))
     return K.Model(inp, out, name="outer")
 
@@ -89,6 +99,7 @@ def keras_predict(model) -> np.ndarray:
 
 
 # -- torch ----------------------------------------------------------------------------------
+
 
 def torch_modules():
     import torch
@@ -148,6 +159,7 @@ def torch_predict(module) -> np.ndarray:
 
 # -- Flax -----------------------------------------------------------------------------------
 
+
 def flax_model():
     from flax import linen as nn
 
@@ -172,8 +184,7 @@ def flax_variables(seed: int):
         value = rng.standard_normal(leaf.shape).astype(leaf.dtype)
         return np.abs(value) + 0.5 if path[-1].key == "var" else value
 
-    return jax.tree_util.tree_map_with_path(scramble, jax.tree_util.tree_map(np.asarray,
-                                                                              variables))
+    return jax.tree_util.tree_map_with_path(scramble, jax.tree_util.tree_map(np.asarray, variables))
 
 
 def flax_predict(variables) -> np.ndarray:

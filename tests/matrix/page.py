@@ -29,20 +29,28 @@ def table(results: Results, sources: list[str], targets: list[str], back: bool) 
 def counts(results: Results, sources: list[str], targets: list[str]) -> str:
     made = [r[0] for r in results.values()]
     back = [r[1] for r in results.values() if r[1] != NOT_RUN]
-    return (f"**Counts.** {len(sources)} sources × {len(targets)} targets = {len(made)} "
-            f"cells, counted by the conversion: **{made.count(RIGHT)} right, "
-            f"{made.count(REFUSED)} refused, {made.count(WRONG)} wrong**. The {len(back)} round "
-            f"trips that run (not for a refused conversion, nor to the source's own format, "
-            f"`-`) are {back.count(RIGHT)} right, {back.count(REFUSED)} refused and "
-            f"{back.count(WRONG)} wrong.")
+    return (
+        f"**Counts.** {len(sources)} sources × {len(targets)} targets = {len(made)} "
+        f"cells, counted by the conversion: **{made.count(RIGHT)} right, "
+        f"{made.count(REFUSED)} refused, {made.count(WRONG)} wrong**. The {len(back)} round "
+        f"trips that run (not for a refused conversion, nor to the source's own format, "
+        f"`-`) are {back.count(RIGHT)} right, {back.count(REFUSED)} refused and "
+        f"{back.count(WRONG)} wrong."
+    )
 
 
 def render(results: Results, sources: list[str], targets: list[str]) -> str:
-    return "\n\n".join([
-        BEGIN, counts(results, sources, targets),
-        "## Conversions (source -> target)", table(results, sources, targets, back=False),
-        "## Round trips (source -> target -> the source's own format)",
-        table(results, sources, targets, back=True), END])
+    return "\n\n".join(
+        [
+            BEGIN,
+            counts(results, sources, targets),
+            "## Conversions (source -> target)",
+            table(results, sources, targets, back=False),
+            "## Round trips (source -> target -> the source's own format)",
+            table(results, sources, targets, back=True),
+            END,
+        ]
+    )
 
 
 def block(text: str) -> str:
@@ -56,8 +64,9 @@ def read(text: str) -> tuple[Results, list[str], list[str]]:
     assert len(tables) == 2, "the page's block holds two tables"
     parsed = []
     for found in tables:
-        rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-                for line in found.splitlines()]
+        rows = [
+            [c.strip() for c in line.strip().strip("|").split("|")] for line in found.splitlines()
+        ]
         targets = rows[0][1:]
         parsed.append({row[0]: dict(zip(targets, row[1:], strict=True)) for row in rows[2:]})
     made, back = parsed

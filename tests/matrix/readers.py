@@ -55,11 +55,17 @@ def h5_datasets(path: Path) -> Flat:
             if "optimizer_weights" in f:
                 opt = f["optimizer_weights"]
                 for weight in _names(opt.attrs["weight_names"]):
-                    out[("optimizer_weights",) + tuple(weight.rsplit(":", 1)[0].split("/"))] = \
+                    out[("optimizer_weights",) + tuple(weight.rsplit(":", 1)[0].split("/"))] = (
                         _array(opt[weight])
+                    )
             return out
-        f.visititems(lambda name, obj: out.__setitem__(tuple(name.split("/")), _array(obj))
-                     if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(tuple(name.split("/")), _array(obj))
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
     return out
 
 
@@ -136,8 +142,9 @@ def read(target: str, path: Path) -> Flat:
         index = json.loads(path.read_text())
         out: Flat = {}
         for shard in sorted(set(index["weight_map"].values())):
-            out.update({tuple(k.split(".")): v
-                        for k, v in load_file(str(path.parent / shard)).items()})
+            out.update(
+                {tuple(k.split(".")): v for k, v in load_file(str(path.parent / shard)).items()}
+            )
         return out
     if target == "torch":
         import torch

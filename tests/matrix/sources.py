@@ -45,8 +45,18 @@ def _tf_keras_sources(directory: Path, wanted: Callable[[str], bool]) -> list[So
         model = models.keras_model(K, kind, seed or 10 + len(found), trained)
         path = save(model, directory / name)
         weights = [np.asarray(w) for w in model.weights]
-        found.append(Source(name, "tf_keras", Path(path), home, kind, layout,
-                            models.keras_predict(model), weights=weights))
+        found.append(
+            Source(
+                name,
+                "tf_keras",
+                Path(path),
+                home,
+                kind,
+                layout,
+                models.keras_predict(model),
+                weights=weights,
+            )
+        )
 
     def checkpoint(with_optimizer):
         def save(model, where):
@@ -54,6 +64,7 @@ def _tf_keras_sources(directory: Path, wanted: Callable[[str], bool]) -> list[So
             if with_optimizer:
                 objects["optimizer"] = model.optimizer
             return tf.train.Checkpoint(**objects).write(str(where / "ckpt"))
+
         return save
 
     def weights_prefix(model, where):
@@ -104,8 +115,10 @@ def _keras3_sources(directory: Path, wanted: Callable[[str], bool]) -> list[Sour
     import keras as K
 
     found = []
-    for name, suffix, trained in (("k3-weights.h5", ".weights.h5", False),
-                                  ("k3-keras", ".keras", True)):
+    for name, suffix, trained in (
+        ("k3-weights.h5", ".weights.h5", False),
+        ("k3-keras", ".keras", True),
+    ):
         if not wanted(name):
             continue
         model = models.keras_model(K, "sequential", 30 + len(found), trained)
@@ -114,10 +127,19 @@ def _keras3_sources(directory: Path, wanted: Callable[[str], bool]) -> list[Sour
         (model.save_weights if suffix == ".weights.h5" else model.save)(str(path))
         home = "keras" if suffix == ".weights.h5" else "keras-archive"
         from . import readers
-        found.append(Source(name, "keras3", path, home, "sequential",
-                            reference=models.keras_predict(model),
-                            values=readers.keras3_values(path),
-                            weights=[np.asarray(w) for w in model.weights]))
+
+        found.append(
+            Source(
+                name,
+                "keras3",
+                path,
+                home,
+                "sequential",
+                reference=models.keras_predict(model),
+                values=readers.keras3_values(path),
+                weights=[np.asarray(w) for w in model.weights],
+            )
+        )
     return found
 
 
@@ -136,12 +158,19 @@ def _torch_sources(directory: Path, wanted: Callable[[str], bool]) -> list[Sourc
         path = directory / name / "model.pt"
         obj = payload(module)
         torch.save(obj, path)
-        found.append(Source(name, "torch", path, "torch", kind,
-                            reference=models.torch_predict(module),
-                            values=readers.flatten(readers.torch_tree(obj)),
-                            weights=[readers.torch_array(t) for t in
-                                     module.state_dict().values()],
-                            extra=extra or {}))
+        found.append(
+            Source(
+                name,
+                "torch",
+                path,
+                "torch",
+                kind,
+                reference=models.torch_predict(module),
+                values=readers.flatten(readers.torch_tree(obj)),
+                weights=[readers.torch_array(t) for t in module.state_dict().values()],
+                extra=extra or {},
+            )
+        )
 
     def training(module):
         opt = torch.optim.Adam(module.parameters(), lr=0.01)
@@ -183,8 +212,16 @@ def _safetensors_source(directory: Path, wanted: Callable[[str], bool]) -> list[
     path = directory / "safetensors" / "model.safetensors"
     save_file(values, str(path), metadata={"format": "pt"})
     flat = {tuple(k.split(".")): v for k, v in values.items()}
-    return [Source("safetensors", "safetensors", path, "safetensors", values=flat,
-                   weights=list(values.values()))]
+    return [
+        Source(
+            "safetensors",
+            "safetensors",
+            path,
+            "safetensors",
+            values=flat,
+            weights=list(values.values()),
+        )
+    ]
 
 
 def _flax_source(directory: Path, wanted: Callable[[str], bool]) -> list[Source]:
@@ -199,12 +236,20 @@ def _flax_source(directory: Path, wanted: Callable[[str], bool]) -> list[Source]
     path = directory / "flax" / "model.msgpack"
     path.write_bytes(serialization.to_bytes(variables))
     values = readers.flatten(variables)
-    return [Source("flax", "flax", path, "flax", reference=models.flax_predict(variables),
-                   values=values, weights=list(values.values()))]
+    return [
+        Source(
+            "flax",
+            "flax",
+            path,
+            "flax",
+            reference=models.flax_predict(variables),
+            values=values,
+            weights=list(values.values()),
+        )
+    ]
 
 
-BUILDERS = (_tf_keras_sources, _keras3_sources, _torch_sources, _safetensors_source,
-            _flax_source)
+BUILDERS = (_tf_keras_sources, _keras3_sources, _torch_sources, _safetensors_source, _flax_source)
 
 
 def build(directory: Path, names: set[str] | None = None) -> dict[str, Source]:

@@ -12,11 +12,29 @@ import pytest
 
 from . import harness, page
 
-SOURCES = ["tfk-checkpoint", "tfk-checkpoint+opt", "tfk-prefix", "tfk-prefix+opt",
-           "tfk-prefix-nested", "tfk-h5", "tfk-h5-nested", "tfk-h5-subclassed", "tfk-h5-full",
-           "tfk-h5-full+opt", "tfk-h5-full-nested", "tfk-savedmodel", "tfk-savedmodel+opt",
-           "k3-weights.h5", "k3-keras", "torch-state-dict", "torch-training", "torch-tied",
-           "torch-bf16", "safetensors", "flax"]
+SOURCES = [
+    "tfk-checkpoint",
+    "tfk-checkpoint+opt",
+    "tfk-prefix",
+    "tfk-prefix+opt",
+    "tfk-prefix-nested",
+    "tfk-h5",
+    "tfk-h5-nested",
+    "tfk-h5-subclassed",
+    "tfk-h5-full",
+    "tfk-h5-full+opt",
+    "tfk-h5-full-nested",
+    "tfk-savedmodel",
+    "tfk-savedmodel+opt",
+    "k3-weights.h5",
+    "k3-keras",
+    "torch-state-dict",
+    "torch-training",
+    "torch-tied",
+    "torch-bf16",
+    "safetensors",
+    "flax",
+]
 
 KNOWN_WRONG: dict[tuple[str, str], str] = {}
 
@@ -36,13 +54,15 @@ PAGE, PAGE_SOURCES, PAGE_TARGETS = page.read(page.PAGE.read_text(encoding="utf8"
 def test_cell(matrix_sources, source, target, tmp_path):
     cell = harness.run_cell(matrix_sources[source], target, tmp_path)
     assert cell.status != harness.WRONG, cell.detail
-    assert cell.back != harness.WRONG, f"round trip back to {matrix_sources[source].home}: " \
-                                       f"{cell.back_detail}"
+    assert cell.back != harness.WRONG, (
+        f"round trip back to {matrix_sources[source].home}: {cell.back_detail}"
+    )
     found = (cell.status, cell.back or page.NOT_RUN)
     assert found == PAGE[source, target], (
         f"docs/reports/matrix.md says {PAGE[source, target]}, the code does {found} "
         f"({cell.detail}; {cell.back_detail}): run scripts/matrix.py --write "
-        "docs/reports/matrix.md")
+        "docs/reports/matrix.md"
+    )
 
 
 def test_every_source_is_in_the_suite(matrix_sources):

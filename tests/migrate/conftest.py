@@ -46,9 +46,13 @@ def fit(model, seed: int, optimizer: Any = "adam", epochs: int = 2) -> None:
     rng = np.random.default_rng(seed)
     shape = (8, *model.input_shape[1:])
     model.compile(optimizer, "mse")
-    model.fit(rng.normal(size=shape).astype("float32"),
-              rng.normal(size=(8, *model.output_shape[1:])).astype("float32"),
-              epochs=epochs, batch_size=4, verbose=0)
+    model.fit(
+        rng.normal(size=shape).astype("float32"),
+        rng.normal(size=(8, *model.output_shape[1:])).astype("float32"),
+        epochs=epochs,
+        batch_size=4,
+        verbose=0,
+    )
 
 
 @pytest.fixture(scope="session")

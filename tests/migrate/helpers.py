@@ -20,8 +20,11 @@ def assert_listed_like_tf(prefix) -> None:
     result = run_cli("ls", prefix, "--json")
     assert result.code == 0, result.err
     ours = {(r["key"], tuple(r["shape"])) for r in json.loads(result.out)}
-    theirs = {(name, tuple(shape)) for name, shape in tf.train.list_variables(str(prefix))
-              if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    theirs = {
+        (name, tuple(shape))
+        for name, shape in tf.train.list_variables(str(prefix))
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
     assert ours == theirs
 
 

@@ -59,8 +59,9 @@ def test_regress_dense1_into_another_models_dense3(tmp_path):
     opt2._create_all_weights(model2.trainable_variables)  # the slots, as fit makes them
     for got, want in zip(model2.dense3.weights, model.dense1.weights, strict=True):
         for slot in ("m", "v"):
-            np.testing.assert_array_equal(np.asarray(opt2.get_slot(got, slot)),
-                                          np.asarray(opt.get_slot(want, slot)))
+            np.testing.assert_array_equal(
+                np.asarray(opt2.get_slot(got, slot)), np.asarray(opt.get_slot(want, slot))
+            )
     assert int(opt2.iterations) == int(opt.iterations)
     model2.fit(*_data(2), epochs=1, batch_size=4, verbose=0)
     status.assert_consumed()

@@ -96,8 +96,14 @@ def test_keras_optimizer_state_follows_a_picked_layer(trained, tmp_path):
     optimizer (`_variables/N` lists): the Dense layer's Adam state alone, renumbered, which
     an optimizer built over that layer's variables restores."""
     out = tmp_path / "out"
-    migrate(trained.files["checkpoint"], out, "--pick", "model/layer_with_weights-2=zy",
-            "--pick", "model/optimizer=opt")
+    migrate(
+        trained.files["checkpoint"],
+        out,
+        "--pick",
+        "model/layer_with_weights-2=zy",
+        "--pick",
+        "model/optimizer=opt",
+    )
     dense = tf_keras.layers.Dense(3)
     dense.build((None, 32))
     opt = tf_keras.optimizers.Adam()
@@ -109,20 +115,24 @@ def test_keras_optimizer_state_follows_a_picked_layer(trained, tmp_path):
     assert len(got) == 5
     for g, w in zip(got, [want[0], *want[9:]], strict=True):  # iterations, then the Dense's
         np.testing.assert_array_equal(g, w)
-    np.testing.assert_array_equal(np.asarray(dense.kernel),
-                                  np.asarray(trained.model.layers[-1].kernel))
+    np.testing.assert_array_equal(
+        np.asarray(dense.kernel), np.asarray(trained.model.layers[-1].kernel)
+    )
     assert_listed_like_tf(out)
 
 
 def test_python_api(trained, tmp_path):
     import convert
 
-    report = convert.migrate(trained.files["checkpoint"], tmp_path / "out", root="model",
-                             no_optimizer=True)
+    report = convert.migrate(
+        trained.files["checkpoint"], tmp_path / "out", root="model", no_optimizer=True
+    )
     assert isinstance(report, convert.Report) and report.target_format == "tf"
     done = report.migration
-    assert {"from": "model/layer_with_weights-0/kernel", "to": "layer_with_weights-0/kernel"} \
-        in done["moved"]
+    assert {
+        "from": "model/layer_with_weights-0/kernel",
+        "to": "layer_with_weights-0/kernel",
+    } in done["moved"]
     assert {"path": "save_counter", "why": "outside --root"} in done["dropped"]
     assert any(d["why"] == "optimizer state (--no-optimizer)" for d in done["dropped"])
     fresh = functional()
@@ -134,32 +144,46 @@ def test_report_dry_run_and_json(trained, tmp_path):
     import json
 
     out = tmp_path / "out"
-    dry = run_cli("migrate", trained.files["checkpoint"], out, "--pick",
-                  "model/layer_with_weights-2=zy", "--dry-run")
+    dry = run_cli(
+        "migrate",
+        trained.files["checkpoint"],
+        out,
+        "--pick",
+        "model/layer_with_weights-2=zy",
+        "--dry-run",
+    )
     assert dry.code == 0, dry.err
     assert listing(tmp_path) == set()
     assert "move   model/layer_with_weights-2/kernel -> zy/kernel" in dry.out
     assert "drop   model/layer_with_weights-0/kernel  (not picked)" in dry.out
     assert "add    save_counter" not in dry.out  # the source's own counter is kept
-    result = run_cli("migrate", trained.files["save_weights"], out, "--under", "model",
-                     "--json")
+    result = run_cli("migrate", trained.files["save_weights"], out, "--under", "model", "--json")
     assert result.code == 0, result.err
     done = json.loads(result.out)["migration"]
-    assert {"from": "layer_with_weights-0/kernel", "to": "model/layer_with_weights-0/kernel"} \
-        in done["moved"]
+    assert {
+        "from": "layer_with_weights-0/kernel",
+        "to": "model/layer_with_weights-0/kernel",
+    } in done["moved"]
     assert {"path": "model/layer-1", "of": "model/layer_with_weights-0"} in done["aliased"]
     assert done["added"] == ["save_counter"] and done["dropped"] == []
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--pick", "model/nothing"], "model has no 'nothing'"),
-    (["--root", "model/layer_with_weights-0/kernel"], "is a variable, not an object"),
-    (["--pick", "model/layer_with_weights-0=a", "--pick", "model/layer_with_weights-1=a"],
-     "two picks go to 'a'"),
-    (["--pick", "model/layer_with_weights-0=a", "--pick", "model/layer_with_weights-1=a/b"],
-     "pick 'a/b' lands inside pick 'a'"),
-    (["--pick", "model="], "gives no NEWPATH"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--pick", "model/nothing"], "model has no 'nothing'"),
+        (["--root", "model/layer_with_weights-0/kernel"], "is a variable, not an object"),
+        (
+            ["--pick", "model/layer_with_weights-0=a", "--pick", "model/layer_with_weights-1=a"],
+            "two picks go to 'a'",
+        ),
+        (
+            ["--pick", "model/layer_with_weights-0=a", "--pick", "model/layer_with_weights-1=a/b"],
+            "pick 'a/b' lands inside pick 'a'",
+        ),
+        (["--pick", "model="], "gives no NEWPATH"),
+    ],
+)
 def test_bad_requests(trained, tmp_path, args, fragment):
     result = run_cli("migrate", trained.files["checkpoint"], tmp_path / "out", *args)
     assert_one_line_error(result, fragment)
@@ -206,8 +230,9 @@ def test_subclassed_h5_takes_its_layout_from_like(tmp_path, under):
     source.save_weights(str(tmp_path / "s.h5"))
     models.keras_model(tf_keras, "subclassed", seed=9).save_weights(str(tmp_path / "skel"))
     out = tmp_path / "out"
-    migrate(tmp_path / "s.h5", out, "--like", tmp_path / "skel",
-            *(("--under", under) if under else ()))
+    migrate(
+        tmp_path / "s.h5", out, "--like", tmp_path / "skel", *(("--under", under) if under else ())
+    )
     target = models.keras_model(tf_keras, "subclassed", seed=11)
     if under:
         tf.train.Checkpoint(model=target).restore(str(out)).assert_consumed()

@@ -30,11 +30,15 @@ def test_tf1_slots_follow_a_picked_variable(tmp_path):
     names = {name for name, _ in tf.train.list_variables(str(out))}
     assert names == {"net/layer/kernel", "net/layer/kernel/Adam", "net/layer/kernel/Adam_1"}
     for slot in ("", "/Adam", "/Adam_1"):
-        np.testing.assert_array_equal(value(out, "net/layer/kernel" + slot),
-                                      value(source, "layer/kernel" + slot))
+        np.testing.assert_array_equal(
+            value(out, "net/layer/kernel" + slot), value(source, "layer/kernel" + slot)
+        )
     assert_listed_like_tf(out)
     bare = tmp_path / "bare"
     migrate(source, bare, "--no-optimizer")
     assert {n for n, _ in tf.train.list_variables(str(bare))} == {
-        "layer/kernel", "beta1_power", "beta2_power"}  # (names do not say these are Adam's)
+        "layer/kernel",
+        "beta1_power",
+        "beta2_power",
+    }  # (names do not say these are Adam's)
     assert_listed_like_tf(bare)

@@ -30,12 +30,15 @@ def _graph(slot_name: str) -> Graph:
 
 
 def test_an_entry_of_a_dropped_variable_goes():
-    out, done = migration.migrate(_graph("Adam/m/b/kernel"), pick=["model/a", "opt"],
-                                  checkpoint_root=True)
+    out, done = migration.migrate(
+        _graph("Adam/m/b/kernel"), pick=["model/a", "opt"], checkpoint_root=True
+    )
     assert list(out.get(("opt", "_variables")).edges) == ["0"]
     assert not out.get(("opt", "_momentums")).edges
-    assert {"path": "opt/_variables/1", "why": "optimizer state of a variable that is not "
-            "kept"} in done.dropped
+    assert {
+        "path": "opt/_variables/1",
+        "why": "optimizer state of a variable that is not kept",
+    } in done.dropped
 
 
 def test_an_entry_no_variable_claims_is_refused():
@@ -48,9 +51,12 @@ def test_an_entry_no_variable_claims_is_refused():
 def test_paths_may_be_checkpoint_keys():
     """A TF key's `/.ATTRIBUTES/VARIABLE_VALUE` names the variable; another attribute is one
     edge (`.ATTRIBUTES/ITERATOR_STATE`)."""
-    assert migration.parse_pick("model/d/kernel/.ATTRIBUTES/VARIABLE_VALUE=k") == \
-        migration.Pick(("model", "d", "kernel"), ("k",))
-    assert migration.parse_path("it/.ATTRIBUTES/ITERATOR_STATE", "--pick") == \
-        ("it", ".ATTRIBUTES/ITERATOR_STATE")
+    assert migration.parse_pick("model/d/kernel/.ATTRIBUTES/VARIABLE_VALUE=k") == migration.Pick(
+        ("model", "d", "kernel"), ("k",)
+    )
+    assert migration.parse_path("it/.ATTRIBUTES/ITERATOR_STATE", "--pick") == (
+        "it",
+        ".ATTRIBUTES/ITERATOR_STATE",
+    )
     with pytest.raises(UnsupportedError, match="is not a path"):
         migration.parse_path("a//b", "--pick")

@@ -74,7 +74,8 @@ class Side:
         else:
             self.model = self.case.flax()
             self.variables = jax.tree_util.tree_map(
-                np.asarray, self.model.init(jax.random.PRNGKey(0), x))
+                np.asarray, self.model.init(jax.random.PRNGKey(0), x)
+            )
         if seed is not None:
             self._randomise(np.random.default_rng(seed))
         return self
@@ -91,7 +92,8 @@ class Side:
         else:
             flat = flax.traverse_util.flatten_dict(self.variables, sep="/")
             self.variables = flax.traverse_util.unflatten_dict(
-                {k: _random(rng, v.shape, k) for k, v in flat.items()}, sep="/")
+                {k: _random(rng, v.shape, k) for k, v in flat.items()}, sep="/"
+            )
 
     def save(self, path: Path) -> Path:
         if self.framework == "keras":
@@ -120,6 +122,7 @@ class Side:
 
 
 # -- torch modules that take and give Keras' layout ------------------------------------------
+
 
 class ChannelsLast(torch.nn.Module):
     """A convolution-like module run on channels-last input, answering channels-last."""
@@ -240,84 +243,180 @@ class SeparableFlax(nn.Module):
 
 
 CASES = [
-    Case("dense", (2, 4), lambda x: keras.layers.Dense(5)(x),
-         lambda: torch.nn.Sequential(torch.nn.Linear(4, 5)), _flax(lambda: nn.Dense(5))),
-    Case("conv1d", (2, 8, 3), lambda x: keras.layers.Conv1D(4, 3)(x),
-         lambda: ChannelsLast(torch.nn.Conv1d(3, 4, 3)),
-         _flax(lambda: nn.Conv(4, (3,), padding="VALID"))),
-    Case("conv2d", (2, 6, 5, 3), lambda x: keras.layers.Conv2D(4, (3, 2))(x),
-         lambda: ChannelsLast(torch.nn.Conv2d(3, 4, (3, 2))),
-         _flax(lambda: nn.Conv(4, (3, 2), padding="VALID"))),
-    Case("conv3d", (2, 4, 5, 4, 3), lambda x: keras.layers.Conv3D(2, 2)(x),
-         lambda: ChannelsLast(torch.nn.Conv3d(3, 2, 2)),
-         _flax(lambda: nn.Conv(2, (2, 2, 2), padding="VALID"))),
-    Case("conv1d_transpose", (2, 5, 3), lambda x: keras.layers.Conv1DTranspose(4, 3, 2)(x),
-         lambda: ChannelsLast(torch.nn.ConvTranspose1d(3, 4, 3, 2)),
-         _flax(lambda: nn.ConvTranspose(4, (3,), (2,), padding="VALID"))),
-    Case("conv2d_transpose", (2, 4, 3, 3), lambda x: keras.layers.Conv2DTranspose(4, 3, 2)(x),
-         lambda: ChannelsLast(torch.nn.ConvTranspose2d(3, 4, 3, 2)),
-         _flax(lambda: nn.ConvTranspose(4, (3, 3), (2, 2), padding="VALID"))),
-    Case("conv3d_transpose", (2, 3, 2, 3, 2), lambda x: keras.layers.Conv3DTranspose(3, 2, 2)(x),
-         lambda: ChannelsLast(torch.nn.ConvTranspose3d(2, 3, 2, 2)),
-         _flax(lambda: nn.ConvTranspose(3, (2, 2, 2), (2, 2, 2), padding="VALID"))),
-    Case("depthwise_conv2d", (2, 6, 5, 3),
-         lambda x: keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(x),
-         lambda: ChannelsLast(torch.nn.Conv2d(3, 6, 3, groups=3)),
-         _flax(lambda: nn.Conv(6, (3, 3), padding="VALID", feature_group_count=3))),
-    Case("separable_conv2d", (2, 6, 5, 3),
-         lambda x: keras.layers.SeparableConv2D(4, 3, depth_multiplier=2)(x),
-         lambda: ChannelsLast(torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, groups=3, bias=False),
-                                                  torch.nn.Conv2d(6, 4, 1))),
-         SeparableFlax),
-    Case("batch_norm", (2, 5), lambda x: keras.layers.BatchNormalization(epsilon=1e-5)(x),
-         lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5)),
-         _flax(lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5))),
+    Case(
+        "dense",
+        (2, 4),
+        lambda x: keras.layers.Dense(5)(x),
+        lambda: torch.nn.Sequential(torch.nn.Linear(4, 5)),
+        _flax(lambda: nn.Dense(5)),
+    ),
+    Case(
+        "conv1d",
+        (2, 8, 3),
+        lambda x: keras.layers.Conv1D(4, 3)(x),
+        lambda: ChannelsLast(torch.nn.Conv1d(3, 4, 3)),
+        _flax(lambda: nn.Conv(4, (3,), padding="VALID")),
+    ),
+    Case(
+        "conv2d",
+        (2, 6, 5, 3),
+        lambda x: keras.layers.Conv2D(4, (3, 2))(x),
+        lambda: ChannelsLast(torch.nn.Conv2d(3, 4, (3, 2))),
+        _flax(lambda: nn.Conv(4, (3, 2), padding="VALID")),
+    ),
+    Case(
+        "conv3d",
+        (2, 4, 5, 4, 3),
+        lambda x: keras.layers.Conv3D(2, 2)(x),
+        lambda: ChannelsLast(torch.nn.Conv3d(3, 2, 2)),
+        _flax(lambda: nn.Conv(2, (2, 2, 2), padding="VALID")),
+    ),
+    Case(
+        "conv1d_transpose",
+        (2, 5, 3),
+        lambda x: keras.layers.Conv1DTranspose(4, 3, 2)(x),
+        lambda: ChannelsLast(torch.nn.ConvTranspose1d(3, 4, 3, 2)),
+        _flax(lambda: nn.ConvTranspose(4, (3,), (2,), padding="VALID")),
+    ),
+    Case(
+        "conv2d_transpose",
+        (2, 4, 3, 3),
+        lambda x: keras.layers.Conv2DTranspose(4, 3, 2)(x),
+        lambda: ChannelsLast(torch.nn.ConvTranspose2d(3, 4, 3, 2)),
+        _flax(lambda: nn.ConvTranspose(4, (3, 3), (2, 2), padding="VALID")),
+    ),
+    Case(
+        "conv3d_transpose",
+        (2, 3, 2, 3, 2),
+        lambda x: keras.layers.Conv3DTranspose(3, 2, 2)(x),
+        lambda: ChannelsLast(torch.nn.ConvTranspose3d(2, 3, 2, 2)),
+        _flax(lambda: nn.ConvTranspose(3, (2, 2, 2), (2, 2, 2), padding="VALID")),
+    ),
+    Case(
+        "depthwise_conv2d",
+        (2, 6, 5, 3),
+        lambda x: keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(x),
+        lambda: ChannelsLast(torch.nn.Conv2d(3, 6, 3, groups=3)),
+        _flax(lambda: nn.Conv(6, (3, 3), padding="VALID", feature_group_count=3)),
+    ),
+    Case(
+        "separable_conv2d",
+        (2, 6, 5, 3),
+        lambda x: keras.layers.SeparableConv2D(4, 3, depth_multiplier=2)(x),
+        lambda: ChannelsLast(
+            torch.nn.Sequential(
+                torch.nn.Conv2d(3, 6, 3, groups=3, bias=False), torch.nn.Conv2d(6, 4, 1)
+            )
+        ),
+        SeparableFlax,
+    ),
+    Case(
+        "batch_norm",
+        (2, 5),
+        lambda x: keras.layers.BatchNormalization(epsilon=1e-5)(x),
+        lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5)),
+        _flax(lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5)),
+    ),
     # The statistics alone (affine=False): no scale, no shift.
-    Case("batch_norm_stats", (2, 5),
-         lambda x: keras.layers.BatchNormalization(epsilon=1e-5, center=False, scale=False)(x),
-         lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5, affine=False)),
-         _flax(lambda: nn.BatchNorm(use_running_average=True, epsilon=1e-5, use_scale=False,
-                                    use_bias=False))),
-    Case("layer_norm", (2, 3, 5), lambda x: keras.layers.LayerNormalization(epsilon=1e-5)(x),
-         lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, eps=1e-5)),
-         _flax(lambda: nn.LayerNorm(epsilon=1e-5))),
+    Case(
+        "batch_norm_stats",
+        (2, 5),
+        lambda x: keras.layers.BatchNormalization(epsilon=1e-5, center=False, scale=False)(x),
+        lambda: torch.nn.Sequential(torch.nn.BatchNorm1d(5, eps=1e-5, affine=False)),
+        _flax(
+            lambda: nn.BatchNorm(
+                use_running_average=True, epsilon=1e-5, use_scale=False, use_bias=False
+            )
+        ),
+    ),
+    Case(
+        "layer_norm",
+        (2, 3, 5),
+        lambda x: keras.layers.LayerNormalization(epsilon=1e-5)(x),
+        lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, eps=1e-5)),
+        _flax(lambda: nn.LayerNorm(epsilon=1e-5)),
+    ),
     # The scale alone. Keras' LayerNormalization(center=False) holds it too, but a Keras 3
     # file does not say whether its one variable is gamma or beta (see test_layers.py).
-    Case("layer_norm_scale", (2, 3, 5), None,
-         lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, eps=1e-5, bias=False)),
-         _flax(lambda: nn.LayerNorm(epsilon=1e-5, use_bias=False))),
-    Case("group_norm", (2, 4, 3, 6),
-         lambda x: keras.layers.GroupNormalization(3, epsilon=1e-5)(x),
-         lambda: ChannelsLast(torch.nn.GroupNorm(3, 6, eps=1e-5)),
-         _flax(lambda: nn.GroupNorm(num_groups=3, epsilon=1e-5))),
+    Case(
+        "layer_norm_scale",
+        (2, 3, 5),
+        None,
+        lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, eps=1e-5, bias=False)),
+        _flax(lambda: nn.LayerNorm(epsilon=1e-5, use_bias=False)),
+    ),
+    Case(
+        "group_norm",
+        (2, 4, 3, 6),
+        lambda x: keras.layers.GroupNormalization(3, epsilon=1e-5)(x),
+        lambda: ChannelsLast(torch.nn.GroupNorm(3, 6, eps=1e-5)),
+        _flax(lambda: nn.GroupNorm(num_groups=3, epsilon=1e-5)),
+    ),
     # Keras has no InstanceNormalization: GroupNormalization with a group per channel is it.
-    Case("instance_norm", (2, 4, 3, 6),
-         lambda x: keras.layers.GroupNormalization(-1, epsilon=1e-5)(x),
-         lambda: ChannelsLast(torch.nn.InstanceNorm2d(6, eps=1e-5, affine=True)),
-         _flax(lambda: nn.InstanceNorm(epsilon=1e-5))),
+    Case(
+        "instance_norm",
+        (2, 4, 3, 6),
+        lambda x: keras.layers.GroupNormalization(-1, epsilon=1e-5)(x),
+        lambda: ChannelsLast(torch.nn.InstanceNorm2d(6, eps=1e-5, affine=True)),
+        _flax(lambda: nn.InstanceNorm(epsilon=1e-5)),
+    ),
     # One slope per channel; Flax's PReLU has one slope in all.
-    Case("prelu", (2, 4, 3, 3), lambda x: keras.layers.PReLU(shared_axes=[1, 2])(x),
-         lambda: ChannelsLast(torch.nn.PReLU(3))),
-    Case("embedding", (2, 3), lambda x: keras.layers.Embedding(10, 4)(x), lambda: Embedding(10, 4),
-         _flax(lambda: nn.Embed(10, 4)), integer_input=10),
-    Case("lstm", (2, 5, 3), lambda x: keras.layers.LSTM(4)(x),
-         lambda: LastStep(torch.nn.LSTM(3, 4, batch_first=True)), LstmFlax),
-    Case("simple_rnn", (2, 5, 3), lambda x: keras.layers.SimpleRNN(4)(x),
-         lambda: LastStep(torch.nn.RNN(3, 4, batch_first=True)), SimpleRnnFlax),
-    Case("gru", (2, 5, 3), lambda x: keras.layers.GRU(4)(x),
-         lambda: LastStep(torch.nn.GRU(3, 4, batch_first=True)), GruFlax),
-    Case("bidirectional_lstm", (2, 5, 3),
-         lambda x: keras.layers.Bidirectional(keras.layers.LSTM(4))(x),
-         lambda: BothEnds(torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)),
-         lambda: BidirectionalFlax(lstm=True)),
-    Case("bidirectional_gru", (2, 5, 3),
-         lambda x: keras.layers.Bidirectional(keras.layers.GRU(4))(x),
-         lambda: BothEnds(torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)),
-         lambda: BidirectionalFlax(lstm=False)),
-    Case("attention", (2, 4, 6), lambda x: keras.layers.MultiHeadAttention(2, 3)(x, x),
-         lambda: SelfAttention(6, 2),
-         _flax(lambda: nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=6,
-                                                       out_features=6))),
+    Case(
+        "prelu",
+        (2, 4, 3, 3),
+        lambda x: keras.layers.PReLU(shared_axes=[1, 2])(x),
+        lambda: ChannelsLast(torch.nn.PReLU(3)),
+    ),
+    Case(
+        "embedding",
+        (2, 3),
+        lambda x: keras.layers.Embedding(10, 4)(x),
+        lambda: Embedding(10, 4),
+        _flax(lambda: nn.Embed(10, 4)),
+        integer_input=10,
+    ),
+    Case(
+        "lstm",
+        (2, 5, 3),
+        lambda x: keras.layers.LSTM(4)(x),
+        lambda: LastStep(torch.nn.LSTM(3, 4, batch_first=True)),
+        LstmFlax,
+    ),
+    Case(
+        "simple_rnn",
+        (2, 5, 3),
+        lambda x: keras.layers.SimpleRNN(4)(x),
+        lambda: LastStep(torch.nn.RNN(3, 4, batch_first=True)),
+        SimpleRnnFlax,
+    ),
+    Case(
+        "gru",
+        (2, 5, 3),
+        lambda x: keras.layers.GRU(4)(x),
+        lambda: LastStep(torch.nn.GRU(3, 4, batch_first=True)),
+        GruFlax,
+    ),
+    Case(
+        "bidirectional_lstm",
+        (2, 5, 3),
+        lambda x: keras.layers.Bidirectional(keras.layers.LSTM(4))(x),
+        lambda: BothEnds(torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)),
+        lambda: BidirectionalFlax(lstm=True),
+    ),
+    Case(
+        "bidirectional_gru",
+        (2, 5, 3),
+        lambda x: keras.layers.Bidirectional(keras.layers.GRU(4))(x),
+        lambda: BothEnds(torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)),
+        lambda: BidirectionalFlax(lstm=False),
+    ),
+    Case(
+        "attention",
+        (2, 4, 6),
+        lambda x: keras.layers.MultiHeadAttention(2, 3)(x, x),
+        lambda: SelfAttention(6, 2),
+        _flax(lambda: nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=6, out_features=6)),
+    ),
 ]
 
 

@@ -14,27 +14,43 @@ tf_keras = pytest.importorskip("tf_keras")
 
 
 def cnn_keras():
-    return tf_keras.Sequential([
-        tf_keras.Input((6, 6, 3)), tf_keras.layers.Conv2D(4, 3),
-        tf_keras.layers.BatchNormalization(epsilon=1e-5), tf_keras.layers.ReLU(),
-        tf_keras.layers.GlobalAveragePooling2D(), tf_keras.layers.Dense(3)])
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input((6, 6, 3)),
+            tf_keras.layers.Conv2D(4, 3),
+            tf_keras.layers.BatchNormalization(epsilon=1e-5),
+            tf_keras.layers.ReLU(),
+            tf_keras.layers.GlobalAveragePooling2D(),
+            tf_keras.layers.Dense(3),
+        ]
+    )
 
 
 class CnnTorch(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, eps=1e-5), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+            torch.nn.Conv2d(3, 4, 3),
+            torch.nn.BatchNorm2d(4, eps=1e-5),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, 3),
+        )
 
     def forward(self, x):
         return self.net(x.permute(0, 3, 1, 2))
 
 
 def seq_keras():
-    return tf_keras.Sequential([
-        tf_keras.Input((5,), dtype="int32"), tf_keras.layers.Embedding(10, 4),
-        tf_keras.layers.LSTM(6), tf_keras.layers.Dense(2)])
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input((5,), dtype="int32"),
+            tf_keras.layers.Embedding(10, 4),
+            tf_keras.layers.LSTM(6),
+            tf_keras.layers.Dense(2),
+        ]
+    )
 
 
 class SeqTorch(torch.nn.Module):
@@ -48,10 +64,10 @@ class SeqTorch(torch.nn.Module):
         return self.head(self.rnn(self.embed(x.long()))[0][:, -1])
 
 
-MODELS = {"cnn": (cnn_keras, CnnTorch, lambda rng: rng.normal(size=(2, 6, 6, 3))
-                  .astype("float32")),
-          "seq": (seq_keras, SeqTorch, lambda rng: rng.integers(0, 10, (2, 5))
-                  .astype("int32"))}
+MODELS = {
+    "cnn": (cnn_keras, CnnTorch, lambda rng: rng.normal(size=(2, 6, 6, 3)).astype("float32")),
+    "seq": (seq_keras, SeqTorch, lambda rng: rng.integers(0, 10, (2, 5)).astype("int32")),
+}
 
 
 def randomised_keras(build, seed):
@@ -70,8 +86,7 @@ def randomised_torch(build, seed):
         for name, p in model.state_dict().items():
             if p.is_floating_point():
                 value = rng.normal(size=tuple(p.shape)).astype("float32") * 0.5
-                p.copy_(torch.from_numpy(np.abs(value) + 0.5 if "running_var" in name
-                                         else value))
+                p.copy_(torch.from_numpy(np.abs(value) + 0.5 if "running_var" in name else value))
     return model
 
 
@@ -118,8 +133,14 @@ keras3 = pytest.importorskip("keras")
 
 
 def dense_bn_keras(K):
-    return K.Sequential([K.Input((4,)), K.layers.Dense(3),
-                         K.layers.BatchNormalization(epsilon=1e-5), K.layers.Dense(2)])
+    return K.Sequential(
+        [
+            K.Input((4,)),
+            K.layers.Dense(3),
+            K.layers.BatchNormalization(epsilon=1e-5),
+            K.layers.Dense(2),
+        ]
+    )
 
 
 def _predict(model, x):
@@ -138,8 +159,9 @@ def test_tf_keras_files_into_keras3(layout, tmp_path):
         source.save_weights(str(tmp_path / layout))
     skeleton = dense_bn_keras(keras3)
     skeleton.save_weights(tmp_path / "skeleton.weights.h5")
-    report = api.convert(tmp_path / layout, tmp_path / "out.weights.h5",
-                         like=tmp_path / "skeleton.weights.h5")
+    report = api.convert(
+        tmp_path / layout, tmp_path / "out.weights.h5", like=tmp_path / "skeleton.weights.h5"
+    )
     target = dense_bn_keras(keras3)
     target.load_weights(tmp_path / "out.weights.h5")
     x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")

@@ -80,11 +80,15 @@ def test_a_skipped_level_keeps_no_value_and_is_found_in_a_skeleton():
         p.fill({})
     known = [("conv1", "conv1_3", "kernel"), ("conv2", "x", "kernel")]
     assert p.resolve({}, known) == ("conv1", "conv1_3", "kernel")
-    assert Pattern("{n}/{_}/w").resolve({"n": "b"}, [("a", "1", "w"), ("b", "2", "w")]) == \
-        ("b", "2", "w")
+    assert Pattern("{n}/{_}/w").resolve({"n": "b"}, [("a", "1", "w"), ("b", "2", "w")]) == (
+        "b",
+        "2",
+        "w",
+    )
 
 
 # -- ops: forward then inverse is the identity ------------------------------------------------
+
 
 def _array(shape, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
@@ -120,8 +124,9 @@ def test_merge_reshape_expand_flip_invert(shape, data):
     first = data.draw(st.integers(0, len(shape) - 2))
     last = data.draw(st.integers(first + 1, len(shape) - 1))
     axis = data.draw(st.integers(0, len(shape)))
-    chain = ops.Chain([ops.Flip((0,)), ops.Merge(first, last), ops.Expand(axis % 2),
-                       ops.Reshape((-1,))])
+    chain = ops.Chain(
+        [ops.Flip((0,)), ops.Merge(first, last), ops.Expand(axis % 2), ops.Reshape((-1,))]
+    )
     _round_trip(chain, [_array(shape)])
 
 
@@ -198,19 +203,26 @@ def test_only_what_went_through_a_sum_is_inexact():
     assert chain.inexact(f32, [False, True, False, False]) == [False, True, True]
     made = ops.Chain([ops.Zeros(like=(0,)), ops.Cast("float16")])
     assert made.inexact(f32[:2], [False, False]) == [True, True, True]  # narrowing: all
-    assert ops.Chain([ops.Zeros(like=(1,))]).inexact(f32[:2], [True, False]) == \
-        [True, False, False]
-    assert ops.Chain([ops.Concat(0), ops.Split(0, parts=2)]).inexact(
-        f32[:2], [True, False]) == [True, True]  # joined: no longer told apart
+    assert ops.Chain([ops.Zeros(like=(1,))]).inexact(f32[:2], [True, False]) == [True, False, False]
+    assert ops.Chain([ops.Concat(0), ops.Split(0, parts=2)]).inexact(f32[:2], [True, False]) == [
+        True,
+        True,
+    ]  # joined: no longer told apart
 
 
 # -- every built-in layer rule: forward then reverse is the identity --------------------------
 
+
 def _first_side_shapes(kind: str, var: str, n: int, d: int, k: int) -> tuple[int, ...]:
     """A plausible shape of `var` of `kind` on a rule file's first side (Keras or Flax)."""
     name = var.rsplit("/", 1)[-1]
-    if kind in ("lstm", "gru", "simple_rnn", "bidirectional_lstm", "bidirectional_gru") \
-            and var.startswith("params/"):  # Flax: a Dense per gate (`hi`, `forward_rnn/cell/hi`)
+    if kind in (
+        "lstm",
+        "gru",
+        "simple_rnn",
+        "bidirectional_lstm",
+        "bidirectional_gru",
+    ) and var.startswith("params/"):  # Flax: a Dense per gate (`hi`, `forward_rnn/cell/hi`)
         hidden = var.rsplit("/", 2)[-2].startswith("h")
         return ((d if hidden else n), d) if name == "kernel" else (d,)
     lstm = {"kernel": (n, 4 * d), "recurrent_kernel": (d, 4 * d), "bias": (4 * d,)}
@@ -227,21 +239,26 @@ def _first_side_shapes(kind: str, var: str, n: int, d: int, k: int) -> tuple[int
         "depthwise_conv2d": {"kernel": (k, k + 1, n, 2), "bias": (2 * n,)},
         "prelu": {"alpha": (1, 1, n)},
         "simple_rnn": {"kernel": (n, d), "recurrent_kernel": (d, d), "bias": (d,)},
-        "lstm": lstm, "gru": gru, "bidirectional_lstm": lstm, "bidirectional_gru": gru,
-        "attention": {"kernel": (n * 2, 2, n) if "output" not in var and "out/" not in var
-                      else (2, n, n * 2),
-                      "bias": (2, n) if "output" not in var and "out/" not in var
-                      else (n * 2,)},
+        "lstm": lstm,
+        "gru": gru,
+        "bidirectional_lstm": lstm,
+        "bidirectional_gru": gru,
+        "attention": {
+            "kernel": (n * 2, 2, n) if "output" not in var and "out/" not in var else (2, n, n * 2),
+            "bias": (2, n) if "output" not in var and "out/" not in var else (n * 2,),
+        },
     }
     return table.get(kind, {}).get(name, (n,))
 
 
-BUILTIN = [(name, rule) for name in ("keras-torch", "flax-torch")
-           for rule in rules.load(name).layers]
+BUILTIN = [
+    (name, rule) for name in ("keras-torch", "flax-torch") for rule in rules.load(name).layers
+]
 
 
-@pytest.mark.parametrize(("name", "rule"), BUILTIN,
-                         ids=[f"{n}-{r.kinds[rules.load(n).sides[0]]}" for n, r in BUILTIN])
+@pytest.mark.parametrize(
+    ("name", "rule"), BUILTIN, ids=[f"{n}-{r.kinds[rules.load(n).sides[0]]}" for n, r in BUILTIN]
+)
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 4), d=st.integers(1, 4), k=st.integers(1, 3))
 def test_builtin_rules_run_both_ways(name, rule, n, d, k):
@@ -252,12 +269,14 @@ def test_builtin_rules_run_both_ways(name, rule, n, d, k):
     for var in rule.vars:
         if not var.names[first]:
             continue  # made from nothing (a constant): its reverse drops it
-        arrays = [_array(_first_side_shapes(kind, v, n, d, k), i)
-                  for i, v in enumerate(var.names[first])]
+        arrays = [
+            _array(_first_side_shapes(kind, v, n, d, k), i) for i, v in enumerate(var.names[first])
+        ]
         _round_trip(var.chain.bind({"flatten": [2, 3, n]}), arrays)
 
 
 # -- rule files -------------------------------------------------------------------------------
+
 
 def _write(tmp_path, text: str, name="r.toml"):
     path = tmp_path / name
@@ -265,16 +284,21 @@ def _write(tmp_path, text: str, name="r.toml"):
     return path
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ('sides = ["a"]', "`sides` must name the two sides"),
-    ('sides = ["a", "b"]\n[[tensor]]\na = "x/{i}"\nb = "y"', "same placeholders"),
-    ('sides = ["a", "b"]\n[[tensor]]\na = "x"\nb = "y"\nops = [{op = "twist"}]', "unknown op"),
-    ('sides = ["a", "b"]\n[[tensor]]\na = "x"\nb = "y"\nops = [{op = "transpose", x = 1}]',
-     "transpose takes"),
-    ('sides = ["a", "b"]\nbogus = 1', "unknown table"),
-    ('sides = ["a", "b"]\ninclude = ["nope"]', "unknown rule set 'nope'"),
-    ("sides = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('sides = ["a"]', "`sides` must name the two sides"),
+        ('sides = ["a", "b"]\n[[tensor]]\na = "x/{i}"\nb = "y"', "same placeholders"),
+        ('sides = ["a", "b"]\n[[tensor]]\na = "x"\nb = "y"\nops = [{op = "twist"}]', "unknown op"),
+        (
+            'sides = ["a", "b"]\n[[tensor]]\na = "x"\nb = "y"\nops = [{op = "transpose", x = 1}]',
+            "transpose takes",
+        ),
+        ('sides = ["a", "b"]\nbogus = 1', "unknown table"),
+        ('sides = ["a", "b"]\ninclude = ["nope"]', "unknown rule set 'nope'"),
+        ("sides = [", "not valid TOML"),
+    ],
+)
 def test_malformed_rule_files_are_one_line_errors(tmp_path, text, fragment):
     with pytest.raises(RuleError) as err:
         rules.load(_write(tmp_path, text))

@@ -13,8 +13,11 @@ from convert.core.errors import ConvertError
 
 from .frameworks import CASES, EXT, Case, Side, directions, keras, values
 
-PAIRS = [pytest.param(case, a, b, id=f"{case.name}-{a}-{b}")
-         for case in CASES for a, b in directions(case)]
+PAIRS = [
+    pytest.param(case, a, b, id=f"{case.name}-{a}-{b}")
+    for case in CASES
+    for a, b in directions(case)
+]
 
 
 def port(case, source: str, target: str, tmp_path, seed: int = 7):
@@ -36,8 +39,7 @@ def test_port_computes_the_same(case, source, target, tmp_path):
     out, emitted = tmp_path / f"out{EXT[target]}", tmp_path / "emitted.toml"
     for like in (tmp_path / f"skeleton{EXT[target]}", None):
         again = tmp_path / f"again{EXT[target]}"
-        api.convert(tmp_path / f"src{EXT[source]}", again, rules=emitted, like=like,
-                    overwrite=True)
+        api.convert(tmp_path / f"src{EXT[source]}", again, rules=emitted, like=like, overwrite=True)
         assert values(again) == values(out), like
     x = case.input()
     expected, got = src.run(x), dst.run(x)
@@ -47,9 +49,15 @@ def test_port_computes_the_same(case, source, target, tmp_path):
     assert not report.rules["missing"] and not report.rules["unused"]
 
 
-@pytest.mark.parametrize(("source", "target", "rules"), [
-    ("flax", "torch", "flax-torch"), ("torch", "flax", "flax-torch"),
-    ("keras", "flax", "keras-flax"), ("flax", "keras", "keras-flax")])
+@pytest.mark.parametrize(
+    ("source", "target", "rules"),
+    [
+        ("flax", "torch", "flax-torch"),
+        ("torch", "flax", "flax-torch"),
+        ("keras", "flax", "keras-flax"),
+        ("flax", "keras", "keras-flax"),
+    ],
+)
 def test_gru_through_the_cli_with_named_rules(source, target, rules, tmp_path, ckpt):
     """Flax's GRUCell against torch's nn.GRU, and against Keras' GRU through the composed
     keras-flax rules, named on the command line."""
@@ -64,8 +72,9 @@ def test_gru_through_the_cli_with_named_rules(source, target, rules, tmp_path, c
     dst.load(out)
     x = gru.input(2)
     expected = src.run(x)
-    np.testing.assert_allclose(dst.run(x), expected, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(expected).max()))
+    np.testing.assert_allclose(
+        dst.run(x), expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max())
+    )
 
 
 @pytest.mark.parametrize(("center", "scale"), [(False, True), (True, False)])
@@ -73,9 +82,12 @@ def test_keras_norm_holding_gamma_or_beta_alone_is_refused(center, scale, tmp_pa
     """Keras' LayerNormalization(center=False) holds gamma alone, (scale=False) beta alone:
     either is `vars/0` of a .weights.h5, which does not say which, so the port refuses it
     rather than take one for the other (torch's LayerNorm(bias=False) holds a weight)."""
-    case = Case("layer_norm_one", (2, 3, 5),
-                lambda x: keras.layers.LayerNormalization(center=center, scale=scale)(x),
-                lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, bias=False)))
+    case = Case(
+        "layer_norm_one",
+        (2, 3, 5),
+        lambda x: keras.layers.LayerNormalization(center=center, scale=scale)(x),
+        lambda: torch.nn.Sequential(torch.nn.LayerNorm(5, bias=False)),
+    )
     src = Side("keras", case).build(7).save(tmp_path / "src.weights.h5")
     skeleton = Side("torch", case).build().save(tmp_path / "skeleton.pt")
     with pytest.raises(ConvertError, match="layers/layer_normalization"):

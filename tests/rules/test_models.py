@@ -26,8 +26,11 @@ def cnn_keras(x):
 class CnnTorch(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = ChannelsLast(torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, eps=1e-5), torch.nn.ReLU()))
+        self.features = ChannelsLast(
+            torch.nn.Sequential(
+                torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, eps=1e-5), torch.nn.ReLU()
+            )
+        )
         self.head = torch.nn.Linear(4 * 5 * 4, 3)
 
     def forward(self, x):  # the features come back channels-last: flatten them as torch does
@@ -61,9 +64,13 @@ class BlockFlax(nn.Module):
 
 
 CNN = Case("cnn", (2, 7, 6, 3), cnn_keras, CnnTorch, CnnFlax)
-BLOCK = Case("block", (2, 5, 8), block_keras,
-             lambda: torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
-             BlockFlax)
+BLOCK = Case(
+    "block",
+    (2, 5, 8),
+    block_keras,
+    lambda: torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+    BlockFlax,
+)
 
 
 class KerasArchive(Side):
@@ -83,34 +90,38 @@ def port(case, source, target, tmp_path, archive=False):
     src_file = src.save(tmp_path / f"src{EXT[source]}")
     dst = _side(target, case, archive).build()
     skel_file = dst.save(tmp_path / f"skeleton{EXT[target]}")
-    out = tmp_path / f"out{skel_file.name[len('skeleton'):]}"
+    out = tmp_path / f"out{skel_file.name[len('skeleton') :]}"
     report = api.convert(src_file, out, like=skel_file, emit_rules=tmp_path / "emitted.toml")
     # The alignment written back converts the same way, with the skeleton and without it.
     for like in (skel_file, None):
-        again = out.with_name(f"again{out.name[len('out'):]}")
+        again = out.with_name(f"again{out.name[len('out') :]}")
         if like is None and again.suffix == ".keras":  # (only a skeleton gives a config)
             again = again.with_name("again.weights.h5")
-        api.convert(src_file, again, rules=tmp_path / "emitted.toml", like=like,
-                    overwrite=True)
+        api.convert(src_file, again, rules=tmp_path / "emitted.toml", like=like, overwrite=True)
         assert values(again) == values(out)
     dst.load(out)
     x = case.input()
     expected = src.run(x)
-    np.testing.assert_allclose(dst.run(x), expected, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(expected).max()))
+    np.testing.assert_allclose(
+        dst.run(x), expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max())
+    )
     return report
 
 
-@pytest.mark.parametrize(("source", "target"), [
-    ("keras", "torch"), ("torch", "keras"), ("keras", "flax"), ("flax", "keras")])
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("keras", "torch"), ("torch", "keras"), ("keras", "flax"), ("flax", "keras")],
+)
 def test_cnn_flatten_order_from_the_keras_config(source, target, tmp_path):
     report = port(CNN, source, target, tmp_path, archive=True)
     kinds = {layer["kind"] for layer in report.rules["layers"]}
     assert "flatten_dense" in kinds
 
 
-@pytest.mark.parametrize(("source", "target"), [
-    (a, b) for a in ("keras", "torch", "flax") for b in ("keras", "torch", "flax") if a != b])
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [(a, b) for a in ("keras", "torch", "flax") for b in ("keras", "torch", "flax") if a != b],
+)
 def test_transformer_block(source, target, tmp_path):
     port(BLOCK, source, target, tmp_path)
 
@@ -121,5 +132,6 @@ def test_flatten_order_unknown_without_a_config_is_said(tmp_path):
     src_file = src.save(tmp_path / "src.weights.h5")
     skeleton = Side("torch", CNN).build().save(tmp_path / "skeleton.pt")
     report = api.convert(src_file, tmp_path / "out.pt", like=skeleton)
-    assert any("flattened feature map" in note and "layers/dense" in note
-               for note in report.notes), report.notes
+    assert any(
+        "flattened feature map" in note and "layers/dense" in note for note in report.notes
+    ), report.notes

@@ -45,8 +45,9 @@ def test_the_one_fitting_merge_or_none(seed):
         def fits(item, shape):
             return item[1] == shape
 
-        fitting = [m for m in every_merge(chains)
-                   if all(fits(a, b) for a, b in zip(m, other, strict=True))]
+        fitting = [
+            m for m in every_merge(chains) if all(fits(a, b) for a, b in zip(m, other, strict=True))
+        ]
         assert _interleave(chains, other, fits) == (fitting[0] if len(fitting) == 1 else None)
 
 

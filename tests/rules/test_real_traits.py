@@ -34,8 +34,7 @@ tf_keras = pytest.importorskip("tf_keras")
 def close(got, expected) -> None:
     got, expected = np.asarray(got), np.asarray(expected)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
 
 
 def randomise_keras(model, seed: int) -> None:
@@ -102,10 +101,15 @@ def permuted(tmp_path_factory):
 
 def test_a_permute_before_flatten_is_refused_without_a_choice(permuted, ckpt, tmp_path):
     base, _ = permuted
-    result = ckpt("convert", base / "src.keras", tmp_path / "out.pt", "--like",
-                  base / "fresh.pt")
-    assert_one_line_error(result, "layers/dense", "permute (Permute)", "kind = \"dense\"",
-                          "flatten = [h, w, c]", "[4, 4, 3]")
+    result = ckpt("convert", base / "src.keras", tmp_path / "out.pt", "--like", base / "fresh.pt")
+    assert_one_line_error(
+        result,
+        "layers/dense",
+        "permute (Permute)",
+        'kind = "dense"',
+        "flatten = [h, w, c]",
+        "[4, 4, 3]",
+    )
     assert not (tmp_path / "out.pt").exists()
 
 
@@ -113,33 +117,54 @@ def test_a_permute_before_flatten_is_refused_without_a_choice(permuted, ckpt, tm
 def test_a_rule_chooses_how_the_port_flattens(permuted, ckpt, tmp_path, native):
     base, expected = permuted
     choice = {"kind": "dense"} if native else {"kind": "flatten_dense", "flatten": [4, 4, 3]}
-    rules = rule_file(tmp_path / "r.toml", ("keras", "torch"), "keras-torch",
-                      {"keras": "layers/dense", "torch": "fc", **choice})
+    rules = rule_file(
+        tmp_path / "r.toml",
+        ("keras", "torch"),
+        "keras-torch",
+        {"keras": "layers/dense", "torch": "fc", **choice},
+    )
     out = tmp_path / "out.pt"
-    result = ckpt("convert", base / "src.keras", out, "--like", base / "fresh.pt",
-                  "--rules", rules, "--json")
+    result = ckpt(
+        "convert", base / "src.keras", out, "--like", base / "fresh.pt", "--rules", rules, "--json"
+    )
     assert result.code == 0, result.err
     report = json.loads(result.out)["rules"]
     assert bool(report["reordered"]) is not native
     close(torch_run(PermutedTorch(native), out, X_MAP), expected)
     # `ckpt diff --rules` maps A into B's layout with the same rules: B is the skeleton.
     assert ckpt("diff", base / "src.keras", out, "--rules", rules).code == 0
-    assert_one_line_error(ckpt("diff", base / "src.keras", out, "--rules", "keras-torch"),
-                          "layers/dense", "row order is open")
+    assert_one_line_error(
+        ckpt("diff", base / "src.keras", out, "--rules", "keras-torch"),
+        "layers/dense",
+        "row order is open",
+    )
 
 
-def test_emitted_template_completed_converts_with_and_without_the_skeleton(permuted, ckpt,
-                                                                         tmp_path):
+def test_emitted_template_completed_converts_with_and_without_the_skeleton(
+    permuted, ckpt, tmp_path
+):
     base, expected = permuted
     emitted = tmp_path / "emitted.toml"
-    result = ckpt("convert", base / "src.keras", tmp_path / "x.pt", "--like",
-                  base / "fresh.pt", "--emit-rules", emitted)
+    result = ckpt(
+        "convert",
+        base / "src.keras",
+        tmp_path / "x.pt",
+        "--like",
+        base / "fresh.pt",
+        "--emit-rules",
+        emitted,
+    )
     assert result.code == 2 and "--emit-rules wrote" in result.err
     text = emitted.read_text()
     assert 'keras = "layers/conv2d"' in text and '# keras = "layers/dense"' in text
-    done = "\n".join(line[2:] if line.startswith(("# [[path]]", "# keras =", "# torch ="))
-                     else 'kind = "dense"' if line.startswith("# kind") else line
-                     for line in text.splitlines())
+    done = "\n".join(
+        line[2:]
+        if line.startswith(("# [[path]]", "# keras =", "# torch ="))
+        else 'kind = "dense"'
+        if line.startswith("# kind")
+        else line
+        for line in text.splitlines()
+    )
     emitted.write_text(done + "\n")
     for extra in ((), ("--like", base / "fresh.pt")):
         out = tmp_path / f"out{len(extra)}.pt"
@@ -179,8 +204,9 @@ def test_a_reorder_is_said_in_text_and_json(tmp_path, ckpt):
     text = ckpt(*args)
     assert text.code == 0 and "reordered the rows of dense layer layers/dense -> head" in text.err
     as_json = json.loads(ckpt(*args, "--overwrite", "--json").out)
-    assert as_json["rules"]["reordered"] == [{"source": "layers/dense", "target": "head",
-                                              "map": [5, 4, 4], "by": "config"}]
+    assert as_json["rules"]["reordered"] == [
+        {"source": "layers/dense", "target": "head", "map": [5, 4, 4], "by": "config"}
+    ]
     assert any("reordered the rows" in note for note in as_json["notes"])
 
 
@@ -194,8 +220,11 @@ def named_cnn(head: str = "flatten"):
     y = tf_keras.layers.Conv2D(4, 3, name="conv1")(inputs)
     y = tf_keras.layers.BatchNormalization(epsilon=1e-5, name="bn1")(y)
     y = tf_keras.layers.ReLU()(y)
-    y = tf_keras.layers.Flatten()(y) if head == "flatten" else \
-        tf_keras.layers.GlobalAveragePooling2D()(y)
+    y = (
+        tf_keras.layers.Flatten()(y)
+        if head == "flatten"
+        else tf_keras.layers.GlobalAveragePooling2D()(y)
+    )
     return tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="fc")(y))
 
 
@@ -244,8 +273,9 @@ def test_a_layer_scope_numbered_by_the_session_is_the_layers_own(tmp_path):
         for _ in range(4):
             model = named_cnn("pool")
         rng = np.random.default_rng(10)
-        model.set_weights([np.abs(rng.normal(size=w.shape)).astype("float32") + 0.5
-                           for w in model.get_weights()])
+        model.set_weights(
+            [np.abs(rng.normal(size=w.shape)).astype("float32") + 0.5 for w in model.get_weights()]
+        )
         model.save_weights(tmp_path / "w.h5")
         expected = model.predict(X_SMALL, verbose=0)
     graph = api.load(tmp_path / "w.h5")
@@ -259,14 +289,19 @@ def test_a_layer_scope_numbered_by_the_session_is_the_layers_own(tmp_path):
 
 # -- a Keras 3 subclassed model -----------------------------------------------------------
 
+
 class SubclassedKeras(keras.Model):
     def __init__(self):
         super().__init__()
         self.conv1 = keras.layers.Conv2D(4, 3)
         self.prelu1 = keras.layers.PReLU(shared_axes=[1, 2])
-        self.block1 = keras.Sequential([keras.layers.Conv2D(6, 3),
-                                        keras.layers.BatchNormalization(epsilon=1e-5),
-                                        keras.layers.Conv2D(5, 1)])
+        self.block1 = keras.Sequential(
+            [
+                keras.layers.Conv2D(6, 3),
+                keras.layers.BatchNormalization(epsilon=1e-5),
+                keras.layers.Conv2D(5, 1),
+            ]
+        )
         self.head = keras.layers.Dense(3)
 
     def call(self, x):
@@ -278,9 +313,9 @@ class SubclassedTorch(torch.nn.Module):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 4, 3)
         self.prelu1 = torch.nn.PReLU(4)
-        self.block1 = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3),
-                                          torch.nn.BatchNorm2d(6, eps=1e-5),
-                                          torch.nn.Conv2d(6, 5, 1))
+        self.block1 = torch.nn.Sequential(
+            torch.nn.Conv2d(4, 6, 3), torch.nn.BatchNorm2d(6, eps=1e-5), torch.nn.Conv2d(6, 5, 1)
+        )
         self.head = torch.nn.Linear(5, 3)
 
     def forward(self, x):
@@ -300,25 +335,31 @@ def test_a_subclassed_keras_model_ports_both_ways(tmp_path):
     randomise_keras(source, 12)
     source.save_weights(tmp_path / "src.weights.h5")
     torch.save(SubclassedTorch().state_dict(), tmp_path / "fresh.pt")
-    report = api.convert(tmp_path / "src.weights.h5", tmp_path / "out.pt",
-                         like=tmp_path / "fresh.pt")
+    report = api.convert(
+        tmp_path / "src.weights.h5", tmp_path / "out.pt", like=tmp_path / "fresh.pt"
+    )
     assert not report.rules["missing"] and not report.rules["unused"]
     close(torch_run(SubclassedTorch(), tmp_path / "out.pt", X_SUB), source(X_SUB))
 
     back = SubclassedKeras()
     back(X_SUB)
     back.save_weights(tmp_path / "fresh.weights.h5")
-    api.convert(tmp_path / "out.pt", tmp_path / "back.weights.h5",
-                like=tmp_path / "fresh.weights.h5")
+    api.convert(
+        tmp_path / "out.pt", tmp_path / "back.weights.h5", like=tmp_path / "fresh.weights.h5"
+    )
     back.load_weights(tmp_path / "back.weights.h5")
     close(back(X_SUB), source(X_SUB))
 
 
 def test_a_nested_sequential_in_a_keras_archive_is_ordered_by_its_config(tmp_path):
     inputs = keras.Input((9, 9, 3))
-    block = keras.Sequential([keras.layers.Conv2D(6, 3),
-                              keras.layers.BatchNormalization(epsilon=1e-5),
-                              keras.layers.Conv2D(5, 1)])
+    block = keras.Sequential(
+        [
+            keras.layers.Conv2D(6, 3),
+            keras.layers.BatchNormalization(epsilon=1e-5),
+            keras.layers.Conv2D(5, 1),
+        ]
+    )
     y = block(keras.layers.PReLU(shared_axes=[1, 2])(keras.layers.Conv2D(4, 3)(inputs)))
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(y)))
     randomise_keras(model, 17)
@@ -329,6 +370,7 @@ def test_a_nested_sequential_in_a_keras_archive_is_ordered_by_its_config(tmp_pat
 
 
 # -- heads named the other way round ------------------------------------------------------
+
 
 def heads_keras():
     inputs = keras.Input((5, 5, 3))
@@ -370,18 +412,22 @@ def test_heads_named_the_other_way_round_pair_by_shape(tmp_path):
 
 # -- Flax modules at the root, and counters against torch indices -------------------------
 
+
 def test_a_flax_batchnorm_at_the_root_is_found_by_its_variables(tmp_path):
     module = nn.BatchNorm(use_running_average=True, epsilon=1e-5)
     x = np.random.default_rng(2).normal(size=(3, 5)).astype("float32")
     variables = jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(0), x))
     rng = np.random.default_rng(3)
-    variables = jax.tree_util.tree_map(lambda v: np.abs(rng.normal(size=v.shape))
-                                       .astype("float32") + 0.5, variables)
+    variables = jax.tree_util.tree_map(
+        lambda v: np.abs(rng.normal(size=v.shape)).astype("float32") + 0.5, variables
+    )
     (tmp_path / "bn.msgpack").write_bytes(flax.serialization.to_bytes(variables))
     torch.save(torch.nn.BatchNorm1d(5, eps=1e-5).state_dict(), tmp_path / "fresh.pt")
     api.convert(tmp_path / "bn.msgpack", tmp_path / "out.pt", like=tmp_path / "fresh.pt")
-    close(torch_run(torch.nn.BatchNorm1d(5, eps=1e-5), tmp_path / "out.pt", x),
-          module.apply(variables, x))
+    close(
+        torch_run(torch.nn.BatchNorm1d(5, eps=1e-5), tmp_path / "out.pt", x),
+        module.apply(variables, x),
+    )
 
 
 def test_counters_and_indices_map_through_arithmetic(tmp_path, ckpt):
@@ -391,15 +437,19 @@ def test_counters_and_indices_map_through_arithmetic(tmp_path, ckpt):
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(3, "relu")(inputs)))
     randomise_keras(model, 14)
     model.save_weights(tmp_path / "src.weights.h5")
-    rules = rule_file(tmp_path / "r.toml", ("keras", "torch"), "keras-torch",
-                      {"keras": "layers/dense{i:counter}", "torch": "net/{2*i}",
-                       "kind": "dense"})
+    rules = rule_file(
+        tmp_path / "r.toml",
+        ("keras", "torch"),
+        "keras-torch",
+        {"keras": "layers/dense{i:counter}", "torch": "net/{2*i}", "kind": "dense"},
+    )
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(),
-                                           torch.nn.Linear(3, 2))
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)
+            )
 
         def forward(self, x):
             return self.net(x)
@@ -409,8 +459,15 @@ def test_counters_and_indices_map_through_arithmetic(tmp_path, ckpt):
     x = np.random.default_rng(5).normal(size=(2, 4)).astype("float32")
     close(torch_run(Net(), tmp_path / "out.pt", x), model(x))
     back = tmp_path / "back.weights.h5"
-    result = ckpt("convert", tmp_path / "out.pt", back, "--rules", rules, "--like",
-                  tmp_path / "src.weights.h5")
+    result = ckpt(
+        "convert",
+        tmp_path / "out.pt",
+        back,
+        "--rules",
+        rules,
+        "--like",
+        tmp_path / "src.weights.h5",
+    )
     assert result.code == 0, result.err
     assert ckpt("diff", tmp_path / "src.weights.h5", back).code == 0
 
@@ -481,30 +538,60 @@ def test_a_rule_file_declares_a_layer_kind(tmp_path, ckpt):
     randomise_keras(model, 16)
     model.save_weights(tmp_path / "src.weights.h5")
     torch.save(ScaleTorch().state_dict(), tmp_path / "fresh.pt")
-    plain = ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "plain.pt", "--like",
-                 tmp_path / "fresh.pt")
+    plain = ckpt(
+        "convert",
+        tmp_path / "src.weights.h5",
+        tmp_path / "plain.pt",
+        "--like",
+        tmp_path / "fresh.pt",
+    )
     assert_one_line_error(plain, "target entries missing", "scale.weight")
     rules = tmp_path / "scale.toml"
     rules.write_text(KIND_RULES)
-    result = ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "out.pt", "--like",
-                  tmp_path / "fresh.pt", "--rules", rules)
+    result = ckpt(
+        "convert",
+        tmp_path / "src.weights.h5",
+        tmp_path / "out.pt",
+        "--like",
+        tmp_path / "fresh.pt",
+        "--rules",
+        rules,
+    )
     assert result.code == 0, result.err
     x = np.random.default_rng(8).normal(size=(2, 4)).astype("float32")
     close(torch_run(ScaleTorch(), tmp_path / "out.pt", x), model(x))
     bad = tmp_path / "bad.toml"
     bad.write_text(KIND_RULES.replace('vars = ["w"]', 'vars = "w"'))
-    assert_one_line_error(ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "b.pt",
-                               "--rules", bad), "kind 1", "keras.vars")
+    assert_one_line_error(
+        ckpt("convert", tmp_path / "src.weights.h5", tmp_path / "b.pt", "--rules", bad),
+        "kind 1",
+        "keras.vars",
+    )
 
 
 def test_a_rule_kind_the_layer_cannot_take_is_an_error(permuted, ckpt, tmp_path):
     base, _ = permuted
-    rules = rule_file(tmp_path / "r.toml", ("keras", "torch"), "keras-torch",
-                      {"keras": "layers/dense", "torch": "fc", "kind": "lstm"})
-    result = ckpt("convert", base / "src.keras", tmp_path / "out.pt", "--like",
-                  base / "fresh.pt", "--rules", rules)
-    assert_one_line_error(result, "layers/dense -> fc", "'lstm' is not one this layer can take",
-                          "dense or flatten_dense")
+    rules = rule_file(
+        tmp_path / "r.toml",
+        ("keras", "torch"),
+        "keras-torch",
+        {"keras": "layers/dense", "torch": "fc", "kind": "lstm"},
+    )
+    result = ckpt(
+        "convert",
+        base / "src.keras",
+        tmp_path / "out.pt",
+        "--like",
+        base / "fresh.pt",
+        "--rules",
+        rules,
+    )
+    assert_one_line_error(
+        result,
+        "layers/dense -> fc",
+        "'lstm' is not one this layer can take",
+        "dense or flatten_dense",
+    )
 
 
 def test_reverse_where_the_file_gives_the_direction_says_to_drop_it(permuted, ckpt, tmp_path):

@@ -62,9 +62,14 @@ class KerasAttributes(keras.Model):
 
 
 def tf_keras_net():
-    return tf_keras.Sequential([tf_keras.Input((8, 3)), tf_keras.layers.Conv1D(4, 3),
-                                tf_keras.layers.GlobalAveragePooling1D(),
-                                tf_keras.layers.Dense(3)])
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input((8, 3)),
+            tf_keras.layers.Conv1D(4, 3),
+            tf_keras.layers.GlobalAveragePooling1D(),
+            tf_keras.layers.Dense(3),
+        ]
+    )
 
 
 CASE = Case("conv_pool_dense", (2, 8, 3), keras_net, TorchNet, FlaxNet)
@@ -84,20 +89,19 @@ KERAS_TORCH = [("layers/conv1d", "conv", "conv1d"), ("layers/dense", "head", "de
 RULES = {
     "keras": rule_file("keras-torch", KERAS_TORCH),
     # npz is no framework's own format: a rule file may let the torch side write it
-    "npz": rule_file("keras-torch", KERAS_TORCH,
-                     'formats = { keras = ["keras"], torch = ["torch", "npz"] }\n'),
-    "attributes": rule_file("keras-torch", [("conv", "conv", "conv1d"),
-                                            ("head", "head", "dense")]),
-    "flax": rule_file("flax-torch", [("Conv_0", "conv", "conv1d"),
-                                     ("Dense_0", "head", "dense")])}
+    "npz": rule_file(
+        "keras-torch", KERAS_TORCH, 'formats = { keras = ["keras"], torch = ["torch", "npz"] }\n'
+    ),
+    "attributes": rule_file("keras-torch", [("conv", "conv", "conv1d"), ("head", "head", "dense")]),
+    "flax": rule_file("flax-torch", [("Conv_0", "conv", "conv1d"), ("Dense_0", "head", "dense")]),
+}
 
 # target format → (source framework, output name, rule file, skeleton)
 TARGETS = {
     "tf": ("torch", "out/", "keras", "tf_ckpt/ckpt"),
     "torch": ("keras", "out.pt", "keras", "skeleton.pt"),
     "safetensors": ("keras", "out.safetensors", "keras", "skeleton.safetensors"),
-    "sharded": ("keras", "sharded/model.safetensors.index.json", "keras",
-                "skeleton.safetensors"),
+    "sharded": ("keras", "sharded/model.safetensors.index.json", "keras", "skeleton.safetensors"),
     "keras": ("torch", "out.weights.h5", "keras", "skeleton.weights.h5"),
     "keras-h5": ("torch", "out.h5", "keras", "skeleton.h5"),
     "flax": ("torch", "out.msgpack", "flax", "skeleton.msgpack"),
@@ -123,8 +127,11 @@ def files(tmp_path_factory):
     tf_keras_net().save_weights(str(root / "skeleton.h5"))
     for name, text in RULES.items():
         (root / f"{name}.toml").write_text(text)
-    return {"root": root, "sources": sources,
-            "src": {"keras": root / "src.weights.h5", "torch": root / "src.pt"}}
+    return {
+        "root": root,
+        "sources": sources,
+        "src": {"keras": root / "src.weights.h5", "torch": root / "src.pt"},
+    }
 
 
 def dest(base, name: str) -> str:
@@ -145,8 +152,11 @@ def computes(out, target: str) -> np.ndarray:
         elif target == "safetensors":
             state = load_file(out)
         elif target == "sharded":
-            state = {k: v for shard in sorted(out.parent.glob("*.safetensors"))
-                     for k, v in load_file(shard).items()}
+            state = {
+                k: v
+                for shard in sorted(out.parent.glob("*.safetensors"))
+                for k, v in load_file(shard).items()
+            }
         else:  # npz: numpy's reader; the state dict's keys are joined with `/` there
             state = {k.replace("/", "."): torch.from_numpy(v) for k, v in np.load(out).items()}
         model = TorchNet().eval()
@@ -156,8 +166,7 @@ def computes(out, target: str) -> np.ndarray:
     if target in ("tf", "keras-h5"):
         model = tf_keras_net()
         if target == "tf":  # the object graph restored as tf.train.Checkpoint reads it
-            tf.train.Checkpoint(model).read(tf.train.latest_checkpoint(str(out))
-                                            ).assert_consumed()
+            tf.train.Checkpoint(model).read(tf.train.latest_checkpoint(str(out))).assert_consumed()
         else:
             model.load_weights(str(out))
         return model(X, training=False).numpy()
@@ -168,8 +177,9 @@ def computes(out, target: str) -> np.ndarray:
 
 def assert_computes(files, out, target: str) -> None:
     want = expected(files, target)
-    np.testing.assert_allclose(computes(out, target), want, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(
+        computes(out, target), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max())
+    )
 
 
 def read_back(ckpt, out, other=None) -> None:
@@ -193,8 +203,7 @@ def test_every_writer_format_is_covered(ckpt):
 def test_path_rules_output_is_read_back(target, files, tmp_path, ckpt):
     source, name, rules, _ = TARGETS[target]
     out = dest(tmp_path, name)
-    result = ckpt("convert", files["src"][source], out, "--rules",
-                  files["root"] / f"{rules}.toml")
+    result = ckpt("convert", files["src"][source], out, "--rules", files["root"] / f"{rules}.toml")
     assert result.code == 0, result.err
     read_back(ckpt, out)
     assert_computes(files, out, target)
@@ -208,14 +217,14 @@ def test_skeleton_output_is_read_back(target, files, tmp_path, ckpt):
     out = dest(tmp_path / "like", name)
     # (npz is no framework's: the rule file says the torch side writes it)
     named = ["--rules", files["root"] / "npz.toml"] if target == "npz" else []
-    result = ckpt("convert", files["src"][source], out, "--like", files["root"] / skeleton,
-                  *named)
+    result = ckpt("convert", files["src"][source], out, "--like", files["root"] / skeleton, *named)
     assert result.code == 0, result.err
     other = None
     if target not in REFUSED:
         other = dest(tmp_path / "rules", name)
-        made = ckpt("convert", files["src"][source], other, "--rules",
-                    files["root"] / f"{rules}.toml")
+        made = ckpt(
+            "convert", files["src"][source], other, "--rules", files["root"] / f"{rules}.toml"
+        )
         assert made.code == 0, made.err
     read_back(ckpt, out, other)
     assert_computes(files, out, target)
@@ -229,15 +238,17 @@ def test_a_keras_h5_skeleton_gives_a_tf_checkpoint_tf_keras_restores(files, tmp_
     assert_computes(files, out, "tf")
 
 
-@pytest.mark.parametrize(("target", "skeleton"), [
-    ("tf", None), ("keras-h5", None), ("tf", "skeleton.weights.h5")])
+@pytest.mark.parametrize(
+    ("target", "skeleton"), [("tf", None), ("keras-h5", None), ("tf", "skeleton.weights.h5")]
+)
 def test_keras3_paths_for_tf_keras_are_refused(target, skeleton, files, tmp_path, ckpt):
     """Keras 3 object paths (`layers/conv1d/vars/0`) say neither the model's kind nor its
     layers' order, which tf_keras finds a TF checkpoint's and a `.h5`'s weights by."""
     out = dest(tmp_path, TARGETS[target][1])
     like = ["--like", files["root"] / skeleton] if skeleton else []
-    result = ckpt("convert", files["src"]["torch"], out, "--rules",
-                  files["root"] / "keras.toml", *like)
+    result = ckpt(
+        "convert", files["src"]["torch"], out, "--rules", files["root"] / "keras.toml", *like
+    )
     assert_one_line_error(result, out, "Keras 3 object paths", "--like")
     assert listing(tmp_path) == set()
 
@@ -248,13 +259,15 @@ def test_emitted_tf_keras_paths_convert_alone_and_with_like(files, tmp_path, ckp
     tf_keras restores, and with the skeleton they give the same checkpoint."""
     emitted = tmp_path / "emitted.toml"
     like = ["--like", files["root"] / "tf_ckpt" / "ckpt"]
-    first = ckpt("convert", files["src"]["torch"], dest(tmp_path, "a/"), *like, "--emit-rules",
-                 emitted)
+    first = ckpt(
+        "convert", files["src"]["torch"], dest(tmp_path, "a/"), *like, "--emit-rules", emitted
+    )
     assert first.code == 0, first.err
     assert 'keras = "layer_with_weights-0"' in emitted.read_text()
     for name, extra in (("b", []), ("c", like)):
-        again = ckpt("convert", files["src"]["torch"], dest(tmp_path, f"{name}/"), "--rules",
-                     emitted, *extra)
+        again = ckpt(
+            "convert", files["src"]["torch"], dest(tmp_path, f"{name}/"), "--rules", emitted, *extra
+        )
         assert again.code == 0, again.err
         read_back(ckpt, tmp_path / name, tmp_path / "a")
         assert_computes(files, tmp_path / name, "tf")
@@ -274,8 +287,9 @@ def _assert_attribute_model_computes(files, path) -> None:
     model = _attribute_model()
     model.load_weights(path)
     want = expected(files, "keras")
-    np.testing.assert_allclose(_run(model, X), want, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(
+        _run(model, X), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max())
+    )
 
 
 def test_keras_attribute_paths_are_read_back(files, tmp_path, ckpt):
@@ -286,8 +300,9 @@ def test_keras_attribute_paths_are_read_back(files, tmp_path, ckpt):
     with h5py.File(own) as f:
         assert {"conv", "head", "vars"} <= set(f) and "layers" not in f
     out = tmp_path / "out.weights.h5"
-    result = ckpt("convert", files["src"]["torch"], out, "--rules",
-                  files["root"] / "attributes.toml")
+    result = ckpt(
+        "convert", files["src"]["torch"], out, "--rules", files["root"] / "attributes.toml"
+    )
     assert result.code == 0, result.err
     with h5py.File(out) as f:
         assert "vars" in f and len(f["vars"]) == 0
@@ -299,8 +314,12 @@ def test_a_keras3_file_without_the_root_vars_group_is_read(files, tmp_path, ckpt
     """Keras loads a file whose objects' `vars` groups lie below attribute names and that
     lacks the model's own (its loader takes a missing group as empty): so does ckpt."""
     out = tmp_path / "out.weights.h5"
-    assert ckpt("convert", files["src"]["torch"], out, "--rules",
-                files["root"] / "attributes.toml").code == 0
+    assert (
+        ckpt(
+            "convert", files["src"]["torch"], out, "--rules", files["root"] / "attributes.toml"
+        ).code
+        == 0
+    )
     bare = tmp_path / "bare.weights.h5"
     shutil.copy(out, bare)
     with h5py.File(bare, "r+") as f:
@@ -314,9 +333,15 @@ def test_nested_keras_objects_get_their_vars_groups(files, tmp_path, ckpt):
     """Path rules into a model nested in another: the nested model's own `vars` group
     and the root's are written, as Keras writes them, and Keras loads the file."""
     rules = tmp_path / "nested.toml"
-    rules.write_text(rule_file("keras-torch", [
-        ("layers/functional/layers/conv1d", "conv", "conv1d"),
-        ("layers/functional/layers/dense", "head", "dense")]))
+    rules.write_text(
+        rule_file(
+            "keras-torch",
+            [
+                ("layers/functional/layers/conv1d", "conv", "conv1d"),
+                ("layers/functional/layers/dense", "head", "dense"),
+            ],
+        )
+    )
     out = tmp_path / "out.weights.h5"
     result = ckpt("convert", files["src"]["torch"], out, "--rules", rules)
     assert result.code == 0, result.err
@@ -330,5 +355,6 @@ def test_nested_keras_objects_get_their_vars_groups(files, tmp_path, ckpt):
     outer = keras.Model(inputs, inner(inputs))
     outer.load_weights(out)
     want = expected(files, "keras")
-    np.testing.assert_allclose(_run(outer, X), want, rtol=1e-5,
-                               atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(
+        _run(outer, X), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max())
+    )

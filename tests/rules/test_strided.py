@@ -15,8 +15,13 @@ from convert.core.errors import ConvertError
 
 from .frameworks import CASES, EXT, Side
 
-PORTS = [pytest.param(c, source, id=f"{c.name}-{source}") for c in CASES if c.torch
-         for source in ("keras", "flax") if getattr(c, source) is not None]
+PORTS = [
+    pytest.param(c, source, id=f"{c.name}-{source}")
+    for c in CASES
+    if c.torch
+    for source in ("keras", "flax")
+    if getattr(c, source) is not None
+]
 
 
 def _port(case, source: str, tmp_path, strided: bool):
@@ -73,8 +78,13 @@ def test_strided_shards_load(tmp_path):
     src_file = src.save(tmp_path / "src.weights.h5")
     skel = Side("torch", case).build()
     skel_file = skel.save(tmp_path / "skeleton.pt")
-    api.convert(src_file, tmp_path / "out" / "pytorch_model.bin", like=skel_file,
-                strided=True, max_shard_size=64)
+    api.convert(
+        src_file,
+        tmp_path / "out" / "pytorch_model.bin",
+        like=skel_file,
+        strided=True,
+        max_shard_size=64,
+    )
     index = tmp_path / "out" / "pytorch_model.bin.index.json"
 
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -84,8 +94,7 @@ def test_strided_shards_load(tmp_path):
         state.update(torch.load(index.parent / shard, weights_only=True))
     assert not state["0.weight"].is_contiguous()
     skel.model.load_state_dict(state, strict=True)
-    np.testing.assert_allclose(skel.run(case.input()), src.run(case.input()), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(skel.run(case.input()), src.run(case.input()), rtol=1e-5, atol=1e-6)
 
 
 def test_strided_is_a_torch_option_only(tmp_path):

@@ -10,8 +10,19 @@ import pytest
 from convert.io.permute import banded_transpose
 from convert.rules import ops
 
-DTYPES = ["float32", "float16", "float64", "int8", "uint8", "bool", "int64", "complex64",
-          "complex128", ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn]
+DTYPES = [
+    "float32",
+    "float16",
+    "float64",
+    "int8",
+    "uint8",
+    "bool",
+    "int64",
+    "complex64",
+    "complex128",
+    ml_dtypes.bfloat16,
+    ml_dtypes.float8_e4m3fn,
+]
 # Rows that are no multiple of the band, one row, one column, and larger than a band.
 SHAPES = [(1, 1), (1, 700), (700, 1), (15, 17), (16, 16), (33, 65), (1000, 1037), (257, 3)]
 

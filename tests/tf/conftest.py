@@ -86,8 +86,10 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
     out: dict[str, Golden] = {}
 
     # tf_keras functional + subclassed, trained a step with a legacy Adam (slots).
-    for name, build, width in (("functional", _tf_keras_functional, 6),
-                               ("subclassed", _tf_keras_subclassed, 4)):
+    for name, build, width in (
+        ("functional", _tf_keras_functional, 6),
+        ("subclassed", _tf_keras_subclassed, 4),
+    ):
         model, optimizer = _trained(build, width, seed=1)
         path = tf.train.Checkpoint(model=model, optimizer=optimizer).save(str(root / name / "ckpt"))
         out[name] = Golden(Path(path), (build, width))
@@ -106,8 +108,9 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
 
     # CheckpointManager keeping two of three saves.
     variable = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(root / "managed"),
-                                         max_to_keep=2)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(v=variable), str(root / "managed"), max_to_keep=2
+    )
     for i in range(3):
         variable.assign_add(tf.ones_like(variable) * i)
         manager.save()
@@ -118,12 +121,18 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
         "f16": np.linspace(-2, 2, 6, dtype=np.float16).reshape(2, 3),
         "f32": np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32),
         "f64": np.arange(5, dtype=np.float64) / 7,
-        "i8": np.array([-128, 0, 127], np.int8), "i16": np.array([-3, 4], np.int16),
-        "i32": np.array([[1, -2]], np.int32), "i64": np.array(2**40, np.int64),
-        "u8": np.array([0, 255], np.uint8), "u16": np.array([65535], np.uint16),
-        "u32": np.array([2**32 - 1], np.uint32), "u64": np.array([2**64 - 1], np.uint64),
-        "flag": np.array([True, False, True]), "c64": np.array([1 + 2j, -3j], np.complex64),
-        "c128": np.array([[0.5 - 1j]], np.complex128), "empty": np.zeros((0, 4), np.float32),
+        "i8": np.array([-128, 0, 127], np.int8),
+        "i16": np.array([-3, 4], np.int16),
+        "i32": np.array([[1, -2]], np.int32),
+        "i64": np.array(2**40, np.int64),
+        "u8": np.array([0, 255], np.uint8),
+        "u16": np.array([65535], np.uint16),
+        "u32": np.array([2**32 - 1], np.uint32),
+        "u64": np.array([2**64 - 1], np.uint64),
+        "flag": np.array([True, False, True]),
+        "c64": np.array([1 + 2j, -3j], np.complex64),
+        "c128": np.array([[0.5 - 1j]], np.complex128),
+        "empty": np.zeros((0, 4), np.float32),
         "scalar": np.float32(3.5),
     }
     variables = {k: tf.Variable(v) for k, v in values.items()}
@@ -134,8 +143,10 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
     out["dtypes"] = Golden(Path(path))
 
     # Several shards with sliced tensors.
-    big = {f"w{i}": tf.Variable(np.random.default_rng(i).normal(size=(64, 48)).astype(np.float32))
-           for i in range(3)}
+    big = {
+        f"w{i}": tf.Variable(np.random.default_rng(i).normal(size=(64, 48)).astype(np.float32))
+        for i in range(3)
+    }
     policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=4000)
     options = tf.train.CheckpointOptions(experimental_sharding_callback=policy)
     path = tf.train.Checkpoint(**big).write(str(root / "sharded" / "s"), options=options)
@@ -167,13 +178,18 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
 
     def save_part(trackables, file_prefix):
         for name, part in trackables.items():
-            tf.io.write_file(tf.strings.join([file_prefix, "_", name]),
-                             tf.io.serialize_tensor(part.v))
+            tf.io.write_file(
+                tf.strings.join([file_prefix, "_", name]), tf.io.serialize_tensor(part.v)
+            )
         return []
 
     registration.register_checkpoint_saver(
-        package="ConvertTests", name="Part", predicate=lambda x: isinstance(x, Part),
-        save_fn=save_part, restore_fn=lambda trackables, prefix: None)
+        package="ConvertTests",
+        name="Part",
+        predicate=lambda x: isinstance(x, Part),
+        save_fn=save_part,
+        restore_fn=lambda trackables, prefix: None,
+    )
     path = tf.train.Checkpoint(part=Part(), w=tf.Variable(3.0)).write(str(root / "reg" / "ck"))
     out["registered"] = Golden(Path(path))
 
@@ -189,8 +205,11 @@ def goldens(tmp_path_factory) -> dict[str, Golden]:
 def tf_values(path: Path | str) -> dict[str, np.ndarray]:
     """Every tensor as TensorFlow's own reader returns it (object graph left out)."""
     reader = tf.train.load_checkpoint(str(path))
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    return {
+        k: reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
 
 
 def tf_prefix(golden: Golden) -> str:

@@ -15,8 +15,9 @@ def _sequential(seed: int):
     import tf_keras
 
     tf.random.set_seed(seed)
-    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(3),
-                                 tf_keras.layers.Dense(2)])
+    model = tf_keras.Sequential(
+        [tf_keras.Input((4,)), tf_keras.layers.Dense(3), tf_keras.layers.Dense(2)]
+    )
     return model
 
 
@@ -37,8 +38,12 @@ def test_flat_keys_are_the_attribute_names(saved_model, tmp_path, ckpt):
     out = tmp_path / "x.safetensors"
     assert ckpt("convert", saved_model[0], out).code == 0
     keys = set(load_file(out))
-    assert {"layer_with_weights-0.kernel", "layer_with_weights-0.bias",
-            "layer_with_weights-1.kernel", "layer_with_weights-1.bias"} <= keys
+    assert {
+        "layer_with_weights-0.kernel",
+        "layer_with_weights-0.bias",
+        "layer_with_weights-1.kernel",
+        "layer_with_weights-1.bias",
+    } <= keys
     assert not [k for k in keys if ".variables." in k or k.startswith("variables.")]
 
 

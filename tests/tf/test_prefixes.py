@@ -23,14 +23,16 @@ def slash_prefix(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
-        kernel = v1.get_variable("dense/kernel", initializer=np.arange(6.0, dtype="f4")
-                                 .reshape(2, 3))
+        kernel = v1.get_variable(
+            "dense/kernel", initializer=np.arange(6.0, dtype="f4").reshape(2, 3)
+        )
         bias = v1.get_variable("dense/bias", initializer=np.array([0.5, -1.5, 2.0], "f4"))
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
             saved = v1.train.Saver().save(sess, f"{root / 'model_dir'}/")
-            values = dict(zip(["dense/kernel", "dense/bias"], sess.run([kernel, bias]),
-                              strict=True))
+            values = dict(
+                zip(["dense/kernel", "dense/bias"], sess.run([kernel, bias]), strict=True)
+            )
     assert saved.endswith("/") and (root / "model_dir" / ".index").is_file()
     return root / "model_dir", values
 
@@ -40,13 +42,18 @@ def _namings(directory: Path) -> dict[str, str]:
     if not bare.exists():
         shutil.copytree(directory, bare)
         (bare / "checkpoint").unlink()
-    return {"index": f"{directory}/.index", "data": f"{directory}/.data-00000-of-00001",
-            "directory": str(directory), "prefix": f"{directory}/",
-            "directory without state file": str(bare)}
+    return {
+        "index": f"{directory}/.index",
+        "data": f"{directory}/.data-00000-of-00001",
+        "directory": str(directory),
+        "prefix": f"{directory}/",
+        "directory without state file": str(bare),
+    }
 
 
-@pytest.mark.parametrize("naming", ["index", "data", "directory", "prefix",
-                                    "directory without state file"])
+@pytest.mark.parametrize(
+    "naming", ["index", "data", "directory", "prefix", "directory without state file"]
+)
 def test_slash_prefix_lists_and_converts(slash_prefix, naming, tmp_path, ckpt):
     from safetensors.numpy import load_file
 
@@ -67,8 +74,7 @@ def test_slash_prefix_lists_and_converts(slash_prefix, naming, tmp_path, ckpt):
 
 def test_slash_prefix_rewritten_restores_with_saver(slash_prefix, tmp_path, ckpt):
     directory, values = slash_prefix
-    result = ckpt("convert", f"{directory}/.index", tmp_path / "again" / "model.ckpt",
-                  "--to", "tf")
+    result = ckpt("convert", f"{directory}/.index", tmp_path / "again" / "model.ckpt", "--to", "tf")
     assert result.code == 0, result.err
     v1 = tf.compat.v1
     graph = tf.Graph()
@@ -101,12 +107,14 @@ def test_state_file_naming_a_missing_checkpoint_says_so(tmp_path, ckpt):
 def test_meta_file_points_at_the_weights(slash_prefix, goldens, ckpt):
     meta = Path(f"{goldens['tf1'].path}.meta")
     assert meta.is_file()
-    assert_one_line_error(ckpt("ls", meta), "MetaGraph", ".index and .data files",
-                          str(goldens["tf1"].path))
+    assert_one_line_error(
+        ckpt("ls", meta), "MetaGraph", ".index and .data files", str(goldens["tf1"].path)
+    )
 
 
-@pytest.mark.parametrize("name", ["x.pt", "x.npz", "x.msgpack", "x.h5", "x.safetensors",
-                                  "x.weights.h5", "x"])
+@pytest.mark.parametrize(
+    "name", ["x.pt", "x.npz", "x.msgpack", "x.h5", "x.safetensors", "x.weights.h5", "x"]
+)
 def test_an_empty_file_is_said_to_be_empty(tmp_path, ckpt, name):
     (tmp_path / name).write_bytes(b"")
     assert_one_line_error(ckpt("ls", tmp_path / name), "is 0 bytes")

@@ -13,8 +13,17 @@ from convert.core.dtypes import dtype_name
 
 from .conftest import tf, tf_prefix, tf_values
 
-ALL = ["functional", "subclassed", "keras3", "save_weights", "managed", "dtypes", "sharded",
-       "tf1", "saved_model"]
+ALL = [
+    "functional",
+    "subclassed",
+    "keras3",
+    "save_weights",
+    "managed",
+    "dtypes",
+    "sharded",
+    "tf1",
+    "saved_model",
+]
 
 
 def assert_bits_equal(ours: np.ndarray, theirs: np.ndarray, key: str) -> None:
@@ -86,8 +95,11 @@ def test_name_based_checkpoint_splits_names(goldens):
 @pytest.mark.parametrize("form", ["index", "data", "directory"])
 def test_accepts_index_data_and_directory(goldens, form):
     prefix = goldens["functional"].path
-    path = {"index": f"{prefix}.index", "data": f"{prefix}.data-00000-of-00001",
-            "directory": prefix.parent}[form]
+    path = {
+        "index": f"{prefix}.index",
+        "data": f"{prefix}.data-00000-of-00001",
+        "directory": prefix.parent,
+    }[form]
     assert set(by_key(convert.load(path))) == set(tf_values(prefix))
 
 
@@ -96,8 +108,7 @@ def test_reads_only_when_asked(goldens, monkeypatch):
 
     calls = []
     real = fileio.SourceFile.read
-    monkeypatch.setattr(fileio.SourceFile, "read",
-                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(fileio.SourceFile, "read", lambda *a, **k: calls.append(a) or real(*a, **k))
     graph = convert.load(goldens["sharded"].path)
     entries = graph.entries()
     assert len(calls) == 1  # the object graph itself, nothing else
@@ -118,8 +129,11 @@ def test_sliced_tensors_are_reassembled(goldens):
 
 def test_tree_names_each_slot_optimizer_and_shows_tensors_like_other_lines(goldens, ckpt):
     for name, optimizer in (("tf1", "(root)"), ("functional", "optimizer")):
-        lines = [line for line in ckpt("ls", goldens[name].path, "--tree").out.splitlines()
-                 if line.strip().startswith("slot ")]
+        lines = [
+            line
+            for line in ckpt("ls", goldens[name].path, "--tree").out.splitlines()
+            if line.strip().startswith("slot ")
+        ]
         assert lines, name
         for line in lines:
             assert f" kept by {optimizer}: float32[" in line, line

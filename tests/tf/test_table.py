@@ -23,24 +23,32 @@ def snappy_table(items: list[tuple[bytes, bytes]], every: int) -> bytes:
     index = table._BlockBuilder(1)
     for start in range(0, len(items), every):
         block = table._BlockBuilder(16)
-        for key, value in items[start: start + every]:
+        for key, value in items[start : start + every]:
             block.add(key, value)
         raw = bytes(cramjam.snappy.compress_raw(block.finish()))
         offset = out.tell()
         crc = table.mask(table.crc32c(b"\x01", table.crc32c(raw)))
         out.write(raw + b"\x01" + struct.pack("<I", crc))
-        index.add(items[min(start + every, len(items)) - 1][0],
-                  table.write_varint(offset) + table.write_varint(len(raw)))
+        index.add(
+            items[min(start + every, len(items)) - 1][0],
+            table.write_varint(offset) + table.write_varint(len(raw)),
+        )
     meta = out.tell()
     empty = table._BlockBuilder(1).finish()
-    out.write(empty + b"\x00" + struct.pack("<I", table.mask(table.crc32c(b"\x00",
-                                                                          table.crc32c(empty)))))
+    out.write(
+        empty + b"\x00" + struct.pack("<I", table.mask(table.crc32c(b"\x00", table.crc32c(empty))))
+    )
     index_offset = out.tell()
     raw = index.finish()
-    out.write(raw + b"\x00" + struct.pack("<I", table.mask(table.crc32c(b"\x00",
-                                                                        table.crc32c(raw)))))
-    handles = (table.write_varint(meta) + table.write_varint(len(empty))
-               + table.write_varint(index_offset) + table.write_varint(len(raw)))
+    out.write(
+        raw + b"\x00" + struct.pack("<I", table.mask(table.crc32c(b"\x00", table.crc32c(raw))))
+    )
+    handles = (
+        table.write_varint(meta)
+        + table.write_varint(len(empty))
+        + table.write_varint(index_offset)
+        + table.write_varint(len(raw))
+    )
     out.write(handles.ljust(40, b"\x00") + struct.pack("<Q", table.MAGIC))
     return out.getvalue()
 

@@ -37,8 +37,10 @@ def tf1_adam(tmp_path_factory) -> Path:
 
 
 def _listing(path: Path) -> dict[str, np.ndarray]:
-    return {name: tf.train.load_variable(str(path), name)
-            for name, _ in tf.train.list_variables(str(path))}
+    return {
+        name: tf.train.load_variable(str(path), name)
+        for name, _ in tf.train.list_variables(str(path))
+    }
 
 
 def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
@@ -48,8 +50,9 @@ def _same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-@pytest.mark.parametrize("flat", ["model.safetensors", "model.pt", "sharded.safetensors",
-                                  "sharded.pt"])
+@pytest.mark.parametrize(
+    "flat", ["model.safetensors", "model.pt", "sharded.safetensors", "sharded.pt"]
+)
 def test_tf1_through_flat_format_comes_back_identical(tf1_adam, flat, tmp_path, ckpt):
     mid = tmp_path / flat
     more = ["--max-shard-size", "40B"] if flat.startswith("sharded") else []
@@ -82,8 +85,9 @@ def test_flat_to_flat_keeps_the_names(tf1_adam, tmp_path, ckpt):
     assert ckpt("convert", tf1_adam, tmp_path / "a.safetensors").code == 0
     assert ckpt("convert", tmp_path / "a.safetensors", tmp_path / "b.pt").code == 0
     assert ckpt("convert", tmp_path / "b.pt", tmp_path / "c.safetensors").code == 0
-    assert ckpt("convert", tmp_path / "c.safetensors", tmp_path / "back.ckpt",
-                "--tf-names").code == 0
+    assert (
+        ckpt("convert", tmp_path / "c.safetensors", tmp_path / "back.ckpt", "--tf-names").code == 0
+    )
     _same(_listing(tmp_path / "back.ckpt"), _listing(tf1_adam))
 
 
@@ -92,8 +96,11 @@ def test_a_foreign_value_under_the_key_stays_a_value(tmp_path):
     read as it is: a string value, no TF1 names."""
     from safetensors.numpy import save_file
 
-    save_file({"a.b": np.ones(2, np.float32)}, tmp_path / "x.safetensors",
-              metadata={"tf1_names": "[[[not ours"})
+    save_file(
+        {"a.b": np.ones(2, np.float32)},
+        tmp_path / "x.safetensors",
+        metadata={"tf1_names": "[[[not ours"},
+    )
     graph = convert.load(tmp_path / "x.safetensors")
     assert graph.values["tf1_names"] == "[[[not ours"
     assert graph.root.meta.get("tf_layout") is None

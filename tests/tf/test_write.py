@@ -31,7 +31,8 @@ def test_model_and_optimizer_restore(goldens, name, tmp_path):
     convert.convert(golden.path, tmp_path / "out", to="tf")
     original_model, original_opt = fresh_trained(*golden.make)
     tf.train.Checkpoint(model=original_model, optimizer=original_opt).restore(
-        str(golden.path)).assert_consumed()
+        str(golden.path)
+    ).assert_consumed()
 
     model, optimizer = fresh_trained(*golden.make)
     status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(str(tmp_path / "out"))
@@ -62,8 +63,9 @@ def test_all_dtypes_restore(goldens, tmp_path):
     variables = {}
     for name in names:
         value = np.asarray(expected[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"])
-        variables[name] = tf.Variable(tf.zeros_like(value) if value.dtype != object
-                                      else tf.fill(value.shape, b""))
+        variables[name] = tf.Variable(
+            tf.zeros_like(value) if value.dtype != object else tf.fill(value.shape, b"")
+        )
     tf.train.Checkpoint(**variables).read(str(tmp_path / "d")).assert_consumed()
     for name, variable in variables.items():
         assert_bits_equal(variable.numpy(), expected[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"], name)
@@ -77,9 +79,12 @@ def test_name_based_restores_with_saver(goldens, tmp_path, ckpt):
     graph = tf.Graph()
     with graph.as_default():
         v1 = tf.compat.v1
-        variables = [v1.get_variable(k, v.shape, dtype=tf.as_dtype(v.dtype),
-                                     initializer=v1.zeros_initializer())
-                     for k, v in expected.items()]
+        variables = [
+            v1.get_variable(
+                k, v.shape, dtype=tf.as_dtype(v.dtype), initializer=v1.zeros_initializer()
+            )
+            for k, v in expected.items()
+        ]
         with v1.Session(graph=graph) as sess:
             v1.train.Saver(variables).restore(sess, str(out))
             for variable, value in zip(variables, sess.run(variables), strict=True):
@@ -89,8 +94,9 @@ def test_name_based_restores_with_saver(goldens, tmp_path, ckpt):
 def test_object_checkpoint_to_name_based_uses_variable_names(goldens, tmp_path):
     convert.convert(goldens["keras3"].path, tmp_path / "n", to="tf", name_based=True)
     names = set(tf_values(tmp_path / "n"))
-    full_names = {e.tensor.meta["tf_full_name"] for e in convert.load(goldens["keras3"].path)
-                  .entries()}
+    full_names = {
+        e.tensor.meta["tf_full_name"] for e in convert.load(goldens["keras3"].path).entries()
+    }
     assert names == full_names
 
 
@@ -137,8 +143,9 @@ def test_a_legacy_h5_keeps_top_level_names_in_tf1(goldens, tmp_path, ckpt):
             group = f.create_group(key)
             group.attrs["weight_names"] = [f"{key}:0".encode()]
             group[f"{key}:0"] = original.get_tensor(key)
-    result = ckpt("convert", tmp_path / "m.h5", tmp_path / "back" / "model.ckpt", "--to", "tf",
-                  "--tf-names")
+    result = ckpt(
+        "convert", tmp_path / "m.h5", tmp_path / "back" / "model.ckpt", "--to", "tf", "--tf-names"
+    )
     assert result.code == 0, result.err
     back = tf.train.load_checkpoint(str(tmp_path / "back" / "model.ckpt"))
     assert set(back.get_variable_to_shape_map()) == set(kept)

@@ -22,7 +22,8 @@ def permuted_views() -> dict[str, torch.Tensor]:
         "bf16_t": torch.randn(1100, 1024, generator=gen).to(torch.bfloat16).t(),
         "channels_last": conv.to(memory_format=torch.channels_last),
         "small_channels_last": torch.randn(8, 16, 3, 3, generator=gen).to(
-            memory_format=torch.channels_last),
+            memory_format=torch.channels_last
+        ),
         "permuted": torch.randn(3, 400, 700, generator=gen).permute(2, 0, 1),
         "unit_axis": torch.randn(600, 1, 900, generator=gen).transpose(0, 2),
         "gaps": torch.randn(700, 800, generator=gen)[:, ::2],  # no whole array: as_strided
@@ -42,8 +43,9 @@ def test_read_views_are_torchs_contiguous_values(saved, monkeypatch):
     path, views = saved
     calls = []
     banded = permute.banded_transpose
-    monkeypatch.setattr(permute, "banded_transpose",
-                        lambda a, out=None: calls.append(a.shape) or banded(a, out))
+    monkeypatch.setattr(
+        permute, "banded_transpose", lambda a, out=None: calls.append(a.shape) or banded(a, out)
+    )
     graph = convert.load(path)
     for key, theirs in views.items():
         ours = graph.get((key,)).read()
@@ -51,8 +53,7 @@ def test_read_views_are_torchs_contiguous_values(saved, monkeypatch):
         assert_same_tensor(ours, theirs.contiguous(), key)
     # The stored matrices: kernel_t, bf16_t, channels_last (H*W by channels, one per output
     # channel), permuted (3*400 by 700), unit_axis.
-    assert calls == [(1024, 600), (1100, 1024), (1024, 256), (1024, 256), (1200, 700),
-                     (600, 900)]
+    assert calls == [(1024, 600), (1100, 1024), (1024, 256), (1024, 256), (1200, 700), (600, 900)]
 
 
 def test_converted_views_load_in_safetensors(saved, tmp_path, ckpt):

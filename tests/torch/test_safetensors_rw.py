@@ -24,9 +24,12 @@ def package_files(golden, tmp_path_factory):
     d = tmp_path_factory.mktemp("st")
     dtypes = {k: v for k, v in golden.objects["dtypes"].items() if k != "complex128"}
     safetensors.torch.save_file(dtypes, d / "dtypes.safetensors", metadata={"source": "t"})
-    arrays = {"a.b": np.arange(6, dtype=np.float32).reshape(2, 3),
-              "a.c": np.array([1, 2], dtype=np.int64), "z": np.zeros((0, 4), np.float16),
-              "s": np.array(2.5, dtype=np.float64)}
+    arrays = {
+        "a.b": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "a.c": np.array([1, 2], dtype=np.int64),
+        "z": np.zeros((0, 4), np.float16),
+        "s": np.array(2.5, dtype=np.float64),
+    }
     safetensors.numpy.save_file(arrays, d / "numpy.safetensors")
     return d, dtypes, arrays
 
@@ -99,8 +102,7 @@ def test_metadata_round_trips_and_complex128_is_refused(package_files, golden, t
 
 def write_raw(path, header: dict | bytes, data: bytes = b"", length: int | None = None):
     encoded = header if isinstance(header, bytes) else json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(encoded) if length is None else length)
-                     + encoded + data)
+    path.write_bytes(struct.pack("<Q", len(encoded) if length is None else length) + encoded + data)
     return path
 
 
@@ -109,8 +111,13 @@ BAD_HEADERS = {
     "huge length": ({"x": ENTRY}, 8, 200_000_000, "more than 100 MB"),
     "length past end": ({"x": ENTRY}, 8, 4000, "truncated"),
     "not json": (b"{not json}", 8, None, "not valid JSON"),
-    "duplicate": (b'{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
-                  b'"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', 8, None, "twice"),
+    "duplicate": (
+        b'{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+        b'"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+        8,
+        None,
+        "twice",
+    ),
     "unknown dtype": ({"x": dict(ENTRY, dtype="F13")}, 8, None, "unknown dtype"),
     "size lie": ({"x": dict(ENTRY, shape=[3])}, 8, None, "needs 12 bytes"),
     "gap": ({"x": dict(ENTRY, data_offsets=[4, 12])}, 12, None, "tile"),

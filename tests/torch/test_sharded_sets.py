@@ -21,13 +21,16 @@ def write_set(directory, state: dict, fmt: str, parts: int = 3):
     directory.mkdir()
     keys = list(state)
     size = -(-len(keys) // parts)
-    ext, index_name = ((".safetensors", "model.safetensors.index.json") if fmt == "st"
-                       else (".bin", "pytorch_model.bin.index.json"))
+    ext, index_name = (
+        (".safetensors", "model.safetensors.index.json")
+        if fmt == "st"
+        else (".bin", "pytorch_model.bin.index.json")
+    )
     stem = "model" if fmt == "st" else "pytorch_model"
     weight_map = {}
     for i in range(parts):
         name = f"{stem}-{i + 1:05d}-of-{parts:05d}{ext}"
-        part = {k: state[k].contiguous() for k in keys[i * size:(i + 1) * size]}
+        part = {k: state[k].contiguous() for k in keys[i * size : (i + 1) * size]}
         if fmt == "st":
             safetensors.torch.save_file(part, directory / name, metadata={"format": "pt"})
         else:
@@ -65,13 +68,16 @@ def test_writes_safetensors_shards_and_index(golden, tmp_path):
     files = sorted(p.name for p in out.parent.iterdir())
     shards = [f for f in files if f.endswith(".safetensors")]
     assert "model.safetensors" not in files and "model.safetensors.index.json" in files
-    assert all(re.fullmatch(rf"model-0000\d-of-0000{len(shards)}\.safetensors", s)
-               for s in shards) and len(shards) > 2
+    assert (
+        all(re.fullmatch(rf"model-0000\d-of-0000{len(shards)}\.safetensors", s) for s in shards)
+        and len(shards) > 2
+    )
     index = json.loads((out.parent / "model.safetensors.index.json").read_text())
     state = golden.objects["model"]
     assert set(index["weight_map"]) == set(state)
-    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size()
-                                                  for t in state.values())
+    assert index["metadata"]["total_size"] == sum(
+        t.numel() * t.element_size() for t in state.values()
+    )
     for shard in shards:
         loaded = safetensors.torch.load_file(out.parent / shard)
         assert {k for k, v in index["weight_map"].items() if v == shard} == set(loaded)
@@ -93,8 +99,10 @@ def test_tied_tensors_land_in_one_torch_shard(golden, tmp_path):
     weight_map = index["weight_map"]
     assert weight_map["embed.weight"] == weight_map["lm_head.weight"]
     shard = torch.load(tmp_path / weight_map["embed.weight"], weights_only=True, mmap=True)
-    assert shard["embed.weight"].untyped_storage().data_ptr() == \
-        shard["lm_head.weight"].untyped_storage().data_ptr()
+    assert (
+        shard["embed.weight"].untyped_storage().data_ptr()
+        == shard["lm_head.weight"].untyped_storage().data_ptr()
+    )
     merged = {}
     for name in set(weight_map.values()):
         merged.update(torch.load(tmp_path / name, weights_only=True))
@@ -107,18 +115,23 @@ def test_index_name_forces_a_set_even_for_one_shard(golden, tmp_path):
     out = tmp_path / "model.safetensors.index.json"
     convert.convert(golden["tied"], out)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+        "model-00001-of-00001.safetensors",
+        "model.safetensors.index.json",
+    ]
     loaded = safetensors.torch.load_file(tmp_path / "model-00001-of-00001.safetensors")
     assert set(loaded) == {"embed.weight", "proj.weight", "proj.bias"}  # alias folded
 
 
-@pytest.mark.parametrize("weight_map, fragment", [
-    ({"x": "../outside.safetensors"}, "not a file name"),
-    ({"x": "/etc/passwd"}, "not a file name"),
-    ({"x": "missing.safetensors"}, "missing"),
-    ({"not.there": "model-00001-of-00003.safetensors"}, "does not hold it"),
-    ([1, 2], "no weight_map"),
-])
+@pytest.mark.parametrize(
+    "weight_map, fragment",
+    [
+        ({"x": "../outside.safetensors"}, "not a file name"),
+        ({"x": "/etc/passwd"}, "not a file name"),
+        ({"x": "missing.safetensors"}, "missing"),
+        ({"not.there": "model-00001-of-00003.safetensors"}, "does not hold it"),
+        ([1, 2], "no weight_map"),
+    ],
+)
 def test_lying_indexes_are_refused(golden, tmp_path, weight_map, fragment):
     index = write_set(tmp_path / "set", golden.objects["model"], "st")
     data = json.loads(index.read_text())

@@ -31,14 +31,20 @@ def test_ls_json_matches_torch_load(golden, ckpt, name):
 
 
 def test_ls_imports_no_framework(golden):
-    script = ("import sys; from convert.cli import main\n"
-              "try:\n    main(['ls', sys.argv[1], '--json'])\nexcept SystemExit:\n    pass\n"
-              "loaded = {'torch', 'tensorflow', 'jax', 'flax', 'keras', 'safetensors'}"
-              " & set(sys.modules)\n"
-              "assert not loaded, loaded")
+    script = (
+        "import sys; from convert.cli import main\n"
+        "try:\n    main(['ls', sys.argv[1], '--json'])\nexcept SystemExit:\n    pass\n"
+        "loaded = {'torch', 'tensorflow', 'jax', 'flax', 'keras', 'safetensors'}"
+        " & set(sys.modules)\n"
+        "assert not loaded, loaded"
+    )
     for name in ("model", "model_legacy"):
-        proc = subprocess.run([sys.executable, "-c", script, str(golden[name])],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(golden[name])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         assert '"key": "conv.weight"' in proc.stdout
 
@@ -48,13 +54,20 @@ def test_pt_to_safetensors_to_pt_is_identical(golden, ckpt, tmp_path):
     assert ckpt("convert", golden["model"], st).code == 0
     result = ckpt("convert", st, back)
     assert result.code == 0, result.err
-    assert_same_object(torch.load(back, weights_only=True),
-                       torch.load(golden["model"], weights_only=True) | {})
+    assert_same_object(
+        torch.load(back, weights_only=True), torch.load(golden["model"], weights_only=True) | {}
+    )
 
 
 def test_max_shard_size_option(golden, ckpt, tmp_path):
-    result = ckpt("convert", golden["model"], tmp_path / "model.safetensors",
-                  "--max-shard-size", "2KB", "--json")
+    result = ckpt(
+        "convert",
+        golden["model"],
+        tmp_path / "model.safetensors",
+        "--max-shard-size",
+        "2KB",
+        "--json",
+    )
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert report["target_format"] == "safetensors" and len(report["files"]) > 2
@@ -67,7 +80,7 @@ def test_max_shard_size_option(golden, ckpt, tmp_path):
 
 
 def cut(data: bytes, at: float) -> bytes:
-    return data[:int(len(data) * at)]
+    return data[: int(len(data) * at)]
 
 
 def lie_in_pickle(golden, tmp_path, old: bytes, new: bytes):
@@ -87,7 +100,7 @@ def legacy_count_lie(golden) -> bytes:
     data = bytearray(golden["model_legacy"].read_bytes())
     first = 4 * 3 * 3 * 3  # conv.weight's element count, the first storage
     at = data.index(struct.pack("<q", first))
-    data[at:at + 8] = struct.pack("<q", first + 1)
+    data[at : at + 8] = struct.pack("<q", first + 1)
     return bytes(data)
 
 
@@ -102,24 +115,36 @@ DAMAGED = {
     "truncated_legacy.pt": (lambda g, t: cut(g["model_legacy"].read_bytes(), 0.7), "truncated"),
     "header_only.pt": (lambda g, t: cut(g["model_legacy"].read_bytes(), 0.05), "truncated"),
     "flipped.pt": (lambda g, t: flip_in_pickle(g), "CRC"),
-    "storage_lie.pt": (lambda g, t: lie_in_pickle(g, t, b"X\x03\x00\x00\x00cpuq\x07K\x6c",
-                                                   b"X\x03\x00\x00\x00cpuq\x07K\x6d"),
-                       "declares"),
-    "shape_lie.pt": (lambda g, t: lie_in_pickle(g, t, b"K\x04K\x03K\x03K\x03t",
-                                                 b"K\x04K\x03K\x09K\x03t"), "past the end"),
+    "storage_lie.pt": (
+        lambda g, t: lie_in_pickle(
+            g, t, b"X\x03\x00\x00\x00cpuq\x07K\x6c", b"X\x03\x00\x00\x00cpuq\x07K\x6d"
+        ),
+        "declares",
+    ),
+    "shape_lie.pt": (
+        lambda g, t: lie_in_pickle(g, t, b"K\x04K\x03K\x03K\x03t", b"K\x04K\x03K\x09K\x03t"),
+        "past the end",
+    ),
     "count_lie_legacy.pt": (lambda g, t: legacy_count_lie(g), "elements"),
-    "size_lie.safetensors": (lambda g, t: safetensors_bytes({"x": F32}, b"\0" * 8, 10**6),
-                             "truncated"),
-    "offset_lie.safetensors": (lambda g, t: safetensors_bytes(
-        {"x": dict(F32, data_offsets=[8, 16])}, b"\0" * 16), "tile"),
-    "shape_lie.safetensors": (lambda g, t: safetensors_bytes(
-        {"x": dict(F32, shape=[3])}, b"\0" * 8), "needs 12 bytes"),
-    "huge.safetensors": (lambda g, t: safetensors_bytes({"x": F32}, b"\0" * 8, 2**62),
-                         "100 MB"),
+    "size_lie.safetensors": (
+        lambda g, t: safetensors_bytes({"x": F32}, b"\0" * 8, 10**6),
+        "truncated",
+    ),
+    "offset_lie.safetensors": (
+        lambda g, t: safetensors_bytes({"x": dict(F32, data_offsets=[8, 16])}, b"\0" * 16),
+        "tile",
+    ),
+    "shape_lie.safetensors": (
+        lambda g, t: safetensors_bytes({"x": dict(F32, shape=[3])}, b"\0" * 8),
+        "needs 12 bytes",
+    ),
+    "huge.safetensors": (lambda g, t: safetensors_bytes({"x": F32}, b"\0" * 8, 2**62), "100 MB"),
     "empty.pt": (lambda g, t: b"", "not a checkpoint"),
     "broken.index.json": (lambda g, t: b'{"weight_map": {"a": "x.safetensors"', "JSON"),
-    "escape.index.json": (lambda g, t: b'{"weight_map": {"a": "../x.safetensors"}}',
-                          "not a file name"),
+    "escape.index.json": (
+        lambda g, t: b'{"weight_map": {"a": "../x.safetensors"}}',
+        "not a file name",
+    ),
 }
 
 
@@ -149,8 +174,9 @@ def test_malicious_file_through_the_cli(ckpt, tmp_path):
     marker = tmp_path / "ran"
     import pickle
 
-    bad = torch_zip(tmp_path / "evil.pt", pickle.dumps(
-        {"w": Payload(os.system, f"touch {marker}")}, protocol=2))
+    bad = torch_zip(
+        tmp_path / "evil.pt", pickle.dumps({"w": Payload(os.system, f"touch {marker}")}, protocol=2)
+    )
     for args in (("ls", bad), ("convert", bad, tmp_path / "out" / "x.safetensors")):
         assert_one_line_error(ckpt(*args), "evil.pt", "posix.system", "nothing was run")
     assert not marker.exists() and not (tmp_path / "out").exists()

@@ -16,8 +16,11 @@ from convert.core.errors import ConvertError
 @pytest.fixture(scope="module")
 def small_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("small")
-    state = {"w": torch.arange(6.0).reshape(2, 3), "t": torch.arange(4.0).reshape(2, 2).t(),
-             "n": {"b": torch.tensor([True, False]), "e": 3}}
+    state = {
+        "w": torch.arange(6.0).reshape(2, 3),
+        "t": torch.arange(4.0).reshape(2, 2).t(),
+        "n": {"b": torch.tensor([True, False]), "e": 3},
+    }
     torch.save(state, d / "zip.pt")
     torch.save(state, d / "legacy.pt", _use_new_zipfile_serialization=False)
     safetensors.torch.save_file({"w": state["w"], "b": state["n"]["b"]}, d / "x.safetensors")

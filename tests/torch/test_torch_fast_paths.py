@@ -47,9 +47,13 @@ def many_tensors() -> OrderedDict:
 def pickles(tmp_path_factory) -> dict[str, bytes]:
     d = tmp_path_factory.mktemp("runs")
     out = {}
-    for name, obj in (("many", many_tensors()),
-                      ("checkpoint", {"model": many_tensors(), "epoch": 1,
-                                      "opt": {"state": {0: {"m": torch.ones(2)}}}})):
+    for name, obj in (
+        ("many", many_tensors()),
+        (
+            "checkpoint",
+            {"model": many_tensors(), "epoch": 1, "opt": {"state": {0: {"m": torch.ones(2)}}}},
+        ),
+    ):
         torch.save(obj, d / f"{name}.pt")
         with zipfile.ZipFile(d / f"{name}.pt") as zf:
             out[name] = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
@@ -59,8 +63,20 @@ def pickles(tmp_path_factory) -> dict[str, bytes]:
 def canonical(value: Any, seen: dict[int, int]) -> Any:
     """A comparable image of what the machine built; objects met twice become their first
     number, so that shared objects must be shared in both."""
-    if isinstance(value, (str, bytes, int, float, bool, type(None), records.Global,
-                          records.TorchDtype, records.StorageType)):
+    if isinstance(
+        value,
+        (
+            str,
+            bytes,
+            int,
+            float,
+            bool,
+            type(None),
+            records.Global,
+            records.TorchDtype,
+            records.StorageType,
+        ),
+    ):
         return value
     if type(value) is tuple:  # (immutable: shared or not, the same value)
         return ("tuple", [canonical(v, seen) for v in value])
@@ -68,15 +84,24 @@ def canonical(value: Any, seen: dict[int, int]) -> Any:
         return ("seen", seen[id(value)])
     seen[id(value)] = len(seen)
     if isinstance(value, records.StorageRef):
-        return ("storage", value.key, value.type.name, value.location, value.numel,
-                value.view)
+        return ("storage", value.key, value.type.name, value.location, value.numel, value.view)
     if isinstance(value, records.TensorRef):
-        return ("tensor", canonical(value.storage, seen), value.dtype.name, value.offset,
-                value.shape, value.stride, value.requires_grad, value.parameter)
+        return (
+            "tensor",
+            canonical(value.storage, seen),
+            value.dtype.name,
+            value.offset,
+            value.shape,
+            value.stride,
+            value.requires_grad,
+            value.parameter,
+        )
     if isinstance(value, dict):
-        return (type(value).__name__, [(canonical(k, seen), canonical(v, seen))
-                                       for k, v in value.items()],
-                canonical(getattr(value, "attributes", None), seen))
+        return (
+            type(value).__name__,
+            [(canonical(k, seen), canonical(v, seen)) for k, v in value.items()],
+            canonical(getattr(value, "attributes", None), seen),
+        )
     if isinstance(value, list):
         return ("list", [canonical(v, seen) for v in value])
     return ("other", repr(value))
@@ -98,8 +123,11 @@ def outcome(data: bytes, fast: bool, monkeypatch) -> Any:
     try:
         obj = machine.load()
         seen: dict[int, int] = {}
-        result = ("ok", canonical(obj, seen),
-                  sorted((k, canonical(v, seen)) for k, v in machine.memo.items()))
+        result = (
+            "ok",
+            canonical(obj, seen),
+            sorted((k, canonical(v, seen)) for k, v in machine.memo.items()),
+        )
     except ConvertError as exc:
         result = ("error", type(exc).__name__, str(exc))
     monkeypatch.undo()
@@ -153,11 +181,12 @@ def test_runs_reading_their_own_slots_take_the_loop(monkeypatch):
     with zipfile.ZipFile(buffer) as zf:
         data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
     run = re.search(rb"h(.)\(\(h.h.X\x01\x00\x00\x001q(.)h(.)", data, re.DOTALL)
-    damaged = data[:run.start(3)] + run.group(2) + data[run.end(3):]  # GET location = key
+    damaged = data[: run.start(3)] + run.group(2) + data[run.end(3) :]  # GET location = key
     fast, slow = outcome(damaged, True, monkeypatch), outcome(damaged, False, monkeypatch)
     assert fast == slow and fast[0] == "ok"
-    obj = unpickler.Unpickler(damaged, len(damaged),
-                              lambda pid: records.storage_from_pid(pid, "test")).load()
+    obj = unpickler.Unpickler(
+        damaged, len(damaged), lambda pid: records.storage_from_pid(pid, "test")
+    ).load()
     assert obj["b"].storage.location == "1"  # its key, as the loop reads that slot
 
 
@@ -179,11 +208,16 @@ def test_zip64_archive_with_comment(golden, tmp_path, monkeypatch):
         assert_same_tensor(entry.tensor.read(), golden.objects["dtypes"][key], key)
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    (lambda data, at, name: data[:at] + b"PK\x03\x05" + data[at + 4:], "local header"),
-    (lambda data, at, name: data[:at + 30] + name[:-1] + b"9" + data[at + 30 + len(name):],
-     "another record"),
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda data, at, name: data[:at] + b"PK\x03\x05" + data[at + 4 :], "local header"),
+        (
+            lambda data, at, name: data[: at + 30] + name[:-1] + b"9" + data[at + 30 + len(name) :],
+            "another record",
+        ),
+    ],
+)
 def test_local_header_is_checked_when_the_tensor_is_read(golden, tmp_path, damage, fragment):
     data = golden["model"].read_bytes()
     with zipfile.ZipFile(golden["model"]) as zf:
@@ -196,16 +230,22 @@ def test_local_header_is_checked_when_the_tensor_is_read(golden, tmp_path, damag
 
 
 def tree(node: Node) -> Any:
-    return [(name, tree(item) if isinstance(item, Node) else id(item))
-            for name, item in node.edges.items()]
+    return [
+        (name, tree(item) if isinstance(item, Node) else id(item))
+        for name, item in node.edges.items()
+    ]
 
 
 def test_key_splitting_matches_split_keys():
     rng = random.Random(7)
     parts = ["a", "b", "", "0", "1"]
     for _ in range(500):
-        keys = list(dict.fromkeys(".".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
-                                  for _ in range(rng.randint(1, 8))))
+        keys = list(
+            dict.fromkeys(
+                ".".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
+                for _ in range(rng.randint(1, 8))
+            )
+        )
         items = [(key, Tensor.from_array([i])) for i, key in enumerate(keys)]
         fast = Node()
         keys_module.add_keyed(fast, items)
@@ -232,6 +272,7 @@ def test_small_records_read_in_any_order_give_their_own_bytes(tmp_path):
     out = tmp_path / "many.safetensors"
     convert.convert(path, out)  # (the stored bytes, copied file to file)
     from safetensors.torch import load_file
+
     copied = load_file(out)
     for key in keys:
         assert torch.equal(copied[key], state[key]), key
@@ -239,7 +280,7 @@ def test_small_records_read_in_any_order_give_their_own_bytes(tmp_path):
         at = zf.getinfo("many/data/300").header_offset
     bad = tmp_path / "bad.pt"
     data = path.read_bytes()
-    bad.write_bytes(data[:at] + b"PK\x03\x05" + data[at + 4:])
+    bad.write_bytes(data[:at] + b"PK\x03\x05" + data[at + 4 :])
     graph = convert.load(bad)
     graph.get(("t299",)).read()  # (reads ahead, past record 300's header)
     with pytest.raises(FormatError, match="local header"):

@@ -57,14 +57,24 @@ def legacy_file(path: Path, first_pickles: list[bytes], obj_pickle: bytes) -> Pa
 
 MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
 PROTO = pickle.dumps(1001, protocol=2)
-SYS_INFO = pickle.dumps({"protocol_version": 1001, "little_endian": True,
-                         "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2)
+SYS_INFO = pickle.dumps(
+    {
+        "protocol_version": 1001,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    },
+    protocol=2,
+)
 
 
 def getattr_chain(marker: Path) -> bytes:
     """builtins.getattr(builtins.__import__('os'), 'system')('touch ...'), by hand."""
-    return (b"\x80\x02cbuiltins\ngetattr\n(cbuiltins\n__import__\n(X\x02\x00\x00\x00ostR"
-            + b"X\x06\x00\x00\x00systemtR(" + _unicode(touch_command(marker)) + b"tR.")
+    return (
+        b"\x80\x02cbuiltins\ngetattr\n(cbuiltins\n__import__\n(X\x02\x00\x00\x00ostR"
+        + b"X\x06\x00\x00\x00systemtR("
+        + _unicode(touch_command(marker))
+        + b"tR."
+    )
 
 
 def _unicode(text: str) -> bytes:
@@ -74,10 +84,12 @@ def _unicode(text: str) -> bytes:
 
 def storage_pid_payload(marker: Path) -> bytes:
     """A tensor whose persistent storage id hides an os.system call."""
-    return (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
-            b"cposix\nsystem\n(" + _unicode(touch_command(marker)) + b"tR"
-            b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQK\x00K\x02\x85K\x01\x85\x89"
-            b"ccollections\nOrderedDict\n)RtR.")
+    return (
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
+        b"cposix\nsystem\n(" + _unicode(touch_command(marker)) + b"tR"
+        b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQK\x00K\x02\x85K\x01\x85\x89"
+        b"ccollections\nOrderedDict\n)RtR."
+    )
 
 
 def make_payloads(directory: Path) -> dict[str, tuple[Path, Path, str]]:
@@ -96,43 +108,108 @@ def make_payloads(directory: Path) -> dict[str, tuple[Path, Path, str]]:
         def build(path, marker):
             torch.save(obj_for(marker), path, _use_new_zipfile_serialization=not legacy)
             return path
+
         return build
 
     add("os_system", zipped(lambda m: Payload(os.system, touch_command(m))), "posix.system")
-    add("subprocess", zipped(lambda m: Payload(subprocess.Popen, ["touch", str(m)])),
-        "subprocess.Popen")
-    add("eval", zipped(lambda m: Payload(builtins.eval, f"open({str(m)!r}, 'w').close()")),
-        "builtins.eval")
-    add("exec", zipped(lambda m: Payload(builtins.exec, f"open({str(m)!r}, 'w').close()")),
-        "builtins.exec")
+    add(
+        "subprocess",
+        zipped(lambda m: Payload(subprocess.Popen, ["touch", str(m)])),
+        "subprocess.Popen",
+    )
+    add(
+        "eval",
+        zipped(lambda m: Payload(builtins.eval, f"open({str(m)!r}, 'w').close()")),
+        "builtins.eval",
+    )
+    add(
+        "exec",
+        zipped(lambda m: Payload(builtins.exec, f"open({str(m)!r}, 'w').close()")),
+        "builtins.exec",
+    )
     add("bound_method", zipped(lambda m: Payload(pathlib.Path(m).touch)), "builtins.getattr")
     add("getattr_chain", lambda p, m: torch_zip(p, getattr_chain(m)), "builtins.getattr")
-    add("protocol4", lambda p, m: torch_zip(p, pickle.dumps(
-        Payload(os.system, touch_command(m)), protocol=4)), "posix.system")
-    add("inst_opcode", lambda p, m: torch_zip(  # protocol 0's INST: find and call a class
-        p, b"\x80\x02(" + _unicode(touch_command(m)) + b"ios\nsystem\n."), "os.system")
+    add(
+        "protocol4",
+        lambda p, m: torch_zip(p, pickle.dumps(Payload(os.system, touch_command(m)), protocol=4)),
+        "posix.system",
+    )
+    add(
+        "inst_opcode",
+        lambda p, m: torch_zip(  # protocol 0's INST: find and call a class
+            p, b"\x80\x02(" + _unicode(touch_command(m)) + b"ios\nsystem\n."
+        ),
+        "os.system",
+    )
     add("storage_pid", lambda p, m: torch_zip(p, storage_pid_payload(m)), "posix.system")
-    add("in_state_dict", torch_saved(lambda m: OrderedDict(
-        [("weight", torch.ones(2)), ("bias", Payload(os.system, touch_command(m)))])),
-        "posix.system")
-    add("nested", torch_saved(lambda m: {"state_dict": {"layer": [
-        {"x": torch.zeros(1)}, {"y": Payload(os.system, touch_command(m))}]}, "epoch": 1}),
-        "posix.system")
-    add("legacy_object", torch_saved(lambda m: {"w": torch.ones(3), "evil": Payload(
-        subprocess.call, ["touch", str(m)])}, legacy=True), "subprocess.call")
-    add("legacy_magic", lambda p, m: legacy_file(
-        p, [pickle.dumps(Payload(os.system, touch_command(m)), protocol=2)], b""),
-        "posix.system")
-    add("legacy_sys_info", lambda p, m: legacy_file(p, [MAGIC, PROTO, pickle.dumps(
-        {"little_endian": Payload(os.system, touch_command(m))}, protocol=2)], b""),
-        "posix.system")
+    add(
+        "in_state_dict",
+        torch_saved(
+            lambda m: OrderedDict(
+                [("weight", torch.ones(2)), ("bias", Payload(os.system, touch_command(m)))]
+            )
+        ),
+        "posix.system",
+    )
+    add(
+        "nested",
+        torch_saved(
+            lambda m: {
+                "state_dict": {
+                    "layer": [{"x": torch.zeros(1)}, {"y": Payload(os.system, touch_command(m))}]
+                },
+                "epoch": 1,
+            }
+        ),
+        "posix.system",
+    )
+    add(
+        "legacy_object",
+        torch_saved(
+            lambda m: {"w": torch.ones(3), "evil": Payload(subprocess.call, ["touch", str(m)])},
+            legacy=True,
+        ),
+        "subprocess.call",
+    )
+    add(
+        "legacy_magic",
+        lambda p, m: legacy_file(
+            p, [pickle.dumps(Payload(os.system, touch_command(m)), protocol=2)], b""
+        ),
+        "posix.system",
+    )
+    add(
+        "legacy_sys_info",
+        lambda p, m: legacy_file(
+            p,
+            [
+                MAGIC,
+                PROTO,
+                pickle.dumps({"little_endian": Payload(os.system, touch_command(m))}, protocol=2),
+            ],
+            b"",
+        ),
+        "posix.system",
+    )
     return out
 
 
 PAYLOAD_NAMES = [
-    "os_system", "subprocess", "eval", "exec", "bound_method", "getattr_chain", "protocol4",
-    "inst_opcode", "storage_pid", "in_state_dict", "nested", "legacy_object", "legacy_magic",
-    "legacy_sys_info"]
+    "os_system",
+    "subprocess",
+    "eval",
+    "exec",
+    "bound_method",
+    "getattr_chain",
+    "protocol4",
+    "inst_opcode",
+    "storage_pid",
+    "in_state_dict",
+    "nested",
+    "legacy_object",
+    "legacy_magic",
+    "legacy_sys_info",
+]
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +235,19 @@ def test_whole_module_pickle_is_refused(tmp_path):
         convert.load(path)
 
 
-@pytest.mark.parametrize("data, fragment", [
-    (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R.", "codec"),
-    (b"\x80\x02(X\x06\x00\x00\x00moduleK\x01tQ.", "persistent id"),
-    (b"\x80\x02ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00aK\x01sb"
-     b"ccollections\nOrderedDict\n)RK\x01b.", "BUILD"),
-    (b"\x80\x02X\x01\x00\x00\x00a)R.", "refuses to call"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R.", "codec"),
+        (b"\x80\x02(X\x06\x00\x00\x00moduleK\x01tQ.", "persistent id"),
+        (
+            b"\x80\x02ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00aK\x01sb"
+            b"ccollections\nOrderedDict\n)RK\x01b.",
+            "BUILD",
+        ),
+        (b"\x80\x02X\x01\x00\x00\x00a)R.", "refuses to call"),
+    ],
+)
 def test_other_refusals(tmp_path, data, fragment):
     with pytest.raises(UnsafeInputError, match=fragment):
         convert.load(torch_zip(tmp_path / "x.pt", data))
@@ -181,9 +264,14 @@ for path in sys.argv[1:]:
     except Exception:
         pass
 """
-    subprocess.run([sys.executable, "-c", script, *(str(p) for p, _, _ in live.values())],
-                   check=True, cwd=tmp_path, timeout=120,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", script, *(str(p) for p, _, _ in live.values())],
+        check=True,
+        cwd=tmp_path,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     missing = [name for name, (_, marker, _) in live.items() if not marker.exists()]
     assert missing == []
 
@@ -199,14 +287,17 @@ def test_payload_bytes_are_not_hidden_from_pickletools(payloads):
     assert "posix system" in text.getvalue()
 
 
-@pytest.mark.parametrize("data, fragment", [
-    (b"\x80\x02\x8b\x00\x00\x10\x00" + b"\x01" * 1048576 + b".", "integer"),  # 1 MiB int
-    (b"\x80\x02(" * 1000 + b".", "STOP"),  # marks never closed
-    (b"\x80\x02h\x05.", "memo slot 5"),
-    (b"\x80\x02T\xff\xff\xff\xff.", "negative length"),
-    (b"\x80\x02X\xff\xff\xff\x7f.", "remain"),
-    (b"\x80\x02\x95" + b"\0" * 8 + b"u.", "MARK"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"\x80\x02\x8b\x00\x00\x10\x00" + b"\x01" * 1048576 + b".", "integer"),  # 1 MiB int
+        (b"\x80\x02(" * 1000 + b".", "STOP"),  # marks never closed
+        (b"\x80\x02h\x05.", "memo slot 5"),
+        (b"\x80\x02T\xff\xff\xff\xff.", "negative length"),
+        (b"\x80\x02X\xff\xff\xff\x7f.", "remain"),
+        (b"\x80\x02\x95" + b"\0" * 8 + b"u.", "MARK"),
+    ],
+)
 def test_malformed_pickles_are_format_errors(tmp_path, data, fragment):
     with pytest.raises(FormatError, match=fragment):
         convert.load(torch_zip(tmp_path / "x.pt", data))

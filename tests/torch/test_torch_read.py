@@ -17,8 +17,19 @@ from convert.formats.torch import storage as storage_module
 
 from .torch_golden import assert_same_object, assert_same_tensor, flatten
 
-FILES = ["model", "model_legacy", "dtypes", "views", "views_legacy", "tied", "checkpoint",
-         "checkpoint_legacy", "weird", "big", "big_legacy"]
+FILES = [
+    "model",
+    "model_legacy",
+    "dtypes",
+    "views",
+    "views_legacy",
+    "tied",
+    "checkpoint",
+    "checkpoint_legacy",
+    "weird",
+    "big",
+    "big_legacy",
+]
 
 
 def keyed(graph: convert.Graph) -> dict[str, Tensor]:
@@ -72,8 +83,13 @@ def test_nested_checkpoint_becomes_nested_nodes(golden):
     graph = convert.load(golden["checkpoint"])
     saved = torch.load(golden["checkpoint"], weights_only=True)
     root = graph.root
-    assert root.values == {"epoch": 3, "best_loss": 0.25, "name": "run-1",
-                             "history": [1.5, 0.5], "flags": {"amp": False, "tag": None}}
+    assert root.values == {
+        "epoch": 3,
+        "best_loss": 0.25,
+        "name": "run-1",
+        "history": [1.5, 0.5],
+        "flags": {"amp": False, "tag": None},
+    }
     model, optimizer = root["model"], root["optimizer"]
     assert isinstance(model, Node) and model.meta["torch.container"] == "OrderedDict"
     assert graph.get(("model", "conv", "weight")).meta["key"] == "model.conv.weight"
@@ -126,7 +142,7 @@ def test_stored_record_crc_is_checked(golden, tmp_path):
     graph = convert.load(damaged)  # find the record's data, flip one byte in it
     tensor = graph.get(("conv", "weight"))
     offset = info.header_offset + 30 + len(info.filename)
-    offset += int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    offset += int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
     data[offset + 5] ^= 0x40
     damaged.write_bytes(data)
     with pytest.raises(ChecksumError, match="CRC"):
@@ -197,5 +213,4 @@ def test_other_pickle_protocols_and_roots(tmp_path):
         convert.convert(tmp_path / f"{name}.pt", tmp_path / f"{name}_again.pt")
         # (torch's weights_only reader cannot read its own protocol-4 FRAME opcode)
         original = torch.load(tmp_path / f"{name}.pt", weights_only=name != "p4")
-        assert_same_object(torch.load(tmp_path / f"{name}_again.pt", weights_only=True),
-                           original)
+        assert_same_object(torch.load(tmp_path / f"{name}_again.pt", weights_only=True), original)

@@ -17,13 +17,21 @@ from convert.core.tensor import Tensor
 
 from .torch_golden import Net, TiedNet, assert_same_object, inputs
 
-ROUND_TRIP = ["model", "model_legacy", "dtypes", "views", "tied", "checkpoint",
-              "checkpoint_legacy", "weird", "dtypes_legacy"]
+ROUND_TRIP = [
+    "model",
+    "model_legacy",
+    "dtypes",
+    "views",
+    "tied",
+    "checkpoint",
+    "checkpoint_legacy",
+    "weird",
+    "dtypes_legacy",
+]
 
 
 def load_both(path):
-    return (torch.load(path, weights_only=True),
-            torch.load(path, weights_only=True, mmap=True))
+    return (torch.load(path, weights_only=True), torch.load(path, weights_only=True, mmap=True))
 
 
 @pytest.mark.parametrize("name", ROUND_TRIP)
@@ -31,8 +39,11 @@ def test_round_trip_loads_equal_in_torch(golden, name, tmp_path):
     out = tmp_path / f"{name}.pt"
     report = convert.convert(golden[name], out)
     # torch cannot load its own legacy float8/uint16 file: compare with what was saved
-    expected = (golden.objects[name] if name == "dtypes_legacy"
-                else torch.load(golden[name], weights_only=True))
+    expected = (
+        golden.objects[name]
+        if name == "dtypes_legacy"
+        else torch.load(golden[name], weights_only=True)
+    )
     for loaded in load_both(out):
         assert_same_object(loaded, expected)
     assert report.files == [str(out)] and report.notes == []
@@ -47,8 +58,9 @@ def test_records_are_stored_and_aligned_like_torch(golden, tmp_path):
         for info in ours.infolist():
             assert info.compress_type == zipfile.ZIP_STORED
             start = info.header_offset + 30 + len(info.filename)
-            start += int.from_bytes(data[info.header_offset + 28:info.header_offset + 30],
-                                    "little")
+            start += int.from_bytes(
+                data[info.header_offset + 28 : info.header_offset + 30], "little"
+            )
             assert start % 64 == 0, info.filename
             for record in ("byteorder", "version", ".format_version", ".storage_alignment"):
                 name = f"model/{record}"
@@ -84,8 +96,10 @@ def test_tied_weights_share_one_storage(golden, tmp_path):
     out = tmp_path / "tied.pt"
     convert.convert(golden["tied"], out)
     loaded = torch.load(out, weights_only=True)
-    assert loaded["embed.weight"].untyped_storage().data_ptr() == \
-        loaded["lm_head.weight"].untyped_storage().data_ptr()
+    assert (
+        loaded["embed.weight"].untyped_storage().data_ptr()
+        == loaded["lm_head.weight"].untyped_storage().data_ptr()
+    )
     with zipfile.ZipFile(out) as zf:
         assert sum(n.startswith("tied/data/") for n in zf.namelist()) == 3
     net = TiedNet()
@@ -132,8 +146,12 @@ def test_graph_from_numpy_is_a_flat_state_dict(tmp_path):
 
 
 def test_unwritable_dtype_leaves_nothing(tmp_path):
-    graph = Graph.from_flat({("x",): Tensor.from_array(np.array([1, 2], dtype=ml_dtypes.int4)),
-                             ("y",): Tensor.from_array(np.ones(2, np.float32))})
+    graph = Graph.from_flat(
+        {
+            ("x",): Tensor.from_array(np.array([1, 2], dtype=ml_dtypes.int4)),
+            ("y",): Tensor.from_array(np.ones(2, np.float32)),
+        }
+    )
     with pytest.raises(UnsupportedError, match="'x'.*int4"):
         convert.save(graph, tmp_path / "out.pt")
     assert list(tmp_path.iterdir()) == []
@@ -151,10 +169,15 @@ def test_existing_output_and_inputs_are_protected(golden, tmp_path):
 
 
 def test_container_kinds_and_key_types_round_trip(tmp_path):
-    saved = {"m": OrderedDict([(1.5, torch.ones(2)), ((1, 2), "t"), (None, 3),
-                               ("x", torch.zeros(1))]),
-             2: [torch.ones(1), (torch.arange(2), "pair")], "blob": b"\x00\xff",
-             "dtype": torch.bfloat16, "c": 1 + 2j, "s": {1, 2}, "ba": bytearray(b"ab")}
+    saved = {
+        "m": OrderedDict([(1.5, torch.ones(2)), ((1, 2), "t"), (None, 3), ("x", torch.zeros(1))]),
+        2: [torch.ones(1), (torch.arange(2), "pair")],
+        "blob": b"\x00\xff",
+        "dtype": torch.bfloat16,
+        "c": 1 + 2j,
+        "s": {1, 2},
+        "ba": bytearray(b"ab"),
+    }
     torch.save(saved, tmp_path / "odd.pt")
     convert.convert(tmp_path / "odd.pt", tmp_path / "again.pt")
     for loaded in load_both(tmp_path / "again.pt"):

@@ -14,10 +14,16 @@ from torch import nn
 FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 # dtypes whose bits numpy compares after a view (NaN != NaN, no numpy bfloat16 in torch)
 # (complex as pairs of ints, matching numpy's view of a complex array)
-BIT_VIEWS = {torch.bfloat16: torch.int16, torch.float8_e4m3fn: torch.int8,
-             torch.float8_e5m2: torch.int8, torch.float16: torch.int16,
-             torch.float32: torch.int32, torch.float64: torch.int64,
-             torch.complex64: torch.int32, torch.complex128: torch.int64}
+BIT_VIEWS = {
+    torch.bfloat16: torch.int16,
+    torch.float8_e4m3fn: torch.int8,
+    torch.float8_e5m2: torch.int8,
+    torch.float16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+    torch.complex64: torch.int32,
+    torch.complex128: torch.int64,
+}
 
 
 class Net(nn.Module):
@@ -80,14 +86,16 @@ def every_dtype() -> dict[str, torch.Tensor]:
         out[str(dtype)[6:]] = base.to(dtype)
     for dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
         info = torch.iinfo(dtype)
-        out[str(dtype)[6:]] = torch.randint(info.min, info.max, (3, 5), generator=gen,
-                                            dtype=torch.int64).to(dtype)
+        out[str(dtype)[6:]] = torch.randint(
+            info.min, info.max, (3, 5), generator=gen, dtype=torch.int64
+        ).to(dtype)
     out["bool"] = torch.rand(3, 5, generator=gen) > 0.5
     out["complex64"] = torch.complex(base, -base).to(torch.complex64)
     out["complex128"] = torch.complex(base.double(), base.double() * 3)
     for bits in (16, 32, 64):  # no legacy storage class: UntypedStorage + _rebuild_tensor_v3
         out[f"uint{bits}"] = torch.randint(0, 2**15, (3, 5), generator=gen).to(
-            getattr(torch, f"uint{bits}"))
+            getattr(torch, f"uint{bits}")
+        )
     return out
 
 
@@ -134,20 +142,31 @@ def make_golden(directory: Path) -> Golden:
     g = Golden(directory)
     net, opt = trained_net()
     tied = TiedNet()
-    checkpoint = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 3,
-                  "best_loss": 0.25, "name": "run-1", "history": [1.5, 0.5],
-                  "flags": {"amp": False, "tag": None}}
+    checkpoint = {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": 3,
+        "best_loss": 0.25,
+        "name": "run-1",
+        "history": [1.5, 0.5],
+        "flags": {"amp": False, "tag": None},
+    }
     big = {"big": torch.randn(1024, 1024), "small": torch.ones(3)}
-    objects = {"model": net.state_dict(), "dtypes": every_dtype(), "views": views(),
-               "tied": tied.state_dict(), "checkpoint": checkpoint, "weird": weird_keys(),
-               "big": big}
+    objects = {
+        "model": net.state_dict(),
+        "dtypes": every_dtype(),
+        "views": views(),
+        "tied": tied.state_dict(),
+        "checkpoint": checkpoint,
+        "weird": weird_keys(),
+        "big": big,
+    }
     for name, obj in objects.items():
         g.files[name] = g.dir / f"{name}.pt"
         torch.save(obj, g.files[name])
     for name in ("model", "views", "checkpoint", "big"):
         g.files[f"{name}_legacy"] = g.dir / f"{name}_legacy.pt"
-        torch.save(objects[name], g.files[f"{name}_legacy"],
-                   _use_new_zipfile_serialization=False)
+        torch.save(objects[name], g.files[f"{name}_legacy"], _use_new_zipfile_serialization=False)
         objects[f"{name}_legacy"] = objects[name]
     # torch 2.13 cannot load its own legacy files holding UntypedStorage dtypes (it asks the
     # storage class for .dtype); the file is still valid and is compared to memory instead.
@@ -166,8 +185,11 @@ def bits(value: torch.Tensor | np.ndarray) -> np.ndarray:
         if value.dtype in BIT_VIEWS:
             return value.view(BIT_VIEWS[value.dtype]).numpy()
         if value.dtype in (torch.uint16, torch.uint32, torch.uint64):
-            return value.view({torch.uint16: torch.int16, torch.uint32: torch.int32,
-                               torch.uint64: torch.int64}[value.dtype]).numpy()
+            return value.view(
+                {torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}[
+                    value.dtype
+                ]
+            ).numpy()
         return value.numpy()
     value = np.ascontiguousarray(value)
     if value.dtype.kind in "fcV" or value.dtype.name.startswith(("bfloat", "float8")):
@@ -190,8 +212,13 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(obj, torch.Tensor):
         return {prefix: obj}
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(
-        obj, (list, tuple)) else ()
+    items = (
+        obj.items()
+        if isinstance(obj, dict)
+        else enumerate(obj)
+        if isinstance(obj, (list, tuple))
+        else ()
+    )
     for key, value in items:
         name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, torch.Tensor):

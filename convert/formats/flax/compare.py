@@ -32,15 +32,21 @@ def compare_to_target(graph: Graph, target: Graph) -> list[str]:
             problems.append(f"{key}: missing from the checkpoint (target: {_describe(want)})")
             continue
         if got.shape != want.shape:
-            problems.append(f"{key}: shape {list(got.shape)} in the checkpoint, "
-                            f"{list(want.shape)} in the target")
+            problems.append(
+                f"{key}: shape {list(got.shape)} in the checkpoint, "
+                f"{list(want.shape)} in the target"
+            )
         if got.dtype != want.dtype:
-            problems.append(f"{key}: dtype {dtype_name(got.dtype)} in the checkpoint, "
-                            f"{dtype_name(want.dtype)} in the target")
+            problems.append(
+                f"{key}: dtype {dtype_name(got.dtype)} in the checkpoint, "
+                f"{dtype_name(want.dtype)} in the target"
+            )
     for path, got in have.items():
         if path not in wanted:
-            problems.append(f"{'/'.join(path)}: not in the target ({_describe(got)}; "
-                            "from_bytes would ignore it)")
+            problems.append(
+                f"{'/'.join(path)}: not in the target ({_describe(got)}; "
+                "from_bytes would ignore it)"
+            )
     return problems
 
 

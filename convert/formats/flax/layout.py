@@ -28,6 +28,7 @@ META_CHUNKS = "chunks"  # how many chunks a chunked array was stored in
 
 # -- msgpack facts the library does not expose: where things lie ------------------------
 
+
 def _family(first: int) -> str:
     if 0x80 <= first <= 0x8F or first in (0xDE, 0xDF):
         return "map"
@@ -47,11 +48,20 @@ def kind(first: int) -> str:
 
 
 # (the variable-length headers' fields, by first byte: parsed once for every array)
-_EXT_FIELDS = {first: struct.Struct(fmt) for first, fmt in
-               ((0xC7, ">Bb"), (0xC8, ">Hb"), (0xC9, ">Ib"))}
-_BIN_FIELDS = {first: struct.Struct(fmt) for first, fmt in
-               ((0xC4, ">B"), (0xC5, ">H"), (0xC6, ">I"), (0xD9, ">B"), (0xDA, ">H"),
-                (0xDB, ">I"))}
+_EXT_FIELDS = {
+    first: struct.Struct(fmt) for first, fmt in ((0xC7, ">Bb"), (0xC8, ">Hb"), (0xC9, ">Ib"))
+}
+_BIN_FIELDS = {
+    first: struct.Struct(fmt)
+    for first, fmt in (
+        (0xC4, ">B"),
+        (0xC5, ">H"),
+        (0xC6, ">I"),
+        (0xD9, ">B"),
+        (0xDA, ">H"),
+        (0xDB, ">I"),
+    )
+}
 _FIXEXT_CODE = struct.Struct("b")
 
 

@@ -59,8 +59,9 @@ class _GraphBuilder:
                 if is_map:
                     int_keys.append(name)
             if name in edges or name in values:
-                raise FormatError(f"key {name!r} appears twice in {place('/'.join(where))}",
-                                  self.path)
+                raise FormatError(
+                    f"key {name!r} appears twice in {place('/'.join(where))}", self.path
+                )
             if type(value) is ArrayRef:  # (most items: tested first)
                 edges[name] = self.tensor([value], value.shape, where + (name,))
             elif isinstance(value, dict) and CHUNKED_KEY in value:
@@ -72,20 +73,23 @@ class _GraphBuilder:
         if int_keys:
             node.meta[META_INT_KEYS] = int_keys
         if node.values and node.edges:
-            node.meta[META_ORDER] = [str(k) for k in (tree if isinstance(tree, dict)
-                                                      else range(len(tree)))]
+            node.meta[META_ORDER] = [
+                str(k) for k in (tree if isinstance(tree, dict) else range(len(tree)))
+            ]
         return node
 
-    def tensor(self, parts: list[ArrayRef], shape: tuple[int, ...],
-               where: tuple[str, ...]) -> Tensor:
+    def tensor(
+        self, parts: list[ArrayRef], shape: tuple[int, ...], where: tuple[str, ...]
+    ) -> Tensor:
         self.tensors += 1
         meta: dict[str, Any] = {SOURCE_KEY: "/".join(where)}
         if parts[0].code == EXT_NPSCALAR:
             meta[META_EXT] = "npscalar"
         if len(parts) > 1 or parts[0].shape != shape:
             meta[META_CHUNKS] = len(parts)
-        return Tensor(parts[0].dtype, shape,
-                      _Payload(self.source, parts, shape, meta[SOURCE_KEY]), meta)
+        return Tensor(
+            parts[0].dtype, shape, _Payload(self.source, parts, shape, meta[SOURCE_KEY]), meta
+        )
 
     def chunked(self, value: dict, where: tuple[str, ...]) -> Tensor:
         key = "/".join(where)
@@ -93,17 +97,27 @@ class _GraphBuilder:
         if set(value) != {CHUNKED_KEY, "shape", "chunks"}:
             raise FormatError(bad, self.path)
         shape, chunks = _as_tuple(value["shape"]), _as_tuple(value["chunks"])
-        if (shape is None or chunks is None or not chunks
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                           for d in shape)
-                or not all(isinstance(c, ArrayRef) and c.code == EXT_NDARRAY
-                           and len(c.shape) == 1 and c.dtype == chunks[0].dtype
-                           for c in chunks)):
+        if (
+            shape is None
+            or chunks is None
+            or not chunks
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or not all(
+                isinstance(c, ArrayRef)
+                and c.code == EXT_NDARRAY
+                and len(c.shape) == 1
+                and c.dtype == chunks[0].dtype
+                for c in chunks
+            )
+        ):
             raise FormatError(bad, self.path)
         stored = sum(c.shape[0] for c in chunks)
         if stored != math.prod(shape):
-            raise FormatError(f"{key}: chunks hold {stored} elements, shape {list(shape)} "
-                              f"needs {math.prod(shape)}", self.path)
+            raise FormatError(
+                f"{key}: chunks hold {stored} elements, shape {list(shape)} "
+                f"needs {math.prod(shape)}",
+                self.path,
+            )
         return self.tensor(list(chunks), tuple(shape), where)
 
 
@@ -123,8 +137,7 @@ class _Payload:
 
     __slots__ = ("source", "parts", "shape", "key")
 
-    def __init__(self, source: SourceFile, parts: list[ArrayRef], shape: tuple[int, ...],
-                 key: str):
+    def __init__(self, source: SourceFile, parts: list[ArrayRef], shape: tuple[int, ...], key: str):
         self.source, self.parts, self.shape, self.key = source, parts, shape, key
 
     def __call__(self) -> np.ndarray:
@@ -136,7 +149,7 @@ class _Payload:
         done = 0
         for part in parts:
             buf = source.read(part.offset, part.nbytes, key)
-            out[done:done + part.shape[0]] = array_from_bytes(buf, part.dtype, part.shape, key)
+            out[done : done + part.shape[0]] = array_from_bytes(buf, part.dtype, part.shape, key)
             done += part.shape[0]
         return out.reshape(shape)
 
@@ -162,7 +175,10 @@ def sniff(path: Path) -> bool:
         if count == 0:
             return size == unpacker.tell()
         return head[unpacker.tell()] in range(0xA0, 0xC0) or head[unpacker.tell()] in (
-            0xD9, 0xDA, 0xDB)
+            0xD9,
+            0xDA,
+            0xDB,
+        )
     except Exception:  # sniff never raises
         return False
 
@@ -178,8 +194,9 @@ def read(path: Path) -> Graph:
         tree = walker.value()
         end = walker.tell()
         if end != size:
-            raise FormatError(f"has {size - end} bytes after the msgpack value "
-                              f"(which ends at byte {end})", path)
+            raise FormatError(
+                f"has {size - end} bytes after the msgpack value (which ends at byte {end})", path
+            )
     if not isinstance(tree, dict | list):
         raise FormatError("holds a single msgpack value, not a map of arrays", path)
     builder = _GraphBuilder(path)
@@ -191,4 +208,3 @@ def read(path: Path) -> Graph:
     if builder.tensors == 0:
         raise FormatError("is a msgpack map that holds no arrays: not a Flax checkpoint", path)
     return Graph(root=root, format="flax", source=os.fspath(path), files=[os.fspath(path)])
-

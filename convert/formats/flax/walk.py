@@ -72,7 +72,7 @@ class _Window:
         if at < 0 or at + size > len(self.data):
             self.data = os.pread(self.fd, max(size, self.SIZE), offset)
             self.start, at = offset, 0
-        return self.data[at:at + size]
+        return self.data[at : at + size]
 
 
 class MsgpackWalker:
@@ -88,8 +88,12 @@ class MsgpackWalker:
         self.file.seek(offset)
         self.base = offset
         self.unpacker = msgpack.Unpacker(
-            self.file, read_size=_READ_SIZE, raw=False, strict_map_key=False,
-            max_buffer_size=max(_READ_SIZE, min(self.size, 2**31 - 1)))
+            self.file,
+            read_size=_READ_SIZE,
+            raw=False,
+            strict_map_key=False,
+            max_buffer_size=max(_READ_SIZE, min(self.size, 2**31 - 1)),
+        )
 
     def tell(self) -> int:
         return self.base + self.unpacker.tell()
@@ -102,17 +106,22 @@ class MsgpackWalker:
         except msgpack.OutOfData:
             raise self._truncated(where, at) from None
         except (msgpack.UnpackException, ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"invalid msgpack at byte {at} ({place(where)}): {exc}",
-                              self.path) from None
+            raise FormatError(
+                f"invalid msgpack at byte {at} ({place(where)}): {exc}", self.path
+            ) from None
 
     def _truncated(self, where: str, at: int) -> FormatError:
-        return FormatError(f"ends after {self.size} bytes, inside {place(where)} (at a value "
-                           f"that starts at byte {at}): the file is truncated", self.path)
+        return FormatError(
+            f"ends after {self.size} bytes, inside {place(where)} (at a value "
+            f"that starts at byte {at}): the file is truncated",
+            self.path,
+        )
 
     def value(self, where: str = "", depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
-            raise FormatError(f"nested deeper than {_MAX_DEPTH} levels at {place(where)}",
-                              self.path)
+            raise FormatError(
+                f"nested deeper than {_MAX_DEPTH} levels at {place(where)}", self.path
+            )
         at = self.tell()
         head = self.window.read(at, 1)
         if not head:
@@ -141,11 +150,13 @@ class MsgpackWalker:
             head = self.window.read(at, 1)
             if not head:
                 raise self._truncated(where, at)
-            key = (self._call(where, self.unpacker.unpack, at) if KINDS[head[0]] == "scalar"
-                   else None)
+            key = (
+                self._call(where, self.unpacker.unpack, at) if KINDS[head[0]] == "scalar" else None
+            )
             if type(key) is not str and type(key) is not int:
-                raise FormatError(f"map key at byte {at} in {place(where)} is not a string",
-                                  self.path)
+                raise FormatError(
+                    f"map key at byte {at} in {place(where)} is not a string", self.path
+                )
             if key in out:
                 raise FormatError(f"key {key!r} appears twice in {place(where)}", self.path)
             out[key] = self.value(_join(where, str(key)), depth + 1)
@@ -167,20 +178,27 @@ class MsgpackWalker:
             return self._array_ref(code, start, length, where)
         if code == EXT_COMPLEX:
             return self._complex(start, length, where)
-        raise FormatError(f"{place(where)} is msgpack extension type {code}; Flax writes only "
-                          "1 (array), 2 (complex) and 3 (numpy scalar)", self.path)
+        raise FormatError(
+            f"{place(where)} is msgpack extension type {code}; Flax writes only "
+            "1 (array), 2 (complex) and 3 (numpy scalar)",
+            self.path,
+        )
 
     def _array_ref(self, code: int, start: int, length: int, where: str) -> ArrayRef:
         """Parse `[shape, dtype name, bytes]` from the payload's first bytes only."""
         head = self.window.read(start, min(length, _PAYLOAD_HEAD))
-        shape, name, data_at = _plain_payload_head(head) or self._payload_head(
-            head, start, where)
+        shape, name, data_at = _plain_payload_head(head) or self._payload_head(head, start, where)
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
-        if (type(shape) is not list or len(shape) > 64 or type(name) is not str
-                or not _INTS.issuperset(map(type, shape)) or (shape and min(shape) < 0)):
+        if (
+            type(shape) is not list
+            or len(shape) > 64
+            or type(name) is not str
+            or not _INTS.issuperset(map(type, shape))
+            or (shape and min(shape) < 0)
+        ):
             raise self._bad_payload(start, where)
-        binary = parse_bin_header(head[data_at:data_at + 5]) if data_at < len(head) else None
+        binary = parse_bin_header(head[data_at : data_at + 5]) if data_at < len(head) else None
         if binary is None or data_at + binary[1] > len(head):
             raise self._bad_payload(start, where)
         stored, bin_header = binary
@@ -190,12 +208,15 @@ class MsgpackWalker:
             held = min(stored, length - data_at - bin_header)
             raise FormatError(
                 f"{place(where)}: extension payload declares {name}{shape} = {expected} bytes "
-                f"but holds {held} bytes", self.path)
+                f"but holds {held} bytes",
+                self.path,
+            )
         return ArrayRef(code, dtype, tuple(shape), start + data_at + bin_header, stored)
 
     def _bad_payload(self, start: int, where: str) -> FormatError:
-        return FormatError(f"{place(where)}: array payload at byte {start} is not [shape, "
-                           "dtype, bytes]", self.path)
+        return FormatError(
+            f"{place(where)}: array payload at byte {start} is not [shape, dtype, bytes]", self.path
+        )
 
     def _payload_head(self, head: bytes, start: int, where: str) -> tuple[Any, Any, int]:
         unpacker = msgpack.Unpacker(raw=False)
@@ -212,8 +233,9 @@ class MsgpackWalker:
             real, imag = msgpack.unpackb(read_region(self.path, start, length, place(where)))
             return complex(real, imag)
         except (msgpack.UnpackException, ValueError, TypeError):
-            raise FormatError(f"{place(where)}: complex payload is not [real, imag]",
-                              self.path) from None
+            raise FormatError(
+                f"{place(where)}: complex payload is not [real, imag]", self.path
+            ) from None
 
 
 def _plain_payload_head(head: bytes) -> tuple[list[int], str, int] | None:
@@ -227,7 +249,7 @@ def _plain_payload_head(head: bytes) -> tuple[list[int], str, int] | None:
     if at >= len(head) or (shape and max(shape) > 0x7F) or not 0xA0 <= head[at] <= 0xBF:
         return None
     end = at + 1 + head[at] - 0xA0
-    name = head[at + 1:end]
+    name = head[at + 1 : end]
     if end > len(head) or not name.isascii():
         return None
     return shape, name.decode("ascii"), end

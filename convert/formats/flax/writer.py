@@ -99,8 +99,7 @@ class _Planner:
 
     def node(self, node: Node, where: GraphPath) -> _MapPlan | None:
         int_keys = set(node.meta.get(META_INT_KEYS, ()))
-        names = [n for n in node.meta.get(META_ORDER, ())
-                 if n in node.edges or n in node.values]
+        names = [n for n in node.meta.get(META_ORDER, ()) if n in node.edges or n in node.values]
         names += [n for n in node.edges if n not in names]
         names += [n for n in node.values if n not in names]
         items: dict[str | int, Any] = {}
@@ -109,7 +108,8 @@ class _Planner:
             if value is not None:
                 items[int(name) if name in int_keys else name] = value
         array = bool(node.meta.get(META_ARRAY)) and list(items) == [
-            str(i) for i in range(len(items))]
+            str(i) for i in range(len(items))
+        ]
         if not items and not self.keep_values:
             return None  # an object without weights (an activation layer, say)
         return _MapPlan(items, array)
@@ -145,21 +145,28 @@ class _Planner:
         for name in path[:-1]:
             nxt = plan.items.setdefault(name, _MapPlan({}))
             if not isinstance(nxt, _MapPlan):
-                raise UnsupportedError(f"optimizer slot {'/'.join(path)} would nest under a "
-                                       "tensor in the Flax tree")
+                raise UnsupportedError(
+                    f"optimizer slot {'/'.join(path)} would nest under a tensor in the Flax tree"
+                )
             plan = nxt
         plan.items[path[-1]] = tensor
 
     def notes(self) -> list[str]:
         notes = []
         if self.aliases:
-            notes.append(f"{count(self.aliases, 'path')} that repeat an object or tensor "
-                         "(aliases, tied weights) written once, under the first path")
+            notes.append(
+                f"{count(self.aliases, 'path')} that repeat an object or tensor "
+                "(aliases, tied weights) written once, under the first path"
+            )
         if self.dropped_strings:
-            notes.append(f"dropped {count(len(self.dropped_strings), 'string tensor')} (Flax "
-                         f"stores numeric arrays only): {some(self.dropped_strings)}")
-        note = dropped_values([*self.dropped_values, *map(str, self.graph.values)],
-                              "a Flax state dict holds arrays only")
+            notes.append(
+                f"dropped {count(len(self.dropped_strings), 'string tensor')} (Flax "
+                f"stores numeric arrays only): {some(self.dropped_strings)}"
+            )
+        note = dropped_values(
+            [*self.dropped_values, *map(str, self.graph.values)],
+            "a Flax state dict holds arrays only",
+        )
         if note:
             notes.append(note)
         return notes
@@ -216,19 +223,30 @@ class _StreamWriter:
         write(pack("chunks") + self.packer.pack_map_header(len(starts)))
         for i, start in enumerate(starts):
             write(pack(str(i)))
-            self.ext(EXT_NDARRAY, flat[start:start + step])
+            self.ext(EXT_NDARRAY, flat[start : start + step])
 
     def ext(self, code: int, array: np.ndarray) -> None:
-        head = (b"\x93" + self.packer.pack(list(array.shape)) + self.packer.pack(array.dtype.name)
-                + pack_bin_header(array.nbytes))
+        head = (
+            b"\x93"
+            + self.packer.pack(list(array.shape))
+            + self.packer.pack(array.dtype.name)
+            + pack_bin_header(array.nbytes)
+        )
         self.file.write(pack_ext_header(code, len(head) + array.nbytes) + head)
         # (an ndarray is a buffer: numpy's stubs say so only for Python >= 3.12)
         self.file.write(array.reshape(-1).view(np.uint8))  # type: ignore[call-overload]
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Callable[[int], None] | None = None, report: Any = None,
-          **options: Any) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Callable[[int], None] | None = None,
+    report: Any = None,
+    **options: Any,
+) -> None:
     """Write `graph` as a Flax state dict that `flax.serialization.from_bytes` restores."""
     if options:
         raise UnsupportedError(f"the flax writer has no option {', '.join(options)}", path)
@@ -240,11 +258,9 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
             writer = _StreamWriter(f, progress)
             writer.map(plan)
         if writer.tensors == 0:
-            raise ConvertError("has no numeric tensors to write to a Flax checkpoint",
-                               graph.source)
+            raise ConvertError("has no numeric tensors to write to a Flax checkpoint", graph.source)
     if report is not None:
         report.tensors += writer.tensors
         report.bytes += writer.bytes
         report.files.append(os.fspath(path))
         report.notes.extend(planner.notes())
-

@@ -62,6 +62,7 @@ def _from_h5py(exc: BaseException) -> bool:
 
 # -- where the HDF5 bytes are ---------------------------------------------------------
 
+
 class _Window(io.RawIOBase):
     """A read-only, seekable view of `size` bytes at `start` of a file (a stored zip member)."""
 
@@ -146,8 +147,9 @@ class Source:
                 raise
             except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, KeyError) as exc:
                 where = f"member {self.member} " if self.member else ""
-                raise FormatError(f"{where}cannot be opened as HDF5 ({one_line(exc)})",
-                                  self.path) from None
+                raise FormatError(
+                    f"{where}cannot be opened as HDF5 ({one_line(exc)})", self.path
+                ) from None
             stack.append(handle)
             try:
                 yield handle
@@ -176,14 +178,16 @@ def zip_member_source(path: Path, member: str) -> Source:
                 header = raw.read(30)
                 file_size = os.fstat(raw.fileno()).st_size
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise FormatError(f"cannot read member {member} of the archive ({one_line(exc)})",
-                          path) from None
+        raise FormatError(
+            f"cannot read member {member} of the archive ({one_line(exc)})", path
+        ) from None
     if len(header) != 30 or header[:4] != b"PK\x03\x04":
         raise FormatError(f"member {member}: bad local zip header", path)
     name_len = int.from_bytes(header[26:28], "little")
     extra_len = int.from_bytes(header[28:30], "little")
     start = info.header_offset + 30 + name_len + extra_len
     if start + info.file_size > file_size:
-        raise FormatError(f"member {member} runs past the end of the archive: the file is "
-                          "truncated", path)
+        raise FormatError(
+            f"member {member} runs past the end of the archive: the file is truncated", path
+        )
     return Source(os.fspath(path), member, start, info.file_size)

@@ -33,6 +33,7 @@ _BOMB_RATIO = 1000
 
 # -- walking ----------------------------------------------------------------------------
 
+
 def child(group: h5py.Group, name: str, where: Source) -> h5py.Group | h5py.Dataset | None:
     """`group[name]` through hard links only (`name` may hold `/`); None if absent."""
     item: Any = group
@@ -46,8 +47,11 @@ def child(group: h5py.Group, name: str, where: Source) -> h5py.Group | h5py.Data
         if link is None:
             return None
         if not isinstance(link, h5py.HardLink):
-            raise UnsafeInputError(f"{item.name}/{part} is a {type(link).__name__}; "
-                                   "links to other places or files are refused", where.label)
+            raise UnsafeInputError(
+                f"{item.name}/{part} is a {type(link).__name__}; "
+                "links to other places or files are refused",
+                where.label,
+            )
         item = item[part]
     return item
 
@@ -71,8 +75,9 @@ def read_text(obj: h5py.HLObject, name: str, where: Source) -> str | None:
     try:
         value = obj.attrs[name]
     except Exception as exc:
-        raise FormatError(f"attribute {name!r} of {obj.name} cannot be read "
-                          f"({one_line(exc)})", where.label) from None
+        raise FormatError(
+            f"attribute {name!r} of {obj.name} cannot be read ({one_line(exc)})", where.label
+        ) from None
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     if isinstance(value, bytes):
@@ -95,8 +100,9 @@ def read_names(obj: h5py.HLObject, name: str, where: Source) -> list[str]:
         try:
             value = np.asarray(obj.attrs[part])
         except Exception as exc:
-            raise FormatError(f"attribute {part!r} of {obj.name} cannot be read "
-                              f"({one_line(exc)})", where.label) from None
+            raise FormatError(
+                f"attribute {part!r} of {obj.name} cannot be read ({one_line(exc)})", where.label
+            ) from None
         if value.size == 0:
             continue
         for item in value.reshape(-1):
@@ -105,12 +111,16 @@ def read_names(obj: h5py.HLObject, name: str, where: Source) -> list[str]:
             elif isinstance(item, str):
                 names.append(item)
             else:
-                raise FormatError(f"attribute {part!r} of {obj.name} holds {type(item).__name__}"
-                                  " values, not names", where.label)
+                raise FormatError(
+                    f"attribute {part!r} of {obj.name} holds {type(item).__name__}"
+                    " values, not names",
+                    where.label,
+                )
     return names
 
 
 # -- datasets as lazy tensors -------------------------------------------------------------
+
 
 def dataset_dtype(ds: h5py.Dataset, where: Source) -> np.dtype:
     """The numpy dtype a dataset holds: numbers, bool, or Keras' tagged bfloat16."""
@@ -125,15 +135,17 @@ def dataset_dtype(ds: h5py.Dataset, where: Source) -> np.dtype:
             return from_name("bfloat16")
     if dt.kind in "biufc" and dt.fields is None and dt.subdtype is None:
         return dt.newbyteorder("<") if dt.itemsize > 1 else dt
-    raise FormatError(f"dataset {ds.name} holds {dt} values, which are not numeric weights",
-                      where.label)
+    raise FormatError(
+        f"dataset {ds.name} holds {dt} values, which are not numeric weights", where.label
+    )
 
 
 def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Tensor:
     """A lazy Tensor for `ds`; checks what can be checked without reading the data."""
     if ds.external:
-        raise UnsafeInputError(f"dataset {ds.name} keeps its data in external files; refused",
-                               where.label)
+        raise UnsafeInputError(
+            f"dataset {ds.name} keeps its data in external files; refused", where.label
+        )
     if ds.is_virtual:
         raise UnsafeInputError(f"dataset {ds.name} is a virtual dataset; refused", where.label)
     if ds.shape is None:
@@ -144,9 +156,11 @@ def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Ten
     key = ds.name.lstrip("/")
     if nbytes > _BOMB_FLOOR and nbytes > _BOMB_RATIO * ds.id.get_storage_size():
         # (checked when listing too: a 4 TiB tensor from a 15 KB file is no checkpoint)
-        raise UnsafeInputError(f"dataset {key} declares {nbytes} bytes but stores "
-                               f"{ds.id.get_storage_size()}; refusing to inflate it",
-                               where.label)
+        raise UnsafeInputError(
+            f"dataset {key} declares {nbytes} bytes but stores "
+            f"{ds.id.get_storage_size()}; refusing to inflate it",
+            where.label,
+        )
     offset = None
     try:
         if ds.chunks is None and where.base is not None and nbytes > 0:
@@ -159,20 +173,33 @@ def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Ten
     if offset is not None:
         limit = where.size if where.member else os.path.getsize(where.path)
         if limit is not None and offset + nbytes > limit:
-            raise FormatError(f"dataset {key} lies past the end of the file: the file is "
-                              "truncated", where.label)
+            raise FormatError(
+                f"dataset {key} lies past the end of the file: the file is truncated", where.label
+            )
         stored_dtype = dtype if is_bfloat16(dtype) else ds.dtype
-        return Tensor(dtype, shape, _positioned(where, key, where.base + offset, nbytes,
-                                                stored_dtype, dtype, shape), meta)
+        return Tensor(
+            dtype,
+            shape,
+            _positioned(where, key, where.base + offset, nbytes, stored_dtype, dtype, shape),
+            meta,
+        )
     return Tensor(dtype, shape, _through_h5py(where, key, dtype, shape), meta)
 
 
-def _positioned(where: Source, key: str, offset: int, nbytes: int, stored: np.dtype,
-                dtype: np.dtype, shape: tuple[int, ...]):
+def _positioned(
+    where: Source,
+    key: str,
+    offset: int,
+    nbytes: int,
+    stored: np.dtype,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+):
     def load() -> np.ndarray:
         buf = read_region(where.path, offset, nbytes, f"dataset {key}")
         array = array_from_bytes(buf, stored, shape, f"{where.label}: dataset {key}")
         return array.astype(dtype, copy=False) if array.dtype != dtype else array
+
     return load
 
 
@@ -185,15 +212,20 @@ def _through_h5py(where: Source, key: str, dtype: np.dtype, shape: tuple[int, ..
             declared = math.prod(shape) * dtype.itemsize
             stored = ds.id.get_storage_size()
             if declared > _BOMB_FLOOR and declared > _BOMB_RATIO * stored:
-                raise UnsafeInputError(f"dataset {key} declares {declared} bytes but stores "
-                                       f"{stored}; refusing to inflate it", where.label)
+                raise UnsafeInputError(
+                    f"dataset {key} declares {declared} bytes but stores "
+                    f"{stored}; refusing to inflate it",
+                    where.label,
+                )
             try:
                 array = ds[()]
             except Exception as exc:
-                raise FormatError(f"dataset {key} cannot be read ({one_line(exc)})",
-                                  where.label) from None
+                raise FormatError(
+                    f"dataset {key} cannot be read ({one_line(exc)})", where.label
+                ) from None
         array = np.asarray(array)
         if is_bfloat16(dtype):
             array = array.view(dtype)
         return np.ascontiguousarray(array.astype(dtype, copy=False)).reshape(shape)
+
     return load

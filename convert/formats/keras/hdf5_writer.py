@@ -27,8 +27,10 @@ def write_names(obj: h5py.HLObject, name: str, names: list[str]) -> None:
     """Store a list of names the way Keras does, split into chunks when too long."""
     data = [n.encode("utf8") for n in names]
     if any(len(x) > HDF5_OBJECT_HEADER_LIMIT for x in data):
-        raise UnsupportedError(f"a name in {name!r} is longer than {HDF5_OBJECT_HEADER_LIMIT} "
-                               "bytes; HDF5 attributes cannot hold it")
+        raise UnsupportedError(
+            f"a name in {name!r} is longer than {HDF5_OBJECT_HEADER_LIMIT} "
+            "bytes; HDF5 attributes cannot hold it"
+        )
     array = np.asarray(data)
     chunks = 1
     split = np.array_split(array, chunks)
@@ -50,8 +52,9 @@ def check_writable(tensor: Tensor, what: str, allow_bfloat16: bool = True) -> No
     if is_bfloat16(dtype) and allow_bfloat16:
         return
     if dtype.kind not in "biufc":
-        raise UnsupportedError(f"{what} is {dtype_name(dtype)}, which Keras weight files cannot "
-                               "store")
+        raise UnsupportedError(
+            f"{what} is {dtype_name(dtype)}, which Keras weight files cannot store"
+        )
 
 
 def create(path: Path) -> h5py.File:
@@ -66,14 +69,16 @@ def create(path: Path) -> h5py.File:
     return h5py.File(path, "w")
 
 
-def write_dataset(group: h5py.Group, name: str, array: np.ndarray,
-                  tag_bfloat16: bool = True) -> h5py.Dataset:
+def write_dataset(
+    group: h5py.Group, name: str, array: np.ndarray, tag_bfloat16: bool = True
+) -> h5py.Dataset:
     """One dataset, contiguous and unfiltered like Keras writes; bfloat16 tagged like Keras 3."""
     try:
         ds = group.create_dataset(name, data=array)
     except (ValueError, TypeError, KeyError) as exc:
-        raise UnsupportedError(f"cannot create dataset {group.name.rstrip('/')}/{name} "
-                               f"({one_line(exc)})") from None
+        raise UnsupportedError(
+            f"cannot create dataset {group.name.rstrip('/')}/{name} ({one_line(exc)})"
+        ) from None
     if is_bfloat16(array.dtype) and tag_bfloat16:
         ds.attrs["dtype"] = "bfloat16"
     return ds
@@ -84,4 +89,3 @@ def check_component(name: str, what: str) -> None:
     for part in name.split("/"):
         if part in ("", "."):
             raise UnsupportedError(f"{what} {name!r} cannot be an HDF5 path (empty or '.' part)")
-

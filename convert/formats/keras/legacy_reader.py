@@ -68,9 +68,11 @@ def weights_group(f: h5py.File, where: Source) -> tuple[h5py.Group, bool]:
     group = child(f, "model_weights", where)
     if isinstance(group, h5py.Group) and has_attr(group, "layer_names"):
         return group, True
-    raise FormatError("is an HDF5 file but not a Keras weight file: no `layer_names` attribute "
-                      "at the root or in a `model_weights` group, and no Keras 3 `vars` groups",
-                      where.label)
+    raise FormatError(
+        "is an HDF5 file but not a Keras weight file: no `layer_names` attribute "
+        "at the root or in a `model_weights` group, and no Keras 3 `vars` groups",
+        where.label,
+    )
 
 
 def read(path: Path) -> Graph:
@@ -104,7 +106,7 @@ def weight_path(layer: str, weight_name: str) -> tuple[str, ...]:
     built with a layer `conv1`), and loads by position, so that scope is the layer's own."""
     parts = layout.strip_suffix(weight_name).split("/")
     if layer in parts[:-1]:
-        parts = parts[parts.index(layer) + 1:]
+        parts = parts[parts.index(layer) + 1 :]
     elif len(parts) > 1 and re.fullmatch(re.escape(layer) + r"_\d+", parts[0]):
         parts = parts[1:]
     return tuple(parts)
@@ -129,8 +131,9 @@ def _place(node: Node, edges: tuple[str, ...], fallback: str, tensor: Tensor) ->
     node.edges[fallback] = tensor
 
 
-def _read_layers(graph: Graph, group: h5py.Group,
-                 where: Source) -> list[tuple[str, list[tuple[str, Tensor]]]]:
+def _read_layers(
+    graph: Graph, group: h5py.Group, where: Source
+) -> list[tuple[str, list[tuple[str, Tensor]]]]:
     prefix = group.name.strip("/")
     layer_names = read_names(group, "layer_names", where)
     graph.root.meta[KERAS_LAYER_NAMES] = list(layer_names)
@@ -142,15 +145,23 @@ def _read_layers(graph: Graph, group: h5py.Group,
     for position, name in enumerate(names):
         layer_group = child(group, name, where)
         if not isinstance(layer_group, h5py.Group):
-            raise FormatError(f"`layer_names` lists layer {name!r} but there is no group "
-                              f"{prefix + '/' if prefix else ''}{name}", where.label)
+            raise FormatError(
+                f"`layer_names` lists layer {name!r} but there is no group "
+                f"{prefix + '/' if prefix else ''}{name}",
+                where.label,
+            )
         if name in graph.root.edges:
             raise FormatError(f"`layer_names` lists layer {name!r} twice", where.label)
         weight_names = read_names(layer_group, "weight_names", where)
         top = name == TOP_LEVEL
         layer_index = None if top or not weight_names else index
-        node = Node({KERAS_LAYER: name, KERAS_LAYER_INDEX: layer_index,
-                     KERAS_LAYER_POSITION: None if top else position})
+        node = Node(
+            {
+                KERAS_LAYER: name,
+                KERAS_LAYER_INDEX: layer_index,
+                KERAS_LAYER_POSITION: None if top else position,
+            }
+        )
         if top and not weight_names:
             continue
         graph.root.edges[name] = node
@@ -158,13 +169,20 @@ def _read_layers(graph: Graph, group: h5py.Group,
         for j, weight_name in enumerate(weight_names):
             ds = child(layer_group, weight_name, where)
             if not isinstance(ds, h5py.Dataset):
-                raise FormatError(f"layer {name!r}: `weight_names` lists {weight_name!r} but "
-                                  f"{layer_group.name.lstrip('/')}/{weight_name} is not a "
-                                  "dataset", where.label)
-            meta = {SOURCE_KEY: ds.name.lstrip("/"), KERAS_LAYER: name,
-                    KERAS_LAYER_INDEX: layer_index, KERAS_WEIGHT_INDEX: j,
-                    KERAS_WEIGHT_NAME: weight_name,
-                    VARIABLE_NAME: layout.strip_suffix(weight_name)}
+                raise FormatError(
+                    f"layer {name!r}: `weight_names` lists {weight_name!r} but "
+                    f"{layer_group.name.lstrip('/')}/{weight_name} is not a "
+                    "dataset",
+                    where.label,
+                )
+            meta = {
+                SOURCE_KEY: ds.name.lstrip("/"),
+                KERAS_LAYER: name,
+                KERAS_LAYER_INDEX: layer_index,
+                KERAS_WEIGHT_INDEX: j,
+                KERAS_WEIGHT_NAME: weight_name,
+                VARIABLE_NAME: layout.strip_suffix(weight_name),
+            }
             tensor = dataset_tensor(ds, where, meta)
             _place(node, weight_path(name, weight_name), weight_name, tensor)
             weights.append((weight_name, tensor))
@@ -180,8 +198,12 @@ def _read_layers(graph: Graph, group: h5py.Group,
     return layers
 
 
-def _read_optimizer(graph: Graph, group: h5py.Group, where: Source,
-                    layers: list[tuple[str, list[tuple[str, Tensor]]]]) -> None:
+def _read_optimizer(
+    graph: Graph,
+    group: h5py.Group,
+    where: Source,
+    layers: list[tuple[str, list[tuple[str, Tensor]]]],
+) -> None:
     weight_names = read_names(group, "weight_names", where)
     if not weight_names:
         return
@@ -191,10 +213,18 @@ def _read_optimizer(graph: Graph, group: h5py.Group, where: Source,
     for j, weight_name in enumerate(weight_names):
         ds = child(group, weight_name, where)
         if not isinstance(ds, h5py.Dataset):
-            raise FormatError(f"optimizer: `weight_names` lists {weight_name!r} but "
-                              f"optimizer_weights/{weight_name} is not a dataset", where.label)
-        meta = {SOURCE_KEY: ds.name.lstrip("/"), KERAS_OPTIMIZER: True, KERAS_WEIGHT_INDEX: j,
-                KERAS_WEIGHT_NAME: weight_name, VARIABLE_NAME: layout.strip_suffix(weight_name)}
+            raise FormatError(
+                f"optimizer: `weight_names` lists {weight_name!r} but "
+                f"optimizer_weights/{weight_name} is not a dataset",
+                where.label,
+            )
+        meta = {
+            SOURCE_KEY: ds.name.lstrip("/"),
+            KERAS_OPTIMIZER: True,
+            KERAS_WEIGHT_INDEX: j,
+            KERAS_WEIGHT_NAME: weight_name,
+            VARIABLE_NAME: layout.strip_suffix(weight_name),
+        }
         tensor = dataset_tensor(ds, where, meta)
         slot = _slot_of(weight_name, variables)
         if slot is not None and slot[0].shape == tensor.shape:
@@ -231,11 +261,14 @@ def _slot_of(weight_name: str, variables: dict[str, Tensor]) -> tuple[Tensor, st
         best = None
         for name, tensor in variables.items():
             flat = name.replace("/", "_") + "_"
-            if (parts[1].startswith(flat) and len(parts[1]) > len(flat)
-                    and (best is None or len(flat) > len(best[0]))):
+            if (
+                parts[1].startswith(flat)
+                and len(parts[1]) > len(flat)
+                and (best is None or len(flat) > len(best[0]))
+            ):
                 best = (flat, tensor)
         if best is not None:
-            return best[1], parts[1][len(best[0]):]
+            return best[1], parts[1][len(best[0]) :]
     return None
 
 
@@ -243,7 +276,8 @@ def _annotate_keras3_keys(graph: Graph, layers: list[tuple[str, list[tuple[str, 
     config = keras_config.decode(graph.values.get(MODEL_CONFIG))
     if config is None:
         graph.root.meta[KERAS3_UNMAPPED] = (
-            "the file holds no model config (weights-only .h5: layer order, no Keras 3 paths)")
+            "the file holds no model config (weights-only .h5: layer order, no Keras 3 paths)"
+        )
         return
     try:
         keys = layout.legacy_to_keras3(config, [(n, w) for n, w in layers if n != TOP_LEVEL])

@@ -69,8 +69,9 @@ def placement(graph: Graph) -> _Plan:
     entries = graph.entries()
     optimizer = [e for e in entries if e.tensor.meta.get(KERAS_OPTIMIZER)]
     model = [e for e in entries if not e.tensor.meta.get(KERAS_OPTIMIZER) and e.slot is None]
-    if model and all(KERAS_LAYER in e.tensor.meta and KERAS_WEIGHT_NAME in e.tensor.meta
-                     for e in model):
+    if model and all(
+        KERAS_LAYER in e.tensor.meta and KERAS_WEIGHT_NAME in e.tensor.meta for e in model
+    ):
         _plan_from_meta(graph, model, result)
     elif tfgraph.is_object_graph(graph):
         _plan_from_objects(graph, entries, result)
@@ -79,34 +80,45 @@ def placement(graph: Graph) -> _Plan:
         raise UnsupportedError(_order_unknown(graph, model), graph.source)
     slots = [e for e in entries if e.slot is not None and not e.tensor.meta.get(KERAS_OPTIMIZER)]
     if slots:
-        result.notes.append(f"{len(slots)} optimizer slot(s) from another format were not "
-                            "written: Keras 2 files keep only a Keras optimizer's own weights")
+        result.notes.append(
+            f"{len(slots)} optimizer slot(s) from another format were not "
+            "written: Keras 2 files keep only a Keras optimizer's own weights"
+        )
     full = isinstance(graph.values.get(MODEL_CONFIG), str)
     if optimizer and full and _is_legacy_optimizer(optimizer):
         optimizer.sort(key=lambda e: e.tensor.meta.get(KERAS_WEIGHT_INDEX, 1 << 62))
         result.optimizer = [(e.tensor.meta[KERAS_WEIGHT_NAME], e.tensor) for e in optimizer]
     elif optimizer:
-        result.notes.append(f"{len(optimizer)} optimizer weight(s) were not written: only a "
-                            "full-model .h5 read from a Keras 2 file carries them over")
+        result.notes.append(
+            f"{len(optimizer)} optimizer weight(s) were not written: only a "
+            "full-model .h5 read from a Keras 2 file carries them over"
+        )
     return result
 
 
 def _order_unknown(graph: Graph, model: list) -> str:
     """Why the source cannot give a .h5's order, and what would."""
-    give = ("; convert from what records it: a full-model .h5, a .keras archive, or the "
-            "tf_keras model's own TF checkpoint (save_weights, tf.train.Checkpoint); or give "
-            "the model's own .h5 as --like SKELETON.h5 to map layers into it")
+    give = (
+        "; convert from what records it: a full-model .h5, a .keras archive, or the "
+        "tf_keras model's own TF checkpoint (save_weights, tf.train.Checkpoint); or give "
+        "the model's own .h5 as --like SKELETON.h5 to map layers into it"
+    )
     if model and all(_keras3_shaped(e.path) for e in model):
         reason = graph.root.meta.get(KERAS_LEGACY_UNMAPPED)
-        return ("these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
-                "model's layer order and weight lists that a Keras 2 .h5 needs"
-                + (f" ({reason})" if reason else "") + "; convert from a .keras archive")
+        return (
+            "these are Keras 3 weights (object paths like layers/dense/vars/0) without the "
+            "model's layer order and weight lists that a Keras 2 .h5 needs"
+            + (f" ({reason})" if reason else "")
+            + "; convert from a .keras archive"
+        )
     if graph.format == "tf":
         what = "a name-based TensorFlow checkpoint (TF1 variable names)"
     else:
         what = f"a {graph.format} file" if graph.format else "this graph"
-    return (f"a Keras 2 .h5 is loaded by position (layer order, then each layer's weight "
-            f"order), and {what} does not record that order" + give)
+    return (
+        f"a Keras 2 .h5 is loaded by position (layer order, then each layer's weight "
+        f"order), and {what} does not record that order" + give
+    )
 
 
 def _plan_from_objects(graph: Graph, entries: list, result: _Plan) -> None:
@@ -121,7 +133,8 @@ def _plan_from_objects(graph: Graph, entries: list, result: _Plan) -> None:
             f"{sum(left.values())} value(s) outside the model's layers were not written "
             f"({where}): a weights .h5 holds layer weights only, and Keras keeps optimizer "
             "state only in a full-model .h5, which needs the model config that a checkpoint "
-            "does not hold")
+            "does not hold"
+        )
 
 
 def _keras3_shaped(path: tuple[str, ...]) -> bool:
@@ -129,8 +142,12 @@ def _keras3_shaped(path: tuple[str, ...]) -> bool:
 
 
 def _is_legacy_optimizer(entries: list) -> bool:
-    return all(KERAS_WEIGHT_NAME in e.tensor.meta and KERAS3_KEY not in e.tensor.meta
-               and not e.tensor.meta.get(KERAS3_OPTIMIZER) for e in entries)
+    return all(
+        KERAS_WEIGHT_NAME in e.tensor.meta
+        and KERAS3_KEY not in e.tensor.meta
+        and not e.tensor.meta.get(KERAS3_OPTIMIZER)
+        for e in entries
+    )
 
 
 def _plan_from_meta(graph: Graph, model: list, result: _Plan) -> None:
@@ -142,15 +159,17 @@ def _plan_from_meta(graph: Graph, model: list, result: _Plan) -> None:
             continue
         order.setdefault(layer, len(order))
         result.layers.setdefault(layer, []).append(
-            (entry.tensor.meta[KERAS_WEIGHT_NAME], entry.tensor))
+            (entry.tensor.meta[KERAS_WEIGHT_NAME], entry.tensor)
+        )
     for weights in [*result.layers.values(), result.top]:
         weights.sort(key=lambda w: w[1].meta.get(KERAS_WEIGHT_INDEX, 1 << 62))
     known = graph.root.meta.get(KERAS_LAYER_NAMES)
     if isinstance(known, list) and set(result.layers) <= set(known):
         result.layer_names = [str(n) for n in known]
     else:
-        by_index = sorted(order, key=lambda n: (
-            _first_meta(result.layers[n], KERAS_LAYER_INDEX), order[n]))
+        by_index = sorted(
+            order, key=lambda n: (_first_meta(result.layers[n], KERAS_LAYER_INDEX), order[n])
+        )
         result.layer_names = by_index
 
 
@@ -159,29 +178,44 @@ def _first_meta(weights: list[tuple[str, Tensor]], key: str) -> float:
     return value if isinstance(value, int) else float("inf")
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Callable[[int], None] | None = None, report: Any = None,
-          **options: Any) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Callable[[int], None] | None = None,
+    report: Any = None,
+    **options: Any,
+) -> None:
     result = placement(graph)
     full = isinstance(graph.values.get(MODEL_CONFIG), str)
     version = graph.values.get(KERAS_VERSION)
     if not isinstance(version, str) or not version or version == "1":
         if graph.format == "keras-h5" and version is None:
-            result.notes.append("the source had no keras_version (a Keras 1 file); "
-                                f"written as {DEFAULT_KERAS_VERSION}, so Keras will not "
-                                "convert Keras 1 kernels on loading")
+            result.notes.append(
+                "the source had no keras_version (a Keras 1 file); "
+                f"written as {DEFAULT_KERAS_VERSION}, so Keras will not "
+                "convert Keras 1 kernels on loading"
+            )
         version = DEFAULT_KERAS_VERSION
     backend = graph.values.get(BACKEND)
     backend = backend if isinstance(backend, str) and backend else "tensorflow"
     for name in [*result.layer_names, *result.layers]:
         check_component(name, "layer name")
         if "/" in name:
-            raise UnsupportedError(f"layer name {name!r} holds '/', which Keras 2 files cannot "
-                                   "use as a group name")
-    if any(is_bfloat16(t.dtype) for weights in [*result.layers.values(), result.top]
-           for _, t in weights):
-        result.notes.append("bfloat16 weights are stored as HDF5 opaque values, as Keras 3 "
-                            "does; Keras cannot load those from a .h5 (write a .weights.h5)")
+            raise UnsupportedError(
+                f"layer name {name!r} holds '/', which Keras 2 files cannot use as a group name"
+            )
+    if any(
+        is_bfloat16(t.dtype)
+        for weights in [*result.layers.values(), result.top]
+        for _, t in weights
+    ):
+        result.notes.append(
+            "bfloat16 weights are stored as HDF5 opaque values, as Keras 3 "
+            "does; Keras cannot load those from a .h5 (write a .weights.h5)"
+        )
     with OutputSet(overwrite, inputs) as out:
         tmp = out.path(path)
         with create(tmp) as f:
@@ -203,14 +237,17 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
         report.files.append(os.fspath(path))
         report.notes.extend(result.notes)
         kept = {KERAS_VERSION, BACKEND, *((MODEL_CONFIG, TRAINING_CONFIG) if full else ())}
-        note = dropped_values(non_tensor_values(graph, kept),
-                              "a Keras 2 .h5 holds weights and its model's config only")
+        note = dropped_values(
+            non_tensor_values(graph, kept),
+            "a Keras 2 .h5 holds weights and its model's config only",
+        )
         if note:
             report.notes.append(note)
 
 
-def _write_weights(group: h5py.Group, result: _Plan, version: str, backend: str,
-                   progress, report) -> None:
+def _write_weights(
+    group: h5py.Group, result: _Plan, version: str, backend: str, progress, report
+) -> None:
     names = list(result.layer_names)
     names += [n for n in result.layers if n not in names]
     write_names(group, "layer_names", names)
@@ -221,15 +258,15 @@ def _write_weights(group: h5py.Group, result: _Plan, version: str, backend: str,
     _write_subset(group.create_group(TOP_LEVEL), result.top, progress, report)
 
 
-def _write_subset(group: h5py.Group, weights: list[tuple[str, Tensor]], progress,
-                  report) -> None:
+def _write_subset(group: h5py.Group, weights: list[tuple[str, Tensor]], progress, report) -> None:
     seen: set[str] = set()
     for name, tensor in weights:
         check_component(name, "weight name")
         check_writable(tensor, f"weight {name!r}")
         if name in seen:
-            raise UnsupportedError(f"weight name {name!r} appears twice in layer "
-                                   f"{group.name.lstrip('/')}")
+            raise UnsupportedError(
+                f"weight name {name!r} appears twice in layer {group.name.lstrip('/')}"
+            )
         seen.add(name)
     write_names(group, "weight_names", [name for name, _ in weights])
     for name, tensor in weights:

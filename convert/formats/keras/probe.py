@@ -50,11 +50,17 @@ def probe(open_file: Callable[[], Any], key: tuple, label: str) -> None:
         os._exit(0)
     status = _wait(pid, PROBE_SECONDS)
     if status is None:
-        raise FormatError(f"libhdf5 did not finish walking its structures within "
-                          f"{PROBE_SECONDS:g} s (a loop in damaged metadata); refused", label)
+        raise FormatError(
+            f"libhdf5 did not finish walking its structures within "
+            f"{PROBE_SECONDS:g} s (a loop in damaged metadata); refused",
+            label,
+        )
     if os.WIFSIGNALED(status):
-        raise FormatError(f"libhdf5 crashed walking its structures (signal "
-                          f"{os.WTERMSIG(status)}): the file is damaged", label)
+        raise FormatError(
+            f"libhdf5 crashed walking its structures (signal "
+            f"{os.WTERMSIG(status)}): the file is damaged",
+            label,
+        )
     _probed.add(key)
 
 

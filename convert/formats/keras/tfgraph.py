@@ -74,14 +74,21 @@ def model_of(graph: Graph) -> KerasModel:
     ids = [id(n) for n in weighted]
     has_weights = set(ids)
     if [id(n) for n in listed if id(n) in has_weights] != ids:
-        raise UnsupportedError(f"the model at {where}: its layer-N and layer_with_weights-N "
-                               "edges disagree on the layer order", graph.source)
-    own = [e for e, t in node.edges.items()
-           if isinstance(t, Tensor) and not e.startswith(ATTRIBUTE)]
+        raise UnsupportedError(
+            f"the model at {where}: its layer-N and layer_with_weights-N "
+            "edges disagree on the layer order",
+            graph.source,
+        )
+    own = [
+        e for e, t in node.edges.items() if isinstance(t, Tensor) and not e.startswith(ATTRIBUTE)
+    ]
     if own:
-        raise UnsupportedError(f"the model at {where} holds variables of its own ({own[0]}), "
-                               "whose place in a .h5 (top_level_model_weights) the checkpoint "
-                               "does not tell", graph.source)
+        raise UnsupportedError(
+            f"the model at {where} holds variables of its own ({own[0]}), "
+            "whose place in a .h5 (top_level_model_weights) the checkpoint "
+            "does not tell",
+            graph.source,
+        )
     model = KerasModel(path)
     names: dict[int, str] = {}
     by_edge: dict[str, list[tuple[GraphPath, Tensor]]] = {}
@@ -91,12 +98,10 @@ def model_of(graph: Graph) -> KerasModel:
         names[id(layer)] = _layer_name(weights, edge)
         by_edge[edge] = weights
     _unique(names, weighted)
-    by_name = {names[id(n)]: by_edge[f"layer_with_weights-{i}"]
-               for i, n in enumerate(weighted)}
+    by_name = {names[id(n)]: by_edge[f"layer_with_weights-{i}"] for i, n in enumerate(weighted)}
     model.layer_names = [names.get(id(n), f"layer-{i}") for i, n in enumerate(listed)]
     if len(set(model.layer_names)) != len(model.layer_names):
-        raise UnsupportedError(f"the model at {where} has two layers of one name",
-                               graph.source)
+        raise UnsupportedError(f"the model at {where} has two layers of one name", graph.source)
     for name, weights in by_name.items():
         model.layers[name] = _named(name, weights)
     return model
@@ -112,15 +117,20 @@ def _the_model(graph: Graph) -> tuple[GraphPath, Node]:
             "the object graph holds no tf_keras Sequential or functional model (no object "
             "with layer_with_weights-N edges), so the layer order a Keras 2 .h5 needs is not "
             "known; convert the model's own save_weights checkpoint, a full-model .h5 or a "
-            ".keras archive", graph.source)
+            ".keras archive",
+            graph.source,
+        )
     inside = set()
     for key, (_, node) in found.items():
         inside |= _reachable(node) - {key}
     top = [found[k] for k in found if k not in inside] or list(found.values())
     if len(top) != 1:
         names = ", ".join("/".join(p) or "(root)" for p, _ in top)
-        raise UnsupportedError(f"the checkpoint holds {len(top)} Keras models ({names}) and a "
-                               f".h5 holds one; pick it with `{MIGRATE}`", graph.source)
+        raise UnsupportedError(
+            f"the checkpoint holds {len(top)} Keras models ({names}) and a "
+            f".h5 holds one; pick it with `{MIGRATE}`",
+            graph.source,
+        )
     return top[0]
 
 
@@ -142,8 +152,11 @@ def _numbered(node: Node, pattern: re.Pattern, where: str, source) -> list[Node]
         if match and type(item) is Node:
             numbered[int(match.group(1))] = item
     if sorted(numbered) != list(range(len(numbered))):
-        raise UnsupportedError(f"the model at {where}: its {pattern.pattern} edges are not "
-                               "numbered 0, 1, …; the layer order is not known", source)
+        raise UnsupportedError(
+            f"the model at {where}: its {pattern.pattern} edges are not "
+            "numbered 0, 1, …; the layer order is not known",
+            source,
+        )
     return [numbered[i] for i in range(len(numbered))]
 
 
@@ -155,8 +168,9 @@ def _listed(node: Node, *path: str) -> list[Tensor] | None:
         item = item.edges.get(name) if type(item) is Node else None
     if item is None:
         return []
-    if type(item) is not Node or not all(k.isdigit() and isinstance(t, Tensor)
-                                         for k, t in item.edges.items()):
+    if type(item) is not Node or not all(
+        k.isdigit() and isinstance(t, Tensor) for k, t in item.edges.items()
+    ):
         return None
     ordered = sorted(item.edges.items(), key=lambda kv: int(kv[0]))
     return cast("list[Tensor]", [t for _, t in ordered])  # (all Tensors: checked above)
@@ -171,11 +185,16 @@ def _saved_model_weights(layer: Node, where: str, source) -> list[tuple[GraphPat
     every = _listed(layer, "variables")
     trainable = _listed(layer, "trainable_variables")
     frozen = _listed(layer, "keras_api", "non_trainable_variables")
-    if every is None or trainable is None or frozen is None or \
-            sorted(map(id, every)) != sorted(map(id, trainable + frozen)):
+    if (
+        every is None
+        or trainable is None
+        or frozen is None
+        or sorted(map(id, every)) != sorted(map(id, trainable + frozen))
+    ):
         raise UnsupportedError(f"{where}: its SavedModel variable lists disagree", source)
     weights: list[tuple[GraphPath, Tensor]] = [
-        (("trainable_variables", str(i)), t) for i, t in enumerate(trainable)]
+        (("trainable_variables", str(i)), t) for i, t in enumerate(trainable)
+    ]
     return weights + [(("non_trainable_variables", str(i)), t) for i, t in enumerate(frozen)]
 
 
@@ -187,7 +206,9 @@ def _layer_weights(layer: Node, where: str, source) -> list[tuple[GraphPath, Ten
         raise UnsupportedError(
             f"{where} is a nested model: a .h5 lists its weights trainable ones first, which "
             "depends on flags a checkpoint does not record; convert a full-model .h5 or a "
-            ".keras archive, or the model's SavedModel", source)
+            ".keras archive, or the model's SavedModel",
+            source,
+        )
     owners: list[tuple[GraphPath, list[tuple[str, Tensor]]]] = []
     _gather(layer, (), owners, set())
     weights = []
@@ -198,28 +219,38 @@ def _layer_weights(layer: Node, where: str, source) -> list[tuple[GraphPath, Ten
             what = "/".join((where, *sub))
             raise UnsupportedError(
                 f"{what} holds variables {', '.join(names)}, "
-                + ("whose order in Keras no known layer kind tells" if expected is None else
-                   f"which Keras orders {', '.join(expected)}")
-                + "; convert a full-model .h5 or a .keras archive", source)
+                + (
+                    "whose order in Keras no known layer kind tells"
+                    if expected is None
+                    else f"which Keras orders {', '.join(expected)}"
+                )
+                + "; convert a full-model .h5 or a .keras archive",
+                source,
+            )
         weights += [(sub + (n,), t) for n, t in own]
     stats = [p for p, _ in weights if p[-1] in layout.STATISTICS]
     if stats and len(owners) > 1:
         raise UnsupportedError(
             f"{where} keeps non-trainable statistics ({'/'.join(stats[0])}) among several "
             "sub-objects; their place in a .h5 depends on trainable flags a checkpoint does "
-            "not record", source)
+            "not record",
+            source,
+        )
     if not weights:
-        raise UnsupportedError(f"{where} is numbered as a layer with weights but holds no "
-                               "variables", source)
+        raise UnsupportedError(
+            f"{where} is numbered as a layer with weights but holds no variables", source
+        )
     return weights
 
 
 def _gather(node: Node, sub: GraphPath, owners: list, seen: set[int]) -> None:
     """Each object below a layer that holds variables: its own first, then its children's,
     in edge (tracking) order, as tf_keras' `layer.weights` gathers them."""
-    own = [(name, item) for name, item in node.edges.items()
-           if isinstance(item, Tensor) and not name.startswith(ATTRIBUTE)
-           and id(item) not in seen]
+    own = [
+        (name, item)
+        for name, item in node.edges.items()
+        if isinstance(item, Tensor) and not name.startswith(ATTRIBUTE) and id(item) not in seen
+    ]
     seen.update(id(t) for _, t in own)
     if own:
         owners.append((sub, own))

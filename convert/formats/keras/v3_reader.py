@@ -107,8 +107,14 @@ def _index_order(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
-def _walk(group: h5py.Group, prefix: str, where: Source, nodes: dict[str, Node],
-          variables: dict[str, dict[str, Tensor]], shard: bool) -> None:
+def _walk(
+    group: h5py.Group,
+    prefix: str,
+    where: Source,
+    nodes: dict[str, Node],
+    variables: dict[str, dict[str, Tensor]],
+    shard: bool,
+) -> None:
     for name, item in members(group, where):
         path = f"{prefix}/{name}" if prefix else name
         parent = nodes[prefix]
@@ -156,8 +162,9 @@ def _read_sharded(path: Path) -> Graph:
         if not shard.is_file():
             raise FormatError(f"the index names shard {name}, which does not exist", path)
         sources.append(Source(os.fspath(shard)))
-    graph = Graph(format="keras", source=os.fspath(path),
-                  files=[os.fspath(path), *(s.path for s in sources)])
+    graph = Graph(
+        format="keras", source=os.fspath(path), files=[os.fspath(path), *(s.path for s in sources)]
+    )
     graph.values[TOTAL_SIZE] = index.get("metadata", {}).get("total_size")
     _read_sources(path, sources, graph)
     return graph
@@ -177,9 +184,11 @@ def _load_index(path: Path) -> dict:
         names = value if isinstance(value, list) else [value]
         for name in names:
             if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name) or name in (".", ".."):
-                raise UnsafeInputError(f"weight_map entry {key!r} names shard {name!r}; only "
-                                       "plain .h5 file names beside the index are accepted",
-                                       path)
+                raise UnsafeInputError(
+                    f"weight_map entry {key!r} names shard {name!r}; only "
+                    "plain .h5 file names beside the index are accepted",
+                    path,
+                )
     return index
 
 
@@ -189,9 +198,13 @@ def looks_like_index(path: Path) -> bool:
             return False
         index = json.loads(path.read_text(encoding="utf8"))
         weight_map = index["weight_map"]
-        return isinstance(weight_map, dict) and bool(weight_map) and all(
-            isinstance(k, str) and k.startswith("/") and k.endswith("vars")
-            for k in weight_map)
+        return (
+            isinstance(weight_map, dict)
+            and bool(weight_map)
+            and all(
+                isinstance(k, str) and k.startswith("/") and k.endswith("vars") for k in weight_map
+            )
+        )
     except Exception:
         return False
 
@@ -200,8 +213,11 @@ def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
     seen: set[str] = set()
     for info in archive.infolist():
         problem = unsafe_name(info.filename) or lying_sizes(
-            info.filename, info.compress_type == zipfile.ZIP_STORED, info.file_size,
-            info.compress_size)
+            info.filename,
+            info.compress_type == zipfile.ZIP_STORED,
+            info.file_size,
+            info.compress_size,
+        )
         if problem is None and info.filename in seen:
             problem = f"holds member {info.filename} twice"
         if problem:
@@ -221,15 +237,24 @@ def _read_archive(path: Path) -> Graph:
                     if info.file_size > _MAX_JSON:
                         raise FormatError(f"member {member} is too large", path)
                     texts[member] = archive.read(member).decode("utf8")
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, EOFError, zlib.error,
-            NotImplementedError) as exc:  # (a member cut short, bad deflate, odd method)
-        raise FormatError(f"is not a readable .keras archive ({exc}): the file is damaged or "
-                          "truncated", path) from None
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        UnicodeDecodeError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:  # (a member cut short, bad deflate, odd method)
+        raise FormatError(
+            f"is not a readable .keras archive ({exc}): the file is damaged or truncated", path
+        ) from None
     if WEIGHTS_MEMBER not in names:
         other = sorted(n for n in names if n.startswith("model.weights"))
-        raise UnsupportedError(f"the archive holds no {WEIGHTS_MEMBER}"
-                               + (f" (it has {other[0]}, which is not read)" if other else ""),
-                               path)
+        raise UnsupportedError(
+            f"the archive holds no {WEIGHTS_MEMBER}"
+            + (f" (it has {other[0]}, which is not read)" if other else ""),
+            path,
+        )
     graph = _read_sources(path, [zip_member_source(path, WEIGHTS_MEMBER)])
     if "config.json" in texts:
         graph.values[KERAS_CONFIG] = texts["config.json"]
@@ -254,8 +279,9 @@ def _objects(graph: Graph) -> tuple[dict[str, list[Tensor]], dict[str, str]]:
             owner = "/".join(path[:-1])
             if VARS_NAME in item.meta:
                 names[owner] = item.meta[VARS_NAME]
-            objects[owner] = [t for k, t in item.edges.items()
-                              if isinstance(t, Tensor) and k.isdigit()]
+            objects[owner] = [
+                t for k, t in item.edges.items() if isinstance(t, Tensor) and k.isdigit()
+            ]
     return objects, names
 
 
@@ -275,9 +301,14 @@ def _annotate_legacy(graph: Graph) -> None:
     index = 0
     for weights in layers:
         for j, weight in enumerate(weights):
-            weight.tensor.meta.update({
-                KERAS_LAYER: weight.layer, KERAS_LAYER_INDEX: index,
-                KERAS_WEIGHT_INDEX: j, KERAS_WEIGHT_NAME: weight.name})
+            weight.tensor.meta.update(
+                {
+                    KERAS_LAYER: weight.layer,
+                    KERAS_LAYER_INDEX: index,
+                    KERAS_WEIGHT_INDEX: j,
+                    KERAS_WEIGHT_NAME: weight.name,
+                }
+            )
         if weights:
             index += 1
 
@@ -326,4 +357,3 @@ def _holds_vars(root: h5py.Group) -> bool:
             return False
         level = below
     return False
-

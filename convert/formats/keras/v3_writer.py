@@ -68,14 +68,19 @@ def placement(graph: Graph) -> _Plan:
                 "the Keras 3 object paths of these weights (layers/<name>/vars/<i>) are not "
                 "known" + (f": {reason}" if reason else "") + "; a Keras 3 file needs the target "
                 "model's structure: convert from a full-model .h5 or a .keras archive",
-                graph.source)
+                graph.source,
+            )
         keys = [(e.tensor.meta[KERAS3_KEY], e.tensor) for e in model]
         if dropped:
-            result.notes.append(f"{dropped} optimizer weight(s) were not written: optimizer "
-                                "state is not carried between Keras 2 and Keras 3 layouts")
+            result.notes.append(
+                f"{dropped} optimizer weight(s) were not written: optimizer "
+                "state is not carried between Keras 2 and Keras 3 layouts"
+            )
     if slots:
-        result.notes.append(f"{len(slots)} optimizer slot(s) were not written: a Keras 3 file "
-                            "keeps only its own optimizer's variables")
+        result.notes.append(
+            f"{len(slots)} optimizer slot(s) were not written: a Keras 3 file "
+            "keeps only its own optimizer's variables"
+        )
     seen: set[str] = set()
     for key, tensor in keys:
         check_component(key, "Keras 3 key")
@@ -107,21 +112,32 @@ def _object_groups(variables: list[tuple[str, str, Tensor]]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Callable[[int], None] | None = None, report: Any = None,
-          max_shard_size: float | None = None, **options: Any) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Callable[[int], None] | None = None,
+    report: Any = None,
+    max_shard_size: float | None = None,
+    **options: Any,
+) -> None:
     name = path.name.lower()
     result = placement(graph)
     with OutputSet(overwrite, inputs) as out:
         if name.endswith(".json"):
             limit = KERAS_SHARD_SIZE if max_shard_size is None else max_shard_size
             if not isinstance(limit, int | float) or limit <= 0:
-                raise UnsupportedError(f"max_shard_size must be a positive number of bytes, "
-                                       f"not {max_shard_size!r}", path)
+                raise UnsupportedError(
+                    f"max_shard_size must be a positive number of bytes, not {max_shard_size!r}",
+                    path,
+                )
             written = _write_sharded(result, path, out, limit, progress, report)
         elif max_shard_size is not None:
-            raise UnsupportedError("max_shard_size needs a .weights.json destination (the "
-                                   "index of the shards)", path)
+            raise UnsupportedError(
+                "max_shard_size needs a .weights.json destination (the index of the shards)", path
+            )
         elif name.endswith(".keras"):
             written = _write_archive(graph, result, path, out, progress, report)
         else:
@@ -163,8 +179,9 @@ def _write_h5(tmp: Path, result: _Plan, progress, report) -> None:
             del array
 
 
-def _write_sharded(result: _Plan, path: Path, out: OutputSet, limit: float, progress,
-                   report) -> list[Path]:
+def _write_sharded(
+    result: _Plan, path: Path, out: OutputSet, limit: float, progress, report
+) -> list[Path]:
     """Shards the way Keras' ShardedH5IOStore cuts them: a new file once the running size
     passes `limit` bytes (Keras takes GiB: `max_shard_size=2` is 2 * 1024**3 here); a group
     cut in two continues, unnamed, in the next file; a tensor larger than the limit gets a
@@ -215,19 +232,23 @@ def _write_sharded(result: _Plan, path: Path, out: OutputSet, limit: float, prog
     finally:
         if handle is not None:
             handle.close()
-    index_text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                            indent=4)
+    index_text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=4)
     out.path(path).write_text(index_text, encoding="utf8")
     return [path, *shards]
 
 
-def _write_archive(graph: Graph, result: _Plan, path: Path, out: OutputSet, progress,
-                   report) -> list[Path]:
+def _write_archive(
+    graph: Graph, result: _Plan, path: Path, out: OutputSet, progress, report
+) -> list[Path]:
     config = graph.values.get(KERAS_CONFIG)
     if not isinstance(config, str):
-        raise UnsupportedError("a .keras archive needs the model's config.json, which only a "
-                               ".keras file carries (a source, or a skeleton given to "
-                               "{like}); write a .weights.h5 instead", path, {"like": "like="})
+        raise UnsupportedError(
+            "a .keras archive needs the model's config.json, which only a "
+            ".keras file carries (a source, or a skeleton given to "
+            "{like}); write a .weights.h5 instead",
+            path,
+            {"like": "like="},
+        )
     metadata = graph.values.get(KERAS_METADATA)
     if not isinstance(metadata, str):
         metadata = json.dumps({"keras_version": graph.values.get(KERAS_VERSION, "3")})

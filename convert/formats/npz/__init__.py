@@ -57,13 +57,14 @@ FORTRAN_ORDER = "fortran_order"  # True for a member stored in Fortran order
 
 # -- reading ----------------------------------------------------------------------------
 
+
 def sniff(path: Path) -> bool:
     """A zip whose first member is a `.npy` file."""
     try:
         with open(path, "rb") as f:
             head = f.read(_LOCAL_HEADER.size + 1024)
         fields = _LOCAL_HEADER.unpack_from(head)
-        name = head[_LOCAL_HEADER.size:_LOCAL_HEADER.size + fields[9]]
+        name = head[_LOCAL_HEADER.size : _LOCAL_HEADER.size + fields[9]]
         return fields[0] == _LOCAL_MAGIC and name.endswith(b".npy")
     except Exception:  # sniff never raises
         return False
@@ -78,8 +79,11 @@ def read(path: Path) -> Graph:
             names: set[str] = set()
             for info in archive.infolist():
                 problem = unsafe_name(info.filename) or lying_sizes(
-                    info.filename, info.compress_type == zipfile.ZIP_STORED, info.file_size,
-                    info.compress_size)
+                    info.filename,
+                    info.compress_type == zipfile.ZIP_STORED,
+                    info.file_size,
+                    info.compress_size,
+                )
                 if problem:  # (checked first: zipfile's is_dir() fails on an empty name)
                     raise FormatError(problem, path)
                 if info.is_dir():
@@ -96,12 +100,19 @@ def read(path: Path) -> Graph:
                     _add(graph, key, tensor, path)
     except zipfile.BadZipFile as exc:
         raise FormatError(f"is not a readable zip archive ({exc}); truncated?", path) from None
-    except (zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError,
-            UnicodeDecodeError) as exc:  # (a name flagged UTF-8 that is not)
+    except (
+        zipfile.LargeZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        UnicodeDecodeError,
+    ) as exc:  # (a name flagged UTF-8 that is not)
         raise FormatError(f"damaged zip archive: {exc}", path) from None
     if skipped:  # said, not kept: no writer has a place for them
-        graph.notes.append(f"left out {count(len(skipped), 'member')} with no numeric array: "
-                           f"{some(f'{k} ({why})' for k, why in skipped.items())}")
+        graph.notes.append(
+            f"left out {count(len(skipped), 'member')} with no numeric array: "
+            f"{some(f'{k} ({why})' for k, why in skipped.items())}"
+        )
     if not graph.root.edges:
         raise FormatError("holds no numeric .npy arrays", path)
     return graph
@@ -118,12 +129,14 @@ def _add(graph: Graph, key: str, tensor: Tensor, path: Path) -> None:
     try:
         graph.add(where, tensor)
     except ValueError:
-        raise FormatError(f"member {key!r} nests under another member that is an array",
-                          path) from None
+        raise FormatError(
+            f"member {key!r} nests under another member that is an array", path
+        ) from None
 
 
-def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str,
-                   skipped: dict[str, str]) -> Tensor | None:
+def _member_tensor(
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, skipped: dict[str, str]
+) -> Tensor | None:
     if info.flag_bits & 0x1:
         raise UnsupportedError(f"member {info.filename!r} is encrypted", path)
     try:
@@ -134,19 +147,22 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
                 raise
             shape, fortran, stored, header = _read_npy_header(archive, info)
     except ValueError as exc:
-        raise FormatError(f"member {info.filename!r} is not a valid .npy array: {exc}",
-                          path) from None
+        raise FormatError(
+            f"member {info.filename!r} is not a valid .npy array: {exc}", path
+        ) from None
     except zipfile.BadZipFile as exc:  # a small member is read whole, and its CRC checked
         error = ChecksumError if "CRC" in str(exc) else FormatError
         raise error(f"member {info.filename!r}: {exc}", path) from None
     except (NotImplementedError, OSError, EOFError, zlib.error) as exc:
         raise _damaged(info, exc, path) from None
     if stored.hasobject:
-        raise UnsafeInputError(f"member {info.filename!r} holds Python objects (a pickle); "
-                               "refusing to load it", path)
+        raise UnsafeInputError(
+            f"member {info.filename!r} holds Python objects (a pickle); refusing to load it", path
+        )
     if any(d < 0 for d in shape):  # (numpy's header parser lets them through)
-        raise FormatError(f"member {info.filename!r} declares a negative dimension "
-                          f"{list(shape)}", path)
+        raise FormatError(
+            f"member {info.filename!r} declares a negative dimension {list(shape)}", path
+        )
     dtype = _tensor_dtype(stored)
     if dtype is None:
         skipped[info.filename] = _not_numeric(stored)
@@ -154,8 +170,11 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     nbytes = math.prod(shape) * stored.itemsize
     extra = info.file_size - header - nbytes
     if extra < 0 or extra > _MAX_TRAILING:
-        raise FormatError(f"member {info.filename!r} declares {stored.str}{list(shape)} = "
-                          f"{nbytes} bytes but holds {info.file_size - header}", path)
+        raise FormatError(
+            f"member {info.filename!r} declares {stored.str}{list(shape)} = "
+            f"{nbytes} bytes but holds {info.file_size - header}",
+            path,
+        )
     meta: dict[str, Any] = {SOURCE_KEY: key}
     if stored.type is np.void:
         meta[NPZ_DESCR] = stored.str
@@ -165,8 +184,9 @@ def _member_tensor(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, 
     return Tensor(dtype, tuple(shape), member, meta)
 
 
-def _read_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo
-                     ) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+def _read_npy_header(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     with archive.open(info) as f:
         version = npy.read_magic(f)
         if version not in ((1, 0), (2, 0), (3, 0)):
@@ -195,8 +215,9 @@ def _import_named_extra(exc: ValueError) -> bool:
 def _damaged(info: zipfile.ZipInfo, exc: BaseException, path: Path) -> ConvertError:
     """zipfile's complaints about one member (an odd compression method, a bad offset)."""
     if isinstance(exc, NotImplementedError):
-        return UnsupportedError(f"member {info.filename!r}: {exc} (compression method "
-                                f"{info.compress_type})", path)
+        return UnsupportedError(
+            f"member {info.filename!r}: {exc} (compression method {info.compress_type})", path
+        )
     return FormatError(f"member {info.filename!r} is damaged: {exc}", path)
 
 
@@ -226,8 +247,16 @@ def _not_numeric(stored: np.dtype) -> str:
 class _Member:
     """Where one member's array lies; `load` reads it (and checks the zip CRC-32)."""
 
-    def __init__(self, path: Path, info: zipfile.ZipInfo, header: int, stored: np.dtype,
-                 shape: tuple[int, ...], fortran: bool, dtype: np.dtype):
+    def __init__(
+        self,
+        path: Path,
+        info: zipfile.ZipInfo,
+        header: int,
+        stored: np.dtype,
+        shape: tuple[int, ...],
+        fortran: bool,
+        dtype: np.dtype,
+    ):
         self.path, self.info, self.header = path, info, header
         self.stored, self.shape, self.fortran, self.dtype = stored, shape, fortran, dtype
         self._source: SourceFile | None = None  # (opened when first copied from)
@@ -237,8 +266,9 @@ class _Member:
 
     def load(self) -> np.ndarray:
         raw = self._member_bytes()
-        data = memoryview(raw)[self.header:self.header + math.prod(self.shape)
-                               * self.stored.itemsize]
+        data = memoryview(raw)[
+            self.header : self.header + math.prod(self.shape) * self.stored.itemsize
+        ]
         what = f"{self.info.filename}"
         if self.fortran:
             array = array_from_bytes(data, self.stored, self.shape[::-1], what).T
@@ -254,25 +284,42 @@ class _Member:
         """Where the array's bytes lie, for a stored member in C order and little-endian;
         its check is the member's CRC-32 (which covers the .npy header too)."""
         info, stored = self.info, self.stored
-        if info.compress_type != zipfile.ZIP_STORED or self.fortran or \
-                stored.byteorder == ">" or math.prod(self.shape) == 0:
+        if (
+            info.compress_type != zipfile.ZIP_STORED
+            or self.fortran
+            or stored.byteorder == ">"
+            or math.prod(self.shape) == 0
+        ):
             return None
         start = self._data_start()
         if self._source is None:
             self._source = SourceFile(self.path)
-        check = Check("crc32", start, info.file_size, info.CRC,
-                      "member {!r}: CRC-32 does not match its bytes", info.filename,
-                      str(self.path))
-        return Stored(self._source, start + self.header, math.prod(self.shape)
-                      * stored.itemsize, self.dtype, self.shape, check)
+        check = Check(
+            "crc32",
+            start,
+            info.file_size,
+            info.CRC,
+            "member {!r}: CRC-32 does not match its bytes",
+            info.filename,
+            str(self.path),
+        )
+        return Stored(
+            self._source,
+            start + self.header,
+            math.prod(self.shape) * stored.itemsize,
+            self.dtype,
+            self.shape,
+            check,
+        )
 
     def _member_bytes(self) -> bytearray | memoryview:
         info = self.info
         if info.compress_type == zipfile.ZIP_STORED:
             raw = read_region(self.path, self._data_start(), info.file_size, info.filename)
             if crc32(raw) != info.CRC:
-                raise ChecksumError(f"member {info.filename!r}: CRC-32 does not match its "
-                                    "bytes", self.path)
+                raise ChecksumError(
+                    f"member {info.filename!r}: CRC-32 does not match its bytes", self.path
+                )
             return raw
         raw = bytearray(info.file_size)
         view, done = memoryview(raw), 0
@@ -282,11 +329,14 @@ class _Member:
                     chunk = f.read(min(_READ_CHUNK, len(raw) - done))
                     if not chunk:
                         break
-                    view[done:done + len(chunk)] = chunk
+                    view[done : done + len(chunk)] = chunk
                     done += len(chunk)
                 if done < len(raw) or f.read(1):  # reading to the end checks the CRC
-                    raise FormatError(f"member {info.filename!r} does not hold its declared "
-                                      f"{info.file_size} bytes", self.path)
+                    raise FormatError(
+                        f"member {info.filename!r} does not hold its declared "
+                        f"{info.file_size} bytes",
+                        self.path,
+                    )
         except zipfile.BadZipFile as exc:
             raise ChecksumError(f"member {info.filename!r}: {exc}", self.path) from None
         except (NotImplementedError, OSError, EOFError, zlib.error) as exc:
@@ -295,12 +345,19 @@ class _Member:
 
     def _data_start(self) -> int:
         """The local header's name and extra lengths may differ from the central ones."""
-        head = read_region(self.path, self.info.header_offset, _LOCAL_HEADER.size,
-                           f"{self.info.filename} zip header")
+        head = read_region(
+            self.path,
+            self.info.header_offset,
+            _LOCAL_HEADER.size,
+            f"{self.info.filename} zip header",
+        )
         fields = _LOCAL_HEADER.unpack(head)
         if fields[0] != _LOCAL_MAGIC:
-            raise FormatError(f"member {self.info.filename!r} has no zip local header at byte "
-                              f"{self.info.header_offset}", self.path)
+            raise FormatError(
+                f"member {self.info.filename!r} has no zip local header at byte "
+                f"{self.info.header_offset}",
+                self.path,
+            )
         return self.info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
 
 

@@ -47,8 +47,13 @@ class StoredZipWriter:
         self.out = out
         self.members: list[zipfile.ZipInfo] = []
 
-    def add(self, info: zipfile.ZipInfo, head: bytes,
-            data: memoryview | np.ndarray | None = None, stored: Stored | None = None) -> None:
+    def add(
+        self,
+        info: zipfile.ZipInfo,
+        head: bytes,
+        data: memoryview | np.ndarray | None = None,
+        stored: Stored | None = None,
+    ) -> None:
         """A member of `head` (its .npy header) and then `data`, or `stored`'s bytes
         copied file to file."""
         out = self.out
@@ -61,8 +66,7 @@ class StoredZipWriter:
         value = crc32(head)
         if stored is not None:
             size = stored.nbytes
-            value = crc32_join(value, out.copy(stored, "crc32", f"member {info.filename}"),
-                               size)
+            value = crc32_join(value, out.copy(stored, "crc32", f"member {info.filename}"), size)
         else:
             assert data is not None
             value = crc32(data, value)
@@ -100,28 +104,53 @@ def _central_record(info: zipfile.ZipInfo) -> bytes:
     dt = info.date_time
     date = (dt[0] - 1980) << 9 | dt[1] << 5 | dt[2]
     time = dt[3] << 11 | dt[4] << 5 | (dt[5] // 2)
-    return struct.pack(
-        structCentralDir, stringCentralDir,
-        max(min_version, info.create_version), info.create_system,
-        max(min_version, info.extract_version), info.reserved, flags, info.compress_type,
-        time, date, info.CRC, compress_size, file_size, len(name), len(extra),
-        len(info.comment), 0, info.internal_attr, info.external_attr, offset,
-    ) + name + extra + info.comment
+    return (
+        struct.pack(
+            structCentralDir,
+            stringCentralDir,
+            max(min_version, info.create_version),
+            info.create_system,
+            max(min_version, info.extract_version),
+            info.reserved,
+            flags,
+            info.compress_type,
+            time,
+            date,
+            info.CRC,
+            compress_size,
+            file_size,
+            len(name),
+            len(extra),
+            len(info.comment),
+            0,
+            info.internal_attr,
+            info.external_attr,
+            offset,
+        )
+        + name
+        + extra
+        + info.comment
+    )
 
 
 def _end_records(count: int, start: int, size: int) -> bytes:
     """The end of central directory record, after zip64's two where a value needs them."""
     records = b""
-    if (count > zipfile.ZIP_FILECOUNT_LIMIT or start > zipfile.ZIP64_LIMIT
-            or size > zipfile.ZIP64_LIMIT):
-        records = struct.pack(structEndArchive64, stringEndArchive64, 44,
-                              45, 45, 0, 0, count, count, size, start)
-        records += struct.pack(structEndArchive64Locator,
-                               stringEndArchive64Locator, 0, start + size, 1)
-        count, size, start = min(count, 0xFFFF), min(size, 0xFFFFFFFF), min(start,
-                                                                            0xFFFFFFFF)
-    return records + struct.pack(structEndArchive, stringEndArchive, 0, 0,
-                                 count, count, size, start, 0)
+    if (
+        count > zipfile.ZIP_FILECOUNT_LIMIT
+        or start > zipfile.ZIP64_LIMIT
+        or size > zipfile.ZIP64_LIMIT
+    ):
+        records = struct.pack(
+            structEndArchive64, stringEndArchive64, 44, 45, 45, 0, 0, count, count, size, start
+        )
+        records += struct.pack(
+            structEndArchive64Locator, stringEndArchive64Locator, 0, start + size, 1
+        )
+        count, size, start = min(count, 0xFFFF), min(size, 0xFFFFFFFF), min(start, 0xFFFFFFFF)
+    return records + struct.pack(
+        structEndArchive, stringEndArchive, 0, 0, count, count, size, start, 0
+    )
 
 
 def _encoded_name(info: zipfile.ZipInfo) -> tuple[bytes, int]:

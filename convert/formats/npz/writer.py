@@ -51,9 +51,17 @@ def _header_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return f.getvalue()
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Callable[[int], None] | None = None, report: Any = None,
-          compress: bool = False, **options: Any) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Callable[[int], None] | None = None,
+    report: Any = None,
+    compress: bool = False,
+    **options: Any,
+) -> None:
     """Write each tensor once, as `<path joined with />.npy`, one member at a time.
 
     `compress=True` deflates the members (like np.savez_compressed)."""
@@ -66,13 +74,15 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
         aliases += len(entry.paths) - 1
         key = "/".join(entry.path)
         if key in names:
-            raise UnsupportedError(f"paths {names[key]} and {entry.path} would both be "
-                                   f"stored as {key!r}", path)
+            raise UnsupportedError(
+                f"paths {names[key]} and {entry.path} would both be stored as {key!r}", path
+            )
         names[key] = entry.path
     numeric = [entry for entry in entries if entry.tensor.dtype != STRING]
     strings = ["/".join(entry.path) for entry in entries if entry.tensor.dtype == STRING]
-    ml_named = {entry.tensor.dtype.name for entry in numeric
-                if not _is_numpy_native(entry.tensor.dtype)}
+    ml_named = {
+        entry.tensor.dtype.name for entry in numeric if not _is_numpy_native(entry.tensor.dtype)
+    }
     if not numeric:
         raise ConvertError("has no numeric tensors to write to an npz file", graph.source)
     with OutputSet(overwrite, inputs) as outputs:
@@ -103,15 +113,19 @@ def _write_stored(entries: list, tmp: Path, progress: Callable[[int], None] | No
         out.reserve(sum(entry.tensor.nbytes for entry in entries))
         archive = StoredZipWriter(out)
         for entry, (tensor, stored, array) in zip(
-                entries, contents(entry.tensor for entry in entries), strict=True):
+            entries, contents(entry.tensor for entry in entries), strict=True
+        ):
             info = _member(entry)
             if stored is not None and tensor.dtype.byteorder != ">":
                 archive.add(info, _header_bytes(tensor.dtype, tensor.shape), stored=stored)
             else:  # (stored bytes are little-endian: only a tensor without them gets here)
                 assert array is not None  # (`contents`: no stored bytes, so the value)
                 array = _little_endian(array)
-                archive.add(info, _header_bytes(array.dtype, array.shape),
-                            data=array.reshape(-1).view(np.uint8))
+                archive.add(
+                    info,
+                    _header_bytes(array.dtype, array.shape),
+                    data=array.reshape(-1).view(np.uint8),
+                )
             written += tensor.nbytes
             if progress is not None:
                 progress(tensor.nbytes)
@@ -120,8 +134,9 @@ def _write_stored(entries: list, tmp: Path, progress: Callable[[int], None] | No
     return written
 
 
-def _write_through_zipfile(entries: list, tmp: Path, compress: bool,
-                           progress: Callable[[int], None] | None) -> int:
+def _write_through_zipfile(
+    entries: list, tmp: Path, compress: bool, progress: Callable[[int], None] | None
+) -> int:
     """Deflated members (or stored ones where CRC-32s cannot be joined): through
     zipfile, from the arrays."""
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
@@ -152,14 +167,20 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
 def _notes(graph: Graph, strings: list[str], aliases: int, ml_named: set[str]) -> list[str]:
     notes = []
     if aliases:
-        notes.append(f"{count(aliases, 'extra path')} to shared tensors (aliases, tied "
-                     "weights) folded: each tensor is stored once, under its first path")
+        notes.append(
+            f"{count(aliases, 'extra path')} to shared tensors (aliases, tied "
+            "weights) folded: each tensor is stored once, under its first path"
+        )
     if strings:
-        notes.append(f"dropped {count(len(strings), 'string tensor')} (npz without pickles "
-                     f"holds numbers): {some(strings)}")
+        notes.append(
+            f"dropped {count(len(strings), 'string tensor')} (npz without pickles "
+            f"holds numbers): {some(strings)}"
+        )
     if ml_named:
-        notes.append(f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
-                     "np.load reads it once ml_dtypes is imported (as JAX does)")
+        notes.append(
+            f"{', '.join(sorted(ml_named))} stored with the dtype name as .npy descr: "
+            "np.load reads it once ml_dtypes is imported (as JAX does)"
+        )
     note = dropped_values(non_tensor_values(graph), "npz holds arrays only")
     if note:
         notes.append(note)

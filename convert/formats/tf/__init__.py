@@ -16,7 +16,8 @@ from convert.core.graph import Graph, Node
 from convert.core.meta import TF_LAYOUT
 from convert.core.notes import dropped_values, non_tensor_values
 from convert.formats.tf import objects, state
-from convert.formats.tf.bundle import BundleReader, BundleWriter, data_path, strip_suffix
+from convert.formats.tf.bundle import BundleReader, data_path, strip_suffix
+from convert.formats.tf.bundle_writer import BundleWriter
 from convert.frameworks.tf1_names import name_based_keys
 from convert.io import stream
 from convert.io.outputs import OutputSet
@@ -37,8 +38,9 @@ def resolve(path: str | os.PathLike) -> str:
     prefix = strip_suffix(text)
     if prefix is not None and p.is_file():
         if not text.endswith(".index") and not Path(prefix + ".index").is_file():
-            raise FormatError(f"is a data shard whose checkpoint index {prefix}.index is "
-                              "missing", p)
+            raise FormatError(
+                f"is a data shard whose checkpoint index {prefix}.index is missing", p
+            )
         return prefix
     if Path(text + ".index").is_file():
         return text
@@ -47,10 +49,11 @@ def resolve(path: str | os.PathLike) -> str:
     if text.endswith(".meta") and p.is_file():
         raise UnsupportedError(
             "is a TF1 MetaGraph: the graph, without the weights; they are in the "
-            f"checkpoint's .index and .data files beside it: name its prefix {text[:-5]!r}", p)
+            f"checkpoint's .index and .data files beside it: name its prefix {text[:-5]!r}",
+            p,
+        )
     if p.is_file():
-        raise NotACheckpoint("is a file, but not a TensorFlow checkpoint's .index or .data "
-                             "file", p)
+        raise NotACheckpoint("is a file, but not a TensorFlow checkpoint's .index or .data file", p)
     raise NotACheckpoint("no such checkpoint: neither this path nor its .index exists", p)
 
 
@@ -66,8 +69,11 @@ def _prefix_in_directory(directory: Path) -> str:
     if len(indexes) == 1:
         return str(indexes[0])[: -len(".index")]
     found = f"{len(indexes)} .index files" if indexes else "no .index file"
-    raise FormatError(f"is a directory with {found} and no `checkpoint` state file; name the "
-                      "checkpoint prefix (e.g. dir/ckpt-3)", directory)
+    raise FormatError(
+        f"is a directory with {found} and no `checkpoint` state file; name the "
+        "checkpoint prefix (e.g. dir/ckpt-3)",
+        directory,
+    )
 
 
 def sniff(path: Path) -> bool:
@@ -103,9 +109,18 @@ def read(path: Path) -> Graph:
     return graph
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progress=None,
-          report=None, name_based: bool | None = None, max_to_keep: int | None = None,
-          directory: bool = False) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs=(),
+    progress=None,
+    report=None,
+    name_based: bool | None = None,
+    max_to_keep: int | None = None,
+    directory: bool = False,
+) -> None:
     """Write one-shard checkpoint `path` (a prefix); with `max_to_keep` or `directory`, or
     when `path` is a directory, write `path/ckpt-N` and keep the newest `max_to_keep` like
     CheckpointManager.
@@ -130,8 +145,9 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
         try:
             writer.data.reserve(sum(tensor.nbytes for _, tensor in entries))
             keys = [key for key, _ in entries]
-            for key, (_, stored, array) in zip(keys, stream.contents(t for _, t in entries),
-                                               strict=True):
+            for key, (_, stored, array) in zip(
+                keys, stream.contents(t for _, t in entries), strict=True
+            ):
                 if stored is not None:  # (unchanged bytes: copied file to file, checked)
                     size = writer.add_stored(key, stored)
                 else:
@@ -157,8 +173,8 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs=(), progr
     if report is not None:
         report.files += [f"{prefix}.index", str(data_path(prefix, 0, 1))]
         report.destination = str(prefix)
-        note = dropped_values(non_tensor_values(graph),
-                              "a TensorFlow checkpoint holds tensors only")
+        note = dropped_values(
+            non_tensor_values(graph), "a TensorFlow checkpoint holds tensors only"
+        )
         if note:
             report.notes.append(note)
-

@@ -2,7 +2,8 @@
 
 Reads lazily (entries are parsed up front, tensor bytes only on `read`), verifies each
 entry's CRC-32C as TensorFlow does, decodes string tensors, and reassembles sliced
-tensors. The writer streams tensors into one data shard and writes the index last.
+tensors. The writer (`bundle_writer.py`) streams tensors into one data shard and
+writes the index last.
 """
 
 from __future__ import annotations
@@ -21,32 +22,52 @@ from convert.core.tensor import Check, Stored, Tensor, array_from_bytes
 from convert.formats.tf import protos, slices
 from convert.formats.tf.table import (
     TableReader,
-    TableWriter,
-    mask,
     read_varint,
     unmask,
-    write_varint,
 )
 from convert.io.checksums import crc32c
-from convert.io.outputs import open_output
-from convert.io.rawcopy import Output
 from convert.io.reads import SourceFile
 
 HEADER_KEY = b""
 _DTYPES: dict[int, np.dtype] = {
-    1: np.dtype(np.float32), 2: np.dtype(np.float64), 3: np.dtype(np.int32),
-    4: np.dtype(np.uint8), 5: np.dtype(np.int16), 6: np.dtype(np.int8), 7: STRING,
-    8: np.dtype(np.complex64), 9: np.dtype(np.int64), 10: np.dtype(np.bool_),
-    17: np.dtype(np.uint16), 18: np.dtype(np.complex128), 19: np.dtype(np.float16),
-    22: np.dtype(np.uint32), 23: np.dtype(np.uint64),
+    1: np.dtype(np.float32),
+    2: np.dtype(np.float64),
+    3: np.dtype(np.int32),
+    4: np.dtype(np.uint8),
+    5: np.dtype(np.int16),
+    6: np.dtype(np.int8),
+    7: STRING,
+    8: np.dtype(np.complex64),
+    9: np.dtype(np.int64),
+    10: np.dtype(np.bool_),
+    17: np.dtype(np.uint16),
+    18: np.dtype(np.complex128),
+    19: np.dtype(np.float16),
+    22: np.dtype(np.uint32),
+    23: np.dtype(np.uint64),
 }
 _ENUMS = {dtype: enum for enum, dtype in _DTYPES.items()}
 # ml_dtypes types by name: ml_dtypes is imported only when a checkpoint holds one.
-_EXTRA_ENUMS = {14: "bfloat16", 24: "float8_e5m2", 25: "float8_e4m3fn", 26: "float8_e4m3fnuz",
-                27: "float8_e4m3b11fnuz", 28: "float8_e5m2fnuz", 29: "int4", 30: "uint4"}
+_EXTRA_ENUMS = {
+    14: "bfloat16",
+    24: "float8_e5m2",
+    25: "float8_e4m3fn",
+    26: "float8_e4m3fnuz",
+    27: "float8_e4m3b11fnuz",
+    28: "float8_e5m2fnuz",
+    29: "int4",
+    30: "uint4",
+}
 _EXTRA_BY_NAME = {name: enum for enum, name in _EXTRA_ENUMS.items()}
-_QUANTIZED = {11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint16",
-              20: "resource", 21: "variant"}
+_QUANTIZED = {
+    11: "qint8",
+    12: "quint8",
+    13: "qint32",
+    15: "qint16",
+    16: "quint16",
+    20: "resource",
+    21: "variant",
+}
 
 
 def dtype_from_enum(enum: int, where: str, path: Path) -> np.dtype:
@@ -60,8 +81,7 @@ def dtype_from_enum(enum: int, where: str, path: Path) -> np.dtype:
         except KeyError:  # an ml_dtypes too old for this type
             pass
     name = _QUANTIZED.get(enum, f"DataType {enum}")
-    raise UnsupportedError(f"tensor {where!r} has dtype {name}, which this tool cannot read",
-                           path)
+    raise UnsupportedError(f"tensor {where!r} has dtype {name}, which this tool cannot read", path)
 
 
 def dtype_to_enum(dtype: np.dtype) -> int:
@@ -95,11 +115,16 @@ class BundleReader:
                 self.entries[key] = value  # parsed on demand: most are never all needed
         if header is None:
             raise FormatError("checkpoint index has no bundle header", self.index_path)
-        if header.version.min_consumer > _BUNDLE_VERSION or \
-                _BUNDLE_VERSION in header.version.bad_consumers:
-            raise UnsupportedError(f"was written for readers of bundle version "
-                                   f"{header.version.min_consumer} or later (this reads "
-                                   f"{_BUNDLE_VERSION}, as TensorFlow does)", self.index_path)
+        if (
+            header.version.min_consumer > _BUNDLE_VERSION
+            or _BUNDLE_VERSION in header.version.bad_consumers
+        ):
+            raise UnsupportedError(
+                f"was written for readers of bundle version "
+                f"{header.version.min_consumer} or later (this reads "
+                f"{_BUNDLE_VERSION}, as TensorFlow does)",
+                self.index_path,
+            )
         if header.endianness != 0:
             raise UnsupportedError("big-endian checkpoints are not supported", self.index_path)
         if not 1 <= header.num_shards <= 100000:
@@ -110,8 +135,9 @@ class BundleReader:
         self.shard_names = [str(shard) for shard in self.shards]
         for shard in self.shards:
             if not shard.is_file():
-                raise FormatError(f"data shard {shard.name} of this checkpoint is missing",
-                                  self.index_path)
+                raise FormatError(
+                    f"data shard {shard.name} of this checkpoint is missing", self.index_path
+                )
         self.shard_sizes = [shard.stat().st_size for shard in self.shards]
 
     def _parse(self, cls, value: bytes, what: str):
@@ -125,8 +151,9 @@ class BundleReader:
     def entry(self, key: bytes):
         value = self.entries[key]
         if isinstance(value, bytes):
-            value = self.entries[key] = self._parse(protos.BundleEntryProto, value,
-                                                    f"entry {key!r}")
+            value = self.entries[key] = self._parse(
+                protos.BundleEntryProto, value, f"entry {key!r}"
+            )
         return value
 
     def tensor_keys(self) -> list[bytes]:
@@ -172,36 +199,54 @@ class BundleReader:
             return None
         # (`tensor` checked the entry against its dtype and shape, and its shard)
         offset, size, shard = entry.offset, entry.size, entry.shard_id
-        check = Check("crc32c", offset, size, unmask(entry.crc32c), _CORRUPTED,
-                      key.decode("utf-8", "replace"), self.shard_names[shard])
+        check = Check(
+            "crc32c",
+            offset,
+            size,
+            unmask(entry.crc32c),
+            _CORRUPTED,
+            key.decode("utf-8", "replace"),
+            self.shard_names[shard],
+        )
         return Stored(self.shard_files[shard], offset, size, dtype, shape, check)
 
     def _check_entry(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]) -> None:
         """The entry's shard exists and its size is what its dtype and shape need."""
         if 0 <= entry.shard_id < self.num_shards and (
-                dtype == STRING or entry.size == math.prod(shape) * dtype.itemsize):
+            dtype == STRING or entry.size == math.prod(shape) * dtype.itemsize
+        ):
             return  # (the name is made only for an error)
         name = key.decode("utf-8", "replace")
         if not 0 <= entry.shard_id < self.num_shards:
-            raise FormatError(f"tensor {name!r} points at shard {entry.shard_id} of "
-                              f"{self.num_shards}", self.index_path)
+            raise FormatError(
+                f"tensor {name!r} points at shard {entry.shard_id} of {self.num_shards}",
+                self.index_path,
+            )
         if dtype != STRING and entry.size != math.prod(shape) * dtype.itemsize:
-            raise FormatError(f"tensor {name!r}: index says {entry.size} bytes, "
-                              f"{dtype_name(dtype)}{list(shape)} needs "
-                              f"{math.prod(shape) * dtype.itemsize}", self.index_path)
+            raise FormatError(
+                f"tensor {name!r}: index says {entry.size} bytes, "
+                f"{dtype_name(dtype)}{list(shape)} needs "
+                f"{math.prod(shape) * dtype.itemsize}",
+                self.index_path,
+            )
 
     def _check_extent(self, key: bytes) -> None:
         entry = self.entry(key)
-        if 0 <= entry.shard_id < self.num_shards and \
-                entry.offset + entry.size > self.shard_sizes[entry.shard_id]:
+        if (
+            0 <= entry.shard_id < self.num_shards
+            and entry.offset + entry.size > self.shard_sizes[entry.shard_id]
+        ):
             shard = self.shards[entry.shard_id]
             raise FormatError(
                 f"tensor {key.decode('utf-8', 'replace')!r} lies at bytes {entry.offset}.."
                 f"{entry.offset + entry.size} of data shard {shard.name}, which holds "
-                f"{self.shard_sizes[entry.shard_id]}: the shard is truncated", shard)
+                f"{self.shard_sizes[entry.shard_id]}: the shard is truncated",
+                shard,
+            )
 
-    def read(self, key: bytes, dtype: np.dtype | None = None,
-             shape: tuple[int, ...] | None = None) -> np.ndarray:
+    def read(
+        self, key: bytes, dtype: np.dtype | None = None, shape: tuple[int, ...] | None = None
+    ) -> np.ndarray:
         """The value of `key`; `dtype` and `shape` when the caller already checked them."""
         if dtype is None or shape is None:
             dtype, shape = self.dtype_shape(key)
@@ -210,8 +255,9 @@ class BundleReader:
             return self._assemble(key, dtype, shape, entry)
         return self._read_stored(key, entry, dtype, shape)
 
-    def _read_stored(self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]
-                     ) -> np.ndarray:
+    def _read_stored(
+        self, key: bytes, entry, dtype: np.dtype, shape: tuple[int, ...]
+    ) -> np.ndarray:
         name = key.decode("utf-8", "replace")
         self._check_entry(key, entry, dtype, shape)
         shard = self.shards[entry.shard_id]
@@ -220,12 +266,14 @@ class BundleReader:
         if dtype == STRING:
             return self._decode_strings(data, shape, entry.crc32c, name, shard)
         if crc32c(data) != unmask(entry.crc32c):
-            raise ChecksumError(f"checksum does not match for tensor {name!r}: "
-                                "the data shard is corrupted", shard)
+            raise ChecksumError(
+                f"checksum does not match for tensor {name!r}: the data shard is corrupted", shard
+            )
         return array_from_bytes(data, dtype, shape, f"tensor {name!r}")
 
-    def _decode_strings(self, data: bytearray, shape: tuple[int, ...], stored_crc: int,
-                        name: str, shard: Path) -> np.ndarray:
+    def _decode_strings(
+        self, data: bytearray, shape: tuple[int, ...], stored_crc: int, name: str, shard: Path
+    ) -> np.ndarray:
         count = math.prod(shape)
         pos, lengths = 0, []
         try:
@@ -238,36 +286,42 @@ class BundleReader:
         for length in lengths:
             crc = crc32c(struct.pack("<I" if length < 2**32 else "<Q", length), crc)
         if pos + 4 > len(data) or unmask(struct.unpack_from("<I", data, pos)[0]) != crc:
-            raise ChecksumError(f"checksum does not match for the lengths of string tensor "
-                                f"{name!r}: the data shard is corrupted", shard)
-        crc = crc32c(data[pos: pos + 4], crc)
+            raise ChecksumError(
+                f"checksum does not match for the lengths of string tensor "
+                f"{name!r}: the data shard is corrupted",
+                shard,
+            )
+        crc = crc32c(data[pos : pos + 4], crc)
         pos += 4
         if pos + sum(lengths) != len(data):
             raise FormatError(f"string tensor {name!r}: lengths do not add up to its size", shard)
         out = np.empty(count, dtype=object)
         for i, length in enumerate(lengths):
-            out[i] = bytes(data[pos: pos + length])
+            out[i] = bytes(data[pos : pos + length])
             pos += length
-        crc = crc32c(data[len(data) - sum(lengths):], crc)
+        crc = crc32c(data[len(data) - sum(lengths) :], crc)
         if crc != unmask(stored_crc):
-            raise ChecksumError(f"checksum does not match for string tensor {name!r}: "
-                                "the data shard is corrupted", shard)
+            raise ChecksumError(
+                f"checksum does not match for string tensor {name!r}: the data shard is corrupted",
+                shard,
+            )
         return out.reshape(shape)
 
-    def _assemble(self, key: bytes, dtype: np.dtype, shape: tuple[int, ...], entry
-                  ) -> np.ndarray:
+    def _assemble(self, key: bytes, dtype: np.dtype, shape: tuple[int, ...], entry) -> np.ndarray:
         """A tensor saved in slices: read each slice's own entry into place."""
         name = key.decode("utf-8", "replace")
         out = np.zeros(shape, dtype=dtype)
         for proto in entry.slices:
             extents = slices.extents(proto, shape)
             if extents is None:
-                raise FormatError(f"a slice of tensor {name!r} lies outside its shape",
-                                  self.index_path)
+                raise FormatError(
+                    f"a slice of tensor {name!r} lies outside its shape", self.index_path
+                )
             slice_key = slices.slice_key(key, proto)
             if slice_key not in self.entries:
-                raise FormatError(f"slice {extents} of tensor {name!r} is missing from the index",
-                                  self.index_path)
+                raise FormatError(
+                    f"slice {extents} of tensor {name!r} is missing from the index", self.index_path
+                )
             part_shape = tuple(length for _, length in extents)
             part = self._read_stored(slice_key, self.entry(slice_key), dtype, part_shape)
             out[tuple(slice(s, s + n) for s, n in extents)] = part
@@ -279,8 +333,7 @@ class _Entry:
 
     __slots__ = ("reader", "key", "dtype", "shape")
 
-    def __init__(self, reader: BundleReader, key: bytes, dtype: np.dtype,
-                 shape: tuple[int, ...]):
+    def __init__(self, reader: BundleReader, key: bytes, dtype: np.dtype, shape: tuple[int, ...]):
         self.reader, self.key, self.dtype, self.shape = reader, key, dtype, shape
 
     def __call__(self) -> np.ndarray:
@@ -288,79 +341,6 @@ class _Entry:
 
     def where_stored(self) -> Stored | None:
         return self.reader.stored(self.key, self.dtype, self.shape)
-
-
-def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
-    """Serialise a string tensor as TF stores it; returns (bytes, masked entry CRC)."""
-    items = [x if isinstance(x, bytes) else str(x).encode() for x in array.reshape(-1)]
-    lengths = b"".join(write_varint(len(x)) for x in items)
-    crc = 0
-    for x in items:
-        crc = crc32c(struct.pack("<I" if len(x) < 2**32 else "<Q", len(x)), crc)
-    length_crc = struct.pack("<I", mask(crc))
-    body = b"".join(items)
-    crc = crc32c(body, crc32c(length_crc, crc))
-    return lengths + length_crc + body, mask(crc)
-
-
-class BundleWriter:
-    """Appends tensors to one data shard; `finish` writes the sorted index."""
-
-    def __init__(self, index_file: Path, data_file: Path):
-        self.index_file = index_file
-        self.data = Output(data_file)  # closed in finish/close
-        self.entries: dict[bytes, bytes] = {}
-
-    @property
-    def offset(self) -> int:
-        return self.data.position
-
-    def _entry(self, key: str, dtype: np.dtype, shape: tuple[int, ...]
-               ) -> tuple[bytes, protos.BundleEntryProto]:
-        raw_key = key.encode("utf-8")
-        if raw_key in self.entries:
-            raise ValueError(f"duplicate checkpoint key {key!r}")
-        entry = protos.BundleEntryProto(dtype=dtype_to_enum(dtype))
-        for d in shape:
-            entry.shape.dim.add(size=d)
-        entry.offset = self.offset
-        return raw_key, entry
-
-    def add(self, key: str, array: np.ndarray) -> int:
-        raw_key, entry = self._entry(key, array.dtype, array.shape)
-        data: bytes | np.ndarray
-        if array.dtype == STRING:
-            data, entry.crc32c = encode_strings(array)
-        else:  # the array's own bytes, not a copy: tensors can be large
-            data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-            entry.crc32c = mask(crc32c(data))
-        entry.size = len(data)
-        self.data.write(data)
-        self.entries[raw_key] = entry.SerializeToString()
-        return len(data)
-
-    def add_stored(self, key: str, stored: Stored) -> int:
-        """Add a tensor whose bytes lie unchanged in a file: copied, not read in (its
-        source checksum verified, its CRC-32C computed in the same pass)."""
-        raw_key, entry = self._entry(key, stored.dtype, stored.shape)
-        entry.crc32c = mask(self.data.copy(stored, "crc32c", f"tensor {key!r}"))
-        entry.size = stored.nbytes
-        self.entries[raw_key] = entry.SerializeToString()
-        return stored.nbytes
-
-    def finish(self) -> None:
-        self.data.close()
-        header = protos.BundleHeaderProto(num_shards=1)
-        header.version.producer = 1
-        with open_output(self.index_file) as f:
-            table = TableWriter(f)
-            table.add(HEADER_KEY, header.SerializeToString())
-            for key in sorted(self.entries):
-                table.add(key, self.entries[key])
-            table.finish()
-
-    def close(self) -> None:
-        self.data.close()
 
 
 _DATA_RE = re.compile(r"\.data-\d{5}-of-\d{5}$")

@@ -36,8 +36,9 @@ def escape(name: str) -> str:
 def tensor_for(reader: BundleReader, key: str, full_name: str = "") -> Tensor:
     raw = key.encode("utf-8")
     if raw not in reader.entries:
-        raise FormatError(f"object graph names key {key!r}, which is not in the checkpoint",
-                          reader.index_path)
+        raise FormatError(
+            f"object graph names key {key!r}, which is not in the checkpoint", reader.index_path
+        )
     meta = {SOURCE_KEY: key, VARIABLE_NAME: full_name} if full_name else {SOURCE_KEY: key}
     return reader.tensor(raw, meta)
 
@@ -50,8 +51,9 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
     except FormatError:
         raise
     except Exception:
-        raise FormatError("the object graph is not a valid TrackableObjectGraph",
-                          reader.index_path) from None
+        raise FormatError(
+            "the object graph is not a valid TrackableObjectGraph", reader.index_path
+        ) from None
     nodes = proto.nodes
     if not nodes:
         raise FormatError("the object graph has no nodes", reader.index_path)
@@ -59,16 +61,21 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
 
     def check_id(node_id: int) -> int:
         if not 0 <= node_id < len(nodes):
-            raise FormatError(f"object graph refers to node {node_id} of {len(nodes)}",
-                              reader.index_path)
+            raise FormatError(
+                f"object graph refers to node {node_id} of {len(nodes)}", reader.index_path
+            )
         return node_id
 
     first_paths = _first_paths(nodes, check_id)
     items: list[EdgeTarget] = []
     for node, path in zip(nodes, first_paths, strict=True):
         attrs = list(node.attributes)
-        if not node.children and not node.slot_variables and len(attrs) == 1 \
-                and attrs[0].name == VALUE:
+        if (
+            not node.children
+            and not node.slot_variables
+            and len(attrs) == 1
+            and attrs[0].name == VALUE
+        ):
             tensor = tensor_for(reader, attrs[0].checkpoint_key, attrs[0].full_name)
             if path is not None:
                 tensor.meta[PRIMARY_PATH] = path
@@ -100,14 +107,19 @@ def read_object_graph(reader: BundleReader, graph: Graph) -> set[str]:
             # (not checked here, as before: `Graph.entries` refuses a Node as a variable)
             variable = cast(Tensor, items[check_id(ref.original_variable_node_id)])
             graph.slots.append(Slot(variable, item, ref.slot_name, value))
-    savers = [(path, node.meta[TF_REGISTERED_SAVER]) for path, node in graph.nodes()
-              if TF_REGISTERED_SAVER in node.meta]
+    savers = [
+        (path, node.meta[TF_REGISTERED_SAVER])
+        for path, node in graph.nodes()
+        if TF_REGISTERED_SAVER in node.meta
+    ]
     if savers:
         graph.root.meta[TF_REGISTERED_SAVERS] = {"/".join(p): name for p, name in savers}
         for path, name in savers:
-            graph.notes.append(f"object {'/'.join(path)} is saved by TensorFlow's registered "
-                               f"saver {name!r} into files of its own, which only TensorFlow "
-                               "can read; its values there are not converted")
+            graph.notes.append(
+                f"object {'/'.join(path)} is saved by TensorFlow's registered "
+                f"saver {name!r} into files of its own, which only TensorFlow "
+                "can read; its values there are not converted"
+            )
     return used
 
 
@@ -168,7 +180,7 @@ def build_object_graph(graph: Graph) -> tuple[bytes, list[tuple[str, Tensor]]]:
             continue
         for name, child in item.edges.items():
             if name.startswith(ATTRIBUTE_EDGE) and isinstance(child, Tensor):
-                attribute(node_id, name[len(ATTRIBUTE_EDGE):], child, object_path(node_id))
+                attribute(node_id, name[len(ATTRIBUTE_EDGE) :], child, object_path(node_id))
     for slot in graph.slots:
         var_id, opt_id = ids.get(id(slot.variable)), ids.get(id(slot.optimizer))
         if var_id is None or opt_id is None:
@@ -176,11 +188,12 @@ def build_object_graph(graph: Graph) -> tuple[bytes, list[tuple[str, Tensor]]]:
         slot_id = len(proto.nodes)
         proto.nodes.add()
         paths.append(paths[var_id])
-        proto.nodes[opt_id].slot_variables.add(original_variable_node_id=var_id,
-                                               slot_name=slot.name,
-                                               slot_variable_node_id=slot_id)
-        key_path = (f"{object_path(var_id)}/.OPTIMIZER_SLOT/{object_path(opt_id)}/"
-                    f"{escape(slot.name)}")
+        proto.nodes[opt_id].slot_variables.add(
+            original_variable_node_id=var_id, slot_name=slot.name, slot_variable_node_id=slot_id
+        )
+        key_path = (
+            f"{object_path(var_id)}/.OPTIMIZER_SLOT/{object_path(opt_id)}/{escape(slot.name)}"
+        )
         attribute(slot_id, VALUE, slot.value, key_path)
     _mark_values(proto)
     return proto.SerializeToString(), values

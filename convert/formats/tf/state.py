@@ -50,14 +50,19 @@ def latest(directory: Path) -> str:
         raise FormatError("names no checkpoint", directory / STATE_FILE)
     prefix = _in(directory, state.model_checkpoint_path)
     if not Path(f"{prefix}.index").is_file():
-        raise FormatError(f"names {state.model_checkpoint_path!r}, whose .index is missing",
-                          directory / STATE_FILE)
+        raise FormatError(
+            f"names {state.model_checkpoint_path!r}, whose .index is missing",
+            directory / STATE_FILE,
+        )
     return prefix
 
 
 def next_prefix(directory: Path) -> Path:
-    numbers = [int(m.group(1)) for f in directory.glob("ckpt-*.index")
-               if (m := _NUMBERED.match(f.name))] if directory.is_dir() else []
+    numbers = (
+        [int(m.group(1)) for f in directory.glob("ckpt-*.index") if (m := _NUMBERED.match(f.name))]
+        if directory.is_dir()
+        else []
+    )
     return directory / f"ckpt-{max(numbers, default=0) + 1}"
 
 
@@ -74,16 +79,21 @@ def update(out: OutputSet, prefix: Path, max_to_keep: int | None) -> list[str]:
         stamps = list(old.all_model_checkpoint_timestamps)
         if len(stamps) != len(paths):
             stamps = [now] * len(paths)
-    pairs = [(p, s) for p, s in zip(paths, stamps, strict=True)
-             if _in(directory, p) != str(prefix) and Path(f"{_in(directory, p)}.index").is_file()]
+    pairs = [
+        (p, s)
+        for p, s in zip(paths, stamps, strict=True)
+        if _in(directory, p) != str(prefix) and Path(f"{_in(directory, p)}.index").is_file()
+    ]
     pairs.append((prefix.name, now))
     stale: list[str] = []
     if max_to_keep is not None and max_to_keep > 0 and len(pairs) > max_to_keep:
         stale = [_in(directory, p) for p, _ in pairs[:-max_to_keep]]
         pairs = pairs[-max_to_keep:]
-    state = protos.CheckpointState(model_checkpoint_path=prefix.name,
-                                   all_model_checkpoint_paths=[p for p, _ in pairs],
-                                   all_model_checkpoint_timestamps=[s for _, s in pairs],
-                                   last_preserved_timestamp=now)
+    state = protos.CheckpointState(
+        model_checkpoint_path=prefix.name,
+        all_model_checkpoint_paths=[p for p, _ in pairs],
+        all_model_checkpoint_timestamps=[s for _, s in pairs],
+        last_preserved_timestamp=now,
+    )
     out.path(directory / STATE_FILE, replace=True).write_text(text_format.MessageToString(state))
     return stale

@@ -31,8 +31,9 @@ def unmask(masked: int) -> int:
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
 
-def read_varint(buf: bytes | bytearray | memoryview, pos: int, limit: int, max_bytes: int = 10
-                ) -> tuple[int, int]:
+def read_varint(
+    buf: bytes | bytearray | memoryview, pos: int, limit: int, max_bytes: int = 10
+) -> tuple[int, int]:
     """Decode a little-endian base-128 varint at `pos`; returns (value, next position)."""
     result = shift = 0
     for i in range(max_bytes):
@@ -70,11 +71,13 @@ class TableReader:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         data = self.data
         if len(data) < FOOTER_SIZE:
-            raise self._fail(f"{len(data)} bytes is shorter than the {FOOTER_SIZE}-byte footer"
-                             " (truncated?)")
+            raise self._fail(
+                f"{len(data)} bytes is shorter than the {FOOTER_SIZE}-byte footer (truncated?)"
+            )
         if struct.unpack_from("<Q", data, len(data) - 8)[0] != MAGIC:
-            raise self._fail("no table magic number at the end "
-                             "(truncated, or another kind of file)")
+            raise self._fail(
+                "no table magic number at the end (truncated, or another kind of file)"
+            )
         footer = len(data) - FOOTER_SIZE
         try:
             _, pos = self._handle(footer, footer + 40)  # metaindex: always empty in TF files
@@ -93,8 +96,9 @@ class TableReader:
                 previous = key
                 yield key, value
 
-    def _handle(self, pos: int, limit: int, buf: bytes | None = None
-                ) -> tuple[tuple[int, int], int]:
+    def _handle(
+        self, pos: int, limit: int, buf: bytes | None = None
+    ) -> tuple[tuple[int, int], int]:
         buf = self.data if buf is None else buf
         offset, pos = read_varint(buf, pos, limit)
         size, pos = read_varint(buf, pos, limit)
@@ -103,14 +107,17 @@ class TableReader:
     def _block(self, offset: int, size: int, what: str) -> bytes:
         end = offset + size + BLOCK_TRAILER
         if end > len(self.data) - FOOTER_SIZE:
-            raise self._fail(f"{what} at {offset}+{size} runs past the end of the file "
-                             "(truncated?)")
-        raw = self.data[offset: offset + size]
+            raise self._fail(
+                f"{what} at {offset}+{size} runs past the end of the file (truncated?)"
+            )
+        raw = self.data[offset : offset + size]
         kind = self.data[offset + size]
         stored = struct.unpack_from("<I", self.data, offset + size + 1)[0]
         if unmask(stored) != crc32c(bytes([kind]), crc32c(raw)):
-            raise ChecksumError(f"checksum mismatch in the {what} at byte {offset}: "
-                                "the index file is corrupted", self.path)
+            raise ChecksumError(
+                f"checksum mismatch in the {what} at byte {offset}: the index file is corrupted",
+                self.path,
+            )
         if kind == 0:
             return raw
         if kind == 1:
@@ -132,8 +139,12 @@ class TableReader:
         pos, key = 0, b""
         try:
             while pos < limit:
-                if (pos + 3 <= limit and block[pos] < 0x80 and block[pos + 1] < 0x80
-                        and block[pos + 2] < 0x80):  # three one-byte varints: the usual case
+                if (
+                    pos + 3 <= limit
+                    and block[pos] < 0x80
+                    and block[pos + 1] < 0x80
+                    and block[pos + 2] < 0x80
+                ):  # three one-byte varints: the usual case
                     shared, unshared, value_len = block[pos], block[pos + 1], block[pos + 2]
                     pos += 3
                 else:
@@ -142,9 +153,9 @@ class TableReader:
                     value_len, pos = read_varint(block, pos, limit, 5)
                 if shared > len(key) or pos + unshared + value_len > limit:
                     raise ValueError("entry runs past its block")
-                key = key[:shared] + block[pos: pos + unshared]
+                key = key[:shared] + block[pos : pos + unshared]
                 pos += unshared
-                yield key, block[pos: pos + value_len]
+                yield key, block[pos : pos + value_len]
                 pos += value_len
         except ValueError as exc:
             raise self._fail(str(exc)) from None
@@ -222,8 +233,13 @@ class _BlockBuilder:
             limit = min(len(key), len(self.last))
             while shared < limit and key[shared] == self.last[shared]:
                 shared += 1
-        part = (write_varint(shared) + write_varint(len(key) - shared) + write_varint(len(value))
-                + key[shared:] + value)
+        part = (
+            write_varint(shared)
+            + write_varint(len(key) - shared)
+            + write_varint(len(value))
+            + key[shared:]
+            + value
+        )
         self.parts.append(part)
         self.length += len(part)
         self.count += 1

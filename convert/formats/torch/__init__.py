@@ -38,7 +38,8 @@ def _looks_like_torch(path: Path) -> bool:
     """A pickle or zip under a torch name, even if damaged: reading it says what is wrong."""
     head = _head(path)
     return path.name.lower().endswith(EXTENSIONS) and (
-        head[:2] == b"PK" or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5))
+        head[:2] == b"PK" or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    )
 
 
 def sniff(path: Path) -> bool:
@@ -46,8 +47,7 @@ def sniff(path: Path) -> bool:
     from convert.formats.torch.zipreader import is_torch_zip
 
     try:
-        return path.is_file() and (is_legacy(path) or is_torch_zip(path)
-                                   or _looks_like_torch(path))
+        return path.is_file() and (is_legacy(path) or is_torch_zip(path) or _looks_like_torch(path))
     except Exception:
         return False
 
@@ -63,8 +63,9 @@ def read(path: Path) -> Graph:
         elif _head(path)[:1] == b"\x80":
             graph = read_legacy(path)  # checks the magic number through the restricted reader
         else:
-            raise FormatError("is neither a torch.save zip archive nor a legacy torch.save "
-                              "file", path)
+            raise FormatError(
+                "is neither a torch.save zip archive nor a legacy torch.save file", path
+            )
     except FormatError as exc:  # (the unpickler's and the tree's errors name no file)
         if exc.path is not None:
             raise
@@ -76,9 +77,18 @@ def read(path: Path) -> Graph:
     return graph
 
 
-def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = (),
-          progress: Any = None, report: Any = None, max_shard_size: int | None = None,
-          strided: bool = False, **options: Any) -> None:
+def write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Any = None,
+    report: Any = None,
+    max_shard_size: int | None = None,
+    strided: bool = False,
+    **options: Any,
+) -> None:
     """`strided`: permuted tensors as strided views of their sources' bytes (writer.py)."""
     from convert.core.report import Report
     from convert.formats.sharding import is_index, write_sharded
@@ -90,11 +100,21 @@ def write(graph: Graph, path: Path, *, overwrite: bool = False, inputs: tuple = 
         report = Report(graph.source, str(path), graph.format, "torch")
     sharded = max_shard_size is not None or is_index(path)
     names = names_to_keep(graph, None, ".", join_path) if sharded else None
-    shard = partial(write_entries, strided=strided) if names is None else partial(
-        write_entries, attributes={TF1_NAMES: names}, strided=strided)
+    shard = (
+        partial(write_entries, strided=strided)
+        if names is None
+        else partial(write_entries, attributes={TF1_NAMES: names}, strided=strided)
+    )
     if sharded and write_sharded(
-            graph, path, shard, max_shard_size=max_shard_size, overwrite=overwrite,
-            inputs=inputs, progress=progress, report=report):
+        graph,
+        path,
+        shard,
+        max_shard_size=max_shard_size,
+        overwrite=overwrite,
+        inputs=inputs,
+        progress=progress,
+        report=report,
+    ):
         return
     with OutputSet(overwrite, inputs) as out:
         write_graph(graph, out.path(path), path, progress, report, strided)

@@ -55,8 +55,9 @@ def _allowed() -> dict[str, Any]:
         ("builtins.set", _set),
         ("builtins.complex", _complex),
     ):
-        table[name] = Global(name, handler,
-                             new=handler if name.startswith(("collections", "builtins")) else None)
+        table[name] = Global(
+            name, handler, new=handler if name.startswith(("collections", "builtins")) else None
+        )
     table["torch.Tensor"] = Global("torch.Tensor")
     return table
 
@@ -87,8 +88,9 @@ def python3_name(module: str, name: str) -> tuple[str, str]:
 
 def _args(args: tuple, lo: int, hi: int, what: str) -> tuple:
     if type(args) is not tuple or not lo <= len(args) <= hi:
-        raise FormatError(f"{what} called with {len(args) if isinstance(args, tuple) else '?'} "
-                          "arguments")
+        raise FormatError(
+            f"{what} called with {len(args) if isinstance(args, tuple) else '?'} arguments"
+        )
     return args
 
 
@@ -102,8 +104,9 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _make_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
-                 dtype: TorchDtype | None) -> TensorRef:
+def _make_tensor(
+    storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any, dtype: TorchDtype | None
+) -> TensorRef:
     if type(storage) is not StorageRef:
         raise FormatError(f"tensor rebuilt from {short(storage)}, not a storage")
     if type(offset) is not int or offset < 0:
@@ -121,8 +124,14 @@ def _make_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_gra
             raise FormatError("tensor on an untyped storage names no dtype")
     if dtype.numpy is None:
         raise UnsupportedError(f"tensor of {dtype!r}: numpy has no such dtype")
-    return TensorRef(storage, dtype, offset, size, stride,
-                     requires_grad if type(requires_grad) is bool else bool(requires_grad))
+    return TensorRef(
+        storage,
+        dtype,
+        offset,
+        size,
+        stride,
+        requires_grad if type(requires_grad) is bool else bool(requires_grad),
+    )
 
 
 def _rebuild_tensor(args: tuple) -> TensorRef:
@@ -138,7 +147,8 @@ def _rebuild_tensor_v2(args: tuple) -> TensorRef:
 
 def _rebuild_tensor_v3(args: tuple) -> TensorRef:
     storage, offset, size, stride, requires_grad, _hooks, dtype, *_ = _args(
-        args, 7, 8, "_rebuild_tensor_v3")
+        args, 7, 8, "_rebuild_tensor_v3"
+    )
     if not isinstance(dtype, TorchDtype):
         raise FormatError(f"_rebuild_tensor_v3 given {short(dtype)} as dtype")
     return _make_tensor(storage, offset, size, stride, requires_grad, dtype)
@@ -147,8 +157,15 @@ def _rebuild_tensor_v3(args: tuple) -> TensorRef:
 def _as_parameter(data: Any, requires_grad: Any) -> TensorRef:
     if not isinstance(data, TensorRef):
         raise FormatError(f"Parameter of {short(data)}, not a tensor")
-    return TensorRef(data.storage, data.dtype, data.offset, data.shape, data.stride,
-                     bool(requires_grad), parameter=True)
+    return TensorRef(
+        data.storage,
+        data.dtype,
+        data.offset,
+        data.shape,
+        data.stride,
+        bool(requires_grad),
+        parameter=True,
+    )
 
 
 def _rebuild_parameter(args: tuple) -> TensorRef:
@@ -166,7 +183,9 @@ def _rebuild_from_type_v2(args: tuple) -> Any:
     if not (isinstance(func, Global) and func.call and isinstance(func_args, tuple)):
         raise FormatError(f"_rebuild_from_type_v2 of {short(func)}")
     if not isinstance(new_type, Global) or new_type.name not in (
-            "torch.Tensor", "torch.nn.parameter.Parameter"):
+        "torch.Tensor",
+        "torch.nn.parameter.Parameter",
+    ):
         raise UnsupportedError(f"tensor subclass {short(new_type)}")
     result = func.call(func_args)
     if new_type.name == "torch.nn.parameter.Parameter":
@@ -207,7 +226,7 @@ def _device(args: tuple) -> str:
 
 def _encode(args: tuple) -> bytes:
     text, *encoding = _args(args, 1, 2, "_codecs.encode")
-    codec = (encoding[0] if encoding else "utf-8")
+    codec = encoding[0] if encoding else "utf-8"
     if not isinstance(text, str) or codec not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
         raise UnsafeInputError(f"_codecs.encode with codec {short(codec)} is not allowed")
     try:

@@ -107,7 +107,7 @@ class CentralDirectory:
             if sig != b"PK\x01\x02":
                 raise self.error("bad signature of a central directory record")
             name_end = pos + _CENTRAL.size + name_len
-            name = data[pos + _CENTRAL.size:name_end]
+            name = data[pos + _CENTRAL.size : name_end]
             try:
                 text = name.decode("utf-8" if flags & _UTF8_NAME else "cp437")
             except UnicodeDecodeError:
@@ -136,19 +136,32 @@ class CentralDirectory:
         pos = self.positions.get(name)
         if pos is None:
             return None
-        (_, flags, method, crc, compress_size, file_size, name_len, extra_len, _,
-         header_offset) = _CENTRAL.unpack_from(self.data, pos)
+        (_, flags, method, crc, compress_size, file_size, name_len, extra_len, _, header_offset) = (
+            _CENTRAL.unpack_from(self.data, pos)
+        )
         if _ZIP64 in (compress_size, file_size, header_offset):
             extra = pos + _CENTRAL.size + name_len
             file_size, compress_size, header_offset = self._zip64_sizes(
-                self.data[extra:extra + extra_len], file_size, compress_size, header_offset,
-                name)
+                self.data[extra : extra + extra_len], file_size, compress_size, header_offset, name
+            )
         # (tuple.__new__: a NamedTuple's own __new__ is a Python call, made for each storage)
-        return _new_tuple(ZipEntry, (name, header_offset + self.shift, compress_size, file_size,
-                                     crc, flags, method, name_len))
+        return _new_tuple(
+            ZipEntry,
+            (
+                name,
+                header_offset + self.shift,
+                compress_size,
+                file_size,
+                crc,
+                flags,
+                method,
+                name_len,
+            ),
+        )
 
-    def _zip64_sizes(self, extra: bytes, file_size: int, compress_size: int,
-                     header_offset: int, name: str) -> tuple[int, int, int]:
+    def _zip64_sizes(
+        self, extra: bytes, file_size: int, compress_size: int, header_offset: int, name: str
+    ) -> tuple[int, int, int]:
         """The 64-bit values a record marks 0xFFFFFFFF, from its zip64 extra field (in
         that order, each present only when marked)."""
         while len(extra) >= 4:
@@ -157,12 +170,12 @@ class CentralDirectory:
                 raise self.error(f"corrupt extra field of record {name}")
             if kind == 1:
                 values = [file_size, compress_size, header_offset]
-                data = extra[4:4 + length]
+                data = extra[4 : 4 + length]
                 for i, value in enumerate(values):
                     if value == _ZIP64:
                         if len(data) < 8:
                             raise self.error(f"corrupt zip64 extra field of record {name}")
                         values[i], data = struct.unpack_from("<Q", data)[0], data[8:]
                 return values[0], values[1], values[2]
-            extra = extra[4 + length:]
+            extra = extra[4 + length :]
         return file_size, compress_size, header_offset

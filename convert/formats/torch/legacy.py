@@ -34,8 +34,7 @@ def is_legacy(path: Path) -> bool:
             head = f.read(14)
     except OSError:
         return False
-    return len(head) == 14 and head[0] == 0x80 and 2 <= head[1] <= 5 and \
-        head[2:] == _MAGIC_PICKLE
+    return len(head) == 14 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[2:] == _MAGIC_PICKLE
 
 
 def read_legacy(path: Path) -> Graph:
@@ -54,6 +53,7 @@ def read_legacy(path: Path) -> Graph:
     offset = 0  # where the next pickle starts
 
     with open(path, "rb", buffering=0) as f:  # (the unpickler does its own read-ahead)
+
         def unpickle(what: str, persistent=None) -> object:
             nonlocal offset
             f.seek(offset)
@@ -92,8 +92,14 @@ def read_legacy(path: Path) -> Graph:
     return graph
 
 
-def _scan(path: Path, keys: list[str], storages: dict[str, StorageRef], offset: int,
-          size: int, big_endian: bool) -> dict[str, Record]:
+def _scan(
+    path: Path,
+    keys: list[str],
+    storages: dict[str, StorageRef],
+    offset: int,
+    size: int,
+    big_endian: bool,
+) -> dict[str, Record]:
     """Each storage's data offset, from the int64 counts before each one."""
     records: dict[str, Record] = {}
     source = SourceFile(path)  # (one file descriptor for every count and tensor)
@@ -103,17 +109,23 @@ def _scan(path: Path, keys: list[str], storages: dict[str, StorageRef], offset: 
             raise FormatError(f"lists storage {key!r}, which no tensor uses (damaged file)", path)
         if key in records:
             raise FormatError(f"lists storage {key!r} twice", path)
-        (count,) = struct.unpack("<q" if not big_endian else ">q",
-                                 source.read(offset, 8, f"size of storage {key!r}"))
+        (count,) = struct.unpack(
+            "<q" if not big_endian else ">q", source.read(offset, 8, f"size of storage {key!r}")
+        )
         if count != ref.numel:
-            raise FormatError(f"storage {key!r} holds {count} elements but the pickle declares "
-                              f"{ref.numel}", path)
+            raise FormatError(
+                f"storage {key!r} holds {count} elements but the pickle declares {ref.numel}", path
+            )
         nbytes = count * ref.type.itemsize
         if offset + 8 + nbytes > size:
-            raise FormatError(f"storage {key!r} ({nbytes} bytes at {offset + 8}) lies past the "
-                              f"end of the file ({size} bytes): the file is truncated", path)
-        records[key] = Record(str(path), key, offset + 8, nbytes, big_endian=big_endian,
-                              source=source)
+            raise FormatError(
+                f"storage {key!r} ({nbytes} bytes at {offset + 8}) lies past the "
+                f"end of the file ({size} bytes): the file is truncated",
+                path,
+            )
+        records[key] = Record(
+            str(path), key, offset + 8, nbytes, big_endian=big_endian, source=source
+        )
         offset += 8 + nbytes
     missing = sorted(set(storages) - set(records))
     if missing:

@@ -87,6 +87,7 @@ def _long(size_format: str, size_len: int) -> Callable[[Unpickler], None]:
         if n > MAX_LONG_BYTES:
             raise m.error(f"holds a {n}-byte integer")
         m.stack.append(int.from_bytes(m.read(n), "little", signed=True))
+
     return op
 
 
@@ -109,6 +110,7 @@ def _sized(size_format: str, size_len: int, kind: str) -> Callable[[Unpickler], 
                 m.stack.append(data.decode("utf-8"))
             except UnicodeDecodeError:
                 m.stack.append(data)
+
     return op
 
 
@@ -136,6 +138,7 @@ def _tuple_n(n: int) -> Callable[[Unpickler], None]:
     def op(m: Unpickler) -> None:
         items = [m.pop() for _ in range(n)][::-1]
         m.stack.append(tuple(items))
+
     return op
 
 
@@ -217,6 +220,7 @@ def _get(size_format: str, size_len: int) -> Callable[[Unpickler], None]:
         if index not in m.memo:
             raise m.error(f"refers to memo slot {index}, which was never filled")
         m.stack.append(m.memo[index])
+
     return op
 
 
@@ -224,6 +228,7 @@ def _put(size_format: str, size_len: int) -> Callable[[Unpickler], None]:
     def op(m: Unpickler) -> None:
         index = struct.unpack(size_format, m.read(size_len))[0]
         m.memo[index] = m.top()
+
     return op
 
 
@@ -248,9 +253,11 @@ def _callable(m: Unpickler, value: Any, use: str) -> tuple[Global, Callable[[tup
     """`value`, an allowlisted Global, with its `use` handler ("call" or "new")."""
     handler = getattr(value, use) if isinstance(value, Global) else None
     if handler is None:
-        raise UnsafeInputError(f"{m.where}: refuses to call {short(value)} (only the "
-                               "allowlisted rebuild functions and containers may be called); "
-                               "nothing was run")
+        raise UnsafeInputError(
+            f"{m.where}: refuses to call {short(value)} (only the "
+            "allowlisted rebuild functions and containers may be called); "
+            "nothing was run"
+        )
     return value, handler
 
 
@@ -281,8 +288,10 @@ def _build(m: Unpickler) -> None:
     elif isinstance(target, TensorRef) and not state:
         pass  # an empty tensor state: nothing to set
     else:
-        raise UnsafeInputError(f"{m.where}: refuses to set the state of {short(target)} "
-                               "(BUILD is only allowed on an OrderedDict); nothing was run")
+        raise UnsafeInputError(
+            f"{m.where}: refuses to set the state of {short(target)} "
+            "(BUILD is only allowed on an OrderedDict); nothing was run"
+        )
 
 
 def _binpersid(m: Unpickler) -> None:
@@ -293,24 +302,56 @@ def _binpersid(m: Unpickler) -> None:
 
 
 OPS: dict[int, Callable[[Unpickler], None]] = {
-    0x80: _proto, 0x95: _frame, ord("."): stop,
-    ord("N"): _push(None), 0x88: _push(True), 0x89: _push(False),
-    ord("J"): _binint, ord("K"): _binint1, ord("M"): _binint2,
-    0x8A: _long("<B", 1), 0x8B: _long("<i", 4), ord("G"): _binfloat,
-    ord("X"): _sized("<I", 4, "str"), 0x8C: _sized("<B", 1, "str"),
+    0x80: _proto,
+    0x95: _frame,
+    ord("."): stop,
+    ord("N"): _push(None),
+    0x88: _push(True),
+    0x89: _push(False),
+    ord("J"): _binint,
+    ord("K"): _binint1,
+    ord("M"): _binint2,
+    0x8A: _long("<B", 1),
+    0x8B: _long("<i", 4),
+    ord("G"): _binfloat,
+    ord("X"): _sized("<I", 4, "str"),
+    0x8C: _sized("<B", 1, "str"),
     0x8D: _sized("<Q", 8, "str"),
-    ord("B"): _sized("<I", 4, "bytes"), ord("C"): _sized("<B", 1, "bytes"),
-    0x8E: _sized("<Q", 8, "bytes"), 0x96: _sized("<Q", 8, "bytearray"),
-    ord("T"): _sized("<i", 4, "py2str"), ord("U"): _sized("<B", 1, "py2str"),
-    ord("("): _mark, ord("0"): _pop, ord("1"): _pop_mark, ord("2"): _dup,
-    ord(")"): _push(tuple), ord("t"): _tuple,
-    0x85: _tuple_n(1), 0x86: _tuple_n(2), 0x87: _tuple_n(3),
-    ord("]"): _push(list), ord("l"): _list, ord("a"): _append, ord("e"): _appends,
-    ord("}"): _push(dict), ord("d"): _dict, ord("s"): _setitem_op, ord("u"): _setitems,
-    0x8F: _push(set), 0x90: _additems, 0x91: _frozenset,
-    ord("h"): _get("<B", 1), ord("j"): _get("<I", 4),
-    ord("q"): _put("<B", 1), ord("r"): _put("<I", 4), 0x94: _memoize,
-    ord("c"): _global, 0x93: _stack_global,
-    ord("R"): _reduce, 0x81: _newobj, ord("b"): _build, ord("Q"): _binpersid,
+    ord("B"): _sized("<I", 4, "bytes"),
+    ord("C"): _sized("<B", 1, "bytes"),
+    0x8E: _sized("<Q", 8, "bytes"),
+    0x96: _sized("<Q", 8, "bytearray"),
+    ord("T"): _sized("<i", 4, "py2str"),
+    ord("U"): _sized("<B", 1, "py2str"),
+    ord("("): _mark,
+    ord("0"): _pop,
+    ord("1"): _pop_mark,
+    ord("2"): _dup,
+    ord(")"): _push(tuple),
+    ord("t"): _tuple,
+    0x85: _tuple_n(1),
+    0x86: _tuple_n(2),
+    0x87: _tuple_n(3),
+    ord("]"): _push(list),
+    ord("l"): _list,
+    ord("a"): _append,
+    ord("e"): _appends,
+    ord("}"): _push(dict),
+    ord("d"): _dict,
+    ord("s"): _setitem_op,
+    ord("u"): _setitems,
+    0x8F: _push(set),
+    0x90: _additems,
+    0x91: _frozenset,
+    ord("h"): _get("<B", 1),
+    ord("j"): _get("<I", 4),
+    ord("q"): _put("<B", 1),
+    ord("r"): _put("<I", 4),
+    0x94: _memoize,
+    ord("c"): _global,
+    0x93: _stack_global,
+    ord("R"): _reduce,
+    0x81: _newobj,
+    ord("b"): _build,
+    ord("Q"): _binpersid,
 }
-

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import pickle
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +19,16 @@ from typing import Any, NamedTuple
 from convert.core.errors import UnsupportedError
 from convert.core.meta import TORCH_PARAMETER, TORCH_REQUIRES_GRAD, VIEW_OF
 from convert.core.tensor import Tensor
+from convert.formats.torch.opcode_bytes import (
+    BINGET,
+    BINPUT,
+    LONG_MEMO,
+    TUPLE_N,
+    global_opcode,
+    int_opcode,
+    int_tuple_opcodes,
+    str_opcode,
+)
 from convert.formats.torch.records import (
     STORAGE_CLASSES,
     TORCH_DTYPES,
@@ -28,44 +37,9 @@ from convert.formats.torch.records import (
 )
 
 # numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
-_STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items()
-                if not dtype.startswith("q")}
+_STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items() if not dtype.startswith("q")}
 _TORCH_NAME = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
 MAX_DEPTH = 200
-_BINPUT = [b"q" + bytes([i]) for i in range(256)]
-_BINGET = [b"h" + bytes([i]) for i in range(256)]
-_LONG_MEMO = struct.Struct("<cI")  # LONG_BINPUT / LONG_BINGET and a 4-byte index
-_BININT1 = [b"K" + bytes([i]) for i in range(256)]
-_TUPLE_N = {1: b"\x85", 2: b"\x86", 3: b"\x87"}
-
-
-def _int_opcode(value: int) -> bytes:
-    """An int as protocol 2 writes it."""
-    if 0 <= value < 256:
-        return _BININT1[value]
-    if 0 <= value < 65536:
-        return b"M" + struct.pack("<H", value)
-    if -(2**31) <= value < 2**31:
-        return b"J" + struct.pack("<i", value)
-    data = pickle.encode_long(value)
-    return ((b"\x8a" + bytes([len(data)])) if len(data) < 256
-            else (b"\x8b" + struct.pack("<i", len(data)))) + data
-
-
-def _global_opcode(module: str, name: str) -> bytes:
-    return b"c" + f"{module}\n{name}\n".encode()
-
-
-def _str_opcode(value: str) -> bytes:
-    data = value.encode("utf-8", "surrogatepass")
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def _int_tuple_opcodes(value: tuple[int, ...]) -> bytes:
-    """A non-empty tuple of ints, without its memo entry."""
-    if len(value) > 3:
-        return b"".join([b"(", *map(_int_opcode, value), b"t"])
-    return b"".join([*map(_int_opcode, value), _TUPLE_N[len(value)]])
 
 
 class _KindRefs(NamedTuple):
@@ -109,13 +83,13 @@ class Pickler:
         ever looked up again)."""
         index = self.puts
         self.puts = index + 1
-        self.out.write(_BINPUT[index] if index < 256 else _LONG_MEMO.pack(b"r", index))
+        self.out.write(BINPUT[index] if index < 256 else LONG_MEMO.pack(b"r", index))
 
     def _get(self, token: Any) -> bool:
         index = self.memo.get(token)
         if index is None:
             return False
-        self.out.write(_BINGET[index] if index < 256 else _LONG_MEMO.pack(b"j", index))
+        self.out.write(BINGET[index] if index < 256 else LONG_MEMO.pack(b"j", index))
         return True
 
     def global_(self, module: str, name: str) -> None:
@@ -129,27 +103,27 @@ class Pickler:
         """A memo reference to `token`'s value, or `first(*args)` and its memo entry."""
         index = self.memo.get(token)
         if index is not None:
-            return _BINGET[index] if index < 256 else _LONG_MEMO.pack(b"j", index)
+            return BINGET[index] if index < 256 else LONG_MEMO.pack(b"j", index)
         self.memo[token] = self.puts
         return first(*args) + self._next_put()
 
     def _next_put(self) -> bytes:
         index = self.puts
         self.puts = index + 1
-        return _BINPUT[index] if index < 256 else _LONG_MEMO.pack(b"r", index)
+        return BINPUT[index] if index < 256 else LONG_MEMO.pack(b"r", index)
 
     def _global_bytes(self, module: str, name: str) -> bytes:
-        return self._memo_bytes(("global", module, name), _global_opcode, module, name)
+        return self._memo_bytes(("global", module, name), global_opcode, module, name)
 
     def _str_bytes(self, value: str) -> bytes:
-        return self._memo_bytes(("str", value), _str_opcode, value)
+        return self._memo_bytes(("str", value), str_opcode, value)
 
     def _int_tuple_bytes(self, value: tuple[int, ...]) -> bytes:
         if not value:
             return b")"
         items = self.int_tuples.get(value)
         if items is None:
-            items = self.int_tuples[value] = _int_tuple_opcodes(value)
+            items = self.int_tuples[value] = int_tuple_opcodes(value)
         return items + self._next_put()
 
     # -- values --------------------------------------------------------------------
@@ -200,7 +174,7 @@ class Pickler:
         self._put(("str", value))
 
     def save_int(self, value: int) -> None:
-        self.out.write(_int_opcode(value))
+        self.out.write(int_opcode(value))
 
     def save_bytes(self, value: bytes | bytearray, depth: int, key: str) -> None:
         if isinstance(value, bytearray):
@@ -217,9 +191,15 @@ class Pickler:
             self.out.write(b")")
             return
         if all(type(item) is int for item in value):  # shapes and strides, written often
-            self.out.write(b"".join([b"(" if len(value) > 3 else b"",
-                                     *map(_int_opcode, value),
-                                     b"t" if len(value) > 3 else _TUPLE_N[len(value)]]))
+            self.out.write(
+                b"".join(
+                    [
+                        b"(" if len(value) > 3 else b"",
+                        *map(int_opcode, value),
+                        b"t" if len(value) > 3 else TUPLE_N[len(value)],
+                    ]
+                )
+            )
             self._put_new()
             return
         if len(value) > 3:
@@ -236,7 +216,7 @@ class Pickler:
         self._put(id(value))
         self.alive.append(value)
         for start in range(0, len(value), 1000):  # batches as Python's pickler makes them
-            batch = value[start:start + 1000]
+            batch = value[start : start + 1000]
             if len(batch) > 1:
                 self.out.write(b"(")
             for i, item in enumerate(batch, start):
@@ -255,7 +235,7 @@ class Pickler:
         self._put(id(value))
         items = list(value.items())
         for start in range(0, len(items), 1000):
-            batch = items[start:start + 1000]
+            batch = items[start : start + 1000]
             if len(batch) > 1:
                 self.out.write(b"(")
             for k, v in batch:
@@ -297,7 +277,7 @@ class Pickler:
             refs.head if refs else self._tensor_head(legacy_class, parameter),
             self._str_bytes(storage_key),
             refs.cpu if refs else self._str_bytes("cpu"),
-            _int_opcode(tensor.size if (refs.legacy if refs else legacy_class) else tensor.nbytes)
+            int_opcode(tensor.size if (refs.legacy if refs else legacy_class) else tensor.nbytes)
             + b"t",
             put(),
             b"QK\x00",  # the persistent id, then storage offset 0
@@ -306,8 +286,11 @@ class Pickler:
             b"\x89",
             hooks or glob("collections", "OrderedDict") + b")R",  # no backward hooks
             put(),
-            refs.dtype if refs else
-            b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name]),
+            refs.dtype
+            if refs
+            else b""
+            if legacy_class
+            else glob("torch", _TORCH_NAME[tensor.dtype_name]),
             b"t",
             put(),
             b"R",
@@ -315,8 +298,15 @@ class Pickler:
         ]
         if parameter:
             requires_grad = b"\x88" if tensor.meta.get(TORCH_REQUIRES_GRAD, True) else b"\x89"
-            parts += [requires_grad, hooks or glob("collections", "OrderedDict") + b")R", put(),
-                      b"\x87", put(), b"R", put()]
+            parts += [
+                requires_grad,
+                hooks or glob("collections", "OrderedDict") + b")R",
+                put(),
+                b"\x87",
+                put(),
+                b"R",
+                put(),
+            ]
         self.out.write(b"".join(parts))
         if refs is None:
             self.tensor_refs[kind] = self._kind_refs(tensor, parameter, legacy_class)
@@ -329,8 +319,11 @@ class Pickler:
         view = tensor.meta.get(VIEW_OF) if self.strided else None
         if view is not None:
             source, axes = view
-            if source.dtype == tensor.dtype and len(axes) == len(source.shape) and \
-                    tuple(source.shape[a] for a in axes) == tensor.shape:
+            if (
+                source.dtype == tensor.dtype
+                and len(axes) == len(source.shape)
+                and tuple(source.shape[a] for a in axes) == tensor.shape
+            ):
                 whole = contiguous_strides(source.shape)
                 return source, tuple(whole[a] for a in axes)
         return tensor, contiguous_strides(tensor.shape)
@@ -339,30 +332,39 @@ class Pickler:
     def _storage_class(tensor: Tensor, key: str) -> str | None:
         """The legacy storage class of the tensor's dtype (None: UntypedStorage + v3)."""
         if tensor.dtype_name not in _TORCH_NAME:
-            raise UnsupportedError(f"tensor {key!r} is {tensor.dtype_name}, which torch has no "
-                                   "dtype for")
+            raise UnsupportedError(
+                f"tensor {key!r} is {tensor.dtype_name}, which torch has no dtype for"
+            )
         return _STORAGE_FOR.get(tensor.dtype_name)
 
     def _tensor_head(self, legacy_class: str | None, parameter: bool) -> bytes:
         """[_rebuild_parameter] _rebuild_tensor_v2|v3 ( ( 'storage' StorageClass."""
         glob = self._global_bytes
-        return b"".join([
-            glob("torch._utils", "_rebuild_parameter") if parameter else b"",
-            glob("torch._utils", "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3"),
-            b"((",  # the arguments, then the persistent id
-            self._str_bytes("storage"),
-            glob("torch", legacy_class) if legacy_class
-            else glob("torch.storage", "UntypedStorage"),
-        ])
+        return b"".join(
+            [
+                glob("torch._utils", "_rebuild_parameter") if parameter else b"",
+                glob(
+                    "torch._utils", "_rebuild_tensor_v2" if legacy_class else "_rebuild_tensor_v3"
+                ),
+                b"((",  # the arguments, then the persistent id
+                self._str_bytes("storage"),
+                glob("torch", legacy_class)
+                if legacy_class
+                else glob("torch.storage", "UntypedStorage"),
+            ]
+        )
 
-    def _kind_refs(self, tensor: Tensor, parameter: bool, legacy_class: str | None
-                   ) -> _KindRefs:
+    def _kind_refs(self, tensor: Tensor, parameter: bool, legacy_class: str | None) -> _KindRefs:
         """Once the first tensor of a kind has memoized them: references to its globals."""
         glob = self._global_bytes
         dtype = b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name])
-        return _KindRefs(self._tensor_head(legacy_class, parameter), self._str_bytes("cpu"),
-                         glob("collections", "OrderedDict") + b")R", dtype,
-                         legacy_class is not None)
+        return _KindRefs(
+            self._tensor_head(legacy_class, parameter),
+            self._str_bytes("cpu"),
+            glob("collections", "OrderedDict") + b")R",
+            dtype,
+            legacy_class is not None,
+        )
 
     def empty_ordered_dict(self) -> None:
         """The empty backward-hooks OrderedDict every tensor carries."""

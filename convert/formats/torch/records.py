@@ -56,8 +56,9 @@ class StorageType:
         if self.dtype is None:
             return 1
         if self.dtype.numpy is None:
-            raise UnsupportedError(f"torch.{self.name} holds {self.dtype!r}, which numpy "
-                                   "cannot represent")
+            raise UnsupportedError(
+                f"torch.{self.name} holds {self.dtype!r}, which numpy cannot represent"
+            )
         return self.dtype.numpy.itemsize
 
 
@@ -115,27 +116,61 @@ class Global:
 
 # torch dtype name -> numpy dtype name (None: no numpy equivalent)
 TORCH_DTYPES: dict[str, str | None] = {
-    "float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-    "bool": "bool", "complex64": "complex64", "complex128": "complex128",
-    "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2",
-    "float8_e4m3fnuz": "float8_e4m3fnuz", "float8_e5m2fnuz": "float8_e5m2fnuz",
+    "float32": "float32",
+    "float64": "float64",
+    "float16": "float16",
+    "bfloat16": "bfloat16",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
+    "bool": "bool",
+    "complex64": "complex64",
+    "complex128": "complex128",
+    "float8_e4m3fn": "float8_e4m3fn",
+    "float8_e5m2": "float8_e5m2",
+    "float8_e4m3fnuz": "float8_e4m3fnuz",
+    "float8_e5m2fnuz": "float8_e5m2fnuz",
     "float8_e8m0fnu": "float8_e8m0fnu",
-    "complex32": None, "qint8": None, "quint8": None, "qint32": None, "quint4x2": None,
-    "quint2x4": None, "float4_e2m1fn_x2": None, "bits1x8": None, "bits2x4": None,
-    "bits4x2": None, "bits8": None, "bits16": None,
-    **{f"uint{n}": None for n in range(1, 8)}, **{f"int{n}": None for n in range(1, 8)},
+    "complex32": None,
+    "qint8": None,
+    "quint8": None,
+    "qint32": None,
+    "quint4x2": None,
+    "quint2x4": None,
+    "float4_e2m1fn_x2": None,
+    "bits1x8": None,
+    "bits2x4": None,
+    "bits4x2": None,
+    "bits8": None,
+    "bits16": None,
+    **{f"uint{n}": None for n in range(1, 8)},
+    **{f"int{n}": None for n in range(1, 8)},
 }
 
 # legacy typed storage class -> torch dtype name
 STORAGE_CLASSES: dict[str, str] = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "CharStorage": "int8", "ShortStorage": "int16",
-    "IntStorage": "int32", "LongStorage": "int64", "ByteStorage": "uint8",
-    "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
-    "ComplexDoubleStorage": "complex128", "QInt8Storage": "qint8", "QUInt8Storage": "quint8",
-    "QInt32Storage": "qint32", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "CharStorage": "int8",
+    "ShortStorage": "int16",
+    "IntStorage": "int32",
+    "LongStorage": "int64",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "QInt8Storage": "qint8",
+    "QUInt8Storage": "quint8",
+    "QInt32Storage": "qint32",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
 }
 
 
@@ -156,13 +191,22 @@ def short(value: Any) -> str:
 
 def storage_from_pid(pid: Any, where: str) -> StorageRef:
     """Check a persistent id `('storage', type, key, location, numel[, view])`."""
-    if (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"
-            and type(pid[1]) is StorageType and type(pid[2]) is str and type(pid[3]) is str
-            and type(pid[4]) is int and pid[4] >= 0):  # (torch's own: nothing else to check)
+    if (
+        type(pid) is tuple
+        and len(pid) == 5
+        and pid[0] == "storage"
+        and type(pid[1]) is StorageType
+        and type(pid[2]) is str
+        and type(pid[3]) is str
+        and type(pid[4]) is int
+        and pid[4] >= 0
+    ):  # (torch's own: nothing else to check)
         return StorageRef(pid[2], pid[1], pid[3], pid[4])
     if not isinstance(pid, tuple) or not pid or pid[0] not in ("storage", b"storage"):
-        raise UnsafeInputError(f"{where}: refuses persistent id {short(pid)}: only storages "
-                               "are allowed; nothing was run")
+        raise UnsafeInputError(
+            f"{where}: refuses persistent id {short(pid)}: only storages "
+            "are allowed; nothing was run"
+        )
     if len(pid) not in (5, 6):
         raise FormatError(f"{where}: storage reference has {len(pid)} fields, 5 or 6 expected")
     _, storage_type, key, location, numel, *view = pid
@@ -177,8 +221,15 @@ def storage_from_pid(pid: Any, where: str) -> StorageRef:
     view_meta = None
     if view and view[0] is not None:
         v = view[0]
-        if (not isinstance(v, tuple) or len(v) != 3 or not isinstance(v[0], str)
-                or type(v[1]) is not int or type(v[2]) is not int or v[1] < 0 or v[2] < 0):
+        if (
+            not isinstance(v, tuple)
+            or len(v) != 3
+            or not isinstance(v[0], str)
+            or type(v[1]) is not int
+            or type(v[2]) is not int
+            or v[1] < 0
+            or v[2] < 0
+        ):
             raise FormatError(f"{where}: storage {key!r} has a malformed view {short(v)}")
         view_meta = (v[0], v[1], v[2])
     return StorageRef(key, storage_type, location, numel, view_meta)

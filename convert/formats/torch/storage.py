@@ -33,12 +33,19 @@ _READ_WITH_HEADER = 4096  # a record's bytes up to this size are read with its l
 class Record:
     """Where one storage's bytes are: `nbytes` at `offset` of `path`, or a whole-read."""
 
-    __slots__ = ("path", "name", "offset", "nbytes", "crc", "read_whole", "big_endian",
-                 "source")
+    __slots__ = ("path", "name", "offset", "nbytes", "crc", "read_whole", "big_endian", "source")
 
-    def __init__(self, path: str, name: str, offset: int, nbytes: int,
-                 crc: int | None = None, read_whole: Callable[[], bytes] | None = None,
-                 big_endian: bool = False, source: SourceFile | None = None):
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        offset: int,
+        nbytes: int,
+        crc: int | None = None,
+        read_whole: Callable[[], bytes] | None = None,
+        big_endian: bool = False,
+        source: SourceFile | None = None,
+    ):
         self.path, self.name, self.offset, self.nbytes = path, name, offset, nbytes
         self.crc = crc  # zip CRC-32 of the record, checked whenever it is read whole
         self.read_whole = read_whole  # compressed zip records
@@ -53,8 +60,9 @@ class Record:
         """Where the storage's bytes start in the file."""
         return self.offset
 
-    def stored(self, start: int, size: int, dtype: np.dtype, shape: tuple[int, ...],
-               what: str) -> Stored | None:
+    def stored(
+        self, start: int, size: int, dtype: np.dtype, shape: tuple[int, ...], what: str
+    ) -> Stored | None:
         """Where `size` bytes from byte `start` of the storage lie in the file, with the
         record's CRC-32 when they are the whole record; None for records that are not
         stored as they are used (compressed, big-endian)."""
@@ -64,23 +72,31 @@ class Record:
             raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
         data = None
         if self.offset < 0 and size <= _READ_WITH_HEADER:  # (a small storage's first read
-            data = self.fetch(start, size, what)          # brings its bytes with the header)
+            data = self.fetch(start, size, what)  # brings its bytes with the header)
         offset = self.data_offset(what)
         check = None
         if self.crc is not None and size == self.nbytes:
-            check = Check("crc32", offset, size, self.crc, "storage {} does not match its "
-                          "CRC-32 (the file is corrupted)", self.name, self.path)
+            check = Check(
+                "crc32",
+                offset,
+                size,
+                self.crc,
+                "storage {} does not match its CRC-32 (the file is corrupted)",
+                self.name,
+                self.path,
+            )
         return Stored(self.source, offset + start, size, dtype, shape, check, data)
 
     def read(self, start: int, size: int, what: str) -> bytes | bytearray | memoryview:
         if start < 0 or start + size > self.nbytes:
             raise FormatError(f"{what} lies outside its storage {self.name}", self.path)
         if self.read_whole is not None:
-            return self.read_whole()[start:start + size]
+            return self.read_whole()[start : start + size]
         data = self.fetch(start, size, what)
         if self.crc is not None and size == self.nbytes and crc32(data) != self.crc:
-            raise ChecksumError(f"storage {self.name} does not match its CRC-32 (the file "
-                                "is corrupted)", self.path)
+            raise ChecksumError(
+                f"storage {self.name} does not match its CRC-32 (the file is corrupted)", self.path
+            )
         return data
 
 
@@ -107,7 +123,10 @@ class TensorFactory:
         if sizes is None:
             numel = math.prod(shape)
             sizes = self.sizes[shape, stride] = (
-                numel, view_extent(shape, stride), numel > 0 and _is_contiguous(shape, stride))
+                numel,
+                view_extent(shape, stride),
+                numel > 0 and _is_contiguous(shape, stride),
+            )
         numel, extent, plain = sizes
         start = base + offset * itemsize
         span = extent * itemsize
@@ -115,10 +134,15 @@ class TensorFactory:
             raise FormatError(
                 f"tensor {key!r} ({dtype.name}{list(shape)}, offset {offset}, stride "
                 f"{list(stride)}) reaches past the end of its storage {record.name} "
-                f"({limit} bytes)", self.path)
+                f"({limit} bytes)",
+                self.path,
+            )
         if numel * itemsize > max(span, MAX_EXPANSION_BYTES):
-            raise FormatError(f"tensor {key!r} claims {numel * itemsize} bytes from a "
-                              f"{span}-byte region (overlapping strides)", self.path)
+            raise FormatError(
+                f"tensor {key!r} claims {numel * itemsize} bytes from a "
+                f"{span}-byte region (overlapping strides)",
+                self.path,
+            )
         # (torch dtype names map 1:1 to numpy dtypes)
         identity = (record.name, start, ref.dtype.name, shape, stride)
         tensor = self.by_view.get(identity)
@@ -139,8 +163,17 @@ class _View:
 
     __slots__ = ("record", "start", "span", "dtype", "shape", "stride", "key", "plain")
 
-    def __init__(self, record: Record, start: int, span: int, dtype: np.dtype,
-                 shape: tuple[int, ...], stride: tuple[int, ...], key: str, plain: bool):
+    def __init__(
+        self,
+        record: Record,
+        start: int,
+        span: int,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        stride: tuple[int, ...],
+        key: str,
+        plain: bool,
+    ):
         self.record, self.start, self.span, self.dtype = record, start, span, dtype
         self.shape, self.stride, self.key = shape, stride, key
         self.plain = plain  # non-empty and contiguous (the factory's, for each layout)
@@ -156,18 +189,22 @@ class _View:
             array = _laid_out(data, dtype, shape, stride)
         return _to_little_endian(array) if self.record.big_endian else array
 
-
     def where_stored(self) -> Stored | None:
         """Where the view's bytes lie, when they are the tensor's as stored (contiguous,
         little-endian)."""
         if not self.plain:
             return None
-        return self.record.stored(self.start, self.span, self.dtype, self.shape,
-                                  f"tensor {self.key!r}")
+        return self.record.stored(
+            self.start, self.span, self.dtype, self.shape, f"tensor {self.key!r}"
+        )
 
 
-def _laid_out(data: bytes | bytearray | memoryview, dtype: np.dtype, shape: tuple[int, ...],
-              stride: tuple[int, ...]) -> np.ndarray:
+def _laid_out(
+    data: bytes | bytearray | memoryview,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+) -> np.ndarray:
     """A non-contiguous view's elements, C-contiguous: a permuted whole (`w.t()`, a
     channels_last conv weight) is transposed in bands; any other view (gaps, overlaps,
     broadcast axes) is copied element by element."""

@@ -33,9 +33,33 @@ _PUT = rb"(q.|r....)"
 _INT = rb"(K.|M..|J....)"
 _TUPLE = rb"(\)|(?:K.|M..|J....){1,3}[\x85-\x87]|\((?:K.|M..|J....)*t)"
 _TENSOR_RUN = re.compile(
-    rb"(h.)\(\(" + _GET + _GET + rb"X([\x01-\x14])\x00\x00\x00([0-9]+)" + _PUT + _GET + _INT
-    + rb"(N?)t" + _PUT + rb"Q" + _INT + _TUPLE + _PUT + rb"?" + _TUPLE + _PUT + rb"?"
-    + rb"([\x88\x89])" + _GET + rb"\)R" + _PUT + rb"t" + _PUT + rb"R" + _PUT, re.DOTALL)
+    rb"(h.)\(\("
+    + _GET
+    + _GET
+    + rb"X([\x01-\x14])\x00\x00\x00([0-9]+)"
+    + _PUT
+    + _GET
+    + _INT
+    + rb"(N?)t"
+    + _PUT
+    + rb"Q"
+    + _INT
+    + _TUPLE
+    + _PUT
+    + rb"?"
+    + _TUPLE
+    + _PUT
+    + rb"?"
+    + rb"([\x88\x89])"
+    + _GET
+    + rb"\)R"
+    + _PUT
+    + rb"t"
+    + _PUT
+    + rb"R"
+    + _PUT,
+    re.DOTALL,
+)
 _U32, _I32 = struct.Struct("<I"), struct.Struct("<i")
 _INT_WIDTH = {0x4B: 2, 0x4D: 3, 0x4A: 5}  # BININT1, BININT2, BININT: opcode and value
 _LONG_SLOTS: dict[int, struct.Struct] = {}  # (n long slots: the format made once, per n)
@@ -74,7 +98,7 @@ def _run_tuple(raw: bytes) -> tuple[int, ...] | None:
     items, at = [], 0
     while at < len(body):
         width = _INT_WIDTH[body[at]]
-        items.append(_run_int(body[at:at + width]))
+        items.append(_run_int(body[at : at + width]))
         at += width
     return tuple(items) if count in (None, len(items)) else None
 
@@ -92,9 +116,28 @@ class TensorRuns:
         """The tensor a `TENSOR_RUN` match builds, with the memo writes and handler calls
         its opcodes make; MARK (nothing changed) when its operands are not the plain ones,
         so that the loop runs the opcodes one by one (and says what is wrong)."""
-        (func, word, kind, key_len, key, key_put, location, numel, none, pid_put, offset,
-         size, size_put, stride, stride_put, grad, hooks, hooks_put, args_put, put
-         ) = run.groups()
+        (
+            func,
+            word,
+            kind,
+            key_len,
+            key,
+            key_put,
+            location,
+            numel,
+            none,
+            pid_put,
+            offset,
+            size,
+            size_put,
+            stride,
+            stride_put,
+            grad,
+            hooks,
+            hooks_put,
+            args_put,
+            put,
+        ) = run.groups()
         memo, tuples = self.memo, self.tuples
         size = tuples.get(size) or self.run_tuple(size)  # (a scalar's () is looked up again)
         stride = tuples.get(stride) or self.run_tuple(stride)
@@ -106,15 +149,33 @@ class TensorRuns:
             puts = _slots(key_put, pid_put, hooks_put, args_put, put)
             size_put = _slot(size_put) if size_put else None
             stride_put = _slot(stride_put) if stride_put else None
-        if (len(key) != key_len[0] or size is None or stride is None
-                or self.persistent_load is None or location == puts[0]
-                or hooks in (puts[0], puts[1], size_put, stride_put)):  # (gets see the old memo)
+        if (
+            len(key) != key_len[0]
+            or size is None
+            or stride is None
+            or self.persistent_load is None
+            or location == puts[0]
+            or hooks in (puts[0], puts[1], size_put, stride_put)
+        ):  # (gets see the old memo)
             return MARK
-        func, word, kind, location, hooks = (memo.get(func, MARK), memo.get(word, MARK),
-                                             memo.get(kind, MARK), memo.get(location, MARK),
-                                             memo.get(hooks, MARK))
-        if not (type(func) is Global and func.call is not None and type(hooks) is Global
-                and hooks.call is not None) or MARK is word or MARK is kind or MARK is location:
+        func, word, kind, location, hooks = (
+            memo.get(func, MARK),
+            memo.get(word, MARK),
+            memo.get(kind, MARK),
+            memo.get(location, MARK),
+            memo.get(hooks, MARK),
+        )
+        if (
+            not (
+                type(func) is Global
+                and func.call is not None
+                and type(hooks) is Global
+                and hooks.call is not None
+            )
+            or MARK is word
+            or MARK is kind
+            or MARK is location
+        ):
             return MARK
         key = key.decode("ascii")
         pid = (word, kind, key, location, _run_int(numel)) + ((None,) if none else ())

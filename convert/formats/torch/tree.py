@@ -78,8 +78,13 @@ class _Reader:
             return self.nodes[id(value)]
         if depth > MAX_DEPTH:
             raise FormatError(f"containers nested more than {MAX_DEPTH} deep")
-        kind = ("OrderedDict" if isinstance(value, PickledOrderedDict) else
-                type(value).__name__ if type(value) in (dict, list, tuple) else "dict")
+        kind = (
+            "OrderedDict"
+            if isinstance(value, PickledOrderedDict)
+            else type(value).__name__
+            if type(value) in (dict, list, tuple)
+            else "dict"
+        )
         node = Node({TORCH_CONTAINER: kind})
         self.nodes[id(value)] = node
         self.alive.append(value)
@@ -90,8 +95,10 @@ class _Reader:
             node.meta[TORCH_ATTRIBUTES] = dict(value.attributes)
         names = [key if type(key) is str else key_name(key) for key in keys]
         if len(set(names)) != len(names):
-            raise UnsupportedError("a dict holding tensors has keys of different types "
-                                   "that read the same (e.g. 1 and '1')")
+            raise UnsupportedError(
+                "a dict holding tensors has keys of different types "
+                "that read the same (e.g. 1 and '1')"
+            )
         edges: list[tuple[str, Any]] = []
         for name, item in zip(names, items, strict=True):
             if type(item) is TensorRef:
@@ -128,8 +135,9 @@ def is_plain(value: Any, depth: int = 0) -> bool:
     """Data torch.load(weights_only=True) accepts back: scalars, text, containers, dtypes."""
     if depth > MAX_DEPTH:
         return False
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, bytearray,
-                                           TorchDtype)):
+    if value is None or isinstance(
+        value, (bool, int, float, complex, str, bytes, bytearray, TorchDtype)
+    ):
         return True
     if isinstance(value, (list, tuple, set)):
         return all(is_plain(v, depth + 1) for v in value)
@@ -172,8 +180,9 @@ class _Writer:
         self.built[id(node)] = result
         return result
 
-    def collect(self, node: Node, prefix: str | None, pairs: list, where: str,
-                seen: set[int]) -> None:
+    def collect(
+        self, node: Node, prefix: str | None, pairs: list, where: str, seen: set[int]
+    ) -> None:
         """Tensors and containers under `node`, flattening path-split intermediate Nodes."""
         for name, item in node.edges.items():
             key = f"{prefix}.{name}" if prefix is not None else name
@@ -197,8 +206,9 @@ def from_graph(graph: Graph, notes: list[str]) -> Any:
         writer = _Writer(notes)
         obj = writer.container(graph.root, "")
         writer.dropped.extend(f"(file) {name}" for name in graph.values)
-        note = dropped_values(writer.dropped, "not plain data torch.load(weights_only=True) "
-                              "accepts")
+        note = dropped_values(
+            writer.dropped, "not plain data torch.load(weights_only=True) accepts"
+        )
         if note:
             notes.append(note)
         return obj
@@ -221,14 +231,16 @@ def flat_state_dict(graph: Graph, notes: list[str]) -> PickledOrderedDict:
                 raise UnsupportedError(f"two tensors would both be written as {key!r}")
             state[key] = entry.tensor
     if slots:
-        notes.append(f"wrote {count(slots, 'optimizer slot tensor')} as plain keys under "
-                     "their optimizer's path")
+        notes.append(
+            f"wrote {count(slots, 'optimizer slot tensor')} as plain keys under "
+            "their optimizer's path"
+        )
     # (safetensors' own `format` marker describes that container, not the model)
-    dropped = [k for k in graph.values
-               if not (graph.format == "safetensors" and k == SAFETENSORS_FORMAT)]
+    dropped = [
+        k for k in graph.values if not (graph.format == "safetensors" and k == SAFETENSORS_FORMAT)
+    ]
     dropped.extend(map(join_path, graph.value_paths()))
     note = dropped_values([str(k) for k in dropped], "a state dict holds tensors only")
     if note:
         notes.append(note)
     return state
-

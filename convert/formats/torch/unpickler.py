@@ -50,8 +50,13 @@ class Unpickler(TensorRuns):
 
     MAX_CHUNK = 1 << 20  # read-ahead from files starts at 4 KiB and doubles up to this
 
-    def __init__(self, source: bytes | BinaryIO, limit: int,
-                 persistent_load: PersistentLoad | None, where: str = "pickle"):
+    def __init__(
+        self,
+        source: bytes | BinaryIO,
+        limit: int,
+        persistent_load: PersistentLoad | None,
+        where: str = "pickle",
+    ):
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.buffer, self.stream = bytes(source[:limit]), None
         else:  # read ahead in chunks: a per-opcode file read would dominate the run time
@@ -71,13 +76,14 @@ class Unpickler(TensorRuns):
 
     def _fill(self, n: int) -> None:
         """Make `n` bytes available at `pos`, or fail as truncated."""
-        kept = self.buffer[self.pos:]
+        kept = self.buffer[self.pos :]
         self.base += self.pos
         self.pos = 0
         left = self.limit - self.base - len(kept)
         if n - len(kept) > left:
-            raise self.error(f"needs {n} bytes but only {len(kept) + left} remain (truncated "
-                             "or corrupted)")
+            raise self.error(
+                f"needs {n} bytes but only {len(kept) + left} remain (truncated or corrupted)"
+            )
         parts = [kept]
         if self.stream is not None:
             want = min(max(n - len(kept), self.chunk), left)
@@ -99,7 +105,7 @@ class Unpickler(TensorRuns):
         if end > len(self.buffer):
             self._fill(n)
             end = n
-        data = self.buffer[self.pos:end]
+        data = self.buffer[self.pos : end]
         self.pos = end
         return data
 
@@ -111,7 +117,7 @@ class Unpickler(TensorRuns):
             end = self.buffer.find(b"\n", self.pos, self.pos + 4096)
         if end < 0:
             raise self.error("has an unterminated text argument")
-        line = self.buffer[self.pos:end]
+        line = self.buffer[self.pos : end]
         self.pos = end + 1
         return line
 
@@ -161,7 +167,7 @@ class Unpickler(TensorRuns):
                         end = pos + 5 + unpack_u32(buf, pos + 1)[0]
                         if end <= size:
                             try:
-                                append(buf[pos + 5:end].decode("utf-8", "surrogatepass"))
+                                append(buf[pos + 5 : end].decode("utf-8", "surrogatepass"))
                                 pos = end
                                 continue
                             except UnicodeDecodeError:
@@ -193,8 +199,7 @@ class Unpickler(TensorRuns):
                 elif code == 0x52:  # REDUCE
                     if len(stack) >= 2:
                         args, func = stack[-1], stack[-2]
-                        if (type(args) is tuple and type(func) is Global
-                                and func.call is not None):
+                        if type(args) is tuple and type(func) is Global and func.call is not None:
                             del stack[-2:]
                             append(func.call(args))
                             pos += 1
@@ -202,7 +207,7 @@ class Unpickler(TensorRuns):
                 elif code == 0x74:  # TUPLE
                     for i in range(len(stack) - 1, -1, -1):
                         if stack[i] is MARK:
-                            items = tuple(stack[i + 1:])
+                            items = tuple(stack[i + 1 :])
                             del stack[i:]
                             append(items)
                             pos += 1
@@ -236,8 +241,9 @@ class Unpickler(TensorRuns):
             try:
                 op(self)
             except IndexError:
-                raise self.error(f"opcode {chr(code)!r} finds too few values on the "
-                                 "stack") from None
+                raise self.error(
+                    f"opcode {chr(code)!r} finds too few values on the stack"
+                ) from None
             buf, pos = self.buffer, self.pos
             size = len(buf)
 
@@ -245,27 +251,33 @@ class Unpickler(TensorRuns):
         if code in (ord("i"), ord("o")):  # INST / OBJ: protocol-0 class instantiation
             if code == ord("i"):
                 module, name = self.readline(), self.readline()
-                return self.refuse(module.decode("utf-8", "replace"),
-                                   name.decode("utf-8", "replace"))
-            return UnsafeInputError(f"{self.where}: refuses the OBJ opcode (instantiates an "
-                                    "arbitrary class); nothing was run")
+                return self.refuse(
+                    module.decode("utf-8", "replace"), name.decode("utf-8", "replace")
+                )
+            return UnsafeInputError(
+                f"{self.where}: refuses the OBJ opcode (instantiates an "
+                "arbitrary class); nothing was run"
+            )
         if code in (0x82, 0x83, 0x84):
-            return UnsafeInputError(f"{self.where}: refuses the EXT opcodes (copyreg "
-                                    "extension registry); nothing was run")
+            return UnsafeInputError(
+                f"{self.where}: refuses the EXT opcodes (copyreg "
+                "extension registry); nothing was run"
+            )
         return self.error(f"uses pickle opcode 0x{code:02x}, which torch.save never writes")
 
     def refuse(self, module: str, name: str) -> UnsafeInputError:
         return UnsafeInputError(
             f"{self.where}: refuses global {module}.{name}: only tensors, storages, dtypes and "
             "plain containers are allowed (the file would run code under "
-            "torch.load(weights_only=False)); nothing was run")
+            "torch.load(weights_only=False)); nothing was run"
+        )
 
     # -- helpers for the opcodes ---------------------------------------------------
     def pop_mark(self) -> list[Any]:
         stack = self.stack
         for i in range(len(stack) - 1, -1, -1):
             if stack[i] is MARK:
-                items = stack[i + 1:]
+                items = stack[i + 1 :]
                 del stack[i:]
                 return items
         raise self.error("has no MARK for a collection opcode")
@@ -288,8 +300,10 @@ class Unpickler(TensorRuns):
         if full in ALLOWED:
             self.stack.append(ALLOWED[full])
         elif full in UNSUPPORTED:
-            raise UnsupportedError(f"{self.where}: holds {UNSUPPORTED[full]} ({full}), which "
-                                   "this tool does not convert")
+            raise UnsupportedError(
+                f"{self.where}: holds {UNSUPPORTED[full]} ({full}), which "
+                "this tool does not convert"
+            )
         else:
             raise self.refuse(module, name)
 
@@ -298,4 +312,3 @@ class Unpickler(TensorRuns):
             return data.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
             raise self.error("holds a string that is not UTF-8") from None
-

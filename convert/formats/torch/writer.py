@@ -35,8 +35,14 @@ def archive_name(path: Path) -> str:
     return stem or "archive"
 
 
-def write_archive(obj: Any, path: Path, name: str, progress: Callable[[int], None] | None,
-                  report: Any, strided: bool = False) -> None:
+def write_archive(
+    obj: Any,
+    path: Path,
+    name: str,
+    progress: Callable[[int], None] | None,
+    report: Any,
+    strided: bool = False,
+) -> None:
     """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
     pickler = Pickler(strided)
     pickled = pickler.dump(obj)
@@ -71,17 +77,27 @@ def _serialization_id(pickled: bytes) -> bytes:
     return f"{digest % 10**40:040d}".encode()
 
 
-def write_graph(graph: Graph, tmp: Path, destination: Path,
-                progress: Callable[[int], None] | None, report: Any,
-                strided: bool = False) -> None:
+def write_graph(
+    graph: Graph,
+    tmp: Path,
+    destination: Path,
+    progress: Callable[[int], None] | None,
+    report: Any,
+    strided: bool = False,
+) -> None:
     obj = from_graph(graph, report.notes)
     write_archive(obj, tmp, archive_name(destination), progress, report, strided)
 
 
-def write_entries(entries: list[Entry], tmp: Path, destination: Path,
-                  progress: Callable[[int], None] | None, report: Any,
-                  attributes: dict[str, Any] | None = None,
-                  strided: bool = False) -> list[str]:
+def write_entries(
+    entries: list[Entry],
+    tmp: Path,
+    destination: Path,
+    progress: Callable[[int], None] | None,
+    report: Any,
+    attributes: dict[str, Any] | None = None,
+    strided: bool = False,
+) -> list[str]:
     """One shard: a flat state dict of these entries (every path), with `attributes` on
     the OrderedDict (a TF1 checkpoint's names); returns its keys."""
     state = PickledOrderedDict()

@@ -63,14 +63,18 @@ class AlignedZipWriter:
         big = size >= _U32 or offset >= _U32
         zip64 = b""
         if big:
-            fields = (struct.pack("<QQ", size, size) if size >= _U32 else b"") + \
-                (struct.pack("<Q", offset) if offset >= _U32 else b"")
+            fields = (struct.pack("<QQ", size, size) if size >= _U32 else b"") + (
+                struct.pack("<Q", offset) if offset >= _U32 else b""
+            )
             zip64 = struct.pack("<HH", 1, len(fields)) + fields
         start = offset + 30 + len(encoded) + len(zip64) + 4
         padding = -start % ALIGNMENT
         extra = zip64 + _PADDING[padding]
-        header = _LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded),
-                             len(extra)) + encoded + extra
+        header = (
+            _LOCAL.pack(b"PK\x03\x04", 0, _FLAGS, 0, 0, 0, 0, 0, 0, len(encoded), len(extra))
+            + encoded
+            + extra
+        )
         return header, big
 
     def add(self, name: str, data: bytes | memoryview | np.ndarray) -> None:
@@ -121,16 +125,59 @@ class AlignedZipWriter:
                 fields += struct.pack("<Q", e.offset)
             extra = struct.pack("<HH", 1, len(fields)) + fields if fields else b""
             size32 = min(e.size, _U32)
-            records.append(_CENTRAL.pack(b"PK\x01\x02", 0, 0, _FLAGS, 0, 0, 0, e.crc, size32,
-                                         size32, len(e.name), len(extra), 0, 0, 0, 0,
-                                         min(e.offset, _U32)) + e.name + extra)
+            records.append(
+                _CENTRAL.pack(
+                    b"PK\x01\x02",
+                    0,
+                    0,
+                    _FLAGS,
+                    0,
+                    0,
+                    0,
+                    e.crc,
+                    size32,
+                    size32,
+                    len(e.name),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    0,
+                    min(e.offset, _U32),
+                )
+                + e.name
+                + extra
+            )
         self._write(b"".join(records))
         directory_size = self.position - directory_start
         zip64_end = self.position
         count = len(self.entries)
-        self._write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 0x031E, 45, 0, 0, count,
-                                count, directory_size, directory_start))
+        self._write(
+            struct.pack(
+                "<4sQHHIIQQQQ",
+                b"PK\x06\x06",
+                44,
+                0x031E,
+                45,
+                0,
+                0,
+                count,
+                count,
+                directory_size,
+                directory_start,
+            )
+        )
         self._write(struct.pack("<4sIQI", b"PK\x06\x07", 0, zip64_end, 1))
-        self._write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, min(count, 0xFFFF),
-                                min(count, 0xFFFF), min(directory_size, _U32),
-                                min(directory_start, _U32), 0))
+        self._write(
+            struct.pack(
+                "<4sHHHHIIH",
+                b"PK\x05\x06",
+                0,
+                0,
+                min(count, 0xFFFF),
+                min(count, 0xFFFF),
+                min(directory_size, _U32),
+                min(directory_start, _U32),
+                0,
+            )
+        )

@@ -52,8 +52,8 @@ def is_torch_zip(path: Path) -> bool:
             header = f.read(_LOCAL_HEADER.size + 1024)
         if header[:4] != b"PK\x03\x04":
             return False
-        name_len = _LOCAL_HEADER.unpack(header[:_LOCAL_HEADER.size])[9]
-        first = header[_LOCAL_HEADER.size:_LOCAL_HEADER.size + name_len]
+        name_len = _LOCAL_HEADER.unpack(header[: _LOCAL_HEADER.size])[9]
+        first = header[_LOCAL_HEADER.size : _LOCAL_HEADER.size + name_len]
         if archive_prefix([first.decode("utf-8", "replace")]) is not None:
             return True
         with zipfile.ZipFile(path) as zf:
@@ -90,7 +90,9 @@ def read_zip(path: Path) -> Graph:
         if record.nbytes != ref.nbytes:
             raise FormatError(
                 f"storage {record.name} holds {record.nbytes} bytes but data.pkl declares "
-                f"{ref.numel} x {ref.type.itemsize} = {ref.nbytes}", path)
+                f"{ref.numel} x {ref.type.itemsize} = {ref.nbytes}",
+                path,
+            )
         return record, 0, ref.nbytes
 
     graph = to_graph(obj, TensorFactory(where, locate))
@@ -101,8 +103,7 @@ def read_zip(path: Path) -> Graph:
 class _Archive:
     """The records of a torch zip archive (see the module doc)."""
 
-    def __init__(self, path: Path, source: SourceFile, size: int,
-                 directory: CentralDirectory):
+    def __init__(self, path: Path, source: SourceFile, size: int, directory: CentralDirectory):
         self.path, self.source, self.size, self.directory = path, source, size, directory
         self.where = str(path)
         self.window = _Window(source, size)
@@ -112,13 +113,18 @@ class _Archive:
         directory, path = self.directory, self.path
         prefix = archive_prefix(directory.names())
         if prefix is None:
-            raise FormatError("is a zip archive without a <folder>/data.pkl record: not a "
-                              "torch.save file", path)
+            raise FormatError(
+                "is a zip archive without a <folder>/data.pkl record: not a torch.save file", path
+            )
         code = prefix + "code/"
         if prefix + "constants.pkl" in directory or any(
-                n.startswith(code) for n in directory.names()):
-            raise UnsupportedError("is a TorchScript archive (torch.jit.save); save the "
-                                   "model's state_dict() with torch.save instead", path)
+            n.startswith(code) for n in directory.names()
+        ):
+            raise UnsupportedError(
+                "is a TorchScript archive (torch.jit.save); save the "
+                "model's state_dict() with torch.save instead",
+                path,
+            )
         pickle_bytes = self.read_small(prefix + "data.pkl", MAX_PICKLE_BYTES)
         byteorder = b"little"
         if prefix + "byteorder" in directory:
@@ -139,14 +145,20 @@ class _Archive:
         """A whole record of at most `limit` bytes, its CRC-32 checked."""
         entry = self.entry(name)
         if entry.file_size > limit:
-            raise FormatError(f"record {name} is {entry.file_size} bytes, more than the "
-                              f"{limit} this reader accepts", self.path)
+            raise FormatError(
+                f"record {name} is {entry.file_size} bytes, more than the "
+                f"{limit} this reader accepts",
+                self.path,
+            )
         if entry.method != _STORED:
             return _read_compressed(self.path, entry)
         if entry.compress_size != entry.file_size:
             raise FormatError(f"stored record {name} has two sizes", self.path)
-        header = self.source.read(entry.header_offset, _LOCAL_HEADER.size + entry.name_len,
-                                  f"local header of record {name}")
+        header = self.source.read(
+            entry.header_offset,
+            _LOCAL_HEADER.size + entry.name_len,
+            f"local header of record {name}",
+        )
         start = entry.header_offset + _data_start(header, entry, self.path)
         data = bytes(self.source.read(start, entry.file_size, f"record {name}"))
         if crc32(data) != entry.crc:
@@ -160,16 +172,25 @@ class _Archive:
             entry = self.entry(name, "storage record")  # (raises, saying why)
         if entry.method != _STORED:
             path = self.path
-            return Record(self.where, name, 0, entry.file_size, big_endian=big_endian,
-                          read_whole=lambda: _read_compressed(path, entry), source=self.source)
+            return Record(
+                self.where,
+                name,
+                0,
+                entry.file_size,
+                big_endian=big_endian,
+                read_whole=lambda: _read_compressed(path, entry),
+                source=self.source,
+            )
         if entry.compress_size != entry.file_size:
             raise FormatError(f"stored record {name} has two sizes", self.path)
         # (fail at listing, not mid-conversion: the end, less the local extra field)
-        if entry.header_offset + _LOCAL_HEADER.size + entry.name_len + entry.file_size \
-                > self.size:
-            raise FormatError(f"record {name} ({entry.file_size} bytes after its header at "
-                              f"{entry.header_offset}) lies past the end of the file "
-                              f"({self.size} bytes): the file is truncated", self.path)
+        if entry.header_offset + _LOCAL_HEADER.size + entry.name_len + entry.file_size > self.size:
+            raise FormatError(
+                f"record {name} ({entry.file_size} bytes after its header at "
+                f"{entry.header_offset}) lies past the end of the file "
+                f"({self.size} bytes): the file is truncated",
+                self.path,
+            )
         return _ZipRecord(self.where, entry, big_endian, self.source, self.window)
 
 
@@ -204,10 +225,10 @@ class _ZipRecord(Record):
 
     __slots__ = ("entry", "window")
 
-    def __init__(self, path: str, entry: ZipEntry, big_endian: bool, source: SourceFile,
-                 window: _Window):
-        super().__init__(path, entry.name, -1, entry.file_size, entry.crc, None, big_endian,
-                         source)
+    def __init__(
+        self, path: str, entry: ZipEntry, big_endian: bool, source: SourceFile, window: _Window
+    ):
+        super().__init__(path, entry.name, -1, entry.file_size, entry.crc, None, big_endian, source)
         self.entry, self.window = entry, window
 
     def data_offset(self, what: str) -> int:
@@ -225,18 +246,20 @@ class _ZipRecord(Record):
         header_len = _LOCAL_HEADER.size + self.entry.name_len
         want = header_len + 68 + start + size
         want = header_len if want > _SPECULATE else min(want, window.size - header_offset)
-        head, at = window.read(header_offset, max(want, header_len),
-                               f"local header of record {self.name}")
+        head, at = window.read(
+            header_offset, max(want, header_len), f"local header of record {self.name}"
+        )
         data_start = _data_start(head, self.entry, self.path, at)
         self.offset = header_offset + data_start
         first = at + data_start + start
         if first + size <= at + want:
-            return head[first:first + size]
+            return head[first : first + size]
         return super().fetch(start, size, what)
 
 
-def _data_start(header: bytes | bytearray | memoryview, entry: ZipEntry, path: Path | str,
-                at: int = 0) -> int:
+def _data_start(
+    header: bytes | bytearray | memoryview, entry: ZipEntry, path: Path | str, at: int = 0
+) -> int:
     """Where a record's data starts, from the start of its local header (at `at` of
     `header`, and checked against the central directory's name)."""
     name = entry.name
@@ -244,8 +267,10 @@ def _data_start(header: bytes | bytearray | memoryview, entry: ZipEntry, path: P
     if sig != b"PK\x03\x04":
         raise FormatError(f"local header of record {name} is damaged", path)
     name_end = _LOCAL_HEADER.size + name_len
-    if name_len != entry.name_len or header[at + _LOCAL_HEADER.size:at + name_end] \
-            != entry.name_bytes():
+    if (
+        name_len != entry.name_len
+        or header[at + _LOCAL_HEADER.size : at + name_end] != entry.name_bytes()
+    ):
         raise FormatError(f"local header of record {name} names another record", path)
     return name_end + extra_len
 
@@ -261,6 +286,14 @@ def _read_compressed(path: Path, entry: ZipEntry) -> bytes:
         if "CRC" in str(exc):
             raise ChecksumError(f"record {name} does not match its CRC-32", path) from None
         raise FormatError(f"record {name}: {exc}", path) from None
-    except (EOFError, OSError, ValueError, NotImplementedError, RuntimeError, KeyError,
-            zipfile.LargeZipFile, struct.error) as exc:
+    except (
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        KeyError,
+        zipfile.LargeZipFile,
+        struct.error,
+    ) as exc:
         raise FormatError(f"record {name} cannot be read ({exc})", path) from None

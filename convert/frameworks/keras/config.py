@@ -28,15 +28,48 @@ from convert.frameworks.keras.names import numbered
 # Layers that make a feature map whose channels torch keeps first (c, h, w).
 _MAP_MAKERS = ("Conv", "Pooling", "ZeroPadding", "Cropping", "UpSampling")
 # Layers that keep a map's layout (element-wise, or per channel along the last axis).
-_KEEP_LAYOUT = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-                "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-                "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",
-                "Softmax", "BatchNormalization", "LayerNormalization", "GroupNormalization",
-                "Identity", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+_KEEP_LAYOUT = {
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "ThresholdedReLU",
+    "Softmax",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "Identity",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+}
 # Of those, the ones without weights of their own (between a Flatten and its Dense).
-_NO_WEIGHTS = {"Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-               "ActivityRegularization", "Activation", "ReLU", "LeakyReLU", "ELU",
-               "ThresholdedReLU", "Softmax", "Identity"}
+_NO_WEIGHTS = {
+    "Dropout",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "ThresholdedReLU",
+    "Softmax",
+    "Identity",
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +97,9 @@ class FlattenRead:
         return {}, "the config records neither the Flatten's input shape nor its channels"
 
 
-def dense_facts(read: FlattenRead | None, variables: dict) -> tuple[dict[str, list[int]],
-                                                                   str | None]:
+def dense_facts(
+    read: FlattenRead | None, variables: dict
+) -> tuple[dict[str, list[int]], str | None]:
     """A layer's facts and doubt from how it reads a Flatten (none: no Flatten before it)."""
     if read is None or "kernel" not in variables:
         return {}, None
@@ -80,7 +114,6 @@ class LayerConfig:
     inputs: list[str]
     cfg: dict
 
-
     def absent(self) -> frozenset[str]:
         """The optional variables this layer was built without (a normalisation with
         `scale=False` holds no gamma, `center=False` no beta): a Keras 3 file numbers the
@@ -88,8 +121,9 @@ class LayerConfig:
         conf = inner(self.cfg)
         if not self.cls.endswith("Normalization"):
             return frozenset()
-        return frozenset({"gamma"} if conf.get("scale", True) is False else set()) | \
-            frozenset({"beta"} if conf.get("center", True) is False else set())
+        return frozenset({"gamma"} if conf.get("scale", True) is False else set()) | frozenset(
+            {"beta"} if conf.get("center", True) is False else set()
+        )
 
 
 @dataclass
@@ -238,12 +272,9 @@ def layer_name(cfg: dict) -> str | None:
 
 def _input_shape(cfg: dict) -> tuple[int, ...] | None:
     shape = (cfg.get("build_config") or {}).get("input_shape")
-    if isinstance(shape, list) and len(shape) >= 2 and all(
-            isinstance(d, int) for d in shape[1:]):
+    if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) for d in shape[1:]):
         return tuple(shape[1:])
     return None
-
-
 
 
 def _channels_last(cfg: dict) -> bool:

@@ -36,9 +36,13 @@ MODEL_CLASSES = ("Functional", "Sequential", "Model")
 # Variable names by class, in creation order (what `layer.weights` calls them).
 _KERNEL_BIAS = ["kernel", "bias"]
 VAR_NAMES: dict[str, list[str]] = {
-    "Dense": _KERNEL_BIAS, "EinsumDense": _KERNEL_BIAS,
-    "Conv1D": _KERNEL_BIAS, "Conv2D": _KERNEL_BIAS, "Conv3D": _KERNEL_BIAS,
-    "Conv1DTranspose": _KERNEL_BIAS, "Conv2DTranspose": _KERNEL_BIAS,
+    "Dense": _KERNEL_BIAS,
+    "EinsumDense": _KERNEL_BIAS,
+    "Conv1D": _KERNEL_BIAS,
+    "Conv2D": _KERNEL_BIAS,
+    "Conv3D": _KERNEL_BIAS,
+    "Conv1DTranspose": _KERNEL_BIAS,
+    "Conv2DTranspose": _KERNEL_BIAS,
     "Conv3DTranspose": _KERNEL_BIAS,
     "DepthwiseConv1D": ["depthwise_kernel", "bias"],
     "DepthwiseConv2D": ["depthwise_kernel", "bias"],
@@ -51,9 +55,16 @@ VAR_NAMES: dict[str, list[str]] = {
     "PReLU": ["alpha"],
 }
 # Layers whose variables are all trainable (when the layer is), for ordering nested models.
-ALL_TRAINABLE = set(VAR_NAMES) | {"LayerNormalization", "GroupNormalization", "LSTM", "GRU",
-                                  "SimpleRNN", "MultiHeadAttention", "Bidirectional",
-                                  "TimeDistributed"}
+ALL_TRAINABLE = set(VAR_NAMES) | {
+    "LayerNormalization",
+    "GroupNormalization",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "MultiHeadAttention",
+    "Bidirectional",
+    "TimeDistributed",
+}
 
 
 def class_name(cfg: dict) -> str:
@@ -94,8 +105,10 @@ def children(model_cfg: dict, prefix: str = "") -> list[Child]:
     if class_name(model_cfg) == "Sequential" and layers and class_name(layers[0]) == "InputLayer":
         layers = layers[1:]
     names = numbered(class_name(cfg) for cfg in layers)
-    return [Child(layer_name(cfg), cfg, f"{prefix}layers/{name}")
-            for cfg, name in zip(layers, names, strict=True)]
+    return [
+        Child(layer_name(cfg), cfg, f"{prefix}layers/{name}")
+        for cfg, name in zip(layers, names, strict=True)
+    ]
 
 
 def subtree_names(cfg: dict) -> set[str]:
@@ -146,8 +159,9 @@ def class_var_names(cls: str, conf: dict | None = None) -> list[str]:
     """The variables a `cls` layer makes, in Keras' weight order ([] when not known)."""
     conf = conf or {}
     if cls in ("BatchNormalization", "LayerNormalization"):
-        names = (["gamma"] if conf.get("scale", True) else []) + \
-                (["beta"] if conf.get("center", True) else [])
+        names = (["gamma"] if conf.get("scale", True) else []) + (
+            ["beta"] if conf.get("center", True) else []
+        )
         return names + STATISTICS if cls == "BatchNormalization" else names
     return list(VAR_NAMES.get(cls, []))
 
@@ -182,11 +196,14 @@ def trainable_flags(part: Part, count: int, layer_is_trainable: bool) -> list[bo
         return [i < count - 2 for i in range(count)]
     if part.cls in ALL_TRAINABLE:
         return [True] * count
-    raise Unmappable(f"cannot tell which variables of a {part.cls} layer are trainable, which "
-                     "fixes their order inside a nested model in Keras 2 files")
+    raise Unmappable(
+        f"cannot tell which variables of a {part.cls} layer are trainable, which "
+        "fixes their order inside a nested model in Keras 2 files"
+    )
 
 
 # -- Keras 2 layers → Keras 3 paths --------------------------------------------------------
+
 
 def strip_suffix(weight_name: str) -> str:
     """`dense/kernel:0` → `dense/kernel`."""
@@ -194,8 +211,9 @@ def strip_suffix(weight_name: str) -> str:
     return head if sep and tail.isdigit() else weight_name
 
 
-def legacy_to_keras3(model_cfg: dict,
-                     layers: list[tuple[str, list[tuple[str, Tensor]]]]) -> dict[int, str]:
+def legacy_to_keras3(
+    model_cfg: dict, layers: list[tuple[str, list[tuple[str, Tensor]]]]
+) -> dict[int, str]:
     """Keras 3 key (`layers/dense/vars/0`) of each legacy weight, by `id(tensor)`.
 
     `layers`: each layer name with its (weight name, tensor) pairs in `weight_names` order."""
@@ -221,13 +239,17 @@ def _assign(kid: Child, weights: list[tuple[str, Tensor]], keys: dict[int, str])
     rest = len(weights) - sum(c for c in counts if c is not None)
     if free:
         if rest < 0 or rest % len(free):
-            raise Unmappable(f"layer {kid.name!r} ({class_name(kid.cfg)}) has {len(weights)} "
-                             "weights, which do not fit its Keras 3 structure")
+            raise Unmappable(
+                f"layer {kid.name!r} ({class_name(kid.cfg)}) has {len(weights)} "
+                "weights, which do not fit its Keras 3 structure"
+            )
         for i in free:
             counts[i] = rest // len(free)
     if sum(counts) != len(weights):  # type: ignore[arg-type]
-        raise Unmappable(f"layer {kid.name!r} ({class_name(kid.cfg)}) has {len(weights)} "
-                         f"weights; its Keras 3 structure holds {sum(counts)}")  # type: ignore
+        raise Unmappable(
+            f"layer {kid.name!r} ({class_name(kid.cfg)}) has {len(weights)} "
+            f"weights; its Keras 3 structure holds {sum(counts)}"  # type: ignore[arg-type]
+        )
     position = 0
     for part, count in zip(layer_parts, counts, strict=True):
         base = f"{kid.path}/{part.sub}" if part.sub else kid.path
@@ -245,8 +267,10 @@ def _assign_nested(kid: Child, weights: list[tuple[str, Tensor]], keys: dict[int
         scopes = set(strip_suffix(weight_name).split("/")[:-1])
         hits = [i for i, n in enumerate(names) if n & scopes]
         if len(hits) != 1:
-            raise Unmappable(f"weight {weight_name!r} of nested model {kid.name!r} names "
-                             f"{'no' if not hits else 'more than one'} layer of it")
+            raise Unmappable(
+                f"weight {weight_name!r} of nested model {kid.name!r} names "
+                f"{'no' if not hits else 'more than one'} layer of it"
+            )
         buckets[hits[0]].append((weight_name, tensor))
     for grandkid, bucket in zip(grandkids, buckets, strict=True):
         if bucket:
@@ -254,6 +278,7 @@ def _assign_nested(kid: Child, weights: list[tuple[str, Tensor]], keys: dict[int
 
 
 # -- Keras 3 objects → Keras 2 layers ------------------------------------------------------
+
 
 @dataclass
 class LegacyWeight:
@@ -263,8 +288,9 @@ class LegacyWeight:
     trainable: bool = True
 
 
-def keras3_to_legacy(model_cfg: dict, objects: dict[str, list[Tensor]],
-                     object_names: dict[str, str]) -> tuple[list[str], list[list[LegacyWeight]]]:
+def keras3_to_legacy(
+    model_cfg: dict, objects: dict[str, list[Tensor]], object_names: dict[str, str]
+) -> tuple[list[str], list[list[LegacyWeight]]]:
     """Every top-level layer name (legacy `layer_names`) and each layer's weights in order.
 
     `objects`: Keras 3 object path → its variables in index order; `object_names`: object
@@ -275,31 +301,39 @@ def keras3_to_legacy(model_cfg: dict, objects: dict[str, list[Tensor]],
         weights = _legacy_weights(kid, kid.name, objects, object_names, used)
         names.append(kid.name)
         layers.append(weights)
-    left = sorted(p for p, v in objects.items()
-                  if v and p not in used and p.startswith("layers/"))
+    left = sorted(p for p, v in objects.items() if v and p not in used and p.startswith("layers/"))
     if left:
         raise Unmappable(f"the config does not account for the variables of {left[0]!r}")
     return names, layers
 
 
-def _legacy_weights(kid: Child, prefix: str, objects: dict[str, list[Tensor]],
-                    object_names: dict[str, str], used: set[str]) -> list[LegacyWeight]:
+def _legacy_weights(
+    kid: Child,
+    prefix: str,
+    objects: dict[str, list[Tensor]],
+    object_names: dict[str, str],
+    used: set[str],
+) -> list[LegacyWeight]:
     if is_model(kid.cfg):
         if not trainable(kid.cfg):
-            raise Unmappable(f"nested model {kid.name!r} is frozen; Keras 2 and Keras 3 order "
-                             "its weights differently")
+            raise Unmappable(
+                f"nested model {kid.name!r} is frozen; Keras 2 and Keras 3 order "
+                "its weights differently"
+            )
         gathered: list[LegacyWeight] = []
         for grandkid in children(kid.cfg, kid.path + "/"):
-            gathered += _legacy_weights(grandkid, f"{prefix}/{grandkid.name}", objects,
-                                        object_names, used)
+            gathered += _legacy_weights(
+                grandkid, f"{prefix}/{grandkid.name}", objects, object_names, used
+            )
         return [w for w in gathered if w.trainable] + [w for w in gathered if not w.trainable]
     layer_parts = parts(kid.cfg)
     own = {f"{kid.path}/{p.sub}" if p.sub else kid.path for p in layer_parts}
-    stray = [p for p, v in objects.items()
-             if v and p.startswith(kid.path + "/") and p not in own]
+    stray = [p for p, v in objects.items() if v and p.startswith(kid.path + "/") and p not in own]
     if stray:
-        raise Unmappable(f"layer {kid.name!r} ({class_name(kid.cfg)}) keeps variables in "
-                         f"{stray[0]!r}, whose place among its Keras 2 weights is not known")
+        raise Unmappable(
+            f"layer {kid.name!r} ({class_name(kid.cfg)}) keeps variables in "
+            f"{stray[0]!r}, whose place among its Keras 2 weights is not known"
+        )
     weights: list[LegacyWeight] = []
     for part in layer_parts:
         path = f"{kid.path}/{part.sub}" if part.sub else kid.path
@@ -311,9 +345,13 @@ def _legacy_weights(kid: Child, prefix: str, objects: dict[str, list[Tensor]],
             sub_path = f"{kid.path}/{'/'.join(steps[: depth + 1])}"
             scope.append(object_names.get(sub_path) or steps[depth])
         names = var_names(part, len(tensors))
-        flags = ([True] * len(tensors) if not prefix.count("/")
-                 else trainable_flags(part, len(tensors), trainable(kid.cfg)))
+        flags = (
+            [True] * len(tensors)
+            if not prefix.count("/")
+            else trainable_flags(part, len(tensors), trainable(kid.cfg))
+        )
         for tensor, var, flag in zip(tensors, names, flags, strict=True):
-            weights.append(LegacyWeight(prefix.split("/")[0], "/".join(scope + [var]), tensor,
-                                        flag))
+            weights.append(
+                LegacyWeight(prefix.split("/")[0], "/".join(scope + [var]), tensor, flag)
+            )
     return weights

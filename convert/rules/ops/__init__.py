@@ -50,14 +50,61 @@ from convert.rules.ops.lists import (
     Zeros,
 )
 
-__all__ = ["OPS", "Cast", "Chain", "ChannelsFirst", "Concat", "Constant", "Drop", "Expand",
-           "Flip", "Gates", "Merge", "NeedShapes", "Op", "OpError", "Reorder", "Reshape", "Spec",
-           "Split",
-           "Squeeze", "Stack", "Sum", "Tie", "Transpose", "Untie", "Unstack", "Zeros", "parse"]
+__all__ = [
+    "OPS",
+    "Cast",
+    "Chain",
+    "ChannelsFirst",
+    "Concat",
+    "Constant",
+    "Drop",
+    "Expand",
+    "Flip",
+    "Gates",
+    "Merge",
+    "NeedShapes",
+    "Op",
+    "OpError",
+    "Reorder",
+    "Reshape",
+    "Spec",
+    "Split",
+    "Squeeze",
+    "Stack",
+    "Sum",
+    "Tie",
+    "Transpose",
+    "Untie",
+    "Unstack",
+    "Zeros",
+    "parse",
+]
 
-OPS: dict[str, type[Op]] = {cls.name: cls for cls in (
-    Transpose, Reshape, Merge, Gates, Expand, Squeeze, Flip, ChannelsFirst, Cast, Concat, Split,
-    Stack, Unstack, Reorder, Sum, Zeros, Tie, Untie, Constant, Drop)}
+OPS: dict[str, type[Op]] = {
+    cls.name: cls
+    for cls in (
+        Transpose,
+        Reshape,
+        Merge,
+        Gates,
+        Expand,
+        Squeeze,
+        Flip,
+        ChannelsFirst,
+        Cast,
+        Concat,
+        Split,
+        Stack,
+        Unstack,
+        Reorder,
+        Sum,
+        Zeros,
+        Tie,
+        Untie,
+        Constant,
+        Drop,
+    )
+}
 _TUPLES = {"axes", "shape", "order", "sizes", "like", "into"}
 
 
@@ -86,9 +133,11 @@ def parse(table: Any, where: str) -> Op:
     try:
         op = cls(**kwargs)
     except TypeError:
-        raise OpError(f"{where}: {table['op']} takes "
-                      f"{', '.join(f.name.rstrip('_') for f in fields(cls)) or 'no options'}, "
-                      f"not {', '.join(k for k in table if k != 'op')}") from None
+        raise OpError(
+            f"{where}: {table['op']} takes "
+            f"{', '.join(f.name.rstrip('_') for f in fields(cls)) or 'no options'}, "
+            f"not {', '.join(k for k in table if k != 'op')}"
+        ) from None
     if isinstance(op, Cast):
         from_name(op.dtype)  # an unknown dtype name is the rule file's error, said now
     return op
@@ -115,8 +164,12 @@ class Chain:
     @property
     def needs(self) -> set[str]:
         """The layer facts the ops name (`"@flatten"`)."""
-        return {v[1:] for op in self.ops for v in op.__dict__.values()
-                if isinstance(v, str) and v.startswith("@")}
+        return {
+            v[1:]
+            for op in self.ops
+            for v in op.__dict__.values()
+            if isinstance(v, str) and v.startswith("@")
+        }
 
     def bind(self, facts: dict[str, Any]) -> Chain:
         """The chain with each named fact put in (unknown ones stay, and fail when used)."""
@@ -124,8 +177,11 @@ class Chain:
             return self
         ops = []
         for op in self.ops:
-            changes = {k: tuple(facts[v[1:]]) for k, v in op.__dict__.items()
-                       if isinstance(v, str) and v.startswith("@") and v[1:] in facts}
+            changes = {
+                k: tuple(facts[v[1:]])
+                for k, v in op.__dict__.items()
+                if isinstance(v, str) and v.startswith("@") and v[1:] in facts
+            }
             ops.append(replace(op, **changes) if changes else op)
         return Chain(ops)
 

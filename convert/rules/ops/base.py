@@ -49,8 +49,9 @@ class Op:
     def inverse(self, specs: list[Spec]) -> Op:
         inverses = {self.inverse1(s) for s in specs}
         if len(inverses) != 1:
-            raise NeedShapes(f"{self.describe()} over tensors of different shapes has no "
-                             "single inverse")
+            raise NeedShapes(
+                f"{self.describe()} over tensors of different shapes has no single inverse"
+            )
         return inverses.pop()
 
     def back(self, specs: list[Spec]) -> list[Spec]:

@@ -46,8 +46,9 @@ class Reshape(Op):
         dtype, shape = spec
         size = math.prod(shape)
         known = math.prod(d for d in self.shape if d != -1)
-        if self.shape.count(-1) > 1 or (known == 0 or size % known if -1 in self.shape
-                                        else known != size):
+        if self.shape.count(-1) > 1 or (
+            known == 0 or size % known if -1 in self.shape else known != size
+        ):
             raise OpError(f"{self.describe()} does not fit a tensor of shape {list(shape)}")
         return dtype, tuple(size // known if d == -1 else d for d in self.shape)
 
@@ -78,8 +79,8 @@ class Merge(Op):
         last = _check_axis(self.last, len(shape), self)
         if last < first:
             raise OpError(f"{self.describe()}: last axis before first")
-        merged = math.prod(shape[first:last + 1])
-        return dtype, shape[:first] + (merged,) + shape[last + 1:]
+        merged = math.prod(shape[first : last + 1])
+        return dtype, shape[:first] + (merged,) + shape[last + 1 :]
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(array).reshape(self.spec((array.dtype, array.shape))[1])
@@ -101,16 +102,14 @@ class Gates(Op):
     def spec(self, spec: Spec) -> Spec:
         dtype, shape = spec
         axis = _check_axis(self.axis, len(shape), self)
-        if sorted(self.order) != list(range(len(self.order))) or \
-                shape[axis] % len(self.order):
+        if sorted(self.order) != list(range(len(self.order))) or shape[axis] % len(self.order):
             raise OpError(f"{self.describe()} does not fit a tensor of shape {list(shape)}")
         return spec
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
         self.spec((array.dtype, array.shape))
         blocks = np.split(array, len(self.order), axis=self.axis)
-        return np.ascontiguousarray(np.concatenate([blocks[i] for i in self.order],
-                                                   axis=self.axis))
+        return np.ascontiguousarray(np.concatenate([blocks[i] for i in self.order], axis=self.axis))
 
     def inverse1(self, spec: Spec) -> Op:
         return Gates(tuple(int(i) for i in np.argsort(self.order)), self.axis)
@@ -155,7 +154,7 @@ class Squeeze(Op):
         axis = _check_axis(self.axis, len(shape), self)
         if shape[axis] != 1:
             raise OpError(f"{self.describe()}: axis {axis} of {list(shape)} is not 1 long")
-        return dtype, shape[:axis] + shape[axis + 1:]
+        return dtype, shape[:axis] + shape[axis + 1 :]
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
         return np.squeeze(array, self.axis)
@@ -236,10 +235,22 @@ class ChannelsFirst(Op):
         return self.spec(spec)
 
 
-_WIDENING = {("float16", "float32"), ("bfloat16", "float32"), ("float16", "float64"),
-             ("bfloat16", "float64"), ("float32", "float64"), ("int32", "int64"),
-             ("int16", "int32"), ("int16", "int64"), ("int8", "int16"), ("int8", "int32"),
-             ("int8", "int64"), ("uint8", "int16"), ("uint8", "int32"), ("uint8", "int64")}
+_WIDENING = {
+    ("float16", "float32"),
+    ("bfloat16", "float32"),
+    ("float16", "float64"),
+    ("bfloat16", "float64"),
+    ("float32", "float64"),
+    ("int32", "int64"),
+    ("int16", "int32"),
+    ("int16", "int64"),
+    ("int8", "int16"),
+    ("int8", "int32"),
+    ("int8", "int64"),
+    ("uint8", "int16"),
+    ("uint8", "int32"),
+    ("uint8", "int64"),
+}
 
 
 @dataclass(frozen=True)
@@ -259,5 +270,7 @@ class Cast(Op):
 
     def lossless(self, specs: list[Spec]) -> bool:
         """A widening cast (float16 → float32) gives its input back; a narrowing one may not."""
-        return all(dtype_name(d) == self.dtype or (dtype_name(d), self.dtype) in _WIDENING
-                   for d, _ in specs)
+        return all(
+            dtype_name(d) == self.dtype or (dtype_name(d), self.dtype) in _WIDENING
+            for d, _ in specs
+        )

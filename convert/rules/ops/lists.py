@@ -23,11 +23,16 @@ class Concat(Op):
         dtype, shape = specs[0]
         axis = _check_axis(self.axis, len(shape), self)
         for d, s in specs[1:]:
-            if d != dtype or len(s) != len(shape) or s[:axis] + s[axis + 1:] != \
-                    shape[:axis] + shape[axis + 1:]:
-                raise OpError(f"{self.describe()}: cannot join "
-                              + " and ".join(f"{dtype_name(x)}{list(y)}" for x, y in specs))
-        return [(dtype, shape[:axis] + (sum(s[axis] for _, s in specs),) + shape[axis + 1:])]
+            if (
+                d != dtype
+                or len(s) != len(shape)
+                or s[:axis] + s[axis + 1 :] != shape[:axis] + shape[axis + 1 :]
+            ):
+                raise OpError(
+                    f"{self.describe()}: cannot join "
+                    + " and ".join(f"{dtype_name(x)}{list(y)}" for x, y in specs)
+                )
+        return [(dtype, shape[:axis] + (sum(s[axis] for _, s in specs),) + shape[axis + 1 :])]
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return [np.concatenate(arrays, axis=self.axis)]
@@ -37,8 +42,10 @@ class Concat(Op):
         return Split(self.axis, tuple(s[axis] for _, s in specs))
 
     def back(self, specs: list[Spec]) -> list[Spec]:
-        raise NeedShapes(f"the reverse of {self.describe()} needs the target's shapes "
-                         "(how the joined tensor splits)")
+        raise NeedShapes(
+            f"the reverse of {self.describe()} needs the target's shapes "
+            "(how the joined tensor splits)"
+        )
 
     def count(self, n: int) -> int:
         return 1
@@ -59,8 +66,9 @@ class Split(Op):
                 raise OpError(f"{self.describe()}: sizes do not add up to {length}")
             return self.sizes
         if self.parts <= 0 or length % self.parts:
-            raise OpError(f"{self.describe()}: {length} does not split into {self.parts} "
-                          "equal parts")
+            raise OpError(
+                f"{self.describe()}: {length} does not split into {self.parts} equal parts"
+            )
         return (length // self.parts,) * self.parts
 
     def specs(self, specs: list[Spec]) -> list[Spec]:
@@ -68,8 +76,7 @@ class Split(Op):
             raise OpError(f"{self.describe()} splits one tensor, not {len(specs)}")
         dtype, shape = specs[0]
         axis = _check_axis(self.axis, len(shape), self)
-        return [(dtype, shape[:axis] + (n,) + shape[axis + 1:])
-                for n in self._sizes(shape[axis])]
+        return [(dtype, shape[:axis] + (n,) + shape[axis + 1 :]) for n in self._sizes(shape[axis])]
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         (array,) = arrays
@@ -121,7 +128,7 @@ class Unstack(Op):
             raise OpError(f"{self.describe()} unstacks one tensor, not {len(specs)}")
         dtype, shape = specs[0]
         axis = _check_axis(self.axis, len(shape), self)
-        return [(dtype, shape[:axis] + shape[axis + 1:])] * shape[axis]
+        return [(dtype, shape[:axis] + shape[axis + 1 :])] * shape[axis]
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         (array,) = arrays
@@ -182,12 +189,15 @@ class Sum(Op):
             if not specs or len(set(specs)) != 1:
                 raise OpError(f"{self.describe()} needs tensors of one dtype and shape")
             return [specs[0]]
-        kept, added = specs[:len(specs) - len(self.into)], specs[len(specs) - len(self.into):]
-        if not kept or any(not 0 <= j < len(kept) or kept[j] != s
-                           for j, s in zip(self.into, added, strict=True)):
-            raise OpError(f"{self.describe()} cannot add the last of "
-                          + ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
-                          + " into the others")
+        kept, added = specs[: len(specs) - len(self.into)], specs[len(specs) - len(self.into) :]
+        if not kept or any(
+            not 0 <= j < len(kept) or kept[j] != s for j, s in zip(self.into, added, strict=True)
+        ):
+            raise OpError(
+                f"{self.describe()} cannot add the last of "
+                + ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
+                + " into the others"
+            )
         return kept
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -196,8 +206,8 @@ class Sum(Op):
             for a in arrays[1:]:
                 total += a
             return [total]
-        out = list(arrays[:len(arrays) - len(self.into)])
-        for j, a in zip(self.into, arrays[len(out):], strict=True):
+        out = list(arrays[: len(arrays) - len(self.into)])
+        for j, a in zip(self.into, arrays[len(out) :], strict=True):
             out[j] = out[j] + a  # a new array: the sources stay as they were read
         return out
 
@@ -255,7 +265,7 @@ class Zeros(Op):
         return Sum(self.like)
 
     def back(self, specs: list[Spec]) -> list[Spec]:
-        return specs[:len(specs) - len(self.like)] if self.like else specs[:1]
+        return specs[: len(specs) - len(self.like)] if self.like else specs[:1]
 
     def inexact(self, specs: list[Spec], tainted: list[bool]) -> list[bool]:
         made = len(self.like) or self.count_

@@ -1,0 +1,269 @@
+"""safetensors files, read and written natively (no safetensors package needed).
+
+Layout: an 8-byte little-endian header length N, N bytes of JSON
+(`{name: {dtype, shape, data_offsets: [begin, end]}}`, offsets relative to the data that
+follows, plus an optional `__metadata__` of strings), then the tensors' raw bytes. The
+header is checked before anything is trusted: N at most 100 MB and inside the file, no
+duplicate names, known dtypes, sizes equal to shape x dtype, and offsets that tile the
+data exactly. Keys map to paths by splitting on "." (see flatkeys.py), so
+torch -> safetensors -> torch gives back identical keys. Shared tensors are written once
+(safetensors has no aliasing); the report names the aliases folded. Writing: `writer.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from convert.core.dtypes import from_name
+from convert.core.errors import FormatError, UnsupportedError
+from convert.core.graph import Graph
+from convert.core.meta import SOURCE_KEY, TF1_NAMES
+from convert.core.tensor import Stored, Tensor, array_from_bytes
+from convert.frameworks.flatkeys import add_flat
+from convert.frameworks.tf1_names import parse_names, restore_names
+from convert.io.reads import SourceFile, read_region
+
+MAX_HEADER_BYTES = 100_000_000
+
+
+DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "I16": "int16",
+    "U16": "uint16",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I32": "int32",
+    "U32": "uint32",
+    "F32": "float32",
+    "F64": "float64",
+    "I64": "int64",
+    "U64": "uint64",
+    "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
+CODES = {numpy: code for code, numpy in DTYPES.items()}  # by dtype name
+_NUMPY: dict[str, Any] = {}  # code -> numpy dtype, as met (ml_dtypes only when needed)
+
+
+def numpy_dtype(code: Any) -> Any:
+    """The numpy dtype of a header's dtype code; None if unknown (or this ml_dtypes lacks
+    it)."""
+    dtype = _NUMPY.get(code) if type(code) is str else None
+    if dtype is None and type(code) is str and code in DTYPES:
+        try:
+            dtype = _NUMPY[code] = from_name(DTYPES[code])
+        except KeyError:  # an older ml_dtypes without this float8
+            return None
+    return dtype
+
+
+SUBBYTE = {"F4", "F6_E2M3", "F6_E3M2", "I4", "U4"}  # packed below one byte: not converted
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+
+
+def sniff(path: Path) -> bool:
+    """A plausible header, or the name (so a damaged file gets a precise error)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = f.seek(0, 2)
+    except OSError:
+        return False
+    if path.name.lower().endswith(".safetensors"):
+        return True
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{"
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)  # (in C: this runs for every tensor's own object too)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FormatError(f"header names {key!r} twice")
+            seen.add(key)
+    return result
+
+
+def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
+    """(entries in header order, __metadata__, byte offset of the data), all checked."""
+    size = path.stat().st_size
+    if size < 8:
+        raise FormatError(f"is {size} bytes, too short for a safetensors header", path)
+    (n,) = struct.unpack("<Q", read_region(path, 0, 8, "header length"))
+    if n > MAX_HEADER_BYTES:
+        raise FormatError(
+            f"declares a {n}-byte header (more than 100 MB): not a safetensors "
+            "file, or a damaged one",
+            path,
+        )
+    if 8 + n > size:
+        raise FormatError(
+            f"declares a {n}-byte header but the file has {size} bytes: the file is truncated", path
+        )
+    raw = bytes(read_region(path, 8, n, "header"))
+    if not raw.startswith(b"{"):
+        raise FormatError("header is not a JSON object", path)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except FormatError as exc:
+        raise FormatError(exc.reason, path) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"header is not valid JSON ({exc})", path) from None
+    if not isinstance(header, dict):
+        raise FormatError("header is not a JSON object", path)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError("__metadata__ must map names to strings", path)
+    data_start = 8 + n
+    _check_entries(path, header, size - data_start)
+    return header, metadata, data_start
+
+
+_FIELDS = frozenset(("dtype", "shape", "data_offsets"))
+_INTS = frozenset((int,))  # (element types checked as a set: in C, for every tensor)
+
+
+def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
+    spans = []
+    for name, info in header.items():
+        if type(info) is not dict or info.keys() != _FIELDS:
+            raise FormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets", path)
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        dtype = numpy_dtype(code)
+        if dtype is None:
+            if type(code) is str and code in SUBBYTE:
+                raise UnsupportedError(
+                    f"tensor {name!r} is {code}, a sub-byte type this tool does not convert", path
+                )
+            raise FormatError(f"tensor {name!r} has unknown dtype {str(code)[:20]!r}", path)
+        if (
+            type(shape) is not list
+            or not _INTS.issuperset(map(type, shape))
+            or (shape and min(shape) < 0)
+        ):
+            raise FormatError(f"tensor {name!r} has a bad shape {str(shape)[:60]}", path)
+        if (
+            type(offsets) is not list
+            or len(offsets) != 2
+            or not _INTS.issuperset(map(type, offsets))
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise FormatError(f"tensor {name!r} has bad data_offsets {str(offsets)[:60]}", path)
+        expected = math.prod(shape) * dtype.itemsize
+        if offsets[1] - offsets[0] != expected:
+            raise FormatError(
+                f"tensor {name!r} ({code}{shape}) needs {expected} bytes but its "
+                f"data_offsets span {offsets[1] - offsets[0]}",
+                path,
+            )
+        spans.append((offsets[0], offsets[1], name))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise FormatError(
+                f"tensor {name!r} starts at data byte {begin}, expected "
+                f"{position}: offsets must tile the data exactly",
+                path,
+            )
+        position = end
+    if position != data_size:
+        raise FormatError(
+            f"the tensors cover {position} data bytes but the file holds "
+            f"{data_size}: truncated or padded",
+            path,
+        )
+
+
+def read(path: Path) -> Graph:
+    header, metadata, data_start = read_header(path)
+    source = SourceFile(path)
+    pairs = []
+    for name, info in header.items():
+        dtype = numpy_dtype(info["dtype"])
+        shape = tuple(info["shape"])
+        begin, end = info["data_offsets"]
+        pairs.append(
+            (
+                name,
+                Tensor(
+                    dtype,
+                    shape,
+                    _Region(source, data_start + begin, end - begin, dtype, shape, name),
+                    {SOURCE_KEY: name},
+                ),
+            )
+        )
+    metadata = dict(metadata)
+    names = _kept_names(metadata.get(TF1_NAMES))
+    if names is not None:  # a format fact (a TF1 checkpoint's keys), not a value
+        del metadata[TF1_NAMES]
+    graph = Graph(values=metadata, format="safetensors", source=str(path), files=[str(path)])
+    add_flat(graph.root, pairs)
+    if names is not None:
+        restore_names(graph, names, ".")
+    return graph
+
+
+def _kept_names(text: str | None) -> dict[str, str] | None:
+    try:
+        return parse_names(json.loads(text)) if text is not None else None
+    except (ValueError, RecursionError):  # not ours: it stays a value
+        return None
+
+
+class _Region:
+    """A tensor's loader: its bytes at `offset` of the file, which also tell a writer where
+    they lie (`where_stored`). (An object, not a closure: no more per tensor than the closure's
+    cells, and the bytes are described without reading them.)"""
+
+    __slots__ = ("source", "offset", "size", "dtype", "shape", "name")
+
+    def __init__(
+        self,
+        source: SourceFile,
+        offset: int,
+        size: int,
+        dtype: Any,
+        shape: tuple[int, ...],
+        name: str,
+    ):
+        self.source, self.offset, self.size = source, offset, size
+        self.dtype, self.shape, self.name = dtype, shape, name
+
+    def __call__(self):
+        what = f"tensor {self.name!r}"
+        return array_from_bytes(
+            self.source.read(self.offset, self.size, what), self.dtype, self.shape, what
+        )
+
+    def where_stored(self) -> Stored:
+        return Stored(self.source, self.offset, self.size, self.dtype, self.shape)
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+
+
+def write(graph: Graph, path: Path, **options: Any) -> None:
+    """Write `graph` as a safetensors file (`writer.py`, imported when first used: listing
+    and reading need none of it)."""
+    from convert.formats.safetensors.writer import write as write_file
+
+    write_file(graph, path, **options)

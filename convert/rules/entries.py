@@ -1,0 +1,148 @@
+"""The entries of a rule file, each checked and built: a `[[layer]]` rule (a kind's
+variables and their ops), a `[[path]]` rule (where a layer goes), a `[[tensor]]` rule (a
+tensor by its path). `language.py` reads the file around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from convert.core.errors import RuleError
+from convert.rules.ops import Chain, parse
+from convert.rules.patterns import Pattern
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass
+class VarMap:
+    """Variables of one layer kind on each side, and the ops from the first to the second."""
+
+    names: dict[str, list[str]]
+    chain: Chain
+
+
+@dataclass
+class LayerRule:
+    kinds: dict[str, str]  # side → kind on that side
+    vars: list[VarMap]
+
+    @property
+    def needs(self) -> set[str]:
+        """Layer facts its ops name: the rule applies only where a file gives them."""
+        return {n for var in self.vars for n in var.chain.needs}
+
+
+@dataclass
+class PathRule:
+    patterns: dict[str, Pattern]
+    kind: str | None = None
+    facts: dict[str, list[int]] = field(default_factory=dict)  # e.g. flatten = [4, 4, 8]
+    # The target layer's variable shapes, where the ops cannot tell them from the source's
+    # (a depthwise kernel's multiplier): what a skeleton gives, written down.
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class TensorRule:
+    patterns: dict[str, list[Pattern]]
+    chain: Chain
+    when: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+
+def strings(table: dict, key: str, where: str) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RuleError(f"`{key}` is a list of strings", where)
+    return value
+
+
+def side_names(entry: dict, side: str, where: str) -> list[str]:
+    value = entry.get(side)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise RuleError(f"{where}: `{side}` must be a name or a list of names, not {value!r}")
+
+
+def op_chain(entry: dict, where: str) -> Chain:
+    ops = entry.get("ops", [])
+    if not isinstance(ops, list):
+        raise RuleError(f"{where}: `ops` is a list")
+    return Chain([parse(op, where) for op in ops])
+
+
+def layer_rule(entry: Any, sides: tuple[str, str], where: str) -> LayerRule:
+    if not isinstance(entry, dict):
+        raise RuleError(f"{where}: a layer rule is a table")
+    kind = entry.get("kind")
+    kinds = {s: kind for s in sides} if isinstance(kind, str) else kind
+    if not isinstance(kinds, dict) or set(kinds) != set(sides):
+        raise RuleError(
+            f"{where}: `kind` names the kind, or the kind on each side ({', '.join(sides)})"
+        )
+    maps = []
+    for j, var in enumerate(entry.get("vars", [])):
+        at = f"{where}, var {j + 1}"
+        if not isinstance(var, dict):
+            raise RuleError(f"{at}: a var entry is a table")
+        maps.append(VarMap({s: side_names(var, s, at) for s in sides}, op_chain(var, at)))
+    if not maps:
+        raise RuleError(f"{where}: a layer rule lists its `vars`")
+    return LayerRule(kinds, maps)
+
+
+def path_rule(entry: Any, sides: tuple[str, str], where: str) -> PathRule:
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(s), str) for s in sides):
+        raise RuleError(f"{where}: a path rule gives a pattern for each side ({', '.join(sides)})")
+    patterns = {s: Pattern(entry[s]) for s in sides}
+    same_names(patterns, where)
+    kind = entry.get("kind")
+    facts = {k: v for k, v in entry.items() if k not in (*sides, "kind", "shapes")}
+    for name, value in facts.items():
+        if not _ints(value):
+            raise RuleError(
+                f"{where}: layer fact {name!r} is a list of integers (e.g. flatten = [4, 4, 8])"
+            )
+    shapes = entry.get("shapes", {})
+    if not isinstance(shapes, dict) or not all(_ints(v) for v in shapes.values()):
+        raise RuleError(
+            f"{where}: `shapes` gives the target variables' shapes, e.g. "
+            "shapes = { kernel = [3, 3, 8, 1] }"
+        )
+    return PathRule(
+        patterns,
+        kind if isinstance(kind, str) else None,
+        facts,
+        {k: tuple(v) for k, v in shapes.items()},
+    )
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) for v in value)
+
+
+def tensor_rule(entry: Any, sides: tuple[str, str], where: str) -> TensorRule:
+    if not isinstance(entry, dict):
+        raise RuleError(f"{where}: a tensor rule is a table")
+    patterns = {s: [Pattern(p) for p in side_names(entry, s, where)] for s in sides}
+    flat = {f"{s}{i}": p for s, ps in patterns.items() for i, p in enumerate(ps)}
+    same_names(flat, where)
+    when = {k: entry[k] for k in ("kind", "rank", "shape", "dtype") if k in entry}
+    text = " | ".join(" + ".join(p.text for p in ps) for ps in patterns.values())
+    return TensorRule(patterns, op_chain(entry, where), when, text)
+
+
+def same_names(patterns: dict[str, Pattern], where: str) -> None:
+    """Every pattern of a rule has the same placeholders: each side can be filled from the
+    other, which is what makes a rule run both ways (and never over-match in reverse)."""
+    names = {p.names for p in patterns.values()}
+    if len(names) > 1:
+        raise RuleError(
+            f"{where}: the patterns must use the same placeholders ("
+            + "; ".join(f"{p.text}: {sorted(p.names)}" for p in patterns.values())
+            + ")"
+        )
