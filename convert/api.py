@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from convert.core import registry
+from convert.core.errors import UnsupportedError
 from convert.core.meta import TF_LAYOUT
 from convert.loadsave import Progress, Report, load, save, target_format
 
@@ -38,9 +38,7 @@ def convert(
     graph = load(src, from_format)
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
-            raise registry.UnsupportedError(
-                "dry_run, emit_rules, check and reverse go with rules or like"
-            )
+            raise UnsupportedError("dry_run, emit_rules, check and reverse go with rules or like")
         return save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
     from convert import porting
 

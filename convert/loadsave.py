@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convert.core import registry
-from convert.core.errors import FileAccessError
+from convert.core.errors import FileAccessError, UnsupportedError
 from convert.core.report import Report
 
 if TYPE_CHECKING:  # (the graph imports numpy, which `ckpt --version` does not need)
@@ -50,14 +50,14 @@ def target_format(
     known = ", ".join(sorted(registry.formats()))
     suffix = Path(path).suffix
     if suffix:
-        raise registry.UnsupportedError(
+        raise UnsupportedError(
             f"no format writes {suffix!r} files; pass {{to}} ({known}) to write one anyway",
             path,
             {"to": "format="},
         )
     if source_format:
         return registry.get(source_format)
-    raise registry.UnsupportedError(
+    raise UnsupportedError(
         f"cannot tell the output format from the name; pass {{to}} ({known})",
         path,
         {"to": "format="},
@@ -82,7 +82,7 @@ def save(
     fmt = target_format(path, format, graph.format)
     if _names_directory(path):  # (a Path drops the trailing `/`: the writer is told)
         if fmt.name != "tf":
-            raise registry.UnsupportedError(
+            raise UnsupportedError(
                 f"names a directory (it ends in {os.sep!r}), but {fmt.name} output is a file: "
                 "name the file",
                 path,
@@ -116,6 +116,6 @@ def _check_options(fmt: registry.Format, options: dict[str, Any], path) -> None:
     """An option the writer does not take is the user's mistake, said as such."""
     for name in options:
         if name not in fmt.options:
-            raise registry.UnsupportedError(
+            raise UnsupportedError(
                 f"{fmt.name} output does not take the option {{{name}}}", path, {name: name}
             )

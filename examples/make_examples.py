@@ -120,8 +120,9 @@ def _keras_and_skeleton(target: Path) -> None:
     # too) is far from its initial one, so a port that drops or misplaces one shows.
     rng = np.random.default_rng(0)
     for layer in model.layers:
-        weights = [rng.normal(scale=0.3, size=w.shape).astype("float32")
-                   for w in layer.get_weights()]
+        weights = [
+            rng.normal(scale=0.3, size=w.shape).astype("float32") for w in layer.get_weights()
+        ]
         if layer.name == "norm":  # gamma, beta, moving mean, moving variance (> 0)
             weights[3] = rng.uniform(0.5, 2.0, size=weights[3].shape).astype("float32")
         layer.set_weights(weights)
@@ -132,8 +133,13 @@ def _keras_and_skeleton(target: Path) -> None:
         fresh = Path(tmp) / "fresh.pt"
         torch.save(torch_model().state_dict(), fresh)
         env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-        listing = subprocess.run([sys.executable, "-m", "convert", "ls", "--json", str(fresh)],
-                                 check=True, capture_output=True, text=True, env=env).stdout
+        listing = subprocess.run(
+            [sys.executable, "-m", "convert", "ls", "--json", str(fresh)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
     (folder / "fresh.pt.json").write_text(listing)
     print("saved", folder / "fresh.pt.json")
 
