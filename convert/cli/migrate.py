@@ -9,7 +9,6 @@ import click
 
 from convert import api
 from convert.cli.common import FORMAT_NAMES, human, user_errors
-from convert.core import registry
 
 
 @click.command("migrate", short_help="Re-root, pick and graft sub-graphs of a checkpoint.")
@@ -79,11 +78,8 @@ def migrate_command(
 ) -> None:
     """Rewrite SRC's object graph into DST (a TensorFlow object checkpoint unless DST's
     name or --to says otherwise); optimizer slots follow their variables."""
-    from pathlib import Path
 
     options: dict[str, Any] = {"name_based": True} if tf_names else {}
-    if to_format is None and registry.by_extension(dst) is None and not Path(dst).suffix:
-        to_format = "tf"  # a prefix: a TensorFlow checkpoint, whatever SRC was
     with user_errors():
         report = api.migrate(
             src,

@@ -77,6 +77,21 @@ def test_legacy_h5_to_object_checkpoint(trained, tmp_path, under, h5):
     assert_listed_like_tf(out)
 
 
+def test_python_api_takes_a_name_without_extension_as_a_tf_prefix(trained, tmp_path):
+    """`convert.migrate` of a `.h5` into `out` writes the TF checkpoint `ckpt migrate` does
+    (byte for byte), not a `.h5` named `out`."""
+    import convert
+
+    report = convert.migrate(trained.files["h5"], tmp_path / "api" / "out")
+    assert report.target_format == "tf"
+    migrate(trained.files["h5"], tmp_path / "cli" / "out")
+    for name in ("out.index", "out.data-00000-of-00001"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    fresh = functional()
+    fresh.load_weights(str(tmp_path / "api" / "out")).assert_existing_objects_matched()
+    np.testing.assert_array_equal(predict(fresh, trained.x), trained.y)
+
+
 def test_save_weights_into_keras3(trained, tmp_path):
     """TF-format save_weights → a Keras 3 `.weights.h5` with `--like`: Keras 3 loads it and
     predicts what tf_keras did."""
