@@ -18,8 +18,9 @@
 Writers never import this package: a plan reaches them as a graph of lazy tensors.
 """
 
+from convert.core.errors import RuleError
 from convert.rules.align import AlignmentError
-from convert.rules.language import RuleError, RuleSet, builtin_names, load
+from convert.rules.language import RuleSet, builtin_names, load
 from convert.rules.plan import CHECKS, Planned, RulesReport, plan
 
 __all__ = [

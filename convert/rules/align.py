@@ -24,14 +24,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from convert.core.errors import RuleError
 from convert.core.tensor import Tensor
 from convert.rules import order
 from convert.rules.entries import PathRule
 from convert.rules.kinds import Layer, with_variants
-from convert.rules.language import RuleError, RuleSet
+from convert.rules.language import RuleSet
 from convert.rules.translate import Route, Step, run_layer, usable
 
 # The most mismatched layers whose pairings are all tried (8! = 40320 orders).
@@ -75,7 +77,7 @@ class AlignmentError(RuleError):
         self,
         message: str,
         alignment: Alignment,
-        emitted: list[dict],
+        emitted: list[dict[str, Any]],
         rules: RuleSet,
         sides: tuple[str, str],
     ):
@@ -86,14 +88,15 @@ class AlignmentError(RuleError):
         self.sides = sides
 
 
-Fits = Callable[[Layer, Route, Layer, dict], str | None]  # → why the shapes do not fit
+# (source, route, target, facts) → why the shapes do not fit
+Fits = Callable[[Layer, Route, Layer, dict[str, list[int]]], str | None]
 
 
 def choose(
     source: Layer,
     routes: list[Route],
     target: Layer | None,
-    facts: dict,
+    facts: dict[str, list[int]],
     steps: list[Step],
     kind: str | None = None,
     fits: Fits | None = None,
@@ -147,7 +150,11 @@ def choose(
 
 
 def _same_effect(
-    source: Layer, candidates: list[Route], target: Layer | None, facts: dict, steps: list[Step]
+    source: Layer,
+    candidates: list[Route],
+    target: Layer | None,
+    facts: dict[str, list[int]],
+    steps: list[Step],
 ) -> bool:
     """Whether routes that differ in their ops give the same tensors from this layer (a
     depthwise and a plain convolution of one input channel): each is run on a probe whose

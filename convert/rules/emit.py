@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convert.core.errors import RuleError
 from convert.rules.kinds import Layer, with_variants
-from convert.rules.language import RuleError, RuleSet
+from convert.rules.language import RuleSet
 
 if TYPE_CHECKING:
     from convert.rules.align import AlignmentError
@@ -127,7 +128,7 @@ def _comment(text: str) -> str:
     return " ".join(text.split())
 
 
-def write(path: str | os.PathLike, text: str) -> None:
+def write(path: str | os.PathLike[str], text: str) -> None:
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(text, encoding="utf8")

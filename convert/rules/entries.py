@@ -52,14 +52,14 @@ class TensorRule:
     text: str = ""
 
 
-def strings(table: dict, key: str, where: str) -> list[str]:
+def strings(table: dict[str, Any], key: str, where: str) -> list[str]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RuleError(f"`{key}` is a list of strings", where)
     return value
 
 
-def side_names(entry: dict, side: str, where: str) -> list[str]:
+def side_names(entry: dict[str, Any], side: str, where: str) -> list[str]:
     value = entry.get(side)
     if isinstance(value, str):
         return [value]
@@ -68,7 +68,7 @@ def side_names(entry: dict, side: str, where: str) -> list[str]:
     raise RuleError(f"{where}: `{side}` must be a name or a list of names, not {value!r}")
 
 
-def op_chain(entry: dict, where: str) -> Chain:
+def op_chain(entry: dict[str, Any], where: str) -> Chain:
     ops = entry.get("ops", [])
     if not isinstance(ops, list):
         raise RuleError(f"{where}: `ops` is a list")

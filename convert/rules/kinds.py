@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 from convert.core import registry
 from convert.core.graph import GraphPath
@@ -81,7 +82,7 @@ class Layer:
     path: GraphPath
     kinds: frozenset[str]
     vars: dict[str, Tensor]
-    order: tuple = ()  # its place among the file's layers (see `ordered`)
+    order: tuple[int, ...] = ()  # its place among the file's layers (see `ordered`)
     cls: str | None = None  # the class the file records, if it does
     ordered: bool = True  # False: the file orders it only among layers of its class
     parent: GraphPath = ()
@@ -122,7 +123,7 @@ def _builtin() -> dict[str, dict[str, KindSpec]]:
     return found
 
 
-def spec_of(kind: str, framework: str, table: dict) -> KindSpec:
+def spec_of(kind: str, framework: str, table: dict[str, Any]) -> KindSpec:
     """A KindSpec from its TOML table (kinds.toml, or a rule file's `[[kind]]`)."""
     # "kernel|depthwise_kernel?": the name, the other names files use, optional.
     entries = [n.rstrip("?").split("|") for n in table["vars"]]
@@ -162,7 +163,7 @@ def mappings() -> Traversable:
 
 
 @cache
-def _kinds_table() -> dict:
+def _kinds_table() -> dict[str, Any]:
     text = mappings().joinpath("kinds.toml").read_text("utf8")
     return tomllib.loads(text)
 
@@ -218,7 +219,7 @@ def _builtin_groups() -> dict[str, tuple[str, str]]:
     return _groups_of(_builtin()["keras"].values())
 
 
-def _groups_of(found) -> dict[str, tuple[str, str]]:
+def _groups_of(found: Iterable[KindSpec]) -> dict[str, tuple[str, str]]:
     return {snake_case(cls): (cls, s.kind) for s in found for cls in s.classes}
 
 

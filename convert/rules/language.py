@@ -185,7 +185,9 @@ def _read(name_or_file: str | FilePath) -> tuple[str, str, FilePath | None]:
     return resource.read_text("utf8"), f"{text} (built in)", None
 
 
-def _ruleset(table: dict, where: str, base: FilePath | None, seen: tuple[str, ...]) -> RuleSet:
+def _ruleset(
+    table: dict[str, Any], where: str, base: FilePath | None, seen: tuple[str, ...]
+) -> RuleSet:
     unknown = set(table) - _TABLES
     if unknown:
         raise RuleError(

@@ -8,6 +8,7 @@ attention layer claims its own projections."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from convert.core.graph import Graph, GraphPath
 from convert.core.meta import KERAS_OPTIMIZER, KERAS_WEIGHT_NAME, VARIABLE_NAME
@@ -42,7 +43,10 @@ def keras2_path(path: GraphPath) -> GraphPath | None:
 
 
 def named_view(
-    graph: Graph, framework: str, rename=None, config: keras_config.ModelConfig | None = None
+    graph: Graph,
+    framework: str,
+    rename: Callable[[GraphPath], GraphPath | None] | None = None,
+    config: keras_config.ModelConfig | None = None,
 ) -> View:
     entries = [
         e for e in graph.entries() if e.slot is None and not e.tensor.meta.get(KERAS_OPTIMIZER)

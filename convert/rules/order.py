@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from convert.core.errors import RuleError
+from convert.core.graph import GraphPath
 from convert.rules.kinds import Layer
-from convert.rules.language import RuleError
 
 S = TypeVar("S")
+A = TypeVar("A")  # an item of a chain (`_interleave`)
+B = TypeVar("B")  # an item of the other side
 # Interleavings tried (search steps) before an unordered group is given up as ambiguous.
 _BUDGET = 200_000
 _SEQUENCE_LEVELS = ("layers",)  # Keras' list of a model's layers: no level in torch or Flax
@@ -67,7 +70,9 @@ def pairing(
     return "shapes", by_name + pairs, [], []
 
 
-def _refuse(rest_s: list, rest_t: list[Layer], group: set[str], why: str) -> NoReturn:
+def _refuse(
+    rest_s: list[tuple[Layer, S]], rest_t: list[Layer], group: set[str], why: str
+) -> NoReturn:
     unordered = [s for s, _ in rest_s] if not _ordered([s for s, _ in rest_s]) else rest_t
     side = "source" if unordered is not rest_t else "target"
     raise RuleError(
@@ -118,9 +123,9 @@ def _names_both(
     return sorted(pairs, key=lambda pair: order[id(pair[0][0])])
 
 
-def _chains(items: list, layer_of: Callable) -> list[list]:
+def _chains(items: list[A], layer_of: Callable[[A], Layer]) -> list[list[A]]:
     """Items in chains of known order: a class's layers within one parent, by counter."""
-    chains: dict[tuple, list] = {}
+    chains: dict[tuple[str, GraphPath | int], list[A]] = {}
     for i, item in enumerate(items):
         layer = layer_of(item)
         key = (layer.cls, layer.parent) if layer.cls is not None else ("#", i)
@@ -128,14 +133,16 @@ def _chains(items: list, layer_of: Callable) -> list[list]:
     return [sorted(c, key=lambda item: layer_of(item).order) for c in chains.values()]
 
 
-def _interleave(chains: list[list], other: list, ok: Callable) -> list | None:
+def _interleave(
+    chains: list[list[A]], other: list[B], ok: Callable[[A, B], bool]
+) -> list[A] | None:
     """The one merge of `chains` whose items fit `other`'s, position by position (None:
     no merge, or more than one, or too many to try). A depth-first search kept on a list,
     not the call stack: a group may hold thousands of layers."""
     heads = [0] * len(chains)
     chosen: list[int] = []  # the chain taken at each position so far
     tries = [0]  # per position reached: the next chain to try there
-    found: list[list] = []
+    found: list[list[int]] = []
     memo: dict[tuple[int, int, int], bool] = {}
     for _ in range(_BUDGET):
         if not tries:
@@ -164,12 +171,12 @@ def _interleave(chains: list[list], other: list, ok: Callable) -> list | None:
 
 
 def _fit(
-    memo: dict,
-    ok: Callable,
-    chains: list[list],
+    memo: dict[tuple[int, int, int], bool],
+    ok: Callable[[A, B], bool],
+    chains: list[list[A]],
     heads: list[int],
     c: int,
-    other: list,
+    other: list[B],
     position: int,
 ) -> bool:
     key = (c, heads[c], position)
@@ -178,9 +185,9 @@ def _fit(
     return memo[key]
 
 
-def _merge(chains: list[list], chosen: list[int]) -> list:
+def _merge(chains: list[list[A]], chosen: list[int]) -> list[A]:
     heads = [0] * len(chains)
-    merged = []
+    merged: list[A] = []
     for c in chosen:
         merged.append(chains[c][heads[c]])
         heads[c] += 1

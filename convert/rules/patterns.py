@@ -25,6 +25,7 @@ which is how a rule renames in either direction.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from convert.core.errors import ConvertError
@@ -80,7 +81,7 @@ class _Slot:
 class _Segment:
     text: str
     many: str | None  # the placeholder's name when the segment is `{name*}`
-    regex: re.Pattern | None  # for a segment with `{name}` inside
+    regex: re.Pattern[str] | None  # for a segment with `{name}` inside
     names: tuple[str, ...]
     slots: tuple[_Slot, ...] = ()
 
@@ -161,7 +162,7 @@ class Pattern:
                 out.append(seg.text)
         return tuple(out)
 
-    def resolve(self, values: dict[str, str | Path], known) -> Path | None:
+    def resolve(self, values: dict[str, str | Path], known: Iterable[Path]) -> Path | None:
         """The path this pattern names with `values`; where a `{_}` leaves a level open, the
         one path among `known` (a skeleton's) that matches with those values (None: no
         such path, or more than one)."""
@@ -194,13 +195,17 @@ def _one(value: str | Path) -> str:
     return "/".join(value) if isinstance(value, tuple) else value
 
 
-def _bind(values: dict, name: str, value: str | Path) -> dict | None:
+def _bind(
+    values: dict[str, str | Path], name: str, value: str | Path
+) -> dict[str, str | Path] | None:
     if name in values:
         return values if values[name] == value else None
     return {**values, name: value}
 
 
-def _match(segments: tuple[_Segment, ...], i: int, path: Path, j: int, values: dict) -> dict | None:
+def _match(
+    segments: tuple[_Segment, ...], i: int, path: Path, j: int, values: dict[str, str | Path]
+) -> dict[str, str | Path] | None:
     if i == len(segments):
         return values if j == len(path) else None
     seg = segments[i]

@@ -12,16 +12,16 @@ between leaves the order open, unless a `[[path]]` rule says which it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
+from convert.core.errors import RuleError
 from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.rules import kinds as kinds_module
-from convert.rules.align import AlignmentError, Pair, align, by_rules, choose
+from convert.rules.align import AlignmentError, Fits, Pair, align, by_rules, choose
 from convert.rules.kinds import Layer, keras_index, with_variants
-from convert.rules.language import RuleError, RuleSet
+from convert.rules.language import RuleSet
 from convert.rules.translate import Route, Step, routes, run_layer
 
 _TF_KERAS_LAYER = re.compile(r"layer(_with_weights)?-\d+")
@@ -143,8 +143,8 @@ def _shapes(pair: Pair, chain: list[Step]) -> dict[str, Any]:
     return {}
 
 
-def _fits(chain: list[Step]) -> Callable[[Layer, Route, Layer, dict], str | None]:
-    def fits(source: Layer, route: Route, target: Layer, facts: dict) -> str | None:
+def _fits(chain: list[Step]) -> Fits:
+    def fits(source: Layer, route: Route, target: Layer, facts: dict[str, list[int]]) -> str | None:
         try:
             run_layer(source.vars, route, chain, target.vars, "", facts)
         except RuleError as exc:
@@ -299,11 +299,13 @@ def _whole(layer: GraphPath) -> tuple[kinds_module.KindSpec, dict[str, str]] | N
     return next(((spec, names) for name, _, names in spec.parts if name == layer[-1]), None)
 
 
-def _no_data():
+def _no_data() -> NoReturn:
     raise RuleError("a rule's target shape holds no data")
 
 
-def _target_path(fw: str, layer: GraphPath, var: str, spec, present: set[str]) -> GraphPath:
+def _target_path(
+    fw: str, layer: GraphPath, var: str, spec: kinds_module.KindSpec, present: set[str]
+) -> GraphPath:
     if fw == "keras":
         whole = _whole(layer)
         if whole is not None:  # a part of a layer Keras holds as one (SeparableConv2D)

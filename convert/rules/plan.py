@@ -15,7 +15,8 @@ from typing import Any
 
 from convert.core import registry
 from convert.core.dtypes import dtype_name
-from convert.core.graph import Graph, GraphPath, Node
+from convert.core.errors import RuleError
+from convert.core.graph import Entry, Graph, GraphPath, Node
 from convert.core.meta import (
     KERAS_CONFIG,
     RULE_EXACT,
@@ -31,7 +32,7 @@ from convert.core.tensor import Tensor
 from convert.rules import kinds as kinds_module
 from convert.rules import place, views
 from convert.rules.derive import sources_of
-from convert.rules.language import RuleError, RuleSet
+from convert.rules.language import RuleSet
 from convert.rules.translate import Step, run_tensor_rules
 
 CHECKS = ("consumed", "existing", "nontrivial", "partial")
@@ -192,7 +193,7 @@ def _plan(
     return Planned(graph, report, emitted, rules)
 
 
-def _name_sources(entries: list) -> None:
+def _name_sources(entries: list[Entry]) -> None:
     for entry in entries:
         if SOURCE_KEY not in entry.tensor.meta:
             entry.tensor.meta[RULE_KEY] = "/".join(entry.path)
@@ -272,7 +273,7 @@ def _output(
         {*report.unused, *(s for p, t in produced.items() if p not in known for s in sources_of(t))}
     )
     graph = Graph(
-        root=_copy(like.root, fill, {}),
+        root=_copy(like.root, fill, {}, {}),
         values=dict(like.values),
         format=like.format,
         source=source.source,
@@ -281,25 +282,28 @@ def _output(
     return graph
 
 
-def _copy(node: Node, fill: dict[int, Tensor], memo: dict[int, Node]) -> Node:
-    """The skeleton's Node tree with its tensors replaced (aliases stay aliases)."""
+def _copy(
+    node: Node, fill: dict[int, Tensor], memo: dict[int, Node], copied: dict[int, Tensor]
+) -> Node:
+    """The skeleton's Node tree with its tensors replaced (aliases stay aliases): `memo`
+    holds the nodes copied, `copied` the tensors put in, each by the skeleton's id."""
     if id(node) in memo:
         return memo[id(node)]
     new = memo[id(node)] = Node(dict(node.meta))
     new.values = dict(node.values)
     for name, item in node.edges.items():
         if isinstance(item, Node):
-            new.edges[name] = _copy(item, fill, memo)
+            new.edges[name] = _copy(item, fill, memo, copied)
         elif id(item) in fill:
-            new.edges[name] = _as(item, fill[id(item)], memo)
+            new.edges[name] = _as(item, fill[id(item)], copied)
     return new
 
 
-def _as(skeleton: Tensor, made: Tensor, memo: dict) -> Tensor:
+def _as(skeleton: Tensor, made: Tensor, memo: dict[int, Tensor]) -> Tensor:
     """`made` in the skeleton's place: the skeleton's format facts (its Keras weight name
     and position, its TF full name, its own key) with the rules' provenance, so the writer
     lays it out as the skeleton's own (an alias of the skeleton tensor gets the same one)."""
-    key = ("tensor", id(skeleton))
+    key = id(skeleton)
     if key not in memo:
         memo[key] = Tensor(
             made.dtype,

@@ -9,15 +9,20 @@ from the source's shapes alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
+from convert.core.errors import RuleError
 from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.rules.derive import derive
 from convert.rules.entries import LayerRule, TensorRule
-from convert.rules.language import RuleError, RuleSet
-from convert.rules.ops import Chain, NeedShapes, OpError
+from convert.rules.language import RuleSet
+from convert.rules.ops import Chain, NeedShapes, OpError, Spec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class Route:
         """Layer facts its ops name: it applies only where a file or a rule gives them."""
         return {n for rule in self.rules for n in rule.needs}
 
-    def signature(self, steps: list[Step]) -> tuple:
+    def signature(
+        self, steps: list[Step]
+    ) -> tuple[tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...], ...]:
         """What the route does to the variables: two routes with one signature give the
         same tensors from the same layer (keras-torch's conv2d and conv2d_transpose)."""
         return tuple(
@@ -78,7 +85,7 @@ def routes(kinds: frozenset[str], steps: list[Step]) -> list[Route]:
     return [Route(first, kind, path) for first, kind, path in frontier]
 
 
-def usable(route: Route, facts: dict) -> bool:
+def usable(route: Route, facts: dict[str, list[int]]) -> bool:
     """Whether the layer facts the route's rules need are known."""
     return route.needs <= facts.keys()
 
@@ -89,7 +96,7 @@ def run_layer(
     steps: list[Step],
     want: dict[str, Tensor] | None,
     where: str,
-    facts: dict | None = None,
+    facts: dict[str, list[int]] | None = None,
 ) -> tuple[dict[str, Tensor], list[str]]:
     """The target layer's variables from the source layer's, and the source variables left
     unused (the target has no place for them)."""
@@ -108,7 +115,7 @@ def _run_rule(
     current: dict[str, Tensor],
     want: dict[str, Tensor] | None,
     where: str,
-    facts: dict,
+    facts: dict[str, list[int]],
 ) -> tuple[dict[str, Tensor], list[str]]:
     out: dict[str, Tensor] = {}
     unused: list[str] = []
@@ -172,7 +179,7 @@ def _oriented(
     return chain
 
 
-def _specs(specs) -> str:
+def _specs(specs: list[Spec]) -> str:
     from convert.core.dtypes import dtype_name
 
     return ", ".join(f"{dtype_name(d)}{list(s)}" for d, s in specs)
@@ -211,7 +218,9 @@ def _toggle(path: GraphPath, prefix: GraphPath) -> GraphPath:
     return path[len(prefix) :] if path[: len(prefix)] == prefix else (*prefix, *path)
 
 
-def _spellings(path: GraphPath, prefix: GraphPath | None):
+def _spellings(
+    path: GraphPath, prefix: GraphPath | None
+) -> Iterator[tuple[GraphPath, Callable[[GraphPath], GraphPath]]]:
     """A path as it is, then (where the side has an optional prefix, like Hugging Face's
     `bert.`) with the prefix put in or taken out; each with the way back."""
     yield path, lambda p: p
@@ -223,7 +232,7 @@ def _first_rule(
     rules: RuleSet,
     step: Step,
     path: GraphPath,
-    original,
+    original: Callable[[GraphPath], GraphPath],
     tensor: Tensor,
     tensors: dict[GraphPath, Tensor],
     want: dict[GraphPath, Tensor] | None,
@@ -264,7 +273,7 @@ def _holds(rule: TensorRule, tensor: Tensor) -> bool:
     return _holds_spec(rule, tensor.dtype, tensor.shape)
 
 
-def _holds_spec(rule: TensorRule, dtype, shape: tuple[int, ...]) -> bool:
+def _holds_spec(rule: TensorRule, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
     from convert.core.dtypes import dtype_name
 
     when = rule.when

@@ -14,7 +14,7 @@ from convert.core.graph import Entry, Graph
 from convert.core.meta import SAFETENSORS_FORMAT, TF1_NAMES
 from convert.core.notes import count, dropped_values, some
 from convert.core.tensor import raw_bytes
-from convert.formats.safetensors import CODES
+from convert.formats.safetensors.dtypes import CODES
 from convert.frameworks.flatkeys import join_path
 from convert.frameworks.tf1_names import names_to_keep
 from convert.io.outputs import OutputSet
