@@ -83,7 +83,7 @@ class Op:
         return f"{self.name}({args})"
 
 
-def _check_axis(axis: int, rank: int, op: Op) -> int:
+def check_axis(axis: int, rank: int, op: Op) -> int:
     if not -rank <= axis < rank:
         raise OpError(f"{op.describe()}: axis {axis} is out of range for rank {rank}")
     return axis % rank

@@ -11,7 +11,7 @@ import numpy as np
 
 from convert.core.dtypes import dtype_name, from_name
 from convert.io.permute import permuted
-from convert.rules.ops.base import NeedShapes, Op, OpError, Spec, _check_axis
+from convert.rules.ops.base import NeedShapes, Op, OpError, Spec, check_axis
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ class Merge(Op):
 
     def spec(self, spec: Spec) -> Spec:
         dtype, shape = spec
-        first = _check_axis(self.first, len(shape), self)
-        last = _check_axis(self.last, len(shape), self)
+        first = check_axis(self.first, len(shape), self)
+        last = check_axis(self.last, len(shape), self)
         if last < first:
             raise OpError(f"{self.describe()}: last axis before first")
         merged = math.prod(shape[first : last + 1])
@@ -101,7 +101,7 @@ class Gates(Op):
 
     def spec(self, spec: Spec) -> Spec:
         dtype, shape = spec
-        axis = _check_axis(self.axis, len(shape), self)
+        axis = check_axis(self.axis, len(shape), self)
         if sorted(self.order) != list(range(len(self.order))) or shape[axis] % len(self.order):
             raise OpError(f"{self.describe()} does not fit a tensor of shape {list(shape)}")
         return spec
@@ -128,7 +128,7 @@ class Expand(Op):
 
     def spec(self, spec: Spec) -> Spec:
         dtype, shape = spec
-        axis = _check_axis(self.axis, len(shape) + 1, self)
+        axis = check_axis(self.axis, len(shape) + 1, self)
         return dtype, shape[:axis] + (1,) + shape[axis:]
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ class Squeeze(Op):
 
     def spec(self, spec: Spec) -> Spec:
         dtype, shape = spec
-        axis = _check_axis(self.axis, len(shape), self)
+        axis = check_axis(self.axis, len(shape), self)
         if shape[axis] != 1:
             raise OpError(f"{self.describe()}: axis {axis} of {list(shape)} is not 1 long")
         return dtype, shape[:axis] + shape[axis + 1 :]
@@ -176,7 +176,7 @@ class Flip(Op):
 
     def spec(self, spec: Spec) -> Spec:
         for axis in self.axes:
-            _check_axis(axis, len(spec[1]), self)
+            check_axis(axis, len(spec[1]), self)
         return spec
 
     def apply1(self, array: np.ndarray) -> np.ndarray:
@@ -208,7 +208,7 @@ class ChannelsFirst(Op):
 
     def spec(self, spec: Spec) -> Spec:
         dtype, shape = spec
-        axis = _check_axis(self.axis, len(shape), self)
+        axis = check_axis(self.axis, len(shape), self)
         if len(self._map()) < 2 or shape[axis] != math.prod(self._map()):
             raise OpError(f"{self.describe()} does not fit a tensor of shape {list(shape)}")
         return spec

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from convert.core.dtypes import dtype_name, from_name
-from convert.rules.ops.base import NeedShapes, Op, OpError, Spec, _check_axis
+from convert.rules.ops.base import NeedShapes, Op, OpError, Spec, check_axis
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Concat(Op):
         if not specs:
             raise OpError(f"{self.describe()} has nothing to join")
         dtype, shape = specs[0]
-        axis = _check_axis(self.axis, len(shape), self)
+        axis = check_axis(self.axis, len(shape), self)
         for d, s in specs[1:]:
             if (
                 d != dtype
@@ -75,7 +75,7 @@ class Split(Op):
         if len(specs) != 1:
             raise OpError(f"{self.describe()} splits one tensor, not {len(specs)}")
         dtype, shape = specs[0]
-        axis = _check_axis(self.axis, len(shape), self)
+        axis = check_axis(self.axis, len(shape), self)
         return [(dtype, shape[:axis] + (n,) + shape[axis + 1 :]) for n in self._sizes(shape[axis])]
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -127,7 +127,7 @@ class Unstack(Op):
         if len(specs) != 1:
             raise OpError(f"{self.describe()} unstacks one tensor, not {len(specs)}")
         dtype, shape = specs[0]
-        axis = _check_axis(self.axis, len(shape), self)
+        axis = check_axis(self.axis, len(shape), self)
         return [(dtype, shape[:axis] + shape[axis + 1 :])] * shape[axis]
 
     def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
