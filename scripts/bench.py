@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +120,7 @@ writer.finish()
 """
 
 
-def build_tf(prefix: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+def build_tf(prefix: Path, shapes: Mapping[str, tuple[int, ...]]) -> None:
     if Path(f"{prefix}.index").exists():
         return
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -304,9 +305,10 @@ def measure_side_by_side(jobs: list[tuple[list[str], Path | None]], repeat: int)
     for _ in range(repeat):
         for i, (cmd, output) in enumerate(jobs):
             run = _run_once(cmd, output)
-            if best[i] is None or run.seconds < best[i].seconds:
+            held = best[i]
+            if held is None or run.seconds < held.seconds:
                 best[i] = run
-    return best
+    return [run for run in best if run is not None]
 
 
 def _run_once(cmd: list[str], output: Path | None) -> Run:
@@ -320,6 +322,7 @@ def _run_once(cmd: list[str], output: Path | None) -> Run:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    assert proc.stderr is not None  # (stderr=PIPE)
     err = proc.stderr.read().decode(errors="replace")
     proc.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
@@ -327,7 +330,7 @@ def _run_once(cmd: list[str], output: Path | None) -> Run:
     return Run(seconds, usage.ru_maxrss / 1024, usage.ru_utime, usage.ru_stime)
 
 
-def python(script: str, *args: Path) -> list[str]:
+def python(script: str, *args: Path | str) -> list[str]:
     return [PY, "-c", script, *map(str, args)]
 
 
@@ -554,6 +557,7 @@ def run_batch_set(name: str, work: Path, repeat: int) -> list[Row]:
     cluster = subprocess.Popen(
         [PY, "-c", DASK_CLUSTER], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    assert cluster.stdin is not None and cluster.stdout is not None  # (both PIPE)
     try:
         address = cluster.stdout.readline().strip()
         # the floor: the same bytes copied by one process

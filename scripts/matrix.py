@@ -47,10 +47,10 @@ def main() -> int:
         parser.error("--write needs the whole matrix: no --sources, --targets, --no-round-trip")
 
     targets = args.targets.split(",") if args.targets else list(harness.TARGETS)
-    names = set(args.sources.split(",")) if args.sources else None
+    wanted = set(args.sources.split(",")) if args.sources else None
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ckpt-matrix-") as tmp:
-        built = sources.build(Path(tmp) / "sources", names)
+        built = sources.build(Path(tmp) / "sources", wanted)
         cells = []
         for source in built.values():
             for target in targets:
