@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from convert.core import registry
 from convert.core.errors import UnsupportedError
 from convert.core.meta import TF_LAYOUT
 from convert.loadsave import Progress, Report, load, save, target_format
@@ -99,7 +97,9 @@ def migrate(
     picks = [migration.parse_pick(p) for p in pick]  # (a bad request before any reading)
     graph = load(src, from_format)
     source_format = graph.format
-    fmt = target_format(dst, to, _prefix_means_tf(dst, to))
+    # A name without an extension is a TF checkpoint prefix, whatever the source was (as the
+    # fallback `target_format` takes for such a name, in place of the source's format).
+    fmt = target_format(dst, to, source_format="tf")
     objects = (
         fmt.name == "tf"
         and not options.get("name_based")
@@ -153,11 +153,3 @@ def migrate(
     report.migration = done.to_dict()
     report.migration["summary"] = done.summary()
     return report
-
-
-def _prefix_means_tf(dst: str | os.PathLike, to: str | None) -> str | None:
-    """What a migration's output name without an extension means: a TF checkpoint prefix,
-    whatever the source was (`target_format` would keep the source's format)."""
-    if to is None and registry.by_extension(dst) is None and not Path(os.fspath(dst)).suffix:
-        return "tf"
-    return None

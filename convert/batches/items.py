@@ -318,11 +318,9 @@ def remove_stale_temporaries(items: list[Item]) -> int:
 def settle_format(item: Item) -> Item:
     """A TF-only option on an output whose name says no format means TensorFlow (as for
     `ckpt convert`)."""
-    tf_only = any(
-        o.chooses_tf and name in item.options for name, o in registry.writer_options().items()
-    )
-    if tf_only and not item.options.get("to") and registry.by_extension(item.dst) is None:
-        return Item(item.src, item.dst, {**item.options, "to": "tf"})
+    to = registry.format_asked(item.dst, item.options.get("to") or None, item.options)
+    if to is not None and not item.options.get("to"):
+        return Item(item.src, item.dst, {**item.options, "to": to})
     return item
 
 

@@ -75,9 +75,7 @@ def convert_command(
 ) -> None:
     """Convert SRC into DST, one tensor at a time."""
     options = given_options(writer)  # (no --tf-names: the writer keeps the input's layout)
-    tf_only = any(o.chooses_tf and name in options for name, o in registry.writer_options().items())
-    if tf_only and to_format is None and registry.by_extension(dst) is None:
-        to_format = "tf"  # a name that says no format: these options say TensorFlow
+    to_format = registry.format_asked(dst, to_format, options)
     mapped: dict[str, Any] = {
         "rules": rules,
         "like": like,

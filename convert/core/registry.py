@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -152,6 +152,16 @@ def separator(name: str | None) -> str:
     """The character format `name` joins a path's steps with in its keys."""
     fmt = _FORMATS.get(name or "")
     return fmt.separator if fmt is not None else "/"
+
+
+def format_asked(dst: str | os.PathLike[str], to: str | None, options: Iterable[str]) -> str | None:
+    """The output format asked for: `to`; else `tf` where a TF-only writer option (among the
+    API keywords `options`) is given for a name that says no format; else None (the name
+    decides)."""
+    if to is not None or by_extension(dst) is not None:
+        return to
+    tf_only = any(_OPTIONS[name].chooses_tf for name in options if name in _OPTIONS)
+    return "tf" if tf_only else None
 
 
 def by_extension(path: str | os.PathLike[str]) -> Format | None:
