@@ -34,12 +34,38 @@ def convert(
     `rules` (a built-in rule set's name, a rule file, or a loaded RuleSet) maps the source's
     layers and tensors into another framework's; `like` is a target skeleton (any
     checkpoint this reads, or a `ckpt ls --json` listing) whose keys, shapes and dtypes the
-    output takes; `check` is one of `consumed`, `existing`, `nontrivial`, `partial`."""
+    output takes; `check` is one of `consumed`, `existing`, `nontrivial`, `partial`.
+
+    A Hugging Face model folder (`config.json` beside the weights) may stand for `src` or
+    `like`: the rules' side decides which of its weights files is read. With a folder
+    source and a `dst` that names no file format, `dst` becomes a model folder: the target
+    side's weights and the source folder's other files (see `folders.py`)."""
+    from convert import folders
+
+    if folders.is_model_folder(src) or (like is not None and folders.is_model_folder(like)):
+        return _with_folders(
+            src,
+            dst,
+            to=to,
+            from_format=from_format,
+            overwrite=overwrite,
+            progress=progress,
+            rules=rules,
+            like=like,
+            check=check,
+            reverse=reverse,
+            emit_rules=emit_rules,
+            dry_run=dry_run,
+            **options,
+        )
     graph = load(src, from_format)
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
             raise UnsupportedError("dry_run, emit_rules, check and reverse go with rules or like")
-        return save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
+        report = save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
+        note = folders.hint(src, graph.format, report.target_format)
+        report.notes += [note] if note else []
+        return report
     from convert import porting
 
     try:
@@ -66,6 +92,40 @@ def convert(
         report = save(planned.graph, dst, fmt, overwrite=overwrite, progress=progress, **options)
         report.source_format = graph.format
     porting.add_notes(report, planned)
+    return report
+
+
+def _with_folders(src: str | os.PathLike, dst: str | os.PathLike, **kw: Any) -> Report:
+    from convert import folders
+
+    ruleset = kw["rules"]
+    if ruleset is not None and not hasattr(ruleset, "sides"):
+        from convert import rules as rules_pkg
+
+        ruleset = rules_pkg.load(ruleset)
+    done = folders.resolve(
+        src,
+        dst,
+        rules=ruleset,
+        like=kw["like"],
+        reverse=kw["reverse"],
+        to=kw["to"],
+        overwrite=kw["overwrite"],
+    )
+    kw.update(rules=ruleset, like=done.like, reverse=done.reverse, to=done.to)
+    if done.output is None:
+        return convert(done.src, dst, **kw)
+    try:
+        report = convert(done.src, done.output.path, **kw)
+        if not kw["dry_run"]:
+            done.output.commit()
+    finally:
+        done.output.abandon()
+    report.destination = os.fspath(dst)
+    if done.output.copied:
+        report.notes.append(
+            f"copied from {os.fspath(src)} unchanged: {', '.join(done.output.copied)}"
+        )
     return report
 
 

@@ -12,7 +12,7 @@ The floors, from the bottom (docs/architecture.md draws them):
   `passes` (graph → graph rewrites) stand on the same three;
 - no format imports another: what two formats share lives in a module under
   `convert/formats/` that the registry names as no format's (`sharding`);
-- the jobs (`api`, `porting`, `compare`, `batches`) and then `cli` sit on top;
+- the jobs (`api`, `porting`, `folders`, `compare`, `batches`) and then `cli` sit on top;
 - nothing imports in a circle.
 """
 

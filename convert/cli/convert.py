@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from convert import api
+from convert import api, folders
 from convert.cli.common import FORMAT_NAMES, given_options, human, user_errors, writer_options
 from convert.core import registry
 
@@ -85,7 +85,7 @@ def convert_command(
         "dry_run": dry_run,
     }
     with user_errors():
-        if rules or like or any(mapped.values()):
+        if rules or like or any(mapped.values()) or folders.is_model_folder(src):
             report = api.convert(
                 src,
                 dst,
@@ -101,6 +101,8 @@ def convert_command(
                 report = api.save(
                     graph, dst, to_format, overwrite=overwrite, progress=progress, **options
                 )
+            note = folders.hint(src, graph.format, report.target_format)
+            report.notes += [note] if note else []
     if dry_run and not as_json:
         _print_plan(report)
         return

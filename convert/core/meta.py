@@ -47,6 +47,10 @@ KERAS_WEIGHT_INDEX = "keras_weight_index"
 # Its `.h5` weight name (`dense/kernel:0`): keras.*_reader → keras.legacy_writer,
 # rules.named_layers, passes.keras_objects
 KERAS_WEIGHT_NAME = "keras_weight_name"
+# The other layers that save this variable too, as [layer, index in its weight_names]
+# (a masked-LM head keeps the word embeddings it decodes with): keras.legacy_reader →
+# keras.legacy_writer
+KERAS_ALSO_IN = "keras_also_in"
 # A Keras optimizer's (also its Node): keras.*_reader → keras.legacy_writer,
 # keras.v3_writer, rules.keras_layers, rules.named_layers, passes.keras_objects
 KERAS_OPTIMIZER = "keras_optimizer"

@@ -291,7 +291,7 @@ for _format in (
     ),
     Format(
         "sharded",
-        "Hugging Face sharded set: *.index.json with a weight_map (safetensors or torch shards)",
+        "Hugging Face *.index.json set of safetensors or torch shards (reads TF, Flax sets too)",
         (".index.json",),
         "convert.formats.sharded",
         options=("max_shard_size",),

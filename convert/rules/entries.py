@@ -1,6 +1,7 @@
 """The entries of a rule file, each checked and built: a `[[layer]]` rule (a kind's
 variables and their ops), a `[[path]]` rule (where a layer goes), a `[[tensor]]` rule (a
-tensor by its path). `language.py` reads the file around them."""
+tensor by its path), a `[[rename]]` (how one side spells its names in the patterns).
+`language.py` reads the file around them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from convert.rules.ops import Chain, parse
 from convert.rules.patterns import Pattern
 
 if TYPE_CHECKING:
-    pass
+    from convert.core.graph import GraphPath
+
+# A name part a [[rename]] may rewrite again (`a___b___c`), at most this often.
+_MAX_REWRITES = 16
 
 
 @dataclass
@@ -50,6 +54,63 @@ class TensorRule:
     chain: Chain
     when: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+
+
+@dataclass
+class Rename:
+    """How one side spells a name part in the patterns: a segment that matches `source` is
+    the segments `spelled` fills (TF's `layer_._0` is `layer/0`, `mlm___cls` is `cls`; an
+    empty `spelled` drops the segment, as Flax's `params` collection).
+    It runs one way only, from the side's own names; going back, the skeleton's names are
+    spelled the same way and looked up, since a dropped part (`mlm___`) has no inverse."""
+
+    side: str
+    source: Pattern
+    spelled: Pattern
+
+    def apply(self, segment: str) -> tuple[str, ...] | None:
+        values = self.source.match((segment,))
+        return None if values is None else self.spelled.fill(values)
+
+
+def spell(path: GraphPath, renames: list[Rename]) -> GraphPath:
+    """`path` as the patterns spell it: each segment rewritten by the first rename that
+    matches it, again and again until none does."""
+    if not renames:
+        return path
+    out: list[str] = []
+    for segment in path:
+        pending, rounds = [segment], 0
+        while pending:
+            part = pending.pop(0)
+            new = next((r for rule in renames if (r := rule.apply(part)) is not None), None)
+            if new is None or rounds >= _MAX_REWRITES:
+                out.append(part)
+                continue
+            rounds += 1
+            pending[:0] = list(new)
+    return tuple(out)
+
+
+def rename(entry: Any, sides: tuple[str, str], where: str) -> Rename:
+    if not (
+        isinstance(entry, dict)
+        and entry.get("side") in sides
+        and isinstance(entry.get("from"), str)
+        and isinstance(entry.get("to"), str)
+        and set(entry) == {"side", "from", "to"}
+    ):
+        raise RuleError(
+            f"{where}: a rename gives `side` (one of {', '.join(sides)}), `from` (a pattern "
+            'for one name part) and `to` (what the patterns call it), e.g. side = "tf", '
+            'from = "{list*}_._{i}", to = "{list*}/{i}"'
+        )
+    source, spelled = Pattern(entry["from"]), Pattern(entry["to"])
+    if len(source.segments) != 1 or source.skips:
+        raise RuleError(f"{where}: `from` is one name part (no `/`, no {{_}})")
+    if not spelled.names <= source.names or spelled.skips:
+        raise RuleError(f"{where}: `to` uses only the placeholders `from` keeps")
+    return Rename(entry["side"], source, spelled)
 
 
 def strings(table: dict[str, Any], key: str, where: str) -> list[str]:

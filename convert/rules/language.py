@@ -24,6 +24,12 @@
 
     skip = ["{x*}/adam_m"]            # source tensors the rules leave out on purpose (report)
     prefix = { hf = "bert" }          # a side's leading path, there or not (BertModel has none)
+    [[rename]]                        # how a side's own name parts are spelled in the patterns
+    side = "tf"
+    from = "{list*}_._{i}"
+    to = "{list*}/{i}"
+    needs_like = { tf = "why" }       # a side written only with --like a file of its model
+    variable_names = ["tf"]           # a side whose tensors go by their TF variable names
     formats = { hf = ["torch", "safetensors"] }   # the formats a side reads and writes
 
     compose = ["keras-torch", "flax-torch"]   # keras <-> flax through their common side
@@ -46,10 +52,12 @@ from convert.core.errors import RuleError
 from convert.rules.entries import (
     LayerRule,
     PathRule,
+    Rename,
     TensorRule,
     VarMap,
     layer_rule,
     path_rule,
+    rename,
     strings,
     tensor_rule,
 )
@@ -74,7 +82,11 @@ _TABLES = {
     "formats",
     "prefix",
     "kind",
+    "rename",
+    "needs_like",
+    "variable_names",
 }
+ANY_PREFIX = ("{_}",)  # `prefix = { side = "{_}" }`: one leading segment, whatever its name
 
 
 @dataclass
@@ -92,6 +104,10 @@ class RuleSet:
     formats: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optional, per side
     kinds: dict[str, dict[str, KindSpec]] = field(default_factory=dict)  # [[kind]]: framework → …
+    renames: list[Rename] = field(default_factory=list)
+    needs_like: dict[str, str] = field(default_factory=dict)  # side → why its names need one
+    # Sides whose tensors the patterns name by their TF variable names (see translate.py).
+    variable_names: tuple[str, ...] = ()
 
     def declared(self) -> dict[str, dict[str, KindSpec]]:
         """The kinds this rule set and the sets it composes declare."""
@@ -232,6 +248,20 @@ def _ruleset(
             '`prefix` gives a side\'s optional leading path, e.g. prefix = { hf = "bert" }', where
         )
     rules.prefix = {s: tuple(v.strip("/").split("/")) for s, v in prefix.items()}
+    needs_like = table.get("needs_like", {})
+    if not isinstance(needs_like, dict) or not all(
+        s in rules.sides and isinstance(v, str) for s, v in needs_like.items()
+    ):
+        raise RuleError(
+            "`needs_like` gives, for a side written only with --like, what only a file of "
+            'the model tells, e.g. needs_like = { tf = "TF variable names" }',
+            where,
+        )
+    rules.needs_like = dict(needs_like)
+    by_variable = strings(table, "variable_names", where)
+    if not set(by_variable) <= set(rules.sides):
+        raise RuleError('`variable_names` lists sides, e.g. variable_names = ["tf"]', where)
+    rules.variable_names = tuple(by_variable)
     for name in strings(table, "include", where):
         included = load(_beside(name, base), seen)
         if set(included.sides) != set(rules.sides):
@@ -248,6 +278,9 @@ def _ruleset(
             rules.kinds.setdefault(framework, {}).update(kinds)
         rules.formats = {**included.formats, **rules.formats}
         rules.prefix = {**included.prefix, **rules.prefix}
+        rules.renames += included.renames
+        rules.needs_like = {**included.needs_like, **rules.needs_like}
+        rules.variable_names = tuple({*included.variable_names, *rules.variable_names})
     for i, entry in enumerate(table.get("kind", [])):
         _kind(entry, rules, f"{where}: kind {i + 1}")
     for i, entry in enumerate(table.get("layer", [])):
@@ -256,6 +289,8 @@ def _ruleset(
         rules.paths.append(path_rule(entry, rules.sides, f"{where}: path rule {i + 1}"))
     for i, entry in enumerate(table.get("tensor", [])):
         rules.tensors.append(tensor_rule(entry, rules.sides, f"{where}: tensor rule {i + 1}"))
+    for i, entry in enumerate(table.get("rename", [])):
+        rules.renames.append(rename(entry, rules.sides, f"{where}: rename {i + 1}"))
     rules.skip += [Pattern(p) for p in strings(table, "skip", where)]
     return rules
 

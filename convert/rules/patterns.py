@@ -13,7 +13,7 @@ path). A segment is literal text, or holds placeholders:
 - `{i+1}`, `{i-1}`, `{2*i}`, `{2*i+1}`: a number that is `i` through that arithmetic (Keras
   `p_re_lu{i:counter}` ↔ torch `prelu{i+1}`; Keras `conv2d{i:counter}` ↔ a torch
   `Sequential` index `{2*i}`); it runs both ways, and a number the arithmetic cannot give
-  back as a whole `i` ≥ 0 does not match;
+  back as a whole `i` ≥ 0 does not match; `{i+0}` is a number as it is (digits only);
 - `{_}` matches one segment (or one name part) and keeps no value: a level that one side
   has and the other does not (`conv1/{_}/kernel`). Going the other way it is filled from
   the skeleton (`--like`), the only place that knows it.
@@ -51,10 +51,11 @@ class _Slot:
     mul: int = 1
     add: int = 0
     counter: bool = False
+    number: bool = False  # written with arithmetic, if only `+0`: it matches digits alone
 
     @property
     def arithmetic(self) -> bool:
-        return self.mul != 1 or self.add != 0
+        return self.number or self.mul != 1 or self.add != 0
 
     def value(self, text: str) -> str | None:
         """The placeholder's value from the text it matched (None: arithmetic that does not
@@ -103,7 +104,7 @@ def _segment(text: str, pattern: str) -> _Segment:
         name, tail = m["name"], m["tail"]
         mul = int(m["mul"] or 1)
         add = int(m["add"] or 0) * (-1 if m["sign"] == "-" else 1)
-        slot = _Slot(f"g{k}", name, mul, add, tail == ":counter")
+        slot = _Slot(f"g{k}", name, mul, add, tail == ":counter", bool(m["mul"] or m["sign"]))
         if (mul != 1 or add) and tail:
             raise PatternError(f"pattern {pattern!r}: {m.group(0)} mixes arithmetic with {tail!r}")
         if tail == ":counter":

@@ -9,7 +9,7 @@ from the source's shapes alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
 
@@ -18,8 +18,9 @@ from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
 from convert.rules.derive import derive
 from convert.rules.entries import LayerRule, TensorRule
-from convert.rules.language import RuleSet
+from convert.rules.language import ANY_PREFIX, RuleSet
 from convert.rules.ops import Chain, NeedShapes, OpError, Spec
+from convert.rules.spelling import Skeleton, spelled, spellings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -191,19 +192,40 @@ def run_tensor_rules(
     tensors: dict[GraphPath, Tensor],
     want: dict[GraphPath, Tensor] | None,
 ) -> tuple[dict[GraphPath, Tensor], set[int]]:
-    """Target path → tensor for every source tensor a `[[tensor]]` rule matches (the first
-    rule that matches wins), and the ids of the source tensors used."""
+    """Target path → tensor for every source tensor a `[[tensor]]` rule matches, and the
+    ids of the source tensors used. The first rule that matches wins; with a skeleton, the
+    first whose outputs the skeleton holds (a 2-D `weight` is a TF `kernel` or
+    `embeddings`: the skeleton's names tell)."""
+    if want is None and step.dst in rules.needs_like:
+        raise RuleError(
+            f"rules {rules.name} write {step.dst} names only with --like a {step.dst} file "
+            f"of the model: {rules.needs_like[step.dst]}"
+        )
+    tensors = spelled(tensors, rules, step.src, "source")[0]
+    native: dict[GraphPath, GraphPath] = {}
+    dst_renames = [r for r in rules.renames if r.side == step.dst]
+    if want is not None and (dst_renames or step.dst in rules.variable_names):
+        want, native = spelled(want, rules, step.dst, "skeleton")
+    elif dst_renames:
+        raise RuleError(
+            f"rules {rules.name} spell {step.dst} names in ways only a file of the model can "
+            f"undo; give --like a {step.dst} file of the model"
+        )
     produced: dict[GraphPath, Tensor] = {}
     used: set[int] = set()
     src_prefix, dst_prefix = rules.prefix.get(step.src), rules.prefix.get(step.dst)
+    skeleton = Skeleton(want, dst_prefix) if want is not None else None
+    if src_prefix == ANY_PREFIX:
+        src_prefix = None  # (no name to put in: only a skeleton's names can tell it)
     for path, tensor in tensors.items():
         if id(tensor) in used:
             continue
-        for spelled, original in _spellings(path, src_prefix):
-            hit = _first_rule(rules, step, spelled, original, tensor, tensors, want, dst_prefix)
+        for spelled_path, original in spellings(path, src_prefix):
+            hit = _first_rule(rules, step, spelled_path, original, tensor, tensors, skeleton)
             if hit is not None:
                 made, sources = hit
                 for out, value in made.items():
+                    out = native.get(out, out)
                     if out in produced:
                         raise RuleError(
                             f"two rules write {'/'.join(out)} (the second from {'/'.join(path)})"
@@ -214,20 +236,6 @@ def run_tensor_rules(
     return produced, used
 
 
-def _toggle(path: GraphPath, prefix: GraphPath) -> GraphPath:
-    return path[len(prefix) :] if path[: len(prefix)] == prefix else (*prefix, *path)
-
-
-def _spellings(
-    path: GraphPath, prefix: GraphPath | None
-) -> Iterator[tuple[GraphPath, Callable[[GraphPath], GraphPath]]]:
-    """A path as it is, then (where the side has an optional prefix, like Hugging Face's
-    `bert.`) with the prefix put in or taken out; each with the way back."""
-    yield path, lambda p: p
-    if prefix:
-        yield _toggle(path, prefix), lambda p: _toggle(p, prefix)
-
-
 def _first_rule(
     rules: RuleSet,
     step: Step,
@@ -235,9 +243,10 @@ def _first_rule(
     original: Callable[[GraphPath], GraphPath],
     tensor: Tensor,
     tensors: dict[GraphPath, Tensor],
-    want: dict[GraphPath, Tensor] | None,
-    dst_prefix: GraphPath | None,
+    skeleton: Skeleton | None,
 ) -> tuple[dict[GraphPath, Tensor], list[Tensor]] | None:
+    want = skeleton.want if skeleton is not None else None
+    fallback: tuple[TensorRule, list[GraphPath], list[Tensor]] | None = None
     for rule in rules.tensors:
         values = rule.patterns[step.src][0].match(path)
         if values is None or (step.forward and not _holds(rule, tensor)):
@@ -251,18 +260,32 @@ def _first_rule(
         if not _all_present(sources):
             continue
         outputs = [p.resolve(values, want or ()) or p.fill(values) for p in rule.patterns[step.dst]]
-        if want is not None and dst_prefix:  # the skeleton's spelling of the prefix
-            outputs = [
-                o if o in want or _toggle(o, dst_prefix) not in want else _toggle(o, dst_prefix)
-                for o in outputs
-            ]
+        if skeleton is not None:
+            outputs = [skeleton.spelling(o) for o in outputs]
         wanted = [want.get(o) for o in outputs] if want is not None else None
         targets = wanted if wanted is not None and _all_present(wanted) else None
         if not step.forward and not _holds_back(rule, sources, targets):
             continue  # the conditions are on the first side's tensor: here, the target's
-        chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
-        return dict(zip(outputs, derive(sources, chain), strict=True)), sources
+        if want is not None and targets is None:
+            fallback = fallback or (rule, outputs, sources)
+            continue  # a later rule may name what the skeleton holds
+        return _made(rule, step, path, outputs, sources, targets)
+    if fallback is not None:
+        rule, outputs, chosen = fallback
+        return _made(rule, step, path, outputs, chosen, None)
     return None
+
+
+def _made(
+    rule: TensorRule,
+    step: Step,
+    path: GraphPath,
+    outputs: list[GraphPath],
+    sources: list[Tensor],
+    targets: list[Tensor] | None,
+) -> tuple[dict[GraphPath, Tensor], list[Tensor]]:
+    chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
+    return dict(zip(outputs, derive(sources, chain), strict=True)), sources
 
 
 def _all_present(tensors: list[Tensor | None]) -> TypeGuard[list[Tensor]]:

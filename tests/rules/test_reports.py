@@ -303,13 +303,15 @@ def test_rules_listing_and_show(ckpt):
         "bert-hf-kerashub",
         "bert-tf1-hf",
         "flax-torch",
+        "hf-flax",
+        "hf-tf",
         "keras-flax",
         "keras-torch",
         "vit-jax-timm",
         "keras-keras",
     ]
     serves = [line for line in result.out.splitlines() if "serves:" in line]
-    assert len(serves) == 6  # each built-in set says which models it serves
+    assert len(serves) == 8  # each built-in set says which models it serves
     shown = ckpt("rules", "show", "keras-torch")
     assert 'sides = ["keras", "torch"]' in shown.out
     assert_one_line_error(ckpt("rules", "show", "nope"), "unknown rule set 'nope'")

@@ -10,7 +10,8 @@ The registry calls `keras3_*` and `legacy_*` here; h5py and the readers are impo
 only when a file is HDF5 (listing a TensorFlow checkpoint never loads them).
 
 - v3_reader.py / v3_writer.py: Keras 3 `.weights.h5`, sharded `.weights.json`, `.keras`;
-- legacy_reader.py / legacy_writer.py: Keras 2 `.h5` (weights-only and full-model);
+- legacy_reader.py / legacy_writer.py: Keras 2 `.h5` (weights-only and full-model; the
+  reader also reads a shard of a Hugging Face sharded TF set, `legacy_shard_key`);
 - layout.py: a model config's layers <-> Keras 2 layer/weight order and Keras 3 object
   paths (what lets one be written as the other);
 - tfgraph.py: a tf_keras model found in a TF object checkpoint (a `.h5`'s order);
@@ -83,6 +84,14 @@ def legacy_read(path: Path) -> Graph:
     from convert.formats.keras import legacy_reader
 
     return legacy_reader.read(path)
+
+
+def legacy_shard_key(weight_name: str) -> str:
+    """The `key` a shard of a Hugging Face sharded TF set gives the weight its index names
+    `weight_name` (the hook `sharded.py` asks a shard's format for): its dataset's name."""
+    from convert.formats.keras import legacy_reader
+
+    return legacy_reader.hf_shard_name(weight_name)
 
 
 def legacy_write(graph: Graph, path: Path, **options: Any) -> None:

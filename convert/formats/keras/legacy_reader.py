@@ -18,6 +18,14 @@ path), `keras_layer`, `keras_layer_index` (among layers with weights),
 Keras 3 object path. Optimizer weights become Slots where the variable they belong to can
 be told from the name, else tensors under the `optimizer` Node, all in their file order.
 
+A shard of a Hugging Face sharded TF set (`tf_model-00001-of-00002.h5`, transformers 4.x)
+is read here too: its root `layer_names` names datasets, not layer groups (no
+`weight_names`), each a weight of the model stored at its name without the model's scope
+(`bert/pooler/dense/bias:0` for `tf_bert_model/bert/pooler/dense/bias:0`; a name holding
+`model.` or of one part is kept whole: `hf_shard_name`). Each goes where the model's
+unsharded `tf_model.h5` puts it (`hf_shard_path`, through `weight_path`); the shard knows
+neither Keras' order nor its layers, so its tensors carry only `key` and `tf_full_name`.
+
 This module reads them; `legacy_writer.py` writes them. Apart because reading rebuilds
 Keras' identities from a file that may be hostile, while writing must recover the order
 those identities give from whatever source it is handed.
@@ -37,6 +45,7 @@ from convert.core.meta import (
     BACKEND,
     KERAS3_KEY,
     KERAS3_UNMAPPED,
+    KERAS_ALSO_IN,
     KERAS_H5_FULL_MODEL,
     KERAS_LAYER,
     KERAS_LAYER_INDEX,
@@ -89,7 +98,11 @@ def read(path: Path) -> Graph:
                 value = read_text(f, name, where)
                 if value is not None:
                     graph.values[name] = value
-        layers = _read_layers(graph, group, where)
+        if not full and _is_hf_shard(group, where):
+            layers = []
+            _read_hf_shard(graph, group, where)
+        else:
+            layers = _read_layers(graph, group, where)
         optimizer = child(f, "optimizer_weights", where) if full else None
         if isinstance(optimizer, h5py.Group):
             _read_optimizer(graph, optimizer, where, layers)
@@ -110,6 +123,29 @@ def weight_path(layer: str, weight_name: str) -> tuple[str, ...]:
     elif len(parts) > 1 and re.fullmatch(re.escape(layer) + r"_\d+", parts[0]):
         parts = parts[1:]
     return tuple(parts)
+
+
+def _hf_kept_whole(weight_name: str) -> bool:
+    return "model." in weight_name or "/" not in weight_name
+
+
+def hf_shard_name(weight_name: str) -> str:
+    """The dataset a shard of a Hugging Face sharded TF set keeps weight `weight_name` (as
+    its index names it) at: the name without the model's scope, unless it holds `model.`
+    or has one part (transformers 4.x `save_pretrained`)."""
+    return weight_name if _hf_kept_whole(weight_name) else weight_name.split("/", 1)[1]
+
+
+def hf_shard_path(name: str) -> tuple[str, ...]:
+    """The graph path of the weight a Hugging Face TF shard keeps at dataset `name`: where
+    the model's unsharded `tf_model.h5` puts it, under its layer (the scope after the
+    model's) by `weight_path`; a weight of fewer scopes at the top."""
+    parts = name.split("/")
+    if not _hf_kept_whole(name):
+        parts.insert(0, "")  # (the model's scope, not kept: weight_path needs the layer's)
+    if len(parts) < 3:
+        return (layout.strip_suffix(parts[-1]),)
+    return (parts[1], *weight_path(parts[1], "/".join(parts)))
 
 
 def _place(node: Node, edges: tuple[str, ...], fallback: str, tensor: Tensor) -> None:
@@ -138,6 +174,9 @@ def _read_layers(
     layer_names = read_names(group, "layer_names", where)
     graph.root.meta[KERAS_LAYER_NAMES] = list(layer_names)
     layers: list[tuple[str, list[tuple[str, Tensor]]]] = []
+    # A variable two layers use is saved under each (transformers' masked-LM head keeps
+    # the word embeddings it decodes with): one tensor, at both places.
+    variables: dict[str, Tensor] = {}
     index = 0
     names = list(layer_names)
     if isinstance(child(group, TOP_LEVEL, where), h5py.Group):
@@ -184,6 +223,13 @@ def _read_layers(
                 VARIABLE_NAME: layout.strip_suffix(weight_name),
             }
             tensor = dataset_tensor(ds, where, meta)
+            shared = variables.setdefault(weight_name, tensor)
+            if shared is not tensor and (shared.dtype, shared.shape) == (
+                tensor.dtype,
+                tensor.shape,
+            ):
+                shared.meta.setdefault(KERAS_ALSO_IN, []).append([name, j])
+                tensor = shared
             _place(node, weight_path(name, weight_name), weight_name, tensor)
             weights.append((weight_name, tensor))
         if len(weights) == 1 and not top and weight_path(name, weights[0][0]) == (name,):
@@ -196,6 +242,29 @@ def _read_layers(
             graph.root.edges[name] = weights[0][1]  # a lone tensor written as its own layer
         layers.append((name, weights))
     return layers
+
+
+def _is_hf_shard(group: h5py.Group, where: Source) -> bool:
+    names = read_names(group, "layer_names", where)
+    return bool(names) and isinstance(child(group, names[0], where), h5py.Dataset)
+
+
+def _read_hf_shard(graph: Graph, group: h5py.Group, where: Source) -> None:
+    """A Hugging Face TF shard's datasets, in `layer_names` order, at `hf_shard_path`."""
+    seen: set[str] = set()
+    for name in read_names(group, "layer_names", where):
+        ds = child(group, name, where)
+        if not isinstance(ds, h5py.Dataset):
+            raise FormatError(
+                f"`layer_names` of a Hugging Face TF shard lists {name!r} but there is no "
+                f"dataset {name}",
+                where.label,
+            )
+        if name in seen:
+            raise FormatError(f"`layer_names` lists {name!r} twice", where.label)
+        seen.add(name)
+        meta = {SOURCE_KEY: name, VARIABLE_NAME: layout.strip_suffix(name)}
+        _place(graph.root, hf_shard_path(name), name, dataset_tensor(ds, where, meta))
 
 
 def _read_optimizer(

@@ -23,6 +23,7 @@ from convert.core.meta import (
     BACKEND,
     KERAS3_KEY,
     KERAS3_OPTIMIZER,
+    KERAS_ALSO_IN,
     KERAS_LAYER,
     KERAS_LAYER_INDEX,
     KERAS_LAYER_NAMES,
@@ -152,17 +153,21 @@ def _is_legacy_optimizer(entries: list) -> bool:
 
 def _plan_from_meta(graph: Graph, model: list, result: _Plan) -> None:
     order: dict[str, int] = {}
+    placed: dict[str, list[tuple[float, str, Tensor]]] = {}
     for entry in model:
-        layer = entry.tensor.meta[KERAS_LAYER]
+        meta = entry.tensor.meta
+        layer, weight_name = meta[KERAS_LAYER], meta[KERAS_WEIGHT_NAME]
         if layer == TOP_LEVEL:
-            result.top.append((entry.tensor.meta[KERAS_WEIGHT_NAME], entry.tensor))
+            result.top.append((weight_name, entry.tensor))
             continue
-        order.setdefault(layer, len(order))
-        result.layers.setdefault(layer, []).append(
-            (entry.tensor.meta[KERAS_WEIGHT_NAME], entry.tensor)
-        )
-    for weights in [*result.layers.values(), result.top]:
-        weights.sort(key=lambda w: w[1].meta.get(KERAS_WEIGHT_INDEX, 1 << 62))
+        index = meta.get(KERAS_WEIGHT_INDEX, 1 << 62)
+        for where, at in [(layer, index), *meta.get(KERAS_ALSO_IN, [])]:
+            order.setdefault(where, len(order))
+            placed.setdefault(where, []).append((at, weight_name, entry.tensor))
+    for layer, weights in placed.items():
+        weights.sort(key=lambda w: w[0])
+        result.layers[layer] = [(name, tensor) for _, name, tensor in weights]
+    result.top.sort(key=lambda w: w[1].meta.get(KERAS_WEIGHT_INDEX, 1 << 62))
     known = graph.root.meta.get(KERAS_LAYER_NAMES)
     if isinstance(known, list) and set(result.layers) <= set(known):
         result.layer_names = [str(n) for n in known]

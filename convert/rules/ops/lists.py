@@ -306,9 +306,11 @@ class Tie(Op):
 
 @dataclass(frozen=True)
 class Untie(Op):
-    """Tied places back to one tensor: the first (they hold one value)."""
+    """Tied places back to one tensor: the first. Inexact: the places may not have held one
+    value (a model trained untied, TF ALBERT's two output biases), and the others' are lost."""
 
     name: ClassVar[str] = "untie"
+    exact: ClassVar[bool] = False
     count_: int = 2
 
     def params(self) -> dict[str, Any]:
