@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +22,9 @@ import numpy as np
 
 from convert.core.dtypes import from_name, is_bfloat16
 from convert.core.errors import FormatError, UnsafeInputError
-from convert.core.tensor import Tensor, array_from_bytes
+from convert.core.tensor import Stored, Tensor, array_from_bytes
 from convert.formats.keras.hdf5_files import Source, one_line
-from convert.io.reads import read_region
+from convert.io.reads import SourceFile
 
 # A dataset may declare far more than it stores (compression, fill values); past this
 # size it must store at least 1/1000 of what it declares (Keras' own guard).
@@ -180,27 +181,57 @@ def dataset_tensor(ds: h5py.Dataset, where: Source, meta: dict[str, Any]) -> Ten
         return Tensor(
             dtype,
             shape,
-            _positioned(where, key, where.base + offset, nbytes, stored_dtype, dtype, shape),
+            _Positioned(where, key, where.base + offset, nbytes, stored_dtype, dtype, shape),
             meta,
         )
     return Tensor(dtype, shape, _through_h5py(where, key, dtype, shape), meta)
 
 
-def _positioned(
-    where: Source,
-    key: str,
-    offset: int,
-    nbytes: int,
-    stored: np.dtype,
-    dtype: np.dtype,
-    shape: tuple[int, ...],
-):
-    def load() -> np.ndarray:
-        buf = read_region(where.path, offset, nbytes, f"dataset {key}")
-        array = array_from_bytes(buf, stored, shape, f"{where.label}: dataset {key}")
-        return array.astype(dtype, copy=False) if array.dtype != dtype else array
+class _Positioned:
+    """A contiguous dataset's bytes, read where they lie in the file; unchanged (stored as
+    the tensor's dtype, little-endian) they are also copied out by the kernel
+    (`where_stored`, io/rawcopy.py) or transposed in bands from the file's pages."""
 
-    return load
+    __slots__ = ("source", "label", "key", "offset", "nbytes", "stored", "dtype", "shape")
+
+    def __init__(
+        self,
+        where: Source,
+        key: str,
+        offset: int,
+        nbytes: int,
+        stored: np.dtype,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+    ):
+        self.source = _source_file(where.path)
+        self.label, self.key, self.offset, self.nbytes = where.label, key, offset, nbytes
+        self.stored, self.dtype, self.shape = stored, dtype, shape
+
+    def __call__(self) -> np.ndarray:
+        buf = self.source.read(self.offset, self.nbytes, f"dataset {self.key}")
+        array = array_from_bytes(buf, self.stored, self.shape, f"{self.label}: dataset {self.key}")
+        return array.astype(self.dtype, copy=False) if array.dtype != self.dtype else array
+
+    def where_stored(self) -> Stored | None:
+        if self.stored != self.dtype:  # (big-endian, or bfloat16 stored opaque)
+            return None
+        return Stored(self.source, self.offset, self.nbytes, self.dtype, self.shape)
+
+
+# One open file for all the datasets of a file (an open and close per tensor costs more
+# than reading a small one); it closes when the last tensor reading it is dropped. Keyed
+# by the file's identity too: a file written anew under the same name is another file.
+_OPEN: weakref.WeakValueDictionary[tuple, SourceFile] = weakref.WeakValueDictionary()
+
+
+def _source_file(path: str) -> SourceFile:
+    st = os.stat(path)
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    found = _OPEN.get(key)
+    if found is None:
+        found = _OPEN[key] = SourceFile(path)
+    return found
 
 
 def _through_h5py(where: Source, key: str, dtype: np.dtype, shape: tuple[int, ...]):
