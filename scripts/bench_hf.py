@@ -99,10 +99,13 @@ def build(folder: Path, layers: int) -> None:
 def same_tensors(a: Path, b: Path) -> None:
     """Both folders' model.safetensors hold the same tensors (transformers 4.57 names the
     base model's keys without `bert.`; ckpt keeps TF's main layer, which 5.x loads too)."""
-    from safetensors.numpy import load_file
+    from convert import api
 
-    ours, theirs = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    ours = {k.removeprefix("bert."): v for k, v in ours.items()}
+    def tensors(folder: Path) -> dict[str, np.ndarray]:
+        graph = api.load(folder / "model.safetensors")
+        return {".".join(e.path).removeprefix("bert."): e.tensor.read() for e in graph.entries()}
+
+    ours, theirs = tensors(a), tensors(b)
     assert sorted(ours) == sorted(theirs), sorted(set(ours) ^ set(theirs))[:5]
     for key, value in theirs.items():
         assert np.array_equal(ours[key], value), key
