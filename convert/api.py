@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from convert.core.errors import UnsupportedError
 from convert.core.meta import TF_LAYOUT
 from convert.loadsave import Progress, Report, load, save, target_format
+
+if TYPE_CHECKING:
+    from convert.core.graph import Graph
 
 __all__ = ["Progress", "Report", "convert", "load", "migrate", "save", "target_format"]
 
@@ -27,9 +31,14 @@ def convert(
     reverse: bool = False,
     emit_rules: str | os.PathLike | None = None,
     dry_run: bool = False,
+    pick: Sequence[str] = (),
     **options: Any,
 ) -> Report:
     """Read `src` and write it to `dst`, one tensor at a time.
+
+    `pick` keeps only some sub-graphs of the source (`ckpt migrate`'s `PATH[=NEWPATH]`);
+    one path alone becomes the root: `pick=["model"]` writes a training checkpoint's model
+    state dict, its keys without `model.`.
 
     `rules` (a built-in rule set's name, a rule file, or a loaded RuleSet) maps the source's
     layers and tensors into another framework's; `like` is a target skeleton (any
@@ -56,15 +65,19 @@ def convert(
             reverse=reverse,
             emit_rules=emit_rules,
             dry_run=dry_run,
+            pick=pick,
             **options,
         )
     graph = load(src, from_format)
+    picked = None
+    if pick:
+        graph, picked = picking(graph, pick)
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
             raise UnsupportedError("dry_run, emit_rules, check and reverse go with rules or like")
         report = save(graph, dst, to, overwrite=overwrite, progress=progress, **options)
-        note = folders.hint(src, graph.format, report.target_format)
-        report.notes += [note] if note else []
+        note = folders.hint(src, graph, report.target_format)
+        report.notes += [n for n in (picked, note) if n]
         return report
     from convert import porting
 
@@ -91,8 +104,32 @@ def convert(
     else:
         report = save(planned.graph, dst, fmt, overwrite=overwrite, progress=progress, **options)
         report.source_format = graph.format
+    report.notes += [picked] if picked else []
     porting.add_notes(report, planned)
     return report
+
+
+def picking(graph: Graph, paths: Sequence[str]) -> tuple[Graph, str]:
+    """`graph` with only the sub-graphs at `paths` (`ckpt migrate --pick`; one path alone
+    becomes the root), and a note of what was kept and left out."""
+    from convert.core.notes import count, some
+    from convert.passes import migrate as migrating
+
+    if len(paths) == 1 and "=" not in paths[0]:
+        try:
+            out, done = migrating.migrate(graph, root=paths[0])
+        except UnsupportedError as exc:  # (said of migrate's --root, which this one is)
+            exc.reason = exc.reason.replace("--root ", "--pick ", 1)
+            raise
+    else:
+        out, done = migrating.migrate(graph, pick=paths)
+    out.format, out.source, out.files = graph.format, graph.source, list(graph.files)
+    kept = len(out.entries())
+    if not kept:
+        raise UnsupportedError(f"--pick {' '.join(paths)} keeps no tensor", graph.source)
+    left = [d["path"] for d in done.dropped]
+    note = f"--pick {' '.join(paths)}: kept {count(kept, 'tensor')}"
+    return out, note + (f", left out {count(len(left), 'tensor')}: {some(left)}" if left else "")
 
 
 def _with_folders(src: str | os.PathLike, dst: str | os.PathLike, **kw: Any) -> Report:

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from convert.core import registry
 from convert.core.errors import ConvertError, FileAccessError
+from convert.core.meta import SAVED_BY
 
 if TYPE_CHECKING:
+    from convert.core.graph import Graph
     from convert.rules.language import RuleSet
 
 CONFIG = "config.json"
@@ -57,13 +59,14 @@ def is_model_folder(path: str | os.PathLike) -> bool:
     )
 
 
-def hint(source: str | os.PathLike, source_format: str | None, target_format: str) -> str | None:
+def hint(source: str | os.PathLike, graph: Graph, target_format: str) -> str | None:
     """For a conversion without rules of a Hugging Face TF or Flax file (transformers'
     name, a `config.json` beside it): that the names stay TF's or Flax's, and the rules
     that give PyTorch's."""
     path = Path(source)
-    rules = {"keras-h5": "hf-tf", "flax": "hf-flax"}.get(str(source_format))
-    if rules is None or target_format == source_format:
+    tf_named = graph.root.meta.get(SAVED_BY) == "tf"  # (a TF-format safetensors file)
+    rules = "hf-tf" if tf_named else {"keras-h5": "hf-tf", "flax": "hf-flax"}.get(str(graph.format))
+    if rules is None or (target_format == graph.format and not tf_named):
         return None
     if not (_is_weights(path.name) and (path.parent / CONFIG).is_file()):
         return None
@@ -76,12 +79,24 @@ def hint(source: str | os.PathLike, source_format: str | None, target_format: st
 
 def weight_files(folder: Path) -> dict[str, Path]:
     """Framework → the weights file transformers would load from `folder`."""
-    found = {}
+    found: dict[str, Path] = {}
     for framework, names in WEIGHTS.items():
-        hit = next((folder / n for n in names if (folder / n).is_file()), None)
-        if hit is not None:
-            found[framework] = hit
+        for name in names:
+            if (folder / name).is_file():
+                found.setdefault(_framework(folder / name, framework), folder / name)
     return found
+
+
+def _framework(path: Path, named: str) -> str:
+    """Whose weights a file holds: its name's framework, unless the file says otherwise
+    (transformers' TF classes wrote `model.safetensors` too, marked `format: tf`)."""
+    if named != "torch" or "safetensors" not in path.name:
+        return named
+    try:
+        said = registry.detect(path).read(path).root.meta.get(SAVED_BY)
+    except (ConvertError, OSError):  # (the conversion's own read says what is wrong)
+        return named
+    return str(said or named)
 
 
 @dataclass
@@ -113,7 +128,7 @@ def resolve(
     done = Resolved(src, like, reverse, to)
     if not is_model_folder(src):
         if like is not None and is_model_folder(like) and rules is not None:
-            done.like = _side_file(Path(like), _target_formats(rules, src, reverse), "--like")
+            done.like = _side_file(Path(like), rules, _target_side(rules, src, reverse), "--like")
         return done
     folder = Path(src)
     if rules is None:
@@ -122,11 +137,7 @@ def resolve(
     else:
         sides = [rules.side_formats(s) for s in rules.sides]
         files = weight_files(folder)
-        held = [
-            i
-            for i, formats in enumerate(sides)
-            if any(_format(p) in formats for p in files.values())
-        ]
+        held = [i for i in range(len(sides)) if _side_files(rules, i, files)]
         if not held:
             raise ConvertError(
                 f"holds no weights file the rules {rules.name} read ("
@@ -135,31 +146,44 @@ def resolve(
                 folder,
             )
         side = held[0] if len(held) == 1 else int(reverse)
-        done.src = _side_file(folder, sides[side], "the source")
+        done.src = _side_file(folder, rules, side, "the source")
         # (the file's format gives the direction, unless both sides read one format)
         done.reverse = reverse and bool(set(sides[0]) & set(sides[1]))
         if like is not None and is_model_folder(like):
-            done.like = _side_file(Path(like), sides[1 - side], "--like")
+            done.like = _side_file(Path(like), rules, 1 - side, "--like")
         written = to or next((f for f in WRITTEN if f in sides[1 - side]), None)
     if registry.by_extension(os.fspath(dst)) is None:
-        fmt = _format(Path(done.like)) if done.like is not None else written
+        # (a skeleton in no weights format, a `ckpt ls --json` listing: the side decides)
+        fmt = (_format(Path(done.like)) if done.like is not None else None) or written
         if fmt is not None:
             done.output = FolderOutput(dst, folder, output_name(fmt, dst), overwrite)
     return done
 
 
-def _target_formats(rules: RuleSet, src: str | os.PathLike, reverse: bool) -> tuple[str, ...]:
+def _target_side(rules: RuleSet, src: str | os.PathLike, reverse: bool) -> int:
     fmt = _format(Path(src))
     first, second = (rules.side_formats(s) for s in rules.sides)
     reads_first = fmt in first and not (reverse and fmt in second)
-    return second if reads_first else first
+    return 1 if reads_first else 0
 
 
-def _side_file(folder: Path, formats: tuple[str, ...], what: str) -> Path:
-    hit = next((p for p in weight_files(folder).values() if _format(p) in formats), None)
-    if hit is None:
+def _side_files(rules: RuleSet, side: int, files: dict[str, Path]) -> list[Path]:
+    """The files of `files` (by framework) that are the rules' side `side`'s: those of the
+    framework the side is named after, and those of other frameworks in a format it reads."""
+    name, formats = rules.sides[side], rules.side_formats(rules.sides[side])
+    return [
+        path
+        for framework, path in files.items()
+        if framework == name or (framework not in rules.sides and _format(path) in formats)
+    ]
+
+
+def _side_file(folder: Path, rules: RuleSet, side: int, what: str) -> Path:
+    hits = _side_files(rules, side, weight_files(folder))
+    if not hits:
+        formats = rules.side_formats(rules.sides[side])
         raise ConvertError(f"({what}) holds no {' or '.join(formats)} weights file", folder)
-    return hit
+    return hits[0]
 
 
 def only_weights(folder: Path) -> Path:

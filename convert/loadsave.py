@@ -47,7 +47,7 @@ def target_format(
         return fmt
     if Path(path).is_dir() or _names_directory(path):
         return registry.get("tf")
-    known = ", ".join(sorted(registry.formats()))
+    known = ", ".join(sorted(registry.writers()))
     suffix = Path(path).suffix
     if suffix:
         raise UnsupportedError(

@@ -164,6 +164,11 @@ def _listing(path: Path, dst: str | os.PathLike, to: str | None) -> Graph:
         if row.get("slot"):
             continue
         graph.add(steps, tensor)
+        for alias in row.get("aliases") or ():  # (tied: one tensor at each place)
+            try:
+                graph.add(tuple(str(part) for part in alias), tensor)
+            except (TypeError, ValueError):
+                raise FormatError(f"row {i + 1} has an alias that is not a path", path) from None
     return graph
 
 
@@ -225,6 +230,10 @@ def add_notes(report: Any, planned: rules_pkg.Planned) -> None:
         )
     if rules.missing:
         report.notes.append(_some(rules.missing, "target entries were not filled"))
+    if rules.tied:
+        report.notes.append(
+            _some(rules.tied, "tied tensor(s): one value at several places, written once, shared")
+        )
     if rules.inexact:
         report.notes.append(
             _some(

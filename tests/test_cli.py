@@ -44,7 +44,11 @@ def test_missing_source_is_named(tmp_path, ckpt):
 
 def test_formats_lists_every_format(ckpt):
     names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
-    assert names == {"tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5"}
+    assert names == {
+        *("tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5", "dcp")
+    }
+    read_only = {line.split()[0] for line in ckpt("formats").out.splitlines() if " r  " in line}
+    assert read_only == {"dcp"}
 
 
 def _stderr_on_a_terminal(*args) -> str:

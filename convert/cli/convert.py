@@ -55,6 +55,14 @@ if TYPE_CHECKING:
     type=click.Choice(["consumed", "existing", "nontrivial", "partial"]),
     help="What must match (as TF's restore status); default: existing with --like, else consumed.",
 )
+@click.option(
+    "--pick",
+    "picks",
+    metavar="PATH[=NEWPATH]",
+    multiple=True,
+    help="Keep only these sub-graphs (as ckpt migrate --pick); one PATH alone becomes the "
+    "root: --pick model writes a training checkpoint's model state dict.",
+)
 @click.option("--emit-rules", metavar="FILE", help="Write the alignment found as a rule file.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the report; write nothing.")
 def convert_command(
@@ -71,6 +79,7 @@ def convert_command(
     check: str | None,
     emit_rules: str | None,
     dry_run: bool,
+    picks: tuple[str, ...],
     **writer: Any,
 ) -> None:
     """Convert SRC into DST, one tensor at a time."""
@@ -83,6 +92,7 @@ def convert_command(
         "reverse": reverse,
         "emit_rules": emit_rules,
         "dry_run": dry_run,
+        "pick": picks,
     }
     with user_errors():
         if rules or like or any(mapped.values()) or folders.is_model_folder(src):
@@ -101,7 +111,7 @@ def convert_command(
                 report = api.save(
                     graph, dst, to_format, overwrite=overwrite, progress=progress, **options
                 )
-            note = folders.hint(src, graph.format, report.target_format)
+            note = folders.hint(src, graph, report.target_format)
             report.notes += [note] if note else []
     if dry_run and not as_json:
         _print_plan(report)

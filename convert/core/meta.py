@@ -34,6 +34,11 @@ PRIMARY_PATH = "primary_path"
 # keras.tfgraph, frameworks.tf1_names, rules.named_layers, passes.optimizers
 VARIABLE_NAME = "tf_full_name"
 
+# A Hugging Face TF weight's name below the model's own scope, where a file keeps only that
+# (a TF-format safetensors key without `:0`: `bert/pooler/dense/kernel`; its full name,
+# `tf_bert_model/bert/...`, is unknown): safetensors → rules.spelling
+TF_NAME_BELOW_MODEL = "tf_name_below_model"
+
 # Keras 2 identities (a `.h5`'s own, or from a `.keras` archive's config):
 # Its layer's name (also on the layer's Node): keras.*_reader → keras.legacy_writer,
 # passes.keras_objects
@@ -96,6 +101,10 @@ TORCH_REQUIRES_GRAD = "torch.requires_grad"
 # frameworks.tf1_names, rules.plan, passes.keras_objects, passes.migrate, sharded → tf,
 # keras.tfgraph, frameworks.tf1_names, rules.views, passes.migrate, sharded, api
 TF_LAYOUT = "tf_layout"
+# The framework whose names and layouts a file holds, where its format serves several (the
+# root's; a safetensors file's `__metadata__` `format: tf`): safetensors, sharded → rules.plan,
+# folders
+SAVED_BY = "saved_by"
 # An object's TF registered saver: tf.objects → tf.objects
 TF_REGISTERED_SAVER = "tf_registered_saver"
 # The root's: every such object's path → its saver: tf.objects → (none)

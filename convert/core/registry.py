@@ -70,6 +70,7 @@ class Format:
     # are joined with (`encoder.layer.0.weight`, `dense/kernel`).
     framework: str | None = None
     separator: str = "/"
+    writes: bool = True  # (False: read only; its module has no `{prefix}write`)
 
     def _function(self, what: str) -> Callable[..., Any]:
         function: Callable[..., Any] = getattr(
@@ -87,6 +88,10 @@ class Format:
 
     @property
     def write(self) -> Write:
+        if not self.writes:
+            raise UnsupportedError(
+                f"{self.name} is read only here; write one of: {', '.join(writers())}"
+            )
         return self._function("write")
 
 
@@ -125,6 +130,11 @@ def register(fmt: Format) -> Format:
 
 def formats() -> dict[str, Format]:
     return dict(_FORMATS)
+
+
+def writers() -> dict[str, Format]:
+    """The formats this tool writes (all but the read-only ones)."""
+    return {name: fmt for name, fmt in _FORMATS.items() if fmt.writes}
 
 
 def get(name: str) -> Format:
@@ -279,6 +289,16 @@ for _format in (
         "convert.formats.tf",
         options=("name_based", "max_to_keep", "directory"),
         framework="keras",
+    ),
+    Format(
+        "dcp",
+        "torch.distributed.checkpoint directory (FSDP, torchtitan, accelerate)",
+        (),
+        "convert.formats.torch",
+        "dcp_",
+        framework="torch",
+        separator=".",
+        writes=False,
     ),
     Format(
         "safetensors",

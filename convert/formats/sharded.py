@@ -11,7 +11,9 @@ all shards' tensors, of the format its shards are (each read by its own format's
   + `flax_model-00001-of-00002.msgpack`): each shard a tree, joined by path, which gives
   the unsharded file's graph. A TF shard keeps a weight under another key than the index
   names it by (without the model's scope): its format's `{prefix}shard_key` says which;
-  each such tensor's `key` is then the index's name.
+  each such tensor's `key` is then the index's name;
+- safetensors shards of a TF model (`format: tf`, keys `bert/pooler/dense/kernel:0`):
+  trees too, as the file of one shard reads.
 
 Writing (safetensors and torch only) splits the tensors, in order, into shards of at most
 `max_shard_size` bytes (a larger tensor gets a shard of its own), each tensor with all its
@@ -30,12 +32,20 @@ from typing import Any
 from convert.core import registry
 from convert.core.errors import ConvertError, FormatError
 from convert.core.graph import Entry, Graph, GraphPath, Node
-from convert.core.meta import SHARDED_INDEX, SOURCE_KEY, TF_LAYOUT, TOTAL_SIZE, VARIABLE_NAME
+from convert.core.meta import (
+    SAVED_BY,
+    SHARDED_INDEX,
+    SOURCE_KEY,
+    TF_LAYOUT,
+    TOTAL_SIZE,
+    VARIABLE_NAME,
+)
 from convert.core.tensor import Tensor
 from convert.formats.sharding import DEFAULT_SHARD_SIZE, INDEX_SUFFIX, is_index
 from convert.formats.sharding import (
     parse_size as parse_size,  # (the CLI's option parsing names it here)
 )
+from convert.frameworks import transformers_tf
 from convert.frameworks.flatkeys import add_flat, join_path
 from convert.frameworks.keras.layout import strip_suffix
 from convert.io.reads import read_region
@@ -84,6 +94,7 @@ def read(path: Path) -> Graph:
     names: dict[str, str] = {}  # shard key → the index's name for it
     graph = Graph(source=str(path), files=[str(path)])
     kind = None
+    flat = True  # (flat keys joined, or trees joined by path)
     for shard in shards:
         shard_path = _shard_path(path, shard)
         try:
@@ -100,19 +111,25 @@ def read(path: Path) -> Graph:
                 f"shard {shard} is {fmt.name}, not {', '.join(FLAT + TREES[:-1])} or {TREES[-1]}",
                 path,
             )
-        if kind is None:
-            kind = fmt.name
-            names = _names_by_key(weight_map, _shard_key(fmt), path)
-        elif fmt.name != kind:
+        if kind is not None and fmt.name != kind:
             raise FormatError(f"mixes {' and '.join(sorted((kind, fmt.name)))} shards", path)
         shard_graph = fmt.read(shard_path)
+        tree = fmt.name in TREES or shard_graph.root.meta.get(SAVED_BY) is not None
+        if kind is None:
+            kind, flat = fmt.name, not tree
+            # (a TF model's safetensors shards keep its weights as its keras-h5 shards do)
+            said_tf = shard_graph.root.meta.get(SAVED_BY) == "tf"
+            key_of = transformers_tf.in_file if said_tf else _shard_key(fmt)
+            names = _names_by_key(weight_map, key_of, path)
+        elif tree == flat:
+            raise FormatError(f"mixes shards of two frameworks ({shard} and another)", path)
         graph.files.append(str(shard_path))
         for key, value in shard_graph.values.items():
             graph.values.setdefault(key, value)
         if shard_graph.root.meta.get(TF_LAYOUT) == "names":  # shards of a TF1 checkpoint
             graph.root.meta[TF_LAYOUT] = "names"
         for entry in shard_graph.entries():
-            for key in _keys(entry, kind):
+            for key in _keys(entry, flat):
                 if key in found:
                     raise FormatError(
                         f"tensor {names.get(key, key)!r} is in two shards "
@@ -121,9 +138,9 @@ def read(path: Path) -> Graph:
                     )
                 found[key] = shard
                 tensors[key] = entry.tensor
-                if kind in FLAT:
+                if flat:
                     pairs.append((key, entry.tensor))
-        if kind in TREES:
+        if not flat:
             _merge(graph.root, shard_graph.root, (), shard, path)
     for key, name in names.items():
         shard = weight_map[name]
@@ -165,10 +182,10 @@ def _names_by_key(
     return names
 
 
-def _keys(entry: Entry, kind: str) -> list[str]:
+def _keys(entry: Entry, flat: bool) -> list[str]:
     """What the index names a shard's tensor by: each flat key of a safetensors or torch
-    shard (aliases too), a keras-h5 or Flax tensor's own `key` (`/`-joined)."""
-    if kind in FLAT:
+    shard (aliases too), a tree's tensor's own `key` (`/`-joined)."""
+    if flat:
         return [join_path(p) for p in entry.paths]
     return [str(entry.tensor.meta.get(SOURCE_KEY) or "/".join(entry.path))]
 

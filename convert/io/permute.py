@@ -3,8 +3,12 @@
 numpy copies in the destination's order: one strided copy of a whole large matrix reads
 each element of an output row from another source row, a page or more apart (0.2 GB/s
 here at 4096 x 4096 float32). A band of 16 rows is read as 16 sequential streams while
-each output row gets 16 adjacent elements, a cache line of float32: 3-4 GB/s, where
-64 x 64 tiles (a numpy call per tile) gave 0.7-1.5 GB/s.
+each output row gets 16 adjacent elements, a cache line of float32. How fast that is
+depends on the machine (0.8 GB/s on one 2-core machine here, 3-4 GB/s on another; 64 x 64
+tiles, a numpy call per tile, were no faster anywhere): numpy's strided copy loop moves one
+element at a time. numpy lets go of the GIL while it copies, so a large matrix's bands
+are shared among threads, one per core (up to `_THREADS`): on 2 cores that doubled the
+rate, and a port's transposes are what it spends its time on.
 
 Two kinds of caller: the rules' transposes (a port's kernels), and readers whose files
 hold tensors as permuted views of their bytes (torch's `w.t()`, channels_last conv
@@ -16,13 +20,18 @@ weights). In the bands, elements move as unsigned integers of their size, so any
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 BANDED_BYTES = 1 << 20  # below this a matrix fits in cache and numpy's copy is as fast
 _BAND = 16  # source rows per band: one cache line of float32 in each output row
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_SHARED_BYTES = 1 << 22  # from this size a matrix's bands are shared among threads
+_THREADS = max(1, min(os.cpu_count() or 1, 4))
+_helpers: ThreadPoolExecutor | None = None  # made at the first large transpose
 
 
 def banded_transpose(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -36,9 +45,29 @@ def banded_transpose(array: np.ndarray, out: np.ndarray | None = None) -> np.nda
         out[...] = array.T
         return out
     source, target = array.view(unsigned), out.view(unsigned)
-    for start in range(0, rows, _BAND):
-        target[:, start : start + _BAND] = source[start : start + _BAND].T
+    parts = min(_THREADS, rows // _BAND) if array.nbytes >= _SHARED_BYTES else 1
+    if parts <= 1:
+        _bands(source, target, 0, rows)
+        return out
+    global _helpers
+    if _helpers is None:
+        _helpers = ThreadPoolExecutor(_THREADS - 1, thread_name_prefix="convert-transpose")
+    # Whole bands to each part; this thread does the first part itself.
+    edges = [_BAND * (rows // _BAND * k // parts) for k in range(parts)] + [rows]
+    helping = [
+        _helpers.submit(_bands, source, target, edges[k], edges[k + 1]) for k in range(1, parts)
+    ]
+    _bands(source, target, edges[0], edges[1])
+    for done in helping:
+        done.result()
     return out
+
+
+def _bands(source: np.ndarray, target: np.ndarray, start: int, stop: int) -> None:
+    """Source rows [start, stop) into the target's columns, a band at a time."""
+    for band in range(start, stop, _BAND):
+        end = min(band + _BAND, stop)
+        target[:, band:end] = source[band:end].T
 
 
 def permuted(array: np.ndarray, axes: Sequence[int]) -> np.ndarray:

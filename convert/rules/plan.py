@@ -24,6 +24,7 @@ from convert.core.meta import (
     RULE_OPS,
     RULE_PREFIX,
     RULE_SOURCES,
+    SAVED_BY,
     SOURCE_KEY,
     TF_LAYOUT,
     VIEW_OF,
@@ -51,6 +52,9 @@ class RulesReport:
     dropped: list[str] = field(default_factory=list)  # used by a rule that keeps no value
     made: list[str] = field(default_factory=list)  # made by the rules from no source
     missing: list[str] = field(default_factory=list)
+    # One tensor at several places, written once and shared ("decoder.weight = embeddings"):
+    # the target's (a skeleton's) or, without one, the source's
+    tied: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     inexact: list[dict[str, Any]] = field(default_factory=list)
     layers: list[dict[str, str]] = field(default_factory=list)
@@ -66,6 +70,7 @@ class RulesReport:
             (len(self.dropped), "dropped by the rules"),
             (len(self.made), "made by the rules"),
             (len(self.missing), "target entries missing"),
+            (len(self.tied), "tied"),
         ]
         return (
             f"rules {self.rules} ({self.direction}): {len(self.plan)} planned from "
@@ -83,20 +88,28 @@ class Planned:
 
 
 def steps(
-    rules: RuleSet, source_format: str | None, target_format: str | None, reverse: bool
+    rules: RuleSet,
+    source_format: str | None,
+    target_format: str | None,
+    reverse: bool,
+    saved_by: str | None = None,
 ) -> list[Step]:
-    """The rule sets to run, each in its direction, from the source's side to the target's."""
+    """The rule sets to run, each in its direction, from the source's side to the target's.
+    A file that says whose it is (`saved_by`: a TF-format safetensors file) is that side's
+    where the rules have one so named, whatever its format."""
     src: str | None  # (None: the source's format is on no side, or on both)
+    said = saved_by if saved_by in rules.sides else None
     if rules.compose:
         first, second = rules.compose
         middle = (set(first.sides) & set(second.sides)).pop()
         src, dst = rules.sides
-        if reverse or (rules.side_of(source_format) == dst):
+        if reverse or ((said or rules.side_of(source_format)) == dst):
             src, dst = dst, src
             first, second = second, first
-        _check_side(rules, src, source_format, "source")
+        if said != src:
+            _check_side(rules, src, source_format, "source")
         return [Step(first, src, middle), Step(second, middle, dst)]
-    src = rules.side_of(source_format)
+    src = said or rules.side_of(source_format)
     same = rules.side_formats(rules.sides[0]) == rules.side_formats(rules.sides[1])
     if same:
         src = rules.sides[0]  # both sides are one framework: the file's order decides
@@ -162,10 +175,13 @@ def _plan(
     if check not in CHECKS:
         raise RuleError(f"unknown check {check!r}; one of {', '.join(CHECKS)}")
     target_format = like.format if like is not None else target_format
-    chain = steps(rules, source.format, target_format, reverse)
+    chain = steps(rules, source.format, target_format, reverse, source.root.meta.get(SAVED_BY))
     report = RulesReport(rules.name, f"{chain[0].src} -> {chain[-1].dst}", check)
     every = source.entries()  # (walked once: a graph may hold 20,000 tensors)
     _name_sources(every)
+    if like is None and chain[0].src in rules.variable_names:
+        # (a variable two layers use, at both places in the file: one name, written once)
+        report.tied = [_tie(e.paths, _source_key(e.tensor), "/") for e in every if len(e.paths) > 1]
     entries = [e for e in every if e.slot is None]
     skipped = [e for e in entries if any(p.match(e.path) is not None for p in rules.skip)]
     report.skipped = [_source_key(e.tensor) for e in skipped]
@@ -197,6 +213,12 @@ def _name_sources(entries: list[Entry]) -> None:
     for entry in entries:
         if SOURCE_KEY not in entry.tensor.meta:
             entry.tensor.meta[RULE_KEY] = "/".join(entry.path)
+
+
+def _tie(paths: list[GraphPath], key: str, separator: str) -> str:
+    """`key` and its other places: "cls.predictions.decoder.weight = bert.embeddings…"."""
+    others = [name for name in (separator.join(p) for p in paths) if name != key]
+    return " = ".join([*others, key])
 
 
 def _source_key(tensor: Tensor) -> str:
@@ -266,6 +288,8 @@ def _output(
             continue
         fill[id(entry.tensor)] = made
         report.plan.append(_planned(key, made))
+        if len(entry.paths) > 1:
+            report.tied.append(_tie(entry.paths, key, registry.separator(like.format)))
     known = {p for e in like_entries for p in e.paths}
     report.unexpected = [_key(p, like.format) for p in produced if p not in known]
     # What the target has no place for (a BertModel has no pre-training heads) is unused.

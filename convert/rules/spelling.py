@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 from convert.core.errors import RuleError
 from convert.core.graph import GraphPath
-from convert.core.meta import VARIABLE_NAME
+from convert.core.meta import TF_NAME_BELOW_MODEL, VARIABLE_NAME
 from convert.core.tensor import Tensor
 from convert.rules.entries import spell
 from convert.rules.language import ANY_PREFIX, RuleSet
@@ -44,7 +44,11 @@ def variable_path(tensor: Tensor) -> GraphPath | None:
     (`tf_bert_model/bert/pooler/dense/kernel` is `bert/pooler/dense/kernel`):
     what transformers' TF classes go by. Their layers share variables (a masked-LM decoder
     is the word embeddings) and some scope weights by name alone (T5's `shared/shared`),
-    so the place in the `.h5` (layer, then weight) is not the name."""
+    so the place in the `.h5` (layer, then weight) is not the name. A file that kept only
+    the name below the model's scope (a TF-format safetensors file) gives that."""
+    below = tensor.meta.get(TF_NAME_BELOW_MODEL)
+    if isinstance(below, str):
+        return tuple(below.split("/"))
     name = tensor.meta.get(VARIABLE_NAME)
     if not isinstance(name, str):
         return None

@@ -157,6 +157,9 @@ MODELS: dict[str, dict[str, Any]] = {
 # What each model is saved as beyond the plain folders: sharded (a small max_shard_size),
 # and Flax in bfloat16.
 SHARDED = ("bert-cls", "resnet")
+# Also saved by the TF class as `model.safetensors` (`safe_serialization=True`): names
+# without the model's scope, BART's `model.shared` and T5's `shared` kept otherwise.
+TF_SAFETENSORS = ("bert-cls", "bart", "t5")
 BF16 = ("gpt2",)
 
 

@@ -10,6 +10,8 @@
 - `tf/`, `flax/`: `save_pretrained` of the TF and the Flax class (the classes it has), each
   with random weights (biases and norms too, so a swapped pair shows);
 - `tf-sharded/`, `flax-sharded/`: the same weights saved with a small `max_shard_size`;
+- `tf-safetensors/` (and `tf-safetensors-sharded/` where sharded too): the TF model saved
+  with `safe_serialization=True`;
 - `flax-f32/`: for a model whose Flax weights are bfloat16, a float32 one (a skeleton);
 - `pt/`: `save_pretrained` of 4.57's PyTorch class with random weights (the reverse's source);
 - `from_tf/`, `from_flax/`: the PyTorch model 4.57's own converters build from the TF and
@@ -37,7 +39,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import BF16, MODELS, SHARDED, inputs  # noqa: E402
+from models import BF16, MODELS, SHARDED, TF_SAFETENSORS, inputs  # noqa: E402
 
 
 def _transformers():
@@ -118,6 +120,12 @@ def make(out: Path, names: list[str]) -> None:
             tf_model.save_pretrained(here / "tf")
             if name in SHARDED:
                 tf_model.save_pretrained(here / "tf-sharded", max_shard_size="20kB")
+            if name in TF_SAFETENSORS:
+                tf_model.save_pretrained(here / "tf-safetensors", safe_serialization=True)
+            if name in TF_SAFETENSORS and name in SHARDED:
+                tf_model.save_pretrained(
+                    here / "tf-safetensors-sharded", safe_serialization=True, max_shard_size="20kB"
+                )
             from transformers.modeling_tf_pytorch_utils import load_tf2_model_in_pytorch_model
 
             pt = load_tf2_model_in_pytorch_model(torch_class(config).eval(), tf_model)

@@ -11,15 +11,23 @@ import h5py
 import pytest
 
 from tests.conftest import assert_one_line_error, listing
-from tests.hf.tf_files import bert_layers, flat, write_tf_h5, write_tf_sharded
+from tests.hf.tf_files import (
+    bert_layers,
+    flat,
+    write_tf_h5,
+    write_tf_safetensors,
+    write_tf_sharded,
+)
 
 CONFIG = {"architectures": ["BertForSequenceClassification"], "model_type": "bert"}
 
 
-def _folder(path: Path, sharded: bool = False) -> Path:
+def _folder(path: Path, sharded: bool = False, safetensors: bool = False) -> Path:
     path.mkdir()
     (path / "config.json").write_text(json.dumps(CONFIG))
-    if sharded:
+    if safetensors:
+        write_tf_safetensors(path / "model.safetensors", flat(bert_layers()))
+    elif sharded:
         write_tf_sharded(path, flat(bert_layers()), max_shard_size=2600)
     else:
         write_tf_h5(path / "tf_model.h5", bert_layers())
@@ -99,3 +107,35 @@ def test_without_rules_the_note_names_them(ckpt, tmp_path):
     result = ckpt("convert", source / "tf_model.h5", tmp_path / "out.safetensors")
     assert result.code == 0, result.err
     assert "--rules hf-tf" in result.err
+
+
+def test_a_tf_safetensors_folder_converts_as_its_h5_does(ckpt, tmp_path):
+    """transformers' TF classes also saved `model.safetensors` (`format: tf`, names without
+    the model's scope): read as TF, it gives what the same weights in `tf_model.h5` give."""
+    from_h5 = _folder(tmp_path / "h5")
+    from_safetensors = _folder(tmp_path / "st", safetensors=True)
+    listed = ckpt("ls", from_safetensors / "model.safetensors").out
+    assert "bert/encoder/layer_._1/attention/self/query/kernel:0" in listed
+    for source in (from_h5, from_safetensors):
+        result = ckpt("convert", source, tmp_path / f"{source.name}-pt", "--rules", "hf-tf")
+        assert result.code == 0, result.err
+    same = ckpt(
+        "diff", tmp_path / "h5-pt" / "model.safetensors", tmp_path / "st-pt" / "model.safetensors"
+    )
+    assert same.code == 0, same.out + same.err
+    # Without rules the names stay TF's, written back as the file had them.
+    plain = ckpt("convert", from_safetensors / "model.safetensors", tmp_path / "plain.safetensors")
+    assert plain.code == 0 and "--rules hf-tf" in plain.err
+    assert ckpt("ls", tmp_path / "plain.safetensors").out == listed
+
+
+def test_tf_safetensors_names_that_collide(ckpt, tmp_path):
+    source = _folder(tmp_path / "st", safetensors=True)
+    data = (source / "model.safetensors").read_bytes()
+    # `classifier/bias:0` renamed `classifier/kernel`: the kernel's name twice.
+    (source / "model.safetensors").write_bytes(
+        data.replace(b'"classifier/bias:0"', b'"classifier/kernel"')
+    )
+    before = listing(tmp_path)
+    args = ("convert", source, tmp_path / "pt", "--rules", "hf-tf")
+    _unchanged(ckpt, args, before, tmp_path, "model.safetensors", "classifier/kernel")

@@ -21,7 +21,7 @@ import pytest
 from convert import api
 from convert.compare import diff
 from tests.hf.conftest import hf4
-from tests.hf.models import MODELS, SHARDED, inputs
+from tests.hf.models import MODELS, SHARDED, TF_SAFETENSORS, inputs
 
 # (transformers runs here; TF and Flax run in .venv-hf4, in a subprocess)
 pytestmark = pytest.mark.frameworks
@@ -128,6 +128,20 @@ def test_sharded_folders(oracle: Path, tmp_path: Path, name: str, kind: str) -> 
     assert same.equal, same.differences
 
 
+@pytest.mark.parametrize(
+    "source",
+    [*(f"{n}/tf-safetensors" for n in TF_SAFETENSORS)]
+    + [f"{n}/tf-safetensors-sharded" for n in TF_SAFETENSORS if n in SHARDED],
+)
+def test_tf_safetensors_folders(oracle: Path, tmp_path: Path, source: str) -> None:
+    """The TF classes' `model.safetensors` (`format: tf`): read as TF, it gives what 4.57's
+    conversion of the TF model gives."""
+    report = api.convert(oracle / source, tmp_path / "out", rules="hf-tf")
+    rules = report.rules or {}
+    assert not rules["unused"] and not rules["missing"], rules
+    _check_torch(tmp_path / "out", oracle, source.split("/")[0], "tf")
+
+
 @pytest.fixture(scope="session")
 def from_torch(oracle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every PyTorch folder converted to TF and Flax (`--like` the 4.57 model's file), then
@@ -165,3 +179,23 @@ def test_torch_to_folder(oracle: Path, from_torch: dict, name: str, kind: str) -
     for key in weights.files:  # (every weight of the model: the loading info above)
         if left is None or not left.search(key):
             assert np.array_equal(weights[key], want[key]), key
+
+
+def test_tied_weights_are_named_in_the_report(oracle: Path, tmp_path: Path, ckpt) -> None:
+    """A masked-LM decoder tied to the word embeddings: with a skeleton listed by `ckpt ls
+    --json` from a fresh model's state dict, the tie is named, the output holds the value
+    once, and transformers 5 ties it back on loading."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig(**MODELS["bert-mlm"]["kwargs"])
+    torch.save(transformers.BertForMaskedLM(config).state_dict(), tmp_path / "fresh.pt")
+    listed = ckpt("ls", "--json", tmp_path / "fresh.pt")
+    assert listed.code == 0, listed.err
+    (tmp_path / "fresh.json").write_text(listed.out)
+    source = oracle / "bert-mlm" / "tf"
+    report = api.convert(source, tmp_path / "out", rules="hf-tf", like=tmp_path / "fresh.json")
+    tied = (report.rules or {})["tied"]
+    assert "cls.predictions.decoder.weight = bert.embeddings.word_embeddings.weight" in tied
+    assert not report.rules["missing"], report.rules
+    _check_torch(tmp_path / "out", oracle, "bert-mlm", "tf")

@@ -3,11 +3,13 @@ suite's transformers 5 has no TF classes): `write_tf_sharded` follows `tf_shard_
 and the h5 branch of `TFPreTrainedModel.save_pretrained`, `write_tf_h5` the unsharded file
 (tf_keras `save_weights`), both through transformers' `save_attributes_to_hdf5_group`.
 (Checked against a set transformers 4.57 wrote: same index bytes, same HDF5 structure,
-attributes and dataset bytes.)"""
+attributes and dataset bytes.) `write_tf_safetensors` is its `safe_serialization=True`
+branch, in the safetensors layout (by hand: the fast tier has no safetensors package)."""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import h5py
@@ -91,6 +93,23 @@ def write_tf_sharded(folder: Path, weights: dict[str, np.ndarray], max_shard_siz
                 stored.append(shard_name(name).encode("utf8"))
             save_attributes(f, "layer_names", stored)
     return folder / "tf_model.h5.index.json"
+
+
+def write_tf_safetensors(path: Path, weights: dict[str, np.ndarray]) -> Path:
+    """`model.safetensors` of a TF model whose `model.weights` are `weights` (full names):
+    each under `strip_model_name_and_prefix` of its name, `format: tf`."""
+    header: dict = {"__metadata__": {"format": "tf"}}
+    data = b""
+    for name, value in sorted(weights.items(), key=lambda item: shard_name(item[0])):
+        raw = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes()
+        code = {"f4": "F32", "i4": "I32", "i8": "I64"}[value.dtype.str[1:]]
+        span = [len(data), len(data) + len(raw)]
+        header[shard_name(name)] = {"dtype": code, "shape": list(value.shape), "data_offsets": span}
+        data += raw
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path
 
 
 # -- a tiny BERT classifier's weights ------------------------------------------------------

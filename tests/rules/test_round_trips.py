@@ -196,7 +196,8 @@ def read_back(ckpt, out, other=None) -> None:
 
 def test_every_writer_format_is_covered(ckpt):
     result = ckpt("formats")
-    assert {line.split()[0] for line in result.out.splitlines() if line.strip()} == set(TARGETS)
+    writers = {line.split()[0] for line in result.out.splitlines() if line.split()[1:2] == ["rw"]}
+    assert writers == set(TARGETS)
 
 
 @pytest.mark.parametrize("target", sorted(set(TARGETS) - REFUSED))

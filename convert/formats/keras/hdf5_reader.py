@@ -35,10 +35,25 @@ _BOMB_RATIO = 1000
 # -- walking ----------------------------------------------------------------------------
 
 
-def child(group: h5py.Group, name: str, where: Source) -> h5py.Group | h5py.Dataset | None:
-    """`group[name]` through hard links only (`name` may hold `/`); None if absent."""
+def child(
+    group: h5py.Group, name: str, where: Source, known: dict[str, Any] | None = None
+) -> h5py.Group | h5py.Dataset | None:
+    """`group[name]` through hard links only (`name` may hold `/`); None if absent.
+
+    `known`, kept by a caller that looks up many names below one group, remembers the
+    groups met on the way: a Hugging Face TF layer lists hundreds of weights nine levels
+    deep, and each level looked up again cost a millisecond per weight."""
     item: Any = group
-    for part in name.split("/"):
+    parts = name.split("/")
+    start = 0
+    if known is not None:
+        for depth in range(len(parts) - 1, 0, -1):
+            found = known.get("/".join(parts[:depth]))
+            if found is not None:
+                item, start = found, depth
+                break
+    for depth in range(start, len(parts)):
+        part = parts[depth]
         if not isinstance(item, h5py.Group):
             return None
         try:
@@ -54,6 +69,8 @@ def child(group: h5py.Group, name: str, where: Source) -> h5py.Group | h5py.Data
                 where.label,
             )
         item = item[part]
+        if known is not None and depth < len(parts) - 1:
+            known["/".join(parts[: depth + 1])] = item
     return item
 
 

@@ -63,6 +63,7 @@ from convert.core.meta import (
 from convert.core.tensor import Tensor
 from convert.formats.keras.hdf5_files import Source
 from convert.formats.keras.hdf5_reader import child, dataset_tensor, has_attr, read_names, read_text
+from convert.frameworks import transformers_tf
 from convert.frameworks.keras import config as keras_config
 from convert.frameworks.keras import layout
 from convert.frameworks.keras.layout import TOP_LEVEL
@@ -125,15 +126,10 @@ def weight_path(layer: str, weight_name: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _hf_kept_whole(weight_name: str) -> bool:
-    return "model." in weight_name or "/" not in weight_name
-
-
 def hf_shard_name(weight_name: str) -> str:
     """The dataset a shard of a Hugging Face sharded TF set keeps weight `weight_name` (as
-    its index names it) at: the name without the model's scope, unless it holds `model.`
-    or has one part (transformers 4.x `save_pretrained`)."""
-    return weight_name if _hf_kept_whole(weight_name) else weight_name.split("/", 1)[1]
+    its index names it) at (frameworks/transformers_tf.py)."""
+    return transformers_tf.in_file(weight_name)
 
 
 def hf_shard_path(name: str) -> tuple[str, ...]:
@@ -141,7 +137,7 @@ def hf_shard_path(name: str) -> tuple[str, ...]:
     the model's unsharded `tf_model.h5` puts it, under its layer (the scope after the
     model's) by `weight_path`; a weight of fewer scopes at the top."""
     parts = name.split("/")
-    if not _hf_kept_whole(name):
+    if not transformers_tf.kept_whole(name):
         parts.insert(0, "")  # (the model's scope, not kept: weight_path needs the layer's)
     if len(parts) < 3:
         return (layout.strip_suffix(parts[-1]),)
@@ -205,8 +201,9 @@ def _read_layers(
             continue
         graph.root.edges[name] = node
         weights = []
+        known: dict[str, object] = {}
         for j, weight_name in enumerate(weight_names):
-            ds = child(layer_group, weight_name, where)
+            ds = child(layer_group, weight_name, where, known)
             if not isinstance(ds, h5py.Dataset):
                 raise FormatError(
                     f"layer {name!r}: `weight_names` lists {weight_name!r} but "

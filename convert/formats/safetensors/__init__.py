@@ -8,6 +8,12 @@ duplicate names, known dtypes, sizes equal to shape x dtype, and offsets that ti
 data exactly. Keys map to paths by splitting on "." (see flatkeys.py), so
 torch -> safetensors -> torch gives back identical keys. Shared tensors are written once
 (safetensors has no aliasing); the report names the aliases folded. Writing: `writer.py`.
+
+`__metadata__` `format` says whose the file is ("pt" as transformers writes it). transformers
+4.x's TF classes wrote "tf" files: keys are TF weight names (`bert/pooler/dense/kernel:0`),
+most without the model's own first scope (frameworks/transformers_tf.py says which). Such
+keys map to paths by splitting on "/" (`:0` off), the root says `SAVED_BY` tf, and each
+tensor carries its name: whole, or below the model's scope.
 """
 
 from __future__ import annotations
@@ -20,9 +26,17 @@ from typing import Any
 
 from convert.core.errors import FormatError, UnsupportedError
 from convert.core.graph import Graph
-from convert.core.meta import SOURCE_KEY, TF1_NAMES
+from convert.core.meta import (
+    SAFETENSORS_FORMAT,
+    SAVED_BY,
+    SOURCE_KEY,
+    TF1_NAMES,
+    TF_NAME_BELOW_MODEL,
+    VARIABLE_NAME,
+)
 from convert.core.tensor import Stored, Tensor, array_from_bytes
 from convert.formats.safetensors.dtypes import SUBBYTE, numpy_dtype
+from convert.frameworks import transformers_tf
 from convert.frameworks.flatkeys import add_flat
 from convert.frameworks.tf1_names import parse_names, restore_names
 from convert.io.reads import SourceFile, read_region
@@ -61,12 +75,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
-    """(entries in header order, __metadata__, byte offset of the data), all checked."""
-    size = path.stat().st_size
+def read_header(path: Path, start: int = 0) -> tuple[dict[str, dict], dict[str, str], int]:
+    """(entries in header order, __metadata__, byte offset of the data), all checked; of
+    the safetensors bytes from `start` to the end of the file (DCP's safetensors
+    serialization appends them to other bytes)."""
+    size = path.stat().st_size - start
     if size < 8:
         raise FormatError(f"is {size} bytes, too short for a safetensors header", path)
-    (n,) = struct.unpack("<Q", read_region(path, 0, 8, "header length"))
+    (n,) = struct.unpack("<Q", read_region(path, start, 8, "header length"))
     if n > MAX_HEADER_BYTES:
         raise FormatError(
             f"declares a {n}-byte header (more than 100 MB): not a safetensors "
@@ -77,7 +93,7 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
         raise FormatError(
             f"declares a {n}-byte header but the file has {size} bytes: the file is truncated", path
         )
-    raw = bytes(read_region(path, 8, n, "header"))
+    raw = bytes(read_region(path, start + 8, n, "header"))
     if not raw.startswith(b"{"):
         raise FormatError("header is not a JSON object", path)
     try:
@@ -93,7 +109,7 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
         raise FormatError("__metadata__ must map names to strings", path)
     data_start = 8 + n
     _check_entries(path, header, size - data_start)
-    return header, metadata, data_start
+    return header, metadata, start + data_start
 
 
 _FIELDS = frozenset(("dtype", "shape", "data_offsets"))
@@ -152,7 +168,13 @@ def _check_entries(path: Path, header: dict[str, Any], data_size: int) -> None:
 
 
 def read(path: Path) -> Graph:
-    header, metadata, data_start = read_header(path)
+    return read_from(path, 0)
+
+
+def read_from(path: Path, start: int) -> Graph:
+    """The graph of the safetensors bytes from `start` to the end of the file (DCP's
+    safetensors serialization appends them to other bytes)."""
+    header, metadata, data_start = read_header(path, start)
     source = SourceFile(path)
     pairs = []
     for name, info in header.items():
@@ -175,10 +197,35 @@ def read(path: Path) -> Graph:
     if names is not None:  # a format fact (a TF1 checkpoint's keys), not a value
         del metadata[TF1_NAMES]
     graph = Graph(values=metadata, format="safetensors", source=str(path), files=[str(path)])
+    if metadata.get(SAFETENSORS_FORMAT) == "tf":
+        _add_tf_names(graph, pairs, path)
+        return graph
     add_flat(graph.root, pairs)
     if names is not None:
         restore_names(graph, names, ".")
     return graph
+
+
+def _add_tf_names(graph: Graph, pairs: list[tuple[str, Tensor]], path: Path) -> None:
+    graph.root.meta[SAVED_BY] = "tf"
+    seen: dict[tuple[str, ...], str] = {}
+    for key, tensor in pairs:
+        suffix = transformers_tf.SUFFIX
+        name = key[: -len(suffix)] if key.endswith(suffix) else key
+        parts = tuple(name.split("/"))
+        if not all(parts):
+            raise FormatError(f"TF weight name {key!r} has an empty scope", path)
+        whole = transformers_tf.kept_whole(name)
+        tensor.meta[VARIABLE_NAME if whole else TF_NAME_BELOW_MODEL] = name
+        if parts in seen:
+            raise FormatError(f"TF weights {seen[parts]!r} and {key!r} are one name", path)
+        seen[parts] = key
+        try:
+            graph.add(parts, tensor)
+        except ValueError as exc:
+            raise FormatError(f"TF weight {key!r}: {exc}", path) from None
+    if sum(1 for _ in graph.tensors()) != len(pairs):  # (`a:0` put where `a/b:0` was)
+        raise FormatError("a TF weight's name is another one's scope", path)
 
 
 def _kept_names(text: str | None) -> dict[str, str] | None:

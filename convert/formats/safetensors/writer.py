@@ -15,6 +15,7 @@ from convert.core.meta import SAFETENSORS_FORMAT, TF1_NAMES
 from convert.core.notes import count, dropped_values, some
 from convert.core.tensor import raw_bytes
 from convert.formats.safetensors.dtypes import CODES
+from convert.frameworks import transformers_tf
 from convert.frameworks.flatkeys import join_path
 from convert.frameworks.tf1_names import names_to_keep
 from convert.io.outputs import OutputSet
@@ -55,7 +56,10 @@ def write_entries(
     # (every loop here runs once per tensor: kept to plain list and dict work, each
     # dtype's code looked up once)
     tensors = [entry.tensor for entry in entries]
-    names = [".".join(entry.paths[0]) for entry in entries]
+    if metadata and metadata.get(SAFETENSORS_FORMAT) == "tf":  # (a TF-format file's keys)
+        names = [transformers_tf.key(entry.paths[0]) for entry in entries]
+    else:
+        names = [".".join(entry.paths[0]) for entry in entries]
     folded = [
         f"{join_path(p)} -> {name}"
         for entry, name in zip(entries, names, strict=True)

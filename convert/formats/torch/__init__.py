@@ -9,7 +9,9 @@
 - tree.py: the unpickled object <-> graph Nodes (nested checkpoints, values);
 - storage.py: tensors as strided views of storage bytes;
 - writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch
-  pickles it; records laid out as torch lays them out).
+  pickles it; records laid out as torch lays them out);
+- dcp.py / dcp_metadata.py: the `dcp` format, `torch.distributed.checkpoint` directories
+  (read), each chunk a torch.save archive inside a `.distcp` file.
 """
 
 from __future__ import annotations
@@ -75,6 +77,21 @@ def read(path: Path) -> Graph:
     if names is not None:  # (kept there, so that torch to torch keeps it too)
         restore_names(graph, names, ".")
     return graph
+
+
+def dcp_sniff(path: Path) -> bool:
+    from convert.formats.torch.dcp import is_dcp
+
+    try:
+        return is_dcp(path)
+    except OSError:
+        return False
+
+
+def dcp_read(path: Path) -> Graph:
+    from convert.formats.torch.dcp import read as read_dcp
+
+    return read_dcp(path)
 
 
 def write(

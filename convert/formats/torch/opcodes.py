@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 from convert.core.errors import FormatError, UnsafeInputError
 from convert.formats.torch.allowlist import setitem
-from convert.formats.torch.records import Global, PickledOrderedDict, TensorRef, short
+from convert.formats.torch.records import (
+    Global,
+    PickledOrderedDict,
+    PickledRecord,
+    TensorRef,
+    short,
+)
 
 
 class Unpickler(Protocol):
@@ -287,10 +293,20 @@ def _build(m: Unpickler) -> None:
         target.attributes.update(state)
     elif isinstance(target, TensorRef) and not state:
         pass  # an empty tensor state: nothing to set
+    elif type(target) is PickledRecord and target.state is None and not target.fields:
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+            state = {**(state[0] or {}), **state[1]}  # ((dict, slots): a slotted class)
+        if isinstance(state, dict) and all(isinstance(k, str) for k in state):
+            target.fields.update(state)
+        elif isinstance(state, tuple):
+            target.state = state
+        else:
+            raise m.error(f"BUILD gives a {target.kind} the state {short(state)}")
     else:
         raise UnsafeInputError(
             f"{m.where}: refuses to set the state of {short(target)} "
-            "(BUILD is only allowed on an OrderedDict); nothing was run"
+            "(BUILD is only allowed on an OrderedDict or an allowlisted record); "
+            "nothing was run"
         )
 
 

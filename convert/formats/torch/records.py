@@ -92,6 +92,17 @@ class TensorRef:
     parameter: bool = False
 
 
+@dataclass(eq=False)
+class PickledRecord:
+    """An instance of an allowlisted record class (DCP's metadata dataclasses): its class
+    name and the state BUILD gave it, a dict of fields or (a class with `__getstate__`)
+    a tuple. Never an instance of the class itself: nothing of it is imported or run."""
+
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    state: tuple | None = None
+
+
 class PickledOrderedDict(OrderedDict):
     """An OrderedDict plus the attributes BUILD gave it (a state dict's `_metadata`)."""
 

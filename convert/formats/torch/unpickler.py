@@ -56,6 +56,7 @@ class Unpickler(TensorRuns):
         limit: int,
         persistent_load: PersistentLoad | None,
         where: str = "pickle",
+        allowed: dict[str, Any] | None = None,
     ):
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.buffer, self.stream = bytes(source[:limit]), None
@@ -67,6 +68,8 @@ class Unpickler(TensorRuns):
         self.pos = 0
         self.persistent_load = persistent_load
         self.where = where
+        # (another table for pickles that are not torch.save's: DCP's `.metadata`)
+        self.allowed = ALLOWED if allowed is None else allowed
         self.tuples: dict[bytes, tuple[int, ...] | None] = {}  # see run_tuple
 
     # -- input ---------------------------------------------------------------------
@@ -297,8 +300,8 @@ class Unpickler(TensorRuns):
     def push_global(self, module: str, name: str) -> None:
         module, name = python3_name(module, name)
         full = f"{module}.{name}"
-        if full in ALLOWED:
-            self.stack.append(ALLOWED[full])
+        if full in self.allowed:
+            self.stack.append(self.allowed[full])
         elif full in UNSUPPORTED:
             raise UnsupportedError(
                 f"{self.where}: holds {UNSUPPORTED[full]} ({full}), which "

@@ -15,6 +15,7 @@ import os
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from convert.core.errors import ChecksumError, FormatError, UnsupportedError
 from convert.core.graph import Graph
@@ -62,11 +63,36 @@ def is_torch_zip(path: Path) -> bool:
         return False
 
 
-def read_zip(path: Path) -> Graph:
-    where = str(path)
+def read_zip(path: Path, span: tuple[int, int] | None = None, label: str | None = None) -> Graph:
+    """The graph of the torch.save archive at `path`, or (`span`) of the one at those
+    bytes of it, as a DCP `.distcp` file holds one per tensor chunk; `label` names it."""
+    obj, make_tensor, prefix = _unpickled(path, span, label)
+    graph = to_graph(obj, make_tensor)
+    graph.root.meta.update({TORCH_FORMAT: "zip", TORCH_ARCHIVE: prefix[:-1]})
+    return graph
+
+
+def read_zip_object(path: Path, span: tuple[int, int], label: str) -> Any:
+    """The object a torch.save archive inside a file holds, as unpickled (no tensors made:
+    a DCP value, such as a learning rate)."""
+    return _unpickled(path, span, label)[0]
+
+
+def _unpickled(
+    path: Path, span: tuple[int, int] | None, label: str | None
+) -> tuple[Any, TensorFactory, str]:
+    where = label or str(path)
     with open(path, "rb") as raw:
         size = os.fstat(raw.fileno()).st_size
+        if span is not None:
+            size = span[0] + span[1]
+            if size > os.fstat(raw.fileno()).st_size:
+                raise FormatError("lies past the end of its file: truncated?", where)
         directory = CentralDirectory(raw.fileno(), size, where)
+    if span is not None and directory.shift != span[0]:
+        raise FormatError(
+            f"is not a torch.save archive starting at byte {span[0]} of {path.name}", where
+        )
     archive = _Archive(path, SourceFile(path), size, directory)
     prefix, pickle_bytes, big_endian = archive.torch_records()
     storages: dict[str, StorageRef] = {}
@@ -95,9 +121,7 @@ def read_zip(path: Path) -> Graph:
             )
         return record, 0, ref.nbytes
 
-    graph = to_graph(obj, TensorFactory(where, locate))
-    graph.root.meta.update({TORCH_FORMAT: "zip", TORCH_ARCHIVE: prefix[:-1]})
-    return graph
+    return obj, TensorFactory(where, locate), prefix
 
 
 class _Archive:
