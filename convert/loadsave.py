@@ -47,7 +47,7 @@ def target_format(
         return fmt
     if Path(path).is_dir() or _names_directory(path):
         return registry.get("tf")
-    known = ", ".join(sorted(registry.writers()))
+    known = ", ".join(sorted(registry.formats()))
     suffix = Path(path).suffix
     if suffix:
         raise UnsupportedError(
@@ -81,7 +81,7 @@ def save(
     """Write `graph` to `path`; the format comes from `format` or the file name."""
     fmt = target_format(path, format, graph.format)
     if _names_directory(path):  # (a Path drops the trailing `/`: the writer is told)
-        if fmt.name != "tf":
+        if "directory" not in fmt.options:
             raise UnsupportedError(
                 f"names a directory (it ends in {os.sep!r}), but {fmt.name} output is a file: "
                 "name the file",

@@ -42,10 +42,8 @@ FLAGS = {
     **{o.name: o.flag for o in registry.writer_options().values()},
 }
 
-# (the registry's table of formats, without importing any format's module): what the
-# tool writes (`--to`), and what it reads (`--from`)
-FORMAT_NAMES = ", ".join(registry.writers())
-READ_FORMAT_NAMES = ", ".join(registry.formats())
+# (the registry's table of formats, without importing any format's module)
+FORMAT_NAMES = ", ".join(registry.formats())
 
 
 def writer_options(command: Callable) -> Callable:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from convert import api
-from convert.cli.common import READ_FORMAT_NAMES, human, user_errors
+from convert.cli.common import FORMAT_NAMES, human, user_errors
 from convert.core.meta import SOURCE_KEY
 
 if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --version`)
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --v
     "--from",
     "from_format",
     metavar="FORMAT",
-    help=f"Read as this format instead of detecting it: {READ_FORMAT_NAMES}.",
+    help=f"Read as this format instead of detecting it: {FORMAT_NAMES}.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tensors.")
 @click.option("--tree", is_flag=True, help="Show the object graph: edges, slots, aliases.")

@@ -70,7 +70,6 @@ class Format:
     # are joined with (`encoder.layer.0.weight`, `dense/kernel`).
     framework: str | None = None
     separator: str = "/"
-    writes: bool = True  # (False: read only; its module has no `{prefix}write`)
 
     def _function(self, what: str) -> Callable[..., Any]:
         function: Callable[..., Any] = getattr(
@@ -88,10 +87,6 @@ class Format:
 
     @property
     def write(self) -> Write:
-        if not self.writes:
-            raise UnsupportedError(
-                f"{self.name} is read only here; write one of: {', '.join(writers())}"
-            )
         return self._function("write")
 
 
@@ -130,11 +125,6 @@ def register(fmt: Format) -> Format:
 
 def formats() -> dict[str, Format]:
     return dict(_FORMATS)
-
-
-def writers() -> dict[str, Format]:
-    """The formats this tool writes (all but the read-only ones)."""
-    return {name: fmt for name, fmt in _FORMATS.items() if fmt.writes}
 
 
 def get(name: str) -> Format:
@@ -271,6 +261,13 @@ for _option in (
     ),
     WriterOption("compress", "--compress", "compress", "flag", "npz: deflate the members."),
     WriterOption(
+        "shards",
+        "--shards",
+        "shards",
+        "int",
+        "dcp: split each tensor's rows into this many files, as that many ranks save them.",
+    ),
+    WriterOption(
         "strided",
         "--strided",
         "strided",
@@ -296,9 +293,9 @@ for _format in (
         (),
         "convert.formats.torch",
         "dcp_",
+        options=("shards", "directory"),
         framework="torch",
         separator=".",
-        writes=False,
     ),
     Format(
         "safetensors",

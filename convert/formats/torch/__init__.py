@@ -10,8 +10,8 @@
 - storage.py: tensors as strided views of storage bytes;
 - writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch
   pickles it; records laid out as torch lays them out);
-- dcp.py / dcp_metadata.py: the `dcp` format, `torch.distributed.checkpoint` directories
-  (read), each chunk a torch.save archive inside a `.distcp` file.
+- dcp.py / dcp_metadata.py / dcp_writer.py: the `dcp` format, `torch.distributed.checkpoint`
+  directories, each chunk a torch.save archive inside a `.distcp` file.
 """
 
 from __future__ import annotations
@@ -92,6 +92,12 @@ def dcp_read(path: Path) -> Graph:
     from convert.formats.torch.dcp import read as read_dcp
 
     return read_dcp(path)
+
+
+def dcp_write(graph: Graph, path: Path, **options: Any) -> None:
+    from convert.formats.torch.dcp_writer import write as write_dcp
+
+    write_dcp(graph, path, **options)
 
 
 def write(

@@ -32,7 +32,9 @@ from convert.formats.torch.opcode_bytes import (
 from convert.formats.torch.records import (
     STORAGE_CLASSES,
     TORCH_DTYPES,
+    PickledCall,
     PickledOrderedDict,
+    PickledRecord,
     TorchDtype,
 )
 
@@ -152,6 +154,13 @@ class Pickler:
             self.save((obj.real, obj.imag), depth + 1, key)
             write(b"R")
             self._put_new()
+        elif isinstance(obj, PickledRecord):
+            self.save_record(obj, depth, key)
+        elif isinstance(obj, PickledCall):
+            self.global_(obj.module, obj.name)
+            self.save(obj.args, depth + 1, key)
+            write(b"R")
+            self._put_new()
         elif isinstance(obj, (set, frozenset)):
             self.global_("builtins", "set")
             self.save((list(obj),), depth + 1, key)
@@ -165,6 +174,15 @@ class Pickler:
             self.save_dict(obj, depth, key)
         else:
             raise UnsupportedError(f"cannot write a {type(obj).__name__} at {key!r}")
+
+    def save_record(self, record: PickledRecord, depth: int, key: str) -> None:
+        """An instance of a class by its name: `cls.__new__(cls)`, then its state (BUILD),
+        as Python pickles a dataclass (DCP's metadata)."""
+        self.global_(record.module, record.kind)
+        self.out.write(b")\x81")  # (EMPTY_TUPLE, NEWOBJ)
+        self._put_new()
+        self.save(record.state if record.state is not None else record.fields, depth + 1, key)
+        self.out.write(b"b")
 
     def save_str(self, value: str) -> None:
         if self._get(("str", value)):

@@ -101,6 +101,17 @@ class PickledRecord:
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
     state: tuple | None = None
+    module: str = ""  # (where the class lives: set on the records a writer pickles)
+
+
+@dataclass(frozen=True)
+class PickledCall:
+    """What a writer pickles as a call of an importable function on plain arguments
+    (GLOBAL, the arguments, REDUCE): `torch.Size((7, 6))`, an enum member by its value."""
+
+    module: str
+    name: str
+    args: tuple
 
 
 class PickledOrderedDict(OrderedDict):

@@ -44,32 +44,45 @@ def write_archive(
     strided: bool = False,
 ) -> None:
     """Pickle `obj` and write it with its storages as a torch zip archive at `path`."""
+    with Output(path) as stream:
+        write_into(stream, obj, name, progress, report, strided)
+
+
+def write_into(
+    stream: Output,
+    obj: Any,
+    name: str,
+    progress: Callable[[int], None] | None,
+    report: Any,
+    strided: bool = False,
+) -> None:
+    """Pickle `obj` and write it with its storages as a torch zip archive at the stream's
+    position (its offsets counted from there, as torch.save into an open file counts)."""
     pickler = Pickler(strided)
     pickled = pickler.dump(obj)
-    with Output(path) as stream:
-        stream.reserve(sum(tensor.nbytes for _, tensor in pickler.storages) + len(pickled))
-        archive = AlignedZipWriter(stream)
-        archive.add(f"{name}/data.pkl", pickled)
-        archive.add(f"{name}/.format_version", b"1")
-        archive.add(f"{name}/.storage_alignment", b"64")
-        archive.add(f"{name}/byteorder", b"little")
-        keys = [key for key, _ in pickler.storages]
-        tensors = (tensor for _, tensor in pickler.storages)
-        for key, (tensor, stored, array) in zip(keys, contents(tensors), strict=True):
-            if stored is not None:  # (unchanged bytes: copied file to file, checked)
-                archive.add_stored(f"{name}/data/{key}", stored)
-            else:
-                assert array is not None  # (`contents`: no stored bytes, so the value)
-                archive.add(f"{name}/data/{key}", raw_bytes(array))
-            del array
-            if progress is not None:
-                progress(tensor.nbytes)
-            if report is not None:
-                report.tensors += 1
-                report.bytes += tensor.nbytes
-        archive.add(f"{name}/version", b"3\n")
-        archive.add(f"{name}/.data/serialization_id", _serialization_id(pickled))
-        archive.close()
+    stream.reserve(sum(tensor.nbytes for _, tensor in pickler.storages) + len(pickled))
+    archive = AlignedZipWriter(stream)
+    archive.add(f"{name}/data.pkl", pickled)
+    archive.add(f"{name}/.format_version", b"1")
+    archive.add(f"{name}/.storage_alignment", b"64")
+    archive.add(f"{name}/byteorder", b"little")
+    keys = [key for key, _ in pickler.storages]
+    tensors = (tensor for _, tensor in pickler.storages)
+    for key, (tensor, stored, array) in zip(keys, contents(tensors), strict=True):
+        if stored is not None:  # (unchanged bytes: copied file to file, checked)
+            archive.add_stored(f"{name}/data/{key}", stored)
+        else:
+            assert array is not None  # (`contents`: no stored bytes, so the value)
+            archive.add(f"{name}/data/{key}", raw_bytes(array))
+        del array
+        if progress is not None:
+            progress(tensor.nbytes)
+        if report is not None:
+            report.tensors += 1
+            report.bytes += tensor.nbytes
+    archive.add(f"{name}/version", b"3\n")
+    archive.add(f"{name}/.data/serialization_id", _serialization_id(pickled))
+    archive.close()
 
 
 def _serialization_id(pickled: bytes) -> bytes:
