@@ -4,8 +4,7 @@ importing torch). Each tensor is `_rebuild_tensor_v2(storage, 0, size, stride, F
 OrderedDict())` over a persistent storage `('storage', torch.FloatStorage, key, 'cpu',
 numel)`; dtypes without a legacy storage class (float8, uint16/32/64) use
 `UntypedStorage` + `_rebuild_tensor_v3`. The storages it names are collected in order,
-for writer.py to write as records.
-"""
+for writer.py to write as records. (DCP's `.metadata`: records and calls, by name.)"""
 
 from __future__ import annotations
 
@@ -82,7 +81,7 @@ class Pickler:
 
     def _put_new(self) -> None:
         """Memoize the value just built, as Python's pickler does (only `_put` values are
-        ever looked up again)."""
+        looked up again)."""
         index = self.puts
         self.puts = index + 1
         self.out.write(BINPUT[index] if index < 256 else LONG_MEMO.pack(b"r", index))
@@ -156,7 +155,7 @@ class Pickler:
             self._put_new()
         elif isinstance(obj, PickledRecord):
             self.save_record(obj, depth, key)
-        elif isinstance(obj, PickledCall):
+        elif isinstance(obj, PickledCall):  # (GLOBAL, the arguments, REDUCE)
             self.global_(obj.module, obj.name)
             self.save(obj.args, depth + 1, key)
             write(b"R")
@@ -176,8 +175,7 @@ class Pickler:
             raise UnsupportedError(f"cannot write a {type(obj).__name__} at {key!r}")
 
     def save_record(self, record: PickledRecord, depth: int, key: str) -> None:
-        """An instance of a class by its name: `cls.__new__(cls)`, then its state (BUILD),
-        as Python pickles a dataclass (DCP's metadata)."""
+        """`cls.__new__(cls)`, then its state (BUILD): a dataclass (DCP's metadata)."""
         self.global_(record.module, record.kind)
         self.out.write(b")\x81")  # (EMPTY_TUPLE, NEWOBJ)
         self._put_new()
