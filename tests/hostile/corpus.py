@@ -80,7 +80,7 @@ class Corpus:
         case_dir = self.out / "cases" / case_id
         case_dir.mkdir(parents=True)
         parts = Path(seed_input).parts
-        if len(parts) > 1:
+        if len(parts) > 1 or (self.seed_dir / seed_input).is_dir():
             shutil.copytree(self.seed_dir / parts[0], case_dir / parts[0])
             # What `../secret` names from the set's directory: no reader may open it.
             (case_dir / "secret").write_text("secret: outside the input's directory\n")

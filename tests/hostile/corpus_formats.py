@@ -8,7 +8,7 @@ import json
 import struct
 import zipfile
 
-from . import corpus_hdf5, corpus_pickles
+from . import corpus_dcp, corpus_hdf5, corpus_pickles
 from .corpus_tools import (
     cut,
     flip,
@@ -400,6 +400,7 @@ MAKERS = [
     tf,
     corpus_pickles.torch_zip,
     corpus_pickles.torch_legacy,
+    corpus_dcp.dcp,
     corpus_hdf5.keras_h5,
     corpus_hdf5.keras_v3,
     corpus_hdf5.keras_archive,

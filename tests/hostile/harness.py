@@ -166,8 +166,9 @@ def check_case(
 ) -> list[dict]:
     case_dir = corpus / "cases" / case["id"]
     source = case_dir / case["input"]
-    allowed = {p for p in case_dir.rglob("*") if p.is_file() and p.name != "secret"}
-    size = sum(p.stat().st_size for p in allowed)
+    # (the case's own directories too: an input may be one, a DCP checkpoint)
+    allowed = {p for p in case_dir.rglob("*") if p.name != "secret"}
+    size = sum(p.stat().st_size for p in allowed if p.is_file())
     budget = (256 << 20) + 8 * size
     watches = [
         inotify.watch(d) for d in [case_dir, *(p for p in case_dir.rglob("*") if p.is_dir())]

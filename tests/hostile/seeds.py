@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,13 @@ def _torch(directory: Path) -> dict[str, tuple[str, str]]:
             indent=2,
         )
     )
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():  # ("assuming the intent is to save in a single process")
+        warnings.simplefilter("ignore")
+        dcp.save({"model": state, "step": 7}, checkpoint_id=directory / "dcp")
     return {
+        "dcp": ("dcp", "dcp"),
         "torch-zip": ("torch", "model.pt"),
         "torch-legacy": ("torch", "legacy.pt"),
         "safetensors": ("safetensors", "model.safetensors"),

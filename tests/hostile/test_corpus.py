@@ -20,8 +20,11 @@ def test_every_bad_input_is_refused_cleanly(corpus_results, capsys):
 def test_the_corpus_covers_every_format_and_kind(corpus):
     manifest = json.loads((corpus / "manifest.json").read_text())
     formats = {c["format"] for c in manifest["cases"]}
-    assert formats == {"tf", "torch", "safetensors", "sharded", "npz", "flax", "keras", "keras-h5"}
+    assert formats == {
+        *("tf", "dcp", "torch", "safetensors", "sharded", "npz", "flax", "keras", "keras-h5")
+    }
     malicious = [c for c in manifest["cases"] if c["kind"] == "malicious"]
     assert sum(c["id"].split("-", 1)[1].startswith("torch-zip") for c in malicious) >= 10
     assert sum(c["id"].split("-", 1)[1].startswith("torch-legacy") for c in malicious) >= 10
     assert any(c["format"] == "npz" for c in malicious)
+    assert sum(c["format"] == "dcp" for c in malicious) >= 10

@@ -123,7 +123,7 @@ ALLOWED = _allowed()
 
 def parse(data: bytes, where: str) -> Parsed:
     """The `.metadata` file's bytes as plain items and byte ranges (see the module doc)."""
-    root = Unpickler(data, len(data), None, f"{where}: .metadata", ALLOWED).load()
+    root = Unpickler(data, len(data), None, "DCP metadata", ALLOWED).load()
     fields = _fields(root, "Metadata", "the file")
     state = fields.get("state_dict_metadata")
     storage = fields.get("storage_data")
