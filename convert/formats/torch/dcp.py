@@ -59,7 +59,7 @@ def read(path: Path) -> Graph:
             exc.path = f"{where}/{METADATA}"
         raise
     graph = Graph(format="dcp", source=where, files=[str(file)])
-    files: dict[str, Path] = {}
+    files: dict[str, tuple[Path, int]] = {}  # each file named, with its size (one stat)
     blobs = _Blobs()
     for item in parsed.items:
         parts = tuple(item.key.split("."))
@@ -76,27 +76,31 @@ def read(path: Path) -> Graph:
             graph.add(parts, tensor)
         except ValueError as exc:
             raise FormatError(f"key {item.key!r}: {exc}", path) from None
-    graph.files.extend(str(p) for p in files.values())
+    graph.files.extend(str(p) for p, _ in files.values())
     return graph
 
 
 def _place(
-    storage: dict, key: str, offsets: tuple[int, ...] | None, root: Path, files: dict[str, Path]
+    storage: dict,
+    key: str,
+    offsets: tuple[int, ...] | None,
+    root: Path,
+    files: dict[str, tuple[Path, int]],
 ) -> tuple[Path, Where]:
     where = storage.get((key, offsets))
     if where is None:
         at = "" if offsets is None else f" at {list(offsets)}"
         raise FormatError(f"{METADATA} says where nothing of {key!r}{at} is stored", root)
-    file = files.get(where.file)
-    if file is None:
+    known = files.get(where.file)
+    if known is None:
         name = where.file
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
             raise FormatError(f"names the file {name[:80]!r}, not one of its own", root)
-        file = root / name
-        if not file.is_file():
+        if not (root / name).is_file():
             raise FormatError(f"{name} (named by {METADATA}) is missing", root)
-        files[where.file] = file
-    if where.offset + where.length > file.stat().st_size:
+        known = files[where.file] = (root / name, (root / name).stat().st_size)
+    file, size = known
+    if where.offset + where.length > size:
         raise FormatError(
             f"{key!r} is stored at bytes {where.offset}..{where.offset + where.length} of "
             f"{file.name}, past its end: truncated?",

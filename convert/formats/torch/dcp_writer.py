@@ -29,14 +29,13 @@ from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph, Node
 from convert.core.tensor import Tensor
 from convert.formats.torch.pickler import Pickler
-from convert.formats.torch.records import TORCH_DTYPES, PickledCall, PickledRecord, torch_dtype
+from convert.formats.torch.records import TORCH_NAMES, PickledCall, PickledRecord, torch_dtype
 from convert.formats.torch.tree import is_plain
 from convert.formats.torch.writer import write_into
 from convert.io.outputs import OutputSet
 from convert.io.rawcopy import Output
 
 _DCP = "torch.distributed.checkpoint"
-_TORCH_NAME = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
 VERSION = "1.0.0"  # (Metadata.version as torch 2.13 writes it)
 ARCHIVE = "archive"  # (the folder name torch.save gives an archive written to a stream)
 
@@ -162,7 +161,7 @@ def _chunk(offsets: tuple[int, ...], sizes: tuple[int, ...]) -> PickledRecord:
 
 
 def _tensor_metadata(tensor: Tensor, chunks: list[PickledRecord], key: str) -> PickledRecord:
-    name = _TORCH_NAME.get(dtype_name(tensor.dtype))
+    name = TORCH_NAMES.get(dtype_name(tensor.dtype))
     if name is None:
         raise UnsupportedError(f"tensor {key!r} is {dtype_name(tensor.dtype)}, which torch lacks")
     properties = PickledRecord(

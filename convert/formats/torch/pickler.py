@@ -30,7 +30,7 @@ from convert.formats.torch.opcode_bytes import (
 )
 from convert.formats.torch.records import (
     STORAGE_CLASSES,
-    TORCH_DTYPES,
+    TORCH_NAMES,
     PickledCall,
     PickledOrderedDict,
     PickledRecord,
@@ -39,7 +39,6 @@ from convert.formats.torch.records import (
 
 # numpy dtype name -> legacy storage class (None: UntypedStorage + _rebuild_tensor_v3)
 _STORAGE_FOR = {dtype: cls for cls, dtype in STORAGE_CLASSES.items() if not dtype.startswith("q")}
-_TORCH_NAME = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
 MAX_DEPTH = 200
 
 
@@ -306,7 +305,7 @@ class Pickler:
             if refs
             else b""
             if legacy_class
-            else glob("torch", _TORCH_NAME[tensor.dtype_name]),
+            else glob("torch", TORCH_NAMES[tensor.dtype_name]),
             b"t",
             put(),
             b"R",
@@ -347,7 +346,7 @@ class Pickler:
     @staticmethod
     def _storage_class(tensor: Tensor, key: str) -> str | None:
         """The legacy storage class of the tensor's dtype (None: UntypedStorage + v3)."""
-        if tensor.dtype_name not in _TORCH_NAME:
+        if tensor.dtype_name not in TORCH_NAMES:
             raise UnsupportedError(
                 f"tensor {key!r} is {tensor.dtype_name}, which torch has no dtype for"
             )
@@ -373,7 +372,7 @@ class Pickler:
     def _kind_refs(self, tensor: Tensor, parameter: bool, legacy_class: str | None) -> _KindRefs:
         """Once the first tensor of a kind has memoized them: references to its globals."""
         glob = self._global_bytes
-        dtype = b"" if legacy_class else glob("torch", _TORCH_NAME[tensor.dtype_name])
+        dtype = b"" if legacy_class else glob("torch", TORCH_NAMES[tensor.dtype_name])
         return _KindRefs(
             self._tensor_head(legacy_class, parameter),
             self._str_bytes("cpu"),

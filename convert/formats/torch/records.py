@@ -196,6 +196,10 @@ STORAGE_CLASSES: dict[str, str] = {
 }
 
 
+# numpy dtype name -> torch dtype name, for the dtypes both have
+TORCH_NAMES = {numpy: torch for torch, numpy in TORCH_DTYPES.items() if numpy}
+
+
 def torch_dtype(name: str) -> TorchDtype:
     return TorchDtype(name, TORCH_DTYPES[name])
 

@@ -85,9 +85,9 @@ def _unpickled(
     with open(path, "rb") as raw:
         size = os.fstat(raw.fileno()).st_size
         if span is not None:
-            size = span[0] + span[1]
-            if size > os.fstat(raw.fileno()).st_size:
+            if span[0] + span[1] > size:
                 raise FormatError("lies past the end of its file: truncated?", where)
+            size = span[0] + span[1]
         directory = CentralDirectory(raw.fileno(), size, where)
     if span is not None and directory.shift != span[0]:
         raise FormatError(
