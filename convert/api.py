@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from convert.core.errors import UnsupportedError
-from convert.core.meta import TF_LAYOUT
+from convert.core.meta import DEFAULT_PICK, TF_LAYOUT
 from convert.loadsave import Progress, Report, load, save, target_format
 
 if TYPE_CHECKING:
@@ -68,10 +68,7 @@ def convert(
             pick=pick,
             **options,
         )
-    graph = load(src, from_format)
-    picked = None
-    if pick:
-        graph, picked = picking(graph, pick)
+    graph, picked = picked_part(load(src, from_format), pick)
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
             raise UnsupportedError("dry_run, emit_rules, check and reverse go with rules or like")
@@ -107,6 +104,18 @@ def convert(
     report.notes += [picked] if picked else []
     porting.add_notes(report, planned)
     return report
+
+
+def picked_part(graph: Graph, pick: Sequence[str]) -> tuple[Graph, str | None]:
+    """`graph` with only the sub-graphs at `pick`, or (none given) the part the source says
+    a conversion keeps (a DeepSpeed checkpoint's fp32 weights), and a note of it."""
+    if pick:
+        return picking(graph, pick)
+    default = graph.root.meta.get(DEFAULT_PICK)
+    if not default:
+        return graph, None
+    out, note = picking(graph, [default])
+    return out, f"{note} (what this source converts to; --pick chooses another part)"
 
 
 def picking(graph: Graph, paths: Sequence[str]) -> tuple[Graph, str]:

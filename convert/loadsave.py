@@ -40,14 +40,14 @@ def target_format(
     (a rewrite). An extension no format owns is refused: it is a typo or a format this
     tool does not write, and a file of another format under that name would mislead."""
     if format:
-        return registry.get(format)
+        return _writable(registry.get(format), path)
     # (a TF step number is no extension: `model.ckpt-1000` is a `.ckpt` prefix)
     fmt = registry.by_extension(re.sub(r"-\d+$", "", os.fspath(path)))
     if fmt is not None:
         return fmt
     if Path(path).is_dir() or _names_directory(path):
         return registry.get("tf")
-    known = ", ".join(sorted(registry.formats()))
+    known = ", ".join(sorted(registry.output_formats()))
     suffix = Path(path).suffix
     if suffix:
         raise UnsupportedError(
@@ -56,12 +56,21 @@ def target_format(
             {"to": "format="},
         )
     if source_format:
-        return registry.get(source_format)
+        return _writable(registry.get(source_format), path)
     raise UnsupportedError(
         f"cannot tell the output format from the name; pass {{to}} ({known})",
         path,
         {"to": "format="},
     )
+
+
+def _writable(fmt: registry.Format, path: str | os.PathLike) -> registry.Format:
+    if not fmt.writes:
+        known = ", ".join(registry.output_formats())
+        raise UnsupportedError(
+            f"{fmt.name} is read, not written: pass {{to}} ({known})", path, {"to": "format="}
+        )
+    return fmt
 
 
 def _names_directory(path: str | os.PathLike) -> bool:

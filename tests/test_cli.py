@@ -45,7 +45,8 @@ def test_missing_source_is_named(tmp_path, ckpt):
 def test_formats_lists_every_format(ckpt):
     names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
     assert names == {
-        *("tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5", "dcp")
+        *("tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5", "dcp"),
+        "deepspeed",
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from convert.cli.common import FLAGS, FORMAT_NAMES, given_options, user_errors, writer_options
+from convert.cli.common import FLAGS, OUTPUT_NAMES, given_options, user_errors, writer_options
 
 
 @click.command("batch", short_help="Convert many checkpoints, in parallel, resumably.")
@@ -27,7 +27,7 @@ from convert.cli.common import FLAGS, FORMAT_NAMES, given_options, user_errors, 
     "--to",
     "to_format",
     metavar="FORMAT",
-    help=f"Output format: {FORMAT_NAMES} (with --out-dir, default safetensors).",
+    help=f"Output format: {OUTPUT_NAMES} (with --out-dir, default safetensors).",
 )
 @click.option("--from", "from_format", metavar="FORMAT", help="Read sources as this format.")
 @click.option(

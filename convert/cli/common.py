@@ -44,6 +44,7 @@ FLAGS = {
 
 # (the registry's table of formats, without importing any format's module)
 FORMAT_NAMES = ", ".join(registry.formats())
+OUTPUT_NAMES = ", ".join(registry.output_formats())
 
 
 def writer_options(command: Callable) -> Callable:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from convert import api, folders
-from convert.cli.common import FORMAT_NAMES, given_options, human, user_errors, writer_options
+from convert.cli.common import OUTPUT_NAMES, given_options, human, user_errors, writer_options
 from convert.core import registry
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     "--to",
     "to_format",
     metavar="FORMAT",
-    help=f"Output format: {FORMAT_NAMES} (default: from the DST name).",
+    help=f"Output format: {OUTPUT_NAMES} (default: from the DST name).",
 )
 @click.option(
     "--from",
@@ -106,13 +106,13 @@ def convert_command(
                 **options,
             )
         else:
-            graph = api.load(src, from_format)
+            graph, picked = api.picked_part(api.load(src, from_format), ())
             with _progress(quiet, graph) as progress:
                 report = api.save(
                     graph, dst, to_format, overwrite=overwrite, progress=progress, **options
                 )
             note = folders.hint(src, graph, report.target_format)
-            report.notes += [note] if note else []
+            report.notes += [n for n in (picked, note) if n]
     if dry_run and not as_json:
         _print_plan(report)
         return

@@ -11,9 +11,10 @@ from convert.core import registry
 def formats_command() -> None:
     """List the formats this tool reads and writes."""
     rows = [
-        (fmt.name, " ".join(fmt.extensions) or "(a directory)", fmt.description)
+        (fmt.name, "rw" if fmt.writes else "r ", " ".join(fmt.extensions) or "(a directory)")
+        + (fmt.description,)
         for fmt in registry.formats().values()
     ]
-    name_width, ext_width = (max(len(row[i]) for row in rows) for i in (0, 1))
-    for name, extensions, description in rows:
-        click.echo(f"{name:<{name_width}}  rw  {extensions:<{ext_width}}  {description}")
+    name_width, ext_width = (max(len(row[i]) for row in rows) for i in (0, 2))
+    for name, modes, extensions, description in rows:
+        click.echo(f"{name:<{name_width}}  {modes}  {extensions:<{ext_width}}  {description}")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from convert import api
-from convert.cli.common import FORMAT_NAMES, human, user_errors
+from convert.cli.common import OUTPUT_NAMES, human, user_errors
 
 
 @click.command("migrate", short_help="Re-root, pick and graft sub-graphs of a checkpoint.")
@@ -45,7 +45,7 @@ from convert.cli.common import FORMAT_NAMES, human, user_errors
     "--to",
     "to_format",
     metavar="FORMAT",
-    help=f"Output format: {FORMAT_NAMES} (default: from the DST name, else tf).",
+    help=f"Output format: {OUTPUT_NAMES} (default: from the DST name, else tf).",
 )
 @click.option(
     "--from",

@@ -105,6 +105,9 @@ TF_LAYOUT = "tf_layout"
 # root's; a safetensors file's `__metadata__` `format: tf`): safetensors, sharded → rules.plan,
 # folders
 SAVED_BY = "saved_by"
+# The sub-graph a conversion keeps when no `--pick` is given (the root's; a DeepSpeed
+# checkpoint's `model`, its fp32 master weights, beside the module's own): deepspeed → api
+DEFAULT_PICK = "default_pick"
 # An object's TF registered saver: tf.objects → tf.objects
 TF_REGISTERED_SAVER = "tf_registered_saver"
 # The root's: every such object's path → its saver: tf.objects → (none)

@@ -70,6 +70,7 @@ class Format:
     # are joined with (`encoder.layer.0.weight`, `dense/kernel`).
     framework: str | None = None
     separator: str = "/"
+    writes: bool = True  # (False: read only; its `write` says so)
 
     def _function(self, what: str) -> Callable[..., Any]:
         function: Callable[..., Any] = getattr(
@@ -125,6 +126,11 @@ def register(fmt: Format) -> Format:
 
 def formats() -> dict[str, Format]:
     return dict(_FORMATS)
+
+
+def output_formats() -> dict[str, Format]:
+    """The formats this tool writes."""
+    return {name: fmt for name, fmt in _FORMATS.items() if fmt.writes}
 
 
 def get(name: str) -> Format:
@@ -296,6 +302,16 @@ for _format in (
         options=("shards", "directory"),
         framework="torch",
         separator=".",
+    ),
+    Format(
+        "deepspeed",
+        "DeepSpeed ZeRO checkpoint folder (stages 1-3): its fp32 weights, or --pick module",
+        (),
+        "convert.formats.torch",
+        "deepspeed_",
+        framework="torch",
+        separator=".",
+        writes=False,
     ),
     Format(
         "safetensors",

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from convert.core.tensor import Stored
+
 
 def _load_crc32c() -> Callable:
     """The `crc32c` package's C function, loaded without the package's `__init__`, which
@@ -71,3 +73,24 @@ def crc32_join(first: int, second: int, second_length: int) -> int:
     """The CRC-32 of two byte strings one after the other, from the CRC-32 of each."""
     assert _crc32_combine is not None  # (callers ask `crc32_joins` first)
     return _crc32_combine(first, second, second_length)
+
+
+VERIFY_CHUNK = 16 << 20
+
+
+def verify_stored(stored: Stored) -> None:
+    """Read the region a stored tensor's checksum covers, in chunks, and raise
+    ChecksumError if it does not match: for a reader that then reads only part of it."""
+    from convert.core.errors import ChecksumError
+
+    check = stored.check
+    if check is None:
+        return
+    function = crc32 if check.kind == "crc32" else crc32c
+    value, done = 0, 0
+    while done < check.nbytes:
+        n = min(VERIFY_CHUNK, check.nbytes - done)
+        value = function(stored.source.read(check.offset + done, n), value)
+        done += n
+    if value != check.value:
+        raise ChecksumError(check.message(), check.path)

@@ -11,7 +11,9 @@
 - writer.py / pickler.py / ziparchive.py: torch-compatible zip output (data.pkl as torch
   pickles it; records laid out as torch lays them out);
 - dcp.py / dcp_metadata.py / dcp_writer.py: the `dcp` format, `torch.distributed.checkpoint`
-  directories, each chunk a torch.save archive inside a `.distcp` file.
+  directories, each chunk a torch.save archive inside a `.distcp` file;
+- deepspeed.py / deepspeed_states.py: the `deepspeed` format (read only), ZeRO checkpoint
+  folders, their fp32 master weights rebuilt from the ranks' partitions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from convert.core.errors import FormatError
+from convert.core.errors import FormatError, UnsupportedError
 from convert.core.graph import Graph
 from convert.core.meta import TF1_NAMES, TORCH_ATTRIBUTES
 from convert.io.outputs import OutputSet
@@ -98,6 +100,27 @@ def dcp_write(graph: Graph, path: Path, **options: Any) -> None:
     from convert.formats.torch.dcp_writer import write as write_dcp
 
     write_dcp(graph, path, **options)
+
+
+def deepspeed_sniff(path: Path) -> bool:
+    from convert.formats.torch.deepspeed import is_deepspeed
+
+    try:
+        return is_deepspeed(path)
+    except OSError:
+        return False
+
+
+def deepspeed_read(path: Path) -> Graph:
+    from convert.formats.torch.deepspeed import read as read_deepspeed
+
+    return read_deepspeed(path)
+
+
+def deepspeed_write(graph: Graph, path: Path, **options: Any) -> None:
+    raise UnsupportedError(
+        "DeepSpeed checkpoints are read, not written: for a sharded start, write dcp", path
+    )
 
 
 def write(

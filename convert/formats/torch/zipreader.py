@@ -78,8 +78,18 @@ def read_zip_object(path: Path, span: tuple[int, int], label: str) -> Any:
     return _unpickled(path, span, label)[0]
 
 
+def read_zip_tree(path: Path, allowed: dict[str, Any]) -> tuple[Any, TensorFactory]:
+    """The object a torch.save archive holds, unpickled with the table `allowed` (a
+    DeepSpeed state's classes beside torch's), and what makes its TensorRefs Tensors."""
+    obj, make_tensor, _ = _unpickled(path, None, None, allowed)
+    return obj, make_tensor
+
+
 def _unpickled(
-    path: Path, span: tuple[int, int] | None, label: str | None
+    path: Path,
+    span: tuple[int, int] | None,
+    label: str | None,
+    allowed: dict[str, Any] | None = None,
 ) -> tuple[Any, TensorFactory, str]:
     where = label or str(path)
     with open(path, "rb") as raw:
@@ -96,7 +106,8 @@ def _unpickled(
     archive = _Archive(path, SourceFile(path), size, directory)
     prefix, pickle_bytes, big_endian = archive.torch_records()
     storages: dict[str, StorageRef] = {}
-    pickle_where = f"{where}: data.pkl"
+    # (errors of a whole file are given its path by the caller)
+    pickle_where = "data.pkl" if label is None else f"{label}: data.pkl"
 
     def persistent_load(pid: object) -> StorageRef:
         ref = storage_from_pid(pid, pickle_where)  # (raises for types numpy lacks)
@@ -105,7 +116,7 @@ def _unpickled(
             raise FormatError(f"storage {ref.key!r} is declared with two sizes", path)
         return ref
 
-    obj = Unpickler(pickle_bytes, len(pickle_bytes), persistent_load, pickle_where).load()
+    obj = Unpickler(pickle_bytes, len(pickle_bytes), persistent_load, pickle_where, allowed).load()
     records: dict[str, Record] = {}
     folder = f"{prefix}data/"
 
