@@ -305,7 +305,7 @@ for _format in (
     ),
     Format(
         "deepspeed",
-        "DeepSpeed ZeRO checkpoint folder (stages 1-3): its fp32 weights, or --pick module",
+        "DeepSpeed ZeRO checkpoint folder (stages 1-3, universal): fp32 weights, or --pick module",
         (),
         "convert.formats.torch",
         "deepspeed_",

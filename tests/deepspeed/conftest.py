@@ -25,3 +25,23 @@ def zero(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+UNIVERSAL = ("zero1-bf16", "zero2", "zero3-bf16")
+
+
+@pytest.fixture(scope="session")
+def universal(zero: Path) -> Path:
+    """DeepSpeed's own per-parameter rebuild of some of `zero`'s checkpoints
+    (`ds_to_universal`): `<config>-universal/zero/<name>/fp32.pt`, `exp_avg.pt`, ..."""
+    for config in UNIVERSAL:
+        tag = (zero / config / "latest").read_text().strip()
+        command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal"]
+        command += ["--input_folder", str(zero / config / tag)]
+        command += ["--output_folder", str(zero / f"{config}-universal")]
+        command += ["--inject_missing_state", "--num_extract_workers", "1"]
+        command += ["--num_merge_workers", "1"]
+        env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return zero

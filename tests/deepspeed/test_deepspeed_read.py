@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from convert import api
+from tests.deepspeed.conftest import UNIVERSAL
 from tests.deepspeed.ds_job import CONFIGS, INPUT, Model
 
 FROZEN_LEFT_OUT = {"zero1-bf16"}  # (zero_to_fp32 leaves the frozen layer out)
@@ -22,16 +24,15 @@ def reference(zero: Path, config: str) -> dict:
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_master_weights_equal_zero_to_fp32s(zero, tmp_path, ckpt, config) -> None:
-    result = ckpt("convert", zero / config, tmp_path / "model.pt")
-    assert result.code == 0, result.err
-    assert "--pick model: kept 7 tensors" in result.err
+def test_master_weights_equal_zero_to_fp32s(zero, tmp_path, config) -> None:
+    notes = " ".join(api.convert(zero / config, tmp_path / "model.pt").notes)
+    assert "--pick model: kept 7 tensors" in notes
     got = torch.load(tmp_path / "model.pt", weights_only=True)
     ref = reference(zero, config)
     want = {**ref["master"]}
     if config in FROZEN_LEFT_OUT:
         assert "frozen.weight" not in want
-        assert "taken from the module as saved: frozen.weight, frozen.bias" in result.err
+        assert "taken from the module as saved: frozen.weight, frozen.bias" in notes
         want.update({k: ref["module"][k] for k in ("frozen.weight", "frozen.bias")})
     tied = "head.weight"  # (written beside the tensor it shares)
     assert [k for k in got if k != tied] == [k for k in ref["module"] if k != tied]
@@ -47,10 +48,9 @@ def test_master_weights_equal_zero_to_fp32s(zero, tmp_path, ckpt, config) -> Non
 
 
 @pytest.mark.parametrize("config", ["zero2", "zero3-bf16"])
-def test_safetensors_output_folds_the_tie_and_says_so(zero, tmp_path, ckpt, config) -> None:
-    result = ckpt("convert", zero / config, tmp_path / "model.safetensors")
-    assert result.code == 0, result.err
-    assert "folded 1 alias: head.weight -> embed.weight" in result.err
+def test_safetensors_output_folds_the_tie_and_says_so(zero, tmp_path, config) -> None:
+    notes = " ".join(api.convert(zero / config, tmp_path / "model.safetensors").notes)
+    assert "folded 1 alias: head.weight -> embed.weight" in notes
     got = load_file(tmp_path / "model.safetensors")
     master = reference(zero, config)["master"]
     assert sorted(got) == sorted(k for k in master if k != "head.weight")
@@ -59,9 +59,8 @@ def test_safetensors_output_folds_the_tie_and_says_so(zero, tmp_path, ckpt, conf
 
 
 @pytest.mark.parametrize("config", [c for c, (stage, _) in CONFIGS.items() if stage <= 2])
-def test_pick_module_is_the_modules_own_state_dict(zero, tmp_path, ckpt, config) -> None:
-    result = ckpt("convert", zero / config, tmp_path / "module.pt", "--pick", "module")
-    assert result.code == 0, result.err
+def test_pick_module_is_the_modules_own_state_dict(zero, tmp_path, config) -> None:
+    api.convert(zero / config, tmp_path / "module.pt", pick=["module"])
     got = torch.load(tmp_path / "module.pt", weights_only=True)
     module = reference(zero, config)["module"]
     assert sorted(got) == sorted(module)
@@ -77,4 +76,53 @@ def test_the_tag_folder_reads_as_its_checkpoint_and_ls_shows_both_parts(zero, ck
     names = [line.split()[0] for line in whole.out.splitlines()]
     assert names[:2] == ["model.scale", "model.embed.weight"]
     assert "module.embed.weight" in names
-    assert "11 tensors, 1.3 KiB (deepspeed)" in whole.err
+    assert "23 tensors, 2.5 KiB (deepspeed)" in whole.err  # (with the optimizer's state)
+
+
+def per_parameter_files(folder: Path, skip: str) -> dict[str, torch.Tensor]:
+    """A universal folder's per-parameter files but `skip`, keyed `<name>.<file stem>`."""
+    found = {}
+    for file in sorted((folder / "zero").glob("*/*.pt")):
+        if file.name != skip:
+            value = torch.load(file, weights_only=True)
+            found[f"{file.parent.name}.{file.stem}"] = (
+                value["param"] if isinstance(value, dict) else value
+            )
+    return found
+
+
+@pytest.mark.parametrize("config", UNIVERSAL)
+def test_optimizer_state_equals_deepspeeds_per_parameter_rebuild(
+    universal, tmp_path, config
+) -> None:
+    api.convert(universal / config, tmp_path / "optim.pt", pick=["optim"])
+    got = torch.load(tmp_path / "optim.pt", weights_only=True)
+    theirs = per_parameter_files(universal / f"{config}-universal", skip="fp32.pt")
+    assert theirs and set(got) >= {f"state.{k}" for k in theirs}
+    # (under stage 3 ds_to_universal keeps no step count; torch keeps one per parameter)
+    assert all(k.endswith(".step") for k in set(got) - {f"state.{k}" for k in theirs})
+    for key, value in theirs.items():
+        mine = got[f"state.{key}"]
+        assert mine.dtype == value.dtype and torch.equal(mine.reshape(-1), value.reshape(-1)), key
+        assert mine.dim() == 0 or mine.shape == reference_shape(universal, config, key)
+
+
+def reference_shape(zero: Path, config: str, key: str) -> torch.Size:
+    name = key.rsplit(".", 1)[0]
+    return reference(zero, config)["master"][name].shape
+
+
+@pytest.mark.parametrize("config", UNIVERSAL)
+def test_a_universal_folder_converts_as_its_checkpoint(universal, tmp_path, config) -> None:
+    for part in ("model", "optim"):
+        for source in (universal / config, universal / f"{config}-universal"):
+            api.convert(source, tmp_path / f"{part}-{source.name}.pt", pick=[part])
+        ours = torch.load(tmp_path / f"{part}-{config}.pt", weights_only=True)
+        theirs = torch.load(tmp_path / f"{part}-{config}-universal.pt", weights_only=True)
+        # (the step counts: ds_to_universal keeps them per parameter under stages 1 and 2)
+        assert sorted(theirs) == sorted(k for k in ours if k in theirs)
+        for key, value in theirs.items():
+            mine = ours[key]
+            if config in FROZEN_LEFT_OUT and key.startswith("frozen."):
+                mine = mine.float()  # (the module's bfloat16 copy; ds_to_universal casts it)
+            assert mine.dtype == value.dtype and torch.equal(mine, value), key

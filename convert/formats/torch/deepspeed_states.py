@@ -27,12 +27,16 @@ What the fields mean (DeepSpeed's `checkpoint/constants.py` names them; its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-from convert.core.errors import FormatError
+from convert.core.errors import ConvertError, FormatError
 from convert.formats.torch.allowlist import ALLOWED as TORCH_ALLOWED
 from convert.formats.torch.records import Global, PickledRecord, TensorRef, short
+from convert.formats.torch.storage import TensorFactory
+from convert.formats.torch.zipreader import read_zip_tree
 
 RECORD_CLASSES = (
     "deepspeed.runtime.fp16.loss_scaler.LossScaler",
@@ -68,6 +72,21 @@ def _allowed() -> dict[str, Any]:
 ALLOWED = _allowed()
 
 Shapes = dict[str, tuple[int, ...]]
+T = TypeVar("T")
+
+
+def load(file: Path, parse: Callable[[Any], T]) -> tuple[T, TensorFactory]:
+    """A states file read through the restricted unpickler with `ALLOWED`, then `parse`d;
+    errors name the file."""
+    if not file.is_file():
+        raise FormatError("is missing", file)
+    try:
+        obj, make = read_zip_tree(file, ALLOWED)
+        return parse(obj), make
+    except ConvertError as exc:
+        if exc.path is None:
+            exc.path = str(file)
+        raise
 
 
 @dataclass
@@ -85,12 +104,16 @@ class ModelStates:
 
 @dataclass
 class OptimStates:
-    """One rank's `*_optim_states.pt`: its slice of each group's fp32 master weights."""
+    """One rank's `*_optim_states.pt`: its slice of each group's fp32 master weights, and
+    of the optimizer's state of each group (`moments[g]`: `exp_avg` and the like, flat as
+    the weights are; `step`, a scalar), with the groups' hyper-parameters."""
 
     stage: int
     world: int
     partitions: list[TensorRef]
     paddings: list[list[int]] | None
+    moments: list[dict[str, TensorRef]] = field(default_factory=list)
+    param_groups: list[dict[str, Any]] = field(default_factory=list)
 
 
 VALUES = (
@@ -177,4 +200,28 @@ def optim_states(obj: Any) -> OptimStates:
         and all(isinstance(g, list) and all(type(n) is int and n >= 0 for n in g) for g in paddings)
     ):
         raise FormatError(f"has param_alignment_paddings {short(paddings)}")
-    return OptimStates(stage, world, partitions, paddings)
+    inner = state.get("base_optimizer_state" if stage <= 2 else "optimizer_state_dict")
+    moments, groups = _optimizer(inner, len(partitions))
+    return OptimStates(stage, world, partitions, paddings, moments, groups)
+
+
+def _optimizer(inner: Any, groups: int) -> tuple[list[dict[str, TensorRef]], list[dict]]:
+    """The wrapped torch optimizer's state dict: its state per group (the group's one flat
+    parameter is its index) and its groups' hyper-parameters; empty when there is none."""
+    if not isinstance(inner, dict):
+        return [], []
+    state, param_groups = inner.get("state"), inner.get("param_groups")
+    moments: list[dict[str, TensorRef]] = []
+    for g in range(groups):
+        found = state.get(g) if isinstance(state, dict) else None
+        if not isinstance(found, dict):
+            return [], []
+        moments.append(
+            {k: v for k, v in found.items() if isinstance(k, str) and type(v) is TensorRef}
+        )
+    plain = [
+        {k: v for k, v in group.items() if k != "params"}
+        for group in (param_groups if isinstance(param_groups, list) else [])
+        if isinstance(group, dict)
+    ]
+    return moments, plain
