@@ -126,3 +126,16 @@ def test_a_universal_folder_converts_as_its_checkpoint(universal, tmp_path, conf
             if config in FROZEN_LEFT_OUT and key.startswith("frozen."):
                 mine = mine.float()  # (the module's bfloat16 copy; ds_to_universal casts it)
             assert mine.dtype == value.dtype and torch.equal(mine, value), key
+
+
+def test_a_deepspeed_run_becomes_a_dcp_start(zero, tmp_path) -> None:
+    """DeepSpeed to FSDP: the fp32 weights as a DCP directory torch's own tools read."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    api.convert(zero / "zero3-bf16", tmp_path / "start", to="dcp", shards=2)
+    dcp_to_torch_save(tmp_path / "start", tmp_path / "back.pt")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    master = reference(zero, "zero3-bf16")["master"]
+    assert sorted(back) == sorted(master)
+    for key, value in master.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
