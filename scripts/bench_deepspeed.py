@@ -10,7 +10,8 @@ DeepSpeed itself wrote): `latest`, `global_step100/mp_rank_00_model_states.pt` (
 bfloat16 module, the parameters' shapes) and one `bf16_zero_pp_rank_N_mp_rank_00_optim_states.pt`
 per rank (its half of the flat fp32 weights, `exp_avg`, `exp_avg_sq`). Then, taking
 turns, times as fresh processes:
-- the floor: copying a file of the output's size;
+- the floor: copying a file of the output's size (and the same with an fsync, as the
+  conversion syncs its output before it renames it into place);
 - `ckpt convert DIR out.safetensors` (the fp32 weights: the part it converts by default);
 - `zero_to_fp32`'s `convert_zero_checkpoint_to_fp32_state_dict(DIR, OUT,
   safe_serialization=True)`.
@@ -76,6 +77,12 @@ for rank in range(world):
 (folder / "latest").write_text(tag)
 """
 COPY = "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])"
+COPY_SYNCED = """
+import os, shutil, sys
+shutil.copyfile(sys.argv[1], sys.argv[2])
+with open(sys.argv[2], "rb") as f:
+    os.fsync(f.fileno())
+"""
 ZERO_TO_FP32 = """
 import sys
 from deepspeed.utils.zero_to_fp32 import convert_zero_checkpoint_to_fp32_state_dict
@@ -112,9 +119,10 @@ def main() -> None:
     ours_out, theirs_dir = args.work / "ckpt-out.safetensors", args.work / "zero-to-fp32"
     floor_in = args.work / "floor-in.safetensors"
     subprocess.run(ckpt("convert", "-q", folder, floor_in, "--overwrite"), check=True)
-    floor, ours, theirs = measure_side_by_side(
+    floor, synced, ours, theirs = measure_side_by_side(
         [
             (python(COPY, floor_in, args.work / "copy"), args.work / "copy"),
+            (python(COPY_SYNCED, floor_in, args.work / "copy"), args.work / "copy"),
             (ckpt("convert", folder, ours_out), ours_out),
             (python(ZERO_TO_FP32, folder, theirs_dir), theirs_dir),
         ],
@@ -130,6 +138,7 @@ def main() -> None:
     print(f"{'task':<40} {'wall s':>8} {'x floor':>8} {'peak MiB':>9}")
     rows: list[tuple[str, Run]] = [
         ("copy the output's bytes (the floor)", floor),
+        ("the same, then fsync (as ckpt commits)", synced),
         ("ckpt convert DIR out.safetensors", ours),
         ("DeepSpeed zero_to_fp32", theirs),
     ]
