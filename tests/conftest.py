@@ -80,6 +80,7 @@ FRAMEWORKS = frozenset(
         "dask",
         "hypothesis",
         "psutil",
+        "deepspeed",
     }
 )
 TESTS = Path(__file__).parent

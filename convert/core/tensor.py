@@ -58,7 +58,9 @@ class Check(NamedTuple):
 
 class Stored(NamedTuple):
     """A tensor's bytes as they lie in a file, ready to be copied out unchanged: `nbytes`
-    at `offset` of `source`, C order, little-endian, for `dtype` and `shape`."""
+    at `offset` of `source`, C order, little-endian, for `dtype` and `shape`; or (`parts`)
+    as several such pieces, one after another (a tensor the ranks of a training run saved
+    in row blocks)."""
 
     source: SourceFile
     offset: int
@@ -67,6 +69,14 @@ class Stored(NamedTuple):
     shape: tuple[int, ...]
     check: Check | None = None
     data: Any = None  # the bytes themselves, when the reader read them anyway (a buffer)
+    parts: tuple[Stored, ...] | None = None  # (then `source` and `offset` are the first's)
+
+
+def stored_in_parts(parts: list[Stored], dtype: np.dtype, shape: tuple[int, ...]) -> Stored:
+    """A tensor whose bytes are `parts`' bytes one after another."""
+    first = parts[0]
+    total = sum(part.nbytes for part in parts)
+    return Stored(first.source, first.offset, total, dtype, shape, None, None, tuple(parts))
 
 
 class Tensor:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from convert.core.tensor import Stored
+    from convert.core.tensor import SourceFile, Stored
 
 
 def _load_crc32c() -> Callable:
@@ -75,7 +75,16 @@ def crc32_join(first: int, second: int, second_length: int) -> int:
     return _crc32_combine(first, second, second_length)
 
 
-VERIFY_CHUNK = 16 << 20
+CHUNK = 16 << 20  # (a pass over a region reads it in pieces of this size)
+
+
+def region_checksum(source: SourceFile, offset: int, nbytes: int, kind: str, value: int = 0) -> int:
+    """The `kind` checksum ("crc32", "crc32c") of a file region, continuing from `value`,
+    read in chunks."""
+    function = crc32 if kind == "crc32" else crc32c
+    for at in range(offset, offset + nbytes, CHUNK):
+        value = function(source.read(at, min(CHUNK, offset + nbytes - at)), value)
+    return value
 
 
 def verify_stored(stored: Stored) -> None:
@@ -86,11 +95,5 @@ def verify_stored(stored: Stored) -> None:
     check = stored.check
     if check is None:
         return
-    function = crc32 if check.kind == "crc32" else crc32c
-    value, done = 0, 0
-    while done < check.nbytes:
-        n = min(VERIFY_CHUNK, check.nbytes - done)
-        value = function(stored.source.read(check.offset + done, n), value)
-        done += n
-    if value != check.value:
+    if region_checksum(stored.source, check.offset, check.nbytes, check.kind) != check.value:
         raise ChecksumError(check.message(), check.path)

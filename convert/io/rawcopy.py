@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import os
-import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 from convert.core.errors import ChecksumError, FormatError
 from convert.core.tensor import Stored
-from convert.io.checksums import crc32, crc32c
+from convert.io.checksums import crc32, crc32_join, crc32_joins, crc32c, region_checksum
+from convert.io.fallocate import FULL as _FULL
+from convert.io.fallocate import KEEP_SIZE as _KEEP_SIZE
+from convert.io.fallocate import errno_now as _errno
+from convert.io.fallocate import fallocate as _fallocate
 from convert.io.outputs import open_output
 
 if TYPE_CHECKING:
@@ -166,6 +167,8 @@ class Output:
     def copy(self, stored: Stored, want: str | None = None, what: str = "tensor") -> int | None:
         """Append `stored`'s bytes, verified against its source's checksum; returns their
         `want` checksum ("crc32", "crc32c"), or None when none is wanted."""
+        if stored.parts is not None:
+            return self._copy_parts(stored.parts, want, what)
         check = stored.check
         start, size = (check.offset, check.nbytes) if check else (stored.offset, stored.nbytes)
         if size <= KERNEL_FROM and size <= BUFFER:
@@ -183,6 +186,20 @@ class Output:
             result = self._copy_buffered(stored, start, size, want, what)
         self.position += stored.nbytes
         return result
+
+    def _copy_parts(self, parts: tuple[Stored, ...], want: str | None, what: str) -> int | None:
+        """Each part in turn; the `want` checksum of them all joined from each one's
+        (CRC-32, with zlib-ng), else taken in a pass over the bytes just copied."""
+        joins = want == "crc32" and crc32_joins()
+        value = 0
+        for part in parts:
+            found = self.copy(part, want if joins else None, what)
+            value = crc32_join(value, found, part.nbytes) if joins and found is not None else value
+        if want is None or joins:
+            return value if joins else None
+        for part in parts:
+            value = region_checksum(part.source, part.offset, part.nbytes, want, value)
+        return value
 
     def _copy_small(
         self, stored: Stored, start: int, size: int, want: str | None, what: str
@@ -342,33 +359,6 @@ def _pread_into(stored: Stored, place: memoryview, offset: int, what: str) -> No
         if n <= 0:
             raise _past_end(stored, what)
         done += n
-
-
-_KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE: blocks allocated past the end, the size unchanged
-_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-@functools.cache  # (looked up when first asked)
-def _fallocate() -> Callable[[int, int, int, int], int] | None:
-    """libc's fallocate(2), not posix_fallocate: glibc emulates that one, where a
-    filesystem has no fallocate, by writing into every block."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).fallocate64
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    return function
-
-
-def _errno() -> int:
-    import ctypes
-
-    return ctypes.get_errno()
 
 
 def _copy_file_range(source_fd: int, fd: int, count: int, offset: int) -> int:

@@ -34,7 +34,7 @@ from convert.core import registry
 from convert.core.errors import ConvertError, FormatError, UnsupportedError
 from convert.core.graph import Graph, Node
 from convert.core.meta import SOURCE_KEY
-from convert.core.tensor import Tensor
+from convert.core.tensor import Stored, Tensor, stored_in_parts
 from convert.formats.torch.dcp_metadata import MAX_METADATA_BYTES, Chunk, Item, Where, parse
 from convert.formats.torch.tree import is_plain
 from convert.formats.torch.zipreader import read_zip, read_zip_object
@@ -226,19 +226,48 @@ def _tensor(item: Item, places: list[tuple[Path, Where]], blobs: _Blobs) -> Tens
     if len(item.chunks) == 1:  # (the whole tensor: the chunk's own, bytes and all)
         (file, where), chunk = places[0], item.chunks[0]
         return _chunk_tensor(item, chunk, file, where, blobs)
-    pieces = list(zip(item.chunks, places, strict=True))
-    dtype, shape = item.dtype, item.shape
+    return Tensor(np.dtype(item.dtype), item.shape, _Assembled(item, places, blobs), {})
 
-    def assemble() -> np.ndarray:
-        out = np.empty(shape, dtype)
-        for chunk, (file, where) in pieces:
-            value = _chunk_tensor(item, chunk, file, where, blobs).read()
+
+class _Assembled:
+    """A tensor of several chunks: read chunk by chunk into one array, or, where the
+    chunks are blocks of whole rows (as FSDP shards a parameter), their bytes copied file
+    to file one after another (`where_stored`)."""
+
+    def __init__(self, item: Item, places: list[tuple[Path, Where]], blobs: _Blobs):
+        self.item, self.places, self.blobs = item, places, blobs
+
+    def _pieces(self) -> list[tuple[Chunk, Tensor]]:
+        item = self.item
+        return [
+            (chunk, _chunk_tensor(item, chunk, file, where, self.blobs))
+            for chunk, (file, where) in zip(item.chunks, self.places, strict=True)
+        ]
+
+    def __call__(self) -> np.ndarray:
+        assert self.item.dtype is not None  # (a tensor's item)
+        out = np.empty(self.item.shape, self.item.dtype)
+        for chunk, value in self._pieces():
             box = tuple(slice(o, o + s) for o, s in zip(chunk.offsets, chunk.sizes, strict=True))
-            out[box] = value
-            del value
+            out[box] = value.read()
         return out
 
-    return Tensor(np.dtype(dtype), shape, assemble, {})
+    def where_stored(self) -> Stored | None:
+        shape = self.item.shape
+        if not shape or any(c.offsets[1:] != (0,) * (len(shape) - 1) for c in self.item.chunks):
+            return None
+        if any(c.sizes[1:] != shape[1:] for c in self.item.chunks):
+            return None
+        parts = []
+        for _, value in sorted(self._pieces(), key=lambda p: p[0].offsets[0]):
+            stored = value.stored()
+            if stored is None:
+                return None
+            if stored.nbytes:
+                parts.append(stored)
+        if not parts:
+            return None
+        return stored_in_parts(parts, np.dtype(self.item.dtype), shape)
 
 
 def _add_value(graph: Graph, parts: tuple[str, ...], item: Item, place: tuple[Path, Where]) -> None:

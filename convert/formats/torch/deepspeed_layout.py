@@ -26,7 +26,7 @@ import numpy as np
 
 from convert.core.errors import ChecksumError, FormatError
 from convert.core.meta import SOURCE_KEY
-from convert.core.tensor import Tensor, array_from_bytes
+from convert.core.tensor import Stored, Tensor, array_from_bytes, stored_in_parts
 from convert.formats.torch.deepspeed_states import OptimStates, Shapes
 from convert.formats.torch.records import TensorRef
 from convert.formats.torch.storage import TensorFactory
@@ -134,22 +134,23 @@ class Vectors:
         self.dtype = vectors[0][0].dtype
 
     def tensor(self, name: str, place: Place) -> Tensor:
-        def load() -> np.ndarray:
-            flat = np.empty(sum(b - a for *_, a, b in place.spans), self.dtype)
-            at = 0
-            for g, r, a, b in place.spans:
-                flat[at : at + b - a] = self.read(self.vectors[g][r], a, b)
-                at += b - a
-            return flat[: place.numel].reshape(place.shape)
-
-        return Tensor(self.dtype, place.shape, load, {SOURCE_KEY: name})
+        return Tensor(self.dtype, place.shape, _Gathered(self, place), {SOURCE_KEY: name})
 
     def read(self, vector: Tensor, a: int, b: int) -> np.ndarray:
         """Elements a..b of a vector: just their bytes when the file holds them as they
         are (the vector's checksum verified the first time), else the vector read."""
-        stored = vector.stored()
+        stored = self.verified_place(vector)
         if stored is None:
             return vector.read()[a:b]
+        size = stored.dtype.itemsize
+        data = stored.source.read(stored.offset + a * size, (b - a) * size)
+        return array_from_bytes(data, stored.dtype, (b - a,))
+
+    def verified_place(self, vector: Tensor) -> Stored | None:
+        """Where a vector's bytes lie as they are, its checksum verified (once), if they do."""
+        stored = vector.stored()
+        if stored is None:
+            return None
         key = (str(stored.source.path), stored.offset)
         if key not in self.verified:
             try:
@@ -157,9 +158,42 @@ class Vectors:
             except ChecksumError as exc:
                 raise ChecksumError(f"{self.where}: {exc.reason}", exc.path) from None
             self.verified.add(key)
-        size = stored.dtype.itemsize
-        data = stored.source.read(stored.offset + a * size, (b - a) * size)
-        return array_from_bytes(data, stored.dtype, (b - a,))
+        return stored
+
+
+class _Gathered:
+    """A parameter's value from its pieces: read into one array, or (`where_stored`) the
+    pieces' bytes copied file to file one after another."""
+
+    __slots__ = ("vectors", "place")
+
+    def __init__(self, vectors: Vectors, place: Place):
+        self.vectors, self.place = vectors, place
+
+    def __call__(self) -> np.ndarray:
+        place, vectors = self.place, self.vectors.vectors
+        flat = np.empty(sum(b - a for *_, a, b in place.spans), self.vectors.dtype)
+        at = 0
+        for g, r, a, b in place.spans:
+            flat[at : at + b - a] = self.vectors.read(vectors[g][r], a, b)
+            at += b - a
+        return flat[: place.numel].reshape(place.shape)
+
+    def where_stored(self) -> Stored | None:
+        parts, left = [], self.place.numel
+        for g, r, a, b in self.place.spans:
+            stored = self.vectors.verified_place(self.vectors.vectors[g][r])
+            if stored is None:
+                return None
+            b = min(b, a + left)  # (stage 3: the last slice's padding left out)
+            if b > a:
+                size = stored.dtype.itemsize
+                at, nbytes = stored.offset + a * size, (b - a) * size
+                parts.append(Stored(stored.source, at, nbytes, stored.dtype, (b - a,)))
+                left -= b - a
+        if not parts:
+            return None
+        return stored_in_parts(parts, self.vectors.dtype, self.place.shape)
 
 
 class Partitioned:
