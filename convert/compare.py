@@ -121,10 +121,14 @@ def diff(
     """Compare checkpoint `a` with `b`, tensor by tensor. Equal means bit for bit unless
     `atol`/`rtol` are given: then |a - b| <= atol + rtol * max(|a|, |b|) for every element.
     `rules` maps `a` into `b`'s layout first (`b` is the skeleton). `on_row` sees each row
-    as it is found."""
+    as it is found. A checkpoint that says which part of it converts (a DeepSpeed run's
+    fp32 weights) is compared by that part, as a conversion of it would be."""
     if not (atol >= 0 and rtol >= 0):  # (NaN is refused too)
         raise ConvertError("tolerances must be numbers >= 0")
-    graph_a, graph_b = load(a), load(b)
+    from convert.api import picked_part  # (a source's default part: DeepSpeed's fp32 weights)
+
+    graph_a, _ = picked_part(load(a), ())
+    graph_b, _ = picked_part(load(b), ())
     report = DiffReport(os.fspath(a), os.fspath(b), graph_a.format, graph_b.format, atol, rtol)
     unused: list[str] = []
     if rules is not None:

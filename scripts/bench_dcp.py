@@ -7,7 +7,8 @@ stack (`scripts/bench.py`'s BERT shapes, as many layers as the size asks) in flo
 state dict saved by torch's `dcp.save`, then split into 2 files by `ckpt convert --to dcp
 --shards 2` (the layout 2 FSDP ranks leave; torch's own `dcp.load` reads it, see
 tests/dcp). Then, taking turns, times as fresh processes:
-- the floor: copying the directory's files;
+- the floor: copying the directory's files (and the same with an fsync of each, as the
+  conversion syncs its output before it renames it into place);
 - `ckpt convert DIR out.safetensors`;
 - torch's `dcp_to_torch_save(DIR, out.pt)` (loads the whole state, then saves it).
 Checks that both outputs hold the same tensors, bit for bit, and prints wall time, ratios
@@ -42,6 +43,13 @@ state = {name.replace("/", "."): torch.from_numpy(rng.standard_normal(shape, dty
 dcp.save(state, checkpoint_id=sys.argv[1])
 """
 COPY_DIR = "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])"
+COPY_SYNCED = """
+import os, shutil, sys
+shutil.copytree(sys.argv[1], sys.argv[2])
+for name in os.listdir(sys.argv[2]):
+    with open(os.path.join(sys.argv[2], name), "rb") as f:
+        os.fsync(f.fileno())
+"""
 DCP_TO_TORCH = """
 import sys
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -79,9 +87,10 @@ def main() -> None:
     size = sum(p.stat().st_size for p in folder.iterdir())
     largest = max(int(np.prod(s)) for s in bert_shapes(layers).values()) * 4
     ours_out, theirs_out = args.work / "ckpt-out.safetensors", args.work / "torch-out.pt"
-    floor, ours, theirs = measure_side_by_side(
+    floor, synced, ours, theirs = measure_side_by_side(
         [
             (python(COPY_DIR, folder, args.work / "copy"), args.work / "copy"),
+            (python(COPY_SYNCED, folder, args.work / "copy"), args.work / "copy"),
             (ckpt("convert", folder, ours_out), ours_out),
             (python(DCP_TO_TORCH, folder, theirs_out), theirs_out),
         ],
@@ -95,6 +104,7 @@ def main() -> None:
     print(f"{'task':<40} {'wall s':>8} {'x floor':>8} {'peak MiB':>9}")
     rows: list[tuple[str, Run]] = [
         ("copy the directory (the floor)", floor),
+        ("the same, then fsync (as ckpt commits)", synced),
         ("ckpt convert DIR out.safetensors", ours),
         ("torch dcp_to_torch_save", theirs),
     ]

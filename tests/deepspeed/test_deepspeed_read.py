@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import convert
 from convert import api
 from tests.deepspeed.conftest import UNIVERSAL
 from tests.deepspeed.ds_job import CONFIGS, INPUT, Model
@@ -51,6 +52,7 @@ def test_master_weights_equal_zero_to_fp32s(zero, tmp_path, config) -> None:
 def test_safetensors_output_folds_the_tie_and_says_so(zero, tmp_path, config) -> None:
     notes = " ".join(api.convert(zero / config, tmp_path / "model.safetensors").notes)
     assert "folded 1 alias: head.weight -> embed.weight" in notes
+    assert convert.diff(zero / config, tmp_path / "model.safetensors").equal  # (its fp32 part)
     got = load_file(tmp_path / "model.safetensors")
     master = reference(zero, config)["master"]
     assert sorted(got) == sorted(k for k in master if k != "head.weight")
