@@ -11,9 +11,10 @@ vectors' sizes, places a parameter in all of them:
 - stage 3: each parameter cut in `world` equal slices, padded, at the same offset in every
   rank's groups laid end to end; its value is the ranks' slices joined, padding dropped.
 
-A parameter is read with positioned reads of just its bytes in each rank's file (each
-vector's CRC-32 verified once, in chunks, before its bytes are used), so one tensor at a
-time is in memory, not every partition.
+A parameter's pieces are copied file to file, one after another (`Stored.parts`), or,
+where its value is needed (a rule changes it), read with positioned reads of just those
+bytes; each vector's CRC-32 is verified once, in chunks, before its bytes are used. So at
+most one tensor is in memory, never a partition.
 """
 
 from __future__ import annotations
