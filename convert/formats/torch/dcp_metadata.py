@@ -28,7 +28,7 @@ import numpy as np
 
 from convert.core.errors import FormatError, UnsupportedError
 from convert.formats.torch.allowlist import ALLOWED as TORCH_ALLOWED
-from convert.formats.torch.records import Global, PickledRecord, TorchDtype, short
+from convert.formats.torch.records import Global, PickledRecord, TorchDtype, record_class, short
 from convert.formats.torch.unpickler import Unpickler
 
 MAX_METADATA_BYTES = 512 << 20  # (a million keys' worth)
@@ -80,15 +80,6 @@ class Parsed:
     version: str | None
 
 
-def _record(kind: str) -> Global:
-    def new(args: tuple) -> PickledRecord:
-        if args != ():
-            raise FormatError(f"{kind} created with arguments {short(args)}")
-        return PickledRecord(kind)
-
-    return Global(kind, None, new)
-
-
 def _layout(args: tuple) -> str:
     if args != ("torch.strided",):
         raise UnsupportedError(f"holds tensors of layout {short(args)}; only dense ones convert")
@@ -110,7 +101,7 @@ def _path(args: tuple) -> str:
 def _allowed() -> dict[str, Any]:
     table = dict(TORCH_ALLOWED)
     for name in RECORD_CLASSES:
-        table[name] = _record(name.rsplit(".", 1)[1])
+        table[name] = record_class(name.rsplit(".", 1)[1])
     table["torch.serialization._get_layout"] = Global("_get_layout", _layout)
     table[f"{_DCP}.metadata._MEM_FORMAT_ENCODING"] = Global("_MEM_FORMAT_ENCODING", _memory_format)
     for cls in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path"):

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from convert.core.errors import ConvertError, FormatError
 from convert.formats.torch.allowlist import ALLOWED as TORCH_ALLOWED
-from convert.formats.torch.records import Global, PickledRecord, TensorRef, short
+from convert.formats.torch.records import Global, TensorRef, record_class, short
 from convert.formats.torch.storage import TensorFactory
 from convert.formats.torch.zipreader import read_zip_tree
 
@@ -46,15 +46,6 @@ RECORD_CLASSES = (
 STAGES = (0, 1, 2, 3)  # ZeroStageEnum's values (0: disabled)
 
 
-def _record(kind: str) -> Global:
-    def new(args: tuple) -> PickledRecord:
-        if args != ():
-            raise FormatError(f"{kind} created with arguments {short(args)}")
-        return PickledRecord(kind)
-
-    return Global(kind, None, new)
-
-
 def _stage(args: tuple) -> int:
     if len(args) != 1 or args[0] not in STAGES or type(args[0]) is not int:
         raise FormatError(f"ZeroStageEnum of {short(args)}")
@@ -64,7 +55,7 @@ def _stage(args: tuple) -> int:
 def _allowed() -> dict[str, Any]:
     table = dict(TORCH_ALLOWED)
     for name in RECORD_CLASSES:
-        table[name] = _record(name.rsplit(".", 1)[1])
+        table[name] = record_class(name.rsplit(".", 1)[1])
     table["deepspeed.runtime.zero.config.ZeroStageEnum"] = Global("ZeroStageEnum", _stage)
     return table
 
@@ -219,9 +210,14 @@ def _optimizer(inner: Any, groups: int) -> tuple[list[dict[str, TensorRef]], lis
         moments.append(
             {k: v for k, v in found.items() if isinstance(k, str) and type(v) is TensorRef}
         )
-    plain = [
+    return moments, plain_groups(param_groups)
+
+
+def plain_groups(groups: Any) -> list[dict[str, Any]]:
+    """An optimizer's `param_groups` without their `params` (indices into its own flat
+    parameters, which mean nothing outside it)."""
+    return [
         {k: v for k, v in group.items() if k != "params"}
-        for group in (param_groups if isinstance(param_groups, list) else [])
+        for group in (groups if isinstance(groups, list) else [])
         if isinstance(group, dict)
     ]
-    return moments, plain

@@ -19,7 +19,7 @@ from typing import Any
 from convert.core.errors import FormatError
 from convert.core.tensor import Tensor
 from convert.formats.torch.deepspeed_layout import reshaped
-from convert.formats.torch.deepspeed_states import STAGES, Shapes, load
+from convert.formats.torch.deepspeed_states import STAGES, Shapes, load, plain_groups
 from convert.formats.torch.records import TensorRef, short
 
 UNIVERSAL = "zero"
@@ -35,13 +35,7 @@ def _optimizer_state(obj: Any) -> tuple[int, int, list[dict]]:
         world = max(world)
     if type(stage) is not int or stage not in STAGES[1:] or type(world) is not int or world < 1:
         raise FormatError(f"has the ZeRO stage {short(stage)} over {short(world)} ranks")
-    groups = obj.get("param_groups")
-    plain = [
-        {k: v for k, v in group.items() if k != "params"}
-        for group in (groups if isinstance(groups, list) else [])
-        if isinstance(group, dict)
-    ]
-    return stage, world, plain
+    return stage, world, plain_groups(obj.get("param_groups"))
 
 
 class Universal:

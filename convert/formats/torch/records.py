@@ -136,6 +136,18 @@ class Global:
         return self.name
 
 
+def record_class(kind: str) -> Global:
+    """The marker of an allowlisted record class (DCP's metadata dataclasses, DeepSpeed's
+    loss scaler): NEWOBJ with no arguments makes a `PickledRecord`, BUILD gives it its state."""
+
+    def new(args: tuple) -> PickledRecord:
+        if args != ():
+            raise FormatError(f"{kind} created with arguments {short(args)}")
+        return PickledRecord(kind)
+
+    return Global(kind, None, new)
+
+
 # torch dtype name -> numpy dtype name (None: no numpy equivalent)
 TORCH_DTYPES: dict[str, str | None] = {
     "float32": "float32",
