@@ -6,5 +6,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["convert", "convert.*"]), "convert.mappings"],
     package_dir={"convert.mappings": "mappings"},
-    package_data={"convert.mappings": ["*.toml"]},
+    package_data={"convert.mappings": ["*.toml", "templates/*.toml"]},
 )

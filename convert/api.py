@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from convert.core.errors import UnsupportedError
+from convert.core.errors import ConvertError, UnsupportedError
 from convert.core.meta import DEFAULT_PICK, TF_LAYOUT
 from convert.loadsave import Progress, Report, load, save, target_format
 
@@ -68,7 +68,8 @@ def convert(
             pick=pick,
             **options,
         )
-    graph, picked = picked_part(load(src, from_format), pick)
+    source = load(src, from_format)
+    graph, picked = picked_part(source, pick, target_name(dst, to, source.format))
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
             raise UnsupportedError("dry_run, emit_rules, check and reverse go with rules or like")
@@ -106,16 +107,28 @@ def convert(
     return report
 
 
-def picked_part(graph: Graph, pick: Sequence[str]) -> tuple[Graph, str | None]:
+def picked_part(
+    graph: Graph, pick: Sequence[str], target: str | None = None
+) -> tuple[Graph, str | None]:
     """`graph` with only the sub-graphs at `pick`, or (none given) the part the source says
-    a conversion keeps (a DeepSpeed checkpoint's fp32 weights), and a note of it."""
+    a conversion keeps (a DeepSpeed checkpoint's fp32 weights, the model a DCP checkpoint
+    wraps), and a note of it. Written to its own format (`target`: a DCP checkpoint
+    resharded) a source is kept whole."""
     if pick:
         return picking(graph, pick)
     default = graph.root.meta.get(DEFAULT_PICK)
-    if not default:
+    if not default or target == graph.format:
         return graph, None
     out, note = picking(graph, [default])
     return out, f"{note} (what this source converts to; --pick chooses another part)"
+
+
+def target_name(dst: str | os.PathLike, to: str | None, source_format: str | None) -> str | None:
+    """The output format's name, None where the name does not tell it (said by `save`)."""
+    try:
+        return target_format(dst, to, source_format).name
+    except ConvertError:
+        return None
 
 
 def picking(graph: Graph, paths: Sequence[str]) -> tuple[Graph, str]:

@@ -167,7 +167,24 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+# Run in parallel (scripts/test: pytest-xdist, `--dist loadgroup`), a folder's tests stay
+# on one worker, so that its session fixtures (models the frameworks train and save, a
+# torchrun job) are built once; the folders in SPLIT_BY_FILE have no costly shared fixture
+# and many tests, and go file by file.
+SPLIT_BY_FILE = frozenset({"rules"})
+
+
+def _group(item: pytest.Item) -> str:
+    parts = Path(str(item.path)).relative_to(TESTS).parts
+    if len(parts) == 1 or parts[0] in SPLIT_BY_FILE:
+        return "/".join(parts)
+    return parts[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
     if not config.getoption("--fast"):
         return
     kept, left = [], []

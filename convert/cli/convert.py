@@ -106,7 +106,9 @@ def convert_command(
                 **options,
             )
         else:
-            graph, picked = api.picked_part(api.load(src, from_format), ())
+            source = api.load(src, from_format)
+            target = api.target_name(dst, to_format, source.format)
+            graph, picked = api.picked_part(source, (), target)
             with _progress(quiet, graph) as progress:
                 report = api.save(
                     graph, dst, to_format, overwrite=overwrite, progress=progress, **options

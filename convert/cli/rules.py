@@ -16,13 +16,15 @@ def rules_command(ctx: click.Context) -> None:
     from convert import rules
 
     with user_errors():
-        for name in rules.builtin_names():
-            ruleset = rules.load(name)
-            click.echo(f"{name:<14} {' <-> '.join(ruleset.sides):<16} {ruleset.summary}")
+        sets = [rules.load(name) for name in rules.builtin_names()]
+        width = max(len(r.name) for r in sets)
+        for ruleset in sets:
+            sides = " <-> ".join(ruleset.sides)
+            click.echo(f"{ruleset.name:<{width}} {sides:<18} {ruleset.summary}")
             if ruleset.serves:
-                click.echo(f"{'':<14} serves: {ruleset.serves}")
+                click.echo(f"{'':<{width}} serves: {ruleset.serves}")
         click.echo(
-            f"{'keras-keras':<14} {'(and torch-torch, flax-flax)':<16} one framework's "
+            f"{'keras-keras':<{width}} {'(and torch-torch, flax-flax)':<18} one framework's "
             "layers into another file of it (tf_keras .h5 or checkpoint into a Keras 3 "
             "model's file), aligned by kind and order; what --like picks"
         )

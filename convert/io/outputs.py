@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -154,9 +155,9 @@ class OutputSet:
                     os.fdatasync(fd)
                 except OSError as exc:  # (a full disk may only show now)
                     raise FileAccessError.from_os_error(exc, dest) from None
-        for tmp, dest, fd in self._pending:
-            if dest is None:
-                continue
+        placing = [(tmp, dest, fd) for tmp, dest, fd in self._pending if dest is not None]
+        if len(placing) == 1:
+            tmp, dest, fd = placing[0]
             try:
                 if fd is None:
                     os.replace(tmp, dest)
@@ -164,7 +165,38 @@ class OutputSet:
                     _link_into_place(fd, dest)
             except OSError as exc:
                 raise FileAccessError.from_os_error(exc, dest) from None
+        elif placing:
+            self._replace_together(placing)
         self._release(unlink=False)
+
+    @staticmethod
+    def _replace_together(placing: Sequence[tuple[Path, Path | None, int | None]]) -> None:
+        """A set of files put in place by one call each, one right after another. An
+        unnamed file that replaces an existing one is first linked under a temporary name
+        (a kill then leaves that, which the next run removes), so that the moment a kill
+        leaves part of an old set beside part of the new one is one system call long."""
+        moves: list[tuple[Path | int, Path]] = []  # (a name to rename, or an fd to link)
+        linked: list[Path] = []  # (names given here; the set's own temporaries go at abort)
+        for tmp, dest, fd in placing:
+            assert dest is not None
+            if fd is None or not dest.exists():
+                moves.append((tmp if fd is None else fd, dest))
+                continue
+            try:
+                linked.append(_link_temporary(fd, dest))
+            except OSError as exc:
+                for made in linked:
+                    made.unlink(missing_ok=True)
+                raise FileAccessError.from_os_error(exc, dest) from None
+            moves.append((linked[-1], dest))
+        for source, dest in moves:
+            try:
+                if isinstance(source, int):
+                    _link_into_place(source, dest)
+                else:
+                    os.replace(source, dest)
+            except OSError as exc:
+                raise FileAccessError.from_os_error(exc, dest) from None
 
     def abort(self) -> None:
         self._release(unlink=True)
@@ -277,20 +309,25 @@ def _link_into_place(fd: int, destination: Path) -> None:
     except FileExistsError:
         pass
     # link() never replaces: link under a fresh name, then rename over the old file.
-    for attempt in range(100):
-        tmp = destination.with_name(f".{destination.name}{_OWN_TAG}{os.getpid()}-{attempt}.tmp")
-        try:
-            _link_fd(fd, tmp)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(errno.EEXIST, "no free temporary name", str(destination))
+    tmp = _link_temporary(fd, destination)
     try:
         os.replace(tmp, destination)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _link_temporary(fd: int, destination: Path) -> Path:
+    """Give the unnamed file `fd` a fresh temporary name beside `destination` (one that
+    `_remove_stale` removes once this process has ended)."""
+    for attempt in range(100):
+        tmp = destination.with_name(f".{destination.name}{_OWN_TAG}{os.getpid()}-{attempt}.tmp")
+        try:
+            _link_fd(fd, tmp)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(destination))
 
 
 def _remove_stale(destination: Path) -> None:

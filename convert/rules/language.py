@@ -4,6 +4,7 @@
     summary = "Keras 3 layers <-> PyTorch modules"
     sides = ["keras", "torch"]        # ops below are written from the first side to the second
     include = ["other-rules"]         # built-in names or files beside this one
+    define = { decoder = "llama_transformer_decoder" }  # an included template's {{decoder}}
 
     [[layer]]                         # how a layer kind's variables map
     kind = "dense"                    # or { keras = "depthwise_conv2d", torch = "conv2d" }
@@ -42,6 +43,7 @@ op chain's inputs or outputs, in order; `[]` for none). Every op declares its in
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -73,6 +75,7 @@ _TABLES = {
     "summary",
     "sides",
     "include",
+    "define",
     "layer",
     "path",
     "tensor",
@@ -170,14 +173,20 @@ def builtin_names() -> list[str]:
     )
 
 
-def load(name_or_file: str | FilePath, _seen: tuple[str, ...] = ()) -> RuleSet:
-    """A built-in rule set by name, or a rule file by path."""
+def load(
+    name_or_file: str | FilePath,
+    _seen: tuple[str, ...] = (),
+    _define: dict[str, str] | None = None,
+) -> RuleSet:
+    """A built-in rule set by name, or a rule file by path (`_define`: the `{{slot}}`
+    values an including file gives a template)."""
     framework, dash, again = str(name_or_file).partition("-")
     if dash and framework == again and framework in FRAMEWORKS:
         return identity(framework)  # `keras-keras`: one framework on both sides
     text, where, base = _read(name_or_file)
     if where in _seen:
         raise RuleError(f"rule files include each other: {' -> '.join((*_seen, where))}")
+    text = _filled(text, _define or {}, where)
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -262,8 +271,17 @@ def _ruleset(
     if not set(by_variable) <= set(rules.sides):
         raise RuleError('`variable_names` lists sides, e.g. variable_names = ["tf"]', where)
     rules.variable_names = tuple(by_variable)
+    define = table.get("define", {})
+    if not isinstance(define, dict) or not all(
+        isinstance(v, str) and _SLOT_VALUE.fullmatch(v) for v in define.values()
+    ):
+        raise RuleError(
+            "`define` gives the names an included template's {{slots}} stand for, e.g. "
+            'define = { decoder = "llama_transformer_decoder" }',
+            where,
+        )
     for name in strings(table, "include", where):
-        included = load(_beside(name, base), seen)
+        included = load(_beside(name, base), seen, define)
         if set(included.sides) != set(rules.sides):
             raise RuleError(
                 f"includes {name!r}, whose sides {list(included.sides)} are not "
@@ -296,9 +314,32 @@ def _ruleset(
 
 
 def _beside(name: str, base: FilePath | None) -> str | FilePath:
-    if base is not None and name.endswith(".toml"):
+    """An included name: a file beside the including one (a built-in's: among the
+    built-in files, `templates/...`), else a built-in rule set's name."""
+    if not name.endswith(".toml"):
+        return name
+    if base is not None:
         return base / name
-    return name
+    return FilePath(str(mappings().joinpath(name)))
+
+
+# A template (mappings/templates/) is a rule file whose patterns hold `{{slot}}`s, each
+# filled, before the TOML is read, with the name the including file's `define` gives it:
+# the decoder families share one template and differ only in KerasHub's layer names.
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
+_SLOT_VALUE = re.compile(r"[\w./-]*")  # (put into TOML strings: no quote, no escape)
+
+
+def _filled(text: str, define: dict[str, str], where: str) -> str:
+    def fill(slot: re.Match[str]) -> str:
+        value = define.get(slot.group(1))
+        if value is None:
+            raise RuleError(
+                f"has the slot {slot.group(0)}, which no including file's `define` fills", where
+            )
+        return value
+
+    return _SLOT.sub(fill, text)
 
 
 def _composed_sides(composed: list[RuleSet], where: str) -> list[str]:

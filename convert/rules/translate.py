@@ -145,10 +145,16 @@ def _run_rule(
 
 
 def _oriented(
-    written: Chain, step: Step, inputs: list[Tensor], targets: list[Tensor] | None, where: str
+    written: Chain,
+    step: Step,
+    inputs: list[Tensor],
+    targets: list[Tensor] | None,
+    where: str,
+    hint: str = "give --like TARGET",
 ) -> Chain:
     """The chain from `inputs` to the step's side (`written` runs from the rule file's first
-    side to its second), checked against `targets` if known."""
+    side to its second), checked against `targets` if known; `hint` says where the shapes
+    it may need come from."""
     specs = [(t.dtype, t.shape) for t in inputs]
     try:
         if step.forward:
@@ -169,7 +175,7 @@ def _oriented(
             chain = written.inverse(wanted)
             got = wanted
     except NeedShapes as exc:
-        raise RuleError(f"{where}: {exc.reason}; give --like TARGET") from None
+        raise RuleError(f"{where}: {exc.reason}; {hint}") from None
     except OpError as exc:
         raise RuleError(f"{where}: {exc.reason}") from None
     if targets is not None and got != [(t.dtype, t.shape) for t in targets]:
@@ -272,7 +278,9 @@ def _first_rule(
         return _made(rule, step, path, outputs, sources, targets)
     if fallback is not None:
         rule, outputs, chosen = fallback
-        return _made(rule, step, path, outputs, chosen, None)
+        absent = "/".join(outputs[0])
+        hint = f"the --like file holds no {absent}: is it a model these rules are for?"
+        return _made(rule, step, path, outputs, chosen, None, hint)
     return None
 
 
@@ -283,8 +291,9 @@ def _made(
     outputs: list[GraphPath],
     sources: list[Tensor],
     targets: list[Tensor] | None,
+    hint: str = "give --like TARGET",
 ) -> tuple[dict[GraphPath, Tensor], list[Tensor]]:
-    chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}")
+    chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}", hint)
     return dict(zip(outputs, derive(sources, chain), strict=True)), sources
 
 

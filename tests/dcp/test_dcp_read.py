@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
@@ -82,3 +83,30 @@ def test_the_graph_holds_the_nested_state_and_its_values(fsdp, ckpt) -> None:
     tree = ckpt("ls", "--tree", fsdp / "float32")
     assert tree.code == 0, tree.err
     assert "model/" in tree.out and "exp_avg_sq: float32[7, 6]" in tree.out
+
+
+def test_an_accelerate_model_folder_converts_to_its_state_dict(fsdp, tmp_path, ckpt) -> None:
+    """accelerate's `SHARDED_STATE_DICT` saves `{"model": state_dict}` with DCP into
+    `pytorch_model_fsdp_0/`; its merge-weights writes the state dict inside, and so does a
+    plain conversion. Resharded to DCP, the folder stays whole, for accelerate to load."""
+    full = torch.load(fsdp / "float32.model.pt", weights_only=True)
+    folder = tmp_path / "checkpoint-2" / "pytorch_model_fsdp_0"
+    dcp.save({"model": full}, checkpoint_id=folder)
+    dcp_to_torch_save(folder, tmp_path / "merged.pt")
+    (merged,) = torch.load(tmp_path / "merged.pt", weights_only=True).values()
+
+    result = ckpt("convert", folder, tmp_path / "model.safetensors")
+    assert result.code == 0, result.err
+    assert "--pick model: kept 6 tensors" in result.err
+    state = load_file(tmp_path / "model.safetensors")
+    assert sorted(state) == sorted(merged)
+    for key, value in merged.items():
+        assert torch.equal(state[key], value), key
+    model(torch.float32).load_state_dict(state, strict=True)
+
+    resharded = ckpt("convert", folder, tmp_path / "resharded", "--to", "dcp", "--shards", "2")
+    assert resharded.code == 0, resharded.err
+    again = {"model": model(torch.float32).state_dict()}
+    dcp.load(again, checkpoint_id=tmp_path / "resharded")
+    for key, value in full.items():
+        assert torch.equal(again["model"][key], value), key

@@ -314,6 +314,31 @@ def test_includes_and_cycles(tmp_path):
     assert len(rules.load(tmp_path / "c.toml").layers) == len(rules.load("keras-torch").layers)
 
 
+def test_a_template_takes_its_names_from_the_including_files_define(tmp_path):
+    template = 'sides = ["a", "b"]\n[[tensor]]\na = "layers/{{block}}{i:counter}/w"\nb = "h/{i}/w"'
+    _write(tmp_path, template, "t.toml")
+    _write(
+        tmp_path, 'sides = ["a", "b"]\ninclude = ["t.toml"]\ndefine = { block = "mlp" }', "x.toml"
+    )
+    (rule,) = rules.load(tmp_path / "x.toml").tensors
+    assert rule.patterns["a"][0].match(("layers", "mlp_1", "w")) == {"i": "1"}
+    with pytest.raises(RuleError, match=r"has the slot \{\{block\}\}, which no including") as err:
+        rules.load(tmp_path / "t.toml")  # (alone: nothing fills it)
+    assert "t.toml" in str(err.value)
+    _write(
+        tmp_path, 'sides = ["a", "b"]\ninclude = ["t.toml"]\ndefine = { block = "a\\"" }', "y.toml"
+    )
+    with pytest.raises(RuleError, match="`define` gives the names"):
+        rules.load(tmp_path / "y.toml")
+
+
+def test_built_in_templates_are_not_listed_and_fill_each_architecture():
+    assert not [n for n in rules.builtin_names() if "template" in n]
+    llama, qwen2 = rules.load("llama-hf-kerashub"), rules.load("qwen2-hf-kerashub")
+    assert len(qwen2.tensors) == len(llama.tensors) + 3  # (the projections' biases)
+    assert llama.prefix == {"hf": ("model",)} and "kerashub" in llama.needs_like
+
+
 @settings(max_examples=30, deadline=None)
 @given(shapes, st.randoms())
 def test_back_inference_agrees_with_forward(shape, random):

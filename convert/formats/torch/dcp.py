@@ -33,7 +33,7 @@ import numpy as np
 from convert.core import registry
 from convert.core.errors import ConvertError, FormatError, UnsupportedError
 from convert.core.graph import Graph, Node
-from convert.core.meta import SOURCE_KEY
+from convert.core.meta import DEFAULT_PICK, SOURCE_KEY
 from convert.core.tensor import Stored, Tensor, stored_in_parts
 from convert.formats.torch.dcp_metadata import MAX_METADATA_BYTES, Chunk, Item, Where, parse
 from convert.formats.torch.tree import is_plain
@@ -77,6 +77,11 @@ def read(path: Path) -> Graph:
         except ValueError as exc:
             raise FormatError(f"key {item.key!r}: {exc}", path) from None
     graph.files.extend(str(p) for p, _ in files.values())
+    wrapping = list(graph.root.edges.items())
+    if len(wrapping) == 1 and isinstance(wrapping[0][1], Node):
+        # One part wrapping the state (accelerate saves `{"model": state_dict}`): a
+        # conversion writes the state dict itself, as accelerate's merge-weights does.
+        graph.root.meta[DEFAULT_PICK] = wrapping[0][0]
     return graph
 
 

@@ -1,0 +1,185 @@
+"""Hugging Face decoder LLMs <-> KerasHub backbones (`--rules <arch>-hf-kerashub`): Llama 3,
+Mistral, Qwen 2, Qwen 3, Gemma and Gemma 3 (text).
+
+Small random models built by the suite's transformers, saved with `save_pretrained`
+(single, sharded and `.bin`). KerasHub's own loader (`Backbone.from_preset` of the folder,
+offline) is the reference for the KerasHub side; transformers' `from_pretrained` of the
+folder written back, with its `config.json`, for the other."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+keras_hub = pytest.importorskip("keras_hub")
+from safetensors.torch import load_file  # noqa: E402
+
+import convert  # noqa: E402
+from convert import api  # noqa: E402
+
+SMALL = dict(
+    vocab_size=40,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=32,
+)
+# name: (rules, config class, model class, the config's own values)
+MODELS = {
+    "llama": ("llama", "LlamaConfig", "LlamaForCausalLM", dict(tie_word_embeddings=False)),
+    "llama-tied": ("llama", "LlamaConfig", "LlamaForCausalLM", dict(tie_word_embeddings=True)),
+    "mistral": ("mistral", "MistralConfig", "MistralForCausalLM", dict(tie_word_embeddings=False)),
+    "qwen2": ("qwen2", "Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=False)),
+    "qwen3": ("qwen3", "Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=4)),
+    "gemma": ("gemma", "GemmaConfig", "GemmaForCausalLM", dict(head_dim=4)),
+    # (query_pre_attn_scalar = head_dim, as in the released Gemma 3: KerasHub's config
+    # reads any other value as the model dimension over the heads)
+    "gemma3": (
+        "gemma3",
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(head_dim=4, sliding_window=8, query_pre_attn_scalar=4),
+    ),
+}
+# KerasHub's Mistral loader rounds every weight through float16 (its hook casts each one);
+# the port keeps the float32 bits, so the reference is compared after that rounding.
+ROUNDED_BY_KERASHUB = {"mistral": np.float16}
+
+
+def _build(name: str):
+    _, config_class, model_class, own = MODELS[name]
+    config = getattr(transformers, config_class)(**SMALL, **own)
+    torch.manual_seed(3)
+    model = getattr(transformers, model_class)(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # (random norms too: a scale of ones hides a mix-up)
+            p.copy_(torch.randn_like(p) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def decoder(request, tmp_path_factory):
+    """A model's folder, KerasHub's own load of it, and a fresh backbone's weights file."""
+    name = request.param
+    model = _build(name)
+    folder = tmp_path_factory.mktemp(name)
+    model.save_pretrained(folder)
+    reference = keras_hub.models.Backbone.from_preset(str(folder))
+    skeleton = folder.parent / f"{name}-skeleton.weights.h5"
+    _fresh(reference).save_weights(skeleton)
+    return name, model, folder, reference, skeleton
+
+
+def _fresh(reference):
+    """A new backbone of the reference's configuration. (Llama's `get_config` leaves out
+    `tie_word_embeddings`, so a tied backbone would come back untied.)"""
+    config = reference.get_config()
+    if hasattr(reference, "tie_word_embeddings"):
+        config["tie_word_embeddings"] = reference.tie_word_embeddings
+    return type(reference).from_config(config)
+
+
+def _ported(reference, weights: Path):
+    backbone = _fresh(reference)
+    backbone.load_weights(weights)
+    return backbone
+
+
+def test_into_kerashub_equals_kerashubs_own_loader_and_computes_the_same(decoder, tmp_path):
+    name, model, folder, reference, skeleton = decoder
+    rules = f"{MODELS[name][0]}-hf-kerashub"
+    out = tmp_path / "backbone.weights.h5"
+    report = api.convert(folder, out, rules=rules, like=skeleton)
+    assert not report.rules["unused"] and not report.rules["missing"], report.rules
+    ported = _ported(reference, out)
+    assert len(ported.weights) == len(reference.weights)
+    rounding = ROUNDED_BY_KERASHUB.get(name)
+    for mine, theirs in zip(ported.weights, reference.weights, strict=True):
+        assert mine.path == theirs.path
+        value = np.asarray(mine)
+        if rounding is not None:
+            value = value.astype(rounding).astype(value.dtype)
+        np.testing.assert_array_equal(value, np.asarray(theirs), err_msg=mine.path)
+
+    ids = np.random.default_rng(0).integers(0, SMALL["vocab_size"], (2, 7))
+    with torch.no_grad():
+        hidden = model.model(torch.from_numpy(ids)).last_hidden_state.numpy()
+    keras_out = ported({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    np.testing.assert_allclose(np.asarray(keras_out), hidden, rtol=1e-4, atol=1e-4)
+
+
+def test_back_to_a_folder_from_pretrained_loads_bit_for_bit(decoder, tmp_path):
+    name, model, folder, _, skeleton = decoder
+    rules = f"{MODELS[name][0]}-hf-kerashub"
+    keras_file = tmp_path / "backbone.weights.h5"
+    api.convert(folder, keras_file, rules=rules, like=skeleton)
+    back = tmp_path / "back"
+    back.mkdir()
+    shutil.copy(folder / "config.json", back)
+    report = api.convert(keras_file, back / "model.safetensors", rules=rules)
+    assert not report.rules["unused"], report.rules
+    model_class = getattr(transformers, MODELS[name][2])
+    loaded, info = model_class.from_pretrained(back, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    want = model.state_dict()
+    got = loaded.state_dict()
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key
+    on_disk = load_file(back / "model.safetensors")
+    assert sorted(on_disk) == sorted(load_file(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("layout", ["sharded", "bin"])
+def test_every_hugging_face_layout_reads(tmp_path, layout):
+    """A sharded safetensors folder and a `pytorch_model.bin` one give the same file."""
+    model = _build("llama")
+    single, other = tmp_path / "single", tmp_path / layout
+    model.save_pretrained(single)
+    if layout == "sharded":
+        model.save_pretrained(other, max_shard_size="4KB")
+        assert (other / "model.safetensors.index.json").exists()
+    else:  # (transformers 5 saves only safetensors: a `.bin` folder as older ones did)
+        other.mkdir()
+        shutil.copy(single / "config.json", other)
+        torch.save(model.state_dict(), other / "pytorch_model.bin")
+    reference = keras_hub.models.Backbone.from_preset(str(single))
+    skeleton = tmp_path / "skeleton.weights.h5"
+    _fresh(reference).save_weights(skeleton)
+    outputs = []
+    for folder in (single, other):
+        outputs.append(tmp_path / f"{folder.name}.weights.h5")
+        api.convert(folder, outputs[-1], rules="llama-hf-kerashub", like=skeleton)
+    assert convert.diff(*outputs).equal
+
+
+# Each model's folder and skeleton given another architecture's rules.
+OTHER_RULES = {
+    "llama": "qwen3",
+    "llama-tied": "mistral",
+    "mistral": "llama",
+    "qwen2": "llama",
+    "qwen3": "qwen2",
+    "gemma": "gemma3",
+    "gemma3": "llama",
+}
+
+
+def test_another_architectures_rules_are_refused_naming_what_did_not_match(decoder, ckpt):
+    name, _, folder, _, skeleton = decoder
+    rules = f"{OTHER_RULES[name]}-hf-kerashub"
+    out = folder.parent / f"{name}-other.weights.h5"
+    result = ckpt("convert", folder, out, "--rules", rules, "--like", skeleton)
+    assert result.code == 2, result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "the --like file holds no layers/" in result.err, result.err
+    assert not out.exists()
