@@ -183,7 +183,8 @@ def _with_folders(src: str | os.PathLike, dst: str | os.PathLike, **kw: Any) -> 
     report.destination = os.fspath(dst)
     if done.output.copied:
         report.notes.append(
-            f"copied from {os.fspath(src)} unchanged: {', '.join(done.output.copied)}"
+            f"copied from {os.fspath(done.output.source)} unchanged: "
+            f"{', '.join(done.output.copied)}"
         )
     return report
 

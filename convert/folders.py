@@ -123,12 +123,16 @@ def resolve(
 ) -> Resolved:
     """Folders among a conversion's arguments, as the files they stand for. The rules'
     source side is the first, or the second with `reverse`; a folder holding one side's
-    weights only is read as that side. A folder source with a destination that names no
-    file format makes a folder."""
+    weights only is read as that side. A folder source, or a file source `--like` a folder,
+    with a destination that names no file format makes a folder."""
     done = Resolved(src, like, reverse, to)
     if not is_model_folder(src):
         if like is not None and is_model_folder(like) and rules is not None:
             done.like = _side_file(Path(like), rules, _target_side(rules, src, reverse), "--like")
+            fmt = to or _format(Path(done.like))
+            if registry.by_extension(os.fspath(dst)) is None and fmt in WRITTEN:
+                # (a file into a folder like the skeleton's: its other files copied too)
+                done.output = FolderOutput(dst, Path(like), output_name(fmt, dst), overwrite)
         return done
     folder = Path(src)
     if rules is None:

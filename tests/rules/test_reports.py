@@ -305,6 +305,7 @@ def test_rules_listing_and_show(ckpt):
         "flax-torch",
         "gemma-hf-kerashub",
         "gemma3-hf-kerashub",
+        "gpt2-hf-kerashub",
         "hf-flax",
         "hf-tf",
         "keras-flax",
@@ -317,7 +318,7 @@ def test_rules_listing_and_show(ckpt):
         "keras-keras",
     ]  # (the templates the decoder families include are not rule sets of their own)
     serves = [line for line in result.out.splitlines() if "serves:" in line]
-    assert len(serves) == 14  # each built-in set says which models it serves
+    assert len(serves) == 15  # each built-in set says which models it serves
     shown = ckpt("rules", "show", "keras-torch")
     assert 'sides = ["keras", "torch"]' in shown.out
     assert_one_line_error(ckpt("rules", "show", "nope"), "unknown rule set 'nope'")
