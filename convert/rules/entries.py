@@ -191,16 +191,23 @@ def tensor_rule(entry: Any, sides: tuple[str, str], where: str) -> TensorRule:
         raise RuleError(f"{where}: a tensor rule is a table")
     patterns = {s: [Pattern(p) for p in side_names(entry, s, where)] for s in sides}
     flat = {f"{s}{i}": p for s, ps in patterns.items() for i, p in enumerate(ps)}
-    same_names(flat, where)
+    eaches = [p for p in flat.values() if p.each is not None]
+    if eaches and (len(eaches) > 1 or any(len(ps) > 1 for ps in patterns.values())):
+        raise RuleError(
+            f"{where}: a {{name:each}} pattern is its side's only one, and the other side's "
+            "is one pattern without it (the list's stack)"
+        )
+    same_names(flat, where, {p.each for p in eaches if p.each is not None})
     when = {k: entry[k] for k in ("kind", "rank", "shape", "dtype") if k in entry}
     text = " | ".join(" + ".join(p.text for p in ps) for ps in patterns.values())
     return TensorRule(patterns, op_chain(entry, where), when, text)
 
 
-def same_names(patterns: dict[str, Pattern], where: str) -> None:
-    """Every pattern of a rule has the same placeholders: each side can be filled from the
-    other, which is what makes a rule run both ways (and never over-match in reverse)."""
-    names = {p.names for p in patterns.values()}
+def same_names(patterns: dict[str, Pattern], where: str, listing: set[str] | None = None) -> None:
+    """Every pattern of a rule has the same placeholders (but for a `{name:each}`, which
+    numbers a list): each side can be filled from the other, which is what makes a rule
+    run both ways (and never over-match in reverse)."""
+    names = {p.names - (listing or set()) for p in patterns.values()}
     if len(names) > 1:
         raise RuleError(
             f"{where}: the patterns must use the same placeholders ("

@@ -16,7 +16,11 @@ path). A segment is literal text, or holds placeholders:
   back as a whole `i` ≥ 0 does not match; `{i+0}` is a number as it is (digits only);
 - `{_}` matches one segment (or one name part) and keeps no value: a level that one side
   has and the other does not (`conv1/{_}/kernel`). Going the other way it is filled from
-  the skeleton (`--like`), the only place that knows it.
+  the skeleton (`--like`), the only place that knows it;
+- `{name:each}` is a number (digits) on one side only, whose pattern then names a list:
+  every path it matches with the rule's other values, in the number's order from 0 (a
+  mixture's experts, `experts/{e:each}/w1/weight`), where the other side has one tensor
+  (their stack). `each` says which placeholder it is.
 A pattern matches a whole path, never a part of one, and each placeholder keeps one value
 wherever it appears. Filling a pattern with the values found puts a path back together,
 which is how a rule renames in either direction.
@@ -33,7 +37,7 @@ from convert.core.errors import ConvertError
 Path = tuple[str, ...]
 _PLACEHOLDER = re.compile(
     r"\{(?:(?P<mul>\d+)\*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<sign>[+-])(?P<add>\d+))?"
-    r"(?P<tail>\*|:counter)?\}"
+    r"(?P<tail>\*|:counter|:each)?\}"
 )
 SKIP = "_"  # the anonymous placeholder
 
@@ -51,7 +55,8 @@ class _Slot:
     mul: int = 1
     add: int = 0
     counter: bool = False
-    number: bool = False  # written with arithmetic, if only `+0`: it matches digits alone
+    number: bool = False  # written with arithmetic, if only `+0`, or `:each`: digits alone
+    each: bool = False
 
     @property
     def arithmetic(self) -> bool:
@@ -104,7 +109,9 @@ def _segment(text: str, pattern: str) -> _Segment:
         name, tail = m["name"], m["tail"]
         mul = int(m["mul"] or 1)
         add = int(m["add"] or 0) * (-1 if m["sign"] == "-" else 1)
-        slot = _Slot(f"g{k}", name, mul, add, tail == ":counter", bool(m["mul"] or m["sign"]))
+        each = tail == ":each"
+        number = bool(m["mul"] or m["sign"]) or each
+        slot = _Slot(f"g{k}", name, mul, add, tail == ":counter", number, each)
         if (mul != 1 or add) and tail:
             raise PatternError(f"pattern {pattern!r}: {m.group(0)} mixes arithmetic with {tail!r}")
         if tail == ":counter":
@@ -140,6 +147,15 @@ class Pattern:
         if any(s == "" for s in parts):
             raise PatternError(f"pattern {text!r} has an empty segment")
         self.names = frozenset(n for s in self.segments for n in s.names)
+        eaches = {slot.name for seg in self.segments for slot in seg.slots if slot.each}
+        if len(eaches) > 1:
+            raise PatternError(f"pattern {text!r} has more than one {{name:each}}")
+        self.each = next(iter(eaches), None)  # the placeholder that makes it name a list
+
+    def each_path(self, values: dict[str, str | Path], k: int) -> Path:
+        """The path of the list's item `k` (a pattern with `{name:each}`)."""
+        assert self.each is not None
+        return self.fill({**values, self.each: str(k)})
 
     def match(self, path: Path) -> dict[str, str | Path] | None:
         """The placeholders' values if the whole `path` matches, else None."""

@@ -20,6 +20,7 @@ from convert.rules.derive import derive
 from convert.rules.entries import LayerRule, TensorRule
 from convert.rules.language import ANY_PREFIX, RuleSet
 from convert.rules.ops import Chain, NeedShapes, OpError, Spec
+from convert.rules.patterns import Pattern
 from convert.rules.spelling import Skeleton, spelled, spellings
 
 if TYPE_CHECKING:
@@ -257,15 +258,27 @@ def _first_rule(
         values = rule.patterns[step.src][0].match(path)
         if values is None or (step.forward and not _holds(rule, tensor)):
             continue
-        sources = [
-            tensors.get(original(p.fill(values)))
-            if not p.skips
-            else (tensors.get(found) if (found := p.resolve(values, tensors)) else None)
-            for p in rule.patterns[step.src]
-        ]
+        listed, listing = rule.patterns[step.src][0], rule.patterns[step.dst][0]
+        if listed.each is not None:
+            sources = _listed(listed, values, original, tensors)
+        else:
+            sources = [
+                tensors.get(original(p.fill(values)))
+                if not p.skips
+                else (tensors.get(found) if (found := p.resolve(values, tensors)) else None)
+                for p in rule.patterns[step.src]
+            ]
         if not _all_present(sources):
             continue
-        outputs = [p.resolve(values, want or ()) or p.fill(values) for p in rule.patterns[step.dst]]
+        if listing.each is not None:
+            count = _list_length(rule, step, sources, listing, values, skeleton)
+            if count is None:
+                continue
+            outputs = [listing.each_path(values, k) for k in range(count)]
+        else:
+            outputs = [
+                p.resolve(values, want or ()) or p.fill(values) for p in rule.patterns[step.dst]
+            ]
         if skeleton is not None:
             outputs = [skeleton.spelling(o) for o in outputs]
         wanted = [want.get(o) for o in outputs] if want is not None else None
@@ -282,6 +295,44 @@ def _first_rule(
         hint = f"the --like file holds no {absent}: is it a model these rules are for?"
         return _made(rule, step, path, outputs, chosen, None, hint)
     return None
+
+
+def _listed(
+    pattern: Pattern,
+    values: dict[str, str | GraphPath],
+    original: Callable[[GraphPath], GraphPath],
+    tensors: dict[GraphPath, Tensor],
+) -> list[Tensor | None]:
+    """The tensors a `{name:each}` pattern names with the other `values`: item 0, 1, ...
+    while there is one; [None] if the matched one is not among them (a gap before it)."""
+    found: list[Tensor | None] = []
+    while (item := tensors.get(original(pattern.each_path(values, len(found))))) is not None:
+        found.append(item)
+    assert pattern.each is not None
+    return found if int(str(values[pattern.each])) < len(found) else [None]
+
+
+def _list_length(
+    rule: TensorRule,
+    step: Step,
+    sources: list[Tensor],
+    pattern: Pattern,
+    values: dict[str, str | GraphPath],
+    skeleton: Skeleton | None,
+) -> int | None:
+    """How many tensors a rule's `{name:each}` target names: what its ops make of the
+    sources, else (their shapes cannot tell) how many the skeleton holds."""
+    specs = [(t.dtype, t.shape) for t in sources]
+    try:
+        return len(rule.chain.specs(specs) if step.forward else rule.chain.back(specs))
+    except (NeedShapes, OpError):
+        pass
+    if skeleton is None:
+        return None
+    count = 0
+    while skeleton.spelling(pattern.each_path(values, count)) in skeleton.want:
+        count += 1
+    return count or None
 
 
 def _made(

@@ -305,6 +305,59 @@ def test_malformed_rule_files_are_one_line_errors(tmp_path, text, fragment):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+EACH_RULES = """
+sides = ["stacked", "listed"]
+formats = { stacked = ["npz"], listed = ["npz"] }
+[[tensor]]
+stacked = "bank/{i}"
+listed = "layer/{i}/experts/{e:each}/w"
+ops = [{ op = "transpose", axes = [0, 2, 1] }, { op = "unstack", axis = 0 }]
+"""
+
+
+def test_an_each_pattern_names_a_list_in_its_numbers_order(tmp_path):
+    from convert import api
+
+    assert Pattern("x/{e:each}/w").each == "e"
+    assert Pattern("x/{e:each}/w").match(("x", "12", "w")) == {"e": "12"}
+    assert Pattern("x/{e:each}/w").match(("x", "a", "w")) is None
+    rule_file = _write(tmp_path, EACH_RULES, "each.toml")
+    bank = np.arange(2 * 3 * 12, dtype=np.float32).reshape(2, 3, 4, 3)
+    np.savez(tmp_path / "stacked.npz", **{"bank/0": bank[0], "bank/1": bank[1]})
+    api.convert(tmp_path / "stacked.npz", tmp_path / "listed.npz", rules=rule_file)
+    with np.load(tmp_path / "listed.npz") as listed:
+        assert sorted(listed.files) == sorted(
+            f"layer/{i}/experts/{e}/w" for i in (0, 1) for e in (0, 1, 2)
+        )
+        for i in (0, 1):
+            for e in range(3):
+                np.testing.assert_array_equal(listed[f"layer/{i}/experts/{e}/w"], bank[i, e].T)
+    report = api.convert(
+        tmp_path / "listed.npz", tmp_path / "back.npz", rules=rule_file, reverse=True
+    )
+    assert not report.rules["unused"]
+    with np.load(tmp_path / "back.npz") as back:
+        for i in (0, 1):
+            np.testing.assert_array_equal(back[f"bank/{i}"], bank[i])
+    # (a gap in the numbers: that layer's experts are no list, and are left unused)
+    with np.load(tmp_path / "listed.npz") as listed:
+        kept = {k: listed[k] for k in listed.files if k != "layer/1/experts/0/w"}
+    np.savez(tmp_path / "gap.npz", **kept)
+    report = api.convert(
+        tmp_path / "gap.npz", tmp_path / "part.npz", rules=rule_file, reverse=True, check="partial"
+    )
+    assert sorted(report.rules["unused"]) == ["layer/1/experts/1/w", "layer/1/experts/2/w"]
+
+
+def test_an_each_pattern_stands_alone_on_its_side(tmp_path):
+    bad = EACH_RULES.replace(
+        'listed = "layer/{i}/experts/{e:each}/w"',
+        'listed = ["layer/{i}/experts/{e:each}/w", "layer/{i}/x"]',
+    )
+    with pytest.raises(RuleError, match="is its side's only one"):
+        rules.load(_write(tmp_path, bad, "bad.toml"))
+
+
 def test_includes_and_cycles(tmp_path):
     _write(tmp_path, 'sides = ["keras", "torch"]\ninclude = ["b.toml"]', "a.toml")
     _write(tmp_path, 'sides = ["keras", "torch"]\ninclude = ["a.toml"]', "b.toml")
