@@ -9,7 +9,9 @@ the readers none of this.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -65,8 +67,19 @@ def create(path: Path) -> h5py.File:
         stream = open(path, "w+b")  # noqa: SIM115  (closed with the HDF5 file)
         handle = h5py.File(stream, "w")
         handle._ckpt_stream = stream  # (the HDF5 file reads and writes through it)
+        _STREAMS[handle.id.fileno] = stream
         return handle
     return h5py.File(path, "w")
+
+
+# The streams of files `create` opened on unnamed files, by HDF5's serial number of the
+# open file (a group's `.file` is a new File object each time; the number stays).
+_STREAMS: weakref.WeakValueDictionary[int, BinaryIO] = weakref.WeakValueDictionary()
+
+
+# From this size a dataset's bytes go to the file by `pwrite` at the place HDF5 gave them:
+# handing them to libhdf5 costs a copy through h5py's file-object driver (0.6 GB/s here).
+DIRECT_FROM = 1 << 16
 
 
 def write_dataset(
@@ -74,13 +87,38 @@ def write_dataset(
 ) -> h5py.Dataset:
     """One dataset, contiguous and unfiltered like Keras writes; bfloat16 tagged like Keras 3."""
     try:
-        ds = group.create_dataset(name, data=array)
+        if array.nbytes >= DIRECT_FROM and array.flags.c_contiguous:
+            ds = _written_directly(group, name, array)
+        else:
+            ds = group.create_dataset(name, data=array)
     except (ValueError, TypeError, KeyError) as exc:
         raise UnsupportedError(
             f"cannot create dataset {group.name.rstrip('/')}/{name} ({one_line(exc)})"
         ) from None
     if is_bfloat16(array.dtype) and tag_bfloat16:
         ds.attrs["dtype"] = "bfloat16"
+    return ds
+
+
+def _written_directly(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
+    """A dataset whose space HDF5 allocates at once (and never fills), its bytes then
+    written there with `pwrite` on the file's own descriptor: libhdf5 writes only the
+    metadata, elsewhere in the file."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    ds = group.create_dataset(
+        name, shape=array.shape, dtype=array.dtype, dcpl=dcpl, fill_time="never"
+    )
+    offset = ds.id.get_offset()
+    if offset is None:  # (no space allocated: let libhdf5 write it after all)
+        ds[...] = array
+        return ds
+    data = array.reshape(-1).view(np.uint8).data
+    stream = _STREAMS.get(group.file.id.fileno)
+    fd = stream.fileno() if stream is not None else group.file.id.get_vfd_handle()
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
     return ds
 
 
