@@ -191,13 +191,15 @@ def tensor_rule(entry: Any, sides: tuple[str, str], where: str) -> TensorRule:
         raise RuleError(f"{where}: a tensor rule is a table")
     patterns = {s: [Pattern(p) for p in side_names(entry, s, where)] for s in sides}
     flat = {f"{s}{i}": p for s, ps in patterns.items() for i, p in enumerate(ps)}
-    eaches = [p for p in flat.values() if p.each is not None]
-    if eaches and (len(eaches) > 1 or any(len(ps) > 1 for ps in patterns.values())):
-        raise RuleError(
-            f"{where}: a {{name:each}} pattern is its side's only one, and the other side's "
-            "is one pattern without it (the list's stack)"
-        )
-    same_names(flat, where, {p.each for p in eaches if p.each is not None})
+    listing = [s for s, ps in patterns.items() if any(p.each is not None for p in ps)]
+    if listing:
+        each = {p.each for p in patterns[listing[0]]}
+        if len(listing) > 1 or len(each) != 1 or None in each:
+            raise RuleError(
+                f"{where}: {{name:each}} is on one side only, in every pattern of that side "
+                "(one list after another), the same name in each"
+            )
+    same_names(flat, where, {p.each for p in flat.values() if p.each is not None})
     when = {k: entry[k] for k in ("kind", "rank", "shape", "dtype") if k in entry}
     text = " | ".join(" + ".join(p.text for p in ps) for ps in patterns.values())
     return TensorRule(patterns, op_chain(entry, where), when, text)

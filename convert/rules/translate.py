@@ -258,8 +258,8 @@ def _first_rule(
         values = rule.patterns[step.src][0].match(path)
         if values is None or (step.forward and not _holds(rule, tensor)):
             continue
-        listed, listing = rule.patterns[step.src][0], rule.patterns[step.dst][0]
-        if listed.each is not None:
+        listed, listing = rule.patterns[step.src], rule.patterns[step.dst]
+        if listed[0].each is not None:
             sources = _listed(listed, values, original, tensors)
         else:
             sources = [
@@ -270,11 +270,11 @@ def _first_rule(
             ]
         if not _all_present(sources):
             continue
-        if listing.each is not None:
+        if listing[0].each is not None:
             count = _list_length(rule, step, sources, listing, values, skeleton)
             if count is None:
                 continue
-            outputs = [listing.each_path(values, k) for k in range(count)]
+            outputs = [p.each_path(values, k) for p in listing for k in range(count)]
         else:
             outputs = [
                 p.resolve(values, want or ()) or p.fill(values) for p in rule.patterns[step.dst]
@@ -298,39 +298,49 @@ def _first_rule(
 
 
 def _listed(
-    pattern: Pattern,
+    patterns: list[Pattern],
     values: dict[str, str | GraphPath],
     original: Callable[[GraphPath], GraphPath],
     tensors: dict[GraphPath, Tensor],
 ) -> list[Tensor | None]:
-    """The tensors a `{name:each}` pattern names with the other `values`: item 0, 1, ...
-    while there is one; [None] if the matched one is not among them (a gap before it)."""
-    found: list[Tensor | None] = []
-    while (item := tensors.get(original(pattern.each_path(values, len(found))))) is not None:
-        found.append(item)
-    assert pattern.each is not None
-    return found if int(str(values[pattern.each])) < len(found) else [None]
+    """The tensors `{name:each}` patterns name with the other `values`: each pattern's item
+    0, 1, ... while there is one, one pattern's list after another's; [None] unless every
+    list is as long, and the matched tensor's number is in it (a gap before it)."""
+    lists: list[list[Tensor | None]] = []
+    for pattern in patterns:
+        found: list[Tensor | None] = []
+        while (item := tensors.get(original(pattern.each_path(values, len(found))))) is not None:
+            found.append(item)
+        lists.append(found)
+    each = patterns[0].each
+    assert each is not None
+    if len({len(found) for found in lists}) != 1 or int(str(values[each])) >= len(lists[0]):
+        return [None]
+    return [item for found in lists for item in found]
 
 
 def _list_length(
     rule: TensorRule,
     step: Step,
     sources: list[Tensor],
-    pattern: Pattern,
+    patterns: list[Pattern],
     values: dict[str, str | GraphPath],
     skeleton: Skeleton | None,
 ) -> int | None:
-    """How many tensors a rule's `{name:each}` target names: what its ops make of the
-    sources, else (their shapes cannot tell) how many the skeleton holds."""
+    """How many tensors each of a rule's `{name:each}` target patterns names: what its ops
+    make of the sources, shared among the patterns, else (their shapes cannot tell) how
+    many the skeleton holds."""
     specs = [(t.dtype, t.shape) for t in sources]
     try:
-        return len(rule.chain.specs(specs) if step.forward else rule.chain.back(specs))
+        made = len(rule.chain.specs(specs) if step.forward else rule.chain.back(specs))
     except (NeedShapes, OpError):
-        pass
+        made = None
+    if made is not None:
+        return made // len(patterns) if made % len(patterns) == 0 and made else None
     if skeleton is None:
         return None
     count = 0
-    while skeleton.spelling(pattern.each_path(values, count)) in skeleton.want:
+    while skeleton.spelling(patterns[0].each_path(values, count)) in skeleton.want:
         count += 1
     return count or None
 

@@ -1,5 +1,6 @@
 """Hugging Face decoder LLMs <-> KerasHub backbones (`--rules <arch>-hf-kerashub`): Llama 3,
-Mistral, Mixtral (4 experts), Qwen 2, Qwen 3, Gemma, Gemma 3 (text) and GPT-2.
+Mistral, Mixtral and Qwen 3 MoE (4 experts each), Qwen 2, Qwen 3, Gemma, Gemma 3 (text)
+and GPT-2.
 
 Small random models built by the suite's transformers, saved with `save_pretrained`
 (single, sharded and `.bin`). KerasHub's own loader (`Backbone.from_preset` of the folder,
@@ -8,6 +9,7 @@ folder written back, with its `config.json`, for the other."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,6 +70,19 @@ MODELS = {
         "MixtralForCausalLM",
         {**SMALL, "num_local_experts": 4, "num_experts_per_tok": 2, "tie_word_embeddings": False},
     ),
+    "qwen3-moe": (
+        "qwen3-moe",
+        "Qwen3MoeConfig",
+        "Qwen3MoeForCausalLM",
+        {
+            **SMALL,
+            "head_dim": 4,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 8,
+            "tie_word_embeddings": False,
+        },
+    ),
 }
 # KerasHub's Mistral loader rounds every weight through float16 (its hook casts each one);
 # the port keeps the float32 bits, so the reference is compared after that rounding.
@@ -92,6 +107,10 @@ def decoder(request, tmp_path_factory):
     model = _build(name)
     folder = tmp_path_factory.mktemp(name)
     model.save_pretrained(folder)
+    if name == "qwen3-moe":  # (KerasHub 0.32 reads transformers 4's key for the count)
+        config = json.loads((folder / "config.json").read_text())
+        config["num_experts"] = config["num_local_experts"]
+        (folder / "config.json").write_text(json.dumps(config))
     reference = keras_hub.models.Backbone.from_preset(str(folder))
     skeleton = folder.parent / f"{name}-skeleton.weights.h5"
     _fresh(reference).save_weights(skeleton)
@@ -225,6 +244,7 @@ OTHER_RULES = {
     "gemma3": "llama",
     "gpt2": "llama",
     "mixtral": "mistral",
+    "qwen3-moe": "qwen3",
 }
 
 

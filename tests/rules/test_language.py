@@ -349,13 +349,31 @@ def test_an_each_pattern_names_a_list_in_its_numbers_order(tmp_path):
     assert sorted(report.rules["unused"]) == ["layer/1/experts/1/w", "layer/1/experts/2/w"]
 
 
-def test_an_each_pattern_stands_alone_on_its_side(tmp_path):
+def test_unstack_takes_a_list_and_stack_its_runs_back():
+    a, b = np.arange(24.0).reshape(2, 3, 4), -np.arange(24.0).reshape(2, 3, 4)
+    unstack = ops.Unstack(0)
+    parts = unstack.apply([a, b])
+    assert len(parts) == 4 and np.array_equal(parts[2], b[0])
+    specs = [(np.dtype("float64"), (2, 3, 4))] * 2
+    assert unstack.specs(specs) == [(np.dtype("float64"), (3, 4))] * 4
+    back = unstack.inverse(specs)
+    assert back == ops.Stack(0, 2) and back.specs(unstack.specs(specs)) == specs
+    again = back.apply(parts)
+    assert np.array_equal(again[0], a) and np.array_equal(again[1], b)
+    with pytest.raises(ops.OpError, match="cannot cut 3 tensors into 2 runs"):
+        ops.Stack(0, 2).specs(specs[:1] * 3)
+
+
+def test_an_each_pattern_is_on_one_side_in_all_its_patterns(tmp_path):
     bad = EACH_RULES.replace(
         'listed = "layer/{i}/experts/{e:each}/w"',
         'listed = ["layer/{i}/experts/{e:each}/w", "layer/{i}/x"]',
     )
-    with pytest.raises(RuleError, match="is its side's only one"):
+    with pytest.raises(RuleError, match="in every pattern of that side"):
         rules.load(_write(tmp_path, bad, "bad.toml"))
+    both = EACH_RULES.replace('stacked = "bank/{i}"', 'stacked = "bank/{i}/{e:each}"')
+    with pytest.raises(RuleError, match="on one side only"):
+        rules.load(_write(tmp_path, both, "both.toml"))
 
 
 def test_includes_and_cycles(tmp_path):
