@@ -47,7 +47,6 @@ from convert.formats.keras.hdf5_writer import (
 )
 from convert.frameworks.keras.layout import TOP_LEVEL
 from convert.io.reads import OutputSet
-from convert.io.stream import values
 
 DEFAULT_KERAS_VERSION = "2.15.0"  # any version but "1": without one Keras assumes Keras 1
 
@@ -275,8 +274,8 @@ def _write_subset(group: h5py.Group, weights: list[tuple[str, Tensor]], progress
             )
         seen.add(name)
     write_names(group, "weight_names", [name for name, _ in weights])
-    arrays = values(tensor for _, tensor in weights)  # (one read ahead)
-    for (name, tensor), (_, array) in zip(weights, arrays, strict=True):
+    for name, tensor in weights:
+        array = tensor.read()
         write_dataset(group, name, array)
         if progress is not None:
             progress(tensor.nbytes)

@@ -34,7 +34,6 @@ from convert.core.tensor import Tensor
 from convert.formats.keras.hdf5_writer import check_component, check_writable, create, write_dataset
 from convert.frameworks.keras.layout import WEIGHTS_MEMBER
 from convert.io.reads import OutputSet
-from convert.io.stream import values
 
 KERAS_SHARD_SIZE = 5 * 1024**3  # ShardedH5IOStore's default, 5 GiB
 
@@ -172,9 +171,9 @@ def _write_h5(tmp: Path, result: _Plan, progress, report) -> None:
     with create(tmp) as f:
         for group_path, name in result.names.items():
             _vars_group(f, group_path, name)
-        arrays = values(tensor for _, _, tensor in result.variables)  # (one read ahead)
-        for (group_path, index, tensor), (_, array) in zip(result.variables, arrays, strict=True):
+        for group_path, index, tensor in result.variables:
             group = _vars_group(f, group_path, result.names.get(group_path))
+            array = tensor.read()
             write_dataset(group, index, array)
             _count(tensor, progress, report)
             del array
@@ -203,8 +202,7 @@ def _write_sharded(
     try:
         handle = new_shard()
         started: set[str] = set()
-        arrays = values(tensor for _, _, tensor in result.variables)  # (one read ahead)
-        for (group_path, index, tensor), (_, array) in zip(result.variables, arrays, strict=True):
+        for group_path, index, tensor in result.variables:
             size = tensor.size * tensor.dtype.itemsize
             total += size
             current += size
@@ -215,6 +213,7 @@ def _write_sharded(
             name = result.names.get(group_path) if group_path not in started else None
             started.add(group_path)
             group = _vars_group(handle, group_path, name)
+            array = tensor.read()
             write_dataset(group, index, array)
             _count(tensor, progress, report)
             del array
