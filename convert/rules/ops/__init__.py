@@ -42,13 +42,12 @@ from convert.rules.ops.lists import (
     Drop,
     Reorder,
     Split,
-    Stack,
     Sum,
     Tie,
-    Unstack,
     Untie,
     Zeros,
 )
+from convert.rules.ops.stacking import Stack, Unstack
 
 __all__ = [
     "OPS",
