@@ -68,8 +68,7 @@ def convert(
             pick=pick,
             **options,
         )
-    source = load(src, from_format)
-    graph, picked = picked_part(source, pick, target_name(dst, to, source.format))
+    graph, picked = load_part(src, dst, to, from_format, pick)
     if rules is None and like is None:
         if dry_run or emit_rules or check or reverse:
             raise UnsupportedError("dry_run, emit_rules, check and reverse go with rules or like")
@@ -123,12 +122,20 @@ def picked_part(
     return out, f"{note} (what this source converts to; --pick chooses another part)"
 
 
-def target_name(dst: str | os.PathLike, to: str | None, source_format: str | None) -> str | None:
-    """The output format's name, None where the name does not tell it (said by `save`)."""
+def load_part(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    to: str | None,
+    from_format: str | None,
+    pick: Sequence[str] = (),
+) -> tuple[Graph, str | None]:
+    """`src` read, and the part of it (`picked_part`) a conversion to `dst` writes."""
+    source = load(src, from_format)
     try:
-        return target_format(dst, to, source_format).name
-    except ConvertError:
-        return None
+        target: str | None = target_format(dst, to, source.format).name
+    except ConvertError:  # (the name does not tell: `save` says so)
+        target = None
+    return picked_part(source, pick, target)
 
 
 def picking(graph: Graph, paths: Sequence[str]) -> tuple[Graph, str]:

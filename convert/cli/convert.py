@@ -106,9 +106,7 @@ def convert_command(
                 **options,
             )
         else:
-            source = api.load(src, from_format)
-            target = api.target_name(dst, to_format, source.format)
-            graph, picked = api.picked_part(source, (), target)
+            graph, picked = api.load_part(src, dst, to_format, from_format)
             with _progress(quiet, graph) as progress:
                 report = api.save(
                     graph, dst, to_format, overwrite=overwrite, progress=progress, **options
