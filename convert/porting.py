@@ -50,11 +50,32 @@ def prepare(
         if rules is not None
         else _pick(graph.format, fmt)
     )
+    _check_whole_folder(graph, ruleset)
     planned = rules_pkg.plan(
         graph, ruleset, like=skeleton, target_format=fmt, check=check, reverse=reverse
     )
     _check_keras2_layout(planned.graph, skeleton, fmt, dst)
     return planned, fmt
+
+
+def _check_whole_folder(graph: Graph, rules: rules_pkg.RuleSet) -> None:
+    """Refuse one file of a folder format the rules read (a rank of Meta's folder, which
+    is a torch file too): the rules would read it as another side, or as half a model."""
+    source = Path(graph.source or "")
+    if not source.is_file():
+        return
+    try:
+        folder = registry.detect(source.parent).name
+    except ConvertError:
+        return
+    side = rules.side_of(folder)
+    # (a TF checkpoint directory also keeps unrelated files beside its own)
+    if side is not None and folder not in (graph.format, "tf"):
+        raise ConvertError(
+            f"is one file of the {folder} folder {source.parent}, which rules {rules.name} "
+            f"read as {side}: give the folder",
+            source,
+        )
 
 
 # What tf_keras reads a file of each format by, and the skeleton that gives it.

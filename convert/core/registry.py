@@ -314,6 +314,16 @@ for _format in (
         writes=False,
     ),
     Format(
+        "consolidated",
+        "Meta's model-parallel folder (consolidated.00.pth ..., params.json): ranks side by side",
+        (),
+        "convert.formats.torch",
+        "consolidated_",
+        options=("directory",),
+        framework="torch",
+        separator=".",
+    ),
+    Format(
         "safetensors",
         "safetensors (Hugging Face), single files",
         (".safetensors",),

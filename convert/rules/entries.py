@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from convert.core.dtypes import dtype_name
 from convert.core.errors import RuleError
 from convert.rules.ops import Chain, parse
 from convert.rules.patterns import Pattern
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from convert.core.graph import GraphPath
 
 # A name part a [[rename]] may rewrite again (`a___b___c`), at most this often.
@@ -54,6 +57,19 @@ class TensorRule:
     chain: Chain
     when: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    unknown: str = ""  # why a model fact its ops or shape name is not known (model_facts)
+
+    def holds(self, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of the first side meets the rule's conditions."""
+        when = self.when
+        if "rank" in when and len(shape) != when["rank"]:
+            return False
+        if "shape" in when and (  # (-1: any size)
+            len(shape) != len(when["shape"])
+            or any(w not in (-1, s) for w, s in zip(when["shape"], shape, strict=True))
+        ):
+            return False
+        return not ("dtype" in when and dtype_name(dtype) != when["dtype"])
 
 
 @dataclass
@@ -201,6 +217,13 @@ def tensor_rule(entry: Any, sides: tuple[str, str], where: str) -> TensorRule:
             )
     same_names(flat, where, {p.each for p in flat.values() if p.each is not None})
     when = {k: entry[k] for k in ("kind", "rank", "shape", "dtype") if k in entry}
+    if "shape" in when and not (
+        isinstance(when["shape"], list)
+        and all(isinstance(d, int) or (isinstance(d, str) and d[:1] == "@") for d in when["shape"])
+    ):
+        raise RuleError(
+            f'{where}: `shape` lists sizes: a number, -1 for any, or a model fact ("@dim")'
+        )
     text = " | ".join(" + ".join(p.text for p in ps) for ps in patterns.values())
     return TensorRule(patterns, op_chain(entry, where), when, text)
 

@@ -32,6 +32,7 @@
     needs_like = { tf = "why" }       # a side written only with --like a file of its model
     variable_names = ["tf"]           # a side whose tensors go by their TF variable names
     formats = { hf = ["torch", "safetensors"] }   # the formats a side reads and writes
+    facts = { heads = { meta = "params.json:n_heads" } }  # numbers beside it (model_facts.py)
 
     compose = ["keras-torch", "flax-torch"]   # keras <-> flax through their common side
 
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from convert.core import registry
 from convert.core.errors import RuleError
+from convert.rules import model_facts
 from convert.rules.entries import (
     LayerRule,
     PathRule,
@@ -88,6 +90,7 @@ _TABLES = {
     "rename",
     "needs_like",
     "variable_names",
+    "facts",
 }
 ANY_PREFIX = ("{_}",)  # `prefix = { side = "{_}" }`: one leading segment, whatever its name
 
@@ -109,6 +112,7 @@ class RuleSet:
     kinds: dict[str, dict[str, KindSpec]] = field(default_factory=dict)  # [[kind]]: framework → …
     renames: list[Rename] = field(default_factory=list)
     needs_like: dict[str, str] = field(default_factory=dict)  # side → why its names need one
+    facts: model_facts.Places = field(default_factory=dict)  # [facts]: model_facts.py
     # Sides whose tensors the patterns name by their TF variable names (see translate.py).
     variable_names: tuple[str, ...] = ()
 
@@ -267,6 +271,7 @@ def _ruleset(
             where,
         )
     rules.needs_like = dict(needs_like)
+    rules.facts = model_facts.parse(table.get("facts", {}), rules.sides, where)
     by_variable = strings(table, "variable_names", where)
     if not set(by_variable) <= set(rules.sides):
         raise RuleError('`variable_names` lists sides, e.g. variable_names = ["tf"]', where)
@@ -298,6 +303,7 @@ def _ruleset(
         rules.prefix = {**included.prefix, **rules.prefix}
         rules.renames += included.renames
         rules.needs_like = {**included.needs_like, **rules.needs_like}
+        rules.facts = {**included.facts, **rules.facts}
         rules.variable_names = tuple({*included.variable_names, *rules.variable_names})
     for i, entry in enumerate(table.get("kind", [])):
         _kind(entry, rules, f"{where}: kind {i + 1}")

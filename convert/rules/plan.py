@@ -31,7 +31,7 @@ from convert.core.meta import (
 )
 from convert.core.tensor import Tensor
 from convert.rules import kinds as kinds_module
-from convert.rules import place, views
+from convert.rules import model_facts, place, views
 from convert.rules.derive import sources_of
 from convert.rules.language import RuleSet
 from convert.rules.translate import Step, run_tensor_rules
@@ -189,7 +189,10 @@ def _plan(
     left_out = {id(e.tensor) for e in skipped}
     left = {path: e.tensor for e in entries if id(e.tensor) not in left_out for path in e.paths}
     want = _targets(like) if like is not None else None
-    produced, used = ({}, set()) if rules.compose else run_tensor_rules(rules, chain[0], left, want)
+    facts = model_facts.read(rules.facts, [(chain[0].src, source), (chain[-1].dst, like)])
+    produced, used = (
+        ({}, set()) if rules.compose else run_tensor_rules(rules, chain[0], left, want, facts)
+    )
     left = {p: t for p, t in left.items() if id(t) not in used}
     emitted: list[dict[str, Any]] = []
     if rules.layers or rules.compose:

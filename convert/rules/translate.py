@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeGuard
 from convert.core.errors import RuleError
 from convert.core.graph import GraphPath
 from convert.core.tensor import Tensor
+from convert.rules import model_facts
 from convert.rules.derive import derive
 from convert.rules.entries import LayerRule, TensorRule
 from convert.rules.language import ANY_PREFIX, RuleSet
@@ -24,7 +25,7 @@ from convert.rules.patterns import Pattern
 from convert.rules.spelling import Skeleton, spelled, spellings
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def run_tensor_rules(
     step: Step,
     tensors: dict[GraphPath, Tensor],
     want: dict[GraphPath, Tensor] | None,
+    facts: model_facts.Facts | None = None,
 ) -> tuple[dict[GraphPath, Tensor], set[int]]:
     """Target path → tensor for every source tensor a `[[tensor]]` rule matches, and the
     ids of the source tensors used. The first rule that matches wins; with a skeleton, the
@@ -224,11 +226,12 @@ def run_tensor_rules(
     skeleton = Skeleton(want, dst_prefix) if want is not None else None
     if src_prefix == ANY_PREFIX:
         src_prefix = None  # (no name to put in: only a skeleton's names can tell it)
+    tensor_rules = model_facts.bound(rules.tensors, facts or model_facts.Facts(places=rules.facts))
     for path, tensor in tensors.items():
         if id(tensor) in used:
             continue
         for spelled_path, original in spellings(path, src_prefix):
-            hit = _first_rule(rules, step, spelled_path, original, tensor, tensors, skeleton)
+            hit = _first_rule(tensor_rules, step, spelled_path, original, tensor, tensors, skeleton)
             if hit is not None:
                 made, sources = hit
                 for out, value in made.items():
@@ -244,7 +247,7 @@ def run_tensor_rules(
 
 
 def _first_rule(
-    rules: RuleSet,
+    rules: list[TensorRule],
     step: Step,
     path: GraphPath,
     original: Callable[[GraphPath], GraphPath],
@@ -254,9 +257,9 @@ def _first_rule(
 ) -> tuple[dict[GraphPath, Tensor], list[Tensor]] | None:
     want = skeleton.want if skeleton is not None else None
     fallback: tuple[TensorRule, list[GraphPath], list[Tensor]] | None = None
-    for rule in rules.tensors:
+    for rule in rules:
         values = rule.patterns[step.src][0].match(path)
-        if values is None or (step.forward and not _holds(rule, tensor)):
+        if values is None or (step.forward and not rule.holds(tensor.dtype, tensor.shape)):
             continue
         listed, listing = rule.patterns[step.src], rule.patterns[step.dst]
         if listed[0].each is not None:
@@ -354,6 +357,8 @@ def _made(
     targets: list[Tensor] | None,
     hint: str = "give --like TARGET",
 ) -> tuple[dict[GraphPath, Tensor], list[Tensor]]:
+    if rule.unknown:
+        raise RuleError(f"tensor {'/'.join(path)}: {rule.unknown}")
     chain = _oriented(rule.chain, step, sources, targets, f"tensor {'/'.join(path)}", hint)
     return dict(zip(outputs, derive(sources, chain), strict=True)), sources
 
@@ -362,31 +367,16 @@ def _all_present(tensors: list[Tensor | None]) -> TypeGuard[list[Tensor]]:
     return all(t is not None for t in tensors)
 
 
-def _holds(rule: TensorRule, tensor: Tensor) -> bool:
-    return _holds_spec(rule, tensor.dtype, tensor.shape)
-
-
-def _holds_spec(rule: TensorRule, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
-    from convert.core.dtypes import dtype_name
-
-    when = rule.when
-    if "rank" in when and len(shape) != when["rank"]:
-        return False
-    if "shape" in when and list(shape) != list(when["shape"]):
-        return False
-    return not ("dtype" in when and dtype_name(dtype) != when["dtype"])
-
-
 def _holds_back(rule: TensorRule, sources: list[Tensor], targets: list[Tensor] | None) -> bool:
     """Going back, whether the rule fits: its first side is the target, whose tensor is the
     skeleton's, or what the ops say it would be; a rule whose ops do not fit the source's
     shapes at all is not this tensor's rule (a LayerNorm `weight` is no kernel)."""
     if targets:
-        return _holds(rule, targets[0])
+        return rule.holds(targets[0].dtype, targets[0].shape)
     try:
         (dtype, shape), *_ = rule.chain.back([(t.dtype, t.shape) for t in sources])
     except NeedShapes:
         return True  # the conditions cannot be told; the ops check the shapes as they go
     except OpError:
         return False
-    return _holds_spec(rule, dtype, shape)
+    return rule.holds(dtype, shape)

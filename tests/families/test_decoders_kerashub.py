@@ -26,6 +26,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 import convert  # noqa: E402
 from convert import api  # noqa: E402
+from tests.conftest import assert_one_line_error  # noqa: E402
 
 SMALL = dict(
     vocab_size=40,
@@ -259,4 +260,31 @@ def test_another_architectures_rules_are_refused_naming_what_did_not_match(decod
     # GPT-2's names, none at all)
     said = ("the --like file holds no layers/", f"rules {rules} matched nothing in the source")
     assert any(s in result.err for s in said), result.err
+    assert not out.exists()
+
+
+def test_a_missing_shard_is_refused_naming_it(tmp_path, ckpt):
+    model = _build("llama")
+    folder = tmp_path / "sharded"
+    model.save_pretrained(folder, max_shard_size="4KB")
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    gone = sorted(set(index["weight_map"].values()))[1]
+    (folder / gone).unlink()
+    out = tmp_path / "out.weights.h5"
+    result = ckpt("convert", folder, out, "--rules", "llama-hf-kerashub", "--to", "keras")
+    assert_one_line_error(result, gone)
+    assert not out.exists()
+
+
+def test_a_skeleton_with_another_head_count_is_refused(decoder, tmp_path, ckpt):
+    """Llama's folder, and a fresh backbone of 2 query heads (of 8) for its 4 (of 4)."""
+    name, _, folder, reference, _ = decoder
+    if name != "llama":
+        pytest.skip("one architecture shows it")
+    config = {**reference.get_config(), "num_query_heads": 2, "num_key_value_heads": 1}
+    skeleton = tmp_path / "two-heads.weights.h5"
+    type(reference).from_config(config).save_weights(skeleton)
+    out = tmp_path / "out.weights.h5"
+    result = ckpt("convert", folder, out, "--rules", "llama-hf-kerashub", "--like", skeleton)
+    assert_one_line_error(result, "self_attn/", "where the model's settings make [-1, 2, -1]")
     assert not out.exists()

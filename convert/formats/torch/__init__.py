@@ -13,7 +13,9 @@
 - dcp.py / dcp_metadata.py / dcp_writer.py: the `dcp` format, `torch.distributed.checkpoint`
   directories, each chunk a torch.save archive inside a `.distcp` file;
 - deepspeed.py / deepspeed_states.py: the `deepspeed` format (read only), ZeRO checkpoint
-  folders, their fp32 master weights rebuilt from the ranks' partitions.
+  folders, their fp32 master weights rebuilt from the ranks' partitions;
+- consolidated.py: the `consolidated` format, Meta's model-parallel folders
+  (`consolidated.00.pth` ... beside `params.json`), the ranks side by side.
 """
 
 from __future__ import annotations
@@ -121,6 +123,44 @@ def deepspeed_write(graph: Graph, path: Path, **options: Any) -> None:
     raise UnsupportedError(
         "DeepSpeed checkpoints are read, not written: for a sharded start, write dcp", path
     )
+
+
+def consolidated_sniff(path: Path) -> bool:
+    from convert.formats.torch.consolidated import is_consolidated
+
+    try:
+        return is_consolidated(path)
+    except OSError:
+        return False
+
+
+def consolidated_read(path: Path) -> Graph:
+    from convert.formats.torch.consolidated import read as read_consolidated
+
+    return read_consolidated(path, read)
+
+
+def consolidated_write(
+    graph: Graph,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    progress: Any = None,
+    report: Any = None,
+    **options: Any,
+) -> None:
+    from convert.core.report import Report
+    from convert.formats.torch.consolidated import write as write_consolidated
+    from convert.formats.torch.writer import write_graph
+
+    if report is None:
+        report = Report(graph.source, str(path), graph.format, "consolidated")
+
+    def rank(part: Graph, tmp: Path, destination: Path) -> None:
+        write_graph(part, tmp, destination, progress, report)
+
+    report.files += write_consolidated(graph, path, rank, overwrite, inputs)
 
 
 def write(

@@ -2,18 +2,19 @@
 applies itself to arrays, and declares its inverse.
 
 An op chain works on a list of tensors: a rule's sources, in order, go in; its targets, in
-order, come out. Element ops (transpose, reshape, merge, gates, cast) act on each tensor
-of the list; list ops (concat, split, stack, unstack, reorder, sum, zeros, constant, drop)
-change the list. `inverse(specs)` is told the specs the op was given going forward (so a
-split knows the sizes a concat joined) and returns the op that undoes it; `back(specs)`
-says what went in from what came out where the op alone can tell (else the reverse
-direction needs the target's shapes, from `--like`). An op whose inverse cannot give the
-same bits back (`exact = False`: sum, drop, a narrowing cast) is named in every report of
-a tensor that went through it (`inexact` follows each tensor of the list, so a tensor
-that only passed beside a sum is not named).
+order, come out. Element ops (transpose, reshape, merge, gates, regroup, expect, cast)
+act on each tensor of the list; list ops (concat, split, stack, unstack, reorder, sum, zeros,
+same, constant, drop) change the list. `inverse(specs)` is told the specs the op was
+given going forward (so a split knows the sizes a concat joined) and returns the op that
+undoes it; `back(specs)` says what went in from what came out where the op alone can
+tell (else the reverse direction needs the target's shapes, from `--like`). An op whose
+inverse cannot give the same bits back (`exact = False`: sum, drop, a narrowing cast) is
+named in every report of a tensor that went through it (`inexact` follows each tensor of
+the list, so a tensor that only passed beside a sum is not named).
 
 `base.py` holds what every op is, `element.py` the ops on each tensor, `lists.py` the ops
-on the list; here are the registry, the parser and the chain.
+on the list (`stacking.py` stack and unstack, `within.py` regroup, same and expect); here
+are the registry, the parser and the chain.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from convert.rules.ops.lists import (
     Zeros,
 )
 from convert.rules.ops.stacking import Stack, Unstack
+from convert.rules.ops.within import Expect, Regroup, Same
 
 __all__ = [
     "OPS",
@@ -58,14 +60,17 @@ __all__ = [
     "Constant",
     "Drop",
     "Expand",
+    "Expect",
     "Flip",
     "Gates",
     "Merge",
     "NeedShapes",
     "Op",
     "OpError",
+    "Regroup",
     "Reorder",
     "Reshape",
+    "Same",
     "Spec",
     "Split",
     "Squeeze",
@@ -90,6 +95,8 @@ OPS: dict[str, type[Op]] = {
         Squeeze,
         Flip,
         ChannelsFirst,
+        Regroup,
+        Expect,
         Cast,
         Concat,
         Split,
@@ -100,6 +107,7 @@ OPS: dict[str, type[Op]] = {
         Zeros,
         Tie,
         Untie,
+        Same,
         Constant,
         Drop,
     )
@@ -122,10 +130,13 @@ def parse(table: Any, where: str) -> Op:
             continue
         if key == "count" and cls in (Zeros, Tie, Untie):
             key = "count_"
-        if key in _TUPLES and isinstance(value, str) and value.startswith("@"):
+        if key in _TUPLES and _fact(value):
             pass  # a layer fact, given when the rule meets a layer (Chain.bind)
         elif key in _TUPLES:
-            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            # (a size may name a model fact, "@heads": Chain.bind puts its number in)
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) or (key == "shape" and _fact(v)) for v in value
+            ):
                 raise OpError(f"{where}: {table['op']} `{key}` is a list of integers")
             value = tuple(value)
         kwargs[key] = value
@@ -140,6 +151,10 @@ def parse(table: Any, where: str) -> Op:
     if isinstance(op, Cast):
         from_name(op.dtype)  # an unknown dtype name is the rule file's error, said now
     return op
+
+
+def _fact(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("@") and len(value) > 1
 
 
 class Chain:
@@ -162,25 +177,29 @@ class Chain:
 
     @property
     def needs(self) -> set[str]:
-        """The layer facts the ops name (`"@flatten"`)."""
+        """The layer facts the ops name (`"@flatten"`), and the model facts their sizes
+        name (`shape = ["@heads", -1, 2]`)."""
         return {
             v[1:]
             for op in self.ops
-            for v in op.__dict__.values()
-            if isinstance(v, str) and v.startswith("@")
+            if not op.optional_facts
+            for value in op.__dict__.values()
+            for v in (value if isinstance(value, tuple) else (value,))
+            if _fact(v)
         }
 
     def bind(self, facts: dict[str, Any]) -> Chain:
-        """The chain with each named fact put in (unknown ones stay, and fail when used)."""
-        if not self.needs:
-            return self
+        """The chain with each named fact put in: a layer fact for a whole option, a
+        model fact's number for a size (unknown ones stay, and fail when used)."""
         ops = []
         for op in self.ops:
-            changes = {
-                k: tuple(facts[v[1:]])
-                for k, v in op.__dict__.items()
-                if isinstance(v, str) and v.startswith("@") and v[1:] in facts
-            }
+            changes: dict[str, Any] = {}
+            for k, v in op.__dict__.items():
+                if _fact(v) and v[1:] in facts:
+                    fact = facts[v[1:]]
+                    changes[k] = tuple(fact) if isinstance(fact, list | tuple) else fact
+                elif isinstance(v, tuple) and any(_fact(d) and d[1:] in facts for d in v):
+                    changes[k] = tuple(facts.get(d[1:], d) if _fact(d) else d for d in v)
             ops.append(replace(op, **changes) if changes else op)
         return Chain(ops)
 

@@ -25,6 +25,7 @@ class Op:
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = True
     element: ClassVar[bool] = False  # acts on each tensor of the list alone
+    optional_facts: ClassVar[bool] = False  # runs without the model facts it names (expect)
 
     # -- one tensor at a time (element ops) -----------------------------------------------
     def spec(self, spec: Spec) -> Spec:
