@@ -46,7 +46,7 @@ def test_formats_lists_every_format(ckpt):
     names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
     assert names == {
         *("tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5", "dcp"),
-        "deepspeed",
+        *("deepspeed", "consolidated"),
     }
 
 
@@ -133,8 +133,8 @@ def test_help_lines_are_whole_and_name_the_formats(ckpt):
     assert commands and not any(line.endswith("...") for line in commands), commands
     options = " ".join(ckpt("convert", "--help").out.split())
     assert (
-        "--to FORMAT Output format: tf, dcp, safetensors, sharded, torch, npz, flax, keras, "
-        "keras-h5" in options
+        "--to FORMAT Output format: tf, dcp, consolidated, safetensors, sharded, torch, npz, "
+        "flax, keras, keras-h5" in options
     )
 
 
