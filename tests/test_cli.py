@@ -46,7 +46,7 @@ def test_formats_lists_every_format(ckpt):
     names = {line.split()[0] for line in ckpt("formats").out.splitlines()}
     assert names == {
         *("tf", "safetensors", "sharded", "torch", "npz", "flax", "keras", "keras-h5", "dcp"),
-        *("deepspeed", "consolidated"),
+        *("deepspeed", "consolidated", "orbax"),
     }
 
 

@@ -294,6 +294,14 @@ for _format in (
         framework="keras",
     ),
     Format(
+        "orbax",
+        "Orbax checkpoint (CheckpointManager root, step or item; zarr with or without OCDBT)",
+        (),
+        "convert.formats.orbax",
+        framework="flax",
+        writes=False,
+    ),
+    Format(
         "dcp",
         "torch.distributed.checkpoint directory (FSDP, torchtitan, accelerate)",
         (),

@@ -4,6 +4,7 @@ outputs.py; `OutputSet` and `open_output` are importable from here too.)"""
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import weakref
@@ -33,6 +34,22 @@ def read_region(
         return source.read(offset, size, what)
     finally:
         source.close()
+
+
+def read_json(path: str | os.PathLike, max_bytes: int, what: str = "a settings file") -> object:
+    """A small JSON file (side files: `params.json`, Orbax's `_METADATA`), or None where
+    there is none; bigger than `max_bytes`, or not JSON, is a FormatError naming it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if len(data) > max_bytes:
+        raise FormatError(f"is more than {max_bytes >> 10} KiB: not {what}", path)
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"is not valid JSON ({exc})", path) from None
 
 
 class SourceFile:

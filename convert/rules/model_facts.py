@@ -18,13 +18,13 @@ itself for a folder); where both tell a fact, they must agree. Ops name a fact i
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convert.core.errors import FormatError, RuleError
+from convert.io.reads import read_json
 
 if TYPE_CHECKING:
     from convert.core.graph import Graph
@@ -119,7 +119,7 @@ def _value(folder: Path, place: str) -> int | None:
     split = _split(place)
     assert split is not None  # (parse checked it)
     file, keys = split
-    data = _json(folder / file)
+    data = read_json(folder / file, _MAX_BYTES, "a model's settings")
     for key in keys:
         if not isinstance(data, dict) or key not in data:
             return None
@@ -130,20 +130,6 @@ def _value(folder: Path, place: str) -> int | None:
         what = f"{'/'.join(keys)} is {data!r}, not a positive whole number"
         raise FormatError(what, folder / file)
     return data
-
-
-def _json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            text = f.read(_MAX_BYTES + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if len(text) > _MAX_BYTES:
-        raise FormatError(f"is more than {_MAX_BYTES} bytes: not a model's settings", path)
-    try:
-        return json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(f"is not valid JSON ({exc})", path) from None
 
 
 def bound(rules: list[TensorRule], facts: Facts) -> list[TensorRule]:

@@ -37,10 +37,23 @@ def view(graph: Graph, framework: str | None = None) -> View:
         found = named_view(graph, "keras", keras2_path, config)
         if graph.root.meta.get(TF_LAYOUT) == "names":
             _order_by_counters(found.layers)
+    elif framework == "flax" and _nnx_state(graph):
+        found = named_view(graph, framework, _without_value)
     else:
         found = named_view(graph, framework)
     found.layers = _split_parts(found.layers, framework)
     return found
+
+
+def _nnx_state(graph: Graph) -> bool:
+    """A Flax NNX `State` saved as it is (Orbax's own way): each variable a node whose
+    one leaf is `value` (`conv/kernel/value`); its pure dict has `conv/kernel`."""
+    entries = [e for e in graph.entries() if e.slot is None]
+    return bool(entries) and all(len(e.path) > 1 and e.path[-1] == "value" for e in entries)
+
+
+def _without_value(path: tuple[str, ...]) -> tuple[str, ...]:
+    return path[:-1]
 
 
 def _order_by_counters(layers: list[Layer]) -> None:
