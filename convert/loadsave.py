@@ -35,16 +35,19 @@ def load(path: str | os.PathLike, format: str | None = None) -> Graph:
 def target_format(
     path: str | os.PathLike, format: str | None = None, source_format: str | None = None
 ) -> registry.Format:
-    """The format asked for; else the one the name says; else a directory means a TF
-    checkpoint directory; else, for a name without an extension, the source's own format
-    (a rewrite). An extension no format owns is refused: it is a typo or a format this
-    tool does not write, and a file of another format under that name would mislead."""
+    """The format asked for; else the one the name says; else a number inside an Orbax
+    manager's folder is its next step, and a directory means a TF checkpoint directory;
+    else, for a name without an extension, the source's own format (a rewrite). An
+    extension no format owns is refused: it is a typo or a format this tool does not
+    write, and a file of another format under that name would mislead."""
     if format:
         return _writable(registry.get(format), path)
     # (a TF step number is no extension: `model.ckpt-1000` is a `.ckpt` prefix)
     fmt = registry.by_extension(re.sub(r"-\d+$", "", os.fspath(path)))
     if fmt is not None:
         return fmt
+    if _orbax_step(Path(path)):
+        return registry.get("orbax")
     if Path(path).is_dir() or _names_directory(path):
         return registry.get("tf")
     known = ", ".join(sorted(registry.output_formats()))
@@ -62,6 +65,12 @@ def target_format(
         path,
         {"to": "format="},
     )
+
+
+def _orbax_step(path: Path) -> bool:
+    """A number inside an Orbax `CheckpointManager` folder (one with steps) is a new step."""
+    orbax = registry.get("orbax")
+    return path.name.isdigit() and path.parent.is_dir() and orbax.sniff(path.parent)
 
 
 def _writable(fmt: registry.Format, path: str | os.PathLike) -> registry.Format:

@@ -133,8 +133,8 @@ def test_help_lines_are_whole_and_name_the_formats(ckpt):
     assert commands and not any(line.endswith("...") for line in commands), commands
     options = " ".join(ckpt("convert", "--help").out.split())
     assert (
-        "--to FORMAT Output format: tf, dcp, consolidated, safetensors, sharded, torch, npz, "
-        "flax, keras, keras-h5" in options
+        "--to FORMAT Output format: tf, orbax, dcp, consolidated, safetensors, sharded, torch, "
+        "npz, flax, keras, keras-h5" in options
     )
 
 

@@ -298,8 +298,8 @@ for _format in (
         "Orbax checkpoint (CheckpointManager root, step or item; zarr with or without OCDBT)",
         (),
         "convert.formats.orbax",
+        options=("directory",),
         framework="flax",
-        writes=False,
     ),
     Format(
         "dcp",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,10 +64,9 @@ class OutputSet:
     On Linux each temporary is an unnamed file (`O_TMPFILE`) in the destination's
     directory, written through its `/proc/self/fd/N` path and linked into place at commit:
     a process killed before then (SIGKILL, a power cut) leaves nothing behind. Elsewhere,
-    or where the filesystem has no unnamed files, it is a hidden sibling named after this
-    process (`.NAME.ckpt-PID-XXXX.tmp`); those of processes that no longer run are removed
-    by the next output to the same destination.
-    """
+    or where the filesystem has no unnamed files, and for directories, it is a hidden
+    sibling named after this process (`.NAME.ckpt-PID-XXXX.tmp`); those of processes that
+    no longer run are removed by the next output to the same destination."""
 
     def __init__(self, overwrite: bool = False, inputs: tuple[str | os.PathLike, ...] = ()):
         self.overwrite = overwrite
@@ -97,6 +97,23 @@ class OutputSet:
         except OSError as exc:
             raise FileAccessError.from_os_error(exc, Path(directory) / name) from None
         self._pending.append((tmp, None, fd))
+        return tmp
+
+    def directory(self, destination: str | os.PathLike) -> Path:
+        """A temporary directory to fill now (TensorStore writes Orbax's files there) that
+        becomes `destination` at commit, in one rename (an old one is moved aside first)."""
+        destination = Path(destination)
+        if not (destination.is_dir() and self.overwrite):
+            self.check(destination)  # (an existing file, or a directory not to overwrite)
+        elif any(destination.resolve() in (p.resolve(), *p.resolve().parents) for p in self.inputs):
+            raise OutputExistsError("holds an input of this conversion", destination)
+        try:
+            self._make_parents(destination.parent, destination)
+            _remove_stale(destination)
+            tmp = _own_directory(destination)
+        except OSError as exc:
+            raise FileAccessError.from_os_error(exc, destination) from None
+        self._pending.append((tmp, destination, None))
         return tmp
 
     def _new_temporary(self, directory: Path, name: str) -> tuple[Path, int | None]:
@@ -159,7 +176,9 @@ class OutputSet:
         if len(placing) == 1:
             tmp, dest, fd = placing[0]
             try:
-                if fd is None:
+                if tmp.is_dir():
+                    _replace_directory(tmp, dest)
+                elif fd is None:
                     os.replace(tmp, dest)
                 else:
                     _link_into_place(fd, dest)
@@ -209,6 +228,8 @@ class OutputSet:
         for tmp, dest, fd in self._pending:
             if fd is not None:
                 os.close(fd)  # (an unnamed file not linked is gone with its last fd)
+            elif tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)  # (put in place: no longer there)
             elif unlink or dest is None:
                 tmp.unlink(missing_ok=True)
         self._pending.clear()
@@ -330,6 +351,21 @@ def _link_temporary(fd: int, destination: Path) -> Path:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(destination))
 
 
+def _own_directory(destination: Path) -> Path:
+    prefix = f".{destination.name}{_OWN_TAG}{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=destination.parent))
+
+
+def _replace_directory(tmp: Path, destination: Path) -> None:
+    """`tmp` renamed to `destination`; an old one there moved aside, then removed."""
+    aside = _own_directory(destination) if destination.exists() else None
+    if aside is not None:
+        os.replace(destination, aside / "old")
+    os.replace(tmp, destination)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def _remove_stale(destination: Path) -> None:
     """Remove named temporaries of `destination` left by processes of this package that
     no longer run (killed before they could clean up)."""
@@ -344,8 +380,12 @@ def _remove_stale(destination: Path) -> None:
             continue
         pid_text = name[len(prefix) :].split("-", 1)[0].removesuffix(".tmp")
         if pid_text.isdigit() and not _running(int(pid_text)):
-            with contextlib.suppress(OSError):
-                (destination.parent / name).unlink()
+            stale = destination.parent / name
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
 
 
 def _running(pid: int) -> bool:

@@ -6,9 +6,8 @@ The parts, each with its reason to be apart in its docstring:
 - metadata.py: an item's `_METADATA`, the tree without its arrays;
 - arrays.py: the arrays, zarr (v2 or v3) with or without OCDBT, through TensorStore (the
   optional extra `ckpt-convert[orbax]`);
-- reader.py: the items as one Graph.
-
-Read only for now: writing Orbax is refused by name.
+- reader.py: the items as one Graph;
+- writer.py: a Graph as a folder `orbax.checkpoint` restores (OCDBT, zarr v2).
 
 The registry reads `sniff`, `read` and `write` from this package.
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convert.core.errors import UnsupportedError
 from convert.core.graph import Graph
 
 
@@ -38,6 +36,6 @@ def read(path: Path) -> Graph:
 
 
 def write(graph: Graph, path: Path, **options: Any) -> None:
-    raise UnsupportedError(
-        "Orbax checkpoints are read, not written yet: write flax (msgpack) or safetensors", path
-    )
+    from convert.formats.orbax.writer import write as write_orbax
+
+    write_orbax(graph, path, **options)
