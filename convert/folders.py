@@ -159,7 +159,9 @@ def resolve(
     if registry.by_extension(os.fspath(dst)) is None:
         # (a skeleton in no weights format, a `ckpt ls --json` listing: the side decides)
         fmt = (_format(Path(done.like)) if done.like is not None else None) or written
-        if fmt is not None:
+        # (a format whose output is a folder of its own, Orbax's or a TF checkpoint's, is
+        # written at `dst` itself)
+        if fmt is not None and "directory" not in registry.get(fmt).options:
             done.output = FolderOutput(dst, folder, output_name(fmt, dst), overwrite)
     return done
 

@@ -304,6 +304,7 @@ def test_rules_listing_and_show(ckpt):
         "bert-tf1-hf",
         "flax-torch",
         "gemma-hf-kerashub",
+        "gemma-jax-hf",
         "gemma3-hf-kerashub",
         "gpt2-hf-kerashub",
         "hf-flax",
@@ -321,7 +322,7 @@ def test_rules_listing_and_show(ckpt):
         "keras-keras",
     ]  # (the templates the decoder families include are not rule sets of their own)
     serves = [line for line in result.out.splitlines() if "serves:" in line]
-    assert len(serves) == 18  # each built-in set says which models it serves
+    assert len(serves) == 19  # each built-in set says which models it serves
     shown = ckpt("rules", "show", "keras-torch")
     assert 'sides = ["keras", "torch"]' in shown.out
     assert_one_line_error(ckpt("rules", "show", "nope"), "unknown rule set 'nope'")
