@@ -26,12 +26,30 @@ if TYPE_CHECKING:  # (numpy comes with the first format used, not with `ckpt --v
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tensors.")
 @click.option("--tree", is_flag=True, help="Show the object graph: edges, slots, aliases.")
-def ls_command(path: str, from_format: str | None, as_json: bool, tree: bool) -> None:
+@click.option("--dot", "as_dot", is_flag=True, help="Print the object graph as Graphviz DOT.")
+@click.option("--svg", type=click.Path(), help="Draw the object graph into this SVG file.")
+@click.option("--png", type=click.Path(), help="Draw the object graph into this PNG file.")
+@click.option("--expand", is_flag=True, help="Draw repeated blocks one by one (with --dot...).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --svg or --png file.")
+def ls_command(
+    path: str,
+    from_format: str | None,
+    as_json: bool,
+    tree: bool,
+    as_dot: bool,
+    svg: str | None,
+    png: str | None,
+    expand: bool,
+    overwrite: bool,
+) -> None:
     """List every tensor with its key, dtype, shape and size (reads no tensor data)."""
     with user_errors():
         graph = api.load(path, from_format)
         if tree:
             _print_tree(graph)
+            return
+        if as_dot or svg or png:
+            _picture(graph, as_dot, svg, png, expand, overwrite)
             return
         entries = graph.entries()
     if as_json:
@@ -83,6 +101,21 @@ def _row(entry) -> dict:
     if entry.slot is not None:
         row["slot"] = entry.slot.name
     return row
+
+
+def _picture(
+    graph: Graph, as_dot: bool, svg: str | None, png: str | None, expand: bool, overwrite: bool
+) -> None:
+    from convert.pictures.dot import to_dot
+    from convert.pictures.render import render
+
+    text = to_dot(graph, expand)
+    if as_dot:
+        click.echo(text, nl=False)
+    for kind, target in (("svg", svg), ("png", png)):
+        if target:
+            render(text, target, kind, overwrite)
+            click.echo(f"drew {target}", err=True)
 
 
 def _print_tree(graph: Graph) -> None:

@@ -1,0 +1,202 @@
+"""A graph as Graphviz DOT: what a checkpoint holds, to look at rather than read.
+
+- Objects are boxes (named by the edge that first reaches them, with the layer kind the
+  rules' views find where the file tells one); variables are leaves with dtype and shape.
+- Edges carry their names, numbered in the object's order; an edge that reaches an object
+  or variable already drawn (TensorFlow's `layer-0` beside `layer_with_weights-0`, a tied
+  embedding) is dashed.
+- A slot is a side node tied to its variable by a dotted edge named after the slot; the
+  optimizer and everything only it reaches sit apart, in a cluster of their own.
+- Repeated blocks fold: sibling objects whose names differ only by a number
+  (`layer_0` … `layer_23`, `layer/0` … `layer/23`) and that hold the same structure (the
+  same paths, dtypes and shapes) are drawn once, named `layer_{0..23}`, with `×24`;
+  `expand` draws them all. Every variable node says how many variables it stands for
+  (`ckpt_count`), so the counts add up to the checkpoint's.
+
+Graphviz reads DOT; no Python binding is needed (render.py runs `dot`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from convert.core.graph import Graph, Node
+from convert.core.meta import KERAS_OPTIMIZER
+from convert.core.tensor import Tensor
+
+_NUMBER = re.compile(r"\d+")
+_OPTIMIZER_EDGES = ("optimizer", "opt")  # (tf.train.Checkpoint and Keras' own names)
+LEGEND = (
+    "boxes: objects · ovals: variables (dtype[shape]) · dashed: another edge to the same "
+    "item · dotted: a slot of its variable · ×N: N repeated blocks drawn once"
+)
+
+
+@dataclass
+class _Drawing:
+    expand: bool
+    lines: list[str] = field(default_factory=list)
+    ids: dict[int, str] = field(default_factory=dict)  # id(item) → DOT node id
+    apart: set[int] = field(default_factory=set)  # optimizer objects
+    kinds: dict[tuple[str, ...], str] = field(default_factory=dict)
+    shared: set[int] = field(default_factory=set)  # items more than one path reaches
+
+    def node_id(self, item: object) -> str:
+        return self.ids.setdefault(id(item), f"n{len(self.ids)}")
+
+
+def to_dot(graph: Graph, expand: bool = False) -> str:
+    drawing = _Drawing(expand)
+    drawing.apart = {id(slot.optimizer) for slot in graph.slots}
+    drawing.apart |= {id(n) for _, n in graph.nodes() if n.meta.get(KERAS_OPTIMIZER)}
+    drawing.apart |= {
+        id(item) for name, item in graph.root.edges.items() if name in _OPTIMIZER_EDGES
+    }
+    drawing.kinds = _kinds(graph)
+    reached: dict[int, int] = {}
+    for _, item in graph.walk():
+        reached[id(item)] = reached.get(id(item), 0) + 1
+    drawing.shared = {i for i, n in reached.items() if n > 1}
+    root = drawing.node_id(graph.root)
+    drawing.lines.append(f'{root} [shape=box, style=bold, label="(root)\\n{graph.format}"];')
+    main, apart = _draw(drawing, graph.root, (), root, 1)
+    slots = []
+    for slot in graph.slots:
+        owner = drawing.ids.get(id(slot.variable))
+        if owner is None:
+            continue
+        value = drawing.node_id(slot.value)
+        attrs = _variable_attrs(slot.value, f"slot {slot.name}", "ckpt_slot", slot.name, 1)
+        slots.append(f"{value} [{attrs}];")
+        slots.append(f'{owner} -> {value} [style=dotted, arrowhead=none, label="{_q(slot.name)}"];')
+    head = [
+        "digraph checkpoint {",
+        '  graph [rankdir=LR, fontname="Helvetica", fontsize=10, labelloc=b, '
+        f'label="{_q(LEGEND)}"];',
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+    ]
+    body = [f"  {line}" for line in drawing.lines + main + slots]
+    if apart:
+        body += ["  subgraph cluster_optimizer {", '    label="optimizer"; style=dashed;']
+        body += [f"    {line}" for line in apart] + ["  }"]
+    return "\n".join(head + body + ["}"]) + "\n"
+
+
+def _draw(
+    drawing: _Drawing, node: Node, where: tuple[str, ...], parent: str, count: int
+) -> tuple[list[str], list[str]]:
+    """The DOT lines of `node`'s edges and what they reach: (the model's, the optimizer's)."""
+    main: list[str] = []
+    apart: list[str] = []
+    groups = [[n] for n in node.edges] if drawing.expand else _groups(node, drawing.shared)
+    position = {name: i for i, name in enumerate(node.edges, 1)}
+    for names in groups:
+        name, item = names[0], node.edges[names[0]]
+        order = position[name]
+        label = _folded_name(names) if len(names) > 1 else name
+        times = count * len(names)
+        out = apart if id(node) in drawing.apart or id(item) in drawing.apart else main
+        seen = id(item) in drawing.ids
+        target = drawing.node_id(item)
+        style = ", style=dashed" if seen else ""
+        out.append(f'{parent} -> {target} [label="{order}. {_q(label)}"{style}];')
+        if seen:
+            continue
+        if isinstance(item, Tensor):
+            path = "/".join((*where, name))
+            out.append(f"{target} [{_variable_attrs(item, label, 'ckpt_var', path, times)}];")
+            continue
+        kind = drawing.kinds.get((*where, name))
+        text = f"{label}\\n({kind})" if kind else label
+        if len(names) > 1:
+            text += f"\\n×{len(names)}"
+        out.append(f'{target} [shape=box, label="{_q(text, keep_breaks=True)}"];')
+        inner_main, inner_apart = _draw(drawing, item, (*where, name), target, times)
+        (apart if out is apart else main).extend(inner_main)
+        apart.extend(inner_apart)
+    return main, apart
+
+
+def _variable_attrs(tensor: Tensor, label: str, attr: str, value: str, count: int) -> str:
+    shape = "[" + ", ".join(map(str, tensor.shape)) + "]"
+    text = f"{label}\\n{tensor.dtype_name}{shape}" + (f"\\n×{count}" if count > 1 else "")
+    return (
+        f'shape=ellipse, label="{_q(text, keep_breaks=True)}", '
+        f'{attr}="{_q(value)}", ckpt_count="{count}"'
+    )
+
+
+def _groups(node: Node, shared: set[int]) -> list[list[str]]:
+    """`node`'s edges, with sibling objects that differ only by a number and hold the
+    same structure folded into one group (in the order of their first member). An object
+    any other path reaches, or that holds such an item, is never folded: the other path
+    must find it drawn."""
+    groups: dict[tuple[str, tuple], list[str]] = {}
+    for name, item in node.edges.items():
+        key: tuple[str, tuple] = (name, ("single",))
+        if isinstance(item, Node) and _NUMBER.search(name) and not _holds_shared(item, shared):
+            structure = _structure(item)
+            if _has_tensor(structure):  # (empty objects stay apart: nothing says they match)
+                key = (_NUMBER.sub("{N}", name), structure)
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def _has_tensor(structure: tuple) -> bool:
+    return any(len(p) == 3 or _has_tensor(p[1]) for p in structure if isinstance(p, tuple))
+
+
+def _holds_shared(node: Node, shared: set[int], depth: int = 0) -> bool:
+    if id(node) in shared or depth > 32:
+        return True
+    return any(
+        id(item) in shared or (isinstance(item, Node) and _holds_shared(item, shared, depth + 1))
+        for item in node.edges.values()
+    )
+
+
+def _structure(node: Node, depth: int = 0) -> tuple:
+    if depth > 32:
+        return ("deep",)
+    parts: list[tuple] = []
+    for name, item in node.edges.items():
+        if isinstance(item, Tensor):
+            parts.append((name, item.dtype_name, item.shape))
+        else:
+            parts.append((name, _structure(item, depth + 1)))
+    return tuple(parts)
+
+
+def _folded_name(names: list[str]) -> str:
+    """`layer_{0..23}`, or `layer-{0,3,4}` where the numbers have gaps."""
+    numbers = sorted(int(m.group()) for m in (_NUMBER.search(n) for n in names) if m)
+    first = _NUMBER.search(names[0])
+    assert first is not None
+    if numbers == list(range(min(numbers), max(numbers) + 1)):
+        span = f"{{{min(numbers)}..{max(numbers)}}}"
+    else:
+        span = "{" + ",".join(map(str, numbers)) + "}"
+    return names[0][: first.start()] + span + names[0][first.end() :]
+
+
+def _kinds(graph: Graph) -> dict[tuple[str, ...], str]:
+    """The layer kind the rules' views find at each object's path, where they find one."""
+    from convert.core.errors import ConvertError
+    from convert.rules import views
+
+    try:
+        found = views.view(graph)
+    except (ConvertError, ValueError, KeyError):
+        return {}
+    return {  # (only where one kind is left: a torch 2-D `weight` may be several)
+        tuple(layer.path): next(iter(layer.kinds))
+        for layer in found.layers
+        if layer.path and len(layer.kinds) == 1
+    }
+
+
+def _q(text: str, keep_breaks: bool = False) -> str:
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return quoted.replace("\\\\n", "\\n") if keep_breaks else quoted
