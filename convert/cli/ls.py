@@ -107,15 +107,13 @@ def _picture(
     graph: Graph, as_dot: bool, svg: str | None, png: str | None, expand: bool, overwrite: bool
 ) -> None:
     from convert.pictures.dot import to_dot
-    from convert.pictures.render import render
+    from convert.pictures.render import draw
 
     text = to_dot(graph, expand)
     if as_dot:
         click.echo(text, nl=False)
-    for kind, target in (("svg", svg), ("png", png)):
-        if target:
-            render(text, target, kind, overwrite)
-            click.echo(f"drew {target}", err=True)
+    for target in draw(text, svg, png, overwrite):
+        click.echo(f"drew {target}", err=True)
 
 
 def _print_tree(graph: Graph) -> None:

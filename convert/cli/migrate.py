@@ -59,6 +59,10 @@ from convert.cli.common import OUTPUT_NAMES, human, user_errors
 @click.option(
     "--dry-run", is_flag=True, help="Print what would be moved, dropped and aliased; write nothing."
 )
+@click.option(
+    "--svg", type=click.Path(), help="Draw SRC's graph, coloured by what is kept, moved, dropped."
+)
+@click.option("--png", type=click.Path(), help="The same drawing as a PNG file.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary.")
 def migrate_command(
     src: str,
@@ -74,6 +78,8 @@ def migrate_command(
     tf_names: bool,
     as_json: bool,
     dry_run: bool,
+    svg: str | None,
+    png: str | None,
     quiet: bool,
 ) -> None:
     """Rewrite SRC's object graph into DST (a TensorFlow object checkpoint unless DST's
@@ -95,6 +101,8 @@ def migrate_command(
             dry_run=dry_run,
             **options,
         )
+        if svg or png:
+            _draw(src, from_format, report, svg, png)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
     elif dry_run:
@@ -109,6 +117,20 @@ def migrate_command(
         )
         for note in report.notes:
             click.echo(f"  note: {note}", err=True)
+
+
+def _draw(
+    src: str, from_format: str | None, report: api.Report, svg: str | None, png: str | None
+) -> None:
+    """SRC's graph with each variable coloured by what the migration does to it."""
+    from convert.pictures.dot import migration_marks, to_dot
+    from convert.pictures.render import draw
+
+    marks, added = migration_marks(report.migration or {})
+    for target in draw(
+        to_dot(api.load(src, from_format), marks=marks, added=added), svg, png, False
+    ):
+        click.echo(f"drew {target}", err=True)
 
 
 def _print_migration(report: api.Report) -> None:

@@ -33,6 +33,30 @@ LEGEND = (
 )
 
 
+MIGRATION_LEGEND = (
+    "green: kept · orange: moved (→ its new path) · grey: dropped (why) · blue: added · "
+    "dashed edge: another edge to the same item · dotted: a slot of its variable"
+)
+_COLOURS = {"kept": "#2e7d32", "moved": "#ef6c00", "dropped": "#9e9e9e", "added": "#1565c0"}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What a migration does to a variable: `kept`, `moved` (to `note`), `dropped` (for the
+    reason in `note`)."""
+
+    status: str
+    note: str = ""
+
+
+def migration_marks(migration: dict) -> tuple[dict[str, Mark], list[str]]:
+    """Each variable's mark by its path, and the paths added, from a migration's report."""
+    marks = {path: Mark("kept") for path in migration.get("kept", [])}
+    marks |= {m["from"]: Mark("moved", "→ " + m["to"]) for m in migration.get("moved", [])}
+    marks |= {d["path"]: Mark("dropped", d["why"]) for d in migration.get("dropped", [])}
+    return marks, list(migration.get("added", []))
+
+
 @dataclass
 class _Drawing:
     expand: bool
@@ -41,13 +65,41 @@ class _Drawing:
     apart: set[int] = field(default_factory=set)  # optimizer objects
     kinds: dict[tuple[str, ...], str] = field(default_factory=dict)
     shared: set[int] = field(default_factory=set)  # items more than one path reaches
+    marks: dict[str, Mark] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=dict)  # id(tensor) → its path (slots too)
 
     def node_id(self, item: object) -> str:
         return self.ids.setdefault(id(item), f"n{len(self.ids)}")
 
+    def variable(self, tensor: Tensor, label: str, attr: str, value: str, count: int) -> str:
+        """A variable's DOT attributes; a migration's mark colours it and says, inside,
+        what becomes of it."""
+        shape = "[" + ", ".join(map(str, tensor.shape)) + "]"
+        text = f"{label}\\n{tensor.dtype_name}{shape}" + (f"\\n×{count}" if count > 1 else "")
+        mark = self.marks.get(self.keys.get(id(tensor), ""))
+        colour = ""
+        if mark is not None:
+            text += f"\\n{mark.status}" + (f": {mark.note}" if mark.note else "")
+            paint = _COLOURS[mark.status]
+            colour = f', color="{paint}", fontcolor="{paint}", penwidth=2'
+        return (
+            f'shape=ellipse, label="{_q(text, keep_breaks=True)}", '
+            f'{attr}="{_q(value)}", ckpt_count="{count}"{colour}'
+        )
 
-def to_dot(graph: Graph, expand: bool = False) -> str:
-    drawing = _Drawing(expand)
+
+def to_dot(
+    graph: Graph,
+    expand: bool = False,
+    marks: dict[str, Mark] | None = None,
+    added: list[str] | None = None,
+) -> str:
+    """`marks` and `added` (a migration's, `migration_marks`) colour the variables, and
+    draw what it adds; with marks, nothing folds, since each block may fare differently."""
+    drawing = _Drawing(expand or bool(marks))
+    drawing.marks = marks or {}
+    if marks:
+        drawing.keys = {id(e.tensor): "/".join(e.path) for e in graph.entries()}
     drawing.apart = {id(slot.optimizer) for slot in graph.slots}
     drawing.apart |= {id(n) for _, n in graph.nodes() if n.meta.get(KERAS_OPTIMIZER)}
     drawing.apart |= {
@@ -67,13 +119,21 @@ def to_dot(graph: Graph, expand: bool = False) -> str:
         if owner is None:
             continue
         value = drawing.node_id(slot.value)
-        attrs = _variable_attrs(slot.value, f"slot {slot.name}", "ckpt_slot", slot.name, 1)
+        attrs = drawing.variable(slot.value, f"slot {slot.name}", "ckpt_slot", slot.name, 1)
         slots.append(f"{value} [{attrs}];")
         slots.append(f'{owner} -> {value} [style=dotted, arrowhead=none, label="{_q(slot.name)}"];')
+    for k, path in enumerate(added or []):
+        colour = _COLOURS["added"]
+        slots.append(
+            f'a{k} [shape=ellipse, style=dashed, color="{colour}", fontcolor="{colour}", '
+            f'label="{_q(path)}\\nadded", ckpt_added="{_q(path)}"];'
+        )
+        slots.append(f'{root} -> a{k} [style=dashed, color="{colour}"];')
+    legend = MIGRATION_LEGEND if marks else LEGEND
     head = [
         "digraph checkpoint {",
         '  graph [rankdir=LR, fontname="Helvetica", fontsize=10, labelloc=b, '
-        f'label="{_q(LEGEND)}"];',
+        f'label="{_q(legend)}"];',
         '  node [fontname="Helvetica", fontsize=10];',
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
@@ -101,12 +161,15 @@ def _draw(
         seen = id(item) in drawing.ids
         target = drawing.node_id(item)
         style = ", style=dashed" if seen else ""
-        out.append(f'{parent} -> {target} [label="{order}. {_q(label)}"{style}];')
+        # (edges stay outside the optimizer's frame: an edge drawn inside it would pull
+        # both ends in, the model's object that holds the optimizer too)
+        main.append(f'{parent} -> {target} [label="{order}. {_q(label)}"{style}];')
         if seen:
             continue
         if isinstance(item, Tensor):
             path = "/".join((*where, name))
-            out.append(f"{target} [{_variable_attrs(item, label, 'ckpt_var', path, times)}];")
+            attrs = drawing.variable(item, label, "ckpt_var", path, times)
+            out.append(f"{target} [{attrs}];")
             continue
         kind = drawing.kinds.get((*where, name))
         text = f"{label}\\n({kind})" if kind else label
@@ -117,15 +180,6 @@ def _draw(
         (apart if out is apart else main).extend(inner_main)
         apart.extend(inner_apart)
     return main, apart
-
-
-def _variable_attrs(tensor: Tensor, label: str, attr: str, value: str, count: int) -> str:
-    shape = "[" + ", ".join(map(str, tensor.shape)) + "]"
-    text = f"{label}\\n{tensor.dtype_name}{shape}" + (f"\\n×{count}" if count > 1 else "")
-    return (
-        f'shape=ellipse, label="{_q(text, keep_breaks=True)}", '
-        f'{attr}="{_q(value)}", ckpt_count="{count}"'
-    )
 
 
 def _groups(node: Node, shared: set[int]) -> list[list[str]]:

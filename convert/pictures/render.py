@@ -30,3 +30,13 @@ def render(dot_text: str, path: str | os.PathLike, kind: str, overwrite: bool = 
             reason = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise ConvertError(f"dot failed: {reason[0] if reason else done.returncode}", path)
         Path(tmp).write_bytes(done.stdout)
+
+
+def draw(dot_text: str, svg: str | None, png: str | None, overwrite: bool) -> list[str]:
+    """The picture into each file asked for (`--svg`, `--png`); the files drawn."""
+    drawn = []
+    for kind, target in (("svg", svg), ("png", png)):
+        if target:
+            render(dot_text, target, kind, overwrite)
+            drawn.append(target)
+    return drawn

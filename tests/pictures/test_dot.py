@@ -123,3 +123,27 @@ def test_without_dot_drawing_is_one_line_and_dot_text_still_prints(files, ckpt, 
     assert_one_line_error(result, "Graphviz", "apt install graphviz")
     assert not (tmp_path / "g.svg").exists()
     assert text.code == 0 and text.out.startswith("digraph checkpoint {")
+
+
+@needs_dot
+def test_a_migration_is_drawn_coloured_by_what_becomes_of_each_variable(files, ckpt, tmp_path):
+    from convert import api
+    from convert.pictures.dot import _COLOURS, migration_marks, to_dot
+
+    picks = ("layer_with_weights-0=zy", "optimizer")
+    args = ("migrate", files["keras"], tmp_path / "out", "--dry-run")
+    result = ckpt(*args, *(f"--pick={p}" for p in picks), "--png", tmp_path / "m.png")
+    assert result.code == 0, result.err
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "out").exists()
+    report = api.migrate(files["keras"], tmp_path / "out", pick=picks, dry_run=True)
+    marks, added = migration_marks(report.migration)
+    text = to_dot(convert.load(files["keras"]), marks=marks, added=added)
+    done = subprocess.run([DOT, "-Tjson"], input=text, capture_output=True, text=True)
+    drawn = _by_name(json.loads(done.stdout))
+    coloured = [o.get("color") for o in drawn.values() if "ckpt_var" in o or "ckpt_slot" in o]
+    statuses = Counter(mark.status for mark in marks.values())
+    assert statuses["moved"] == 6 and statuses["dropped"] == 6 and statuses["kept"] == 5
+    assert Counter(coloured) == Counter(_COLOURS[m.status] for m in marks.values())
+    assert (
+        [o["ckpt_added"] for o in drawn.values() if "ckpt_added" in o] == added == ["save_counter"]
+    )
