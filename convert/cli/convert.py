@@ -13,6 +13,7 @@ import click
 from convert import api, folders
 from convert.cli.common import OUTPUT_NAMES, given_options, human, user_errors, writer_options
 from convert.core import registry
+from convert.core.errors import ConvertError
 
 if TYPE_CHECKING:
     from convert.core.graph import Graph
@@ -65,6 +66,10 @@ if TYPE_CHECKING:
 )
 @click.option("--emit-rules", metavar="FILE", help="Write the alignment found as a rule file.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the report; write nothing.")
+@click.option(
+    "--svg", type=click.Path(), help="With --rules or --like: draw the port (layers paired, ops)."
+)
+@click.option("--png", type=click.Path(), help="The same drawing as a PNG file.")
 def convert_command(
     src: str,
     dst: str,
@@ -80,6 +85,8 @@ def convert_command(
     emit_rules: str | None,
     dry_run: bool,
     picks: tuple[str, ...],
+    svg: str | None,
+    png: str | None,
     **writer: Any,
 ) -> None:
     """Convert SRC into DST, one tensor at a time."""
@@ -95,6 +102,8 @@ def convert_command(
         "pick": picks,
     }
     with user_errors():
+        if (svg or png) and not (rules or like):  # (said before anything is written)
+            raise ConvertError("--svg and --png draw a port: give --rules or --like", svg or png)
         if rules or like or any(mapped.values()) or folders.is_model_folder(src):
             report = api.convert(
                 src,
@@ -113,6 +122,8 @@ def convert_command(
                 )
             note = folders.hint(src, graph, report.target_format)
             report.notes += [n for n in (picked, note) if n]
+        if svg or png:
+            _draw(report, svg, png)
     if dry_run and not as_json:
         _print_plan(report)
         return
@@ -128,6 +139,18 @@ def convert_command(
             click.echo(f"  {report.rules['summary']}", err=True)
         for note in report.notes:
             click.echo(f"  note: {note}", err=True)
+
+
+def _draw(report: api.Report, svg: str | None, png: str | None) -> None:
+    from convert.pictures.port import port_dot
+    from convert.pictures.render import draw
+
+    if not report.rules:  # (a folder converted without rules: nothing was ported)
+        raise ConvertError("--svg and --png draw a port: give --rules or --like", svg or png)
+    source = f"{report.source} ({report.source_format})"
+    target = f"{report.destination} ({report.target_format})"
+    for drawn in draw(port_dot(report.rules, source, target), svg, png, False):
+        click.echo(f"drew {drawn}", err=True)
 
 
 def _print_plan(report: api.Report) -> None:

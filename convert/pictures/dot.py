@@ -83,8 +83,8 @@ class _Drawing:
             paint = _COLOURS[mark.status]
             colour = f', color="{paint}", fontcolor="{paint}", penwidth=2'
         return (
-            f'shape=ellipse, label="{_q(text, keep_breaks=True)}", '
-            f'{attr}="{_q(value)}", ckpt_count="{count}"{colour}'
+            f'shape=ellipse, label="{quote(text, keep_breaks=True)}", '
+            f'{attr}="{quote(value)}", ckpt_count="{count}"{colour}'
         )
 
 
@@ -121,19 +121,21 @@ def to_dot(
         value = drawing.node_id(slot.value)
         attrs = drawing.variable(slot.value, f"slot {slot.name}", "ckpt_slot", slot.name, 1)
         slots.append(f"{value} [{attrs}];")
-        slots.append(f'{owner} -> {value} [style=dotted, arrowhead=none, label="{_q(slot.name)}"];')
+        slots.append(
+            f'{owner} -> {value} [style=dotted, arrowhead=none, label="{quote(slot.name)}"];'
+        )
     for k, path in enumerate(added or []):
         colour = _COLOURS["added"]
         slots.append(
             f'a{k} [shape=ellipse, style=dashed, color="{colour}", fontcolor="{colour}", '
-            f'label="{_q(path)}\\nadded", ckpt_added="{_q(path)}"];'
+            f'label="{quote(path)}\\nadded", ckpt_added="{quote(path)}"];'
         )
         slots.append(f'{root} -> a{k} [style=dashed, color="{colour}"];')
     legend = MIGRATION_LEGEND if marks else LEGEND
     head = [
         "digraph checkpoint {",
         '  graph [rankdir=LR, fontname="Helvetica", fontsize=10, labelloc=b, '
-        f'label="{_q(legend)}"];',
+        f'label="{quote(legend)}"];',
         '  node [fontname="Helvetica", fontsize=10];',
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
@@ -163,7 +165,7 @@ def _draw(
         style = ", style=dashed" if seen else ""
         # (edges stay outside the optimizer's frame: an edge drawn inside it would pull
         # both ends in, the model's object that holds the optimizer too)
-        main.append(f'{parent} -> {target} [label="{order}. {_q(label)}"{style}];')
+        main.append(f'{parent} -> {target} [label="{order}. {quote(label)}"{style}];')
         if seen:
             continue
         if isinstance(item, Tensor):
@@ -175,7 +177,7 @@ def _draw(
         text = f"{label}\\n({kind})" if kind else label
         if len(names) > 1:
             text += f"\\n×{len(names)}"
-        out.append(f'{target} [shape=box, label="{_q(text, keep_breaks=True)}"];')
+        out.append(f'{target} [shape=box, label="{quote(text, keep_breaks=True)}"];')
         inner_main, inner_apart = _draw(drawing, item, (*where, name), target, times)
         (apart if out is apart else main).extend(inner_main)
         apart.extend(inner_apart)
@@ -251,6 +253,7 @@ def _kinds(graph: Graph) -> dict[tuple[str, ...], str]:
     }
 
 
-def _q(text: str, keep_breaks: bool = False) -> str:
+def quote(text: str, keep_breaks: bool = False) -> str:
+    """`text` inside a DOT string; `keep_breaks`: its `\\n` stay line breaks."""
     quoted = text.replace("\\", "\\\\").replace('"', '\\"')
     return quoted.replace("\\\\n", "\\n") if keep_breaks else quoted

@@ -147,3 +147,40 @@ def test_a_migration_is_drawn_coloured_by_what_becomes_of_each_variable(files, c
     assert (
         [o["ckpt_added"] for o in drawn.values() if "ckpt_added" in o] == added == ["save_counter"]
     )
+
+
+@needs_dot
+def test_a_port_is_drawn_layer_to_layer_with_its_ops(files, ckpt, tmp_path):
+    from convert import api
+    from convert.pictures.port import port_dot
+
+    class Twin(torch.nn.Module):  # (the Keras model's two Dense layers, in torch)
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)
+
+    skeleton = tmp_path / "fresh.pt"
+    torch.save(Twin().state_dict(), skeleton)
+    out = tmp_path / "out.pt"
+    args = ("--rules", "keras-torch", "--like", skeleton, "--dry-run")
+    result = ckpt("convert", files["keras"], out, *args, "--svg", tmp_path / "port.svg")
+    assert result.code == 0, result.err
+    assert "<svg" in (tmp_path / "port.svg").read_text() and not out.exists()
+    report = api.convert(
+        files["keras"], out, rules="keras-torch", like=skeleton, dry_run=True, check="partial"
+    )
+    text = port_dot(report.rules, "keras", "torch")
+    drawn = json.loads(
+        subprocess.run([DOT, "-Tjson"], input=text, capture_output=True, text=True).stdout
+    )
+    nodes = _by_name(drawn)
+    pairs = [e for e in drawn["edges"]]
+    assert len(pairs) == len(report.rules["layers"]) == 2
+    for edge in pairs:
+        assert "weight ← kernel: transpose(axes=[1, 0])" in edge["label"]
+        assert "dense (by order)" in edge["label"]
+    unused = sum(int(o["ckpt_unused"]) for o in nodes.values() if "ckpt_unused" in o)
+    assert unused == len(report.rules["unused"]) > 0  # (the optimizer's own variables)
+    no_rules = ckpt("convert", files["keras"], tmp_path / "x.npz", "--svg", tmp_path / "x.svg")
+    assert_one_line_error(no_rules, "--svg and --png draw a port")
+    assert not (tmp_path / "x.npz").exists()
