@@ -57,11 +57,12 @@ class Found:
     items: dict[str, Path]
     step: int | None = None
     notes: list[str] = field(default_factory=list)
+    folder: Path | None = None  # the step's folder (its `_CHECKPOINT_METADATA`)
 
 
 def locate(path: Path) -> Found:
     if is_item(path):
-        return Found({"": path})
+        return Found({"": path}, folder=path)
     notes = []
     step_number = None
     if not is_step(path):
@@ -88,4 +89,4 @@ def locate(path: Path) -> Found:
         if name != "default":
             notes.append(f"item {name}")
         items = {"": only}
-    return Found(items, step_number, notes)
+    return Found(items, step_number, notes, path)

@@ -19,6 +19,8 @@ from convert.io.reads import read_json
 
 SEQUENCE_NODE = "orbax_sequence"  # Node.meta: the node was a list or tuple
 STEP = "orbax_step"  # Graph.values: the step read from a CheckpointManager's folder
+# Graph.values: the step's `_CHECKPOINT_METADATA` (handlers, timestamps, metrics, custom)
+CHECKPOINT_INFO = "orbax_checkpoint_metadata"
 ARRAY_TYPES = ("jax.Array", "np.ndarray")
 EMPTY_TYPES = ("Dict", "List", "Tuple", "dict", "list", "tuple")
 STRINGS = "_strings.json"
@@ -35,6 +37,10 @@ def read(path: Path) -> Graph:
         _read_item(item, node, (name,) if name else (), graph)
     if found.step is not None:
         graph.values[STEP] = found.step
+    if found.folder is not None:
+        info = read_json(found.folder / layout.CHECKPOINT_METADATA, _MAX_STRINGS, "Orbax's")
+        if isinstance(info, dict):
+            graph.values[CHECKPOINT_INFO] = info
     graph.notes += found.notes
     return graph
 
