@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx, serialization
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-OUT = Path(sys.argv[1]).absolute()
+OUT = Path(".")  # (the folder given on the command line: set by main, not on import)
 rng = np.random.default_rng(0)
 
 
@@ -135,6 +135,7 @@ def save_nnx() -> None:
 
 
 if __name__ == "__main__":
+    OUT = Path(sys.argv[1]).absolute()
     OUT.mkdir(parents=True, exist_ok=True)
     save_standard("standard", tree())
     save_layouts(tree())
