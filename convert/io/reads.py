@@ -36,9 +36,11 @@ def read_region(
         source.close()
 
 
-def read_json(path: str | os.PathLike, max_bytes: int, what: str = "a settings file") -> object:
-    """A small JSON file (side files: `params.json`, Orbax's `_METADATA`), or None where
-    there is none; bigger than `max_bytes`, or not JSON, is a FormatError naming it."""
+def read_small(
+    path: str | os.PathLike, max_bytes: int, what: str = "a settings file"
+) -> bytes | None:
+    """A small side file's bytes (`params.json`, `checklist.chk`, Orbax's `_METADATA`), or
+    None where there is none; bigger than `max_bytes` is a FormatError naming it."""
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
@@ -46,6 +48,15 @@ def read_json(path: str | os.PathLike, max_bytes: int, what: str = "a settings f
         return None
     if len(data) > max_bytes:
         raise FormatError(f"is more than {max_bytes >> 10} KiB: not {what}", path)
+    return data
+
+
+def read_json(path: str | os.PathLike, max_bytes: int, what: str = "a settings file") -> object:
+    """A small JSON file (`read_small`), or None where there is none; not JSON is a
+    FormatError naming it."""
+    data = read_small(path, max_bytes, what)
+    if data is None:
+        return None
     try:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -54,16 +54,17 @@ def _read_item(item: Path, root: Node, prefix: tuple[str, ...], graph: Graph) ->
     left_out = []
     for leaf in sorted(tree.leaves, key=_order):
         parent = root
-        for depth, key in enumerate(leaf.keys[:-1]):
+        for depth, key in enumerate(leaf.keys):
+            if leaf.in_sequence[depth]:  # (the node holding this key is a list)
+                parent.meta[SEQUENCE_NODE] = True
+            if depth == len(leaf.keys) - 1:
+                break
             child = parent.edges.get(key)
             if child is None:
                 child = parent.edges[key] = Node()
             if not isinstance(child, Node):
                 raise FormatError(f"{'/'.join(leaf.keys[: depth + 1])} is a leaf and a tree", item)
             parent = child
-        for depth, indexed in enumerate(leaf.in_sequence):
-            if indexed:  # (the node holding this key is a list)
-                _node_at(root, leaf.keys[:depth]).meta[SEQUENCE_NODE] = True
         key, where = leaf.keys[-1], "/".join((*prefix, *leaf.keys))
         if leaf.value_type in ARRAY_TYPES and store is not None:
             dtype, shape = spec_of(opened[leaf.name])
@@ -92,15 +93,6 @@ def _order(leaf: metadata.Leaf) -> tuple:
         (0, int(k), "") if s else (1, 0, k)
         for k, s in zip(leaf.keys, leaf.in_sequence, strict=True)
     )
-
-
-def _node_at(root: Node, keys: tuple[str, ...]) -> Node:
-    node = root
-    for key in keys:
-        child = node.edges[key]
-        assert isinstance(child, Node)
-        node = child
-    return node
 
 
 class _Loader:

@@ -33,6 +33,7 @@ from convert.core.graph import Graph, Node
 from convert.core.meta import SOURCE_KEY
 from convert.core.notes import count
 from convert.io.outputs import OutputSet
+from convert.io.reads import read_small
 
 PARAMS = "params.json"
 CHECKLIST = "checklist.chk"
@@ -76,13 +77,9 @@ def _checklisted(folder: Path) -> list[str]:
 
 
 def _side_text(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_SIDE_FILE + 1)
-    except FileNotFoundError:
+    data = read_small(path, _MAX_SIDE_FILE)
+    if data is None:
         return None
-    if len(data) > _MAX_SIDE_FILE:
-        raise FormatError(f"is more than {_MAX_SIDE_FILE} bytes", path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -188,9 +188,21 @@ class Chain:
             if _fact(v)
         }
 
+    @property
+    def named(self) -> bool:
+        """Whether any op names a fact, `expect`'s optional ones too."""
+        return any(
+            _fact(v)
+            for op in self.ops
+            for value in op.__dict__.values()
+            for v in (value if isinstance(value, tuple) else (value,))
+        )
+
     def bind(self, facts: dict[str, Any]) -> Chain:
         """The chain with each named fact put in: a layer fact for a whole option, a
         model fact's number for a size (unknown ones stay, and fail when used)."""
+        if not facts or not self.named:  # (most chains: every layer's variables pass here)
+            return self
         ops = []
         for op in self.ops:
             changes: dict[str, Any] = {}
